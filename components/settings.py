@@ -1,0 +1,100 @@
+"""The one settings loader: params.yaml becomes a typed, frozen Settings object.
+
+Unknown keys and bad values fail at start with the dotted key name, so a typo never silently falls
+back to a default.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from components.errors import SettingsError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ImageSettings(_Strict):
+    max_pixels: int = Field(50_000_000, gt=0)
+    min_side: int = Field(32, ge=1)
+
+
+class DatasetSource(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    kind: Literal["lfw", "image_folder", "voc"]
+    path: str
+
+
+class IngestSettings(_Strict):
+    datasets: tuple[DatasetSource, ...] = ()
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    link_mode: Literal["hardlink", "copy"] = "hardlink"
+    box_clip_tolerance_px: float = Field(1.0, ge=0.0)
+
+
+class ValidateSettings(_Strict):
+    min_images_per_train_identity: int = Field(2, ge=1)
+    min_side: int = Field(32, ge=1)
+    detection_classes: tuple[str, ...] = ("with_mask", "without_mask", "mask_weared_incorrect")
+    max_listed_rows: int = Field(20, ge=1)
+
+
+class TrackingSettings(_Strict):
+    experiment_prefix: str = "facegate"
+
+
+class Settings(_Strict):
+    seed: int = 1234
+    images: ImageSettings = ImageSettings()
+    ingest: IngestSettings = IngestSettings()
+    validate_: ValidateSettings = Field(ValidateSettings(), alias="validate")
+    tracking: TrackingSettings = TrackingSettings()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted-key view (``ingest.val_fraction``) for MLflow params, so runs line up in the UI."""
+        return flatten(self.model_dump(by_alias=True, mode="json"))
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def parse_settings(raw: dict[str, Any], source: str = "params.yaml") -> Settings:
+    """Validate a raw mapping; the error names every bad key in dotted form."""
+    try:
+        return Settings.model_validate(raw or {})
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "<root>"
+            problems.append(f"{key}: {err['msg']}")
+        raise SettingsError(f"{source}: " + "; ".join(problems)) from None
+
+
+def load_settings(path: Path | str | None = None) -> Settings:
+    """Read params.yaml (default: the repository's, or $FACEGATE_PARAMS)."""
+    from components.paths import params_path
+
+    path = Path(path) if path else params_path()
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SettingsError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{path}: not valid YAML ({exc})") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise SettingsError(f"{path}: top level must be a mapping")
+    return parse_settings(raw or {}, str(path))

@@ -1,0 +1,83 @@
+"""The one MLflow helper: every run carries the git commit, the data version, the params and its duration.
+
+Runs of one pipeline share an experiment and the same metric names, so MLflow's compare view lines
+them up. A stage started inside another run becomes a nested run of it.
+"""
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from components.paths import configure_environment, mlflow_artifact_root, mlflow_tracking_uri, repo_root
+
+MAX_PARAM_CHARS = 500
+
+
+def git_commit(root: Path | None = None) -> str:
+    """HEAD's sha, with ``-dirty`` when tracked code differs from it; ``unknown`` outside git.
+
+    DVC pointers and .gitignore are left out of the check: a new data version is recorded in its own
+    tag, and it must not make the code look modified.
+    """
+    root = root or repo_root()
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)*.dvc", ":(exclude).gitignore", ":(exclude).dvc",
+                                ":(exclude).dvcignore"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def ensure_experiment(name: str) -> str:
+    """Experiment id for ``name``, created with the state dir's artifact root on first use."""
+    import mlflow
+
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    return mlflow.create_experiment(name, artifact_location=f"{mlflow_artifact_root()}/{name}")
+
+
+@contextmanager
+def tracked_run(
+    experiment: str,
+    run_name: str,
+    *,
+    params: dict[str, Any] | None = None,
+    data_version: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> Iterator[Any]:
+    """An MLflow run (nested inside the active one, if any) that logs ``duration_s`` when it ends."""
+    configure_environment()
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_tracking_uri())
+    parent = mlflow.active_run()
+    exp_id = parent.info.experiment_id if parent else ensure_experiment(experiment)
+    all_tags = {"git_commit": git_commit(), "data_version": data_version or "none", **(tags or {})}
+    if parent:
+        all_tags["parent_run_id"] = parent.info.run_id
+    start = time.perf_counter()
+    with mlflow.start_run(run_name=run_name, experiment_id=exp_id, nested=parent is not None,
+                          tags=all_tags) as run:
+        if params:
+            mlflow.log_params({k: str(v)[:MAX_PARAM_CHARS] for k, v in params.items()})
+        try:
+            yield run
+        finally:
+            mlflow.log_metric("duration_s", time.perf_counter() - start)
+
+
+def set_data_version(version: str | None) -> None:
+    """Record a data version produced during the run (ingest learns it only at its end)."""
+    import mlflow
+
+    mlflow.set_tag("data_version", version or "none")

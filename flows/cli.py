@@ -1,0 +1,128 @@
+"""`facegate`: the one front door. Commands build objects from params and call flows or components;
+typed errors become one clear line (and exit code 2), never a traceback."""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from components.errors import FacegateError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="facegate: face-recognition entrance and the MLOps around it.")
+data_app = typer.Typer(no_args_is_help=True, help="DVC data versions: show, push, pull.")
+app.add_typer(data_app, name="data")
+
+DatasetOpt = Annotated[Optional[list[str]], typer.Option("--dataset", "-d", help="dataset name from params.yaml (repeatable; default: all)")]
+LimitOpt = Annotated[Optional[int], typer.Option(help="ingest only the first N files of each source (smoke runs)")]
+
+
+def friendly(fn):
+    """Render FacegateError as ``error [code]: message`` on stderr with exit code 2."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except FacegateError as exc:
+            typer.echo(f"error [{exc.code}]: {exc.message}", err=True)
+            raise typer.Exit(2) from None
+    return wrapper
+
+
+def _print(obj) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=str))
+
+
+@app.command()
+@friendly
+def weights() -> None:
+    """Locate every pretrained-weight file in its package and check its sha256."""
+    from components.weights import verify_all
+
+    for name, path in verify_all().items():
+        typer.echo(f"ok  {name:<28} {path}")
+
+
+@app.command()
+@friendly
+def ingest(dataset: DatasetOpt = None, limit: LimitOpt = None) -> None:
+    """Ingest sources into data/ (manifest + linked images), then `dvc add data` and `dvc push`."""
+    from flows.data import ingest_flow
+
+    result = ingest_flow(datasets=dataset, limit=limit)
+    _print({"data_version": result["data_version"],
+            "datasets": [{k: v for k, v in s.items() if k != "quarantine"} for s in result["datasets"]],
+            "quarantined": [q for s in result["datasets"] for q in s["quarantine"]]})
+
+
+@app.command()
+@friendly
+def validate(dataset: DatasetOpt = None) -> None:
+    """Run the Great Expectations suites on the ingested manifests."""
+    from flows.data import validate_flow
+
+    for r in validate_flow(datasets=dataset):
+        typer.echo(f"{r['dataset']}: passed ({r['expectations']} expectations, "
+                   f"{len(r['quarantined'])} quarantined; Data Docs in MLflow)")
+
+
+@app.command()
+@friendly
+def demo(dataset: DatasetOpt = None, limit: LimitOpt = None) -> None:
+    """The main job on the default data: ingest -> validate, then say where to look."""
+    from components import data_version
+    from components.paths import mlflow_tracking_uri
+    from flows.data import data_pipeline_flow
+
+    result = data_pipeline_flow(datasets=dataset, limit=limit)
+    for s in result["ingest"]:
+        typer.echo(f"ingested {s['dataset']}: {s['images']} images, {s['quarantined']} quarantined, "
+                   f"splits {s['splits']}")
+    for r in result["validation"]:
+        typer.echo(f"validated {r['dataset']}: {r['expectations']} expectations passed")
+    typer.echo(f"data version: {result['data_version']} (data.dvc; `dvc pull` restores it)")
+    typer.echo(f"MLflow runs: {mlflow_tracking_uri()} (experiment facegate-data; `mlflow ui "
+               f"--backend-store-uri {mlflow_tracking_uri()}`)")
+    assert data_version.read_version() == result["data_version"]
+
+
+@data_app.command("version")
+@friendly
+def data_version_cmd() -> None:
+    """Print the data version recorded in data.dvc."""
+    from components import data_version
+
+    typer.echo(data_version.read_version() or "none (run `facegate ingest`)")
+
+
+@data_app.command("push")
+@friendly
+def data_push() -> None:
+    from components import data_version
+
+    data_version.push()
+    typer.echo("pushed")
+
+
+@data_app.command("pull")
+@friendly
+def data_pull() -> None:
+    """Restore data/ from the DVC remote at the version in data.dvc."""
+    from components import data_version
+
+    data_version.pull()
+    typer.echo(f"restored data/ at {data_version.read_version()}")
+
+
+def main() -> None:
+    import flows  # noqa: F401 - sets the embedded defaults before anything heavy is imported
+
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -78,3 +78,21 @@ class DataVersionError(FacegateError):
     """A DVC operation failed; carries DVC's own message."""
 
     code = "data_version_error"
+
+
+class FaceError(FacegateError):
+    """A photo does not hold exactly the faces an operation needs; names the file."""
+
+    code = "face_error"
+
+    def __init__(self, source: Path | str, reason: str) -> None:
+        self.source = str(source)
+        super().__init__(f"{self.source}: {reason}")
+
+
+class NoFaceFound(FaceError):
+    code = "no_face_found"
+
+
+class MultipleFaces(FaceError):
+    code = "multiple_faces"

@@ -43,6 +43,30 @@ class ValidateSettings(_Strict):
     max_listed_rows: int = Field(20, ge=1)
 
 
+class FaceSettings(_Strict):
+    detector: Literal["dlib_hog", "dlib_mmod"] = "dlib_hog"
+    upsample: int = Field(0, ge=0, le=2)  # 0 finds LFW-sized faces (~100 px); 1 finds faces down to ~40 px
+
+
+class EmbeddingSettings(_Strict):
+    backbone: Literal["dlib_resnet", "mobilenet_v2"] = "dlib_resnet"
+    mode: Literal["pretrained", "head", "finetune"] = "head"
+    flip_tta: bool = True
+
+
+class TrainSettings(_Strict):
+    miner: Literal["batch_hard", "semi_hard", "random"] = "semi_hard"
+    margin: float = Field(0.2, gt=0.0)
+    p: int = Field(32, ge=2)
+    k: int = Field(4, ge=2)
+    epochs: int = Field(10, ge=1)
+    batches_per_epoch: int | None = Field(None, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    finetune_stages: int = Field(2, ge=0)
+    flip_prob: float = Field(0.5, ge=0.0, le=1.0)
+
+
 class TrackingSettings(_Strict):
     experiment_prefix: str = "facegate"
 
@@ -52,6 +76,9 @@ class Settings(_Strict):
     images: ImageSettings = ImageSettings()
     ingest: IngestSettings = IngestSettings()
     validate_: ValidateSettings = Field(ValidateSettings(), alias="validate")
+    faces: FaceSettings = FaceSettings()
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    train: TrainSettings = TrainSettings()
     tracking: TrackingSettings = TrackingSettings()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

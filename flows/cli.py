@@ -16,6 +16,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="facegate: face-recognition entrance and the MLOps around it.")
 data_app = typer.Typer(no_args_is_help=True, help="DVC data versions: show, push, pull.")
 app.add_typer(data_app, name="data")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks on the full data; each prints JSON.")
+app.add_typer(bench_app, name="bench")
 
 DatasetOpt = Annotated[Optional[list[str]], typer.Option("--dataset", "-d", help="dataset name from params.yaml (repeatable; default: all)")]
 LimitOpt = Annotated[Optional[int], typer.Option(help="ingest only the first N files of each source (smoke runs)")]
@@ -116,6 +118,30 @@ def data_pull() -> None:
 
     data_version.pull()
     typer.echo(f"restored data/ at {data_version.read_version()}")
+
+
+@bench_app.command("lfw")
+@friendly
+def bench_lfw(
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="write the result here too")] = None,
+    backbone: Annotated[Optional[str], typer.Option(help="dlib_resnet | mobilenet_v2 (default: params)")] = None,
+    mode: Annotated[Optional[str], typer.Option(help="pretrained | head | finetune (default: params)")] = None,
+    tta: Annotated[Optional[bool], typer.Option("--tta/--no-tta", help="flip TTA (default: params)")] = None,
+    miner: Annotated[Optional[str], typer.Option(help="override train.miner")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="override train.epochs")] = None,
+    groups: Annotated[Optional[int], typer.Option(help="models per 10 folds (default: head 10, finetune 2)")] = None,
+    speed: Annotated[bool, typer.Option("--speed/--no-speed", help="also time embedding and the whole pipeline")] = True,
+) -> None:
+    """LFW View 2 (10 folds of 600 pairs, threshold chosen on 9) on the shared LFW copy."""
+    from flows.bench import lfw_benchmark_flow
+
+    result = lfw_benchmark_flow(backbone=backbone, mode=mode, flip_tta=tta, miner=miner, epochs=epochs,
+                                groups=groups, speed=speed)
+    text = json.dumps(result, indent=2, default=str)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(text + "\n")
+    typer.echo(text)
 
 
 def main() -> None:

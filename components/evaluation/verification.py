@@ -163,19 +163,26 @@ def best_threshold(dist: np.ndarray, same: np.ndarray) -> float:
 def verification_accuracy_10fold(dist: np.ndarray, same: np.ndarray, folds: np.ndarray) -> dict:
     """LFW View 2: per fold, choose the threshold on the other folds and score the held-out one.
 
-    ``accuracy_std`` is the population std (ddof=0) of the fold accuracies, as the usual LFW tooling
-    reports it.
+    ``dist`` is one distance per pair, or one row per fold (``n_folds x n_pairs``) when each fold is
+    scored by its own model (trained on identities disjoint from that fold): fold f's threshold and
+    accuracy then both come from row f. ``accuracy_std`` is the population std (ddof=0) of the fold
+    accuracies, as the usual LFW tooling reports it.
     """
-    d, s = _check(dist, same)
     f = np.asarray(folds).ravel()
-    if f.shape != d.shape:
-        raise ValueError(f"folds has {f.size} values but dist has {d.size}")
     fold_ids = np.unique(f)
+    rows = np.asarray(dist, dtype=np.float64)
+    if rows.ndim == 1:
+        rows = np.broadcast_to(rows, (fold_ids.size, rows.size))
+    if rows.shape[0] != fold_ids.size:
+        raise ValueError(f"dist has {rows.shape[0]} rows but there are {fold_ids.size} folds")
     if fold_ids.size < 2:
         raise ValueError("cross-validation needs at least two folds")
     accuracies: list[float] = []
     thresholds: list[float] = []
-    for fold in fold_ids:
+    for row, fold in zip(rows, fold_ids):
+        d, s = _check(row, same)
+        if f.shape != d.shape:
+            raise ValueError(f"folds has {f.size} values but dist has {d.size}")
         test = f == fold
         t = best_threshold(d[~test], s[~test])
         thresholds.append(t)

@@ -1,0 +1,129 @@
+"""Backbones behind one interface, one registry entry each: adding a backbone touches this file only.
+
+A backbone turns aligned chips (uint8 RGB, N x S x S x 3, from components.faces) into pooled features;
+the embedding head on top is shared (components.embedding.model). ``stages`` lists the trainable
+blocks from shallow to deep so ``finetune`` can unfreeze the last N; ``pretrained_head`` is the
+backbone's own embedding layer where it has one (dlib's fc), used to initialise the head.
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class Backbone(nn.Module):
+    name: ClassVar[str]
+    feature_dim: ClassVar[int]
+    input_size: ClassVar[int]
+
+    def preprocess(self, chips: Tensor) -> Tensor:
+        """uint8 N x S x S x 3 -> float N x 3 x input_size x input_size, as the weights expect."""
+        raise NotImplementedError
+
+    def features(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def stages(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    def pretrained_head(self) -> nn.Linear | None:
+        return None
+
+    def freeze_all_but_last(self, n_stages: int) -> None:
+        """Freeze everything, then unfreeze the deepest ``n_stages`` stages (BN of frozen ones in eval)."""
+        stages = self.stages()
+        if not 0 <= n_stages <= len(stages):
+            raise ValueError(f"n_stages must be in [0, {len(stages)}], got {n_stages}")
+        for p in self.parameters():
+            p.requires_grad_(False)
+        for stage in stages[len(stages) - n_stages:]:
+            for p in stage.parameters():
+                p.requires_grad_(True)
+        self._frozen = stages[: len(stages) - n_stages]
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for stage in getattr(self, "_frozen", []):
+            stage.eval()  # frozen BN statistics must not drift with face data
+        return self
+
+
+def _to_nchw(chips: Tensor) -> Tensor:
+    return chips.permute(0, 3, 1, 2).to(torch.float32)
+
+
+class DlibResNetBackbone(Backbone):
+    """dlib's ResNet face descriptor ported to torch; features are its 256-d pooled activations."""
+
+    name = "dlib_resnet"
+    feature_dim = 256
+    input_size = 150
+
+    def __init__(self) -> None:
+        super().__init__()
+        from components.embedding.dlib_resnet import load_dlib_resnet
+        from components.weights import weight_path
+
+        self.net = load_dlib_resnet(weight_path("dlib_resnet_v1"))
+        for p in self.net.parameters():
+            p.requires_grad_(True)
+        self._fc = self.net.head[-1]
+        self._pool = nn.Sequential(*list(self.net.head)[:-1])
+
+    def preprocess(self, chips: Tensor) -> Tensor:
+        x = _to_nchw(chips)
+        if x.shape[-1] != self.input_size:
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", antialias=True,
+                              align_corners=False)
+        return x  # 0..255: features() applies dlib's own input normalisation
+
+    def features(self, x: Tensor) -> Tensor:
+        x = (x - self.net.mean) / 256.0  # as dlib's input layer: (pixel - mean) / 256
+        return self._pool(self.net.blocks(self.net.stem(x))).flatten(1)
+
+    def stages(self) -> list[nn.Module]:
+        return [self.net.stem, *self.net.blocks]
+
+    def pretrained_head(self) -> nn.Linear:
+        return self._fc
+
+
+class MobileNetV2Backbone(Backbone):
+    """ImageNet MobileNetV2 at 112x112; features are the 1280-d global average."""
+
+    name = "mobilenet_v2"
+    feature_dim = 1280
+    input_size = 112
+
+    def __init__(self) -> None:
+        super().__init__()
+        from components.embedding.mobilenet_v2 import load_mobilenet_v2_imagenet
+
+        self.net = load_mobilenet_v2_imagenet()
+        self.net.classifier = nn.Identity()
+
+    def preprocess(self, chips: Tensor) -> Tensor:
+        from components.embedding.mobilenet_v2 import normalise
+
+        x = F.interpolate(_to_nchw(chips), size=(self.input_size, self.input_size), mode="bilinear",
+                          antialias=True, align_corners=False)
+        return normalise(x / 255.0)
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.net.forward_features(x).mean(dim=(2, 3))
+
+    def stages(self) -> list[nn.Module]:
+        return list(self.net.stages)
+
+
+BACKBONES: dict[str, type[Backbone]] = {b.name: b for b in (DlibResNetBackbone, MobileNetV2Backbone)}
+
+
+def make_backbone(name: str) -> Backbone:
+    try:
+        return BACKBONES[name]()
+    except KeyError:
+        raise ValueError(f"unknown backbone {name!r} (known: {sorted(BACKBONES)})") from None

@@ -1,0 +1,79 @@
+"""The face-embedding model: a backbone, a 128-d linear head, L2 normalisation.
+
+Two ways to run it, matching the two transfer-learning modes: end to end on chips (``finetune``,
+serving) and head-only on cached backbone features (``head``: the backbone is frozen, so its features
+never change and are computed once).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from components.embedding.backbones import Backbone, make_backbone
+
+EMBEDDING_DIM = 128
+
+
+class EmbeddingModel(nn.Module):
+    def __init__(self, backbone: Backbone, dim: int = EMBEDDING_DIM) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.feature_dim, dim, bias=False)
+        pretrained = backbone.pretrained_head()
+        if pretrained is not None and pretrained.weight.shape == self.head.weight.shape:
+            with torch.no_grad():  # start from the backbone's own embedding (dlib's fc)
+                self.head.weight.copy_(pretrained.weight)
+        else:
+            nn.init.xavier_uniform_(self.head.weight)
+
+    @property
+    def name(self) -> str:
+        return self.backbone.name
+
+    def embed_features(self, feats: Tensor) -> Tensor:
+        return F.normalize(self.head(feats), dim=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Preprocessed float input -> unit-length embeddings."""
+        return self.embed_features(self.backbone.features(x))
+
+
+def build_model(backbone: str) -> EmbeddingModel:
+    return EmbeddingModel(make_backbone(backbone))
+
+
+@torch.inference_mode()
+def chip_features(backbone: Backbone, chips: np.ndarray, batch_size: int = 64, flip: bool = False,
+                  progress=None) -> np.ndarray:
+    """Pooled backbone features of uint8 chips (optionally of their mirror images), float32."""
+    backbone.eval()
+    out = np.zeros((len(chips), backbone.feature_dim), np.float32)
+    for start in range(0, len(chips), batch_size):
+        batch = torch.from_numpy(np.ascontiguousarray(chips[start:start + batch_size]))
+        if flip:
+            batch = batch.flip(2)  # N x H x W x C: mirror along W
+        x = backbone.preprocess(batch).contiguous(memory_format=torch.channels_last)
+        out[start:start + len(batch)] = backbone.features(x).numpy()
+        if progress:
+            progress(min(start + batch_size, len(chips)), len(chips))
+    return out
+
+
+@torch.inference_mode()
+def embed_from_features(model: EmbeddingModel, feats: np.ndarray, flip_feats: np.ndarray | None = None) -> np.ndarray:
+    """Embeddings from cached features; with ``flip_feats``, flip TTA: mean of both, re-normalised."""
+    model.eval()
+    e = model.embed_features(torch.from_numpy(feats))
+    if flip_feats is not None:
+        e = F.normalize(e + model.embed_features(torch.from_numpy(flip_feats)), dim=1)
+    return e.numpy()
+
+
+@torch.inference_mode()
+def embed_chips(model: EmbeddingModel, chips: np.ndarray, flip_tta: bool = False, batch_size: int = 64) -> np.ndarray:
+    """Chips -> unit-length embeddings, end to end (serving path)."""
+    feats = chip_features(model.backbone, chips, batch_size)
+    flipped = chip_features(model.backbone, chips, batch_size, flip=True) if flip_tta else None
+    return embed_from_features(model, feats, flipped)

@@ -1,0 +1,131 @@
+"""Transfer learning of the embedding with triplet loss and online mining in P x K batches.
+
+``train_head``: backbone frozen, features cached, only the 128-d head learns (seconds on CPU).
+``train_finetune``: the last N backbone stages learn too, on augmented chips (minutes to hours).
+Both return a per-epoch history with the mining statistics, so a run can be judged by whether its
+triplets stay active, not only by its loss.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from components.embedding.model import EmbeddingModel
+from components.embedding.triplets import (
+    PKSampler,
+    get_miner,
+    mining_stats,
+    pairwise_sq_dists,
+    triplet_distances,
+    triplet_loss,
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    miner: str = "semi_hard"
+    margin: float = 0.2
+    p: int = 32
+    k: int = 4
+    epochs: int = 10
+    batches_per_epoch: int | None = None
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 1234
+    finetune_stages: int = 2
+    flip_prob: float = 0.5  # head mode: chance of using the mirror image's cached features
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _run_epochs(model, params, batches_fn, embed_fn, labels_t, cfg: TrainConfig,
+                on_epoch: Callable[[int, dict], None] | None) -> list[dict]:
+    miner = get_miner(cfg.miner, seed=cfg.seed) if cfg.miner == "random" else get_miner(cfg.miner)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    history = []
+    for epoch in range(cfg.epochs):
+        model.train()
+        totals = {"loss": 0.0, "active_fraction": 0.0, "mean_d_ap": 0.0, "mean_d_an": 0.0, "n_triplets": 0}
+        n_batches = 0
+        for idx in batches_fn(epoch):
+            emb = embed_fn(idx)
+            labels = labels_t[idx]
+            dists = pairwise_sq_dists(emb)
+            trip = miner.mine(dists.detach(), labels, cfg.margin)
+            d_ap, d_an = triplet_distances(dists, trip)
+            loss = triplet_loss(d_ap, d_an, cfg.margin)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            stats = mining_stats(d_ap.detach(), d_an.detach(), cfg.margin)
+            totals["loss"] += float(loss.detach())
+            for key in ("active_fraction", "mean_d_ap", "mean_d_an"):
+                totals[key] += float(np.nan_to_num(stats[key]))
+            totals["n_triplets"] += int(stats["n_triplets"])
+            n_batches += 1
+        row = {"epoch": epoch, **{k: (v / max(n_batches, 1) if k != "n_triplets" else v) for k, v in totals.items()}}
+        history.append(row)
+        if on_epoch:
+            on_epoch(epoch, row)
+    model.eval()
+    return history
+
+
+def train_head(model: EmbeddingModel, feats: np.ndarray, flip_feats: np.ndarray | None, labels: np.ndarray,
+               cfg: TrainConfig, on_epoch: Callable[[int, dict], None] | None = None) -> list[dict]:
+    """Head-only training on cached features (mirror features used as augmentation)."""
+    seed_everything(cfg.seed)
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    feats_t = torch.from_numpy(np.ascontiguousarray(feats))
+    flip_t = torch.from_numpy(np.ascontiguousarray(flip_feats)) if flip_feats is not None else None
+    labels_t = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    sampler = PKSampler(labels, cfg.p, cfg.k, seed=cfg.seed, batches_per_epoch=cfg.batches_per_epoch)
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    def batches(epoch: int):
+        sampler.set_epoch(epoch)
+        for b in sampler:
+            yield torch.tensor(b, dtype=torch.int64)
+
+    def embed(idx: torch.Tensor) -> torch.Tensor:
+        x = feats_t[idx]
+        if flip_t is not None and cfg.flip_prob > 0:
+            use_flip = torch.rand(len(idx), generator=gen) < cfg.flip_prob
+            x = torch.where(use_flip[:, None], flip_t[idx], x)
+        return model.embed_features(x)
+
+    return _run_epochs(model, list(model.head.parameters()), batches, embed, labels_t, cfg, on_epoch)
+
+
+def train_finetune(model: EmbeddingModel, chips: np.ndarray, labels: np.ndarray, cfg: TrainConfig,
+                   augment: Callable[[np.ndarray], np.ndarray] | None = None,
+                   on_epoch: Callable[[int, dict], None] | None = None) -> list[dict]:
+    """Head plus the last ``cfg.finetune_stages`` backbone stages, on (augmented) uint8 chips."""
+    seed_everything(cfg.seed)
+    model.backbone.freeze_all_but_last(cfg.finetune_stages)
+    for p in model.head.parameters():
+        p.requires_grad_(True)
+    labels_t = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    sampler = PKSampler(labels, cfg.p, cfg.k, seed=cfg.seed, batches_per_epoch=cfg.batches_per_epoch)
+
+    def batches(epoch: int):
+        sampler.set_epoch(epoch)
+        for b in sampler:
+            yield torch.tensor(b, dtype=torch.int64)
+
+    def embed(idx: torch.Tensor) -> torch.Tensor:
+        batch = np.stack([augment(chips[i]) if augment else chips[i] for i in idx.tolist()])
+        x = model.backbone.preprocess(torch.from_numpy(batch)).contiguous(memory_format=torch.channels_last)
+        return model(x)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    return _run_epochs(model, params, batches, embed, labels_t, cfg, on_epoch)

@@ -1,0 +1,183 @@
+"""The LFW View 2 benchmark for the face pipeline: pretrained, ``head`` and ``finetune`` models.
+
+Every image is detected and aligned once (chip cache) and every frozen backbone's features are
+computed once (feature cache), so comparing modes, miners and flip TTA costs seconds, not hours.
+Trained models follow the protocol's rule that no model is trained on identities of the fold it is
+tested on: the 10 folds are split into groups, one model per group, trained on every LFW identity
+that does not appear in that group's pairs.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from components.embedding.backbones import make_backbone
+from components.embedding.model import EmbeddingModel, chip_features, embed_from_features
+from components.embedding.train import TrainConfig, train_finetune, train_head
+from components.evaluation.verification import (
+    identity_disjoint_training_identities,
+    pairs_arrays,
+    read_lfw_pairs,
+    roc_metrics,
+    verification_accuracy_10fold,
+)
+from components.faces.chips import ChipSet, cache_key, cached_chips
+
+Progress = Callable[[str, int, int], None] | None
+
+
+@dataclass
+class LfwSet:
+    root: Path
+    paths: list[str]  # relative, sorted
+    identities: np.ndarray  # per image
+    chips: ChipSet
+    chip_key: str
+    pair_a: np.ndarray  # row index of each pair's images
+    pair_b: np.ndarray
+    same: np.ndarray
+    folds: np.ndarray
+    pairs: list
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_lfw(root: Path, cache_dir: Path, *, detector: str = "dlib_hog", upsample: int = 0,
+             progress: Progress = None) -> LfwSet:
+    """Every LFW image's aligned chip (cached) and the View 2 pairs as row indices."""
+    files = sorted(root.glob("*/*.jpg"))
+    paths = [f"{f.parent.name}/{f.name}" for f in files]
+    hashes = [_sha256(f) for f in files]
+    settings = {"detector": detector, "upsample": upsample}
+    chips = cached_chips(cache_dir, files, hashes, **settings,
+                         progress=(lambda i, n: progress("chips", i, n)) if progress else None)
+    pairs = read_lfw_pairs(root / "pairs.txt")
+    row = {p: i for i, p in enumerate(paths)}
+    same, folds = pairs_arrays(pairs)
+    return LfwSet(root=root, paths=paths, identities=np.array([p.split("/")[0] for p in paths]),
+                  chips=chips, chip_key=cache_key(hashes, **settings),
+                  pair_a=np.array([row[p.path_a] for p in pairs]), pair_b=np.array([row[p.path_b] for p in pairs]),
+                  same=same, folds=folds, pairs=pairs)
+
+
+def cached_features(lfw: LfwSet, backbone_name: str, cache_dir: Path, progress: Progress = None) -> tuple[np.ndarray, np.ndarray]:
+    """Frozen-backbone features of every chip and of its mirror image, cached on disk."""
+    out = []
+    backbone = None
+    for flip in (False, True):
+        path = cache_dir / f"features-{lfw.chip_key}-{backbone_name}-{'flip' if flip else 'plain'}.npy"
+        if not path.is_file():
+            backbone = backbone or make_backbone(backbone_name)
+            feats = chip_features(backbone, lfw.chips.chips, flip=flip,
+                                  progress=(lambda i, n: progress(f"features{'-flip' if flip else ''}", i, n)) if progress else None)
+            tmp = path.with_suffix(".tmp.npy")
+            np.save(tmp, feats)
+            tmp.replace(path)
+        out.append(np.load(path))
+    return out[0], out[1]
+
+
+def pair_distances(emb: np.ndarray, lfw: LfwSet) -> np.ndarray:
+    return np.linalg.norm(emb[lfw.pair_a] - emb[lfw.pair_b], axis=1)
+
+
+def fold_groups(n_groups: int) -> list[list[int]]:
+    return [list(map(int, g)) for g in np.array_split(np.arange(10), n_groups)]
+
+
+def training_rows(lfw: LfwSet, test_folds: list[int]) -> np.ndarray:
+    """Rows of images whose identity appears in none of ``test_folds``' pairs (and has >= 2 images)."""
+    allowed = set(lfw.identities)
+    for f in test_folds:
+        allowed &= identity_disjoint_training_identities(lfw.pairs, f, lfw.identities)
+    ids, counts = np.unique(lfw.identities, return_counts=True)
+    multi = set(ids[counts >= 2])
+    return np.flatnonzero([i in allowed and i in multi for i in lfw.identities])
+
+
+def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str, flip_tta: bool,
+                      cfg: TrainConfig, n_groups: int | None = None, progress: Progress = None,
+                      on_epoch: Callable[[int, int, dict], None] | None = None) -> dict:
+    """Accuracy (10-fold), ROC figures and training history for one backbone/mode/TTA setting."""
+    if mode not in ("pretrained", "head", "finetune"):
+        raise ValueError(f"mode must be pretrained, head or finetune, not {mode!r}")
+    torch.manual_seed(cfg.seed)
+    feats, flip_feats = cached_features(lfw, backbone, cache_dir, progress)
+    n_groups = n_groups or (10 if mode == "head" else 2 if mode == "finetune" else 1)
+    groups = fold_groups(n_groups) if mode != "pretrained" else [list(range(10))]
+    dist_rows: dict[int, np.ndarray] = {}
+    histories, train_sizes = [], []
+    t0 = time.perf_counter()
+    for gi, group in enumerate(groups):
+        model = EmbeddingModel(make_backbone(backbone))
+        if mode != "pretrained":
+            rows = training_rows(lfw, group)
+            _, labels = np.unique(lfw.identities[rows], return_inverse=True)
+            train_sizes.append({"test_folds": group, "images": int(len(rows)), "identities": int(labels.max() + 1)})
+            cb = (lambda e, r, gi=gi: on_epoch(gi, e, r)) if on_epoch else None
+            if mode == "head":
+                hist = train_head(model, feats[rows], flip_feats[rows], labels, cfg, on_epoch=cb)
+            else:
+                hist = train_finetune(model, np.asarray(lfw.chips.chips[rows]), labels, cfg,
+                                      augment=None, on_epoch=cb)
+            histories.append(hist)
+        if mode == "finetune":
+            f_all = chip_features(model.backbone, lfw.chips.chips)
+            ff_all = chip_features(model.backbone, lfw.chips.chips, flip=True) if flip_tta else None
+            emb = embed_from_features(model, f_all, ff_all)
+        else:
+            emb = embed_from_features(model, feats, flip_feats if flip_tta else None)
+        dist = pair_distances(emb, lfw)
+        for f in group:
+            dist_rows[f] = dist
+    train_minutes = (time.perf_counter() - t0) / 60.0
+    rows = np.stack([dist_rows[f] for f in range(10)])
+    acc = verification_accuracy_10fold(rows, lfw.same, lfw.folds)
+    # ROC over each pair's distance from the model that did not train on its fold
+    combined = rows[lfw.folds, np.arange(len(lfw.same))]
+    roc = roc_metrics(combined, lfw.same)
+    used = np.unique(np.concatenate([lfw.pair_a, lfw.pair_b]))
+    fallback = lfw.chips.table["fallback"].to_numpy()
+    return {
+        "backbone": backbone, "mode": mode, "flip_tta": flip_tta, "fold_groups": groups,
+        "accuracy_mean": acc["accuracy_mean"], "accuracy_std": acc["accuracy_std"],
+        "fold_accuracies": acc["fold_accuracies"], "threshold_mean": acc["threshold_mean"],
+        "auc": roc["auc"], "eer": roc["eer"], "tar_at_far_1e-3": roc["tar_at_far_1e-3"],
+        "tar_at_far_1e-4": roc["tar_at_far_1e-4"],
+        "no_face_fallbacks": int(fallback[used].sum()), "no_face_fallbacks_all_images": int(fallback.sum()),
+        "pair_images": int(len(used)), "train": asdict(cfg) if mode != "pretrained" else None,
+        "train_sets": train_sizes, "train_minutes": train_minutes if mode != "pretrained" else 0.0,
+        "history": histories, "_distances": combined,
+    }
+
+
+def measure_speed(lfw: LfwSet, backbone: str, n_chips: int = 256, n_images: int = 100,
+                  detector: str = "dlib_hog", upsample: int = 0) -> dict:
+    """Aligned faces embedded per second (batch 64), and the whole pipeline per image."""
+    from components.faces.align import FaceAligner
+    from components.faces.detectors import make_detector
+    from components.faces.pipeline import FaceFinder
+    from components.images import load_image
+
+    model = EmbeddingModel(make_backbone(backbone)).eval()
+    chips = np.asarray(lfw.chips.chips[:n_chips])
+    chip_features(model.backbone, chips[:64])  # warm-up
+    t = time.perf_counter()
+    embed_from_features(model, chip_features(model.backbone, chips, batch_size=64))
+    faces_per_s = len(chips) / (time.perf_counter() - t)
+    finder = FaceFinder(make_detector(detector, upsample=upsample), FaceAligner())
+    files = [lfw.root / p for p in lfw.paths[:: max(1, len(lfw.paths) // n_images)][:n_images]]
+    t = time.perf_counter()
+    for f in files:
+        crop = finder.centre_face(load_image(f))
+        embed_from_features(model, chip_features(model.backbone, crop.chip[None]))
+    pipeline = len(files) / (time.perf_counter() - t)
+    return {"faces_per_s": faces_per_s, "pipeline_images_per_s": pipeline, "speed_threads": torch.get_num_threads()}

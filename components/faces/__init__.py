@@ -1,0 +1,1 @@
+"""Finding faces and turning them into aligned chips."""

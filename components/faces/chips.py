@@ -1,0 +1,101 @@
+"""Aligned chips for a whole image list, computed in parallel once and cached on disk.
+
+Detection and alignment cost far more than a frozen backbone's forward pass and do not depend on the
+model being trained, so every training round and benchmark reuses the same chips. The cache key is
+built from the images' sha256 and the detector settings: new bytes or settings mean new chips.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from components.faces.align import CHIP_PADDING, CHIP_SIZE
+
+_WORKER: dict = {}
+
+
+@dataclass
+class ChipSet:
+    chips: np.ndarray  # N x S x S x 3 uint8
+    table: pd.DataFrame  # path, fallback, left, top, right, bottom, error
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+def _init_worker(detector: str, upsample: int, size: int, padding: float, max_pixels: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    from components.faces.align import FaceAligner
+    from components.faces.detectors import make_detector
+    from components.faces.pipeline import FaceFinder
+
+    _WORKER["finder"] = FaceFinder(make_detector(detector, upsample=upsample), FaceAligner(size, padding))
+    _WORKER["max_pixels"] = max_pixels
+    _WORKER["size"] = size
+
+
+def _chip_one(path: str) -> tuple[np.ndarray, dict]:
+    from components.errors import ImageError
+    from components.images import load_image
+
+    size = _WORKER["size"]
+    try:
+        image = load_image(path, _WORKER["max_pixels"])
+    except ImageError as exc:  # kept as a row with an error, never dropped
+        return np.zeros((size, size, 3), np.uint8), {"fallback": True, "error": exc.message,
+                                                      "left": 0, "top": 0, "right": 0, "bottom": 0}
+    crop = _WORKER["finder"].centre_face(image)
+    b = crop.box
+    return crop.chip, {"fallback": crop.fallback, "error": None, "left": b.left, "top": b.top,
+                       "right": b.right, "bottom": b.bottom}
+
+
+def extract_chips(paths: list[Path], *, detector: str = "dlib_hog", upsample: int = 0,
+                  size: int = CHIP_SIZE, padding: float = CHIP_PADDING, max_pixels: int = 50_000_000,
+                  workers: int | None = None, progress=None) -> ChipSet:
+    """Centre face of every image (centred-box fallback where none is detected), aligned."""
+    workers = workers or os.cpu_count() or 1
+    chips = np.zeros((len(paths), size, size, 3), np.uint8)
+    rows = []
+    args = (detector, upsample, size, padding, max_pixels)
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=args) as pool:
+        for i, (chip, row) in enumerate(pool.map(_chip_one, [str(p) for p in paths], chunksize=32)):
+            chips[i] = chip
+            rows.append({"path": str(paths[i]), **row})
+            if progress and ((i + 1) % 1000 == 0 or i + 1 == len(paths)):
+                progress(i + 1, len(paths))
+    return ChipSet(chips, pd.DataFrame(rows))
+
+
+def cache_key(hashes: list[str], **settings) -> str:
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for x in hashes:
+        h.update(x.encode())
+    return h.hexdigest()[:20]
+
+
+def cached_chips(cache_dir: Path, paths: list[Path], hashes: list[str], **settings) -> ChipSet:
+    """``extract_chips`` through an on-disk cache keyed by content and settings."""
+    progress = settings.pop("progress", None)
+    workers = settings.pop("workers", None)
+    key = cache_key(hashes, **settings)
+    npy, table = cache_dir / f"chips-{key}.npy", cache_dir / f"chips-{key}.parquet"
+    if npy.is_file() and table.is_file():
+        return ChipSet(np.load(npy, mmap_mode="r"), pd.read_parquet(table))
+    result = extract_chips(paths, progress=progress, workers=workers, **settings)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = npy.with_suffix(".tmp.npy")
+    np.save(tmp, result.chips)
+    result.table.to_parquet(table.with_suffix(".tmp"), index=False)
+    os.replace(tmp, npy)  # table last: its presence marks a complete entry
+    os.replace(table.with_suffix(".tmp"), table)
+    return result

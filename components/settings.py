@@ -54,6 +54,18 @@ class EmbeddingSettings(_Strict):
     flip_tta: bool = True
 
 
+class AugmentSettings(_Strict):
+    flip_p: float = Field(0.5, ge=0.0, le=1.0)
+    crop_p: float = Field(0.5, ge=0.0, le=1.0)
+    crop_scale_min: float = Field(0.8, gt=0.0, le=1.0)
+    colour_p: float = Field(0.5, ge=0.0, le=1.0)
+    rgb_shift: int = Field(15, ge=0, le=255)
+    brightness: float = Field(0.2, ge=0.0)
+    contrast: float = Field(0.2, ge=0.0)
+    saturation: float = Field(0.2, ge=0.0)
+    hue: float = Field(0.02, ge=0.0, le=0.5)
+
+
 class TrainSettings(_Strict):
     miner: Literal["batch_hard", "semi_hard", "random"] = "semi_hard"
     margin: float = Field(0.2, gt=0.0)
@@ -78,6 +90,7 @@ class Settings(_Strict):
     validate_: ValidateSettings = Field(ValidateSettings(), alias="validate")
     faces: FaceSettings = FaceSettings()
     embedding: EmbeddingSettings = EmbeddingSettings()
+    augment: AugmentSettings = AugmentSettings()
     train: TrainSettings = TrainSettings()
     tracking: TrackingSettings = TrackingSettings()
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import mlflow
 from prefect import flow, get_run_logger
 
+from components.augment import as_function, describe, face_augmentation
 from components.embedding.train import TrainConfig
 from components.evaluation.lfw_benchmark import load_lfw, measure_speed, run_lfw_benchmark
 from components.evaluation.verification import plot_distance_histograms, plot_roc
@@ -25,13 +26,14 @@ def train_config(settings: Settings, **overrides) -> TrainConfig:
 @flow(name="bench-lfw", log_prints=True)
 def lfw_benchmark_flow(backbone: str | None = None, mode: str | None = None, flip_tta: bool | None = None,
                        miner: str | None = None, epochs: int | None = None, groups: int | None = None,
-                       speed: bool = True) -> dict:
+                       lr: float | None = None, speed: bool = True) -> dict:
     settings = load_settings()
     log = get_run_logger()
     backbone = backbone or settings.embedding.backbone
     mode = mode or settings.embedding.mode
     flip_tta = settings.embedding.flip_tta if flip_tta is None else flip_tta
-    cfg = train_config(settings, miner=miner, epochs=epochs)
+    cfg = train_config(settings, miner=miner, epochs=epochs, lr=lr)
+    augmentation = face_augmentation(settings.augment, 150, seed=settings.seed)
     cache = state_dir() / "cache"
     every = {"chips": 2000, "features": 2048, "features-flip": 2048}
 
@@ -49,8 +51,11 @@ def lfw_benchmark_flow(backbone: str | None = None, mode: str | None = None, fli
             log.info("group %d epoch %d: %s", group, epoch, {k: round(v, 4) for k, v in row.items()})
             mlflow.log_metrics({f"train.{k}": v for k, v in row.items() if k != "epoch"}, step=group * 1000 + epoch)
 
+        if mode == "finetune":
+            mlflow.log_dict(describe(augmentation), "augmentation.json")
         result = run_lfw_benchmark(lfw, cache, backbone=backbone, mode=mode, flip_tta=flip_tta, cfg=cfg,
-                                   n_groups=groups, progress=progress, on_epoch=on_epoch)
+                                   n_groups=groups, progress=progress, on_epoch=on_epoch,
+                                   augment=as_function(augmentation))
         dist = result.pop("_distances")
         if speed:
             result.update(measure_speed(lfw, backbone, detector=settings.faces.detector,

@@ -130,13 +130,14 @@ def bench_lfw(
     miner: Annotated[Optional[str], typer.Option(help="override train.miner")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="override train.epochs")] = None,
     groups: Annotated[Optional[int], typer.Option(help="models per 10 folds (default: head 10, finetune 2)")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="override train.lr")] = None,
     speed: Annotated[bool, typer.Option("--speed/--no-speed", help="also time embedding and the whole pipeline")] = True,
 ) -> None:
     """LFW View 2 (10 folds of 600 pairs, threshold chosen on 9) on the shared LFW copy."""
     from flows.bench import lfw_benchmark_flow
 
     result = lfw_benchmark_flow(backbone=backbone, mode=mode, flip_tta=tta, miner=miner, epochs=epochs,
-                                groups=groups, speed=speed)
+                                groups=groups, lr=lr, speed=speed)
     text = json.dumps(result, indent=2, default=str)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ import torch
 from components.embedding.backbones import make_backbone
 from components.embedding.model import EmbeddingModel, chip_features, embed_from_features
 from components.embedding.train import TrainConfig, train_finetune, train_head
+from components.evaluation.pair_classifier import FEATURES, fit_pair_classifier, pair_accuracy
 from components.evaluation.verification import (
     identity_disjoint_training_identities,
     pairs_arrays,
@@ -105,6 +106,7 @@ def training_rows(lfw: LfwSet, test_folds: list[int]) -> np.ndarray:
 
 def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str, flip_tta: bool,
                       cfg: TrainConfig, n_groups: int | None = None, progress: Progress = None,
+                      pair_classifiers: bool = True, augment: Callable[[np.ndarray], np.ndarray] | None = None,
                       on_epoch: Callable[[int, int, dict], None] | None = None) -> dict:
     """Accuracy (10-fold), ROC figures and training history for one backbone/mode/TTA setting."""
     if mode not in ("pretrained", "head", "finetune"):
@@ -114,6 +116,7 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
     n_groups = n_groups or (10 if mode == "head" else 2 if mode == "finetune" else 1)
     groups = fold_groups(n_groups) if mode != "pretrained" else [list(range(10))]
     dist_rows: dict[int, np.ndarray] = {}
+    logreg: dict[str, list[float]] = {kind: [] for kind in FEATURES}
     histories, train_sizes = [], []
     t0 = time.perf_counter()
     for gi, group in enumerate(groups):
@@ -127,7 +130,7 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
                 hist = train_head(model, feats[rows], flip_feats[rows], labels, cfg, on_epoch=cb)
             else:
                 hist = train_finetune(model, np.asarray(lfw.chips.chips[rows]), labels, cfg,
-                                      augment=None, on_epoch=cb)
+                                      augment=augment, on_epoch=cb)
             histories.append(hist)
         if mode == "finetune":
             f_all = chip_features(model.backbone, lfw.chips.chips)
@@ -138,6 +141,14 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
         dist = pair_distances(emb, lfw)
         for f in group:
             dist_rows[f] = dist
+            if pair_classifiers:
+                rows_f = training_rows(lfw, [f] if mode == "pretrained" else group)
+                _, labels_f = np.unique(lfw.identities[rows_f], return_inverse=True)
+                test = lfw.folds == f
+                for kind in FEATURES:
+                    clf = fit_pair_classifier(emb[rows_f], labels_f, kind, seed=cfg.seed + f)
+                    logreg[kind].append(pair_accuracy(clf, emb, lfw.pair_a[test], lfw.pair_b[test],
+                                                      lfw.same[test], kind))
     train_minutes = (time.perf_counter() - t0) / 60.0
     rows = np.stack([dist_rows[f] for f in range(10)])
     acc = verification_accuracy_10fold(rows, lfw.same, lfw.folds)
@@ -152,6 +163,8 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
         "fold_accuracies": acc["fold_accuracies"], "threshold_mean": acc["threshold_mean"],
         "auc": roc["auc"], "eer": roc["eer"], "tar_at_far_1e-3": roc["tar_at_far_1e-3"],
         "tar_at_far_1e-4": roc["tar_at_far_1e-4"],
+        **{f"logreg_{kind}_accuracy_mean": float(np.mean(v)) for kind, v in logreg.items() if v},
+        **{f"logreg_{kind}_accuracy_std": float(np.std(v)) for kind, v in logreg.items() if v},
         "no_face_fallbacks": int(fallback[used].sum()), "no_face_fallbacks_all_images": int(fallback.sum()),
         "pair_images": int(len(used)), "train": asdict(cfg) if mode != "pretrained" else None,
         "train_sets": train_sizes, "train_minutes": train_minutes if mode != "pretrained" else 0.0,

@@ -1,0 +1,24 @@
+import numpy as np
+
+from components.augment import as_function, describe, face_augmentation
+from components.settings import AugmentSettings
+
+
+def test_always_flip_mirrors_the_chip():
+    cfg = AugmentSettings(flip_p=1.0, crop_p=0.0, colour_p=0.0)
+    chip = np.random.default_rng(0).integers(0, 256, (150, 150, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(as_function(face_augmentation(cfg, 150, seed=1))(chip), chip[:, ::-1])
+
+
+def test_crop_and_colour_keep_shape_and_change_pixels():
+    cfg = AugmentSettings(flip_p=0.0, crop_p=1.0, colour_p=1.0, crop_scale_min=0.5)
+    chip = np.random.default_rng(0).integers(0, 256, (150, 150, 3), dtype=np.uint8)
+    out = as_function(face_augmentation(cfg, 150, seed=1))(chip)
+    assert out.shape == chip.shape and out.dtype == np.uint8 and not np.array_equal(out, chip)
+
+
+def test_pipeline_is_serialised_with_its_probabilities():
+    d = describe(face_augmentation(AugmentSettings(flip_p=0.3), 150))
+    names = [t["__class_fullname__"] for t in d["transform"]["transforms"]]
+    assert names == ["HorizontalFlip", "RandomResizedCrop", "RGBShift", "ColorJitter"]
+    assert d["transform"]["transforms"][0]["p"] == 0.3

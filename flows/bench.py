@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def train_config(settings: Settings, **overrides) -> TrainConfig:
 @flow(name="bench-lfw", log_prints=True)
 def lfw_benchmark_flow(backbone: str | None = None, mode: str | None = None, flip_tta: bool | None = None,
                        miner: str | None = None, epochs: int | None = None, groups: int | None = None,
-                       lr: float | None = None, speed: bool = True) -> dict:
+                       lr: float | None = None, mining: str = "online", speed: bool = True) -> dict:
     settings = load_settings()
     log = get_run_logger()
     backbone = backbone or settings.embedding.backbone
@@ -45,17 +46,23 @@ def lfw_benchmark_flow(backbone: str | None = None, mode: str | None = None, fli
                    upsample=settings.faces.upsample, progress=progress)
     params = {"backbone": backbone, "mode": mode, "flip_tta": flip_tta, "detector": settings.faces.detector,
               "upsample": settings.faces.upsample, **{f"train.{k}": v for k, v in dataclasses.asdict(cfg).items()}}
-    with tracked_run(f"{settings.tracking.experiment_prefix}-bench-lfw", f"{backbone}-{mode}-{'tta' if flip_tta else 'plain'}",
+    params["mining"] = mining
+    with tracked_run(f"{settings.tracking.experiment_prefix}-bench-lfw", f"{backbone}-{mode}-{mining}-{'tta' if flip_tta else 'plain'}",
                      params=params):
         def on_epoch(group: int, epoch: int, row: dict) -> None:
             log.info("group %d epoch %d: %s", group, epoch, {k: round(v, 4) for k, v in row.items()})
-            mlflow.log_metrics({f"train.{k}": v for k, v in row.items() if k != "epoch"}, step=group * 1000 + epoch)
+            mlflow.log_metrics({f"train.{k}": float(v) for k, v in row.items() if k not in ("epoch", "round")},
+                               step=group * 1000 + epoch)
 
         if mode == "finetune":
             mlflow.log_dict(describe(augmentation), "augmentation.json")
+        mined_dir = Path(tempfile.mkdtemp(prefix="mined-", dir=cache))
         result = run_lfw_benchmark(lfw, cache, backbone=backbone, mode=mode, flip_tta=flip_tta, cfg=cfg,
                                    n_groups=groups, progress=progress, on_epoch=on_epoch,
-                                   augment=as_function(augmentation))
+                                   augment=as_function(augmentation), mining=mining, artifact_dir=mined_dir)
+        if any(mined_dir.rglob("*.parquet")):
+            mlflow.log_artifacts(str(mined_dir), "mined_triplets")  # the versioned mining artifact
+        shutil.rmtree(mined_dir, ignore_errors=True)
         dist = result.pop("_distances")
         if speed:
             result.update(measure_speed(lfw, backbone, detector=settings.faces.detector,

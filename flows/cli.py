@@ -120,6 +120,22 @@ def data_pull() -> None:
     typer.echo(f"restored data/ at {data_version.read_version()}")
 
 
+@app.command()
+@friendly
+def train(
+    dataset: Annotated[str, typer.Option(help="ingested identity dataset")] = "lfw",
+    backbone: Annotated[Optional[str], typer.Option(help="dlib_resnet | mobilenet_v2 (default: params)")] = None,
+    mode: Annotated[Optional[str], typer.Option(help="pretrained | head | finetune (default: params)")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="override train.epochs")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="override train.lr")] = None,
+    miner: Annotated[Optional[str], typer.Option(help="override train.miner")] = None,
+) -> None:
+    """Train the embedding on the ingested train split; evaluate on held-out identities; log to MLflow."""
+    from flows.train import train_flow
+
+    _print(train_flow(dataset=dataset, backbone=backbone, mode=mode, epochs=epochs, lr=lr, miner=miner))
+
+
 @bench_app.command("lfw")
 @friendly
 def bench_lfw(
@@ -131,13 +147,14 @@ def bench_lfw(
     epochs: Annotated[Optional[int], typer.Option(help="override train.epochs")] = None,
     groups: Annotated[Optional[int], typer.Option(help="models per 10 folds (default: head 10, finetune 2)")] = None,
     lr: Annotated[Optional[float], typer.Option(help="override train.lr")] = None,
+    mining: Annotated[str, typer.Option(help="head mode: online (in-batch) | dataset (FAISS rounds)")] = "online",
     speed: Annotated[bool, typer.Option("--speed/--no-speed", help="also time embedding and the whole pipeline")] = True,
 ) -> None:
     """LFW View 2 (10 folds of 600 pairs, threshold chosen on 9) on the shared LFW copy."""
     from flows.bench import lfw_benchmark_flow
 
     result = lfw_benchmark_flow(backbone=backbone, mode=mode, flip_tta=tta, miner=miner, epochs=epochs,
-                                groups=groups, lr=lr, speed=speed)
+                                groups=groups, lr=lr, mining=mining, speed=speed)
     text = json.dumps(result, indent=2, default=str)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,8 @@ never change and are computed once).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -51,7 +53,7 @@ def chip_features(backbone: Backbone, chips: np.ndarray, batch_size: int = 64, f
     backbone.eval()
     out = np.zeros((len(chips), backbone.feature_dim), np.float32)
     for start in range(0, len(chips), batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(chips[start:start + batch_size]))
+        batch = torch.from_numpy(np.array(chips[start:start + batch_size]))  # a copy: chips may be a read-only memmap
         if flip:
             batch = batch.flip(2)  # N x H x W x C: mirror along W
         x = backbone.preprocess(batch).contiguous(memory_format=torch.channels_last)
@@ -77,3 +79,22 @@ def embed_chips(model: EmbeddingModel, chips: np.ndarray, flip_tta: bool = False
     feats = chip_features(model.backbone, chips, batch_size)
     flipped = chip_features(model.backbone, chips, batch_size, flip=True) if flip_tta else None
     return embed_from_features(model, feats, flipped)
+
+
+def cached_features(chips: np.ndarray, chip_key: str, backbone_name: str, cache_dir: Path,
+                    progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """Frozen-backbone features of every chip and of its mirror image, cached on disk by chip key."""
+    out = []
+    backbone = None
+    for flip in (False, True):
+        path = Path(cache_dir) / f"features-{chip_key}-{backbone_name}-{'flip' if flip else 'plain'}.npy"
+        if not path.is_file():
+            backbone = backbone or make_backbone(backbone_name)
+            stage = "features-flip" if flip else "features"
+            feats = chip_features(backbone, chips, flip=flip,
+                                  progress=(lambda i, n, stage=stage: progress(stage, i, n)) if progress else None)
+            tmp = path.with_suffix(".tmp.npy")
+            np.save(tmp, feats)
+            tmp.replace(path)
+        out.append(np.load(path))
+    return out[0], out[1]

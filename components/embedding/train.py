@@ -8,6 +8,7 @@ triplets stay active, not only by its loss.
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,6 +16,9 @@ import numpy as np
 import torch
 
 from components.embedding.model import EmbeddingModel
+
+if TYPE_CHECKING:
+    import pandas as pd
 from components.embedding.triplets import (
     PKSampler,
     get_miner,
@@ -129,3 +133,62 @@ def train_finetune(model: EmbeddingModel, chips: np.ndarray, labels: np.ndarray,
 
     params = [p for p in model.parameters() if p.requires_grad]
     return _run_epochs(model, params, batches, embed, labels_t, cfg, on_epoch)
+
+
+def train_head_on_triplets(model: EmbeddingModel, feats: np.ndarray, triplets: "pd.DataFrame", cfg: TrainConfig,
+                           batch_size: int = 256) -> dict:
+    """One pass of head training over a mined triplet list (dataset-wide mining's training step)."""
+    seed_everything(cfg.seed)
+    feats_t = torch.from_numpy(np.ascontiguousarray(feats))
+    idx = {c: torch.from_numpy(triplets[c].to_numpy(np.int64).copy()) for c in ("anchor", "positive", "negative")}
+    order = torch.randperm(len(triplets), generator=torch.Generator().manual_seed(cfg.seed))
+    opt = torch.optim.AdamW(model.head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model.train()
+    losses, active = [], []
+    for start in range(0, len(order), batch_size):
+        sel = order[start:start + batch_size]
+        ea, ep, en = (model.embed_features(feats_t[idx[c][sel]]) for c in ("anchor", "positive", "negative"))
+        d_ap, d_an = ((ea - ep) ** 2).sum(1), ((ea - en) ** 2).sum(1)
+        loss = triplet_loss(d_ap, d_an, cfg.margin)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        active.append(float(mining_stats(d_ap.detach(), d_an.detach(), cfg.margin)["active_fraction"]))
+    model.eval()
+    return {"loss": float(np.mean(losses)) if losses else 0.0,
+            "active_fraction": float(np.mean(active)) if active else 0.0, "n_triplets": int(len(triplets))}
+
+
+def train_head_dataset_mining(model: EmbeddingModel, feats: np.ndarray, flip_feats: np.ndarray | None,
+                              labels: np.ndarray, cfg: TrainConfig, rounds: int = 3, strategy: str = "semi_hard",
+                              k: int = 50, artifact_dir=None,
+                              on_epoch: Callable[[int, dict], None] | None = None) -> list[dict]:
+    """Online rounds alternating with dataset-wide FAISS mining.
+
+    Round 0 trains with in-batch mining; each later round embeds the training set, mines triplets
+    over all identities, keeps from the previous round's list only those still violating the margin,
+    adds the new ones and trains on that list. Each round's list is written to ``artifact_dir``.
+    """
+    import pandas as pd
+
+    from components.embedding.dataset_mining import mine_dataset_triplets, save_triplets, still_violating
+    from components.embedding.model import embed_from_features
+
+    history = train_head(model, feats, flip_feats, labels, cfg, on_epoch=on_epoch)
+    carried = None
+    for r in range(1, rounds + 1):
+        emb = embed_from_features(model, feats)
+        mined = mine_dataset_triplets(emb, labels, cfg.margin, k=k, strategy=strategy, seed=cfg.seed + r)
+        kept = still_violating(carried, emb, cfg.margin) if carried is not None else mined.iloc[:0]
+        violating_new = still_violating(mined, emb, cfg.margin)
+        triplets = pd.concat([kept, violating_new], ignore_index=True).drop_duplicates(["anchor", "positive", "negative"])
+        if artifact_dir is not None:
+            save_triplets(triplets, artifact_dir / f"triplets-round{r}.parquet")
+        row = {"epoch": len(history), "round": r, "mined": int(len(mined)), "carried_still_violating": int(len(kept)),
+               **train_head_on_triplets(model, feats, triplets, cfg)}
+        history.append(row)
+        if on_epoch:
+            on_epoch(row["epoch"], row)
+        carried = triplets
+    return history

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from components.embedding.backbones import make_backbone
-from components.embedding.model import EmbeddingModel, chip_features, embed_from_features
-from components.embedding.train import TrainConfig, train_finetune, train_head
+from components.embedding.model import EmbeddingModel, cached_features, chip_features, embed_from_features
+from components.embedding.train import TrainConfig, train_finetune, train_head, train_head_dataset_mining
 from components.evaluation.pair_classifier import FEATURES, fit_pair_classifier, pair_accuracy
 from components.evaluation.verification import (
     identity_disjoint_training_identities,
@@ -28,7 +28,7 @@ from components.evaluation.verification import (
     roc_metrics,
     verification_accuracy_10fold,
 )
-from components.faces.chips import ChipSet, cache_key, cached_chips
+from components.faces.chips import ChipSet, cached_chips
 
 Progress = Callable[[str, int, int], None] | None
 
@@ -64,26 +64,9 @@ def load_lfw(root: Path, cache_dir: Path, *, detector: str = "dlib_hog", upsampl
     row = {p: i for i, p in enumerate(paths)}
     same, folds = pairs_arrays(pairs)
     return LfwSet(root=root, paths=paths, identities=np.array([p.split("/")[0] for p in paths]),
-                  chips=chips, chip_key=cache_key(hashes, **settings),
+                  chips=chips, chip_key=chips.key,
                   pair_a=np.array([row[p.path_a] for p in pairs]), pair_b=np.array([row[p.path_b] for p in pairs]),
                   same=same, folds=folds, pairs=pairs)
-
-
-def cached_features(lfw: LfwSet, backbone_name: str, cache_dir: Path, progress: Progress = None) -> tuple[np.ndarray, np.ndarray]:
-    """Frozen-backbone features of every chip and of its mirror image, cached on disk."""
-    out = []
-    backbone = None
-    for flip in (False, True):
-        path = cache_dir / f"features-{lfw.chip_key}-{backbone_name}-{'flip' if flip else 'plain'}.npy"
-        if not path.is_file():
-            backbone = backbone or make_backbone(backbone_name)
-            feats = chip_features(backbone, lfw.chips.chips, flip=flip,
-                                  progress=(lambda i, n: progress(f"features{'-flip' if flip else ''}", i, n)) if progress else None)
-            tmp = path.with_suffix(".tmp.npy")
-            np.save(tmp, feats)
-            tmp.replace(path)
-        out.append(np.load(path))
-    return out[0], out[1]
 
 
 def pair_distances(emb: np.ndarray, lfw: LfwSet) -> np.ndarray:
@@ -107,12 +90,13 @@ def training_rows(lfw: LfwSet, test_folds: list[int]) -> np.ndarray:
 def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str, flip_tta: bool,
                       cfg: TrainConfig, n_groups: int | None = None, progress: Progress = None,
                       pair_classifiers: bool = True, augment: Callable[[np.ndarray], np.ndarray] | None = None,
+                      mining: str = "online", mining_rounds: int = 3, artifact_dir: Path | None = None,
                       on_epoch: Callable[[int, int, dict], None] | None = None) -> dict:
     """Accuracy (10-fold), ROC figures and training history for one backbone/mode/TTA setting."""
     if mode not in ("pretrained", "head", "finetune"):
         raise ValueError(f"mode must be pretrained, head or finetune, not {mode!r}")
     torch.manual_seed(cfg.seed)
-    feats, flip_feats = cached_features(lfw, backbone, cache_dir, progress)
+    feats, flip_feats = cached_features(lfw.chips.chips, lfw.chip_key, backbone, cache_dir, progress)
     n_groups = n_groups or (10 if mode == "head" else 2 if mode == "finetune" else 1)
     groups = fold_groups(n_groups) if mode != "pretrained" else [list(range(10))]
     dist_rows: dict[int, np.ndarray] = {}
@@ -126,7 +110,13 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
             _, labels = np.unique(lfw.identities[rows], return_inverse=True)
             train_sizes.append({"test_folds": group, "images": int(len(rows)), "identities": int(labels.max() + 1)})
             cb = (lambda e, r, gi=gi: on_epoch(gi, e, r)) if on_epoch else None
-            if mode == "head":
+            if mode == "head" and mining == "dataset":
+                out = artifact_dir / f"group{gi}" if artifact_dir else None
+                if out:
+                    out.mkdir(parents=True, exist_ok=True)
+                hist = train_head_dataset_mining(model, feats[rows], flip_feats[rows], labels, cfg,
+                                                 rounds=mining_rounds, artifact_dir=out, on_epoch=cb)
+            elif mode == "head":
                 hist = train_head(model, feats[rows], flip_feats[rows], labels, cfg, on_epoch=cb)
             else:
                 hist = train_finetune(model, np.asarray(lfw.chips.chips[rows]), labels, cfg,
@@ -159,6 +149,7 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
     fallback = lfw.chips.table["fallback"].to_numpy()
     return {
         "backbone": backbone, "mode": mode, "flip_tta": flip_tta, "fold_groups": groups,
+        "mining": mining if mode == "head" else ("online" if mode == "finetune" else None),
         "accuracy_mean": acc["accuracy_mean"], "accuracy_std": acc["accuracy_std"],
         "fold_accuracies": acc["fold_accuracies"], "threshold_mean": acc["threshold_mean"],
         "auc": roc["auc"], "eer": roc["eer"], "tar_at_far_1e-3": roc["tar_at_far_1e-3"],

@@ -25,6 +25,7 @@ _WORKER: dict = {}
 class ChipSet:
     chips: np.ndarray  # N x S x S x 3 uint8
     table: pd.DataFrame  # path, fallback, left, top, right, bottom, error
+    key: str = ""  # cache key (content + settings); features cached from these chips reuse it
 
     def __len__(self) -> int:
         return len(self.table)
@@ -90,8 +91,9 @@ def cached_chips(cache_dir: Path, paths: list[Path], hashes: list[str], **settin
     key = cache_key(hashes, **settings)
     npy, table = cache_dir / f"chips-{key}.npy", cache_dir / f"chips-{key}.parquet"
     if npy.is_file() and table.is_file():
-        return ChipSet(np.load(npy, mmap_mode="r"), pd.read_parquet(table))
+        return ChipSet(np.load(npy, mmap_mode="r"), pd.read_parquet(table), key)
     result = extract_chips(paths, progress=progress, workers=workers, **settings)
+    result.key = key
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = npy.with_suffix(".tmp.npy")
     np.save(tmp, result.chips)

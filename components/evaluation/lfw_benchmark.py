@@ -99,12 +99,13 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
     feats, flip_feats = cached_features(lfw.chips.chips, lfw.chip_key, backbone, cache_dir, progress)
     n_groups = n_groups or (10 if mode == "head" else 2 if mode == "finetune" else 1)
     groups = fold_groups(n_groups) if mode != "pretrained" else [list(range(10))]
-    dist_rows: dict[int, np.ndarray] = {}
+    dist_rows: dict[bool, dict[int, np.ndarray]] = {False: {}, True: {}}  # by flip TTA, then fold
     logreg: dict[str, list[float]] = {kind: [] for kind in FEATURES}
     histories, train_sizes = [], []
-    t0 = time.perf_counter()
+    train_seconds = 0.0
     for gi, group in enumerate(groups):
         model = EmbeddingModel(make_backbone(backbone))
+        t0 = time.perf_counter()
         if mode != "pretrained":
             rows = training_rows(lfw, group)
             _, labels = np.unique(lfw.identities[rows], return_inverse=True)
@@ -122,15 +123,16 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
                 hist = train_finetune(model, np.asarray(lfw.chips.chips[rows]), labels, cfg,
                                       augment=augment, on_epoch=cb)
             histories.append(hist)
-        if mode == "finetune":
+        train_seconds += time.perf_counter() - t0
+        f_all, ff_all = feats, flip_feats
+        if mode == "finetune":  # the backbone changed: its features must be computed again
             f_all = chip_features(model.backbone, lfw.chips.chips)
-            ff_all = chip_features(model.backbone, lfw.chips.chips, flip=True) if flip_tta else None
-            emb = embed_from_features(model, f_all, ff_all)
-        else:
-            emb = embed_from_features(model, feats, flip_feats if flip_tta else None)
-        dist = pair_distances(emb, lfw)
+            ff_all = chip_features(model.backbone, lfw.chips.chips, flip=True)
+        embs = {tta: embed_from_features(model, f_all, ff_all if tta else None) for tta in (False, True)}
+        emb = embs[flip_tta]
         for f in group:
-            dist_rows[f] = dist
+            for tta in (False, True):
+                dist_rows[tta][f] = pair_distances(embs[tta], lfw)
             if pair_classifiers:
                 rows_f = training_rows(lfw, [f] if mode == "pretrained" else group)
                 _, labels_f = np.unique(lfw.identities[rows_f], return_inverse=True)
@@ -139,12 +141,9 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
                     clf = fit_pair_classifier(emb[rows_f], labels_f, kind, seed=cfg.seed + f)
                     logreg[kind].append(pair_accuracy(clf, emb, lfw.pair_a[test], lfw.pair_b[test],
                                                       lfw.same[test], kind))
-    train_minutes = (time.perf_counter() - t0) / 60.0
-    rows = np.stack([dist_rows[f] for f in range(10)])
-    acc = verification_accuracy_10fold(rows, lfw.same, lfw.folds)
-    # ROC over each pair's distance from the model that did not train on its fold
-    combined = rows[lfw.folds, np.arange(len(lfw.same))]
-    roc = roc_metrics(combined, lfw.same)
+    summary = {tta: _summarise(np.stack([dist_rows[tta][f] for f in range(10)]), lfw) for tta in (False, True)}
+    acc, roc, combined = summary[flip_tta]
+    other_acc, other_roc, _ = summary[not flip_tta]
     used = np.unique(np.concatenate([lfw.pair_a, lfw.pair_b]))
     fallback = lfw.chips.table["fallback"].to_numpy()
     return {
@@ -158,9 +157,20 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
         **{f"logreg_{kind}_accuracy_std": float(np.std(v)) for kind, v in logreg.items() if v},
         "no_face_fallbacks": int(fallback[used].sum()), "no_face_fallbacks_all_images": int(fallback.sum()),
         "pair_images": int(len(used)), "train": asdict(cfg) if mode != "pretrained" else None,
-        "train_sets": train_sizes, "train_minutes": train_minutes if mode != "pretrained" else 0.0,
+        "other_tta": {"flip_tta": not flip_tta, "accuracy_mean": other_acc["accuracy_mean"],
+                      "accuracy_std": other_acc["accuracy_std"], "auc": other_roc["auc"],
+                      "tar_at_far_1e-3": other_roc["tar_at_far_1e-3"]},
+        "train_sets": train_sizes, "train_minutes": train_seconds / 60.0,
         "history": histories, "_distances": combined,
     }
+
+
+def _summarise(rows: np.ndarray, lfw: LfwSet) -> tuple[dict, dict, np.ndarray]:
+    """10-fold accuracy from per-fold distance rows; ROC over each pair's distance from the model
+    that did not train on its fold."""
+    acc = verification_accuracy_10fold(rows, lfw.same, lfw.folds)
+    combined = rows[lfw.folds, np.arange(len(lfw.same))]
+    return acc, roc_metrics(combined, lfw.same), combined
 
 
 def measure_speed(lfw: LfwSet, backbone: str, n_chips: int = 256, n_images: int = 100,

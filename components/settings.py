@@ -44,7 +44,7 @@ class ValidateSettings(_Strict):
 
 
 class FaceSettings(_Strict):
-    detector: Literal["dlib_hog", "dlib_mmod"] = "dlib_hog"
+    detector: Literal["dlib_hog", "dlib_mmod", "hog_then_mmod"] = "hog_then_mmod"
     upsample: int = Field(0, ge=0, le=2)  # 0 finds LFW-sized faces (~100 px); 1 finds faces down to ~40 px
 
 

@@ -64,3 +64,10 @@ def test_chip_cache_reuses_and_keeps_bad_files(tmp_path):
     again = cached_chips(tmp_path / "cache", files, ["h1", "h2"], detector="dlib_hog", upsample=0, workers=1)
     np.testing.assert_array_equal(first.chips, again.chips)
     assert len(list((tmp_path / "cache").glob("chips-*.npy"))) == 1
+
+
+def test_cascade_uses_the_cnn_only_where_hog_misses(lfw_faces):
+    hard = load_image(shared_dataset("lfw") / "Abdoulaye_Wade" / "Abdoulaye_Wade_0003.jpg")
+    hog, cascade = make_detector("dlib_hog", upsample=0), make_detector("hog_then_mmod", upsample=0)
+    assert hog.detect(hard) == [] and len(cascade.detect(hard)) == 1
+    assert cascade.detect(lfw_faces[0]) == hog.detect(lfw_faces[0])  # HOG's answer when it has one

@@ -79,6 +79,19 @@ class TrainSettings(_Strict):
     flip_prob: float = Field(0.5, ge=0.0, le=1.0)
 
 
+class GallerySettings(_Strict):
+    target_far: float = Field(1e-3, gt=0.0, lt=1.0)
+    index_kind: Literal["flat", "ivf", "hnsw"] = "flat"
+    calibration_dataset: str = "lfw"  # an ingested identity dataset; its held-out split calibrates tau
+    keep_versions: int = Field(3, ge=1)
+
+
+class ApiSettings(_Strict):
+    max_upload_bytes: int = Field(10_000_000, gt=0)
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+
+
 class TrackingSettings(_Strict):
     experiment_prefix: str = "facegate"
 
@@ -91,6 +104,8 @@ class Settings(_Strict):
     faces: FaceSettings = FaceSettings()
     embedding: EmbeddingSettings = EmbeddingSettings()
     augment: AugmentSettings = AugmentSettings()
+    gallery: GallerySettings = GallerySettings()
+    api: ApiSettings = ApiSettings()
     train: TrainSettings = TrainSettings()
     tracking: TrackingSettings = TrackingSettings()
 

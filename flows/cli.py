@@ -136,6 +136,117 @@ def train(
     _print(train_flow(dataset=dataset, backbone=backbone, mode=mode, epochs=epochs, lr=lr, miner=miner))
 
 
+gallery_app = typer.Typer(no_args_is_help=True, help="The FAISS gallery of enrolled employees.")
+app.add_typer(gallery_app, name="gallery")
+
+
+@app.command()
+@friendly
+def enroll(
+    photos: Annotated[list[Path], typer.Argument(help="one or more photos, exactly one face each")],
+    employee_id: Annotated[str, typer.Option("--id", help="employee id, e.g. E123")],
+    name: Annotated[str, typer.Option(help="display name")] = "",
+    replace: Annotated[bool, typer.Option(help="re-enrol an existing employee with these photos")] = False,
+) -> None:
+    """Enrol one employee from one or more photos: no retraining, a new gallery version."""
+    from flows.gallery import enrol_flow
+
+    _print(enrol_flow(employee_id, name or employee_id, [str(p) for p in photos], replace=replace))
+
+
+@app.command()
+@friendly
+def remove(employee_id: Annotated[str, typer.Argument(help="employee id")]) -> None:
+    """Remove an employee: embeddings (all local gallery versions) and stored photos are deleted."""
+    from flows.gallery import remove_flow
+
+    _print(remove_flow(employee_id))
+
+
+def _gallery_and_recognizer():
+    from components.settings import load_settings
+    from flows.serving import gallery_store, service_recognizer
+
+    settings = load_settings()
+    recognizer = service_recognizer(settings)
+    gallery = gallery_store().load()
+    gallery.check_model(recognizer.embedder_name, recognizer.embedder_version)
+    return settings, recognizer, gallery
+
+
+@app.command()
+@friendly
+def identify(
+    frame: Annotated[Path, typer.Argument(help="a camera frame or photo")],
+    out: Annotated[Optional[Path], typer.Option(help="write the frame with boxes and names here")] = None,
+) -> None:
+    """Who is this? Every face in the frame: box, employee id or not recognized, distance, tau."""
+    from components.annotate import draw_boxes
+    from components.images import load_image
+
+    settings, recognizer, gallery = _gallery_and_recognizer()
+    image = load_image(frame, settings.images.max_pixels)
+    faces = []
+    for face in recognizer.embed_all(image):
+        eid, dist, name = gallery.identify(face.embedding[None])
+        faces.append({"box": face.box.as_list(), "employee_id": eid, "name": name,
+                      "recognized": eid is not None, "distance": round(dist, 4), "tau": gallery.manifest.tau})
+    if out:
+        draw_boxes(image, [(f["box"], f["name"] or f["employee_id"] or "not recognized", f["recognized"])
+                           for f in faces], out)
+    _print({"frame": str(frame), "faces": faces, "annotated": str(out) if out else None})
+
+
+@app.command()
+@friendly
+def verify(
+    photo: Annotated[Path, typer.Argument(help="a photo with exactly one face")],
+    employee_id: Annotated[str, typer.Option("--id", help="the claimed employee id")],
+) -> None:
+    """Is this person the claimed employee? (1:1 at the calibrated false-accept rate)."""
+    from components.images import load_image
+
+    settings, recognizer, gallery = _gallery_and_recognizer()
+    face = recognizer.embed_one(load_image(photo, settings.images.max_pixels), photo)
+    accepted, dist = gallery.verify(employee_id, face.embedding[None])
+    _print({"employee_id": employee_id, "accepted": accepted, "distance": round(dist, 4),
+            "tau": gallery.manifest.tau, "target_far": gallery.manifest.target_far})
+
+
+@app.command()
+@friendly
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="bind address (default: params api.host, loopback)")] = None,
+    port: Annotated[Optional[int], typer.Option(help="port (default: params api.port)")] = None,
+) -> None:
+    """Run the REST API (OpenAPI docs at /docs). The key: $FACEGATE_API_KEY or .facegate/api_key."""
+    from components.settings import load_settings
+    from flows.api import api_key, serve as run_server
+
+    settings = load_settings()
+    api_key()  # created now, so the operator can read it before the first request
+    run_server(host or settings.api.host, port or settings.api.port)
+
+
+@gallery_app.command("build")
+@friendly
+def gallery_build() -> None:
+    """Re-embed every enrolled employee with the model in service and recalibrate tau."""
+    from flows.gallery import build_gallery_flow
+
+    _print(build_gallery_flow())
+
+
+@gallery_app.command("show")
+@friendly
+def gallery_show() -> None:
+    """The current gallery's manifest and employees."""
+    from flows.serving import gallery_store
+
+    g = gallery_store().load()
+    _print({"manifest": g.manifest.to_dict(), "employees": g.employees().to_dict("records")})
+
+
 @bench_app.command("lfw")
 @friendly
 def bench_lfw(

@@ -1,0 +1,119 @@
+"""Enrolment store: employees' photos and the gallery built from them, in one folder (``gallery/``).
+
+Layout: ``photos/<employee_id>/<sha256>.<ext>`` (the bytes as received) and ``index/`` (the versioned
+FAISS gallery). Every change validates all photos first (one face each), then writes photos, then a
+new gallery version under the writer lock: a bad photo changes nothing, a crash leaves the previous
+version current. Removal deletes the employee's photos and every older gallery version, so their
+embeddings are gone from this machine (DVC history is purged separately, see README).
+"""
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from components.errors import FacegateError
+from components.gallery import Gallery, GalleryNotFound, UnknownEmployee, gallery_lock, purge_old_versions
+from components.images import decode_image
+from components.recognition import FaceRecognizer
+
+EMPLOYEE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class InvalidEmployee(FacegateError):
+    code = "invalid_employee"
+
+
+class EmployeeExists(FacegateError):
+    code = "employee_exists"
+
+
+@dataclass(frozen=True)
+class Photo:
+    name: str  # where it came from (file name or upload name), for messages
+    data: bytes
+
+
+@dataclass(frozen=True)
+class EnrolmentStore:
+    root: Path
+
+    @property
+    def photos_dir(self) -> Path:
+        return self.root / "photos"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.root / "index"
+
+    def exists(self) -> bool:
+        return (self.index_dir / "CURRENT").is_file()
+
+    def load(self) -> Gallery:
+        if not self.exists():
+            raise GalleryNotFound(f"{self.index_dir}: no gallery yet (run `facegate gallery build` or enrol someone)")
+        return Gallery.load(self.index_dir)
+
+    def employee_photos(self, employee_id: str) -> list[Path]:
+        d = self.photos_dir / employee_id
+        return sorted(p for p in d.iterdir() if p.is_file()) if d.is_dir() else []
+
+
+def check_employee_id(employee_id: str) -> str:
+    if not EMPLOYEE_ID.match(employee_id or ""):
+        raise InvalidEmployee(f"employee id {employee_id!r}: use 1-64 letters, digits, '_', '.', '-'")
+    return employee_id
+
+
+def embed_photos(recognizer: FaceRecognizer, photos: list[Photo], max_pixels: int) -> tuple[np.ndarray, list[str]]:
+    """One face per photo, or a typed error naming the photo; nothing is stored before all pass."""
+    embs, digests = [], []
+    for photo in photos:
+        decoded = decode_image(photo.data, photo.name, max_pixels)
+        embs.append(recognizer.embed_one(decoded.pixels, photo.name).embedding)
+        digests.append(f"{decoded.sha256}.{decoded.format.lower().replace('jpeg', 'jpg')}")
+    return np.stack(embs).astype(np.float32), digests
+
+
+def enrol(store: EnrolmentStore, recognizer: FaceRecognizer, employee_id: str, name: str, photos: list[Photo],
+          *, max_pixels: int, new_gallery: callable, replace: bool = False) -> Gallery:
+    """Add (or with ``replace``, re-enrol) one employee; returns the new current gallery."""
+    check_employee_id(employee_id)
+    if not photos:
+        raise InvalidEmployee(f"{employee_id}: at least one photo is required")
+    embs, files = embed_photos(recognizer, photos, max_pixels)
+    with gallery_lock(store.index_dir):
+        gallery = store.load() if store.exists() else new_gallery()
+        gallery.check_model(recognizer.embedder_name, recognizer.embedder_version)
+        if employee_id in gallery and not replace:
+            raise EmployeeExists(f"{employee_id} is already enrolled (use replace to re-enrol)")
+        target = store.photos_dir / employee_id
+        target.mkdir(parents=True, exist_ok=True)
+        for photo, fname in zip(photos, files):  # content-addressed: never overwrites a kept photo
+            (target / fname).write_bytes(photo.data)
+        rel = [f"photos/{employee_id}/{f}" for f in files]
+        if employee_id in gallery:
+            gallery.replace(employee_id, name, embs, rel)
+        else:
+            gallery.add(employee_id, name, embs, rel)
+        gallery.save(store.index_dir)
+        for old in target.iterdir():  # a re-enrolment's previous photos go only once the new version is current
+            if old.name not in files:
+                old.unlink()
+    return gallery
+
+
+def remove(store: EnrolmentStore, employee_id: str) -> int:
+    """Delete the employee's embeddings (new version, older versions purged) and photos."""
+    with gallery_lock(store.index_dir):
+        gallery = store.load()
+        if employee_id not in gallery:
+            raise UnknownEmployee(employee_id)
+        n = gallery.remove(employee_id)
+        gallery.save(store.index_dir)
+        purge_old_versions(store.index_dir)
+        shutil.rmtree(store.photos_dir / employee_id, ignore_errors=True)
+    return n

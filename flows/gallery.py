@@ -1,0 +1,110 @@
+"""Gallery flows: enrol, remove, rebuild. Each leaves a new gallery version, versioned by DVC
+(``gallery.dvc``) and recorded in MLflow (counts and calibration only: no face images, no embeddings)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from components import data_version
+from components.errors import UnreadableImage
+from components.enrolment import EnrolmentStore, Photo, embed_photos, enrol, remove
+from components.gallery import Gallery, gallery_lock
+from components.settings import Settings, load_settings
+from components.tracking import tracked_run
+from flows.serving import calibrate, gallery_store, new_gallery_factory, service_recognizer
+
+GALLERY_EXPERIMENT = "gallery"
+GALLERY_TARGET = "gallery"
+
+
+def read_photo(path: Path) -> Photo:
+    try:
+        return Photo(str(path), path.read_bytes())
+    except OSError as exc:
+        raise UnreadableImage(path, exc.strerror or "cannot read") from None
+
+
+def _experiment(settings: Settings) -> str:
+    return f"{settings.tracking.experiment_prefix}-{GALLERY_EXPERIMENT}"
+
+
+@task(name="version-gallery", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def version_gallery() -> str:
+    version = data_version.add_data(target=GALLERY_TARGET)
+    data_version.push(target=GALLERY_TARGET)
+    return version
+
+
+def _log_gallery(gallery: Gallery, version: str) -> dict:
+    m = gallery.manifest
+    summary = {"employees": gallery.n_employees, "vectors": gallery.n_vectors, "tau": m.tau,
+               "target_far": m.target_far, "achieved_far": m.achieved_far, "achieved_tar": m.achieved_tar,
+               "embedder": f"{m.embedder_name}@{m.embedder_version}", "gallery_data_version": version}
+    mlflow.log_metrics({k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and v is not None})
+    mlflow.set_tags({"embedder_version": m.embedder_version, "gallery_version": version})
+    mlflow.log_dict(m.to_dict(), "gallery_manifest.json")
+    return summary
+
+
+@flow(name="enrol", log_prints=True)
+def enrol_flow(employee_id: str, name: str, photo_paths: list[str], replace: bool = False) -> dict:
+    settings = load_settings()
+    recognizer = service_recognizer(settings)
+    photos = [read_photo(Path(p)) for p in photo_paths]
+    with tracked_run(_experiment(settings), "enrol", params={"replace": replace, "photos": len(photos)},
+                     data_version=data_version.read_version()):
+        gallery = enrol(gallery_store(), recognizer, employee_id, name, photos,
+                        max_pixels=settings.images.max_pixels, replace=replace,
+                        new_gallery=new_gallery_factory(recognizer, settings, data_version.read_version()))
+        version = version_gallery()
+        summary = _log_gallery(gallery, version)
+    get_run_logger().info("enrolled %s with %d photo(s); gallery %s", employee_id, len(photos), version)
+    return {"employee_id": employee_id, **summary}
+
+
+@flow(name="remove", log_prints=True)
+def remove_flow(employee_id: str) -> dict:
+    settings = load_settings()
+    with tracked_run(_experiment(settings), "remove", data_version=data_version.read_version()):
+        n = remove(gallery_store(), employee_id)
+        version = version_gallery()
+        summary = _log_gallery(gallery_store().load(), version)
+    return {"employee_id": employee_id, "vectors_removed": n, **summary}
+
+
+@flow(name="gallery-build", log_prints=True)
+def build_gallery_flow() -> dict:
+    """Re-embed every enrolled employee's stored photos with the model in service and recalibrate tau:
+    the only way to a gallery after the model changes (embeddings of different models never mix)."""
+    settings = load_settings()
+    log = get_run_logger()
+    recognizer = service_recognizer(settings)
+    store: EnrolmentStore = gallery_store()
+    with tracked_run(_experiment(settings), "gallery-build", data_version=data_version.read_version()):
+        cal = calibrate(recognizer, settings)
+        log.info("tau %.4f for FAR %.0e (achieved FAR %.2e, TAR %.4f over %d impostor pairs)", cal.tau,
+                 cal.target_far, cal.achieved_far, cal.achieved_tar, cal.n_impostor_pairs)
+        fresh = Gallery.new(128, recognizer.embedder_name, recognizer.embedder_version, settings.gallery.index_kind,
+                            tau=cal.tau, target_far=cal.target_far, achieved_far=cal.achieved_far,
+                            achieved_tar=cal.achieved_tar, data_version=data_version.read_version())
+        with gallery_lock(store.index_dir):
+            names = {}
+            if store.exists():
+                try:
+                    old = Gallery.load(store.index_dir)
+                    names = dict(zip(old.employees()["employee_id"], old.employees()["name"]))
+                except Exception:  # noqa: BLE001 - a corrupt gallery is exactly what a rebuild repairs
+                    log.warning("previous gallery unreadable; rebuilding from photos")
+            employees = sorted(p.name for p in store.photos_dir.iterdir() if p.is_dir()) if store.photos_dir.is_dir() else []
+            for eid in employees:
+                files = store.employee_photos(eid)
+                embs, _ = embed_photos(recognizer, [Photo(str(f), f.read_bytes()) for f in files],
+                                       settings.images.max_pixels)
+                fresh.add(eid, names.get(eid, eid), embs, [f"photos/{eid}/{f.name}" for f in files])
+            fresh.save(store.index_dir, keep=settings.gallery.keep_versions)
+        version = version_gallery()
+        summary = _log_gallery(fresh, version)
+    return summary

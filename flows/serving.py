@@ -1,0 +1,77 @@
+"""The model in service and the gallery it feeds: wiring shared by the CLI, the flows and the API."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from components.calibration import Calibration, calibrate_tau
+from components.embedding.backbones import make_backbone
+from components.embedding.model import EmbeddingModel, chip_features, embed_from_features
+from components.enrolment import EnrolmentStore
+from components.faces.chips import cached_chips
+from components.gallery import Gallery
+from components.ingest import read_manifest
+from components.paths import data_dir, repo_root, state_dir
+from components.recognition import FaceRecognizer
+from components.settings import Settings
+
+REGISTERED_MODEL = "facegate-embedder"
+CHAMPION = "champion"
+
+
+def gallery_store() -> EnrolmentStore:
+    return EnrolmentStore(repo_root() / "gallery")
+
+
+def service_model(settings: Settings) -> tuple[EmbeddingModel, str | None]:
+    """The registry's champion if there is one, else the pretrained backbone with its own head."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from components.paths import mlflow_tracking_uri
+
+    mlflow.set_tracking_uri(mlflow_tracking_uri())
+    try:
+        mv = mlflow.MlflowClient().get_model_version_by_alias(REGISTERED_MODEL, CHAMPION)
+    except MlflowException:
+        mv = None
+    if mv is not None:
+        return mlflow.pytorch.load_model(f"models:/{REGISTERED_MODEL}@{CHAMPION}"), f"{REGISTERED_MODEL}/{mv.version}"
+    return EmbeddingModel(make_backbone(settings.embedding.backbone)), None
+
+
+@lru_cache(maxsize=2)
+def _recognizer(settings: Settings) -> FaceRecognizer:
+    model, version = service_model(settings)
+    return FaceRecognizer(model, settings, version)
+
+
+def service_recognizer(settings: Settings) -> FaceRecognizer:
+    return _recognizer(settings)
+
+
+def calibrate(recognizer: FaceRecognizer, settings: Settings) -> Calibration:
+    """tau for ``gallery.target_far`` from the held-out identities of the calibration dataset."""
+    name = settings.gallery.calibration_dataset
+    manifest = read_manifest(data_dir(), name)
+    held = manifest[manifest["split"] != "train"].reset_index(drop=True)
+    chips = cached_chips(state_dir() / "cache", [data_dir() / p for p in held["path"]], held["sha256"].tolist(),
+                         detector=settings.faces.detector, upsample=settings.faces.upsample)
+    model = recognizer.model
+    feats = chip_features(model.backbone, chips.chips)
+    flips = chip_features(model.backbone, chips.chips, flip=True) if settings.embedding.flip_tta else None
+    emb = embed_from_features(model, feats, flips)
+    return calibrate_tau(emb, held["identity"].to_numpy(), settings.gallery.target_far)
+
+
+def new_gallery_factory(recognizer: FaceRecognizer, settings: Settings, data_version: str | None):
+    """A callable making an empty, calibrated gallery for the service model (used on first enrolment)."""
+    def make() -> Gallery:
+        cal = calibrate(recognizer, settings)
+        return Gallery.new(128, recognizer.embedder_name, recognizer.embedder_version, settings.gallery.index_kind,
+                           tau=cal.tau, target_far=cal.target_far, achieved_far=cal.achieved_far,
+                           achieved_tar=cal.achieved_tar, data_version=data_version)
+    return make
+
+

@@ -76,3 +76,64 @@ def lfw_benchmark_flow(backbone: str | None = None, mode: str | None = None, fli
         mlflow.log_dict({k: v for k, v in result.items()}, "lfw_result.json")
     log.info("LFW %s/%s tta=%s: %.4f +- %.4f", backbone, mode, flip_tta, result["accuracy_mean"], result["accuracy_std"])
     return result
+
+
+@flow(name="bench-identify", log_prints=True)
+def identify_benchmark_flow(backbone: str | None = None, mode: str = "pretrained", timed_frames: int = 200) -> dict:
+    """Open-set identification on LFW, two identity halves, model and tau never fit on the half measured."""
+    import numpy as np
+
+    from components.embedding.backbones import make_backbone
+    from components.embedding.model import EmbeddingModel, cached_features, embed_from_features
+    from components.embedding.train import train_head
+    from components.evaluation.identify_benchmark import identity_halves, measure_half, time_identify
+    from components.images import load_image
+    from components.recognition import FaceRecognizer
+
+    settings = load_settings()
+    log = get_run_logger()
+    backbone = backbone or settings.embedding.backbone
+    cache = state_dir() / "cache"
+    lfw = load_lfw(datasets_root() / "lfw", cache, detector=settings.faces.detector, upsample=settings.faces.upsample)
+    feats, flips = cached_features(lfw.chips.chips, lfw.chip_key, backbone, cache)
+    half = identity_halves(lfw.identities, settings.seed)
+    cfg = train_config(settings)
+    flip = flips if settings.embedding.flip_tta else None
+    with tracked_run(f"{settings.tracking.experiment_prefix}-bench-identify", f"{backbone}-{mode}",
+                     params={"backbone": backbone, "mode": mode, "target_far": settings.gallery.target_far,
+                             "detector": settings.faces.detector, "flip_tta": settings.embedding.flip_tta}):
+        halves, gallery, model = [], None, None
+        for h in (0, 1):
+            rows, other = np.flatnonzero(half == h), np.flatnonzero(half != h)
+            model = EmbeddingModel(make_backbone(backbone))
+            if mode == "head":  # trained on the other half only
+                ids, counts = np.unique(lfw.identities[other], return_counts=True)
+                multi = other[np.isin(lfw.identities[other], ids[counts >= 2])]
+                _, labels = np.unique(lfw.identities[multi], return_inverse=True)
+                train_head(model, feats[multi], flips[multi], labels, cfg)
+            emb = embed_from_features(model, feats, flip)
+            calib_ids, calib_counts = np.unique(lfw.identities[other], return_counts=True)
+            calib_rows = other[np.isin(lfw.identities[other], calib_ids[calib_counts >= 2])]
+            metrics, g = measure_half(emb, lfw.identities, rows, calib_rows, settings.gallery.target_far,
+                                      (backbone, f"{mode}-half{1 - h}"), settings.gallery.index_kind)
+            log.info("half %d: %s", h, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+            halves.append(metrics)
+            gallery = gallery or g
+        keys = [k for k, v in halves[0].items() if isinstance(v, (int, float))]
+        result = {"backbone": backbone, "mode": mode, "target_far": settings.gallery.target_far,
+                  **{k: float(np.mean([m[k] for m in halves])) for k in keys}, "halves": halves}
+        recognizer = FaceRecognizer(EmbeddingModel(make_backbone(backbone)), settings)
+        first_half = [lfw.root / p for p, hh in zip(lfw.paths, half) if hh == 0][:: 7][:timed_frames]
+
+        def recognize(path):
+            faces = recognizer.embed_all(load_image(path))
+            if not faces:
+                return None
+            h_, w_ = 250, 250
+            best = min(faces, key=lambda f: (f.box.centre[0] - w_ / 2) ** 2 + (f.box.centre[1] - h_ / 2) ** 2)
+            return best.embedding
+
+        result.update(time_identify(recognize, gallery, first_half))
+        mlflow.log_metrics({k: float(v) for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        mlflow.log_dict(result, "identify_result.json")
+    return result

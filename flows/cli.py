@@ -273,6 +273,25 @@ def bench_lfw(
     typer.echo(text)
 
 
+@bench_app.command("identify")
+@friendly
+def bench_identify(
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="write the result here too")] = None,
+    backbone: Annotated[Optional[str], typer.Option(help="default: params")] = None,
+    mode: Annotated[str, typer.Option(help="pretrained | head (trained on the other identity half)")] = "pretrained",
+    frames: Annotated[int, typer.Option(help="frames timed end to end")] = 200,
+) -> None:
+    """LFW open-set identification: one-shot enrolment, strangers, calibrated tau, end-to-end latency."""
+    from flows.bench import identify_benchmark_flow
+
+    result = identify_benchmark_flow(backbone=backbone, mode=mode, timed_frames=frames)
+    text = json.dumps(result, indent=2, default=str)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(text + "\n")
+    typer.echo(text)
+
+
 def main() -> None:
     import flows  # noqa: F401 - sets the embedded defaults before anything heavy is imported
 

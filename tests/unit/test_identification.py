@@ -20,3 +20,30 @@ def test_keys_for_default_fpirs():
     m = open_set_metrics([True], [0.1], [0.9, 0.8])
     assert {"dir_at_fpir_1e-2", "dir_at_fpir_1e-3"} <= set(m) and "tau" not in m
     assert m["dir_at_fpir_1e-2"] == pytest.approx(1.0)
+
+
+def test_enrolment_split_one_shot_and_strangers():
+    from components.evaluation.identify_benchmark import enrolment_split, identity_halves
+
+    identities = np.array(["a", "a", "a", "b", "c", "c"])
+    enrolled, genuine, strangers = enrolment_split(identities, np.arange(6))
+    assert enrolled.tolist() == [0, 4] and genuine.tolist() == [1, 2, 5] and strangers.tolist() == [3]
+    halves = identity_halves(np.array([f"p{i}" for i in range(200)]), seed=1)
+    assert 60 < halves.sum() < 140  # a roughly even, seeded split
+    np.testing.assert_array_equal(halves, identity_halves(np.array([f"p{i}" for i in range(200)]), seed=1))
+
+
+def test_measure_half_end_to_end_on_synthetic_embeddings():
+    from components.evaluation.identify_benchmark import measure_half
+
+    rng = np.random.default_rng(0)
+    names = np.array([f"id{i:03d}" for i in range(80) for _ in range(3)] + [f"solo{i}" for i in range(40)])
+    centres = {n: rng.normal(size=32) for n in set(names)}
+    emb = np.stack([centres[n] + 0.15 * rng.normal(size=32) for n in names]).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    measured = np.array([n.startswith("solo") or int(n[2:]) < 40 for n in names])  # id000-id039 + strangers
+    rows = np.flatnonzero(measured)
+    calib = np.flatnonzero(~np.isin(np.arange(len(names)), rows))
+    m, gallery = measure_half(emb, names, np.sort(rows), calib, 1e-2, ("synthetic", "v1"))
+    assert m["gallery_size"] == gallery.n_employees > 0 and m["rank1"] > 0.95
+    assert m["impostor_probes"] == 40 and 0 <= m["fpir_at_tau"] <= 0.2

@@ -46,4 +46,5 @@ def test_measure_half_end_to_end_on_synthetic_embeddings():
     calib = np.flatnonzero(~np.isin(np.arange(len(names)), rows))
     m, gallery = measure_half(emb, names, np.sort(rows), calib, 1e-2, ("synthetic", "v1"))
     assert m["gallery_size"] == gallery.n_employees > 0 and m["rank1"] > 0.95
-    assert m["impostor_probes"] == 40 and 0 <= m["fpir_at_tau"] <= 0.2
+    # a 1:1 FAR of 1e-2 against 40 enrolled people: FPIR near 1 - 0.99**40 = 0.33, not 1e-2
+    assert m["impostor_probes"] == 40 and 0.1 <= m["fpir_at_tau"] <= 0.5 and m["fnir_at_tau"] < 0.1

@@ -126,11 +126,13 @@ def identify_benchmark_flow(backbone: str | None = None, mode: str = "pretrained
         first_half = [lfw.root / p for p, hh in zip(lfw.paths, half) if hh == 0][:: 7][:timed_frames]
 
         def recognize(path):
-            faces = recognizer.embed_all(load_image(path))
+            """One face per frame: the one nearest the centre (LFW frames hold other people too)."""
+            image = load_image(path)
+            faces = recognizer.embed_all(image)
             if not faces:
                 return None
-            h_, w_ = 250, 250
-            best = min(faces, key=lambda f: (f.box.centre[0] - w_ / 2) ** 2 + (f.box.centre[1] - h_ / 2) ** 2)
+            cy, cx = image.shape[0] / 2, image.shape[1] / 2
+            best = min(faces, key=lambda f: (f.box.centre[0] - cx) ** 2 + (f.box.centre[1] - cy) ** 2)
             return best.embedding
 
         result.update(time_identify(recognize, gallery, first_half))

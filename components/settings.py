@@ -67,13 +67,13 @@ class AugmentSettings(_Strict):
 
 
 class TrainSettings(_Strict):
-    miner: Literal["batch_hard", "semi_hard", "random"] = "semi_hard"
+    miner: Literal["batch_hard", "semi_hard", "random"] = "batch_hard"
     margin: float = Field(0.2, gt=0.0)
     p: int = Field(32, ge=2)
     k: int = Field(4, ge=2)
     epochs: int = Field(10, ge=1)
     batches_per_epoch: int | None = Field(None, ge=1)
-    lr: float = Field(1e-3, gt=0.0)
+    lr: float = Field(1e-6, gt=0.0)
     weight_decay: float = Field(1e-4, ge=0.0)
     finetune_stages: int = Field(2, ge=0)
     flip_prob: float = Field(0.5, ge=0.0, le=1.0)

@@ -292,6 +292,33 @@ def bench_identify(
     typer.echo(text)
 
 
+@bench_app.command("gallery")
+@friendly
+def bench_gallery(
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="write the result here too")] = None,
+    sizes: Annotated[str, typer.Option(help="gallery sizes, comma separated")] = "1000,10000,100000,1000000",
+    queries: Annotated[int, typer.Option(help="queries per size (half strangers)")] = 2000,
+) -> None:
+    """Search cost as the gallery grows (exact vs HNSW/IVF) on synthetic LFW-like galleries."""
+    import sys
+    import time
+
+    import faiss
+
+    from components import gallery_scaling as gs
+
+    faiss.omp_set_num_threads(2)
+    t0 = time.perf_counter()
+    result = gs.run_benchmark([int(x) for x in sizes.split(",")], queries,
+                              log=lambda m: print(f"[{time.perf_counter() - t0:7.1f} s] {m}", file=sys.stderr))
+    result["wall_s"] = round(time.perf_counter() - t0, 1)
+    text = json.dumps(result, indent=2, default=str)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(text + "\n")
+    typer.echo(text)
+
+
 def main() -> None:
     import flows  # noqa: F401 - sets the embedded defaults before anything heavy is imported
 

@@ -24,7 +24,7 @@ def _dvc(args: list[str], cwd: Path, check: bool = True) -> subprocess.Completed
     proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env,
                           capture_output=True, text=True)
     if check and proc.returncode != 0:
-        msg = (proc.stderr or proc.stdout).strip().splitlines()
+        msg = (proc.stderr + "\n" + proc.stdout).strip().splitlines()
         raise DataVersionError(f"dvc {' '.join(args)} failed in {cwd}: {' | '.join(msg[-5:])}")
     return proc
 
@@ -55,7 +55,7 @@ def ensure_repo(root: Path | None = None) -> Path:
 def add_data(root: Path | None = None, target: str = "data") -> str:
     """``dvc add data``; returns the new data version (the md5 recorded in ``data.dvc``)."""
     root = ensure_repo(root)
-    _dvc(["add", "-q", target], root)
+    _dvc(["add", target], root)
     return read_version(root, target)
 
 

@@ -39,6 +39,15 @@ def _print(obj) -> None:
     typer.echo(json.dumps(obj, indent=2, default=str))
 
 
+def _emit(result: dict, json_out: Path | None) -> None:
+    """A benchmark's JSON on stdout, and in ``json_out`` too when given."""
+    text = json.dumps(result, indent=2, default=str)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(text + "\n")
+    typer.echo(text)
+
+
 @app.command()
 @friendly
 def weights() -> None:
@@ -266,11 +275,7 @@ def bench_lfw(
 
     result = lfw_benchmark_flow(backbone=backbone, mode=mode, flip_tta=tta, miner=miner, epochs=epochs,
                                 groups=groups, lr=lr, mining=mining, speed=speed)
-    text = json.dumps(result, indent=2, default=str)
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(text + "\n")
-    typer.echo(text)
+    _emit(result, json_out)
 
 
 @bench_app.command("identify")
@@ -285,11 +290,7 @@ def bench_identify(
     from flows.bench import identify_benchmark_flow
 
     result = identify_benchmark_flow(backbone=backbone, mode=mode, timed_frames=frames)
-    text = json.dumps(result, indent=2, default=str)
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(text + "\n")
-    typer.echo(text)
+    _emit(result, json_out)
 
 
 @bench_app.command("gallery")
@@ -312,11 +313,7 @@ def bench_gallery(
     result = gs.run_benchmark([int(x) for x in sizes.split(",")], queries,
                               log=lambda m: print(f"[{time.perf_counter() - t0:7.1f} s] {m}", file=sys.stderr))
     result["wall_s"] = round(time.perf_counter() - t0, 1)
-    text = json.dumps(result, indent=2, default=str)
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(text + "\n")
-    typer.echo(text)
+    _emit(result, json_out)
 
 
 def main() -> None:

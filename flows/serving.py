@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import numpy as np
 
 from components.calibration import Calibration, calibrate_tau
 from components.embedding.backbones import make_backbone

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import pandas as pd
 from components.faces.align import CHIP_PADDING, CHIP_SIZE
 
 _WORKER: dict = {}
+IN_PROCESS_BELOW = 200  # images: below this, worker start-up costs more than it saves
 
 
 @dataclass
@@ -32,9 +34,6 @@ class ChipSet:
 
 
 def _init_worker(detector: str, upsample: int, size: int, padding: float, max_pixels: int) -> None:
-    import torch
-
-    torch.set_num_threads(1)
     from components.faces.align import FaceAligner
     from components.faces.detectors import make_detector
     from components.faces.pipeline import FaceFinder
@@ -68,12 +67,24 @@ def extract_chips(paths: list[Path], *, detector: str = "dlib_hog", upsample: in
     chips = np.zeros((len(paths), size, size, 3), np.uint8)
     rows = []
     args = (detector, upsample, size, padding, max_pixels)
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=args) as pool:
-        for i, (chip, row) in enumerate(pool.map(_chip_one, [str(p) for p in paths], chunksize=32)):
+    names = [str(p) for p in paths]
+
+    def collect(results) -> None:
+        for i, (chip, row) in enumerate(results):
             chips[i] = chip
-            rows.append({"path": str(paths[i]), **row})
+            rows.append({"path": names[i], **row})
             if progress and ((i + 1) % 1000 == 0 or i + 1 == len(paths)):
                 progress(i + 1, len(paths))
+
+    if workers == 1 or len(paths) < IN_PROCESS_BELOW:
+        _init_worker(*args)
+        collect(map(_chip_one, names))
+    else:
+        # spawn, not fork: the caller may run threads (Prefect, torch), and a forked child can
+        # inherit a lock held by one of them and hang forever.
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=args) as pool:
+            collect(pool.map(_chip_one, names, chunksize=32))
     return ChipSet(chips, pd.DataFrame(rows))
 
 

@@ -33,7 +33,7 @@ demo: setup
 
 test: setup
 	@echo "==> test: unit and integration tests"
-	@$(BIN)/python -m pytest tests
+	@$(BIN)/python -m pytest tests --durations=15
 
 test-unit: setup
 	@$(BIN)/python -m pytest tests/unit

@@ -66,7 +66,7 @@ def lfw_benchmark_flow(backbone: str | None = None, mode: str | None = None, fli
         dist = result.pop("_distances")
         if speed:
             result.update(measure_speed(lfw, backbone, detector=settings.faces.detector,
-                                        upsample=settings.faces.upsample))
+                                        upsample=settings.faces.upsample, flip_tta=flip_tta))
         mlflow.log_metrics({k: float(v) for k, v in result.items()
                             if isinstance(v, (int, float)) and not isinstance(v, bool)})
         with tempfile.TemporaryDirectory() as tmp:

@@ -174,8 +174,9 @@ def _summarise(rows: np.ndarray, lfw: LfwSet) -> tuple[dict, dict, np.ndarray]:
 
 
 def measure_speed(lfw: LfwSet, backbone: str, n_chips: int = 256, n_images: int = 100,
-                  detector: str = "dlib_hog", upsample: int = 0) -> dict:
-    """Aligned faces embedded per second (batch 64), and the whole pipeline per image."""
+                  detector: str = "dlib_hog", upsample: int = 0, flip_tta: bool = False) -> dict:
+    """Aligned faces embedded per second (batch 64), and the whole pipeline per image (with flip TTA
+    when asked: two forward passes per face)."""
     from components.faces.align import FaceAligner
     from components.faces.detectors import make_detector
     from components.faces.pipeline import FaceFinder
@@ -185,13 +186,16 @@ def measure_speed(lfw: LfwSet, backbone: str, n_chips: int = 256, n_images: int 
     chips = np.asarray(lfw.chips.chips[:n_chips])
     chip_features(model.backbone, chips[:64])  # warm-up
     t = time.perf_counter()
-    embed_from_features(model, chip_features(model.backbone, chips, batch_size=64))
+    embed_from_features(model, chip_features(model.backbone, chips, batch_size=64),
+                        chip_features(model.backbone, chips, batch_size=64, flip=True) if flip_tta else None)
     faces_per_s = len(chips) / (time.perf_counter() - t)
     finder = FaceFinder(make_detector(detector, upsample=upsample), FaceAligner())
     files = [lfw.root / p for p in lfw.paths[:: max(1, len(lfw.paths) // n_images)][:n_images]]
     t = time.perf_counter()
     for f in files:
         crop = finder.centre_face(load_image(f))
-        embed_from_features(model, chip_features(model.backbone, crop.chip[None]))
+        embed_from_features(model, chip_features(model.backbone, crop.chip[None]),
+                            chip_features(model.backbone, crop.chip[None], flip=True) if flip_tta else None)
     pipeline = len(files) / (time.perf_counter() - t)
-    return {"faces_per_s": faces_per_s, "pipeline_images_per_s": pipeline, "speed_threads": torch.get_num_threads()}
+    return {"faces_per_s": faces_per_s, "pipeline_images_per_s": pipeline, "speed_flip_tta": flip_tta,
+            "speed_threads": torch.get_num_threads()}

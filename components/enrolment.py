@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +80,8 @@ def embed_photos(recognizer: FaceRecognizer, photos: list[Photo], max_pixels: in
 
 
 def enrol(store: EnrolmentStore, recognizer: FaceRecognizer, employee_id: str, name: str, photos: list[Photo],
-          *, max_pixels: int, new_gallery: callable, replace: bool = False) -> Gallery:
+          *, max_pixels: int, new_gallery: Callable[[], Gallery], replace: bool = False,
+          keep_versions: int = 3) -> Gallery:
     """Add (or with ``replace``, re-enrol) one employee; returns the new current gallery."""
     check_employee_id(employee_id)
     if not photos:
@@ -99,7 +101,7 @@ def enrol(store: EnrolmentStore, recognizer: FaceRecognizer, employee_id: str, n
             gallery.replace(employee_id, name, embs, rel)
         else:
             gallery.add(employee_id, name, embs, rel)
-        gallery.save(store.index_dir)
+        gallery.save(store.index_dir, keep=keep_versions)
         for old in target.iterdir():  # a re-enrolment's previous photos go only once the new version is current
             if old.name not in files:
                 old.unlink()

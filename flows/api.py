@@ -138,7 +138,8 @@ def create_app(settings: Settings, store: EnrolmentStore, recognizer: FaceRecogn
         photos = [read_upload(u) for u in images]
         with holder.write_lock:
             g = enrol(store, recognizer, employee_id, name or employee_id, photos,
-                      max_pixels=settings.images.max_pixels, new_gallery=new_gallery, replace=replace)
+                      max_pixels=settings.images.max_pixels, new_gallery=new_gallery, replace=replace,
+                      keep_versions=settings.gallery.keep_versions)
             holder.snapshot = g
         if after_write:
             after_write()

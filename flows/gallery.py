@@ -58,6 +58,7 @@ def enrol_flow(employee_id: str, name: str, photo_paths: list[str], replace: boo
                      data_version=data_version.read_version()):
         gallery = enrol(gallery_store(), recognizer, employee_id, name, photos,
                         max_pixels=settings.images.max_pixels, replace=replace,
+                        keep_versions=settings.gallery.keep_versions,
                         new_gallery=new_gallery_factory(recognizer, settings, data_version.read_version()))
         version = version_gallery()
         summary = _log_gallery(gallery, version)

@@ -23,15 +23,19 @@ class SettingsError(FacegateError):
     code = "bad_settings"
 
 
-class ImageError(FacegateError):
-    """An image could not be used; always names the file."""
-
-    code = "bad_image"
+class PathError(FacegateError):
+    """An error about one file: the message always starts with its path."""
 
     def __init__(self, path: Path | str, reason: str) -> None:
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+class ImageError(PathError):
+    """An image could not be used; always names the file."""
+
+    code = "bad_image"
 
 
 class UnreadableImage(ImageError):
@@ -80,14 +84,10 @@ class DataVersionError(FacegateError):
     code = "data_version_error"
 
 
-class FaceError(FacegateError):
+class FaceError(PathError):
     """A photo does not hold exactly the faces an operation needs; names the file."""
 
     code = "face_error"
-
-    def __init__(self, source: Path | str, reason: str) -> None:
-        self.source = str(source)
-        super().__init__(f"{self.source}: {reason}")
 
 
 class NoFaceFound(FaceError):

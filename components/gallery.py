@@ -41,7 +41,7 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from components.errors import FacegateError
+from components.errors import FacegateError, PathError
 
 FORMAT_VERSION = 1
 INDEX_KINDS = ("flat", "ivf", "hnsw")
@@ -104,15 +104,10 @@ class GalleryLocked(GalleryError):
     code = "gallery_locked"
 
 
-class GalleryCorrupt(GalleryError):
+class GalleryCorrupt(GalleryError, PathError):
     """A stored version is incomplete or inconsistent; ``path`` names the offending file."""
 
     code = "gallery_corrupt"
-
-    def __init__(self, path: Path | str, reason: str) -> None:
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 class GalleryModelMismatch(GalleryError):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from components.calibration import Calibration, tau_for_fpir
 from components.errors import FacegateError
 from components.gallery import Gallery, GalleryNotFound, UnknownEmployee, gallery_lock, purge_old_versions
 from components.images import decode_image
@@ -57,6 +58,26 @@ class EnrolmentStore:
         if not self.exists():
             raise GalleryNotFound(f"{self.index_dir}: no gallery yet (run `facegate gallery build` or enrol someone)")
         return Gallery.load(self.index_dir)
+
+    def calibration_file(self, embedder_version: str) -> Path:
+        return self.root / "calibration" / (re.sub(r"[^A-Za-z0-9_.-]", "_", embedder_version) + ".npz")
+
+    def save_calibration(self, embedder_version: str, cal: Calibration) -> None:
+        """Keep the impostor-distance tail: identification thresholds for any gallery size come from it."""
+        path = self.calibration_file(embedder_version)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, impostor_tail=cal.impostor_tail, n_impostor_pairs=cal.n_impostor_pairs)
+        tmp.replace(path)
+
+    def identification_tau(self, gallery: Gallery, target_fpir: float) -> float:
+        """tau for 1:K identification at ``target_fpir`` for this gallery's size; the 1:1 tau of the
+        manifest when no calibration tail is stored for its embedder."""
+        path = self.calibration_file(gallery.manifest.embedder_version)
+        if not path.is_file():
+            return float(gallery.manifest.tau)
+        with np.load(path) as cal:
+            return tau_for_fpir(cal["impostor_tail"], int(cal["n_impostor_pairs"]), gallery.n_employees, target_fpir)
 
     def employee_photos(self, employee_id: str) -> list[Path]:
         d = self.photos_dir / employee_id

@@ -81,6 +81,7 @@ class TrainSettings(_Strict):
 
 class GallerySettings(_Strict):
     target_far: float = Field(1e-3, gt=0.0, lt=1.0)
+    target_fpir: float = Field(1e-2, gt=0.0, le=1e-2)  # the stored impostor tail covers FAR <= 1e-2
     index_kind: Literal["flat", "ivf", "hnsw"] = "flat"
     calibration_dataset: str = "lfw"  # an ingested identity dataset; its held-out split calibrates tau
     keep_versions: int = Field(3, ge=1)

@@ -110,12 +110,13 @@ def create_app(settings: Settings, store: EnrolmentStore, recognizer: FaceRecogn
         photo = read_upload(image)
         g = checked_gallery()
         pixels = decode_image(photo.data, photo.name, settings.images.max_pixels).pixels
+        tau = store.identification_tau(g, settings.gallery.target_fpir)
         faces = []
         for face in recognizer.embed_all(pixels):
-            eid, dist, name = g.identify(face.embedding[None])
+            eid, dist, name = g.identify(face.embedding[None], tau)
             faces.append({"box": face.box.as_list(), "employee_id": eid, "name": name,
                           "recognized": eid is not None, "distance": dist})
-        return {"faces": faces, "tau": g.manifest.tau, "target_far": g.manifest.target_far}
+        return {"faces": faces, "tau": tau, "target_fpir": settings.gallery.target_fpir}
 
     @app.post("/verify", dependencies=[Depends(require_key)])
     def verify(employee_id: str = Form(...), image: UploadFile = File(...)) -> dict:

@@ -115,7 +115,8 @@ def identify_benchmark_flow(backbone: str | None = None, mode: str = "pretrained
             calib_ids, calib_counts = np.unique(lfw.identities[other], return_counts=True)
             calib_rows = other[np.isin(lfw.identities[other], calib_ids[calib_counts >= 2])]
             metrics, g = measure_half(emb, lfw.identities, rows, calib_rows, settings.gallery.target_far,
-                                      (backbone, f"{mode}-half{1 - h}"), settings.gallery.index_kind)
+                                      (backbone, f"{mode}-half{1 - h}"), settings.gallery.index_kind,
+                                      target_fpir=settings.gallery.target_fpir)
             log.info("half %d: %s", h, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
             halves.append(metrics)
             gallery = gallery or g

@@ -193,13 +193,17 @@ def identify(
     from components.annotate import draw_boxes
     from components.images import load_image
 
+    from flows.serving import gallery_store
+
     settings, recognizer, gallery = _gallery_and_recognizer()
+    tau = gallery_store().identification_tau(gallery, settings.gallery.target_fpir)
     image = load_image(frame, settings.images.max_pixels)
     faces = []
     for face in recognizer.embed_all(image):
-        eid, dist, name = gallery.identify(face.embedding[None])
+        eid, dist, name = gallery.identify(face.embedding[None], tau)
         faces.append({"box": face.box.as_list(), "employee_id": eid, "name": name,
-                      "recognized": eid is not None, "distance": round(dist, 4), "tau": gallery.manifest.tau})
+                      "recognized": eid is not None, "distance": round(dist, 4), "tau": tau,
+                      "target_fpir": settings.gallery.target_fpir})
     if out:
         draw_boxes(image, [(f["box"], f["name"] or f["employee_id"] or "not recognized", f["recognized"])
                            for f in faces], out)

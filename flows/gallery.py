@@ -86,6 +86,7 @@ def build_gallery_flow() -> dict:
     store: EnrolmentStore = gallery_store()
     with tracked_run(_experiment(settings), "gallery-build", data_version=data_version.read_version()):
         cal = calibrate(recognizer, settings)
+        store.save_calibration(recognizer.embedder_version, cal)
         log.info("tau %.4f for FAR %.0e (achieved FAR %.2e, TAR %.4f over %d impostor pairs)", cal.tau,
                  cal.target_far, cal.achieved_far, cal.achieved_tar, cal.n_impostor_pairs)
         fresh = Gallery.new(128, recognizer.embedder_name, recognizer.embedder_version, settings.gallery.index_kind,

@@ -68,6 +68,7 @@ def new_gallery_factory(recognizer: FaceRecognizer, settings: Settings, data_ver
     """A callable making an empty, calibrated gallery for the service model (used on first enrolment)."""
     def make() -> Gallery:
         cal = calibrate(recognizer, settings)
+        gallery_store().save_calibration(recognizer.embedder_version, cal)
         return Gallery.new(128, recognizer.embedder_name, recognizer.embedder_version, settings.gallery.index_kind,
                            tau=cal.tau, target_far=cal.target_far, achieved_far=cal.achieved_far,
                            achieved_tar=cal.achieved_tar, data_version=data_version)

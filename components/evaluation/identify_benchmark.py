@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.calibration import calibrate_tau
+from components.calibration import calibrate_tau, tau_for_fpir
 from components.evaluation.identification import open_set_metrics
 from components.gallery import Gallery
 from components.ingest import unit_hash
@@ -40,7 +40,8 @@ def enrolment_split(identities: np.ndarray, rows: np.ndarray) -> tuple[np.ndarra
 
 
 def measure_half(emb: np.ndarray, identities: np.ndarray, rows: np.ndarray, calib_rows: np.ndarray,
-                 target_far: float, embedder: tuple[str, str], index_kind: str = "flat") -> tuple[dict, Gallery]:
+                 target_far: float, embedder: tuple[str, str], index_kind: str = "flat",
+                 target_fpir: float = 1e-2) -> tuple[dict, Gallery]:
     enrolled, genuine, strangers = enrolment_split(identities, rows)
     calib = calibrate_tau(emb[calib_rows], identities[calib_rows], target_far)
     gallery = Gallery.new(emb.shape[1], embedder[0], embedder[1], index_kind, tau=calib.tau,
@@ -50,7 +51,12 @@ def measure_half(emb: np.ndarray, identities: np.ndarray, rows: np.ndarray, cali
     g = gallery.search(emb[genuine], k=1)
     s = gallery.search(emb[strangers], k=1)
     correct = np.array([m[0][0] == identities[r] for m, r in zip(g, genuine)])
-    metrics = open_set_metrics(correct, np.array([m[0][2] for m in g]), np.array([m[0][2] for m in s]), calib.tau)
+    gdist, sdist = np.array([m[0][2] for m in g]), np.array([m[0][2] for m in s])
+    metrics = open_set_metrics(correct, gdist, sdist, calib.tau)
+    tau_id = tau_for_fpir(calib.impostor_tail, calib.n_impostor_pairs, len(enrolled), target_fpir)
+    metrics.update({"tau_identify": tau_id, "target_fpir": target_fpir,
+                    "fpir_at_tau_identify": float((sdist <= tau_id).mean()),
+                    "fnir_at_tau_identify": float(1.0 - (correct & (gdist <= tau_id)).mean())})
     metrics.update({"gallery_size": int(len(enrolled)), "calibration_far": calib.achieved_far,
                     "calibration_tar": calib.achieved_tar, "calibration_impostor_pairs": calib.n_impostor_pairs})
     return metrics, gallery

@@ -41,6 +41,12 @@ def test_enrol_identify_remove_and_model_mismatch(sandbox, prefect_server, tmp_p
     r = cli("identify", crop("raj", 3), "--out", tmp_path / "raj.jpg")
     faces = json.loads(r.output)["faces"]
     assert r.exit_code == 0 and len(faces) == 1 and faces[0]["employee_id"] == "raj"
+    # identification uses the tau for the target FPIR at this gallery size, from the stored impostor tail
+    from components.calibration import tau_for_fpir
+
+    with __import__("numpy").load(next((store.root / "calibration").glob("*.npz"))) as cal:
+        expected = tau_for_fpir(cal["impostor_tail"], int(cal["n_impostor_pairs"]), 3, 0.01)
+    assert faces[0]["tau"] == expected and faces[0]["target_fpir"] == 0.01
     assert (tmp_path / "raj.jpg").stat().st_size > 0
     r = json.loads(cli("verify", "--id", "penny", crop("penny", 2)).output)
     assert r["accepted"] and r["distance"] <= r["tau"]

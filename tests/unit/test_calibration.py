@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from components.calibration import all_pair_distances, calibrate_tau
 
@@ -26,3 +27,20 @@ def test_tau_meets_target_far_exactly():
     # one more accepted impostor would break the target: tau sits just below the next impostor
     assert ((imp <= np.sort(imp)[int(1e-2 * imp.size)]).mean()) > 1e-2 - 1e-9
     assert cal.achieved_tar > 0.9 and cal.n_impostor_pairs == imp.size
+
+
+def test_identification_threshold_keeps_fpir_as_the_gallery_grows():
+    from components.calibration import far_per_comparison, tau_for_fpir
+
+    assert far_per_comparison(0.01, 1) == pytest.approx(0.01)
+    assert far_per_comparison(0.01, 1000) == pytest.approx(1.005e-5, rel=1e-3)
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(300), 2)
+    emb = unit(rng.normal(size=(600, 16)))
+    cal = calibrate_tau(emb, labels, target_far=1e-3)
+    _, imp = all_pair_distances(emb, labels)
+    small, large = (tau_for_fpir(cal.impostor_tail, cal.n_impostor_pairs, k, 0.01) for k in (10, 100))
+    assert large < small  # a bigger gallery needs a stricter threshold
+    assert (imp <= large).mean() <= far_per_comparison(0.01, 100)
+    with pytest.raises(ValueError, match="beyond the stored impostor tail"):
+        tau_for_fpir(cal.impostor_tail, cal.n_impostor_pairs, 1, 0.5)

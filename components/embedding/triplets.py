@@ -127,6 +127,13 @@ def _anchor_positive_pairs(pos: Tensor, neg: Tensor) -> tuple[Tensor, Tensor]:
     return a, p
 
 
+def _anchor_positive_pairs_of(dists: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The negative mask and every usable (anchor, positive) pair: what per-pair miners start from."""
+    pos, neg = _masks(dists, labels)
+    a, p = _anchor_positive_pairs(pos, neg)
+    return neg, a, p
+
+
 def _empty(device: torch.device) -> Triplets:
     e = torch.empty(0, dtype=torch.long, device=device)
     return Triplets(e, e, e)
@@ -171,8 +178,7 @@ class SemiHardMiner:
 
     def mine(self, dists: Tensor, labels: Tensor, margin: float) -> Triplets:
         dists = dists.detach()
-        pos, neg = _masks(dists, labels)
-        a, p = _anchor_positive_pairs(pos, neg)
+        neg, a, p = _anchor_positive_pairs_of(dists, labels)
         if a.numel() == 0:
             return _empty(dists.device)
         d_ap = dists[a, p][:, None]  # M x 1
@@ -200,8 +206,7 @@ class RandomMiner:
 
     def mine(self, dists: Tensor, labels: Tensor, margin: float) -> Triplets:
         dists = dists.detach()
-        pos, neg = _masks(dists, labels)
-        a, p = _anchor_positive_pairs(pos, neg)
+        neg, a, p = _anchor_positive_pairs_of(dists, labels)
         if a.numel() == 0:
             return _empty(dists.device)
         # uniform over the allowed columns: random scores on the CPU generator, -1 where not allowed

@@ -72,19 +72,20 @@ def train_flow(dataset: str = "lfw", backbone: str | None = None, mode: str | No
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.4f}", active=f"{row['active_fraction']:.2f}")
 
-        feats, flip_feats = cached_features(chips.chips, chips.key, backbone, state_dir() / "cache")
-        if mode == "head":
-            history = train_head(model, feats[train_rows], flip_feats[train_rows], labels, cfg, on_epoch=on_epoch)
-        elif mode == "finetune":
+        tta = settings.embedding.flip_tta
+        if mode == "finetune":  # the backbone changes: only the held-out chips need its new features
             history = train_finetune(model, np.asarray(chips.chips[train_rows]), labels, cfg,
                                      augment=as_function(augmentation), on_epoch=on_epoch)
-            feats = chip_features(model.backbone, chips.chips)
-            flip_feats = chip_features(model.backbone, chips.chips, flip=True)
-        else:
-            history = []
+            val_chips = np.asarray(chips.chips[val_rows])
+            val_feats = chip_features(model.backbone, val_chips)
+            val_flip = chip_features(model.backbone, val_chips, flip=True) if tta else None
+        else:  # frozen backbone: features from the on-disk cache
+            feats, flip_feats = cached_features(chips.chips, chips.key, backbone, state_dir() / "cache")
+            history = (train_head(model, feats[train_rows], flip_feats[train_rows], labels, cfg, on_epoch=on_epoch)
+                       if mode == "head" else [])
+            val_feats, val_flip = feats[val_rows], flip_feats[val_rows] if tta else None
         bar.close()
-        flip = flip_feats[val_rows] if settings.embedding.flip_tta else None
-        emb = embed_from_features(model, feats[val_rows], flip)
+        emb = embed_from_features(model, val_feats, val_flip)
         metrics, dist, same = evaluate_verification(emb, val_labels, seed=settings.seed)
         mlflow.log_metrics(metrics)
         log.info("held-out verification: %s", {k: round(v, 4) for k, v in metrics.items()})

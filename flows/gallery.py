@@ -14,7 +14,7 @@ from components.enrolment import EnrolmentStore, Photo, embed_photos, enrol, rem
 from components.gallery import Gallery, gallery_lock
 from components.settings import Settings, load_settings
 from components.tracking import tracked_run
-from flows.serving import calibrate, gallery_store, new_gallery_factory, service_recognizer
+from flows.serving import calibrated_gallery, gallery_store, new_gallery_factory, service_recognizer
 
 GALLERY_EXPERIMENT = "gallery"
 GALLERY_TARGET = "gallery"
@@ -85,13 +85,10 @@ def build_gallery_flow() -> dict:
     recognizer = service_recognizer(settings)
     store: EnrolmentStore = gallery_store()
     with tracked_run(_experiment(settings), "gallery-build", data_version=data_version.read_version()):
-        cal = calibrate(recognizer, settings)
-        store.save_calibration(recognizer.embedder_version, cal)
-        log.info("tau %.4f for FAR %.0e (achieved FAR %.2e, TAR %.4f over %d impostor pairs)", cal.tau,
-                 cal.target_far, cal.achieved_far, cal.achieved_tar, cal.n_impostor_pairs)
-        fresh = Gallery.new(128, recognizer.embedder_name, recognizer.embedder_version, settings.gallery.index_kind,
-                            tau=cal.tau, target_far=cal.target_far, achieved_far=cal.achieved_far,
-                            achieved_tar=cal.achieved_tar, data_version=data_version.read_version())
+        fresh = calibrated_gallery(recognizer, settings, data_version.read_version())
+        m = fresh.manifest
+        log.info("tau %.4f for FAR %.0e (achieved FAR %.2e, TAR %.4f)", m.tau, m.target_far, m.achieved_far,
+                 m.achieved_tar)
         with gallery_lock(store.index_dir):
             names = {}
             if store.exists():

@@ -6,7 +6,7 @@ from functools import lru_cache
 
 from components.calibration import Calibration, calibrate_tau
 from components.embedding.backbones import make_backbone
-from components.embedding.model import EmbeddingModel, chip_features, embed_from_features
+from components.embedding.model import EmbeddingModel, embed_chips
 from components.enrolment import EnrolmentStore
 from components.faces.chips import cached_chips
 from components.gallery import Gallery
@@ -41,13 +41,10 @@ def service_model(settings: Settings) -> tuple[EmbeddingModel, str | None]:
 
 
 @lru_cache(maxsize=2)
-def _recognizer(settings: Settings) -> FaceRecognizer:
+def service_recognizer(settings: Settings) -> FaceRecognizer:
+    """Loaded once per process and settings: weights and fingerprint cost seconds."""
     model, version = service_model(settings)
     return FaceRecognizer(model, settings, version)
-
-
-def service_recognizer(settings: Settings) -> FaceRecognizer:
-    return _recognizer(settings)
 
 
 def calibrate(recognizer: FaceRecognizer, settings: Settings) -> Calibration:
@@ -57,21 +54,21 @@ def calibrate(recognizer: FaceRecognizer, settings: Settings) -> Calibration:
     held = manifest[manifest["split"] != "train"].reset_index(drop=True)
     chips = cached_chips(state_dir() / "cache", [data_dir() / p for p in held["path"]], held["sha256"].tolist(),
                          detector=settings.faces.detector, upsample=settings.faces.upsample)
-    model = recognizer.model
-    feats = chip_features(model.backbone, chips.chips)
-    flips = chip_features(model.backbone, chips.chips, flip=True) if settings.embedding.flip_tta else None
-    emb = embed_from_features(model, feats, flips)
+    emb = embed_chips(recognizer.model, chips.chips, settings.embedding.flip_tta)
     return calibrate_tau(emb, held["identity"].to_numpy(), settings.gallery.target_far)
 
 
+def calibrated_gallery(recognizer: FaceRecognizer, settings: Settings, data_version: str | None) -> Gallery:
+    """An empty gallery for the service model with a fresh calibration (its impostor tail stored)."""
+    cal = calibrate(recognizer, settings)
+    gallery_store().save_calibration(recognizer.embedder_version, cal)
+    return Gallery.new(128, recognizer.embedder_name, recognizer.embedder_version, settings.gallery.index_kind,
+                       tau=cal.tau, target_far=cal.target_far, achieved_far=cal.achieved_far,
+                       achieved_tar=cal.achieved_tar, data_version=data_version)
+
+
 def new_gallery_factory(recognizer: FaceRecognizer, settings: Settings, data_version: str | None):
-    """A callable making an empty, calibrated gallery for the service model (used on first enrolment)."""
-    def make() -> Gallery:
-        cal = calibrate(recognizer, settings)
-        gallery_store().save_calibration(recognizer.embedder_version, cal)
-        return Gallery.new(128, recognizer.embedder_name, recognizer.embedder_version, settings.gallery.index_kind,
-                           tau=cal.tau, target_far=cal.target_far, achieved_far=cal.achieved_far,
-                           achieved_tar=cal.achieved_tar, data_version=data_version)
-    return make
+    """A callable making a calibrated empty gallery, called only on the first enrolment."""
+    return lambda: calibrated_gallery(recognizer, settings, data_version)
 
 

@@ -96,3 +96,26 @@ class NoFaceFound(FaceError):
 
 class MultipleFaces(FaceError):
     code = "multiple_faces"
+
+
+class RegistryError(FacegateError):
+    """The model registry cannot do what was asked (unknown version, nothing to roll back to, ...)."""
+
+    code = "registry_error"
+
+
+class StageFailed(FacegateError):
+    """A stage of the retraining chain failed; names the stage. Champion and gallery are unchanged."""
+
+    code = "stage_failed"
+
+    def __init__(self, stage: str, reason: str) -> None:
+        self.stage = stage
+        self.reason = reason
+        super().__init__(f"retrain stopped at stage '{stage}': {reason} (champion and gallery unchanged)")
+
+
+class RetrainBusy(FacegateError):
+    """Another retraining chain holds the lock."""
+
+    code = "retrain_busy"

@@ -97,6 +97,20 @@ class TrackingSettings(_Strict):
     experiment_prefix: str = "facegate"
 
 
+class RegistrySettings(_Strict):
+    embedder_model: str = Field("facegate-embedder", pattern=r"^[A-Za-z0-9_.-]+$")
+    gate_metric: Literal["val_accuracy", "val_auc", "val_tar_at_far_1e-3"] = "val_tar_at_far_1e-3"
+    min_improvement: float = Field(0.002, ge=0.0)  # the challenger must beat the champion by this much
+
+
+class RetrainSettings(_Strict):
+    dataset: str = "lfw"  # the ingested identity dataset the chain trains and evaluates on
+    cron: str = "0 2 * * 0"  # Sundays 02:00 in ``timezone``
+    timezone: str = "UTC"
+    deployment: str = "facegate-retrain"
+    work_pool: str = "facegate-process"
+
+
 class Settings(_Strict):
     seed: int = 1234
     images: ImageSettings = ImageSettings()
@@ -109,6 +123,8 @@ class Settings(_Strict):
     api: ApiSettings = ApiSettings()
     train: TrainSettings = TrainSettings()
     tracking: TrackingSettings = TrackingSettings()
+    registry: RegistrySettings = RegistrySettings()
+    retrain: RetrainSettings = RetrainSettings()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

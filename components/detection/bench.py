@@ -1,0 +1,110 @@
+"""The detector benchmark on the held-out split: mAP (project code and pycocotools), speed, and the
+class-agnostic face AP@0.5 beside dlib's HOG detector on the same images."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from components.detection.data import DetectionSample, truths_of
+from components.detection.decode import Detections, detect_images
+from components.detection.metrics import Truth, evaluate, voc_map
+
+__all__ = ["resolve_model", "run_benchmark", "face_truths", "hog_detections", "images_per_second",
+           "training_minutes"]
+
+
+def resolve_model(name: str, model_uri: str | None) -> tuple[str, str | None]:
+    """(uri, source run id): the given URI, else the registered model's champion."""
+    from components import registry
+    from components.errors import RegistryError
+
+    if model_uri:
+        return model_uri, (model_uri.split("/")[1] if model_uri.startswith("runs:/") else None)
+    current = registry.champion(name)
+    if current is None:
+        raise RegistryError(f"registry: model {name!r} has no champion; run `facegate detect-train` first")
+    return current.uri, current.run_id
+
+
+def training_minutes(run_id: str | None) -> float | None:
+    if not run_id:
+        return None
+    import mlflow
+
+    return mlflow.get_run(run_id).data.metrics.get("train_minutes")
+
+
+def face_truths(truths: list[Truth]) -> list[Truth]:
+    """Every class is a face: one class 0."""
+    return [Truth(t.boxes, np.zeros(len(t.labels), np.int64)) for t in truths]
+
+
+def as_faces(dets: list[Detections]) -> list[Detections]:
+    return [Detections(d.boxes, d.scores, np.zeros(len(d.labels), np.int64)) for d in dets]
+
+
+def hog_detections(images: list[np.ndarray], upsample: int = 1) -> list[Detections]:
+    """dlib's HOG detector with its SVM score as confidence (threshold 0: all it reports by default)."""
+    from components.faces.detectors import DlibHogDetector
+
+    hog = DlibHogDetector(upsample=upsample)
+    out = []
+    for im in images:
+        found = hog.detect(im)
+        out.append(Detections(np.array([b.as_list() for b in found], dtype=np.float64).reshape(-1, 4),
+                              np.array([b.score for b in found], dtype=np.float64), np.zeros(len(found), np.int64)))
+    return out
+
+
+def images_per_second(model, images: list[np.ndarray], score_threshold: float, iou_threshold: float,
+                      threads: int = 2) -> float:
+    """One image at a time (a camera frame), letterbox + network + decode + NMS, ``threads`` CPU threads."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        detect_images(model, images[:2], score_threshold=score_threshold, iou_threshold=iou_threshold, batch_size=1)
+        t0 = time.perf_counter()
+        detect_images(model, images, score_threshold=score_threshold, iou_threshold=iou_threshold, batch_size=1)
+        return len(images) / (time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_benchmark(model, val: list[DetectionSample], cfg, *, hog: bool = True, timed_images: int = 50,
+                  log: Callable[[str], None] = lambda m: None) -> dict:
+    images = [s.image for s in val]
+    truths = truths_of(val)
+    dets = detect_images(model, images, score_threshold=cfg.eval_score_threshold, iou_threshold=cfg.nms_iou,
+                         max_detections=cfg.max_detections)
+    metrics = evaluate(dets, truths, tuple(model.class_names))
+    log(f"map50 {metrics['map50']:.4f} map50_95 {metrics['map50_95']:.4f}")
+    faces = detect_images(model, images, score_threshold=cfg.eval_score_threshold, iou_threshold=cfg.nms_iou,
+                          max_detections=cfg.max_detections, class_agnostic=True)
+    face_ap50 = voc_map(as_faces(faces), face_truths(truths), 1)[0]
+    per_class = metrics["ap50_per_class"]
+    scored = {k: v for k, v in per_class.items() if v is not None}
+    counts = {name: int(sum((t.labels == c).sum() for t in truths)) for c, name in enumerate(model.class_names)}
+    result = {
+        "val_images": len(val), "val_boxes_per_class": counts,
+        "map50": metrics["map50"], "map50_95": metrics["map50_95"], "coco_map50": metrics["coco_map50"],
+        "ap50_per_class": per_class, "ap50_95_per_class": metrics["ap50_95_per_class"],
+        "pycocotools_map50": metrics["pycocotools_map50"], "pycocotools_map50_95": metrics["pycocotools_map50_95"],
+        "pycocotools_abs_diff": metrics["pycocotools_abs_diff"],
+        "weakest_class": min(scored, key=scored.get) if scored else None,
+        "face_ap50": face_ap50,
+        "input_size": int(model.input_size[0]),
+    }
+    log(f"face AP50 {face_ap50:.4f}; timing {min(timed_images, len(images))} images")
+    result["images_per_s"] = images_per_second(model, images[:timed_images], cfg.eval_score_threshold, cfg.nms_iou)
+    result["threads"] = 2
+    if hog:
+        hog_dets = hog_detections(images, upsample=1)
+        result["hog_face_ap50"] = voc_map(hog_dets, face_truths(truths), 1)[0]
+        found = sum(len(d) for d in hog_dets)
+        result["hog_upsample"] = 1
+        result["hog_boxes_found"] = found
+    return result

@@ -1,0 +1,236 @@
+"""Training the detector by transfer learning, in two phases.
+
+1. frozen: the ImageNet backbone is fixed, so its features of ``frozen_copies`` versions of every
+   training image (the plain letterboxed image, then augmented copies) are computed once and cached
+   (float16, in memory); the pyramid and head train on them for ``frozen_epochs`` — cheap epochs.
+2. finetune: the deepest ``finetune_stages`` backbone stages are unfrozen and everything trains on
+   freshly augmented images each epoch, at a lower learning rate with a cosine schedule.
+
+Anchors come first: k-means (1 - IoU) on the training boxes as the model sees them (letterboxed).
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from components.detection.anchors import kmeans_anchors, mean_best_iou
+from components.detection.augment import BoxAugmentSettings, augment_sample, box_augmentation, letterbox_sample
+from components.detection.data import DetectionSample, truths_of
+from components.detection.decode import detect_images
+from components.detection.encoding import GridLayout, encode_targets
+from components.detection.loss import LossWeights, yolo_loss
+from components.detection.metrics import evaluate, voc_map
+from components.detection.model import YoloDetector, build_detector, layout_from
+from components.embedding.mobilenet_v2 import normalise
+
+__all__ = ["DetectTrainConfig", "fit_anchors", "train_detector", "TrainResult"]
+
+
+@dataclass(frozen=True)
+class DetectTrainConfig:
+    class_names: tuple[str, ...]
+    input_size: int = 416
+    strides: tuple[int, ...] = (8, 16)
+    anchors_per_scale: int = 3
+    width: int = 128
+    batch_size: int = 16
+    frozen_epochs: int = 10
+    frozen_copies: int = 4
+    lr_head: float = 2e-3
+    finetune_epochs: int = 12
+    finetune_stages: int = 3
+    lr_finetune: float = 5e-4
+    weight_decay: float = 5e-4
+    loss: LossWeights = LossWeights()
+    augment: BoxAugmentSettings = BoxAugmentSettings()
+    eval_score_threshold: float = 0.01
+    nms_iou: float = 0.5
+    max_detections: int = 100
+    eval_every: int = 1
+    seed: int = 1234
+    threads: int = 2
+
+
+@dataclass
+class TrainResult:
+    model: YoloDetector
+    anchors: np.ndarray
+    anchor_mean_iou: float
+    history: list[dict] = field(default_factory=list)
+    train_minutes: float = 0.0
+    dropped_targets: int = 0
+
+
+def fit_anchors(samples: list[DetectionSample], cfg: DetectTrainConfig) -> tuple[np.ndarray, float]:
+    """k-means anchors on the training boxes in input pixels; and the mean best IoU they reach."""
+    wh = []
+    for s in samples:
+        scale = cfg.input_size / max(s.image.shape[:2])
+        b = s.boxes * scale
+        wh.append(np.stack([b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1))
+    wh = np.concatenate(wh)
+    anchors = kmeans_anchors(wh, cfg.anchors_per_scale * len(cfg.strides), seed=cfg.seed)
+    return anchors, mean_best_iou(wh, anchors)
+
+
+def _targets(layout: GridLayout, boxes: np.ndarray, labels: np.ndarray) -> tuple[list[np.ndarray], int]:
+    t = encode_targets(boxes, labels, layout)
+    return t.grids, t.dropped
+
+
+def _stack_targets(items: list[list[np.ndarray]]) -> list[torch.Tensor]:
+    return [torch.from_numpy(np.stack([it[s] for it in items])) for s in range(len(items[0]))]
+
+
+def _step(model, opt, preds, targets, gts, cfg) -> dict[str, float]:
+    parts = yolo_loss(preds, targets, gts, model.anchors, model.strides, cfg.loss)
+    opt.zero_grad(set_to_none=True)
+    parts["total"].backward()
+    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 10.0)
+    opt.step()
+    return {k: float(v.detach()) for k, v in parts.items()}
+
+
+def quick_map50(model: YoloDetector, val: list[DetectionSample], cfg: DetectTrainConfig) -> float:
+    dets = detect_images(model, [s.image for s in val], score_threshold=cfg.eval_score_threshold,
+                         iou_threshold=cfg.nms_iou, max_detections=cfg.max_detections)
+    return voc_map(dets, truths_of(val), len(cfg.class_names))[0]
+
+
+def train_detector(train: list[DetectionSample], val: list[DetectionSample], cfg: DetectTrainConfig,
+                   on_epoch: Callable[[str, int, dict], None] | None = None,
+                   log: Callable[[str], None] = lambda m: None) -> TrainResult:
+    """Fit anchors, build the model, run both phases; ``on_epoch(phase, global_epoch, row)`` after each."""
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    rng = np.random.default_rng(cfg.seed)
+    start = time.perf_counter()
+    anchors, anchor_iou = fit_anchors(train, cfg)
+    log(f"anchors (w, h): {np.round(anchors, 1).tolist()} mean best IoU {anchor_iou:.3f}")
+    layout = layout_from(cfg.input_size, cfg.strides, anchors, len(cfg.class_names))
+    model = build_detector(layout, cfg.class_names, width=cfg.width)
+    result = TrainResult(model, anchors, anchor_iou)
+    pipeline = box_augmentation(cfg.augment, cfg.input_size, seed=cfg.seed)
+    epoch_no = 0
+
+    def finish_epoch(phase: str, rows: list[dict], t0: float) -> None:
+        nonlocal epoch_no
+        epoch_no += 1
+        row = {f"loss_{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
+        row["epoch_s"] = time.perf_counter() - t0
+        if val and (epoch_no % cfg.eval_every == 0):
+            row["val_map50"] = quick_map50(model, val, cfg)
+        row.update(phase=phase, epoch=epoch_no)
+        result.history.append(row)
+        log(f"{phase} epoch {epoch_no}: " + ", ".join(f"{k}={v:.4f}" for k, v in row.items()
+                                                       if isinstance(v, float)))
+        if on_epoch:
+            on_epoch(phase, epoch_no, {k: v for k, v in row.items() if k not in ("phase", "epoch")})
+
+    # -- phase 1: frozen backbone, cached features of several copies ---------------------------------
+    if cfg.frozen_epochs > 0:
+        model.freeze_backbone()
+        model.eval()  # backbone BN in eval; the head's BN is switched to train below
+        feats: list[list[torch.Tensor]] = [[], [], []]
+        targets: list[list[np.ndarray]] = []
+        gts: list[torch.Tensor] = []
+        t0 = time.perf_counter()
+        for copy in range(max(1, cfg.frozen_copies)):
+            for a in range(0, len(train), cfg.batch_size):
+                imgs = []
+                for s in train[a:a + cfg.batch_size]:
+                    if copy == 0:
+                        img, boxes = letterbox_sample(s.image, s.boxes, cfg.input_size)
+                        labels = s.labels
+                    else:
+                        img, boxes, labels = augment_sample(pipeline, s.image, s.boxes, s.labels, cfg.input_size)
+                    grids, dropped = _targets(layout, boxes, labels)
+                    result.dropped_targets += dropped
+                    targets.append(grids)
+                    gts.append(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+                    imgs.append(img)
+                with torch.inference_mode():
+                    for lvl, f in enumerate(model.backbone_features(normalise(np.stack(imgs)))):
+                        feats[lvl].append(f.half())
+            log(f"cached backbone features of copy {copy + 1}/{cfg.frozen_copies} "
+                f"({time.perf_counter() - t0:.0f} s)")
+        feats_cat = [torch.cat(f) for f in feats]
+        head_params = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
+        opt = torch.optim.AdamW(head_params, lr=cfg.lr_head, weight_decay=cfg.weight_decay)
+        steps = cfg.frozen_epochs * math.ceil(len(targets) / cfg.batch_size)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr_head, total_steps=steps, pct_start=0.1)
+        for _ in range(cfg.frozen_epochs):
+            t0 = time.perf_counter()
+            model.train()
+            model.backbone.eval()
+            order = rng.permutation(len(targets))
+            rows = []
+            for a in range(0, len(order), cfg.batch_size):
+                idx = order[a:a + cfg.batch_size]
+                preds = model.head([f[torch.from_numpy(idx)].float() for f in feats_cat])
+                rows.append(_step(model, opt, preds, _stack_targets([targets[i] for i in idx]),
+                                  [gts[i] for i in idx], cfg))
+                sched.step()
+            finish_epoch("frozen", rows, t0)
+        del feats, feats_cat, targets, gts
+
+    # -- phase 2: unfrozen deepest stages, online augmentation ---------------------------------------
+    if cfg.finetune_epochs > 0:
+        model.unfreeze_backbone(cfg.finetune_stages)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg.lr_finetune, weight_decay=cfg.weight_decay)
+        steps = cfg.finetune_epochs * math.ceil(len(train) / cfg.batch_size)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr_finetune, total_steps=steps, pct_start=0.15)
+        for _ in range(cfg.finetune_epochs):
+            t0 = time.perf_counter()
+            model.train()
+            order = rng.permutation(len(train))
+            rows = []
+            for a in range(0, len(order), cfg.batch_size):
+                imgs, tg, gts = [], [], []
+                for i in order[a:a + cfg.batch_size]:
+                    s = train[i]
+                    img, boxes, labels = augment_sample(pipeline, s.image, s.boxes, s.labels, cfg.input_size)
+                    grids, dropped = _targets(layout, boxes, labels)
+                    imgs.append(img)
+                    tg.append(grids)
+                    gts.append(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+                preds = model(normalise(np.stack(imgs)))
+                rows.append(_step(model, opt, preds, _stack_targets(tg), gts, cfg))
+                sched.step()
+            finish_epoch("finetune", rows, t0)
+    model.eval()
+    result.train_minutes = (time.perf_counter() - start) / 60.0
+    return result
+
+
+def final_evaluation(model: YoloDetector, val: list[DetectionSample], cfg: DetectTrainConfig) -> tuple[dict, list]:
+    """Full metrics (VOC, COCO, pycocotools cross-check) and the detections they came from."""
+    dets = detect_images(model, [s.image for s in val], score_threshold=cfg.eval_score_threshold,
+                         iou_threshold=cfg.nms_iou, max_detections=cfg.max_detections)
+    return evaluate(dets, truths_of(val), cfg.class_names), dets
+
+
+def config_from_settings(det, seed: int, **overrides) -> DetectTrainConfig:
+    """The training config from ``Settings.detection`` (a ``DetectionSettings``); overrides win if not None."""
+    fields = dict(
+        class_names=tuple(det.classes), input_size=det.input_size, strides=tuple(det.strides),
+        anchors_per_scale=det.anchors_per_scale, width=det.width, batch_size=det.batch_size,
+        frozen_epochs=det.frozen_epochs, frozen_copies=det.frozen_copies, lr_head=det.lr_head,
+        finetune_epochs=det.finetune_epochs, finetune_stages=det.finetune_stages, lr_finetune=det.lr_finetune,
+        weight_decay=det.weight_decay,
+        loss=LossWeights(coord=det.lambda_coord, obj=det.lambda_obj, noobj=det.lambda_noobj, cls=det.lambda_cls,
+                         ignore_iou=det.ignore_iou),
+        augment=BoxAugmentSettings(flip_p=det.flip_p, crop_p=det.crop_p, crop_scale_min=det.crop_scale_min,
+                                   min_visibility=det.min_visibility, colour_p=det.colour_p, rgb_shift=det.rgb_shift,
+                                   brightness=det.brightness, contrast=det.contrast, saturation=det.saturation,
+                                   hue=det.hue),
+        eval_score_threshold=det.eval_score_threshold, nms_iou=det.nms_iou, max_detections=det.max_detections,
+        eval_every=det.eval_every, seed=seed)
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    return DetectTrainConfig(**fields)

@@ -1,0 +1,149 @@
+"""Detector flows: train (facemask -> YOLO detector in MLflow, registered and gated) and benchmark.
+
+Wiring only: data, model, training, metrics and plots come from components.detection.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from components import data_version, registry
+from components.detection import bench
+from components.detection.augment import box_augmentation
+from components.detection.data import load_samples, truths_of
+from components.detection.plots import draw_truth_and_detections, plot_pr_curves
+from components.detection.train import config_from_settings, final_evaluation, train_detector
+from components.embedding.packaging import code_paths, pinned_requirements
+from components.ingest import read_manifest
+from components.paths import data_dir
+from components.settings import Settings, load_settings
+from components.tracking import tracked_run
+
+EXPERIMENT = "detect"
+SAMPLE_IMAGES = 8
+
+
+def flat_metrics(metrics: dict, prefix: str = "val_") -> dict[str, float]:
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, dict):
+            out.update({f"{prefix}{k.replace('_per_class', '')}_{name}": float(x) for name, x in v.items()
+                        if x is not None})
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[f"{prefix}{k}"] = float(v)
+    return out
+
+
+@task(name="detection-samples", retries=1, cache_policy=NO_CACHE)
+def samples(settings: Settings, limit_train: int | None, limit_val: int | None):
+    det = settings.detection
+    manifest = read_manifest(data_dir(), det.dataset)
+    classes = tuple(det.classes)
+    train = load_samples(manifest, data_dir(), classes, "train", settings.images.max_pixels, limit_train)
+    val = load_samples(manifest, data_dir(), classes, "val", settings.images.max_pixels, limit_val)
+    return train, val
+
+
+@flow(name="train-detector", log_prints=True)
+def detect_train_flow(frozen_epochs: int | None = None, finetune_epochs: int | None = None,
+                      limit_train: int | None = None, limit_val: int | None = None,
+                      log_sample_images: bool | None = None) -> dict:
+    """Train on the seeded train split, evaluate on the held-out split, log, register, gate, promote."""
+    settings = load_settings()
+    det = settings.detection
+    log = get_run_logger()
+    cfg = config_from_settings(det, settings.seed, frozen_epochs=frozen_epochs, finetune_epochs=finetune_epochs)
+    train, val = samples(settings, limit_train, limit_val)
+    log.info("%d training and %d held-out images", len(train), len(val))
+    sample_images = det.log_sample_images if log_sample_images is None else log_sample_images
+    params = {**{k: v for k, v in settings.flat().items() if k.startswith(("detection.", "seed", "images."))},
+              "run.frozen_epochs": cfg.frozen_epochs, "run.finetune_epochs": cfg.finetune_epochs,
+              "run.train_images": len(train), "run.val_images": len(val), "run.log_sample_images": sample_images}
+    with tracked_run(f"{settings.tracking.experiment_prefix}-{EXPERIMENT}", "yolo-mobilenet_v2", params=params,
+                     data_version=data_version.read_version()) as run:
+        import albumentations as A
+
+        mlflow.log_dict(A.to_dict(box_augmentation(cfg.augment, cfg.input_size, seed=cfg.seed)), "augmentation.json")
+
+        def on_epoch(phase: str, epoch: int, row: dict) -> None:
+            mlflow.log_metrics({f"train_{k}" if k.startswith("loss") or k == "epoch_s" else k: float(v)
+                                for k, v in row.items()}, step=epoch)
+
+        result = train_detector(train, val, cfg, on_epoch=on_epoch, log=log.info)
+        metrics, dets = final_evaluation(result.model, val, cfg)
+        flat = flat_metrics(metrics)
+        flat.update({"train_minutes": result.train_minutes, "anchor_mean_iou": result.anchor_mean_iou,
+                     "dropped_targets": float(result.dropped_targets)})
+        mlflow.log_metrics(flat)
+        mlflow.log_dict({"anchors_wh": np.round(result.anchors, 3).tolist(), "strides": list(cfg.strides),
+                         "history": result.history, "metrics": metrics}, "detector.json")
+        log.info("held-out: map50 %.4f map50_95 %.4f per class %s", metrics["map50"], metrics["map50_95"],
+                 metrics["ap50_per_class"])
+        with tempfile.TemporaryDirectory() as tmp:
+            plot_pr_curves(dets, truths_of(val), cfg.class_names, Path(tmp) / "pr_curves.png")
+            mlflow.log_artifacts(tmp, "plots")
+        if sample_images:
+            with tempfile.TemporaryDirectory() as tmp:
+                n = min(SAMPLE_IMAGES, len(val))
+                draw_truth_and_detections([s.image for s in val[:n]], dets[:n], truths_of(val[:n]), cfg.class_names,
+                                          Path(tmp), det.score_threshold)
+                mlflow.log_artifacts(tmp, "samples")
+        info = mlflow.pytorch.log_model(result.model, name="model", pip_requirements=pinned_requirements(),
+                                        code_paths=code_paths(), serialization_format="pickle")
+        run_id = run.info.run_id
+        decision = register_and_gate(info.model_uri, run_id, metrics, val, settings)
+        mlflow.set_tags({"registered_version": decision["version"], "gate": decision["gate"]})
+    return {"run_id": run_id, "model_uri": info.model_uri, "metrics": metrics, "train_minutes": result.train_minutes,
+            **decision}
+
+
+def register_and_gate(model_uri: str, run_id: str, metrics: dict, val, settings: Settings) -> dict:
+    """New version as challenger; champion only if its map50 beats the champion's on the same images."""
+    det = settings.detection
+    name = det.registered_model
+    current = registry.champion(name)
+    champion_metrics = None
+    if current is not None:  # re-scored on this run's held-out images: the same evaluation data
+        model = mlflow.pytorch.load_model(current.uri)
+        cfg = config_from_settings(det, settings.seed)
+        champion_metrics, _ = final_evaluation(model, val, cfg)
+    version = registry.register(model_uri, name, run_id=run_id,
+                                tags={"map50": f"{metrics['map50']:.4f}", "map50_95": f"{metrics['map50_95']:.4f}"})
+    decision = registry.gate({"map50": metrics["map50"]},
+                             None if champion_metrics is None else {"map50": champion_metrics["map50"]},
+                             "map50", det.min_improvement)
+    if decision.promote:
+        registry.promote(name, version, decision.reason)
+    else:
+        registry.set_gate_state(name, version, "rejected", decision.reason)
+    get_run_logger().info("registered %s version %s: %s (%s)", name, version,
+                          "promoted to champion" if decision.promote else "kept as challenger", decision.reason)
+    return {"registered_model": name, "version": version, "promoted": decision.promote, "gate": decision.reason}
+
+
+@flow(name="bench-detector", log_prints=True)
+def detect_bench_flow(model_uri: str | None = None, hog: bool = True, timed_images: int = 50) -> dict:
+    """Held-out mAP (VOC, COCO, pycocotools), speed, class-agnostic face AP beside dlib HOG's."""
+    settings = load_settings()
+    det = settings.detection
+    log = get_run_logger()
+    uri, source_run = bench.resolve_model(det.registered_model, model_uri)
+    model = mlflow.pytorch.load_model(uri)
+    _, val = samples(settings, None, None)
+    cfg = config_from_settings(det, settings.seed)
+    log.info("benchmarking %s on %d held-out images", uri, len(val))
+    with tracked_run(f"{settings.tracking.experiment_prefix}-bench-detect", "yolo-mobilenet_v2",
+                     params={"model_uri": uri, "val_images": len(val), "hog": hog},
+                     data_version=data_version.read_version()):
+        result = bench.run_benchmark(model, val, cfg, hog=hog, timed_images=timed_images, log=log.info)
+        result["model_uri"] = uri
+        result["training_minutes"] = bench.training_minutes(source_run)
+        mlflow.log_metrics({k: float(v) for k, v in result.items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None})
+        mlflow.log_dict(result, "bench_detect.json")
+    return result

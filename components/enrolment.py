@@ -140,3 +140,32 @@ def remove(store: EnrolmentStore, employee_id: str) -> int:
         purge_old_versions(store.index_dir)
         shutil.rmtree(store.photos_dir / employee_id, ignore_errors=True)
     return n
+
+
+def reembed_all(store: EnrolmentStore, recognizer: FaceRecognizer, fresh: Gallery, max_pixels: int,
+                names: dict[str, str] | None = None) -> Gallery:
+    """Every enrolled employee's stored photos embedded by ``recognizer`` into ``fresh`` (not saved).
+
+    The only way to a gallery for another model: embeddings of different models never mix. Call it
+    under the gallery lock so no enrolment slips in between the embedding and the save.
+    """
+    employees = sorted(p.name for p in store.photos_dir.iterdir() if p.is_dir()) if store.photos_dir.is_dir() else []
+    for eid in employees:
+        files = store.employee_photos(eid)
+        if not files:
+            continue
+        embs, _ = embed_photos(recognizer, [Photo(str(f), f.read_bytes()) for f in files], max_pixels)
+        fresh.add(eid, (names or {}).get(eid, eid), embs, [f"photos/{eid}/{f.name}" for f in files])
+    return fresh
+
+
+def enrolled_names(store: EnrolmentStore) -> dict[str, str]:
+    """employee id -> display name from the current gallery ({} when there is none or it is unreadable:
+    the photos are the source of truth, names are a convenience)."""
+    if not store.exists():
+        return {}
+    try:
+        emp = store.load().employees()
+    except FacegateError:
+        return {}
+    return dict(zip(emp["employee_id"], emp["name"]))

@@ -105,17 +105,10 @@ def _not_found(exc: Exception) -> bool:
 
 def register(model_uri: str, name: str, *, run_id: str, tags: dict[str, str] | None = None) -> str:
     """Register ``model_uri`` as a new version of ``name`` with alias ``challenger`` and gate=pending."""
-    from mlflow.exceptions import MlflowException
+    import mlflow
 
     client = _client()
-    try:
-        client.get_registered_model(name)
-    except MlflowException as exc:
-        if not _not_found(exc):
-            raise RegistryError(f"registry: cannot read model {name!r}: {exc}") from None
-        client.create_registered_model(name, description="facegate model; the service loads alias 'champion'")
-    mv = client.create_model_version(name, model_uri, run_id=run_id,
-                                     tags={GATE_TAG: "pending", **(tags or {})})
+    mv = mlflow.register_model(model_uri, name, tags={GATE_TAG: "pending", "run_id": run_id, **(tags or {})})
     client.set_registered_model_alias(name, CHALLENGER, mv.version)
     return str(mv.version)
 
@@ -211,29 +204,20 @@ def restore_champion(name: str, version: str | None) -> None:
 
 
 def rollback_target(name: str) -> str:
-    """The version ``rollback`` would make champion: the one before the current champion in the history."""
+    """The version ``rollback`` makes champion: the latest earlier champion that was not rolled back from."""
     current = champion(name)
     if current is None:
         raise RegistryError(f"registry: model {name!r} has no champion to roll back from")
-    past = [v for v in history(name) if v != current.version]
-    if not past:
+    candidates = [v for v in history(name) if v != current.version]
+    candidates = [v for v in candidates if get_version(name, v).tags.get(GATE_TAG) != "rejected"]
+    if not candidates:
         raise RegistryError(f"registry: model {name!r} has no earlier champion than version {current.version}")
-    return past[-1]
+    return candidates[-1]
 
 
-def rollback(name: str, reason: str = "rollback") -> tuple[str, str]:
-    """Champion back to the previous champion; returns (demoted version, restored version)."""
-    target = rollback_target(name)
-    current = champion(name)
-    client = _client()
-    client.set_registered_model_alias(name, CHAMPION, target)
-    past = history(name)
-    while past and past[-1] != target:
-        past.pop()
-    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(past))
-    client.set_model_version_tag(name, current.version, GATE_TAG, "rejected")
-    client.set_model_version_tag(name, current.version, "gate_reason", reason)
-    return current.version, target
+def mark_rolled_back(name: str, version: str, reason: str = "rolled back") -> None:
+    """A champion that was rolled back from is never a rollback target again."""
+    set_gate_state(name, version, "rejected", reason)
 
 
 def abandon_pending(name: str, keep: set[str] | None = None) -> list[str]:

@@ -64,6 +64,8 @@ class AugmentSettings(_Strict):
     contrast: float = Field(0.2, ge=0.0)
     saturation: float = Field(0.2, ge=0.0)
     hue: float = Field(0.02, ge=0.0, le=0.5)
+    copies: int = Field(2, ge=0, le=16)  # head mode: augmented copies of each training chip (features cached)
+    copy_p: float = Field(0.5, ge=0.0, le=1.0)  # head mode: chance a sample uses one of its copies
 
 
 class TrainSettings(_Strict):
@@ -111,6 +113,48 @@ class RetrainSettings(_Strict):
     work_pool: str = "facegate-process"
 
 
+class DetectionSettings(_Strict):
+    """The YOLO-style face-mask detector (issue 6): data, model, both training phases, loss, decoding."""
+
+    dataset: str = "facemask"  # ingested VOC dataset (its seeded image-level split)
+    classes: tuple[str, ...] = ("with_mask", "without_mask", "mask_weared_incorrect")
+    input_size: int = Field(416, ge=64, le=1024)
+    strides: tuple[Literal[8, 16, 32], ...] = (8, 16)
+    anchors_per_scale: int = Field(3, ge=1, le=9)
+    width: int = Field(128, ge=16)
+    batch_size: int = Field(16, ge=1)
+    frozen_epochs: int = Field(6, ge=0)
+    frozen_copies: int = Field(3, ge=1, le=16)
+    lr_head: float = Field(2e-3, gt=0.0)
+    finetune_epochs: int = Field(12, ge=0)
+    finetune_stages: int = Field(3, ge=0, le=5)
+    lr_finetune: float = Field(5e-4, gt=0.0)
+    weight_decay: float = Field(5e-4, ge=0.0)
+    lambda_coord: float = Field(5.0, ge=0.0)
+    lambda_obj: float = Field(1.0, ge=0.0)
+    lambda_noobj: float = Field(0.5, ge=0.0)
+    lambda_cls: float = Field(1.0, ge=0.0)
+    ignore_iou: float = Field(0.5, gt=0.0, le=1.0)
+    flip_p: float = Field(0.5, ge=0.0, le=1.0)
+    crop_p: float = Field(0.5, ge=0.0, le=1.0)
+    crop_scale_min: float = Field(0.5, gt=0.0, le=1.0)
+    min_visibility: float = Field(0.4, ge=0.0, le=1.0)
+    colour_p: float = Field(0.5, ge=0.0, le=1.0)
+    rgb_shift: int = Field(15, ge=0, le=255)
+    brightness: float = Field(0.2, ge=0.0)
+    contrast: float = Field(0.2, ge=0.0)
+    saturation: float = Field(0.2, ge=0.0)
+    hue: float = Field(0.02, ge=0.0, le=0.5)
+    score_threshold: float = Field(0.4, ge=0.0, le=1.0)  # `facegate detect` and the face-detector entry
+    eval_score_threshold: float = Field(0.01, ge=0.0, le=1.0)  # mAP: low, so the PR curve is complete
+    nms_iou: float = Field(0.45, gt=0.0, le=1.0)
+    max_detections: int = Field(100, ge=1)
+    eval_every: int = Field(2, ge=1)
+    log_sample_images: bool = False  # face images in MLflow only when asked
+    registered_model: str = Field("facegate-detector", pattern=r"^[A-Za-z0-9_.-]+$")
+    min_improvement: float = Field(0.005, ge=0.0)  # map50 margin a challenger needs over the champion
+
+
 class Settings(_Strict):
     seed: int = 1234
     images: ImageSettings = ImageSettings()
@@ -125,6 +169,7 @@ class Settings(_Strict):
     tracking: TrackingSettings = TrackingSettings()
     registry: RegistrySettings = RegistrySettings()
     retrain: RetrainSettings = RetrainSettings()
+    detection: DetectionSettings = DetectionSettings()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

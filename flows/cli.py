@@ -81,24 +81,47 @@ def validate(dataset: DatasetOpt = None) -> None:
                    f"{len(r['quarantined'])} quarantined; Data Docs in MLflow)")
 
 
+def _report_chain(result: dict) -> None:
+    """Where to look after a chain: the MLflow run, the registered version and alias, the gallery."""
+    from components.paths import mlflow_tracking_uri
+
+    typer.echo(f"data version: {result['data_version']} (data.dvc; `dvc pull` restores it)")
+    typer.echo(f"challenger: {result['gate_metric']} {result['challenger_metrics'][result['gate_metric']]:.4f}"
+               f" vs {result['incumbent']} {result['incumbent_metrics'][result['gate_metric']]:.4f}")
+    typer.echo(f"gate: {result['gate_reason']}")
+    typer.echo(f"registered: {result['model']} version {result['challenger_version']}"
+               f" ({'promoted to champion' if result['promoted'] else 'not promoted'}); "
+               f"alias champion -> version {result['champion_version']}")
+    if result.get("gallery_version"):
+        typer.echo(f"gallery: index {result['gallery_index_version']} with {result['employees']} employee(s), "
+                   f"DVC version {result['gallery_version']} (gallery.dvc)")
+    else:
+        typer.echo("gallery: unchanged (the champion did not change)")
+    typer.echo(f"MLflow run: {result['run_id']} in experiment {result['experiment']} "
+               f"({mlflow_tracking_uri()}; `facegate ui` opens it)")
+    typer.echo(f"wall time: {result['wall_s']:.0f} s")
+
+
 @app.command()
 @friendly
 def demo(dataset: DatasetOpt = None, limit: LimitOpt = None) -> None:
-    """The main job on the default data: ingest -> validate, then say where to look."""
-    from components import data_version
-    from components.paths import mlflow_tracking_uri
-    from flows.data import data_pipeline_flow
+    """The main job on the default data: the whole retraining chain, then where to look."""
+    from flows.retrain import retrain_flow
 
-    result = data_pipeline_flow(datasets=dataset, limit=limit)
-    for s in result["ingest"]:
-        typer.echo(f"ingested {s['dataset']}: {s['images']} images, {s['quarantined']} quarantined, "
-                   f"splits {s['splits']}")
-    for r in result["validation"]:
-        typer.echo(f"validated {r['dataset']}: {r['expectations']} expectations passed")
-    typer.echo(f"data version: {result['data_version']} (data.dvc; `dvc pull` restores it)")
-    typer.echo(f"MLflow runs: {mlflow_tracking_uri()} (experiment facegate-data; `mlflow ui "
-               f"--backend-store-uri {mlflow_tracking_uri()}`)")
-    assert data_version.read_version() == result["data_version"]
+    _report_chain(retrain_flow(datasets=dataset, limit=limit))
+
+
+@app.command()
+@friendly
+def retrain(dataset: DatasetOpt = None, limit: LimitOpt = None,
+            json_out: Annotated[Optional[Path], typer.Option("--json", help="write the result here too")] = None) -> None:
+    """ingest -> validate -> augment -> train -> evaluate -> register -> gate -> gallery -> promote."""
+    from flows.retrain import retrain_flow
+
+    result = retrain_flow(datasets=dataset, limit=limit)
+    if json_out:
+        _emit(result, json_out)
+    _report_chain(result)
 
 
 @data_app.command("version")
@@ -143,6 +166,64 @@ def train(
     from flows.train import train_flow
 
     _print(train_flow(dataset=dataset, backbone=backbone, mode=mode, epochs=epochs, lr=lr, miner=miner))
+
+
+models_app = typer.Typer(no_args_is_help=True, help="Registered embedding models: list, promote, roll back.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+@friendly
+def models_list() -> None:
+    """Every registered version with its aliases, gate state and held-out metrics."""
+    import mlflow
+
+    from components import registry
+    from components.settings import load_settings
+
+    name = load_settings().registry.embedder_model
+    rows = []
+    for v in registry.list_versions(name):
+        row = v.to_dict()
+        run = mlflow.get_run(v.run_id) if v.run_id else None
+        row["metrics"] = {k: round(x, 4) for k, x in (run.data.metrics if run else {}).items() if k.startswith("val_")}
+        rows.append(row)
+    _print({"model": name, "champion_history": registry.history(name), "versions": rows})
+
+
+@models_app.command("promote")
+@friendly
+def models_promote(version: Annotated[str, typer.Argument(help="registered version to make champion")],
+                   reason: Annotated[str, typer.Option(help="why (kept on the version)")] = "") -> None:
+    """Make VERSION the champion; the gallery is re-embedded with it in the same step."""
+    from flows.retrain import switch_champion_flow
+
+    _print(switch_champion_flow(version=version, reason=reason))
+
+
+@models_app.command("rollback")
+@friendly
+def models_rollback(reason: Annotated[str, typer.Option(help="why (kept on the demoted version)")] = "") -> None:
+    """Champion back to the previous champion; the gallery follows."""
+    from flows.retrain import switch_champion_flow
+
+    _print(switch_champion_flow(rollback=True, reason=reason))
+
+
+@app.command()
+@friendly
+def ui(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000) -> None:
+    """Open the MLflow UI on the local tracking store (loopback only)."""
+    import os
+    import subprocess
+
+    from components.paths import mlflow_artifact_root, mlflow_tracking_uri
+
+    uri = mlflow_tracking_uri()
+    typer.echo(f"MLflow UI on http://127.0.0.1:{port} ({uri}); Ctrl-C stops it")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--default-artifact-root",
+           mlflow_artifact_root(), "--host", "127.0.0.1", "--port", str(port)]
+    raise typer.Exit(subprocess.call(cmd, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}))
 
 
 gallery_app = typer.Typer(no_args_is_help=True, help="The FAISS gallery of enrolled employees.")

@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from components import data_version
 from components.errors import UnreadableImage
-from components.enrolment import EnrolmentStore, Photo, embed_photos, enrol, remove
+from components.enrolment import EnrolmentStore, Photo, enrol, enrolled_names, reembed_all, remove
 from components.gallery import Gallery, gallery_lock
 from components.settings import Settings, load_settings
 from components.tracking import tracked_run
@@ -90,19 +90,7 @@ def build_gallery_flow() -> dict:
         log.info("tau %.4f for FAR %.0e (achieved FAR %.2e, TAR %.4f)", m.tau, m.target_far, m.achieved_far,
                  m.achieved_tar)
         with gallery_lock(store.index_dir):
-            names = {}
-            if store.exists():
-                try:
-                    old = Gallery.load(store.index_dir)
-                    names = dict(zip(old.employees()["employee_id"], old.employees()["name"]))
-                except Exception:  # noqa: BLE001 - a corrupt gallery is exactly what a rebuild repairs
-                    log.warning("previous gallery unreadable; rebuilding from photos")
-            employees = sorted(p.name for p in store.photos_dir.iterdir() if p.is_dir()) if store.photos_dir.is_dir() else []
-            for eid in employees:
-                files = store.employee_photos(eid)
-                embs, _ = embed_photos(recognizer, [Photo(str(f), f.read_bytes()) for f in files],
-                                       settings.images.max_pixels)
-                fresh.add(eid, names.get(eid, eid), embs, [f"photos/{eid}/{f.name}" for f in files])
+            reembed_all(store, recognizer, fresh, settings.images.max_pixels, enrolled_names(store))
             fresh.save(store.index_dir, keep=settings.gallery.keep_versions)
         version = version_gallery()
         summary = _log_gallery(fresh, version)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import numpy as np
 
 from components.calibration import Calibration, calibrate_tau
 from components.embedding.backbones import make_backbone
@@ -15,28 +16,33 @@ from components.paths import data_dir, repo_root, state_dir
 from components.recognition import FaceRecognizer
 from components.settings import Settings
 
-REGISTERED_MODEL = "facegate-embedder"
-CHAMPION = "champion"
-
 
 def gallery_store() -> EnrolmentStore:
     return EnrolmentStore(repo_root() / "gallery")
 
 
-def service_model(settings: Settings) -> tuple[EmbeddingModel, str | None]:
-    """The registry's champion if there is one, else the pretrained backbone with its own head."""
+def embedder_version_label(name: str, version: str) -> str:
+    """How a registered version is named in gallery manifests (``facegate-embedder/3``)."""
+    return f"{name}/{version}"
+
+
+def load_registered_model(name: str, version: str) -> EmbeddingModel:
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     from components.paths import mlflow_tracking_uri
 
     mlflow.set_tracking_uri(mlflow_tracking_uri())
-    try:
-        mv = mlflow.MlflowClient().get_model_version_by_alias(REGISTERED_MODEL, CHAMPION)
-    except MlflowException:
-        mv = None
-    if mv is not None:
-        return mlflow.pytorch.load_model(f"models:/{REGISTERED_MODEL}@{CHAMPION}"), f"{REGISTERED_MODEL}/{mv.version}"
+    return mlflow.pytorch.load_model(f"models:/{name}/{version}")
+
+
+def service_model(settings: Settings) -> tuple[EmbeddingModel, str | None]:
+    """The registry's champion if there is one, else the pretrained backbone with its own head."""
+    from components import registry
+
+    name = settings.registry.embedder_model
+    champ = registry.champion(name)
+    if champ is not None:
+        return load_registered_model(name, champ.version), embedder_version_label(name, champ.version)
     return EmbeddingModel(make_backbone(settings.embedding.backbone)), None
 
 
@@ -47,8 +53,15 @@ def service_recognizer(settings: Settings) -> FaceRecognizer:
     return FaceRecognizer(model, settings, version)
 
 
-def calibrate(recognizer: FaceRecognizer, settings: Settings) -> Calibration:
-    """tau for ``gallery.target_far`` from the held-out identities of the calibration dataset."""
+def calibrate(recognizer: FaceRecognizer, settings: Settings,
+              heldout: tuple[np.ndarray, np.ndarray] | None = None) -> Calibration:
+    """tau for ``gallery.target_far`` from the held-out identities of the calibration dataset.
+
+    ``heldout`` (embeddings by this very model, identities) skips re-embedding when the caller (the
+    retraining chain) already has them for that dataset's held-out split.
+    """
+    if heldout is not None:
+        return calibrate_tau(heldout[0], heldout[1], settings.gallery.target_far)
     name = settings.gallery.calibration_dataset
     manifest = read_manifest(data_dir(), name)
     held = manifest[manifest["split"] != "train"].reset_index(drop=True)
@@ -58,9 +71,10 @@ def calibrate(recognizer: FaceRecognizer, settings: Settings) -> Calibration:
     return calibrate_tau(emb, held["identity"].to_numpy(), settings.gallery.target_far)
 
 
-def calibrated_gallery(recognizer: FaceRecognizer, settings: Settings, data_version: str | None) -> Gallery:
-    """An empty gallery for the service model with a fresh calibration (its impostor tail stored)."""
-    cal = calibrate(recognizer, settings)
+def calibrated_gallery(recognizer: FaceRecognizer, settings: Settings, data_version: str | None,
+                       heldout: tuple[np.ndarray, np.ndarray] | None = None) -> Gallery:
+    """An empty gallery for the recognizer's model with a fresh calibration (its impostor tail stored)."""
+    cal = calibrate(recognizer, settings, heldout)
     gallery_store().save_calibration(recognizer.embedder_version, cal)
     return Gallery.new(128, recognizer.embedder_name, recognizer.embedder_version, settings.gallery.index_kind,
                        tau=cal.tau, target_far=cal.target_far, achieved_far=cal.achieved_far,

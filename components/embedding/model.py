@@ -98,3 +98,37 @@ def cached_features(chips: np.ndarray, chip_key: str, backbone_name: str, cache_
             tmp.replace(path)
         out.append(np.load(path))
     return out[0], out[1]
+
+
+def cached_augmented_features(chips: np.ndarray, chip_key: str, backbone_name: str, cache_dir: Path,
+                              make_pipeline, description: dict, copies: int, seed: int,
+                              batch_size: int = 64, progress=None) -> list[np.ndarray]:
+    """Frozen-backbone features of ``copies`` albumentations copies of every chip, cached on disk.
+
+    The key covers the chips, the backbone, the pipeline's serialised form and the seed, so a changed
+    augmentation param means new copies and an unchanged one reuses them (a re-run costs nothing).
+    ``make_pipeline(seed)`` builds the pipeline; copy ``c`` is drawn with seed ``seed + c``.
+    """
+    import hashlib
+    import json
+
+    aug_key = hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    out, backbone = [], None
+    for c in range(copies):
+        path = Path(cache_dir) / f"features-{chip_key}-{backbone_name}-aug{aug_key}-s{seed + c}.npy"
+        if not path.is_file():
+            backbone = backbone or make_backbone(backbone_name)
+            backbone.eval()
+            pipeline = make_pipeline(seed + c)
+            feats = np.zeros((len(chips), backbone.feature_dim), np.float32)
+            for start in range(0, len(chips), batch_size):
+                batch = np.stack([pipeline(image=np.ascontiguousarray(chip))["image"]
+                                  for chip in chips[start:start + batch_size]])
+                feats[start:start + len(batch)] = chip_features(backbone, batch, batch_size)
+                if progress:
+                    progress(f"augmented copy {c + 1}/{copies}", min(start + batch_size, len(chips)), len(chips))
+            tmp = path.with_suffix(".tmp.npy")
+            np.save(tmp, feats)
+            tmp.replace(path)
+        out.append(np.load(path))
+    return out

@@ -84,13 +84,22 @@ def _run_epochs(model, params, batches_fn, embed_fn, labels_t, cfg: TrainConfig,
 
 
 def train_head(model: EmbeddingModel, feats: np.ndarray, flip_feats: np.ndarray | None, labels: np.ndarray,
-               cfg: TrainConfig, on_epoch: Callable[[int, dict], None] | None = None) -> list[dict]:
-    """Head-only training on cached features (mirror features used as augmentation)."""
+               cfg: TrainConfig, on_epoch: Callable[[int, dict], None] | None = None,
+               aug_feats: list[np.ndarray] | tuple = (), aug_prob: float = 0.0) -> list[dict]:
+    """Head-only training on cached features.
+
+    Augmentation happens in feature space because the backbone is frozen: each sample uses its
+    mirror's features with ``cfg.flip_prob``, then, with ``aug_prob``, the features of one of its
+    albumentations copies (``aug_feats``: one N x D array per copy, rows aligned with ``feats``).
+    """
     seed_everything(cfg.seed)
     for p in model.backbone.parameters():
         p.requires_grad_(False)
     feats_t = torch.from_numpy(np.ascontiguousarray(feats))
     flip_t = torch.from_numpy(np.ascontiguousarray(flip_feats)) if flip_feats is not None else None
+    aug_t = torch.stack([torch.from_numpy(np.ascontiguousarray(a)) for a in aug_feats]) if len(aug_feats) else None
+    if aug_t is not None and aug_t.shape[1:] != feats_t.shape:
+        raise ValueError(f"aug_feats must be copies of feats' shape {tuple(feats_t.shape)}, got {tuple(aug_t.shape)}")
     labels_t = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     sampler = PKSampler(labels, cfg.p, cfg.k, seed=cfg.seed, batches_per_epoch=cfg.batches_per_epoch)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -105,6 +114,10 @@ def train_head(model: EmbeddingModel, feats: np.ndarray, flip_feats: np.ndarray 
         if flip_t is not None and cfg.flip_prob > 0:
             use_flip = torch.rand(len(idx), generator=gen) < cfg.flip_prob
             x = torch.where(use_flip[:, None], flip_t[idx], x)
+        if aug_t is not None and aug_prob > 0:
+            use_aug = torch.rand(len(idx), generator=gen) < aug_prob
+            copy = torch.randint(len(aug_t), (len(idx),), generator=gen)
+            x = torch.where(use_aug[:, None], aug_t[copy, idx], x)
         return model.embed_features(x)
 
     return _run_epochs(model, list(model.head.parameters()), batches, embed, labels_t, cfg, on_epoch)

@@ -22,11 +22,12 @@ def store(tmp_path, monkeypatch):
     exp = ensure_experiment("registry-test")
 
     def new_version(name: str = "m") -> str:
+        import torch
+
         with mlflow.start_run(experiment_id=exp) as run:
-            (tmp_path / "model.txt").write_text(run.info.run_id)
-            mlflow.log_artifact(str(tmp_path / "model.txt"), "model")
-        return registry.register(f"runs:/{run.info.run_id}/model", name, run_id=run.info.run_id,
-                                 tags={"source": "test"})
+            info = mlflow.pytorch.log_model(torch.nn.Linear(2, 2), name="model", pip_requirements=["torch"],
+                                           serialization_format="pickle")
+        return registry.register(info.model_uri, name, run_id=run.info.run_id, tags={"source": "test"})
     return new_version
 
 
@@ -55,11 +56,18 @@ def test_register_promote_rollback(store):
     assert [v.version for v in registry.list_versions("m")] == [v2, v1]
     assert registry.list_versions("m")[0].aliases == ("champion",)
 
-    assert registry.rollback("m") == (v2, v1)
-    assert registry.champion("m").version == v1 and registry.history("m") == [v1]
-    assert registry.get_version("m", v2).tags["gate"] == "rejected"
+    v3 = store()
+    registry.promote("m", v3, "better still")
+    assert registry.rollback_target("m") == v2
+    registry.promote("m", v2, "rollback")  # what `facegate models rollback` does, with the gallery
+    registry.mark_rolled_back("m", v3)
+    assert registry.champion("m").version == v2 and registry.history("m") == [v1, v2, v3, v2]
+    assert registry.get_version("m", v3).tags["gate"] == "rejected"
+    assert registry.rollback_target("m") == v1  # v3 was rolled back from: never a target again
+    registry.promote("m", v1, "rollback")
+    registry.mark_rolled_back("m", v2)
     with pytest.raises(RegistryError, match="no earlier champion"):
-        registry.rollback("m")
+        registry.rollback_target("m")
     with pytest.raises(RegistryError, match="no version '99'"):
         registry.promote("m", "99", "typo")
 

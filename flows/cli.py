@@ -212,6 +212,34 @@ def models_rollback(reason: Annotated[str, typer.Option(help="why (kept on the d
 
 @app.command()
 @friendly
+def schedule(
+    cron: Annotated[Optional[str], typer.Option(help="cron expression (default: params retrain.cron)")] = None,
+    port: Annotated[int, typer.Option(help="loopback port of the Prefect server to use or start")] = 4200,
+) -> None:
+    """Serve the retraining deployment on its cron schedule against a real Prefect server (started
+    on 127.0.0.1 if none answers; PREFECT_API_URL names another). Ctrl-C stops it."""
+    import os
+    import signal
+
+    from components.settings import load_settings
+    from flows.schedule import ensure_server, serve_retraining
+
+    settings = load_settings()
+    server = ensure_server(port)
+    cron = cron or settings.retrain.cron
+    typer.echo(server.describe())
+    typer.echo(f"serving deployment retrain/{settings.retrain.deployment} on cron '{cron}' "
+               f"({settings.retrain.timezone}); runs appear in the Prefect UI at "
+               f"{server.api_url.removesuffix('/api')} and in MLflow (facegate ui)")
+    try:
+        serve_retraining(server, cron, settings.retrain.timezone, settings.retrain.deployment)
+    finally:
+        if server.pid is not None:  # a server this command started stops with it
+            os.killpg(server.pid, signal.SIGTERM)
+
+
+@app.command()
+@friendly
 def ui(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000) -> None:
     """Open the MLflow UI on the local tracking store (loopback only)."""
     import os
@@ -289,6 +317,19 @@ def identify(
         draw_boxes(image, [(f["box"], f["name"] or f["employee_id"] or "not recognized", f["recognized"])
                            for f in faces], out)
     _print({"frame": str(frame), "faces": faces, "annotated": str(out) if out else None})
+
+
+@app.command()
+@friendly
+def detect(
+    image: Annotated[Path, typer.Argument(help="a photo or frame")],
+    out: Annotated[Optional[Path], typer.Option(help="write the image with boxes and labels here")] = None,
+    model: Annotated[Optional[str], typer.Option(help="MLflow model URI (default: the detector's champion)")] = None,
+) -> None:
+    """Face-mask detection (YOLO-style): every box with its class and score; --out draws them."""
+    from components.detection.serving import detect_file
+
+    _print(detect_file(image, out, model_uri=model))
 
 
 @app.command()
@@ -376,6 +417,19 @@ def bench_identify(
 
     result = identify_benchmark_flow(backbone=backbone, mode=mode, timed_frames=frames)
     _emit(result, json_out)
+
+
+@bench_app.command("detect")
+@friendly
+def bench_detect(
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="write the result here too")] = None,
+    model: Annotated[Optional[str], typer.Option(help="MLflow model URI (default: the detector's champion)")] = None,
+    hog: Annotated[bool, typer.Option("--hog/--no-hog", help="also score dlib HOG on the same images")] = True,
+) -> None:
+    """Detector on the held-out split: VOC/COCO mAP (and pycocotools), speed, face AP beside dlib HOG."""
+    from flows.detect import detect_bench_flow
+
+    _emit(detect_bench_flow(model_uri=model, hog=hog), json_out)
 
 
 @bench_app.command("gallery")

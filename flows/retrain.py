@@ -169,8 +169,11 @@ def _chain(settings: Settings, datasets: list[str] | None, limit: int | None, lo
     stage, version, result = "ingest", None, {"model": name}
     registered: list[str] = []  # versions this chain registered: any still pending at a failure is marked failed
     started = time.perf_counter()
+    from prefect.runtime import deployment, flow_run
+
+    trigger = {"prefect_flow_run_id": str(flow_run.id), "prefect_deployment": deployment.name or "none"}
     with tracked_run(experiment_name(settings), f"retrain-{backbone}-{mode}", params=params,
-                     data_version=data_version.read_version()) as parent:
+                     data_version=data_version.read_version(), tags=trigger) as parent:
         try:
             ingested = ingest_flow(datasets=datasets, limit=limit)
             data_ver = ingested["data_version"]

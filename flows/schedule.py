@@ -1,0 +1,99 @@
+"""Scheduled retraining: the chain served as a Prefect deployment on the cron from params.
+
+Cron schedules need a real Prefect server (the ephemeral one used by one-off commands schedules
+nothing), so ``facegate schedule`` connects to the server in PREFECT_API_URL, or to one already
+listening on 127.0.0.1:<port>, or starts one there (its PID in the state dir) and says which. Server
+mode with a work pool and a worker instead of this process runner: infra/prefect.yaml.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.errors import FacegateError
+from components.paths import state_dir
+
+DEFAULT_PORT = 4200
+
+
+class SchedulerError(FacegateError):
+    """The Prefect server for schedules cannot be reached or started."""
+
+    code = "scheduler_error"
+
+
+@dataclass
+class PrefectServer:
+    api_url: str
+    how: str  # "connected" | "started"
+    pid: int | None = None
+    log: Path | None = None
+
+    def describe(self) -> str:
+        if self.how == "started":
+            return f"started a Prefect server at {self.api_url} (pid {self.pid}, log {self.log})"
+        return f"connected to the Prefect server at {self.api_url}"
+
+
+def server_healthy(api_url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout) as resp:
+            return resp.status == 200 and json.loads(resp.read() or b"false") is True
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def start_server(port: int, home: Path, timeout: float = 180.0) -> PrefectServer:
+    """``prefect server start`` on loopback as a child process; waits until /api/health answers."""
+    home.mkdir(parents=True, exist_ok=True)
+    log = home / "server.log"
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_API_URL": ""}
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                                 "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SchedulerError(f"{log}: the Prefect server exited with code {proc.returncode}")
+        if server_healthy(url):
+            (home / "server.pid").write_text(str(proc.pid))
+            return PrefectServer(url, "started", proc.pid, log)
+        time.sleep(1.0)
+    proc.terminate()
+    raise SchedulerError(f"{log}: the Prefect server did not answer on {url} within {timeout:.0f} s")
+
+
+def ensure_server(port: int = DEFAULT_PORT) -> PrefectServer:
+    """PREFECT_API_URL's server if set (it must answer), else 127.0.0.1:<port>, started if needed."""
+    url = os.environ.get("PREFECT_API_URL")
+    if url:
+        if not server_healthy(url):
+            raise SchedulerError(f"PREFECT_API_URL={url}: no Prefect server answers there")
+        return PrefectServer(url, "connected")
+    local = f"http://127.0.0.1:{port}/api"
+    if server_healthy(local):
+        return PrefectServer(local, "connected")
+    return start_server(port, state_dir() / "prefect-server")
+
+
+def serve_retraining(server: PrefectServer, cron: str, timezone: str, deployment: str) -> None:
+    """Register the deployment with its cron schedule and run its flow runs here until interrupted."""
+    from prefect.schedules import Cron
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.retrain import retrain_flow
+
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        retrain_flow.serve(name=deployment, schedule=Cron(cron, timezone=timezone), limit=1,
+                           tags=["facegate", "retrain"],
+                           description="facegate retraining chain (ingest -> ... -> gallery), on a cron schedule")

@@ -71,7 +71,8 @@ def detect_train_flow(frozen_epochs: int | None = None, finetune_epochs: int | N
         mlflow.log_dict(A.to_dict(box_augmentation(cfg.augment, cfg.input_size, seed=cfg.seed)), "augmentation.json")
 
         def on_epoch(phase: str, epoch: int, row: dict) -> None:
-            mlflow.log_metrics({f"train_{k}" if k.startswith("loss") or k == "epoch_s" else k: float(v)
+            # per-epoch held-out mAP as epoch_val_map50; the final evaluation logs val_* once at the end
+            mlflow.log_metrics({f"epoch_{k}" if k.startswith("val_") else f"train_{k}": float(v)
                                 for k, v in row.items()}, step=epoch)
 
         result = train_detector(train, val, cfg, on_epoch=on_epoch, log=log.info)
@@ -147,3 +148,26 @@ def detect_bench_flow(model_uri: str | None = None, hog: bool = True, timed_imag
                             if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None})
         mlflow.log_dict(result, "bench_detect.json")
     return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m flows.detect train [--frozen-epochs N] [--finetune-epochs N] [--log-sample-images]``."""
+    import argparse
+    import json
+
+    import flows  # noqa: F401 - quiet, embedded defaults
+
+    parser = argparse.ArgumentParser(prog="python -m flows.detect")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train, evaluate, register and gate the detector (params: detection.*)")
+    train.add_argument("--frozen-epochs", type=int)
+    train.add_argument("--finetune-epochs", type=int)
+    train.add_argument("--log-sample-images", action=argparse.BooleanOptionalAction, default=None)
+    args = parser.parse_args(argv)
+    result = detect_train_flow(frozen_epochs=args.frozen_epochs, finetune_epochs=args.finetune_epochs,
+                               log_sample_images=args.log_sample_images)
+    print(json.dumps(result, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

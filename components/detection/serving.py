@@ -1,0 +1,64 @@
+"""The trained detector in use: loaded from the MLflow registry (alias ``champion``), run on a file or frame."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from components.detection.decode import Detections, detect_images
+from components.errors import RegistryError
+
+__all__ = ["load_detector", "detect_array", "detect_file"]
+
+
+@functools.lru_cache(maxsize=2)
+def _load(uri: str):
+    import mlflow
+
+    from components.paths import configure_environment, mlflow_tracking_uri
+
+    configure_environment()
+    mlflow.set_tracking_uri(mlflow_tracking_uri())
+    model = mlflow.pytorch.load_model(uri, map_location="cpu")
+    return model.eval()
+
+
+def load_detector(name: str, model_uri: str | None = None):
+    """(model, uri): ``model_uri`` if given, else ``models:/<name>@champion``."""
+    if model_uri is None:
+        from components import registry
+
+        current = registry.champion(name)
+        if current is None:
+            raise RegistryError(f"registry: model {name!r} has no champion; train one with "
+                                "`python -m flows.detect train`")
+        model_uri = f"models:/{name}@champion"
+    return _load(model_uri), model_uri
+
+
+def detect_array(model, image: np.ndarray, score_threshold: float, iou_threshold: float,
+                 max_detections: int = 100, class_agnostic: bool = False) -> Detections:
+    return detect_images(model, [image], score_threshold=score_threshold, iou_threshold=iou_threshold,
+                         max_detections=max_detections, class_agnostic=class_agnostic, batch_size=1)[0]
+
+
+def detect_file(image_path: Path | str, out: Path | str | None = None, model_uri: str | None = None) -> dict:
+    """Boxes, classes and scores for one image; with ``out``, the image with them drawn in."""
+    from components.detection.plots import draw_detections
+    from components.images import load_image
+    from components.settings import load_settings
+
+    settings = load_settings()
+    det = settings.detection
+    model, uri = load_detector(det.registered_model, model_uri)
+    image = load_image(image_path, settings.images.max_pixels)
+    found = detect_array(model, image, det.score_threshold, det.nms_iou, det.max_detections)
+    if out:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        draw_detections(image, found, tuple(model.class_names)).save(out)
+    return {"image": str(image_path), "model": uri, "score_threshold": det.score_threshold,
+            "detections": [{"box": [round(float(v), 1) for v in b], "label": model.class_names[int(c)],
+                            "score": round(float(s), 4)} for b, s, c in zip(found.boxes, found.scores, found.labels)],
+            "annotated": str(out) if out else None}

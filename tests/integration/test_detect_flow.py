@@ -1,0 +1,95 @@
+"""The detector for real on a small slice of the face-mask set: train (Prefect, MLflow, registry), detect,
+benchmark against pycocotools and dlib HOG, and serve as a face detector."""
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from components.paths import mlflow_tracking_uri
+from tests.conftest import link_or_copy, shared_dataset
+
+pytestmark = pytest.mark.integration
+
+
+def facemask_slice(sandbox, images: int = 14) -> None:
+    src = shared_dataset("facemask")
+    for img in sorted((src / "images").glob("*.jpg"))[:images]:
+        link_or_copy(img, sandbox.datasets_root / "facemask" / "images" / img.name)
+        xml = src / "annotations" / f"{img.stem}.xml"
+        link_or_copy(xml, sandbox.datasets_root / "facemask" / "annotations" / xml.name)
+    sandbox.add_dataset("facemask", "voc", "facemask")
+    params = yaml.safe_load((sandbox.root / "params.yaml").read_text())
+    params["ingest"]["val_fraction"] = 0.3
+    params["detection"].update({"input_size": 192, "batch_size": 4, "frozen_epochs": 1, "frozen_copies": 2,
+                                "finetune_epochs": 1, "eval_every": 1, "eval_score_threshold": 0.0,
+                                "score_threshold": 0.0, "max_detections": 20})
+    (sandbox.root / "params.yaml").write_text(yaml.safe_dump(params))
+    sandbox.commit()
+
+
+def test_train_detect_bench_and_face_detector(sandbox, prefect_server, tmp_path):
+    from components.faces.detectors import make_detector
+    from components.images import load_image
+    from components.registry import champion
+    from flows.cli import app
+    from flows.data import ingest_flow
+    from flows.detect import detect_bench_flow, detect_train_flow
+
+    facemask_slice(sandbox)
+    version = ingest_flow(datasets=["facemask"])["data_version"]
+    result = detect_train_flow(log_sample_images=True)
+
+    mlflow.set_tracking_uri(mlflow_tracking_uri())
+    run = mlflow.get_run(result["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["data_version"] == version and run.data.tags["git_commit"] == sandbox.head()
+    assert run.data.params["detection.input_size"] == "192"
+    client = mlflow.tracking.MlflowClient()
+    losses = client.get_metric_history(run.info.run_id, "train_loss_total")
+    assert [m.step for m in losses] == [1, 2]  # one frozen epoch, one fine-tuning epoch
+    for part in ("box", "obj", "noobj", "cls"):
+        assert len(client.get_metric_history(run.info.run_id, f"train_loss_{part}")) == 2
+    assert len(client.get_metric_history(run.info.run_id, "epoch_val_map50")) == 2
+    m = run.data.metrics
+    assert 0.0 <= m["val_map50"] <= 1.0 and 0.0 <= m["val_map50_95"] <= m["val_coco_map50"] + 1e-9
+    assert m["val_pycocotools_abs_diff"] < 1e-3
+    assert {"val_ap50_with_mask", "train_minutes", "anchor_mean_iou"} <= set(m)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"augmentation.json", "detector.json", "plots", "samples"} <= artifacts
+    assert "plots/pr_curves.png" in {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/augmentation.json")["transform"]["bbox_params"]
+
+    best = champion("facegate-detector")
+    assert best is not None and best.version == result["version"] == "1" and result["promoted"]
+    model = mlflow.pytorch.load_model(best.uri)
+    assert model.class_names == ("with_mask", "without_mask", "mask_weared_incorrect")
+
+    # facegate detect draws boxes into an output image
+    image = next((sandbox.root / "data" / "facemask" / "images").glob("*.jpg"))
+    out = tmp_path / "detected.jpg"
+    r = CliRunner().invoke(app, ["detect", str(image), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    answer = json.loads(r.output)
+    assert out.is_file() and load_image(out).shape == load_image(image).shape
+    assert answer["detections"] and {"box", "label", "score"} <= set(answer["detections"][0])
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    r = CliRunner().invoke(app, ["detect", str(bad)])
+    assert r.exit_code == 2 and "unreadable_image" in r.output and "bad.jpg" in r.output
+
+    # the benchmark: project metrics beside pycocotools on the same detections, HOG beside it
+    bench = detect_bench_flow(timed_images=3)
+    assert abs(bench["map50_95"] - bench["pycocotools_map50_95"]) < 1e-3
+    assert bench["images_per_s"] > 0 and 0.0 <= bench["face_ap50"] <= 1.0 and 0.0 <= bench["hog_face_ap50"] <= 1.0
+    assert bench["training_minutes"] == pytest.approx(m["train_minutes"])
+
+    # the face-detector registry entry: every class is a face
+    faces = make_detector("yolo_facemask").detect(load_image(image))
+    assert faces and all(f.right > f.left and f.bottom > f.top for f in faces)
+    assert [f.score for f in faces] == sorted((f.score for f in faces), reverse=True)
+    assert np.isfinite([f.score for f in faces]).all()

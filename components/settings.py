@@ -44,7 +44,7 @@ class ValidateSettings(_Strict):
 
 
 class FaceSettings(_Strict):
-    detector: Literal["dlib_hog", "dlib_mmod", "hog_then_mmod"] = "hog_then_mmod"
+    detector: Literal["dlib_hog", "dlib_mmod", "hog_then_mmod", "yolo_facemask"] = "hog_then_mmod"
     upsample: int = Field(0, ge=0, le=2)  # 0 finds LFW-sized faces (~100 px); 1 finds faces down to ~40 px
 
 
@@ -124,9 +124,9 @@ class DetectionSettings(_Strict):
     width: int = Field(128, ge=16)
     batch_size: int = Field(16, ge=1)
     frozen_epochs: int = Field(6, ge=0)
-    frozen_copies: int = Field(3, ge=1, le=16)
+    frozen_copies: int = Field(2, ge=1, le=16)
     lr_head: float = Field(2e-3, gt=0.0)
-    finetune_epochs: int = Field(12, ge=0)
+    finetune_epochs: int = Field(8, ge=0)
     finetune_stages: int = Field(3, ge=0, le=5)
     lr_finetune: float = Field(5e-4, gt=0.0)
     weight_decay: float = Field(5e-4, ge=0.0)

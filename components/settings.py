@@ -126,7 +126,7 @@ class DetectionSettings(_Strict):
     frozen_epochs: int = Field(6, ge=0)
     frozen_copies: int = Field(2, ge=1, le=16)
     lr_head: float = Field(2e-3, gt=0.0)
-    finetune_epochs: int = Field(8, ge=0)
+    finetune_epochs: int = Field(5, ge=0)
     finetune_stages: int = Field(3, ge=0, le=5)
     lr_finetune: float = Field(5e-4, gt=0.0)
     weight_decay: float = Field(5e-4, ge=0.0)

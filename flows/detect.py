@@ -17,6 +17,7 @@ from components.detection import bench
 from components.detection.augment import box_augmentation
 from components.detection.data import load_samples, truths_of
 from components.detection.plots import draw_truth_and_detections, plot_pr_curves
+from components.detection.serving import load_model_uri
 from components.detection.train import config_from_settings, final_evaluation, train_detector
 from components.embedding.packaging import code_paths, pinned_requirements
 from components.ingest import read_manifest
@@ -134,14 +135,15 @@ def detect_bench_flow(model_uri: str | None = None, hog: bool = True, timed_imag
     det = settings.detection
     log = get_run_logger()
     uri, source_run = bench.resolve_model(det.registered_model, model_uri)
-    model = mlflow.pytorch.load_model(uri)
+    model = load_model_uri(uri)
     _, val = samples(settings, None, None)
     cfg = config_from_settings(det, settings.seed)
     log.info("benchmarking %s on %d held-out images", uri, len(val))
     with tracked_run(f"{settings.tracking.experiment_prefix}-bench-detect", "yolo-mobilenet_v2",
                      params={"model_uri": uri, "val_images": len(val), "hog": hog},
                      data_version=data_version.read_version()):
-        result = bench.run_benchmark(model, val, cfg, hog=hog, timed_images=timed_images, log=log.info)
+        result = bench.run_benchmark(model, val, cfg, hog=hog, timed_images=timed_images,
+                                     timing_score_threshold=det.score_threshold, log=log.info)
         result["model_uri"] = uri
         result["training_minutes"] = bench.training_minutes(source_run)
         mlflow.log_metrics({k: float(v) for k, v in result.items()

@@ -9,11 +9,12 @@ import numpy as np
 from components.detection.decode import Detections, detect_images
 from components.errors import RegistryError
 
-__all__ = ["load_detector", "detect_array", "detect_file"]
+__all__ = ["load_detector", "load_model_uri", "detect_array", "detect_file"]
 
 
 @functools.lru_cache(maxsize=2)
-def _load(uri: str):
+def load_model_uri(uri: str):
+    """The detector logged at ``uri`` (from this project's MLflow store), in eval mode; cached per process."""
     import mlflow
 
     from components.paths import configure_environment, mlflow_tracking_uri
@@ -34,7 +35,7 @@ def load_detector(name: str, model_uri: str | None = None):
             raise RegistryError(f"registry: model {name!r} has no champion; train one with "
                                 "`python -m flows.detect train`")
         model_uri = f"models:/{name}@champion"
-    return _load(model_uri), model_uri
+    return load_model_uri(model_uri), model_uri
 
 
 def detect_array(model, image: np.ndarray, score_threshold: float, iou_threshold: float,

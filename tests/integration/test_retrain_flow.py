@@ -3,6 +3,12 @@ two runs with a changed param, the gate, the gallery following the champion, and
 leave the champion and the gallery in service untouched."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import mlflow
 import pytest
 import yaml
@@ -10,7 +16,7 @@ import yaml
 from components import data_version, registry
 from components.errors import StageFailed
 from components.gallery import current_version
-from components.paths import mlflow_tracking_uri
+from components.paths import mlflow_tracking_uri, repo_root
 from tests.conftest import shared_dataset
 from tests.integration.test_train_flow import lfw_slice
 
@@ -34,6 +40,29 @@ def in_service():
     return champ.version if champ else None, current_version(store.index_dir), store.load().manifest.embedder_version
 
 
+def kill_chain_during_training(sandbox) -> list[str]:
+    """`facegate retrain` in a child process, SIGKILLed once its train stage runs; returns its run ids."""
+    exp_name = "facegate-retrain"
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "retrain"], cwd=repo_root(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, "the chain ended before it could be killed"
+            exp = mlflow.get_experiment_by_name(exp_name)
+            running = mlflow.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'",
+                                         output_format="list") if exp else []
+            if any(r.info.run_name == "train" for r in running):
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError("the chain never reached its train stage")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return [r.info.run_id for r in running]
+
+
 def test_chain_twice_gate_gallery_and_failures(sandbox, prefect_server, monkeypatch):
     from flows.data import ingest_flow
     from flows.gallery import enrol_flow
@@ -52,6 +81,9 @@ def test_chain_twice_gate_gallery_and_failures(sandbox, prefect_server, monkeypa
     before = in_service()
     assert before[0] is None and before[2].startswith("sha256:")  # the pretrained fallback
 
+    # 0. A chain killed mid-training (SIGKILL, no handler runs): the next chain cleans up after it.
+    killed = kill_chain_during_training(sandbox)
+
     # 1. A stored photo went bad: the first chain always promotes someone, and fails re-embedding it.
     photo = next((store.photos_dir / "amy").iterdir())
     good = photo.read_bytes()
@@ -65,6 +97,7 @@ def test_chain_twice_gate_gallery_and_failures(sandbox, prefect_server, monkeypa
                                     filter_string="tags.failed_stage = 'promote'")[0]
     assert failed_run.info.status == "FAILED"
     assert {v.tags["gate"] for v in registry.list_versions("facegate-embedder")} <= {"failed", "rejected"}
+    assert {client.get_run(r).info.status for r in killed} == {"KILLED"}
     photo.write_bytes(good)
 
     # 2. The chain, then again with a changed param.

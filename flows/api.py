@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 
 from components.enrolment import EnrolmentStore, Photo, enrol, remove
 from components.errors import FacegateError, ImageTooLarge
-from components.gallery import Gallery
+from components.gallery import Gallery, current_version
 from components.images import decode_image
 from components.paths import state_dir
 from components.recognition import FaceRecognizer
@@ -52,17 +52,49 @@ def api_key() -> str:
 
 
 class GalleryHolder:
-    """The current gallery snapshot plus the single-writer lock."""
+    """The current gallery snapshot, the recognizer that matches it, and the single-writer lock.
 
-    def __init__(self, store: EnrolmentStore) -> None:
+    Another process may switch the gallery (a CLI enrolment, a retraining chain promoting a new
+    champion): each request first compares the on-disk CURRENT pointer with the snapshot's version
+    (one small file read) and reloads; a gallery made by another model brings that model in too
+    (``recognizer_for``), so a promotion reaches the turnstile without a restart.
+    """
+
+    def __init__(self, store: EnrolmentStore, recognizer: FaceRecognizer,
+                 recognizer_for: Callable[[str], FaceRecognizer] | None = None) -> None:
         self.store = store
+        self.recognizer = recognizer
+        self.recognizer_for = recognizer_for
         self.write_lock = threading.Lock()
-        self.snapshot: Gallery | None = store.load() if store.exists() else None
+        self._refresh_lock = threading.Lock()
+        self.snapshot: Gallery | None = None
+        self.version: str | None = None
+        self.refresh()
+
+    def _disk_version(self) -> str | None:
+        try:
+            return current_version(self.store.index_dir) if self.store.exists() else None
+        except FacegateError:
+            return self.version  # a pointer mid-write: keep serving the snapshot
+
+    def refresh(self) -> None:
+        if self._disk_version() == self.version:
+            return
+        with self._refresh_lock:
+            now = self._disk_version()
+            if now == self.version or now is None:
+                return
+            g = Gallery.load(self.store.index_dir, version=now)
+            if self.recognizer_for and g.manifest.embedder_version != self.recognizer.embedder_version:
+                self.recognizer = self.recognizer_for(g.manifest.embedder_version)
+            self.snapshot, self.version = g, now
 
     def reload(self) -> None:
-        self.snapshot = self.store.load()
+        self.version = None
+        self.refresh()
 
     def current(self) -> Gallery:
+        self.refresh()
         g = self.snapshot
         if g is None:
             raise ApiError("gallery_not_found", "no gallery yet: enrol an employee first")
@@ -71,9 +103,10 @@ class GalleryHolder:
 
 def create_app(settings: Settings, store: EnrolmentStore, recognizer: FaceRecognizer,
                new_gallery: Callable[[], Gallery], key: str | None = None,
-               after_write: Callable[[], None] | None = None) -> FastAPI:
+               after_write: Callable[[], None] | None = None,
+               recognizer_for: Callable[[str], FaceRecognizer] | None = None) -> FastAPI:
     key = key or api_key()
-    holder = GalleryHolder(store)
+    holder = GalleryHolder(store, recognizer, recognizer_for)
     limit = settings.api.max_upload_bytes
     app = FastAPI(title="facegate", version="1", description=__doc__)
 
@@ -94,21 +127,22 @@ def create_app(settings: Settings, store: EnrolmentStore, recognizer: FaceRecogn
             raise ImageTooLarge(upload.filename or "upload", f"more than {limit} bytes")
         return Photo(upload.filename or "upload", data)
 
-    def checked_gallery() -> Gallery:
-        g = holder.current()
+    def checked_gallery() -> tuple[Gallery, FaceRecognizer]:
+        g, recognizer = holder.current(), holder.recognizer
         g.check_model(recognizer.embedder_name, recognizer.embedder_version)
-        return g
+        return g, recognizer
 
     @app.get("/health")
     def health() -> dict:
-        g = holder.snapshot
+        holder.refresh()
+        g, recognizer = holder.snapshot, holder.recognizer
         return {"status": "ok", "embedder": f"{recognizer.embedder_name}@{recognizer.embedder_version}",
                 "employees": g.n_employees if g else 0, "tau": g.manifest.tau if g else None}
 
     @app.post("/identify", dependencies=[Depends(require_key)])
     def identify(image: UploadFile = File(...)) -> dict:
         photo = read_upload(image)
-        g = checked_gallery()
+        g, recognizer = checked_gallery()
         pixels = decode_image(photo.data, photo.name, settings.images.max_pixels).pixels
         tau = store.identification_tau(g, settings.gallery.target_fpir)
         faces = []
@@ -121,7 +155,7 @@ def create_app(settings: Settings, store: EnrolmentStore, recognizer: FaceRecogn
     @app.post("/verify", dependencies=[Depends(require_key)])
     def verify(employee_id: str = Form(...), image: UploadFile = File(...)) -> dict:
         photo = read_upload(image)
-        g = checked_gallery()
+        g, recognizer = checked_gallery()
         pixels = decode_image(photo.data, photo.name, settings.images.max_pixels).pixels
         face = recognizer.embed_one(pixels, photo.name)
         accepted, dist = g.verify(employee_id, face.embedding[None])
@@ -130,6 +164,7 @@ def create_app(settings: Settings, store: EnrolmentStore, recognizer: FaceRecogn
 
     @app.get("/employees", dependencies=[Depends(require_key)])
     def employees() -> list[dict]:
+        holder.refresh()
         g = holder.snapshot
         return g.employees().to_dict("records") if g else []
 
@@ -138,10 +173,11 @@ def create_app(settings: Settings, store: EnrolmentStore, recognizer: FaceRecogn
                        images: list[UploadFile] = File(...)) -> dict:
         photos = [read_upload(u) for u in images]
         with holder.write_lock:
-            g = enrol(store, recognizer, employee_id, name or employee_id, photos,
+            holder.refresh()
+            g = enrol(store, holder.recognizer, employee_id, name or employee_id, photos,
                       max_pixels=settings.images.max_pixels, new_gallery=new_gallery, replace=replace,
                       keep_versions=settings.gallery.keep_versions)
-            holder.snapshot = g
+            holder.reload()
         if after_write:
             after_write()
         return {"employee_id": employee_id, "photos": len(photos), "employees": g.n_employees}
@@ -193,9 +229,15 @@ def build_service_app() -> FastAPI:
 
     settings = load_settings()
     recognizer = service_recognizer(settings)
+
+    def champion_recognizer(_: str) -> FaceRecognizer:
+        """The gallery moved to another model: the champion now (a mismatch is still refused)."""
+        service_recognizer.cache_clear()
+        return service_recognizer(settings)
+
     return create_app(settings, gallery_store(), recognizer,
                       new_gallery_factory(recognizer, settings, data_version.read_version()),
-                      after_write=DvcSnapshotter())
+                      after_write=DvcSnapshotter(), recognizer_for=champion_recognizer)
 
 
 def serve(host: str, port: int) -> None:

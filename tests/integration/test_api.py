@@ -113,3 +113,35 @@ def test_concurrent_enrol_and_identify_lose_nothing(client):
     assert all(e["n_vectors"] == 1 for e in listed)
     reloaded = client.store.load()  # and what is on disk agrees
     assert reloaded.n_employees == len(PEOPLE) and reloaded.n_vectors == len(PEOPLE)
+
+
+def test_api_follows_a_gallery_switched_by_another_writer(tmp_path, recognizer):
+    """A retraining chain (another process) switches the gallery to a new model: the next request
+    answers with the new gallery and the model that made it, no restart."""
+    from components.enrolment import Photo, embed_photos, reembed_all
+
+    store = EnrolmentStore(tmp_path / "gallery")
+    promoted = FaceRecognizer(recognizer.model, load_settings(), "facegate-embedder/7")
+    asked = []
+
+    def recognizer_for(version: str) -> FaceRecognizer:
+        asked.append(version)
+        return promoted
+
+    app = create_app(load_settings(), store, recognizer,
+                     lambda: Gallery.new(128, recognizer.embedder_name, recognizer.embedder_version, tau=TAU),
+                     key=KEY, recognizer_for=recognizer_for)
+    h = {"X-API-Key": KEY}
+    with TestClient(app) as c:
+        assert enrol(c, "penny").status_code == 201
+        assert c.get("/health").json()["embedder"].endswith("@pretrained-test")
+        # the other writer: every stored photo re-embedded by the promoted model, saved atomically
+        fresh = Gallery.new(128, promoted.embedder_name, promoted.embedder_version, tau=TAU)
+        reembed_all(store, promoted, fresh, 10_000_000, {"penny": "Penny"})
+        embs, _ = embed_photos(promoted, [Photo(*photo("raj")[:2])], 10_000_000)
+        fresh.add("raj", "Raj", embs, [""])
+        fresh.save(store.index_dir)
+        faces = c.post("/identify", files={"image": photo("raj", 3)}, headers=h).json()["faces"]
+        assert faces[0]["employee_id"] == "raj" and asked == ["facegate-embedder/7"]
+        assert c.get("/health").json()["embedder"].endswith("@facegate-embedder/7")
+        assert sorted(e["employee_id"] for e in c.get("/employees", headers=h).json()) == ["penny", "raj"]

@@ -130,7 +130,10 @@ def train_stage(data: TrainingData, backbone: str, mode: str, cfg: TrainConfig, 
         history = train_finetune(model, np.asarray(data.chips.chips[data.train_rows]), data.labels, cfg,
                                  augment=as_function(pipeline), on_epoch=on_epoch)
     else:
-        feats, flip_feats = cached_features(data.chips.chips, data.chips.key, backbone, state_dir() / "cache")
+        log = get_run_logger()
+        feats, flip_feats = cached_features(
+            data.chips.chips, data.chips.key, backbone, state_dir() / "cache",
+            progress=lambda stage, i, n: log.info("%s: %d/%d", stage, i, n) if i == n or i % 2048 < 64 else None)
         history = (train_head(model, feats[data.train_rows], flip_feats[data.train_rows], data.labels, cfg,
                               on_epoch=on_epoch, aug_feats=aug_feats, aug_prob=settings.augment.copy_p)
                    if mode == "head" else [])

@@ -123,10 +123,10 @@ class DetectionSettings(_Strict):
     anchors_per_scale: int = Field(3, ge=1, le=9)
     width: int = Field(128, ge=16)
     batch_size: int = Field(16, ge=1)
-    frozen_epochs: int = Field(6, ge=0)
-    frozen_copies: int = Field(2, ge=1, le=16)
+    frozen_epochs: int = Field(3, ge=0)
+    frozen_copies: int = Field(1, ge=1, le=16)
     lr_head: float = Field(2e-3, gt=0.0)
-    finetune_epochs: int = Field(5, ge=0)
+    finetune_epochs: int = Field(3, ge=0)
     finetune_stages: int = Field(3, ge=0, le=5)
     lr_finetune: float = Field(5e-4, gt=0.0)
     weight_decay: float = Field(5e-4, ge=0.0)
@@ -149,7 +149,7 @@ class DetectionSettings(_Strict):
     eval_score_threshold: float = Field(0.01, ge=0.0, le=1.0)  # mAP: low, so the PR curve is complete
     nms_iou: float = Field(0.45, gt=0.0, le=1.0)
     max_detections: int = Field(100, ge=1)
-    eval_every: int = Field(2, ge=1)
+    eval_every: int = Field(3, ge=1)
     log_sample_images: bool = False  # face images in MLflow only when asked
     registered_model: str = Field("facegate-detector", pattern=r"^[A-Za-z0-9_.-]+$")
     min_improvement: float = Field(0.005, ge=0.0)  # map50 margin a challenger needs over the champion

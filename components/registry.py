@@ -42,7 +42,8 @@ class ModelVersionInfo:
         return {"name": self.name, "version": self.version, "aliases": list(self.aliases), "run_id": self.run_id,
                 "gate": self.tags.get(GATE_TAG), "created": time.strftime(
                     "%Y-%m-%d %H:%M:%S", time.gmtime(self.created_ms / 1000)) if self.created_ms else None,
-                "tags": {k: v for k, v in self.tags.items() if k != GATE_TAG}}
+                "metrics": {k: float(v) for k, v in self.tags.items() if k.startswith("val_")},
+                "tags": {k: v for k, v in self.tags.items() if k != GATE_TAG and not k.startswith("val_")}}
 
 
 @dataclass(frozen=True)

@@ -176,19 +176,12 @@ app.add_typer(models_app, name="models")
 @friendly
 def models_list() -> None:
     """Every registered version with its aliases, gate state and held-out metrics."""
-    import mlflow
-
     from components import registry
     from components.settings import load_settings
 
     name = load_settings().registry.embedder_model
-    rows = []
-    for v in registry.list_versions(name):
-        row = v.to_dict()
-        run = mlflow.get_run(v.run_id) if v.run_id else None
-        row["metrics"] = {k: round(x, 4) for k, x in (run.data.metrics if run else {}).items() if k.startswith("val_")}
-        rows.append(row)
-    _print({"model": name, "champion_history": registry.history(name), "versions": rows})
+    _print({"model": name, "champion_history": registry.history(name),
+            "versions": [v.to_dict() for v in registry.list_versions(name)]})
 
 
 @models_app.command("promote")

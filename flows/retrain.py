@@ -83,6 +83,11 @@ def same_backbone(a: EmbeddingModel, b: EmbeddingModel) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def metric_tags(metrics: dict[str, float]) -> dict[str, str]:
+    """Held-out metrics kept on the registered version, so `facegate models list` shows them."""
+    return {k: f"{v:.6g}" for k, v in metrics.items() if k.startswith("val_")}
+
+
 def close_stale_runs(settings: Settings) -> list[str]:
     """RUNNING runs in the retrain experiment belong to a chain that died (we hold the lock): KILLED."""
     client = mlflow.MlflowClient()
@@ -210,7 +215,8 @@ def _chain(settings: Settings, datasets: list[str] | None, limit: int | None, lo
             stage = "register"
             version = register_stage(logged.model_uri, train_run.info.run_id, name,
                                      {"data_version": data_ver, "backbone": backbone, "mode": mode,
-                                      "retrain_run_id": parent.info.run_id, "source": "trained"})
+                                      "retrain_run_id": parent.info.run_id, "source": "trained",
+                                      **metric_tags(challenger_metrics)})
             registered.append(version)
             mlflow.set_tag("challenger_version", version)
 
@@ -230,7 +236,8 @@ def _chain(settings: Settings, datasets: list[str] | None, limit: int | None, lo
                         base_logged = log_embedding_model(incumbent.model)
                     winner = register_stage(base_logged.model_uri, base_run.info.run_id, name,
                                             {"data_version": data_ver, "backbone": backbone, "mode": "pretrained",
-                                             "retrain_run_id": parent.info.run_id, "source": "pretrained"})
+                                             "retrain_run_id": parent.info.run_id, "source": "pretrained",
+                                             **metric_tags(incumbent_metrics)})
                     registered.append(winner)
                     winner_model, winner_trained = incumbent.model, False
 

@@ -64,11 +64,13 @@ def calibrate(recognizer: FaceRecognizer, settings: Settings,
         return calibrate_tau(heldout[0], heldout[1], settings.gallery.target_far)
     name = settings.gallery.calibration_dataset
     manifest = read_manifest(data_dir(), name)
-    held = manifest[manifest["split"] != "train"].reset_index(drop=True)
-    chips = cached_chips(state_dir() / "cache", [data_dir() / p for p in held["path"]], held["sha256"].tolist(),
-                         detector=settings.faces.detector, upsample=settings.faces.upsample)
-    emb = embed_chips(recognizer.model, chips.chips, settings.embedding.flip_tta)
-    return calibrate_tau(emb, held["identity"].to_numpy(), settings.gallery.target_far)
+    # chips of the whole manifest: the same cache entry the training chain reads, then the held-out rows
+    chips = cached_chips(state_dir() / "cache", [data_dir() / p for p in manifest["path"]],
+                         manifest["sha256"].tolist(), detector=settings.faces.detector,
+                         upsample=settings.faces.upsample)
+    held = np.flatnonzero(manifest["split"].to_numpy() != "train")
+    emb = embed_chips(recognizer.model, np.asarray(chips.chips[held]), settings.embedding.flip_tta)
+    return calibrate_tau(emb, manifest["identity"].to_numpy()[held], settings.gallery.target_far)
 
 
 def calibrated_gallery(recognizer: FaceRecognizer, settings: Settings, data_version: str | None,

@@ -3,6 +3,7 @@ two runs with a changed param, the gate, the gallery following the champion, and
 leave the champion and the gallery in service untouched."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -156,3 +157,24 @@ def test_chain_twice_gate_gallery_and_failures(sandbox, prefect_server, monkeypa
     assert failed.value.stage == "train" and "injected" in failed.value.message
     assert in_service() == serving
     assert "pending" not in {v.tags["gate"] for v in registry.list_versions("facegate-embedder")}
+
+    # 4. Humans: list, promote a version by hand, roll back; the gallery follows each move.
+    from flows.cli import app
+    from typer.testing import CliRunner
+
+    def cli(*args):
+        result = CliRunner().invoke(app, list(args))
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)
+
+    listed = cli("models", "list")
+    assert listed["versions"][0]["version"] == max(v["version"] for v in listed["versions"])
+    assert next(v for v in listed["versions"] if v["version"] == serving[0])["aliases"] == ["champion"]
+    assert "val_accuracy" in listed["versions"][-1]["metrics"]
+    other = next(v["version"] for v in listed["versions"] if v["version"] != serving[0] and v["gate"] != "failed")
+    cli("models", "promote", other, "--reason", "operator's choice")
+    assert in_service()[0] == other and in_service()[2] == f"facegate-embedder/{other}"
+    cli("models", "rollback")
+    assert in_service()[0] == serving[0] and in_service()[2] == f"facegate-embedder/{serving[0]}"
+    assert registry.get_version("facegate-embedder", other).tags["gate"] == "rejected"
+    assert store.load().n_employees == 2

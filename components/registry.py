@@ -63,7 +63,7 @@ class GateDecision:
 
 
 def gate(challenger: dict[str, float], champion: dict[str, float] | None, metric: str,
-         min_improvement: float) -> GateDecision:
+         min_improvement: float, incumbent: str = "the champion") -> GateDecision:
     """Promote only a challenger that beats the champion on ``metric`` by at least ``min_improvement``.
 
     Both dicts must come from the same evaluation data; with no champion the challenger wins.
@@ -79,9 +79,9 @@ def gate(challenger: dict[str, float], champion: dict[str, float] | None, metric
         raise RegistryError(f"gate metric {metric!r} missing from the champion's metrics ({sorted(champion)})")
     best = float(champion[metric])
     if value >= best + min_improvement:
-        why = f"{metric} {value:.4f} beats the champion's {best:.4f} by {value - best:+.4f} (>= {min_improvement})"
+        why = f"{metric} {value:.4f} beats {incumbent}'s {best:.4f} by {value - best:+.4f} (>= {min_improvement})"
         return GateDecision(True, why, metric, value, best, min_improvement)
-    why = f"{metric} {value:.4f} vs the champion's {best:.4f}: {value - best:+.4f} is short of +{min_improvement}"
+    why = f"{metric} {value:.4f} vs {incumbent}'s {best:.4f}: {value - best:+.4f} is short of +{min_improvement}"
     return GateDecision(False, why, metric, value, best, min_improvement)
 
 

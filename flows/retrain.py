@@ -222,7 +222,8 @@ def _chain(settings: Settings, datasets: list[str] | None, limit: int | None, lo
 
             stage = "gate"
             decision = registry.gate(challenger_metrics, incumbent_metrics, settings.registry.gate_metric,
-                                     settings.registry.min_improvement)
+                                     settings.registry.min_improvement,
+                                     f"champion v{incumbent.version}" if incumbent.version else "the pretrained model")
             log.info("gate: %s", decision.reason)
             mlflow.log_metrics({"gate_promoted": float(decision.promote), "gate_delta": float(decision.delta)})
             mlflow.set_tags({"gate_reason": decision.reason, "incumbent": incumbent.label})

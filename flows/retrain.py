@@ -7,7 +7,9 @@ Wiring only. What it guarantees:
   FAILED with a ``failed_stage`` tag, marks its registered version ``failed``, and leaves the champion
   and the gallery in service as they were: the new gallery is built and calibrated before anything in
   service moves, then the champion alias and the gallery's CURRENT pointer move together under the
-  gallery lock (the alias is put back if the gallery switch fails).
+  gallery lock (the alias is put back if the gallery switch fails). Only the last step, the DVC
+  snapshot of the already switched gallery (retried), can fail after that: the new champion and its
+  gallery then stay in service together, and the next write or chain snapshots them.
 - The challenger is compared with the model in service on the same held-out pairs: the champion, or
   when the registry has none, the pretrained model the service falls back to. The winner ends up as
   champion (a pretrained winner is registered first, so the service is always a registered version).

@@ -325,6 +325,22 @@ def detect(
     _print(detect_file(image, out, model_uri=model))
 
 
+@app.command("train-detector")
+@friendly
+def train_detector(
+    frozen_epochs: Annotated[Optional[int], typer.Option(help="override detection.frozen_epochs")] = None,
+    finetune_epochs: Annotated[Optional[int], typer.Option(help="override detection.finetune_epochs")] = None,
+    log_sample_images: Annotated[Optional[bool], typer.Option(
+        "--log-sample-images/--no-sample-images", help="held-out face images with boxes in MLflow "
+        "(default: params detection.log_sample_images, off)")] = None,
+) -> None:
+    """Train the face-mask detector (frozen, then fine-tuned), evaluate, register, gate, promote."""
+    from flows.detect import detect_train_flow
+
+    _print(detect_train_flow(frozen_epochs=frozen_epochs, finetune_epochs=finetune_epochs,
+                             log_sample_images=log_sample_images))
+
+
 @app.command()
 @friendly
 def verify(

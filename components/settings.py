@@ -54,16 +54,21 @@ class EmbeddingSettings(_Strict):
     flip_tta: bool = True
 
 
-class AugmentSettings(_Strict):
-    flip_p: float = Field(0.5, ge=0.0, le=1.0)
-    crop_p: float = Field(0.5, ge=0.0, le=1.0)
+class _CourseAugmentations(_Strict):
+    """The course's three augmentations, shared by the face chips and the detector's images."""
+
+    flip_p: float = Field(0.5, ge=0.0, le=1.0)  # mirroring
+    crop_p: float = Field(0.5, ge=0.0, le=1.0)  # random cropping
     crop_scale_min: float = Field(0.8, gt=0.0, le=1.0)
-    colour_p: float = Field(0.5, ge=0.0, le=1.0)
+    colour_p: float = Field(0.5, ge=0.0, le=1.0)  # colour shifting
     rgb_shift: int = Field(15, ge=0, le=255)
     brightness: float = Field(0.2, ge=0.0)
     contrast: float = Field(0.2, ge=0.0)
     saturation: float = Field(0.2, ge=0.0)
     hue: float = Field(0.02, ge=0.0, le=0.5)
+
+
+class AugmentSettings(_CourseAugmentations):
     copies: int = Field(2, ge=0, le=16)  # head mode: augmented copies of each training chip (features cached)
     copy_p: float = Field(0.5, ge=0.0, le=1.0)  # head mode: chance a sample uses one of its copies
 
@@ -113,7 +118,7 @@ class RetrainSettings(_Strict):
     work_pool: str = "facegate-process"
 
 
-class DetectionSettings(_Strict):
+class DetectionSettings(_CourseAugmentations):
     """The YOLO-style face-mask detector (issue 6): data, model, both training phases, loss, decoding."""
 
     dataset: str = "facemask"  # ingested VOC dataset (its seeded image-level split)
@@ -135,16 +140,8 @@ class DetectionSettings(_Strict):
     lambda_noobj: float = Field(0.5, ge=0.0)
     lambda_cls: float = Field(1.0, ge=0.0)
     ignore_iou: float = Field(0.5, gt=0.0, le=1.0)
-    flip_p: float = Field(0.5, ge=0.0, le=1.0)
-    crop_p: float = Field(0.5, ge=0.0, le=1.0)
-    crop_scale_min: float = Field(0.5, gt=0.0, le=1.0)
-    min_visibility: float = Field(0.4, ge=0.0, le=1.0)
-    colour_p: float = Field(0.5, ge=0.0, le=1.0)
-    rgb_shift: int = Field(15, ge=0, le=255)
-    brightness: float = Field(0.2, ge=0.0)
-    contrast: float = Field(0.2, ge=0.0)
-    saturation: float = Field(0.2, ge=0.0)
-    hue: float = Field(0.02, ge=0.0, le=0.5)
+    crop_scale_min: float = Field(0.5, gt=0.0, le=1.0)  # smaller crops than for face chips
+    min_visibility: float = Field(0.4, ge=0.0, le=1.0)  # a cropped box keeping less of its area is dropped
     score_threshold: float = Field(0.4, ge=0.0, le=1.0)  # `facegate detect` and the face-detector entry
     eval_score_threshold: float = Field(0.01, ge=0.0, le=1.0)  # mAP: low, so the PR curve is complete
     nms_iou: float = Field(0.45, gt=0.0, le=1.0)

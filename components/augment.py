@@ -21,11 +21,24 @@ def face_augmentation(cfg: AugmentSettings, size: int, seed: int | None = None):
     return A.Compose([
         A.HorizontalFlip(p=cfg.flip_p),
         A.RandomResizedCrop(size=(size, size), scale=(cfg.crop_scale_min, 1.0), ratio=(0.9, 1.1), p=cfg.crop_p),
+        *colour_shifting(cfg),
+    ], seed=seed)
+
+
+def colour_shifting(cfg) -> list:
+    """The course's colour shifting (RGB shift, then jitter), shared by face chips and detector images.
+
+    ``cfg`` is anything with ``rgb_shift``, ``brightness``, ``contrast``, ``saturation``, ``hue`` and
+    ``colour_p``; pixel-only, so boxes are unaffected.
+    """
+    import albumentations as A
+
+    return [
         A.RGBShift(r_shift_limit=cfg.rgb_shift, g_shift_limit=cfg.rgb_shift, b_shift_limit=cfg.rgb_shift,
                    p=cfg.colour_p),
         A.ColorJitter(brightness=cfg.brightness, contrast=cfg.contrast, saturation=cfg.saturation, hue=cfg.hue,
                       p=cfg.colour_p),
-    ], seed=seed)
+    ]
 
 
 def describe(pipeline) -> dict:

@@ -14,6 +14,7 @@ import numpy as np
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+from components.augment import colour_shifting  # noqa: E402
 from components.detection.decode import letterbox  # noqa: E402
 
 __all__ = ["BoxAugmentSettings", "box_augmentation", "augment_sample", "letterbox_sample"]
@@ -39,10 +40,7 @@ def box_augmentation(cfg: BoxAugmentSettings, size: int, seed: int | None = None
     return A.Compose([
         A.HorizontalFlip(p=cfg.flip_p),
         A.RandomResizedCrop(size=(size, size), scale=(cfg.crop_scale_min, 1.0), ratio=(0.75, 4 / 3), p=cfg.crop_p),
-        A.RGBShift(r_shift_limit=cfg.rgb_shift, g_shift_limit=cfg.rgb_shift, b_shift_limit=cfg.rgb_shift,
-                   p=cfg.colour_p),
-        A.ColorJitter(brightness=cfg.brightness, contrast=cfg.contrast, saturation=cfg.saturation, hue=cfg.hue,
-                      p=cfg.colour_p),
+        *colour_shifting(cfg),
     ], bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"], min_visibility=cfg.min_visibility,
                                 clip=True), seed=seed)
 

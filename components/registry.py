@@ -100,10 +100,6 @@ def _info(mv) -> ModelVersionInfo:
                             dict(mv.tags or {}), int(mv.creation_timestamp or 0))
 
 
-def _not_found(exc: Exception) -> bool:
-    return "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")) or "not found" in str(exc).lower()
-
-
 def register(model_uri: str, name: str, *, run_id: str, tags: dict[str, str] | None = None) -> str:
     """Register ``model_uri`` as a new version of ``name`` with alias ``challenger`` and gate=pending."""
     import mlflow

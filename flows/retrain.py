@@ -58,7 +58,6 @@ from flows.train import (
 )
 
 RETRAIN_EXPERIMENT = "retrain"
-STAGES = ("ingest", "validate", "augment", "train", "evaluate", "register", "gate", "gallery", "promote", "version")
 
 
 def experiment_name(settings: Settings) -> str:

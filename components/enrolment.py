@@ -17,20 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from components.calibration import Calibration, tau_for_fpir
-from components.errors import FacegateError
+from components.errors import EmployeeExists, FacegateError, InvalidEmployee
 from components.gallery import Gallery, GalleryNotFound, UnknownEmployee, gallery_lock, purge_old_versions
 from components.images import decode_image
 from components.recognition import FaceRecognizer
 
 EMPLOYEE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-class InvalidEmployee(FacegateError):
-    code = "invalid_employee"
-
-
-class EmployeeExists(FacegateError):
-    code = "employee_exists"
 
 
 @dataclass(frozen=True)

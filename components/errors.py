@@ -1,6 +1,8 @@
 """Typed errors: every failure that reaches a user names its file or field and carries a stable code.
 
 The CLI and the API render these as one-line messages (or JSON with ``code``), never as tracebacks.
+Every class facegate raises on purpose lives here and carries its HTTP status, so an adapter needs no
+table of codes: the API answers ``{code, message}`` with ``exc.http_status``.
 """
 from __future__ import annotations
 
@@ -11,10 +13,35 @@ class FacegateError(Exception):
     """Base of every error facegate raises on purpose."""
 
     code = "facegate_error"
+    http_status = 500  # a failure of the service, unless a subclass says the request was at fault
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class DlibFormatError(FacegateError, ValueError):
+    """A dlib ``.dat`` file is not the serialisation the reader understands; names the file and offset."""
+
+    code = "dlib_format_error"
+
+    def __init__(self, source: str, offset: int, reason: str) -> None:
+        self.source = source
+        self.offset = offset
+        self.reason = reason
+        super().__init__(f"{source}: byte offset {offset}: {reason}")
+
+
+class PairsFormatError(FacegateError, ValueError):
+    """pairs.txt does not follow the View 2 layout; the message names the file and the line."""
+
+    code = "bad_pairs"
+
+    def __init__(self, path: Path | str, line: int, reason: str) -> None:
+        self.path = str(path)
+        self.line = line
+        self.reason = reason
+        super().__init__(f"{self.path}:{line}: {reason}")
 
 
 class SettingsError(FacegateError):
@@ -36,6 +63,7 @@ class ImageError(PathError):
     """An image could not be used; always names the file."""
 
     code = "bad_image"
+    http_status = 422
 
 
 class UnreadableImage(ImageError):
@@ -48,12 +76,19 @@ class ImageTooLarge(ImageError):
     """More pixels than the configured limit: refused before decoding (decompression bombs)."""
 
     code = "image_too_large"
+    http_status = 413
 
 
 class ImageTooSmall(ImageError):
     """Smaller than the configured minimum side length."""
 
     code = "image_too_small"
+
+
+class ImageTooSmallForStyle(ImageTooSmall):
+    """A style-transfer input smaller than the stride of the deepest feature layer it uses."""
+
+    code = "image_too_small_for_style"
 
 
 class DatasetError(FacegateError):
@@ -88,6 +123,7 @@ class FaceError(PathError):
     """A photo does not hold exactly the faces an operation needs; names the file."""
 
     code = "face_error"
+    http_status = 422
 
 
 class NoFaceFound(FaceError):
@@ -102,6 +138,7 @@ class RegistryError(FacegateError):
     """The model registry cannot do what was asked (unknown version, nothing to roll back to, ...)."""
 
     code = "registry_error"
+    http_status = 409
 
 
 class StageFailed(FacegateError):
@@ -119,3 +156,109 @@ class RetrainBusy(FacegateError):
     """Another retraining chain holds the lock."""
 
     code = "retrain_busy"
+    http_status = 409
+
+
+class SchedulerError(FacegateError):
+    """The Prefect server for schedules cannot be reached or started."""
+
+    code = "scheduler_error"
+    http_status = 503
+
+
+class Locked(FacegateError):
+    """Another process held a file lock (components.filelock) for longer than the caller would wait."""
+
+    code = "locked"
+    http_status = 503
+
+
+# ------------------------------------------------------------------------------ request and API
+
+
+class Unauthorized(FacegateError):
+    """Missing or wrong API key."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
+class UnsupportedMediaType(FacegateError):
+    """An upload whose content type is not an image type."""
+
+    code = "unsupported_media_type"
+    http_status = 415
+
+
+# ------------------------------------------------------------------------------- employees, gallery
+
+
+class InvalidEmployee(FacegateError):
+    """An employee id or enrolment request that cannot be accepted (bad id, no photo)."""
+
+    code = "invalid_employee"
+    http_status = 422
+
+
+class EmployeeExists(FacegateError):
+    """Enrolling an id that is already enrolled, without ``replace``."""
+
+    code = "employee_exists"
+    http_status = 409
+
+
+class GalleryError(FacegateError):
+    """Base of the gallery's errors (also: a save that failed and left the previous version current)."""
+
+    code = "gallery_error"
+
+
+class InvalidGalleryInput(GalleryError):
+    """An argument cannot go into (or be searched in) the gallery; ``field`` names the argument."""
+
+    code = "invalid_gallery_input"
+    http_status = 422
+
+    def __init__(self, field_name: str, reason: str) -> None:
+        self.field = field_name
+        self.reason = reason
+        super().__init__(f"{field_name}: {reason}")
+
+
+class UnknownEmployee(GalleryError):
+    """The employee id is not enrolled in this gallery."""
+
+    code = "unknown_employee"
+    http_status = 404
+
+    def __init__(self, employee_id: str) -> None:
+        self.employee_id = employee_id
+        super().__init__(f"employee_id: {employee_id!r} is not enrolled in the gallery")
+
+
+class GalleryNotFound(GalleryError):
+    """No gallery has ever been saved in this directory."""
+
+    code = "gallery_not_found"
+    http_status = 404
+
+
+class GalleryLocked(GalleryError, Locked):
+    """Another writer held the lock for longer than the caller was willing to wait."""
+
+    code = "gallery_locked"
+    http_status = 503
+
+
+class GalleryCorrupt(GalleryError, PathError):
+    """A stored version is incomplete or inconsistent; ``path`` names the offending file."""
+
+    code = "gallery_corrupt"
+    http_status = 503
+
+
+class GalleryModelMismatch(GalleryError):
+    """The gallery was embedded by another model: its distances mean nothing to the current one."""
+
+    code = "gallery_model_mismatch"
+    http_status = 409

@@ -17,16 +17,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.errors import FacegateError
+from components.errors import SchedulerError
 from components.paths import state_dir
 
 DEFAULT_PORT = 4200
-
-
-class SchedulerError(FacegateError):
-    """The Prefect server for schedules cannot be reached or started."""
-
-    code = "scheduler_error"
 
 
 @dataclass

@@ -32,6 +32,8 @@ from typing import NoReturn, Union
 
 import numpy as np
 
+from components.errors import DlibFormatError
+
 __all__ = [
     "AddPrev",
     "Affine",
@@ -56,18 +58,6 @@ _IS_INF, _IS_NINF, _IS_NAN = 32000, 32001, 32002
 _FC_HAS_BIAS, _FC_NO_BIAS = 0, 1
 # dlib::layer_mode
 _CONV_MODE, _FC_MODE = 0, 1
-
-
-class DlibFormatError(ValueError):
-    """The file is not the dlib serialisation this reader understands; names the file and byte offset."""
-
-    code = "dlib_format_error"
-
-    def __init__(self, source: str, offset: int, reason: str) -> None:
-        self.source = source
-        self.offset = offset
-        self.reason = reason
-        super().__init__(f"{source}: byte offset {offset}: {reason}")
 
 
 # --------------------------------------------------------------------------------------------------

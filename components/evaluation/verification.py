@@ -12,19 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.errors import FacegateError
-
-
-class PairsFormatError(FacegateError, ValueError):
-    """pairs.txt does not follow the View 2 layout; the message names the file and the line."""
-
-    code = "bad_pairs"
-
-    def __init__(self, path: Path | str, line: int, reason: str) -> None:
-        self.path = str(path)
-        self.line = line
-        self.reason = reason
-        super().__init__(f"{self.path}:{line}: {reason}")
+from components.errors import PairsFormatError
 
 
 @dataclass(frozen=True)

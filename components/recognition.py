@@ -44,6 +44,11 @@ class FaceRecognizer:
         self.embedder_name = f"{model.name}"
         self.embedder_version = version or f"sha256:{model_fingerprint(model)}"
 
+    @property
+    def embedding_dim(self) -> int:
+        """Size of this model's embeddings: a gallery is made for exactly one model."""
+        return int(self.model.head.out_features)
+
     @torch.inference_mode()
     def embed_one(self, image: np.ndarray, source: str | Path) -> FaceEmbedding:
         """Exactly one face required (enrolment, 1:1): NoFaceFound / MultipleFaces otherwise."""

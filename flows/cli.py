@@ -274,17 +274,6 @@ def remove(employee_id: Annotated[str, typer.Argument(help="employee id")]) -> N
     _print(remove_flow(employee_id))
 
 
-def _gallery_and_recognizer():
-    from components.settings import load_settings
-    from flows.serving import gallery_store, service_recognizer
-
-    settings = load_settings()
-    recognizer = service_recognizer(settings)
-    gallery = gallery_store().load()
-    gallery.check_model(recognizer.embedder_name, recognizer.embedder_version)
-    return settings, recognizer, gallery
-
-
 @app.command()
 @friendly
 def identify(
@@ -294,22 +283,15 @@ def identify(
     """Who is this? Every face in the frame: box, employee id or not recognized, distance, tau."""
     from components.annotate import draw_boxes
     from components.images import load_image
+    from components.service import FaceGate
 
-    from flows.serving import gallery_store
-
-    settings, recognizer, gallery = _gallery_and_recognizer()
-    tau = gallery_store().identification_tau(gallery, settings.gallery.target_fpir)
-    image = load_image(frame, settings.images.max_pixels)
-    faces = []
-    for face in recognizer.embed_all(image):
-        eid, dist, name = gallery.identify(face.embedding[None], tau)
-        faces.append({"box": face.box.as_list(), "employee_id": eid, "name": name,
-                      "recognized": eid is not None, "distance": round(dist, 4), "tau": tau,
-                      "target_fpir": settings.gallery.target_fpir})
+    gate = FaceGate()
+    image = load_image(frame, gate.settings.images.max_pixels)
+    result = gate.identify(image)
     if out:
-        draw_boxes(image, [(f["box"], f["name"] or f["employee_id"] or "not recognized", f["recognized"])
-                           for f in faces], out)
-    _print({"frame": str(frame), "faces": faces, "annotated": str(out) if out else None})
+        draw_boxes(image, [(f.box, f.name or f.employee_id or "not recognized", f.recognized)
+                           for f in result.faces], out)
+    _print({"frame": str(frame), **result.to_dict(), "annotated": str(out) if out else None})
 
 
 @app.command()
@@ -349,12 +331,10 @@ def verify(
 ) -> None:
     """Is this person the claimed employee? (1:1 at the calibrated false-accept rate)."""
     from components.images import load_image
+    from components.service import FaceGate
 
-    settings, recognizer, gallery = _gallery_and_recognizer()
-    face = recognizer.embed_one(load_image(photo, settings.images.max_pixels), photo)
-    accepted, dist = gallery.verify(employee_id, face.embedding[None])
-    _print({"employee_id": employee_id, "accepted": accepted, "distance": round(dist, 4),
-            "tau": gallery.manifest.tau, "target_far": gallery.manifest.target_far})
+    gate = FaceGate()
+    _print(gate.verify(employee_id, load_image(photo, gate.settings.images.max_pixels), photo).to_dict())
 
 
 @app.command()
@@ -385,7 +365,7 @@ def gallery_build() -> None:
 @friendly
 def gallery_show() -> None:
     """The current gallery's manifest and employees."""
-    from flows.serving import gallery_store
+    from components.service import gallery_store
 
     g = gallery_store().load()
     _print({"manifest": g.manifest.to_dict(), "employees": g.employees().to_dict("records")})

@@ -10,11 +10,11 @@ from prefect.cache_policies import NO_CACHE
 
 from components import data_version
 from components.errors import UnreadableImage
-from components.enrolment import EnrolmentStore, Photo, enrol, enrolled_names, reembed_all, remove
-from components.gallery import Gallery, gallery_lock
-from components.settings import Settings, load_settings
+from components.enrolment import Photo
+from components.gallery import Gallery
+from components.service import FaceGate
+from components.settings import Settings
 from components.tracking import tracked_run
-from flows.serving import calibrated_gallery, gallery_store, new_gallery_factory, service_recognizer
 
 GALLERY_EXPERIMENT = "gallery"
 GALLERY_TARGET = "gallery"
@@ -51,15 +51,11 @@ def _log_gallery(gallery: Gallery, version: str) -> dict:
 
 @flow(name="enrol", log_prints=True)
 def enrol_flow(employee_id: str, name: str, photo_paths: list[str], replace: bool = False) -> dict:
-    settings = load_settings()
-    recognizer = service_recognizer(settings)
+    gate = FaceGate()
     photos = [read_photo(Path(p)) for p in photo_paths]
-    with tracked_run(_experiment(settings), "enrol", params={"replace": replace, "photos": len(photos)},
+    with tracked_run(_experiment(gate.settings), "enrol", params={"replace": replace, "photos": len(photos)},
                      data_version=data_version.read_version()):
-        gallery = enrol(gallery_store(), recognizer, employee_id, name, photos,
-                        max_pixels=settings.images.max_pixels, replace=replace,
-                        keep_versions=settings.gallery.keep_versions,
-                        new_gallery=new_gallery_factory(recognizer, settings, data_version.read_version()))
+        gallery = gate.enrol(employee_id, name, photos, replace=replace)
         version = version_gallery()
         summary = _log_gallery(gallery, version)
     get_run_logger().info("enrolled %s with %d photo(s); gallery %s", employee_id, len(photos), version)
@@ -68,11 +64,11 @@ def enrol_flow(employee_id: str, name: str, photo_paths: list[str], replace: boo
 
 @flow(name="remove", log_prints=True)
 def remove_flow(employee_id: str) -> dict:
-    settings = load_settings()
-    with tracked_run(_experiment(settings), "remove", data_version=data_version.read_version()):
-        n = remove(gallery_store(), employee_id)
+    gate = FaceGate()
+    with tracked_run(_experiment(gate.settings), "remove", data_version=data_version.read_version()):
+        n = gate.remove(employee_id)
         version = version_gallery()
-        summary = _log_gallery(gallery_store().load(), version)
+        summary = _log_gallery(gate.store.load(), version)
     return {"employee_id": employee_id, "vectors_removed": n, **summary}
 
 
@@ -80,18 +76,12 @@ def remove_flow(employee_id: str) -> dict:
 def build_gallery_flow() -> dict:
     """Re-embed every enrolled employee's stored photos with the model in service and recalibrate tau:
     the only way to a gallery after the model changes (embeddings of different models never mix)."""
-    settings = load_settings()
-    log = get_run_logger()
-    recognizer = service_recognizer(settings)
-    store: EnrolmentStore = gallery_store()
-    with tracked_run(_experiment(settings), "gallery-build", data_version=data_version.read_version()):
-        fresh = calibrated_gallery(recognizer, settings, data_version.read_version())
+    gate = FaceGate()
+    with tracked_run(_experiment(gate.settings), "gallery-build", data_version=data_version.read_version()):
+        fresh = gate.rebuild_gallery(data_version=data_version.read_version())
         m = fresh.manifest
-        log.info("tau %.4f for FAR %.0e (achieved FAR %.2e, TAR %.4f)", m.tau, m.target_far, m.achieved_far,
-                 m.achieved_tar)
-        with gallery_lock(store.index_dir):
-            reembed_all(store, recognizer, fresh, settings.images.max_pixels, enrolled_names(store))
-            fresh.save(store.index_dir, keep=settings.gallery.keep_versions)
+        get_run_logger().info("tau %.4f for FAR %.0e (achieved FAR %.2e, TAR %.4f)", m.tau, m.target_far,
+                              m.achieved_far, m.achieved_tar)
         version = version_gallery()
         summary = _log_gallery(fresh, version)
     return summary

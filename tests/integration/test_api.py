@@ -13,6 +13,7 @@ from components.embedding.model import EmbeddingModel
 from components.enrolment import EnrolmentStore
 from components.gallery import Gallery
 from components.recognition import FaceRecognizer
+from components.service import FaceGate
 from components.settings import load_settings
 from flows.api import create_app
 from tests.conftest import shared_dataset
@@ -35,7 +36,7 @@ def client(tmp_path, recognizer):
     def new_gallery():
         return Gallery.new(128, recognizer.embedder_name, recognizer.embedder_version, tau=TAU, target_far=1e-3)
 
-    app = create_app(load_settings(), store, recognizer, new_gallery, key=KEY)
+    app = create_app(FaceGate(load_settings(), store=store, recognizer=recognizer, new_gallery=new_gallery), key=KEY)
     with TestClient(app) as c:
         c.store = store
         yield c
@@ -128,9 +129,10 @@ def test_api_follows_a_gallery_switched_by_another_writer(tmp_path, recognizer):
         asked.append(version)
         return promoted
 
-    app = create_app(load_settings(), store, recognizer,
-                     lambda: Gallery.new(128, recognizer.embedder_name, recognizer.embedder_version, tau=TAU),
-                     key=KEY, recognizer_for=recognizer_for)
+    gate = FaceGate(load_settings(), store=store, recognizer=recognizer, recognizer_for=recognizer_for,
+                    new_gallery=lambda: Gallery.new(128, recognizer.embedder_name, recognizer.embedder_version,
+                                                    tau=TAU))
+    app = create_app(gate, key=KEY)
     h = {"X-API-Key": KEY}
     with TestClient(app) as c:
         assert enrol(c, "penny").status_code == 201
@@ -145,3 +147,30 @@ def test_api_follows_a_gallery_switched_by_another_writer(tmp_path, recognizer):
         assert faces[0]["employee_id"] == "raj" and asked == ["facegate-embedder/7"]
         assert c.get("/health").json()["embedder"].endswith("@facegate-embedder/7")
         assert sorted(e["employee_id"] for e in c.get("/employees", headers=h).json()) == ["penny", "raj"]
+
+
+def test_cli_and_api_identify_are_one_code_path(sandbox, tmp_path):
+    """The CLI's and the API's identify answer the same frame with the same JSON (FaceGate.identify)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from components.service import gallery_store, service_recognizer
+    from flows.cli import app as cli_app
+
+    settings = load_settings()
+    recognizer = service_recognizer(settings)  # the model the CLI's FaceGate serves
+    gate = FaceGate(settings, store=gallery_store(), recognizer=recognizer,
+                    new_gallery=lambda: Gallery.new(recognizer.embedding_dim, recognizer.embedder_name,
+                                                    recognizer.embedder_version, tau=TAU, target_far=1e-3))
+    with TestClient(create_app(gate, key=KEY)) as c:
+        for person in PEOPLE:
+            assert enrol(c, person).status_code == 201
+        frame = shared_dataset("faceapi-examples") / "bbt2.jpg"
+        api = c.post("/identify", files={"image": (frame.name, frame.read_bytes(), "image/jpeg")},
+                     headers={"X-API-Key": KEY}).json()
+    r = CliRunner().invoke(cli_app, ["identify", str(frame)])
+    assert r.exit_code == 0, r.output
+    cli = json.loads(r.output)
+    assert {f["employee_id"] for f in api["faces"]} == {"sheldon", "leonard"}
+    assert {k: cli[k] for k in api} == api

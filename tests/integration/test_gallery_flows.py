@@ -26,7 +26,7 @@ def crop(person, n=1):
 
 def test_enrol_identify_remove_and_model_mismatch(sandbox, prefect_server, tmp_path):
     from flows.data import ingest_flow
-    from flows.serving import gallery_store
+    from components.service import gallery_store
 
     lfw_slice(sandbox)  # its held-out identities calibrate tau
     ingest_flow(datasets=["lfw"])

@@ -1,0 +1,345 @@
+"""FaceGate: the one front door for recognition.
+
+The CLI, the REST API, the Prefect flows and a notebook all go through one ``FaceGate``: it owns the
+model in service (the registry's champion, or the pretrained model while there is none), the gallery
+store (photos, versioned FAISS index, calibration tails) and the verbs identify / verify / enrol /
+remove / rebuild_gallery / switch_champion. No Prefect here: flows wrap these calls with logging,
+MLflow runs and DVC snapshots.
+
+Readers answer from an immutable snapshot of the current gallery version; another process (a CLI
+enrolment, a retraining chain) may switch it, so each read compares the on-disk CURRENT pointer with
+the snapshot (one small file read) and reloads. A gallery made by another model brings that model in
+too, so a promotion reaches a running server without a restart; a gallery no model in service can
+read is refused (``gallery_model_mismatch``).
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from components import registry
+from components.calibration import Calibration, calibrate_tau
+from components.embedding.backbones import make_backbone
+from components.embedding.model import EmbeddingModel, embed_chips
+from components.enrolment import EnrolmentStore, Photo, enrol, enrolled_names, reembed_all, remove
+from components.errors import FacegateError, GalleryNotFound, RegistryError
+from components.gallery import Gallery, current_version, gallery_lock
+from components.recognition import FaceRecognizer
+from components.settings import Settings, load_settings
+
+# ----------------------------------------------------------------------------- the model in service
+
+
+def gallery_store() -> EnrolmentStore:
+    """The deployment's enrolment store (photos, gallery versions, calibration tails)."""
+    from components.paths import repo_root
+
+    return EnrolmentStore(repo_root() / "gallery")
+
+
+def embedder_version_label(name: str, version: str) -> str:
+    """How a registered version is named in gallery manifests (``facegate-embedder/3``)."""
+    return f"{name}/{version}"
+
+
+def load_registered_model(name: str, version: str) -> EmbeddingModel:
+    import mlflow
+
+    from components.paths import mlflow_tracking_uri
+
+    mlflow.set_tracking_uri(mlflow_tracking_uri())
+    return mlflow.pytorch.load_model(f"models:/{name}/{version}")
+
+
+def incumbent_model(settings: Settings, backbone: str | None = None) -> tuple[EmbeddingModel, str | None]:
+    """The model in service and its registered version: the champion, or the pretrained ``backbone``
+    (default: params) with its own head and version None while the registry has no champion."""
+    name = settings.registry.embedder_model
+    champ = registry.champion(name)
+    if champ is not None:
+        return load_registered_model(name, champ.version), champ.version
+    return EmbeddingModel(make_backbone(backbone or settings.embedding.backbone)), None
+
+
+def service_model(settings: Settings) -> tuple[EmbeddingModel, str | None]:
+    """The model in service and its gallery label (None for the unregistered pretrained model)."""
+    model, version = incumbent_model(settings)
+    return model, embedder_version_label(settings.registry.embedder_model, version) if version else None
+
+
+@lru_cache(maxsize=2)
+def service_recognizer(settings: Settings) -> FaceRecognizer:
+    """Loaded once per process and settings: weights and fingerprint cost seconds."""
+    model, version = service_model(settings)
+    return FaceRecognizer(model, settings, version)
+
+
+def calibrate(recognizer: FaceRecognizer, settings: Settings,
+              heldout: tuple[np.ndarray, np.ndarray] | None = None) -> Calibration:
+    """tau for ``gallery.target_far`` from the held-out identities of the calibration dataset.
+
+    ``heldout`` (embeddings by this very model, identities) skips re-embedding when the caller (the
+    retraining chain) already has them for that dataset's held-out split.
+    """
+    if heldout is not None:
+        return calibrate_tau(heldout[0], heldout[1], settings.gallery.target_far)
+    from components.faces.chips import cached_chips
+    from components.ingest import read_manifest
+    from components.paths import data_dir, state_dir
+
+    manifest = read_manifest(data_dir(), settings.gallery.calibration_dataset)
+    # chips of the whole manifest: the same cache entry the training chain reads, then the held-out rows
+    chips = cached_chips(state_dir() / "cache", [data_dir() / p for p in manifest["path"]],
+                         manifest["sha256"].tolist(), detector=settings.faces.detector,
+                         upsample=settings.faces.upsample)
+    held = np.flatnonzero(manifest["split"].to_numpy() != "train")
+    emb = embed_chips(recognizer.model, np.asarray(chips.chips[held]), settings.embedding.flip_tta)
+    return calibrate_tau(emb, manifest["identity"].to_numpy()[held], settings.gallery.target_far)
+
+
+def calibrated_gallery(recognizer: FaceRecognizer, settings: Settings, store: EnrolmentStore,
+                       data_version: str | None,
+                       heldout: tuple[np.ndarray, np.ndarray] | None = None) -> Gallery:
+    """An empty gallery for the recognizer's model with a fresh calibration (its impostor tail stored)."""
+    cal = calibrate(recognizer, settings, heldout)
+    store.save_calibration(recognizer.embedder_version, cal)
+    return Gallery.new(recognizer.embedding_dim, recognizer.embedder_name, recognizer.embedder_version,
+                       settings.gallery.index_kind, tau=cal.tau, target_far=cal.target_far,
+                       achieved_far=cal.achieved_far, achieved_tar=cal.achieved_tar, data_version=data_version)
+
+
+# --------------------------------------------------------------------------------------- answers
+
+
+@dataclass(frozen=True)
+class IdentifiedFace:
+    box: list[int]
+    employee_id: str | None
+    name: str | None
+    recognized: bool
+    distance: float
+    tau: float
+    target_fpir: float
+
+
+@dataclass(frozen=True)
+class Identification:
+    """Every face of a frame: who (or not recognized), how far, against which threshold."""
+
+    faces: list[IdentifiedFace]
+    tau: float
+    target_fpir: float
+
+    def to_dict(self) -> dict:
+        return {"faces": [asdict(f) for f in self.faces], "tau": self.tau, "target_fpir": self.target_fpir}
+
+
+@dataclass(frozen=True)
+class Verification:
+    employee_id: str
+    accepted: bool
+    distance: float
+    tau: float
+    target_far: float | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------------- the door
+
+
+class FaceGate:
+    """The recognition service: the model in service, the gallery store, calibration and the verbs.
+
+    Everything is optional so a notebook can write ``FaceGate().identify(pixels)``; tests and the API
+    pass their own store or recognizer. ``new_gallery`` makes the first (empty, calibrated) gallery on
+    the first enrolment; ``recognizer_for(version)`` brings in the model of a gallery switched by
+    another process (default: the registry's champion, reloaded).
+    """
+
+    def __init__(self, settings: Settings | None = None, *, store: EnrolmentStore | None = None,
+                 recognizer: FaceRecognizer | None = None, new_gallery: Callable[[], Gallery] | None = None,
+                 recognizer_for: Callable[[str], FaceRecognizer] | None = None) -> None:
+        self.settings = settings or load_settings()
+        self.store = store or gallery_store()
+        self._recognizer = recognizer
+        self._new_gallery = new_gallery
+        self._recognizer_for = recognizer_for
+        self.write_lock = threading.Lock()  # one writer per process; the file lock serialises processes
+        self._refresh_lock = threading.Lock()
+        self._snapshot: Gallery | None = None
+        self._version: str | None = None
+
+    # -------------------------------------------------------------------------- state in service
+
+    @property
+    def recognizer(self) -> FaceRecognizer:
+        if self._recognizer is None:
+            self._recognizer = service_recognizer(self.settings)
+        return self._recognizer
+
+    def _champion_recognizer(self, _: str) -> FaceRecognizer:
+        service_recognizer.cache_clear()
+        return service_recognizer(self.settings)
+
+    def _disk_version(self) -> str | None:
+        try:
+            return current_version(self.store.index_dir) if self.store.exists() else None
+        except FacegateError:
+            return self._version  # a pointer mid-write: keep serving the snapshot
+
+    def refresh(self) -> None:
+        """Load the current gallery version if it moved; bring in its model if another one made it."""
+        if self._disk_version() == self._version:
+            return
+        with self._refresh_lock:
+            now = self._disk_version()
+            if now == self._version or now is None:
+                return
+            g = Gallery.load(self.store.index_dir, version=now)
+            if g.manifest.embedder_version != self.recognizer.embedder_version:
+                self._recognizer = (self._recognizer_for or self._champion_recognizer)(g.manifest.embedder_version)
+            self._snapshot, self._version = g, now
+
+    def reload(self) -> None:
+        self._version = None
+        self.refresh()
+
+    def snapshot(self) -> Gallery | None:
+        """The current gallery version (None before the first enrolment); never half an update."""
+        self.refresh()
+        return self._snapshot
+
+    def gallery(self) -> Gallery:
+        """The current gallery, checked against the model in service."""
+        g = self.snapshot()
+        if g is None:
+            raise GalleryNotFound(f"{self.store.index_dir}: no gallery yet: enrol an employee first")
+        g.check_model(self.recognizer.embedder_name, self.recognizer.embedder_version)
+        return g
+
+    def status(self) -> dict:
+        g, r = self.snapshot(), self.recognizer
+        return {"status": "ok", "embedder": f"{r.embedder_name}@{r.embedder_version}",
+                "employees": g.n_employees if g else 0, "tau": g.manifest.tau if g else None}
+
+    def employees(self) -> list[dict]:
+        g = self.snapshot()
+        return g.employees().to_dict("records") if g else []
+
+    # --------------------------------------------------------------------------------- readers
+
+    def identify(self, pixels: np.ndarray) -> Identification:
+        """Who is this? Every face in the frame against the tau for ``gallery.target_fpir`` at this size."""
+        g = self.gallery()
+        recognizer = self.recognizer
+        target = self.settings.gallery.target_fpir
+        tau = self.store.identification_tau(g, target)
+        faces = []
+        for face in recognizer.embed_all(pixels):
+            eid, dist, name = g.identify(face.embedding[None], tau)
+            faces.append(IdentifiedFace(face.box.as_list(), eid, name, eid is not None, round(float(dist), 6),
+                                        tau, target))
+        return Identification(faces, tau, target)
+
+    def verify(self, employee_id: str, pixels: np.ndarray, source: str | Path = "photo") -> Verification:
+        """Is this the claimed employee? 1:1 at the calibrated false-accept rate (one face required)."""
+        g = self.gallery()
+        face = self.recognizer.embed_one(pixels, source)
+        accepted, dist = g.verify(employee_id, face.embedding[None])
+        return Verification(employee_id, bool(accepted), round(float(dist), 6), g.manifest.tau,
+                            g.manifest.target_far)
+
+    # --------------------------------------------------------------------------------- writers
+
+    def new_gallery(self) -> Gallery:
+        """The first, empty gallery: calibrated for the model in service."""
+        if self._new_gallery is not None:
+            return self._new_gallery()
+        from components import data_version
+
+        return calibrated_gallery(self.recognizer, self.settings, self.store, data_version.read_version())
+
+    def enrol(self, employee_id: str, name: str, photos: Sequence[Photo], replace: bool = False) -> Gallery:
+        """One employee from one or more photos (one face each): a new gallery version, no retraining."""
+        with self.write_lock:
+            self.refresh()
+            g = enrol(self.store, self.recognizer, employee_id, name or employee_id, list(photos),
+                      max_pixels=self.settings.images.max_pixels, new_gallery=self.new_gallery,
+                      replace=replace, keep_versions=self.settings.gallery.keep_versions)
+            self.reload()
+        return g
+
+    def remove(self, employee_id: str) -> int:
+        """Delete the employee's embeddings (every local version) and photos; vectors removed."""
+        with self.write_lock:
+            n = remove(self.store, employee_id)
+            self.reload()
+        return n
+
+    def prepare_gallery(self, model: EmbeddingModel, label: str, data_version: str | None,
+                        heldout: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[FaceRecognizer, Gallery]:
+        """A model's calibrated, still empty gallery: nothing in service changes."""
+        recognizer = FaceRecognizer(model, self.settings, label)
+        return recognizer, calibrated_gallery(recognizer, self.settings, self.store, data_version, heldout)
+
+    def rebuild_gallery(self, recognizer: FaceRecognizer | None = None,
+                        data_version: str | None = None) -> Gallery:
+        """Re-embed every enrolled employee's stored photos with ``recognizer`` (default: the model in
+        service) into a freshly calibrated gallery: the only way to a gallery after the model changes."""
+        recognizer = recognizer or self.recognizer
+        fresh = calibrated_gallery(recognizer, self.settings, self.store, data_version)
+        with self.write_lock, gallery_lock(self.store.index_dir):
+            reembed_all(self.store, recognizer, fresh, self.settings.images.max_pixels, enrolled_names(self.store))
+            fresh.save(self.store.index_dir, keep=self.settings.gallery.keep_versions)
+            self.reload()
+        return fresh
+
+    def promote(self, recognizer: FaceRecognizer, fresh: Gallery, version: str, reason: str) -> dict:
+        """Under the gallery lock: re-embed every enrolled employee, move ``champion``, switch the gallery.
+
+        Re-embedding comes first (a bad stored photo fails here, before anything moves); if the gallery
+        save fails after the alias moved, the alias goes back to the previous champion.
+        """
+        name = self.settings.registry.embedder_model
+        with self.write_lock, gallery_lock(self.store.index_dir):
+            reembed_all(self.store, recognizer, fresh, self.settings.images.max_pixels, enrolled_names(self.store))
+            previous = registry.promote(name, version, reason)
+            try:
+                path = fresh.save(self.store.index_dir, keep=self.settings.gallery.keep_versions)
+            except BaseException:
+                registry.restore_champion(name, previous)
+                raise
+            service_recognizer.cache_clear()  # this process now serves the new champion
+            self._recognizer = recognizer
+            self.reload()
+        return {"previous_champion": previous, "champion": version, "gallery_index_version": path.name,
+                "employees": fresh.n_employees}
+
+    def switch_champion(self, version: str | None = None, rollback: bool = False, reason: str = "",
+                        data_version: str | None = None) -> dict:
+        """A human's promotion (``version``) or rollback: the model and its re-embedded gallery move
+        together. No gate: the operator decides."""
+        name = self.settings.registry.embedder_model
+        current = registry.champion(name)
+        if rollback:
+            if version is not None:
+                raise RegistryError("give either a version or rollback, not both")
+            version = registry.rollback_target(name)
+        elif version is None:
+            raise RegistryError("which version? (`facegate models list` shows them)")
+        target = registry.get_version(name, version)
+        why = reason or (f"rollback from v{current.version}" if rollback and current else "promoted by hand")
+        model = load_registered_model(name, target.version)
+        recognizer, fresh = self.prepare_gallery(model, embedder_version_label(name, target.version), data_version)
+        promoted = self.promote(recognizer, fresh, target.version, why)
+        if rollback and current is not None:
+            registry.mark_rolled_back(name, current.version, why)
+        return {**promoted, "reason": why, "previous": current.version if current else None,
+                "tau": fresh.manifest.tau}

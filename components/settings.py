@@ -44,8 +44,11 @@ class ValidateSettings(_Strict):
 
 
 class FaceSettings(_Strict):
-    detector: Literal["dlib_hog", "dlib_mmod", "hog_then_mmod", "yolo_facemask"] = "hog_then_mmod"
+    detector: Literal["dlib_hog", "dlib_mmod", "hog_then_mmod", "yolo_facemask", "yunet",
+                      "yunet_then_hog"] = "hog_then_mmod"
     upsample: int = Field(0, ge=0, le=2)  # 0 finds LFW-sized faces (~100 px); 1 finds faces down to ~40 px
+    score_threshold: float = Field(0.6, gt=0.0, lt=1.0)  # YuNet: minimum face score
+    max_side: int = Field(1280, ge=64, le=8192)  # YuNet: larger frames are shrunk to this long side first
 
 
 class EmbeddingSettings(_Strict):
@@ -105,7 +108,15 @@ class GallerySettings(_Strict):
 
 
 class ApiSettings(_Strict):
-    max_upload_bytes: int = Field(10_000_000, gt=0)
+    """Limits the API enforces before work is done: the body while it streams, then the form."""
+
+    max_upload_bytes: int = Field(10_000_000, gt=0)  # one image
+    max_body_bytes: int = Field(25_000_000, gt=0)  # a whole request, counted as it streams
+    max_files: int = Field(5, ge=1)  # images in one request
+    max_fields: int = Field(10, ge=1)  # non-file form fields in one request
+    max_field_bytes: int = Field(4096, ge=64)  # one non-file form field
+    max_id_length: int = Field(64, ge=1, le=64)  # employee ids (the id pattern allows 64 at most)
+    max_name_length: int = Field(200, ge=1)  # display names
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
 

@@ -2,11 +2,13 @@
 
 A detector returns boxes with scores; 5-point landmarks and the aligned chip come from the shared
 landmark model (dlib's 5-point shape predictor) so every detector feeds the embedder the same kind of
-chip.
+chip. Detectors that find landmarks themselves (YuNet) attach them to the box, for the ArcFace
+112x112 chip (components.faces.align).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
 import numpy as np
@@ -16,13 +18,19 @@ from components.weights import weight_path
 
 @dataclass(frozen=True)
 class FaceBox:
-    """Pixel box (left, top, right, bottom) in the image it was found in, and the detector's score."""
+    """Pixel box (left, top, right, bottom) in the image it was found in, and the detector's score.
+
+    ``landmarks``: 5 x 2 float pixel points in YuNet's order (right eye, left eye, nose tip, right and
+    left mouth corner; "right" is the person's right, the image's left) where the detector finds them,
+    else None (dlib's detectors: the aligner then runs dlib's landmark model inside the box).
+    """
 
     left: int
     top: int
     right: int
     bottom: int
     score: float = 1.0
+    landmarks: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def area(self) -> int:
@@ -123,8 +131,84 @@ class YoloFaceMaskDetector:
         return sorted(boxes, key=lambda b: -b.score)
 
 
+class YuNetDetector:
+    """OpenCV Zoo's YuNet (2023mar, MIT) through OpenCV's ``FaceDetectorYN``: boxes and 5 landmarks.
+
+    A ~75k-parameter anchor-free CNN: finds small, turned and masked faces that dlib's HOG misses, at a
+    few ms per LFW image on one core. Size policy: the image is resized by ``2**upsample`` (small
+    faces), then shrunk so its long side is at most ``max_side`` (a 4K frame costs what a 1280 one does;
+    faces below ~10 px at that scale are lost), and boxes and landmarks are mapped back to the input.
+    ``score_threshold`` and ``max_side`` default to ``faces.score_threshold`` / ``faces.max_side``.
+    """
+
+    name = "yunet"
+    NMS_IOU = 0.3
+    TOP_K = 5000
+
+    def __init__(self, upsample: int = 0, score_threshold: float | None = None, max_side: int | None = None) -> None:
+        import cv2
+
+        if score_threshold is None or max_side is None:
+            from components.settings import load_settings
+
+            faces = load_settings().faces
+            score_threshold = faces.score_threshold if score_threshold is None else score_threshold
+            max_side = faces.max_side if max_side is None else max_side
+        self.upsample, self.score_threshold, self.max_side = upsample, float(score_threshold), int(max_side)
+        self._cv2 = cv2
+        self._det = cv2.FaceDetectorYN.create(str(weight_path("yunet_2023mar")), "", (320, 320),
+                                              self.score_threshold, self.NMS_IOU, self.TOP_K)
+        self._lock = threading.Lock()  # setInputSize + detect mutate the one OpenCV object
+
+    def scale_for(self, height: int, width: int) -> float:
+        """Resize factor of the size policy: ``2**upsample``, capped so the long side is <= max_side."""
+        return min(float(2 ** self.upsample), self.max_side / max(height, width))
+
+    def detect(self, image: np.ndarray) -> list[FaceBox]:
+        cv2 = self._cv2
+        h, w = image.shape[:2]
+        scale = self.scale_for(h, w)
+        bgr = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)
+        if scale != 1.0:
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        sh, sw = bgr.shape[:2]
+        with self._lock:
+            self._det.setInputSize((sw, sh))
+            _, found = self._det.detect(bgr)
+        if found is None:
+            return []
+        fx, fy = w / sw, h / sh  # exact inverse of the rounding above
+        boxes = []
+        for row in found:
+            x, y, bw, bh = row[:4]
+            marks = row[4:14].reshape(5, 2).astype(np.float64) * (fx, fy)
+            left, top = int(round(max(0.0, x * fx))), int(round(max(0.0, y * fy)))
+            right, bottom = int(round(min(w, (x + bw) * fx))), int(round(min(h, (y + bh) * fy)))
+            if right > left and bottom > top:
+                boxes.append(FaceBox(left, top, right, bottom, float(row[14]), marks.astype(np.float32)))
+        return sorted(boxes, key=lambda b: -b.score)
+
+
+class YuNetThenHogDetector:
+    """YuNet first; dlib's HOG only where YuNet finds nothing (its boxes carry no landmarks).
+
+    A cascade in the spirit of ``hog_then_mmod``: the second detector costs nothing on the images the
+    first one handles, and the pair misses only what both miss.
+    """
+
+    name = "yunet_then_hog"
+
+    def __init__(self, upsample: int = 0, **yunet_options) -> None:
+        self.yunet = YuNetDetector(upsample, **yunet_options)
+        self.hog = DlibHogDetector(upsample)
+
+    def detect(self, image: np.ndarray) -> list[FaceBox]:
+        return self.yunet.detect(image) or self.hog.detect(image)
+
+
 DETECTORS: dict[str, type] = {cls.name: cls for cls in (DlibHogDetector, DlibMmodDetector, HogThenMmodDetector,
-                                                        YoloFaceMaskDetector)}
+                                                        YoloFaceMaskDetector, YuNetDetector, YuNetThenHogDetector)}
 
 
 def make_detector(name: str, **kwargs) -> FaceDetector:

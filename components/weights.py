@@ -31,6 +31,10 @@ WEIGHTS: dict[str, WeightFile] = {
         "face_recognition_models", "models/shape_predictor_5_face_landmarks.dat",
         "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
         "dlib 5-point face landmarks"),
+    "dlib_shape_predictor_68": WeightFile(
+        "face_recognition_models", "models/shape_predictor_68_face_landmarks.dat",
+        "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
+        "dlib 68-point face landmarks (synthetic masks)"),
     "dlib_mmod_detector": WeightFile(
         "face_recognition_models", "models/mmod_human_face_detector.dat",
         "4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6",

@@ -3,6 +3,8 @@
 Detection and alignment cost far more than a frozen backbone's forward pass and do not depend on the
 model being trained, so every training round and benchmark reuses the same chips. The cache key is
 built from the images' sha256 and the detector settings: new bytes or settings mean new chips.
+``geometry`` is the chip geometry the backbone was trained on (``Backbone.chip_geometry``: dlib_150 or
+arcface_112); the default, dlib_150, is left out of the key so existing cache entries stay valid.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.faces.align import CHIP_PADDING, CHIP_SIZE
+from components.faces.align import CHIP_GEOMETRIES, CHIP_PADDING, CHIP_SIZE
 
 _WORKER: dict = {}
 IN_PROCESS_BELOW = 200  # images: below this, worker start-up costs more than it saves
@@ -33,12 +35,14 @@ class ChipSet:
         return len(self.table)
 
 
-def _init_worker(detector: str, upsample: int, size: int, padding: float, max_pixels: int) -> None:
+def _init_worker(detector: str, upsample: int, size: int, padding: float, max_pixels: int,
+                 geometry: str = "dlib_150", detector_options: dict | None = None) -> None:
     from components.faces.align import FaceAligner
     from components.faces.detectors import make_detector
     from components.faces.pipeline import FaceFinder
 
-    _WORKER["finder"] = FaceFinder(make_detector(detector, upsample=upsample), FaceAligner(size, padding))
+    _WORKER["finder"] = FaceFinder(make_detector(detector, upsample=upsample, **(detector_options or {})),
+                                   FaceAligner(size, padding, geometry))
     _WORKER["max_pixels"] = max_pixels
     _WORKER["size"] = size
 
@@ -61,12 +65,16 @@ def _chip_one(path: str) -> tuple[np.ndarray, dict]:
 
 def extract_chips(paths: list[Path], *, detector: str = "dlib_hog", upsample: int = 0,
                   size: int = CHIP_SIZE, padding: float = CHIP_PADDING, max_pixels: int = 50_000_000,
-                  workers: int | None = None, progress=None) -> ChipSet:
-    """Centre face of every image (centred-box fallback where none is detected), aligned."""
+                  workers: int | None = None, progress=None, geometry: str = "dlib_150",
+                  detector_options: dict | None = None) -> ChipSet:
+    """Centre face of every image (centred-box fallback where none is detected), aligned in ``geometry``
+    (``size`` and ``padding`` apply to dlib_150 only); ``detector_options`` go to the detector (YuNet's
+    ``score_threshold``, ``max_side``)."""
     workers = workers or os.cpu_count() or 1
+    size = size if geometry == "dlib_150" else CHIP_GEOMETRIES[geometry]
     chips = np.zeros((len(paths), size, size, 3), np.uint8)
     rows = []
-    args = (detector, upsample, size, padding, max_pixels)
+    args = (detector, upsample, size, padding, max_pixels, geometry, detector_options)
     names = [str(p) for p in paths]
 
     def collect(results) -> None:
@@ -99,7 +107,8 @@ def cached_chips(cache_dir: Path, paths: list[Path], hashes: list[str], **settin
     """``extract_chips`` through an on-disk cache keyed by content and settings."""
     progress = settings.pop("progress", None)
     workers = settings.pop("workers", None)
-    key = cache_key(hashes, **settings)
+    defaults = {"geometry": "dlib_150", "detector_options": None}  # left out: keys made before them stay valid
+    key = cache_key(hashes, **{k: v for k, v in settings.items() if k not in defaults or v != defaults[k]})
     npy, table = cache_dir / f"chips-{key}.npy", cache_dir / f"chips-{key}.parquet"
     if npy.is_file() and table.is_file():
         return ChipSet(np.load(npy, mmap_mode="r"), pd.read_parquet(table), key)

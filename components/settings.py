@@ -52,7 +52,7 @@ class FaceSettings(_Strict):
 
 
 class EmbeddingSettings(_Strict):
-    backbone: Literal["dlib_resnet", "mobilenet_v2"] = "dlib_resnet"
+    backbone: Literal["dlib_resnet", "mobilenet_v2", "sface"] = "dlib_resnet"
     mode: Literal["pretrained", "head", "finetune"] = "head"
     flip_tta: bool = True
 

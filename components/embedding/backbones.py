@@ -4,6 +4,8 @@ A backbone turns aligned chips (uint8 RGB, N x S x S x 3, from components.faces)
 the embedding head on top is shared (components.embedding.model). ``stages`` lists the trainable
 blocks from shallow to deep so ``finetune`` can unfreeze the last N; ``pretrained_head`` is the
 backbone's own embedding layer where it has one (dlib's fc), used to initialise the head.
+``chip_geometry`` names the aligned chip the weights were trained on (components.faces.align:
+``dlib_150`` or ``arcface_112``); chip extraction for a backbone uses it (see :func:`chip_geometry`).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ class Backbone(nn.Module):
     name: ClassVar[str]
     feature_dim: ClassVar[int]
     input_size: ClassVar[int]
+    chip_geometry: ClassVar[str] = "dlib_150"
 
     def preprocess(self, chips: Tensor) -> Tensor:
         """uint8 N x S x S x 3 -> float N x 3 x input_size x input_size, as the weights expect."""
@@ -119,7 +122,65 @@ class MobileNetV2Backbone(Backbone):
         return list(self.net.stages)
 
 
-BACKBONES: dict[str, type[Backbone]] = {b.name: b for b in (DlibResNetBackbone, MobileNetV2Backbone)}
+class SFaceBackbone(Backbone):
+    """OpenCV Zoo's SFace (MobileFaceNet, Apache-2.0, LFW 99.40% published) ported to torch.
+
+    Chips: ArcFace 112x112, RGB 0..255 (the network normalises them itself). Features are the flattened
+    ``bn1`` map (1024 x 7 x 7 = 50,176 values: SFace has no pooling, its embedding layer reads the whole
+    map); the pretrained head is its 128-d linear with the final BN folded in. The shared head has no
+    bias, so SFace's bias is carried by a constant feature offset c with W c = b (exact, see
+    :func:`components.embedding.sface.bias_as_feature_offset`): the pretrained model embeds exactly as
+    OpenCV's ``FaceRecognizerSF`` after L2 normalisation. Stages: conv_1 .. conv_13, then conv_14 with
+    ``bn1``.
+    """
+
+    name = "sface"
+    feature_dim = 1024 * 7 * 7
+    input_size = 112
+    chip_geometry = "arcface_112"
+
+    def __init__(self) -> None:
+        super().__init__()
+        from components.embedding.sface import bias_as_feature_offset, load_sface
+        from components.weights import weight_path
+
+        self.net = load_sface(weight_path("sface_2021dec"))
+        for p in self.net.parameters():
+            p.requires_grad_(True)
+        fc = self.net.fc
+        self._fc = nn.Linear(self.feature_dim, fc.out_features, bias=False)
+        with torch.no_grad():
+            self._fc.weight.copy_(fc.weight)
+        self.register_buffer("feature_offset", bias_as_feature_offset(fc))
+        self.net.fc = nn.Identity()  # kept once, as _fc (weight) and feature_offset (bias)
+
+    def preprocess(self, chips: Tensor) -> Tensor:
+        x = _to_nchw(chips)
+        if x.shape[-1] != self.input_size:
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", antialias=True,
+                              align_corners=False)
+        return x  # 0..255 RGB: features() applies SFace's own (x - 127.5) / 128
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.net.body((x - self.net.input_mean) * self.net.input_scale) + self.feature_offset
+
+    def stages(self) -> list[nn.Module]:
+        blocks = list(self.net.blocks)
+        return [*blocks[:-1], nn.Sequential(blocks[-1], self.net.bn1)]
+
+    def pretrained_head(self) -> nn.Linear:
+        return self._fc
+
+
+BACKBONES: dict[str, type[Backbone]] = {b.name: b for b in (DlibResNetBackbone, MobileNetV2Backbone, SFaceBackbone)}
+
+
+def chip_geometry(backbone: str) -> str:
+    """The chip geometry backbone ``backbone`` needs (a class attribute: no weights are loaded)."""
+    try:
+        return BACKBONES[backbone].chip_geometry
+    except KeyError:
+        raise ValueError(f"unknown backbone {backbone!r} (known: {sorted(BACKBONES)})") from None
 
 
 def make_backbone(name: str) -> Backbone:

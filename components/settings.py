@@ -5,8 +5,11 @@ back to a default.
 """
 from __future__ import annotations
 
+import dataclasses
+import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -37,9 +40,9 @@ class IngestSettings(_Strict):
 
 
 class ValidateSettings(_Strict):
+    """The suites' own knobs; image sizes come from ``images.min_side``, box labels from ``detection.classes``."""
+
     min_images_per_train_identity: int = Field(2, ge=1)
-    min_side: int = Field(32, ge=1)
-    detection_classes: tuple[str, ...] = ("with_mask", "without_mask", "mask_weared_incorrect")
     max_listed_rows: int = Field(20, ge=1)
 
 
@@ -218,6 +221,36 @@ class Settings(_Strict):
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+T = TypeVar("T")
+
+
+def build_config(cls: type[T], values: Mapping[str, Any], **overrides: Any) -> T:
+    """A run config (a dataclass) from a settings section, so params.yaml stays the one source of defaults.
+
+    Each field takes the same-named entry of ``values`` (a section's ``model_dump()``), or of
+    ``overrides`` when not None; a field typed as another dataclass is built the same way from the same
+    values. Fields a section lacks keep their own default if they have one, else fail here by name.
+    """
+    fields = [f for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
+    unknown = sorted(set(overrides) - {f.name for f in fields})
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no field(s) {unknown}")
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in fields:
+        if overrides.get(f.name) is not None:
+            kwargs[f.name] = overrides[f.name]
+        elif f.name in values:
+            kwargs[f.name] = values[f.name]
+        elif dataclasses.is_dataclass(hints[f.name]):
+            kwargs[f.name] = build_config(hints[f.name], values)
+    missing = [f.name for f in fields if f.name not in kwargs
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise TypeError(f"{cls.__name__}: no setting for field(s) {missing}")
+    return cls(**kwargs)
+
+
     out: dict[str, Any] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"

@@ -7,15 +7,17 @@ expectation and the rows it failed on.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from components.settings import ValidateSettings
+from components.settings import Settings
 from components.weights import sha256_file
 
 SPLITS = ["train", "val", "test"]
@@ -94,15 +96,15 @@ def detection_frames(manifest: pd.DataFrame, data_root: Path) -> tuple[pd.DataFr
 
 
 # ---------------------------------------------------------------- suites
-def _common_image_expectations(gxe, cfg: ValidateSettings, columns: list[str]) -> list:
+def _common_image_expectations(gxe, settings: Settings, columns: list[str]) -> list:
     exps = [gxe.ExpectColumnToExist(column=c) for c in columns]
     exps += [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("path", "split", "sha256", "width", "height")]
     exps += [
         gxe.ExpectColumnValuesToBeUnique(column="path"),
         gxe.ExpectColumnValuesToMatchRegex(column="sha256", regex=r"^[0-9a-f]{64}$"),
         gxe.ExpectColumnValuesToBeInSet(column="split", value_set=SPLITS),
-        gxe.ExpectColumnValuesToBeBetween(column="width", min_value=cfg.min_side),
-        gxe.ExpectColumnValuesToBeBetween(column="height", min_value=cfg.min_side),
+        gxe.ExpectColumnValuesToBeBetween(column="width", min_value=settings.images.min_side),
+        gxe.ExpectColumnValuesToBeBetween(column="height", min_value=settings.images.min_side),
         gxe.ExpectColumnValuesToBeInSet(column="file_ok", value_set=[True]),
         gxe.ExpectColumnValuesToBeBetween(column="sha256_split_count", min_value=1, max_value=1),
         gxe.ExpectTableRowCountToBeBetween(min_value=1),
@@ -110,28 +112,28 @@ def _common_image_expectations(gxe, cfg: ValidateSettings, columns: list[str]) -
     return exps
 
 
-def identity_suite(gxe, cfg: ValidateSettings) -> list:
+def identity_suite(gxe, settings: Settings) -> list:
     cols = ["path", "source", "identity", "split", "sha256", "width", "height", "format"]
-    return _common_image_expectations(gxe, cfg, cols) + [
+    return _common_image_expectations(gxe, settings, cols) + [
         gxe.ExpectColumnValuesToNotBeNull(column="identity"),
         gxe.ExpectColumnValuesToBeBetween(column="identity_split_count", min_value=1, max_value=1),
         gxe.ExpectColumnValuesToBeBetween(column="train_identity_images",
-                                          min_value=cfg.min_images_per_train_identity),
+                                          min_value=settings.validate_.min_images_per_train_identity),
     ]
 
 
-def detection_image_suite(gxe, cfg: ValidateSettings) -> list:
+def detection_image_suite(gxe, settings: Settings) -> list:
     cols = ["path", "source", "split", "sha256", "width", "height", "format"]
-    return _common_image_expectations(gxe, cfg, cols) + [
+    return _common_image_expectations(gxe, settings, cols) + [
         gxe.ExpectColumnValuesToBeBetween(column="n_boxes", min_value=1),
     ]
 
 
-def detection_box_suite(gxe, cfg: ValidateSettings) -> list:
+def detection_box_suite(gxe, settings: Settings) -> list:
     return [
         gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("label", "xmin", "ymin", "xmax", "ymax")
     ] + [
-        gxe.ExpectColumnValuesToBeInSet(column="label", value_set=list(cfg.detection_classes)),
+        gxe.ExpectColumnValuesToBeInSet(column="label", value_set=list(settings.detection.classes)),
         gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="xmin", column_B="zero", or_equal=True),
         gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="ymin", column_B="zero", or_equal=True),
         gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="width", column_B="xmax", or_equal=True),
@@ -194,10 +196,14 @@ def validate_manifest(
     manifest: pd.DataFrame,
     quarantine: pd.DataFrame,
     data_root: Path,
-    cfg: ValidateSettings,
+    settings: Settings,
     gx_root: Path,
 ) -> ValidationReport:
-    """Run the suite for one dataset; Data Docs are written under ``gx_root``."""
+    """Run the suite for one dataset; Data Docs are written under ``gx_root`` (see ``gx_project``).
+
+    Sizes are checked against ``images.min_side`` and box labels against ``detection.classes``: the
+    same values ingest and the detector use, so validation never disagrees with them.
+    """
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     import great_expectations.expectations as gxe
@@ -208,13 +214,13 @@ def validate_manifest(
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)  # keep flow logs readable
     if kind == "voc":
         images, boxes = detection_frames(manifest, data_root)
-        plan = [(f"{name}_images", images, detection_image_suite(gxe, cfg), "path"),
-                (f"{name}_boxes", boxes, detection_box_suite(gxe, cfg), "box_id")]
+        plan = [(f"{name}_images", images, detection_image_suite(gxe, settings), "path"),
+                (f"{name}_boxes", boxes, detection_box_suite(gxe, settings), "box_id")]
     else:
-        plan = [(f"{name}_images", identity_frame(manifest, data_root), identity_suite(gxe, cfg), "path")]
+        plan = [(f"{name}_images", identity_frame(manifest, data_root), identity_suite(gxe, settings), "path")]
     success, n_exp, failures, tables = True, 0, [], {}
     for table, frame, exps, id_col in plan:
-        ok, n, fails = _run_checkpoint(ctx, table, frame, exps, id_col, cfg.max_listed_rows)
+        ok, n, fails = _run_checkpoint(ctx, table, frame, exps, id_col, settings.validate_.max_listed_rows)
         success &= ok
         n_exp += n
         failures += fails
@@ -227,8 +233,10 @@ def validate_manifest(
     )
 
 
-def reset_gx_project(gx_root: Path) -> None:
-    """A fresh GX project per flow run, so Data Docs show this run only."""
-    if gx_root.exists():
-        shutil.rmtree(gx_root)
-    gx_root.mkdir(parents=True)
+@contextlib.contextmanager
+def gx_project(parent: Path) -> Iterator[Path]:
+    """A fresh, empty GX project folder under ``parent`` for one validation run (so Data Docs show this
+    run only), removed when the block ends, on failure too: its Data Docs go to MLflow inside the block."""
+    parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="gx-", dir=parent) as root:
+        yield Path(root)

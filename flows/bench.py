@@ -14,14 +14,8 @@ from components.embedding.train import TrainConfig
 from components.evaluation.lfw_benchmark import load_lfw, measure_speed, run_lfw_benchmark
 from components.evaluation.verification import plot_distance_histograms, plot_roc
 from components.paths import datasets_root, state_dir
-from components.settings import Settings, load_settings
+from components.settings import load_settings
 from components.tracking import tracked_run
-
-
-def train_config(settings: Settings, **overrides) -> TrainConfig:
-    fields = settings.train.model_dump()
-    fields.update({k: v for k, v in overrides.items() if v is not None})
-    return TrainConfig(seed=settings.seed, **fields)
 
 
 @flow(name="bench-lfw", log_prints=True)
@@ -33,7 +27,7 @@ def lfw_benchmark_flow(backbone: str | None = None, mode: str | None = None, fli
     backbone = backbone or settings.embedding.backbone
     mode = mode or settings.embedding.mode
     flip_tta = settings.embedding.flip_tta if flip_tta is None else flip_tta
-    cfg = train_config(settings, miner=miner, epochs=epochs, lr=lr)
+    cfg = TrainConfig.from_settings(settings, miner=miner, epochs=epochs, lr=lr)
     augmentation = face_augmentation(settings.augment, 150, seed=settings.seed)
     cache = state_dir() / "cache"
     every = {"chips": 2000, "features": 2048, "features-flip": 2048}
@@ -97,7 +91,7 @@ def identify_benchmark_flow(backbone: str | None = None, mode: str = "pretrained
     lfw = load_lfw(datasets_root() / "lfw", cache, detector=settings.faces.detector, upsample=settings.faces.upsample)
     feats, flips = cached_features(lfw.chips.chips, lfw.chip_key, backbone, cache)
     half = identity_halves(lfw.identities, settings.seed)
-    cfg = train_config(settings)
+    cfg = TrainConfig.from_settings(settings)
     flip = flips if settings.embedding.flip_tta else None
     with tracked_run(f"{settings.tracking.experiment_prefix}-bench-identify", f"{backbone}-{mode}",
                      params={"backbone": backbone, "mode": mode, "target_far": settings.gallery.target_far,

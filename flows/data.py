@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import mlflow
@@ -16,7 +15,7 @@ from components.ingest import ingest_source, read_manifest, read_quarantine
 from components.paths import data_dir, datasets_root, state_dir
 from components.settings import DatasetSource, Settings, load_settings
 from components.tracking import set_data_version, tracked_run
-from components.validation import ValidationReport, reset_gx_project, validate_manifest
+from components.validation import ValidationReport, gx_project, validate_manifest
 
 DATA_EXPERIMENT = "data"
 
@@ -93,7 +92,7 @@ def ingest_flow(datasets: list[str] | None = None, limit: int | None = None) -> 
 def validate_dataset(source: DatasetSource, settings: Settings, gx_root: Path) -> ValidationReport:
     report = validate_manifest(
         source.name, source.kind, read_manifest(data_dir(), source.name),
-        read_quarantine(data_dir(), source.name), data_dir(), settings.validate_, gx_root,
+        read_quarantine(data_dir(), source.name), data_dir(), settings, gx_root,
     )
     log = get_run_logger()
     (log.info if report.success else log.error)(report.describe())
@@ -105,10 +104,9 @@ def validate_flow(datasets: list[str] | None = None) -> list[dict]:
     """GX suites on each manifest; a failure stops here with the failing expectations and rows."""
     settings = load_settings()
     sources = select_sources(settings, datasets)
-    gx_root = Path(tempfile.mkdtemp(prefix="gx-", dir=state_dir()))
-    reset_gx_project(gx_root)
-    with tracked_run(_experiment(settings), "validate", params=settings.flat(),
-                     data_version=data_version.read_version()):
+    with (gx_project(state_dir()) as gx_root,  # removed after the run, failed or not (Data Docs are in MLflow)
+          tracked_run(_experiment(settings), "validate", params=settings.flat(),
+                      data_version=data_version.read_version())):
         reports = [validate_dataset(s, settings, gx_root) for s in sources]
         for r in reports:
             mlflow.log_metrics({f"{r.dataset}.validation_success": float(r.success),

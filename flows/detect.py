@@ -18,7 +18,7 @@ from components.detection.augment import box_augmentation
 from components.detection.data import load_samples, truths_of
 from components.detection.plots import draw_truth_and_detections, plot_pr_curves
 from components.detection.serving import load_model_uri
-from components.detection.train import config_from_settings, final_evaluation, train_detector
+from components.detection.train import DetectTrainConfig, final_evaluation, train_detector
 from components.embedding.packaging import code_paths, pinned_requirements
 from components.ingest import read_manifest
 from components.paths import data_dir
@@ -58,7 +58,7 @@ def detect_train_flow(frozen_epochs: int | None = None, finetune_epochs: int | N
     settings = load_settings()
     det = settings.detection
     log = get_run_logger()
-    cfg = config_from_settings(det, settings.seed, frozen_epochs=frozen_epochs, finetune_epochs=finetune_epochs)
+    cfg = DetectTrainConfig.from_settings(settings, frozen_epochs=frozen_epochs, finetune_epochs=finetune_epochs)
     train, val = samples(settings, limit_train, limit_val)
     log.info("%d training and %d held-out images", len(train), len(val))
     sample_images = det.log_sample_images if log_sample_images is None else log_sample_images
@@ -87,12 +87,12 @@ def detect_train_flow(frozen_epochs: int | None = None, finetune_epochs: int | N
         log.info("held-out: map50 %.4f map50_95 %.4f per class %s", metrics["map50"], metrics["map50_95"],
                  metrics["ap50_per_class"])
         with tempfile.TemporaryDirectory() as tmp:
-            plot_pr_curves(dets, truths_of(val), cfg.class_names, Path(tmp) / "pr_curves.png")
+            plot_pr_curves(dets, truths_of(val), cfg.classes, Path(tmp) / "pr_curves.png")
             mlflow.log_artifacts(tmp, "plots")
         if sample_images:
             with tempfile.TemporaryDirectory() as tmp:
                 n = min(SAMPLE_IMAGES, len(val))
-                draw_truth_and_detections([s.image for s in val[:n]], dets[:n], truths_of(val[:n]), cfg.class_names,
+                draw_truth_and_detections([s.image for s in val[:n]], dets[:n], truths_of(val[:n]), cfg.classes,
                                           Path(tmp), det.score_threshold)
                 mlflow.log_artifacts(tmp, "samples")
         info = mlflow.pytorch.log_model(result.model, name="model", pip_requirements=pinned_requirements(),
@@ -112,7 +112,7 @@ def register_and_gate(model_uri: str, run_id: str, metrics: dict, val, settings:
     champion_metrics = None
     if current is not None:  # re-scored on this run's held-out images: the same evaluation data
         model = mlflow.pytorch.load_model(current.uri)
-        cfg = config_from_settings(det, settings.seed)
+        cfg = DetectTrainConfig.from_settings(settings)
         champion_metrics, _ = final_evaluation(model, val, cfg)
     version = registry.register(model_uri, name, run_id=run_id,
                                 tags={"map50": f"{metrics['map50']:.4f}", "map50_95": f"{metrics['map50_95']:.4f}"})
@@ -137,7 +137,7 @@ def detect_bench_flow(model_uri: str | None = None, hog: bool = True, timed_imag
     uri, source_run = bench.resolve_model(det.registered_model, model_uri)
     model = load_model_uri(uri)
     _, val = samples(settings, None, None)
-    cfg = config_from_settings(det, settings.seed)
+    cfg = DetectTrainConfig.from_settings(settings)
     log.info("benchmarking %s on %d held-out images", uri, len(val))
     with tracked_run(f"{settings.tracking.experiment_prefix}-bench-detect", "yolo-mobilenet_v2",
                      params={"model_uri": uri, "val_images": len(val), "hog": hog},

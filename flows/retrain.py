@@ -30,6 +30,7 @@ from prefect.cache_policies import NO_CACHE
 from components import data_version, registry
 from components.embedding.backbones import make_backbone
 from components.embedding.model import EmbeddingModel
+from components.embedding.train import TrainConfig
 from components.enrolment import enrolled_names, reembed_all
 from components.errors import FacegateError, RegistryError, RetrainBusy, StageFailed
 from components.gallery import Gallery, GalleryLocked, gallery_lock
@@ -37,7 +38,6 @@ from components.paths import mlflow_tracking_uri, state_dir
 from components.recognition import FaceRecognizer
 from components.settings import Settings, load_settings
 from components.tracking import ensure_experiment, set_data_version, tracked_run
-from flows.bench import train_config
 from flows.data import ingest_flow, validate_flow
 from flows.gallery import version_gallery
 from flows.serving import (
@@ -169,7 +169,7 @@ def _chain(settings: Settings, datasets: list[str] | None, limit: int | None, lo
     abandoned = registry.abandon_pending(name)
     if stale or abandoned:
         log.warning("a previous chain died: closed runs %s, abandoned versions %s", stale, abandoned)
-    cfg = train_config(settings)
+    cfg = TrainConfig.from_settings(settings)
     params = {**settings.flat(), "run.backbone": backbone, "run.mode": mode, "run.limit": limit,
               "run.datasets": ",".join(datasets or [s.name for s in settings.ingest.datasets])}
     stage, version, result = "ingest", None, {"model": name}

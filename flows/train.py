@@ -37,7 +37,6 @@ from components.ingest import read_manifest
 from components.paths import data_dir, state_dir
 from components.settings import Settings, load_settings
 from components.tracking import tracked_run
-from flows.bench import train_config
 
 TRAIN_EXPERIMENT = "train"
 
@@ -189,7 +188,7 @@ def train_flow(dataset: str = "lfw", backbone: str | None = None, mode: str | No
     settings = load_settings()
     backbone = backbone or settings.embedding.backbone
     mode = mode or settings.embedding.mode
-    cfg = train_config(settings, epochs=epochs, lr=lr, miner=miner)
+    cfg = TrainConfig.from_settings(settings, epochs=epochs, lr=lr, miner=miner)
     data = load_training_data(dataset, settings)
     params = {**settings.flat(), "run.dataset": dataset, "run.backbone": backbone, "run.mode": mode,
               **{f"run.train.{k}": v for k, v in cfg.__dict__.items()}}

@@ -22,16 +22,18 @@ __all__ = ["BoxAugmentSettings", "box_augmentation", "augment_sample", "letterbo
 
 @dataclass(frozen=True)
 class BoxAugmentSettings:
-    flip_p: float = 0.5
-    crop_p: float = 0.5
-    crop_scale_min: float = 0.5
-    min_visibility: float = 0.4
-    colour_p: float = 0.5
-    rgb_shift: int = 15
-    brightness: float = 0.2
-    contrast: float = 0.2
-    saturation: float = 0.2
-    hue: float = 0.02
+    """The detector's augmentation knobs, named as in params' ``detection`` section (which holds their values)."""
+
+    flip_p: float
+    crop_p: float
+    crop_scale_min: float
+    min_visibility: float
+    colour_p: float
+    rgb_shift: int
+    brightness: float
+    contrast: float
+    saturation: float
+    hue: float
 
 
 def box_augmentation(cfg: BoxAugmentSettings, size: int, seed: int | None = None):

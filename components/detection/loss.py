@@ -23,11 +23,13 @@ __all__ = ["LossWeights", "yolo_loss", "decode_boxes_torch", "box_iou_torch"]
 
 @dataclass(frozen=True)
 class LossWeights:
-    coord: float = 5.0
-    obj: float = 1.0
-    noobj: float = 0.5
-    cls: float = 1.0
-    ignore_iou: float = 0.5
+    """YOLO's lambda_coord / lambda_noobj (and the two others), named as in params' ``detection`` section."""
+
+    lambda_coord: float
+    lambda_obj: float
+    lambda_noobj: float
+    lambda_cls: float
+    ignore_iou: float  # no no-object penalty where a prediction already overlaps a true box this much
 
 
 def decode_boxes_torch(pred: Tensor, anchors: Tensor, stride: int) -> Tensor:
@@ -53,7 +55,7 @@ def box_iou_torch(a: Tensor, b: Tensor) -> Tensor:
 
 
 def yolo_loss(preds: list[Tensor], targets: list[Tensor], gt_boxes: list[Tensor] | None,
-              anchors: Tensor, strides: tuple[int, ...], weights: LossWeights = LossWeights()) -> dict[str, Tensor]:
+              anchors: Tensor, strides: tuple[int, ...], weights: LossWeights) -> dict[str, Tensor]:
     """Loss parts and ``total``; ``gt_boxes[i]`` (M_i x 4 xyxy input pixels) feed the ignore rule
     (None: no ignore rule, every unassigned anchor is a negative)."""
     n = preds[0].shape[0]
@@ -73,13 +75,13 @@ def yolo_loss(preds: list[Tensor], targets: list[Tensor], gt_boxes: list[Tensor]
             p, t = pred[pos], target[pos]
             xy = (torch.sigmoid(p[:, 1:3]) - t[:, 1:3]).pow(2).sum()
             hw = (p[:, 3:5] - torch.log(t[:, 3:5].clamp(min=1e-9))).pow(2).sum()
-            parts["box"] = parts["box"] + weights.coord * (xy + hw)
-            parts["obj"] = parts["obj"] + weights.obj * F.binary_cross_entropy_with_logits(
+            parts["box"] = parts["box"] + weights.lambda_coord * (xy + hw)
+            parts["obj"] = parts["obj"] + weights.lambda_obj * F.binary_cross_entropy_with_logits(
                 logit_obj[pos], torch.ones_like(logit_obj[pos]), reduction="sum")
-            parts["cls"] = parts["cls"] + weights.cls * F.cross_entropy(
+            parts["cls"] = parts["cls"] + weights.lambda_cls * F.cross_entropy(
                 p[:, N_BOX_FIELDS:], t[:, N_BOX_FIELDS:].argmax(dim=1), reduction="sum")
         if neg.any():
-            parts["noobj"] = parts["noobj"] + weights.noobj * F.binary_cross_entropy_with_logits(
+            parts["noobj"] = parts["noobj"] + weights.lambda_noobj * F.binary_cross_entropy_with_logits(
                 logit_obj[neg], torch.zeros_like(logit_obj[neg]), reduction="sum")
     out = {k: v / n for k, v in parts.items()}
     out["total"] = out["box"] + out["obj"] + out["noobj"] + out["cls"]

@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,33 +28,48 @@ from components.detection.loss import LossWeights, yolo_loss
 from components.detection.metrics import evaluate, voc_map
 from components.detection.model import YoloDetector, build_detector, layout_from
 from components.embedding.mobilenet_v2 import normalise
+from components.settings import build_config
+
+if TYPE_CHECKING:
+    from components.settings import Settings
 
 __all__ = ["DetectTrainConfig", "fit_anchors", "train_detector", "TrainResult"]
 
 
 @dataclass(frozen=True)
 class DetectTrainConfig:
-    class_names: tuple[str, ...]
-    input_size: int = 416
-    strides: tuple[int, ...] = (8, 16)
-    anchors_per_scale: int = 3
-    width: int = 128
-    batch_size: int = 16
-    frozen_epochs: int = 10
-    frozen_copies: int = 4
-    lr_head: float = 2e-3
-    finetune_epochs: int = 12
-    finetune_stages: int = 3
-    lr_finetune: float = 5e-4
-    weight_decay: float = 5e-4
-    loss: LossWeights = LossWeights()
-    augment: BoxAugmentSettings = BoxAugmentSettings()
-    eval_score_threshold: float = 0.01
-    nms_iou: float = 0.5
-    max_detections: int = 100
-    eval_every: int = 1
-    seed: int = 1234
-    threads: int = 2
+    """One detector training run: params' ``detection`` section and the seed, built by ``from_settings``.
+
+    No defaults for what params holds (the one source of them); ``loss`` and ``augment`` are built
+    from the same section's ``lambda_*`` / ``ignore_iou`` and augmentation keys.
+    """
+
+    classes: tuple[str, ...]
+    input_size: int
+    strides: tuple[int, ...]
+    anchors_per_scale: int
+    width: int
+    batch_size: int
+    frozen_epochs: int
+    frozen_copies: int
+    lr_head: float
+    finetune_epochs: int
+    finetune_stages: int
+    lr_finetune: float
+    weight_decay: float
+    loss: LossWeights
+    augment: BoxAugmentSettings
+    eval_score_threshold: float
+    nms_iou: float
+    max_detections: int
+    eval_every: int
+    seed: int
+    threads: int = 2  # CPU threads for training (not a param: the machines have 2 cores)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides) -> DetectTrainConfig:
+        """``detection.*`` and ``seed``; ``overrides`` (frozen_epochs=..., ...) win when not None."""
+        return build_config(cls, {**settings.detection.model_dump(), "seed": settings.seed}, **overrides)
 
 
 @dataclass
@@ -99,7 +115,7 @@ def _step(model, opt, preds, targets, gts, cfg) -> dict[str, float]:
 def quick_map50(model: YoloDetector, val: list[DetectionSample], cfg: DetectTrainConfig) -> float:
     dets = detect_images(model, [s.image for s in val], score_threshold=cfg.eval_score_threshold,
                          iou_threshold=cfg.nms_iou, max_detections=cfg.max_detections)
-    return voc_map(dets, truths_of(val), len(cfg.class_names))[0]
+    return voc_map(dets, truths_of(val), len(cfg.classes))[0]
 
 
 def train_detector(train: list[DetectionSample], val: list[DetectionSample], cfg: DetectTrainConfig,
@@ -112,8 +128,8 @@ def train_detector(train: list[DetectionSample], val: list[DetectionSample], cfg
     start = time.perf_counter()
     anchors, anchor_iou = fit_anchors(train, cfg)
     log(f"anchors (w, h): {np.round(anchors, 1).tolist()} mean best IoU {anchor_iou:.3f}")
-    layout = layout_from(cfg.input_size, cfg.strides, anchors, len(cfg.class_names))
-    model = build_detector(layout, cfg.class_names, width=cfg.width)
+    layout = layout_from(cfg.input_size, cfg.strides, anchors, len(cfg.classes))
+    model = build_detector(layout, cfg.classes, width=cfg.width)
     result = TrainResult(model, anchors, anchor_iou)
     pipeline = box_augmentation(cfg.augment, cfg.input_size, seed=cfg.seed)
     epoch_no = 0
@@ -213,24 +229,4 @@ def final_evaluation(model: YoloDetector, val: list[DetectionSample], cfg: Detec
     """Full metrics (VOC, COCO, pycocotools cross-check) and the detections they came from."""
     dets = detect_images(model, [s.image for s in val], score_threshold=cfg.eval_score_threshold,
                          iou_threshold=cfg.nms_iou, max_detections=cfg.max_detections)
-    return evaluate(dets, truths_of(val), cfg.class_names), dets
-
-
-def config_from_settings(det, seed: int, **overrides) -> DetectTrainConfig:
-    """The training config from ``Settings.detection`` (a ``DetectionSettings``); overrides win if not None."""
-    fields = dict(
-        class_names=tuple(det.classes), input_size=det.input_size, strides=tuple(det.strides),
-        anchors_per_scale=det.anchors_per_scale, width=det.width, batch_size=det.batch_size,
-        frozen_epochs=det.frozen_epochs, frozen_copies=det.frozen_copies, lr_head=det.lr_head,
-        finetune_epochs=det.finetune_epochs, finetune_stages=det.finetune_stages, lr_finetune=det.lr_finetune,
-        weight_decay=det.weight_decay,
-        loss=LossWeights(coord=det.lambda_coord, obj=det.lambda_obj, noobj=det.lambda_noobj, cls=det.lambda_cls,
-                         ignore_iou=det.ignore_iou),
-        augment=BoxAugmentSettings(flip_p=det.flip_p, crop_p=det.crop_p, crop_scale_min=det.crop_scale_min,
-                                   min_visibility=det.min_visibility, colour_p=det.colour_p, rgb_shift=det.rgb_shift,
-                                   brightness=det.brightness, contrast=det.contrast, saturation=det.saturation,
-                                   hue=det.hue),
-        eval_score_threshold=det.eval_score_threshold, nms_iou=det.nms_iou, max_detections=det.max_detections,
-        eval_every=det.eval_every, seed=seed)
-    fields.update({k: v for k, v in overrides.items() if v is not None})
-    return DetectTrainConfig(**fields)
+    return evaluate(dets, truths_of(val), cfg.classes), dets

@@ -8,17 +8,14 @@ triplets stay active, not only by its loss.
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from components.embedding.model import EmbeddingModel
-
-if TYPE_CHECKING:
-    import pandas as pd
 from components.embedding.triplets import (
     PKSampler,
     get_miner,
@@ -27,21 +24,34 @@ from components.embedding.triplets import (
     triplet_distances,
     triplet_loss,
 )
+from components.settings import build_config
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from components.settings import Settings
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    miner: str = "semi_hard"
-    margin: float = 0.2
-    p: int = 32
-    k: int = 4
-    epochs: int = 10
-    batches_per_epoch: int | None = None
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    seed: int = 1234
-    finetune_stages: int = 2
-    flip_prob: float = 0.5  # head mode: chance of using the mirror image's cached features
+    """One training run's knobs: params' ``train.*`` and the seed (no defaults here: params.yaml has them)."""
+
+    miner: str
+    margin: float
+    p: int
+    k: int
+    epochs: int
+    batches_per_epoch: int | None
+    lr: float
+    weight_decay: float
+    seed: int
+    finetune_stages: int
+    flip_prob: float  # head mode: chance of using the mirror image's cached features
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides) -> TrainConfig:
+        """``train.*`` and ``seed`` from the settings; ``overrides`` (epochs=..., lr=...) win when not None."""
+        return build_config(cls, {**settings.train.model_dump(), "seed": settings.seed}, **overrides)
 
 
 def seed_everything(seed: int) -> None:

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from components import data_version
 from components.errors import ValidationFailed
-from components.paths import mlflow_tracking_uri
+from components.paths import mlflow_tracking_uri, state_dir
 from tests import images_factory as f
 from tests.conftest import link_or_copy, shared_dataset
 
@@ -45,6 +45,11 @@ def build_slices(sandbox) -> None:
     sandbox.commit()
 
 
+def gx_folders() -> list:
+    """Validation's temporary GX projects left in the state folder (each run removes its own)."""
+    return sorted(state_dir().glob("gx-*"))
+
+
 def runs_of(experiment: str) -> pd.DataFrame:
     mlflow.set_tracking_uri(mlflow_tracking_uri())
     return mlflow.search_runs(experiment_names=[experiment])
@@ -66,6 +71,7 @@ def test_data_pipeline_end_to_end(sandbox, prefect_server):
     assert quarantined == {f"odd/_quarantine/alice/{n}": c for n, (_, c) in f.BAD_FILES.items()}
     assert by_name["odd"]["images"] == 2 + len(f.ODD_BUT_GOOD)  # every odd file normalised, none lost
     assert all(r["success"] for r in result["validation"])
+    assert gx_folders() == []
 
     data = sandbox.root / "data"
     before = pd.read_parquet(data / "lfw" / "manifest.parquet")
@@ -97,6 +103,7 @@ def test_data_pipeline_end_to_end(sandbox, prefect_server):
     assert "identity_split_count" in exc.value.message and m.loc[first, "path"] in exc.value.message
     failed = runs_of("facegate-data").sort_values("start_time").iloc[-1]
     assert failed["status"] == "FAILED" and failed["tags.mlflow.runName"] == "validate"
+    assert gx_folders() == []  # removed on the failing path too
     artifacts = mlflow.artifacts.download_artifacts(run_id=failed["run_id"], artifact_path="data_docs")
     assert any(p.name == "index.html" for p in __import__("pathlib").Path(artifacts).rglob("*.html"))
 

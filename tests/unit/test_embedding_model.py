@@ -6,6 +6,7 @@ import torch
 from components.embedding.backbones import BACKBONES, make_backbone
 from components.embedding.model import EmbeddingModel, chip_features, embed_chips, embed_from_features
 from components.embedding.train import TrainConfig, train_head
+from components.settings import Settings
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def test_head_training_separates_identities():
         return d[~same].mean() - d[same & off].mean()
 
     before = gap()
-    hist = train_head(model, feats, None, labels, TrainConfig(miner="batch_hard", p=6, k=4, epochs=15, lr=3e-3, seed=1))
+    hist = train_head(model, feats, None, labels, TrainConfig.from_settings(Settings(), miner="batch_hard", p=6, k=4, epochs=15, lr=3e-3, seed=1))
     assert len(hist) == 15 and {"loss", "active_fraction", "mean_d_ap", "mean_d_an"} <= set(hist[0])
     assert hist[-1]["loss"] < hist[0]["loss"]
     assert gap() > before + 0.1

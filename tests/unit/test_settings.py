@@ -31,3 +31,30 @@ def test_missing_and_malformed_file(tmp_path):
     bad.write_text("seed: [1,\n")
     with pytest.raises(SettingsError, match="not valid YAML"):
         load_settings(bad)
+
+
+def test_run_configs_come_from_params_alone():
+    """TrainConfig and DetectTrainConfig hold no defaults of their own: every value is params'."""
+    from components.detection.train import DetectTrainConfig
+    from components.embedding.train import TrainConfig
+
+    s = load_settings(repo_root() / "params.yaml")
+    train = TrainConfig.from_settings(s)
+    assert {**s.train.model_dump(), "seed": s.seed} == train.__dict__
+    assert TrainConfig.from_settings(s, epochs=3, lr=None).epochs == 3  # None: params' value
+    assert TrainConfig.from_settings(s, lr=None).lr == s.train.lr
+    cfg = DetectTrainConfig.from_settings(s, frozen_epochs=1)
+    d = s.detection
+    assert cfg.frozen_epochs == 1 and cfg.finetune_epochs == d.finetune_epochs and cfg.classes == d.classes
+    assert cfg.loss.lambda_noobj == d.lambda_noobj and cfg.loss.ignore_iou == d.ignore_iou
+    assert cfg.augment.crop_scale_min == d.crop_scale_min and cfg.augment.min_visibility == d.min_visibility
+    assert cfg.eval_every == d.eval_every and cfg.seed == s.seed
+    with pytest.raises(TypeError, match="no field"):
+        TrainConfig.from_settings(s, epoch=3)  # a typo fails, never silently ignored
+
+
+def test_validation_reads_the_shared_image_and_detector_settings():
+    with pytest.raises(SettingsError, match=r"validate\.min_side"):
+        parse_settings({"validate": {"min_side": 16}})  # images.min_side is the one knob
+    with pytest.raises(SettingsError, match=r"validate\.detection_classes"):
+        parse_settings({"validate": {"detection_classes": ["a"]}})  # detection.classes is

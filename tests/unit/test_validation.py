@@ -1,15 +1,16 @@
 """The GX suites on tiny generated manifests: each defect is caught and named by row."""
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from components.ingest import ingest_source
-from components.settings import ValidateSettings
+from components.settings import ImageSettings, Settings
 from components.validation import validate_manifest
 from tests import images_factory as f
 
-CFG = ValidateSettings(min_side=16)
+CFG = Settings(images=ImageSettings(min_side=16))  # validation reads images.min_side, detection.classes
 NO_QUARANTINE = pd.DataFrame(columns=["path", "source", "code", "reason"])
 
 
@@ -98,3 +99,20 @@ def test_detection_defects_named_by_box(tmp_path):
     assert fails[("expect_column_values_to_be_in_set", "label")].rows == ["masks/images/a.jpg#2"]
     assert fails[("expect_column_pair_values_a_to_be_greater_than_b", "xmax")].rows == ["masks/images/b.jpg#0"]
     assert fails[("expect_column_values_to_be_between", "n_boxes")].rows == ["masks/images/c.jpg"]
+
+
+def test_gx_project_folders_do_not_pile_up(people, tmp_path):
+    """Each run's GX project is removed afterwards, whether the suite ran, failed, or raised."""
+    from components.validation import gx_project
+
+    data, manifest = people
+    state = tmp_path / "state"
+    for _ in range(2):
+        with gx_project(state) as root:
+            assert root.parent == state and not any(root.iterdir())
+            report = validate_manifest("people", "image_folder", manifest, NO_QUARANTINE, data, CFG, root)
+            assert report.data_docs and Path(report.data_docs).is_dir()
+        assert not root.exists()
+    with pytest.raises(RuntimeError), gx_project(state) as root:
+        raise RuntimeError("a failing run")
+    assert not root.exists() and list(state.iterdir()) == []

@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from components.detection.model import build_detector, layout_from
-from components.detection.train import config_from_settings
+from components.detection.train import DetectTrainConfig
 from components.errors import SettingsError
 from components.paths import repo_root
 from components.settings import parse_settings
@@ -43,8 +43,8 @@ def test_frozen_then_unfrozen(model):
 def test_detection_settings_are_strict():
     raw = yaml.safe_load((repo_root() / "params.yaml").read_text())
     settings = parse_settings(raw)
-    cfg = config_from_settings(settings.detection, settings.seed, finetune_epochs=1)
-    assert cfg.finetune_epochs == 1 and cfg.class_names == tuple(settings.detection.classes)
+    cfg = DetectTrainConfig.from_settings(settings, finetune_epochs=1)
+    assert cfg.finetune_epochs == 1 and cfg.classes == tuple(settings.detection.classes)
     raw["detection"]["anchor_count"] = 3
     with pytest.raises(SettingsError, match="detection.anchor_count"):
         parse_settings(raw)

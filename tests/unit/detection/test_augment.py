@@ -1,11 +1,16 @@
 """Bbox-aware augmentation: boxes move with the pixels (mirroring, cropping), colour leaves them alone."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from components.detection.augment import BoxAugmentSettings, augment_sample, box_augmentation, letterbox_sample
+from components.detection.augment import augment_sample, box_augmentation, letterbox_sample
+from components.detection.train import DetectTrainConfig
+from components.settings import Settings
 
+PARAMS = DetectTrainConfig.from_settings(Settings()).augment  # the detection section's defaults
 OFF = dict(flip_p=0.0, crop_p=0.0, colour_p=0.0)
 
 
@@ -25,7 +30,7 @@ def white_inside(img: np.ndarray, box: np.ndarray) -> float:
 
 def test_mirroring_moves_boxes_with_the_pixels():
     img, boxes, labels = scene()
-    pipe = box_augmentation(BoxAugmentSettings(**{**OFF, "flip_p": 1.0}), 200, seed=0)
+    pipe = box_augmentation(replace(PARAMS, **{**OFF, "flip_p": 1.0}), 200, seed=0)
     out, b, lab = augment_sample(pipe, img, boxes, labels, 200)
     # letterbox 200 x 100 -> 200 x 100 + padding below; x' = 200 - x
     np.testing.assert_allclose(b, [[160, 20, 190, 50], [10, 60, 50, 95]], atol=1e-4)  # float32 inside
@@ -35,7 +40,7 @@ def test_mirroring_moves_boxes_with_the_pixels():
 
 def test_random_crop_keeps_boxes_on_their_pixels_and_drops_the_barely_visible():
     img, boxes, labels = scene()
-    cfg = BoxAugmentSettings(**{**OFF, "crop_p": 1.0, "crop_scale_min": 0.3, "min_visibility": 0.4})
+    cfg = replace(PARAMS, **{**OFF, "crop_p": 1.0, "crop_scale_min": 0.3, "min_visibility": 0.4})
     pipe = box_augmentation(cfg, 128, seed=3)
     kept = 0
     for _ in range(20):
@@ -50,7 +55,7 @@ def test_random_crop_keeps_boxes_on_their_pixels_and_drops_the_barely_visible():
 
 def test_colour_shift_changes_pixels_not_boxes():
     img, boxes, labels = scene()
-    cfg = BoxAugmentSettings(**{**OFF, "colour_p": 1.0, "rgb_shift": 40})
+    cfg = replace(PARAMS, **{**OFF, "colour_p": 1.0, "rgb_shift": 40})
     out, b, _ = augment_sample(box_augmentation(cfg, 200, seed=1), img, boxes, labels, 200)
     ref, rb = letterbox_sample(img, boxes, 200)
     np.testing.assert_allclose(b, rb, atol=1e-4)

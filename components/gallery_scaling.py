@@ -32,16 +32,21 @@ from typing import Callable, Sequence
 import faiss
 import numpy as np
 
+from components.gallery import index_kinds as kinds
+from components.gallery.index_kinds import (  # noqa: F401 - the shared defaults, importable from here too
+    HNSW_EF_CONSTRUCTION,
+    HNSW_M,
+    IVF_TRAIN_POINTS_PER_LIST,
+    ivf_nlist,
+)
+
 DIM = 128
 LFW_GENUINE = (0.37, 0.08)   # (mean, std) Euclidean distance, dlib ResNet, L2-normalised, LFW pairs
 LFW_IMPOSTOR = (0.92, 0.07)
 DECISION_DISTANCE = 0.6      # dlib's usual same-person threshold on Euclidean distance
 
-HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 200
-HNSW_EF_SEARCH = (64, 128, 256)
+HNSW_EF_SEARCH = (64, 128, 256)  # search settings swept; HNSW_M, efConstruction: the gallery's defaults
 IVF_NPROBE = (8, 16, 32, 64, 128)
-IVF_TRAIN_POINTS_PER_LIST = 64   # k-means sample: at most this many gallery vectors per inverted list
 RECALL_TARGET = 0.99
 SPEEDUP_TARGET = 10.0
 GOAL_SIZE = 1_000_000
@@ -192,18 +197,18 @@ def make_dataset(n_identities: int, n_queries: int, cal: Calibration, seed: int 
 
 
 # ------------------------------------------------------------------------------------------ indexes
+# Built by components.gallery.index_kinds, as the gallery builds them; only the timing is added here.
 
 def build_flat(gallery: np.ndarray) -> tuple[faiss.Index, float]:
     t0 = time.perf_counter()
-    index = faiss.IndexFlatIP(gallery.shape[1])
+    index = kinds.flat_index(gallery.shape[1])
     index.add(gallery)
     return index, time.perf_counter() - t0
 
 
 def build_hnsw(gallery: np.ndarray, m: int = HNSW_M, ef_construction: int = HNSW_EF_CONSTRUCTION,
                chunk: int = 100_000, log: Log = _quiet) -> tuple[faiss.Index, float]:
-    index = faiss.IndexHNSWFlat(gallery.shape[1], m, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = ef_construction
+    index = kinds.hnsw_index(gallery.shape[1], m, ef_construction)
     t0 = time.perf_counter()
     for start in range(0, len(gallery), chunk):
         index.add(gallery[start:start + chunk])
@@ -213,23 +218,12 @@ def build_hnsw(gallery: np.ndarray, m: int = HNSW_M, ef_construction: int = HNSW
     return index, time.perf_counter() - t0
 
 
-def ivf_nlist(n: int) -> int:
-    return max(1, int(round(4 * math.sqrt(n))))
-
-
 def build_ivf(gallery: np.ndarray, nlist: int, train_points_per_list: int = IVF_TRAIN_POINTS_PER_LIST,
               seed: int = 0) -> tuple[faiss.Index, float]:
     """IndexIVFFlat trained on (a sample of at most train_points_per_list * nlist of) the gallery."""
-    d = gallery.shape[1]
-    quantizer = faiss.IndexFlatIP(d)
-    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-    index.cp.seed = seed
-    n_train = min(len(gallery), train_points_per_list * nlist)
-    index.cp.max_points_per_centroid = max(1, -(-n_train // nlist))  # faiss would subsample otherwise
+    index = kinds.ivf_index(gallery.shape[1], nlist)
     t0 = time.perf_counter()
-    train = gallery if n_train == len(gallery) else \
-        gallery[np.sort(np.random.default_rng(seed).choice(len(gallery), n_train, replace=False))]
-    index.train(train)
+    kinds.train_ivf(index, gallery, sample_per_list=train_points_per_list, seed=seed)
     index.add(gallery)
     return index, time.perf_counter() - t0
 
@@ -386,7 +380,7 @@ def run_size(n: int, n_queries: int, cal: Calibration, *, seed: int = 0, n_singl
         mem = index_bytes(index)
         log(f"  hnsw M={hnsw_m} efC={hnsw_ef_construction}: built in {build_s:.1f} s")
         for ef in hnsw_ef_search:
-            index.hnsw.efSearch = ef
+            kinds.set_search_params(index, ef_search=ef)
             D, I, batch_s, cores = time_batch_search(index, queries)
             singles = time_single_searches(index, queries, n_single, budget_s=single_budget_s)
             rows.append(_row("IndexHNSWFlat", {"M": hnsw_m, "efConstruction": hnsw_ef_construction,
@@ -403,7 +397,7 @@ def run_size(n: int, n_queries: int, cal: Calibration, *, seed: int = 0, n_singl
         for nprobe in ivf_nprobe:
             if nprobe > nlist:
                 continue
-            index.nprobe = nprobe
+            kinds.set_search_params(index, nprobe=nprobe)
             D, I, batch_s, cores = time_batch_search(index, queries)
             singles = time_single_searches(index, queries, n_single, budget_s=single_budget_s)
             rows.append(_row("IndexIVFFlat", {"nlist": nlist, "nprobe": nprobe, "train_points": n_train},

@@ -108,7 +108,6 @@ class GallerySettings(_Strict):
     index_kind: Literal["flat", "ivf", "hnsw"] = "flat"
     calibration_dataset: str = "lfw"  # an ingested identity dataset; its held-out split calibrates tau
     keep_versions: int = Field(3, ge=1)
-    device: Literal["cpu", "gpu", "auto"] = "auto"  # faiss search device; auto: a GPU when faiss sees one
 
 
 class ApiSettings(_Strict):
@@ -221,7 +220,6 @@ class Settings(_Strict):
         return flatten(self.model_dump(by_alias=True, mode="json"))
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 T = TypeVar("T")
 
 
@@ -252,6 +250,7 @@ def build_config(cls: type[T], values: Mapping[str, Any], **overrides: Any) -> T
     return cls(**kwargs)
 
 
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"

@@ -40,7 +40,7 @@ class FaceRecognizer:
         self.model = model.eval()
         self.flip_tta = settings.embedding.flip_tta
         self.finder = FaceFinder(make_detector(settings.faces.detector, upsample=settings.faces.upsample),
-                                 FaceAligner())
+                                 FaceAligner(geometry=model.backbone.chip_geometry))
         self.embedder_name = f"{model.name}"
         self.embedder_version = version or f"sha256:{model_fingerprint(model)}"
 

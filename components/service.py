@@ -96,7 +96,7 @@ def calibrate(recognizer: FaceRecognizer, settings: Settings,
     # chips of the whole manifest: the same cache entry the training chain reads, then the held-out rows
     chips = cached_chips(state_dir() / "cache", [data_dir() / p for p in manifest["path"]],
                          manifest["sha256"].tolist(), detector=settings.faces.detector,
-                         upsample=settings.faces.upsample)
+                         upsample=settings.faces.upsample, geometry=recognizer.model.backbone.chip_geometry)
     held = np.flatnonzero(manifest["split"].to_numpy() != "train")
     emb = embed_chips(recognizer.model, np.asarray(chips.chips[held]), settings.embedding.flip_tta)
     return calibrate_tau(emb, manifest["identity"].to_numpy()[held], settings.gallery.target_far)

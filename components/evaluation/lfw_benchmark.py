@@ -52,12 +52,12 @@ def _sha256(path: Path) -> str:
 
 
 def load_lfw(root: Path, cache_dir: Path, *, detector: str = "dlib_hog", upsample: int = 0,
-             progress: Progress = None) -> LfwSet:
-    """Every LFW image's aligned chip (cached) and the View 2 pairs as row indices."""
+             progress: Progress = None, geometry: str = "dlib_150") -> LfwSet:
+    """Every LFW image's aligned chip in ``geometry`` (cached) and the View 2 pairs as row indices."""
     files = sorted(root.glob("*/*.jpg"))
     paths = [f"{f.parent.name}/{f.name}" for f in files]
     hashes = [_sha256(f) for f in files]
-    settings = {"detector": detector, "upsample": upsample}
+    settings = {"detector": detector, "upsample": upsample, "geometry": geometry}
     chips = cached_chips(cache_dir, files, hashes, **settings,
                          progress=(lambda i, n: progress("chips", i, n)) if progress else None)
     pairs = read_lfw_pairs(root / "pairs.txt")
@@ -189,7 +189,7 @@ def measure_speed(lfw: LfwSet, backbone: str, n_chips: int = 256, n_images: int 
     embed_from_features(model, chip_features(model.backbone, chips, batch_size=64),
                         chip_features(model.backbone, chips, batch_size=64, flip=True) if flip_tta else None)
     faces_per_s = len(chips) / (time.perf_counter() - t)
-    finder = FaceFinder(make_detector(detector, upsample=upsample), FaceAligner())
+    finder = FaceFinder(make_detector(detector, upsample=upsample), FaceAligner(geometry=model.backbone.chip_geometry))
     files = [lfw.root / p for p in lfw.paths[:: max(1, len(lfw.paths) // n_images)][:n_images]]
     t = time.perf_counter()
     for f in files:

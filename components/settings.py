@@ -108,6 +108,7 @@ class GallerySettings(_Strict):
     index_kind: Literal["flat", "ivf", "hnsw"] = "flat"
     calibration_dataset: str = "lfw"  # an ingested identity dataset; its held-out split calibrates tau
     keep_versions: int = Field(3, ge=1)
+    device: Literal["cpu", "gpu", "auto"] = "auto"  # faiss search device; auto: a GPU when faiss sees one
 
 
 class ApiSettings(_Strict):

@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -319,7 +319,3 @@ def read_manifest(data_root: Path, name: str) -> pd.DataFrame:
 def read_quarantine(data_root: Path, name: str) -> pd.DataFrame:
     path = data_root / name / "quarantine.parquet"
     return pd.read_parquet(path) if path.is_file() else pd.DataFrame(columns=QUARANTINE_COLUMNS)
-
-
-def kinds() -> Iterable[str]:
-    return SOURCES.keys()

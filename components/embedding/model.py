@@ -42,10 +42,6 @@ class EmbeddingModel(nn.Module):
         return self.embed_features(self.backbone.features(x))
 
 
-def build_model(backbone: str) -> EmbeddingModel:
-    return EmbeddingModel(make_backbone(backbone))
-
-
 @torch.inference_mode()
 def chip_features(backbone: Backbone, chips: np.ndarray, batch_size: int = 64, flip: bool = False,
                   progress=None) -> np.ndarray:

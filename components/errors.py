@@ -190,6 +190,35 @@ class UnsupportedMediaType(FacegateError):
     http_status = 415
 
 
+class BadRequest(FacegateError):
+    """A request the API cannot read: a malformed header, body or form."""
+
+    code = "bad_request"
+    http_status = 400
+
+
+class InvalidRequest(FacegateError):
+    """A request whose fields are missing or out of their declared range (FastAPI's validation)."""
+
+    code = "invalid_request"
+    http_status = 422
+
+
+class BodyTooLarge(FacegateError):
+    """A request body over ``api.max_body_bytes``: refused on its Content-Length or once that many bytes
+    arrived, before anything is spooled to disk."""
+
+    code = "body_too_large"
+    http_status = 413
+
+
+class FormLimitExceeded(FacegateError):
+    """More files or form fields than ``api.max_files`` / ``api.max_fields``, or a field too long."""
+
+    code = "form_limit_exceeded"
+    http_status = 413
+
+
 # ------------------------------------------------------------------------------- employees, gallery
 
 

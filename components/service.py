@@ -14,6 +14,7 @@ read is refused (``gallery_model_mismatch``).
 """
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -26,8 +27,9 @@ from components import registry
 from components.calibration import Calibration, calibrate_tau
 from components.embedding.backbones import make_backbone
 from components.embedding.model import EmbeddingModel, embed_chips
-from components.enrolment import EnrolmentStore, Photo, enrol, enrolled_names, reembed_all, remove
-from components.errors import FacegateError, GalleryNotFound, RegistryError
+from components.enrolment import (EnrolmentStore, Photo, check_employee_id, enrol, enrolled_names, reembed_all,
+                                  remove)
+from components.errors import FacegateError, GalleryNotFound, InvalidEmployee, RegistryError
 from components.gallery import Gallery, current_version, gallery_lock
 from components.recognition import FaceRecognizer
 from components.settings import Settings, load_settings
@@ -122,7 +124,7 @@ class IdentifiedFace:
     employee_id: str | None
     name: str | None
     recognized: bool
-    distance: float
+    distance: float | None  # None against an empty gallery (nobody to be near)
     tau: float
     target_fpir: float
 
@@ -244,8 +246,8 @@ class FaceGate:
         faces = []
         for face in recognizer.embed_all(pixels):
             eid, dist, name = g.identify(face.embedding[None], tau)
-            faces.append(IdentifiedFace(face.box.as_list(), eid, name, eid is not None, round(float(dist), 6),
-                                        tau, target))
+            distance = round(float(dist), 6) if math.isfinite(dist) else None
+            faces.append(IdentifiedFace(face.box.as_list(), eid, name, eid is not None, distance, tau, target))
         return Identification(faces, tau, target)
 
     def verify(self, employee_id: str, pixels: np.ndarray, source: str | Path = "photo") -> Verification:
@@ -266,8 +268,19 @@ class FaceGate:
 
         return calibrated_gallery(self.recognizer, self.settings, self.store, data_version.read_version())
 
+    def check_name(self, name: str) -> str:
+        """A display name: printable, at most ``api.max_name_length`` characters (every adapter's limit)."""
+        limit = self.settings.api.max_name_length
+        if len(name) > limit:
+            raise InvalidEmployee(f"name: {len(name)} characters, the limit is {limit}")
+        if not name.isprintable():
+            raise InvalidEmployee("name: control characters are not allowed")
+        return name
+
     def enrol(self, employee_id: str, name: str, photos: Sequence[Photo], replace: bool = False) -> Gallery:
         """One employee from one or more photos (one face each): a new gallery version, no retraining."""
+        check_employee_id(employee_id)
+        self.check_name(name or employee_id)
         with self.write_lock:
             self.refresh()
             g = enrol(self.store, self.recognizer, employee_id, name or employee_id, list(photos),

@@ -57,7 +57,7 @@ def test_key_required_and_errors_are_json(client):
     assert r.status_code == 401 and r.json()["code"] == "unauthorized"
     r = client.post("/identify", files={"image": photo("amy")}, headers={"X-API-Key": KEY})
     assert r.status_code == 404 and r.json()["code"] == "gallery_not_found"
-    assert client.get("/health").json()["status"] == "ok"
+    assert client.get("/health").json() == {"status": "ok"}  # liveness only, without a key
     assert "/identify" in client.get("/openapi.json").json()["paths"]
 
 
@@ -136,7 +136,7 @@ def test_api_follows_a_gallery_switched_by_another_writer(tmp_path, recognizer):
     h = {"X-API-Key": KEY}
     with TestClient(app) as c:
         assert enrol(c, "penny").status_code == 201
-        assert c.get("/health").json()["embedder"].endswith("@pretrained-test")
+        assert c.get("/status", headers=h).json()["embedder"].endswith("@pretrained-test")
         # the other writer: every stored photo re-embedded by the promoted model, saved atomically
         fresh = Gallery.new(128, promoted.embedder_name, promoted.embedder_version, tau=TAU)
         reembed_all(store, promoted, fresh, 10_000_000, {"penny": "Penny"})
@@ -145,7 +145,7 @@ def test_api_follows_a_gallery_switched_by_another_writer(tmp_path, recognizer):
         fresh.save(store.index_dir)
         faces = c.post("/identify", files={"image": photo("raj", 3)}, headers=h).json()["faces"]
         assert faces[0]["employee_id"] == "raj" and asked == ["facegate-embedder/7"]
-        assert c.get("/health").json()["embedder"].endswith("@facegate-embedder/7")
+        assert c.get("/status", headers=h).json()["embedder"].endswith("@facegate-embedder/7")
         assert sorted(e["employee_id"] for e in c.get("/employees", headers=h).json()) == ["penny", "raj"]
 
 

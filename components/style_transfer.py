@@ -23,7 +23,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from components.embedding.mobilenet_v2 import MobileNetV2, load_mobilenet_v2_imagenet, normalise
-from components.errors import ImageTooSmallForStyle, SettingsError
+from components.errors import ImageError, ImageTooSmallForStyle, SettingsError
 from components.images import DEFAULT_MAX_PIXELS, load_image
 
 __all__ = [
@@ -31,11 +31,17 @@ __all__ = [
     "StyleFeatures",
     "StyleResult",
     "StyleStep",
+    "centre_square",
+    "check_output_path",
     "config_from_settings",
     "content_cost",
     "gram_matrix",
+    "initial_image",
     "layer_style_cost",
     "load_style_inputs",
+    "plot_cost_curve",
+    "run_benchmark",
+    "save_image",
     "side_by_side",
     "style_cost",
     "stylize",
@@ -243,12 +249,21 @@ def prepare_content(pixels: np.ndarray, image_size: int) -> np.ndarray:
     return _resize(pixels, (max(1, round(w * scale)), max(1, round(h * scale))))
 
 
+def centre_square(pixels: np.ndarray) -> np.ndarray:
+    h, w = pixels.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return pixels[top:top + side, left:left + side]
+
+
 def load_style_inputs(content: str | Path | np.ndarray, style: str | Path | np.ndarray, image_size: int,
-                      min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, np.ndarray]:
+                      min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+                      square: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """C (longer side ``image_size``) and S (scaled and centre-cropped to C's size), uint8 H x W x 3.
 
     Paths go through the one image loader; arrays are taken as decoded RGB. Either image with a side
-    under ``min_side`` (before or after resizing) raises ImageTooSmallForStyle naming it.
+    under ``min_side`` (before or after resizing) raises ImageTooSmallForStyle naming it. ``square``
+    centre-crops C to a square first (the benchmark's image_size x image_size case).
     """
     def read(src, label):
         if isinstance(src, np.ndarray):
@@ -259,7 +274,7 @@ def load_style_inputs(content: str | Path | np.ndarray, style: str | Path | np.n
     s_pixels, s_name = read(style, "style")
     _check_side(c_pixels, c_name, min_side, "content image")
     _check_side(s_pixels, s_name, min_side, "style image")
-    c = prepare_content(c_pixels, image_size)
+    c = prepare_content(centre_square(c_pixels) if square else c_pixels, image_size)
     _check_side(c, c_name, min_side, f"content image (resized to longer side {image_size})")
     s = _cover(s_pixels, (c.shape[1], c.shape[0]))
     return c, s
@@ -389,3 +404,76 @@ def side_by_side(images: Sequence[np.ndarray], height: int = 256, gap: int = 6) 
         canvas[:, x:x + im.shape[1]] = im
         x += im.shape[1] + gap
     return canvas
+
+
+def save_image(pixels: np.ndarray, path: str | Path, quality: int = 90) -> Path:
+    """Write G (or a figure) as JPEG or PNG; any other suffix is refused by name before any work is lost."""
+    path = Path(path)
+    check_output_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".png":
+        Image.fromarray(pixels).save(path)
+    else:
+        Image.fromarray(pixels).save(path, quality=quality)
+    return path
+
+
+def check_output_path(path: str | Path) -> None:
+    if Path(path).suffix.lower() not in (".jpg", ".jpeg", ".png"):
+        raise ImageError(path, "the output must be a .jpg, .jpeg or .png file")
+
+
+def plot_cost_curve(curve: Sequence[StyleStep], alpha: float, beta: float, out: str | Path) -> Path:
+    """alpha J_content, beta J_style and J per iteration, log scale: the two weighted parts sum to J."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [s.iteration for s in curve]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, [s.total for s in curve], label="J (total)", color="black")
+    ax.plot(steps, [alpha * s.content for s in curve], label=f"alpha J_content (alpha={alpha:g})")
+    ax.plot(steps, [beta * s.style for s in curve], label=f"beta J_style (beta={beta:g})")
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("cost")
+    ax.set_title("style transfer: cost of G")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def run_benchmark(content: str | Path, style: str | Path, cfg: StyleConfig, max_pixels: int = DEFAULT_MAX_PIXELS,
+                  on_step: Callable[[StyleStep], None] | None = None
+                  ) -> tuple[dict, StyleResult, np.ndarray, np.ndarray]:
+    """The issue's case: a square C of ``image_size`` from ``content``, S from ``style``.
+
+    ``seconds`` is the wall time of everything the stylisation itself needs (loading the network and
+    both images, the optimisation, the final costs), not the start of Prefect or MLflow around it.
+    """
+    start = time.perf_counter()
+    features = StyleFeatures.imagenet(cfg.layers)
+    c, s = load_style_inputs(content, style, cfg.image_size, features.min_side, max_pixels, square=True)
+    result = stylize(c, s, cfg, features=features, on_step=on_step)
+    seconds = time.perf_counter() - start
+    out = {
+        "loss_start": result.loss_start,
+        "loss_end": result.loss_end,
+        "loss_reduction": result.loss_reduction,
+        "style_cost_output": result.style_cost_output,
+        "style_cost_content": result.style_cost_content,
+        "style_cost_ratio": result.style_cost_content / result.style_cost_output
+        if result.style_cost_output > 0 else float("inf"),
+        "content_cost_output": result.curve[-1].content,
+        "seconds": seconds,
+        "optimise_seconds": result.seconds,
+        "iterations": cfg.iterations,
+        "image_hw": list(c.shape[:2]),
+    }
+    return out, result, c, s

@@ -444,6 +444,36 @@ def bench_gallery(
     _emit(result, json_out)
 
 
+@app.command()
+@friendly
+def stylize(
+    content: Annotated[Path, typer.Argument(help="content image C (what is where)")],
+    style: Annotated[Path, typer.Argument(help="style image S (how it looks)")],
+    out: Annotated[Path, typer.Option(help="write G here (.jpg or .png)")],
+    iterations: Annotated[Optional[int], typer.Option(help="override style.iterations")] = None,
+    log_images: Annotated[Optional[bool], typer.Option(
+        "--log-images/--no-log-images", help="content, style and output in MLflow "
+        "(default: params style.log_images, off: a face photo is biometric data)")] = None,
+) -> None:
+    """Neural style transfer (Gatys et al.): G keeps C's content and takes S's style; costs in MLflow."""
+    from flows.style import check_inputs, stylize_flow
+
+    check_inputs(content, style, out)
+    _print(stylize_flow(str(content), str(style), str(out), iterations=iterations, log_images=log_images))
+
+
+@bench_app.command("style")
+@friendly
+def bench_style(
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="write the result here too")] = None,
+    figure: Annotated[Optional[Path], typer.Option(help="write content, style and output side by side here")] = None,
+    iterations: Annotated[Optional[int], typer.Option(help="override style.iterations")] = None,
+) -> None:
+    """Style transfer on a 256x256 content from the shared data and a packaged style image, on 2 threads."""
+    from flows.style import style_bench_flow
+
+    _emit(style_bench_flow(figure=str(figure) if figure else None, iterations=iterations), json_out)
+
 def main() -> None:
     import flows  # noqa: F401 - sets the embedded defaults before anything heavy is imported
 

@@ -194,3 +194,28 @@ def test_inputs_are_sized_for_G(tmp_path):
     style = write_jpeg(tmp_path / "style.jpg", 30, 50, seed=1)
     c, s = load_style_inputs(content, style, 64, 16)
     assert c.shape == (32, 64, 3) and s.shape == c.shape and c.dtype == s.dtype == np.uint8
+
+
+def test_output_must_be_jpg_or_png(tmp_path):
+    from components.errors import ImageError
+    from components.style_transfer import save_image
+
+    pixels = np.zeros((4, 4, 3), dtype=np.uint8)
+    with pytest.raises(ImageError, match=r"g\.gif: the output must be"):
+        save_image(pixels, tmp_path / "g.gif")
+    assert load_image_shape(save_image(pixels, tmp_path / "sub" / "g.png")) == (4, 4, 3)
+
+
+def load_image_shape(path) -> tuple[int, ...]:
+    from components.images import load_image
+
+    return load_image(path).shape
+
+
+def test_cost_plot_and_side_by_side(tmp_path):
+    from components.style_transfer import StyleStep, plot_cost_curve, side_by_side
+
+    curve = [StyleStep(i, 1.0 / (i + 1), 0.1 / (i + 1), 11.0 / (i + 1)) for i in range(5)]
+    assert plot_cost_curve(curve, 10, 10, tmp_path / "c.png").stat().st_size > 1000
+    row = side_by_side([np.zeros((20, 10, 3), np.uint8), np.zeros((10, 10, 3), np.uint8)], height=20, gap=2)
+    assert row.shape == (20, 10 + 2 + 20, 3)

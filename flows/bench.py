@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger
 
 from components.augment import as_function, describe, face_augmentation
 from components.embedding.train import TrainConfig
-from components.evaluation.lfw_benchmark import load_lfw, measure_speed, run_lfw_benchmark
+from benchmarks.lfw import load_lfw, measure_speed, run_lfw_benchmark
 from components.evaluation.verification import plot_distance_histograms, plot_roc
 from components.paths import datasets_root, state_dir
 from components.settings import load_settings
@@ -80,7 +80,7 @@ def identify_benchmark_flow(backbone: str | None = None, mode: str = "pretrained
     from components.embedding.backbones import make_backbone
     from components.embedding.model import EmbeddingModel, cached_features, embed_from_features
     from components.embedding.train import train_head
-    from components.evaluation.identify_benchmark import identity_halves, measure_half, time_identify
+    from benchmarks.identify import identity_halves, measure_half, time_identify
     from components.images import load_image
     from components.recognition import FaceRecognizer
 

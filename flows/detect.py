@@ -13,7 +13,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from components import data_version, registry
-from components.detection import bench
+from benchmarks import detect as bench
 from components.detection.augment import box_augmentation
 from components.detection.data import load_samples, truths_of
 from components.detection.plots import draw_truth_and_detections, plot_pr_curves

@@ -23,7 +23,7 @@ def test_keys_for_default_fpirs():
 
 
 def test_enrolment_split_one_shot_and_strangers():
-    from components.evaluation.identify_benchmark import enrolment_split, identity_halves
+    from benchmarks.identify import enrolment_split, identity_halves
 
     identities = np.array(["a", "a", "a", "b", "c", "c"])
     enrolled, genuine, strangers = enrolment_split(identities, np.arange(6))
@@ -34,7 +34,7 @@ def test_enrolment_split_one_shot_and_strangers():
 
 
 def test_measure_half_end_to_end_on_synthetic_embeddings():
-    from components.evaluation.identify_benchmark import measure_half
+    from benchmarks.identify import measure_half
 
     rng = np.random.default_rng(0)
     names = np.array([f"id{i:03d}" for i in range(80) for _ in range(3)] + [f"solo{i}" for i in range(40)])

@@ -20,6 +20,9 @@ from components.errors import SettingsError
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    def __hash__(self) -> int:  # a section may hold a dict (style layers): hash the values, not the objects
+        return hash(self.model_dump_json())
+
 
 class ImageSettings(_Strict):
     max_pixels: int = Field(50_000_000, gt=0)

@@ -24,7 +24,7 @@ def resolve_model(name: str, model_uri: str | None) -> tuple[str, str | None]:
         return model_uri, (model_uri.split("/")[1] if model_uri.startswith("runs:/") else None)
     current = registry.champion(name)
     if current is None:
-        raise RegistryError(f"registry: model {name!r} has no champion; train one with `python -m flows.detect train`")
+        raise RegistryError(f"registry: model {name!r} has no champion; train one with `facegate train-detector`")
     return current.uri, current.run_id
 
 

@@ -153,7 +153,8 @@ def detect_bench_flow(model_uri: str | None = None, hog: bool = True, timed_imag
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m flows.detect train [--frozen-epochs N] [--finetune-epochs N] [--log-sample-images]``."""
+    """``python -m flows.detect train [--frozen-epochs N] [--finetune-epochs N] [--log-sample-images]``: the
+    same flow as ``facegate train-detector``, the command the docs and messages name."""
     import argparse
     import json
 

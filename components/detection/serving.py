@@ -33,7 +33,7 @@ def load_detector(name: str, model_uri: str | None = None):
         current = registry.champion(name)
         if current is None:
             raise RegistryError(f"registry: model {name!r} has no champion; train one with "
-                                "`python -m flows.detect train`")
+                                "`facegate train-detector`")
         model_uri = f"models:/{name}@champion"
     return load_model_uri(model_uri), model_uri
 

@@ -204,7 +204,7 @@ class FaceGate:
             now = self._disk_version()
             if now == self._version or now is None:
                 return
-            g = Gallery.load(self.store.index_dir, version=now)
+            g = Gallery.load(self.store.index_dir, version=now, device=self.settings.gallery.device)
             if g.manifest.embedder_version != self.recognizer.embedder_version:
                 self._recognizer = (self._recognizer_for or self._champion_recognizer)(g.manifest.embedder_version)
             self._snapshot, self._version = g, now

@@ -111,6 +111,9 @@ class GallerySettings(_Strict):
     index_kind: Literal["flat", "ivf", "hnsw"] = "flat"
     calibration_dataset: str = "lfw"  # an ingested identity dataset; its held-out split calibrates tau
     keep_versions: int = Field(3, ge=1)
+    # after an enrolment or removal the DVC snapshot of gallery/ is made by a background worker (API) or a
+    # detached process (CLI); manual: only asked for, `facegate gallery snapshot` makes it
+    snapshot: Literal["background", "manual"] = "background"
     device: Literal["cpu", "gpu", "auto"] = "auto"  # faiss search device; auto: a GPU when faiss sees one
 
 

@@ -285,10 +285,13 @@ def create_app(gate: FaceGate, key: str | None = None, after_write: Callable[[],
 
 def build_service_app() -> FastAPI:
     """The deployment's app: the gallery of this repository, DVC snapshots by a background worker."""
-    from components.gallery_snapshots import SnapshotWorker
+    from components.gallery_snapshots import SnapshotWorker, mark_dirty
 
+    gate = FaceGate()
+    if gate.settings.gallery.snapshot == "manual":
+        return create_app(gate, after_write=mark_dirty)
     snapshots = SnapshotWorker()
-    return create_app(FaceGate(), after_write=snapshots.request, on_stop=snapshots.close)
+    return create_app(gate, after_write=snapshots.request, on_stop=snapshots.close)
 
 
 def serve(host: str, port: int) -> None:

@@ -1,5 +1,8 @@
 """`facegate`: the one front door. Commands build objects from params and call flows or components;
-typed errors become one clear line (and exit code 2), never a traceback."""
+typed errors become one clear line (and exit code 2), never a traceback (`facegate --debug ...` shows it).
+
+The single-item commands (enroll, remove, identify, verify) call ``FaceGate`` directly: no Prefect
+server, a few seconds each; Prefect flows remain for the chain, batch enrolment and schedules."""
 from __future__ import annotations
 
 import functools
@@ -23,15 +26,43 @@ DatasetOpt = Annotated[Optional[list[str]], typer.Option("--dataset", "-d", help
 LimitOpt = Annotated[Optional[int], typer.Option(help="ingest only the first N files of each source (smoke runs)")]
 
 
+DEBUG = {"tracebacks": False}
+
+
+@app.callback()
+def _global_options(
+    debug: Annotated[bool, typer.Option("--debug", help="print the traceback of an error as well")] = False,
+) -> None:
+    DEBUG["tracebacks"] = debug
+
+
 def friendly(fn):
-    """Render FacegateError as ``error [code]: message`` on stderr with exit code 2."""
+    """Render FacegateError as one line, ``error [code]: message``, on stderr with exit code 2; any
+    other exception as one ``error [internal_error]`` line with exit code 1. ``--debug``: tracebacks too."""
+    import click
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.exceptions.ClickException):
+            raise
         except FacegateError as exc:
+            if DEBUG["tracebacks"]:
+                import traceback
+
+                traceback.print_exc()
             typer.echo(f"error [{exc.code}]: {exc.message}", err=True)
             raise typer.Exit(2) from None
+        except Exception as exc:
+            if DEBUG["tracebacks"]:
+                import traceback
+
+                traceback.print_exc()
+            text = " ".join(str(exc).split())
+            typer.echo(f"error [internal_error]: {type(exc).__name__}: {text} (--debug shows the traceback)",
+                       err=True)
+            raise typer.Exit(1) from None
     return wrapper
 
 
@@ -210,68 +241,113 @@ def schedule(
     port: Annotated[int, typer.Option(help="loopback port of the Prefect server to use or start")] = 4200,
 ) -> None:
     """Serve the retraining deployment on its cron schedule against a real Prefect server (started
-    on 127.0.0.1 if none answers; PREFECT_API_URL names another). Ctrl-C stops it."""
-    import os
-    import signal
-
+    on 127.0.0.1 if none answers; PREFECT_API_URL names another). Ctrl-C or SIGTERM stops it, with the
+    server it started and any flow run in progress."""
+    from components.processes import Terminated, stop_children_on_signals
     from components.settings import load_settings
     from flows.schedule import ensure_server, serve_retraining
 
     settings = load_settings()
-    server = ensure_server(port)
-    cron = cron or settings.retrain.cron
-    typer.echo(server.describe())
-    typer.echo(f"serving deployment retrain/{settings.retrain.deployment} on cron '{cron}' "
-               f"({settings.retrain.timezone}); runs appear in the Prefect UI at "
-               f"{server.api_url.removesuffix('/api')} and in MLflow (facegate ui)")
-    try:
-        serve_retraining(server, cron, settings.retrain.timezone, settings.retrain.deployment)
-    finally:
+    with stop_children_on_signals() as groups:  # on any exit: every process started here stops
+        server = ensure_server(port)
         if server.pid is not None:  # a server this command started stops with it
-            os.killpg(server.pid, signal.SIGTERM)
+            groups.append(server.pid)
+        cron = cron or settings.retrain.cron
+        typer.echo(server.describe())
+        typer.echo(f"serving deployment retrain/{settings.retrain.deployment} on cron '{cron}' "
+                   f"({settings.retrain.timezone}); runs appear in the Prefect UI at "
+                   f"{server.api_url.removesuffix('/api')} and in MLflow (facegate ui)")
+        try:
+            serve_retraining(server, cron, settings.retrain.timezone, settings.retrain.deployment)
+        except (Terminated, KeyboardInterrupt):
+            typer.echo("stopping: the deployment's runner and every process it started", err=True)
 
 
 @app.command()
 @friendly
 def ui(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000) -> None:
-    """Open the MLflow UI on the local tracking store (loopback only)."""
+    """Open the MLflow UI on the local tracking store (loopback only). Ctrl-C or SIGTERM stops it and
+    every worker it started."""
     import os
-    import subprocess
 
     from components.paths import mlflow_artifact_root, mlflow_tracking_uri
+    from components.processes import run_until_signalled
 
     uri = mlflow_tracking_uri()
     typer.echo(f"MLflow UI on http://127.0.0.1:{port} ({uri}); Ctrl-C stops it")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--default-artifact-root",
            mlflow_artifact_root(), "--host", "127.0.0.1", "--port", str(port)]
-    raise typer.Exit(subprocess.call(cmd, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}))
+    code = run_until_signalled(cmd, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    raise typer.Exit(0 if code in (128 + 2, 128 + 15) else code)
 
 
 gallery_app = typer.Typer(no_args_is_help=True, help="The FAISS gallery of enrolled employees.")
 app.add_typer(gallery_app, name="gallery")
 
 
+def _quiet_for_one_item() -> None:
+    """enroll/remove/identify/verify print their JSON and, on failure, one error line: MLflow's INFO
+    lines (creating its database on first use) would add to stderr."""
+    import os
+
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+
+def _request_gallery_snapshot() -> str:
+    """After a CLI write: mark gallery/ dirty; unless params say manual, a detached process snapshots it."""
+    from components import gallery_snapshots
+    from components.settings import load_settings
+
+    gallery_snapshots.mark_dirty()
+    if load_settings().gallery.snapshot == "manual":
+        return "pending (`facegate gallery snapshot` makes it)"
+    return f"pending, made in the background (pid {gallery_snapshots.spawn_pending_snapshot()})"
+
+
 @app.command()
 @friendly
 def enroll(
-    photos: Annotated[list[Path], typer.Argument(help="one or more photos, exactly one face each")],
-    employee_id: Annotated[str, typer.Option("--id", help="employee id, e.g. E123")],
+    photos: Annotated[Optional[list[Path]], typer.Argument(help="one or more photos, exactly one face each")] = None,
+    employee_id: Annotated[Optional[str], typer.Option("--id", help="employee id, e.g. E123")] = None,
     name: Annotated[str, typer.Option(help="display name")] = "",
     replace: Annotated[bool, typer.Option(help="re-enrol an existing employee with these photos")] = False,
+    source: Annotated[Optional[Path], typer.Option(
+        "--from", help="batch: a folder of <id>/*.jpg|png or a CSV with columns id,name,path")] = None,
 ) -> None:
-    """Enrol one employee from one or more photos: no retraining, a new gallery version."""
-    from flows.gallery import enrol_flow
+    """Enrol one employee from one or more photos (no retraining, a new gallery version), or a batch
+    with --from (a Prefect flow: progress bar, a report row per employee, one DVC snapshot at the end)."""
+    from components.errors import InvalidEmployee
 
-    _print(enrol_flow(employee_id, name or employee_id, [str(p) for p in photos], replace=replace))
+    if source is not None:
+        if photos or employee_id:
+            raise InvalidEmployee("--from enrols a batch: give no --id and no photos with it")
+        from flows.gallery import batch_enrol_flow
+
+        result = batch_enrol_flow(str(source), replace=replace)
+        _print(result)
+        if result["failed"]:
+            raise typer.Exit(1)
+        return
+    if not employee_id or not photos:
+        raise InvalidEmployee("give --id and at least one photo (or --from FOLDER_OR_CSV for a batch)")
+    _quiet_for_one_item()
+    from components.gallery_changes import enrol_recorded
+    from components.service import FaceGate
+
+    result = enrol_recorded(FaceGate(), employee_id, name, photos, replace=replace)
+    _print({**result, "gallery_snapshot": _request_gallery_snapshot()})
 
 
 @app.command()
 @friendly
 def remove(employee_id: Annotated[str, typer.Argument(help="employee id")]) -> None:
     """Remove an employee: embeddings (all local gallery versions) and stored photos are deleted."""
-    from flows.gallery import remove_flow
+    _quiet_for_one_item()
+    from components.gallery_changes import remove_recorded
+    from components.service import FaceGate
 
-    _print(remove_flow(employee_id))
+    result = remove_recorded(FaceGate(), employee_id)
+    _print({**result, "gallery_snapshot": _request_gallery_snapshot()})
 
 
 @app.command()
@@ -281,6 +357,7 @@ def identify(
     out: Annotated[Optional[Path], typer.Option(help="write the frame with boxes and names here")] = None,
 ) -> None:
     """Who is this? Every face in the frame: box, employee id or not recognized, distance, tau."""
+    _quiet_for_one_item()
     from components.annotate import draw_boxes
     from components.images import load_image
     from components.service import FaceGate
@@ -330,6 +407,7 @@ def verify(
     employee_id: Annotated[str, typer.Option("--id", help="the claimed employee id")],
 ) -> None:
     """Is this person the claimed employee? (1:1 at the calibrated false-accept rate)."""
+    _quiet_for_one_item()
     from components.images import load_image
     from components.service import FaceGate
 
@@ -359,6 +437,22 @@ def gallery_build() -> None:
     from flows.gallery import build_gallery_flow
 
     _print(build_gallery_flow())
+
+
+@gallery_app.command("snapshot")
+@friendly
+def gallery_snapshot(
+    pending: Annotated[bool, typer.Option("--pending", help="only if a write asked for one (what the "
+                                                                "background process runs)")] = False,
+) -> None:
+    """Version gallery/ with DVC now (`dvc add gallery` + push): gallery.dvc matches gallery/ after it."""
+    from components import gallery_snapshots
+
+    version = gallery_snapshots.snapshot_if_dirty() if pending else gallery_snapshots.snapshot()
+    if version is None and not pending:
+        typer.echo("no gallery/ yet: nothing to snapshot")
+    elif version is not None:
+        typer.echo(f"gallery.dvc: {version}")
 
 
 @gallery_app.command("show")

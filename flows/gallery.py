@@ -1,75 +1,82 @@
-"""Gallery flows: enrol, remove, rebuild. Each leaves a new gallery version, versioned by DVC
-(``gallery.dvc``) and recorded in MLflow (counts and calibration only: no face images, no embeddings)."""
+"""Gallery flows: batch enrolment, one-person enrol/remove, rebuild. Each leaves a new gallery version,
+versioned by DVC (``gallery.dvc``) and recorded in MLflow (counts and calibration only: no face images,
+no embeddings).
+
+The CLI's single-item commands do not come here (no Prefect server for one person): they call
+``components.gallery_changes`` directly, the same functions these flows use.
+"""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import mlflow
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from components import data_version
-from components.errors import UnreadableImage
-from components.enrolment import Photo
-from components.gallery import Gallery
+from components import data_version, gallery_snapshots
+from components.errors import FacegateError
+from components.gallery import current_version
+from components.gallery_changes import (enrol_recorded, gallery_experiment, log_gallery, read_batch, read_photo,
+                                        remove_recorded)
 from components.service import FaceGate
-from components.settings import Settings
 from components.tracking import tracked_run
 
-GALLERY_EXPERIMENT = "gallery"
-GALLERY_TARGET = "gallery"
-
-
-def read_photo(path: Path) -> Photo:
-    try:
-        return Photo(str(path), path.read_bytes())
-    except OSError as exc:
-        raise UnreadableImage(path, exc.strerror or "cannot read") from None
-
-
-def _experiment(settings: Settings) -> str:
-    return f"{settings.tracking.experiment_prefix}-{GALLERY_EXPERIMENT}"
+GALLERY_TARGET = gallery_snapshots.TARGET
 
 
 @task(name="version-gallery", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def version_gallery() -> str:
-    version = data_version.add_data(target=GALLERY_TARGET)
-    data_version.push(target=GALLERY_TARGET)
-    return version
-
-
-def _log_gallery(gallery: Gallery, version: str) -> dict:
-    m = gallery.manifest
-    summary = {"employees": gallery.n_employees, "vectors": gallery.n_vectors, "tau": m.tau,
-               "target_far": m.target_far, "achieved_far": m.achieved_far, "achieved_tar": m.achieved_tar,
-               "embedder": f"{m.embedder_name}@{m.embedder_version}", "gallery_data_version": version}
-    mlflow.log_metrics({k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and v is not None})
-    mlflow.set_tags({"embedder_version": m.embedder_version, "gallery_version": version})
-    mlflow.log_dict(m.to_dict(), "gallery_manifest.json")
-    return summary
+    """A DVC snapshot of gallery/ now (serialised with every other snapshot); its version."""
+    return gallery_snapshots.snapshot()
 
 
 @flow(name="enrol", log_prints=True)
 def enrol_flow(employee_id: str, name: str, photo_paths: list[str], replace: bool = False) -> dict:
-    gate = FaceGate()
-    photos = [read_photo(Path(p)) for p in photo_paths]
-    with tracked_run(_experiment(gate.settings), "enrol", params={"replace": replace, "photos": len(photos)},
-                     data_version=data_version.read_version()):
-        gallery = gate.enrol(employee_id, name, photos, replace=replace)
-        version = version_gallery()
-        summary = _log_gallery(gallery, version)
-    get_run_logger().info("enrolled %s with %d photo(s); gallery %s", employee_id, len(photos), version)
-    return {"employee_id": employee_id, **summary}
+    result = enrol_recorded(FaceGate(), employee_id, name, photo_paths, replace=replace)
+    result["gallery_data_version"] = version_gallery()
+    get_run_logger().info("enrolled %s with %d photo(s); gallery %s", employee_id, result["photos"],
+                          result["gallery_data_version"])
+    return result
 
 
 @flow(name="remove", log_prints=True)
 def remove_flow(employee_id: str) -> dict:
+    result = remove_recorded(FaceGate(), employee_id)
+    result["gallery_data_version"] = version_gallery()
+    return result
+
+
+@flow(name="enrol-batch", log_prints=True)
+def batch_enrol_flow(source: str, replace: bool = False) -> dict:
+    """Many employees from a folder (``<id>/*.jpg``) or a CSV (``id,name,path``): each row enrolled or
+    reported with its error (a bad row stops nothing), one MLflow run, one DVC snapshot at the end."""
+    from tqdm import tqdm
+
     gate = FaceGate()
-    with tracked_run(_experiment(gate.settings), "remove", data_version=data_version.read_version()):
-        n = gate.remove(employee_id)
-        version = version_gallery()
-        summary = _log_gallery(gate.store.load(), version)
-    return {"employee_id": employee_id, "vectors_removed": n, **summary}
+    rows = read_batch(Path(source))
+    report: list[dict] = []
+    log = get_run_logger()
+    with tracked_run(gallery_experiment(gate.settings), "enrol-batch",
+                     params={"source": source, "rows": len(rows), "replace": replace},
+                     data_version=data_version.read_version()):
+        for row in tqdm(rows, desc="enrolling", unit="employee", file=sys.stderr):
+            try:
+                gate.enrol(row.employee_id, row.name, [read_photo(p) for p in row.photos], replace=replace)
+                report.append({"employee_id": row.employee_id, "status": "ok", "photos": len(row.photos)})
+            except FacegateError as exc:
+                report.append({"employee_id": row.employee_id, "status": "error", "code": exc.code,
+                               "message": exc.message})
+                log.warning("%s: error [%s] %s", row.employee_id, exc.code, exc.message)
+        enrolled = sum(r["status"] == "ok" for r in report)
+        mlflow.log_metrics({"enrolled": enrolled, "failed": len(report) - enrolled})
+        mlflow.log_dict(report, "batch_report.json")
+        summary = {}
+        if enrolled:
+            version = version_gallery()  # one snapshot for the whole batch
+            summary = log_gallery(gate.store.load(), current_version(gate.store.index_dir), version)
+    return {"source": source, "enrolled": enrolled, "failed": len(report) - enrolled, "rows": report,
+            "gallery": summary}
 
 
 @flow(name="gallery-build", log_prints=True)
@@ -77,11 +84,14 @@ def build_gallery_flow() -> dict:
     """Re-embed every enrolled employee's stored photos with the model in service and recalibrate tau:
     the only way to a gallery after the model changes (embeddings of different models never mix)."""
     gate = FaceGate()
-    with tracked_run(_experiment(gate.settings), "gallery-build", data_version=data_version.read_version()):
+    with tracked_run(gallery_experiment(gate.settings), "gallery-build", data_version=data_version.read_version()):
         fresh = gate.rebuild_gallery(data_version=data_version.read_version())
         m = fresh.manifest
         get_run_logger().info("tau %.4f for FAR %.0e (achieved FAR %.2e, TAR %.4f)", m.tau, m.target_far,
                               m.achieved_far, m.achieved_tar)
         version = version_gallery()
-        summary = _log_gallery(fresh, version)
+        summary = log_gallery(fresh, current_version(gate.store.index_dir), version)
     return summary
+
+
+__all__ = ["batch_enrol_flow", "build_gallery_flow", "enrol_flow", "read_photo", "remove_flow", "version_gallery"]

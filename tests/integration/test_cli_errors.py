@@ -1,0 +1,135 @@
+"""The CLI's single-item commands as an operator runs them (real processes, a sandbox repository): one
+error line on stderr, no Prefect, MLflow still records the change, DVC snapshots made in the
+background and coalesced; `--debug` shows the traceback."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import mlflow
+import psutil
+import pytest
+
+from components.paths import mlflow_tracking_uri, repo_root
+from tests.conftest import shared_dataset
+
+pytestmark = pytest.mark.integration
+TAU = 0.5
+
+
+def crop(person, n=1):
+    return shared_dataset("faceapi-examples") / person / f"{person}{n}.png"
+
+
+def facegate(*args, timeout=120):
+    """`facegate ARGS` in a fresh process; Prefect pointed at a port where nothing listens, so a
+    command that needed a Prefect server would fail."""
+    env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    return subprocess.run([sys.executable, "-m", "flows.cli", *map(str, args)], cwd=repo_root(), env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def seeded(sandbox):
+    """The sandbox's gallery with amy enrolled by the model the CLI serves (tau fixed: no calibration
+    data needed)."""
+    from components.enrolment import Photo
+    from components.gallery import Gallery
+    from components.service import FaceGate, gallery_store, service_recognizer
+    from components.settings import load_settings
+
+    settings = load_settings()
+    r = service_recognizer(settings)
+    gate = FaceGate(settings, store=gallery_store(), recognizer=r,
+                    new_gallery=lambda: Gallery.new(r.embedding_dim, r.embedder_name, r.embedder_version,
+                                                    tau=TAU, target_far=1e-3))
+    gate.enrol("amy", "Amy", [Photo("amy1.png", crop("amy").read_bytes())])
+    return sandbox
+
+
+def wait_gone(pid: int, timeout: float = 120) -> None:
+    try:
+        psutil.Process(pid).wait(timeout)
+    except psutil.NoSuchProcess:
+        pass
+
+
+@pytest.mark.parametrize("args, code", [
+    (["enroll", "--id", "amy", "PHOTO:amy:2"], "employee_exists"),
+    (["remove", "nobody"], "unknown_employee"),
+    (["enroll", "--id", "group", "GROUP"], "multiple_faces"),
+    (["enroll", "--id", "bad id!", "PHOTO:penny:1"], "invalid_employee"),
+    (["verify", "--id", "nobody", "PHOTO:amy:2"], "unknown_employee"),
+    (["identify", "MISSING"], "unreadable_image"),
+], ids=["duplicate-id", "unknown-id", "two-faces", "bad-id", "verify-unknown", "missing-frame"])
+def test_errors_are_exactly_one_line(seeded, tmp_path, args, code):
+    def resolve(a):
+        if a.startswith("PHOTO:"):
+            _, person, n = a.split(":")
+            return crop(person, int(n))
+        return {"GROUP": shared_dataset("faceapi-examples") / "bbt2.jpg", "MISSING": tmp_path / "missing.jpg"}.get(a, a)
+
+    r = facegate(*[resolve(a) for a in args])
+    lines = r.stderr.splitlines()
+    assert r.returncode == 2, r.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"error [{code}]: "), r.stderr
+    assert r.stdout == ""
+
+
+def test_debug_shows_the_traceback(seeded):
+    r = facegate("--debug", "remove", "nobody")
+    lines = r.stderr.splitlines()
+    assert r.returncode == 2 and lines[0].startswith("Traceback") and len(lines) > 3
+    assert lines[-1].startswith("error [unknown_employee]: ")
+
+
+def test_enrol_and_remove_record_mlflow_and_snapshot_in_the_background(seeded):
+    from components import gallery_snapshots
+    from components.data_version import read_version
+
+    t0 = time.perf_counter()
+    r = facegate("enroll", "--id", "raj", "--name", "Raj", crop("raj"))
+    wall = time.perf_counter() - t0
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["employee_id"] == "raj" and out["employees"] == 2 and out["mlflow_run_id"]
+    assert "background" in out["gallery_snapshot"]
+    pid = int(out["gallery_snapshot"].split("pid ")[1].rstrip(")"))
+    wait_gone(pid)
+    first = read_version(target="gallery")
+    assert first and not gallery_snapshots.is_dirty()
+
+    r = facegate("remove", "raj")
+    assert r.returncode == 0, r.stderr
+    wait_gone(int(json.loads(r.stdout)["gallery_snapshot"].split("pid ")[1].rstrip(")")))
+    assert read_version(target="gallery") not in (None, first) and not gallery_snapshots.is_dirty()
+
+    mlflow.set_tracking_uri(mlflow_tracking_uri())
+    runs = mlflow.search_runs(experiment_names=["facegate-gallery"])
+    assert sorted(runs["tags.mlflow.runName"]) == ["enrol", "remove"]
+    assert set(runs["status"]) == {"FINISHED"}
+    print(f"CLI enrolment end to end: {wall:.1f} s (load {os.getloadavg()[0]:.2f})")
+
+
+def test_gallery_snapshot_forces_one_and_coalesces(seeded):
+    from components import gallery_snapshots
+    from components.data_version import read_version
+
+    gallery_snapshots.mark_dirty()
+    r = facegate("gallery", "snapshot")
+    assert r.returncode == 0 and r.stdout.startswith("gallery.dvc: "), r.stderr
+    assert r.stdout.split()[-1] == read_version(target="gallery") and not gallery_snapshots.is_dirty()
+    # nothing pending: --pending does nothing, quietly
+    r = facegate("gallery", "snapshot", "--pending")
+    assert r.returncode == 0 and r.stdout == ""
+    # a burst of requests, then several pending snapshotters: one snapshot is made, the rest find nothing
+    for _ in range(5):
+        gallery_snapshots.mark_dirty()
+    pids = [gallery_snapshots.spawn_pending_snapshot() for _ in range(3)]
+    for pid in pids:
+        wait_gone(pid)
+    log = (seeded.root / ".facegate" / "logs" / "gallery-snapshot.log").read_text()
+    assert log.count("gallery.dvc: ") == 1 and not gallery_snapshots.is_dirty()

@@ -15,7 +15,7 @@ def dlib_model():
 
 
 def test_registry():
-    assert set(BACKBONES) == {"dlib_resnet", "mobilenet_v2"}
+    assert set(BACKBONES) == {"dlib_resnet", "mobilenet_v2", "sface"}
     with pytest.raises(ValueError, match="unknown backbone"):
         make_backbone("resnet9000")
 

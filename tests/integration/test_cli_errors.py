@@ -34,6 +34,11 @@ def facegate(*args, timeout=120):
 
 @pytest.fixture
 def seeded(sandbox):
+    seed_gallery()
+    return sandbox
+
+
+def seed_gallery() -> None:
     """The sandbox's gallery with amy enrolled by the model the CLI serves (tau fixed: no calibration
     data needed)."""
     from components.enrolment import Photo
@@ -47,7 +52,6 @@ def seeded(sandbox):
                     new_gallery=lambda: Gallery.new(r.embedding_dim, r.embedder_name, r.embedder_version,
                                                     tau=TAU, target_far=1e-3))
     gate.enrol("amy", "Amy", [Photo("amy1.png", crop("amy").read_bytes())])
-    return sandbox
 
 
 def wait_gone(pid: int, timeout: float = 120) -> None:

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from components.paths import mlflow_tracking_uri
 from tests.conftest import shared_dataset
+from tests.integration.test_retrain_flow import set_params
 from tests.integration.test_train_flow import lfw_slice
 
 pytestmark = pytest.mark.integration
@@ -29,6 +30,7 @@ def test_enrol_identify_remove_and_model_mismatch(sandbox, prefect_server, tmp_p
     from components.service import gallery_store
 
     lfw_slice(sandbox)  # its held-out identities calibrate tau
+    set_params(sandbox, gallery={"snapshot": "manual"})  # no detached snapshot process in this test
     ingest_flow(datasets=["lfw"])
     for person in ("amy", "raj", "penny"):
         r = cli("enroll", "--id", person, "--name", person.title(), crop(person))
@@ -36,7 +38,9 @@ def test_enrol_identify_remove_and_model_mismatch(sandbox, prefect_server, tmp_p
     store = gallery_store()
     manifest = store.load().manifest
     assert manifest.tau and manifest.target_far == 1e-3 and manifest.achieved_far <= 1e-3
-    assert (sandbox.root / "gallery.dvc").is_file()
+    assert not (sandbox.root / "gallery.dvc").exists()  # asked for, not made: params say manual
+    r = cli("gallery", "snapshot")
+    assert r.exit_code == 0 and (sandbox.root / "gallery.dvc").is_file(), r.output
 
     r = cli("identify", crop("raj", 3), "--out", tmp_path / "raj.jpg")
     faces = json.loads(r.output)["faces"]
@@ -85,3 +89,47 @@ def test_enrol_identify_remove_and_model_mismatch(sandbox, prefect_server, tmp_p
     for run_id in runs["run_id"]:
         names = [a.path for a in client.list_artifacts(run_id)]
         assert not any(n.endswith((".jpg", ".png")) for n in names)
+
+
+def test_batch_enrolment_from_a_folder_and_a_csv(sandbox, prefect_server, tmp_path):
+    """`facegate enroll --from`: a report row per employee (ok, or the error's code and message), a bad
+    row stops nothing, one DVC snapshot at the end, one MLflow run."""
+    import shutil
+
+    from components import gallery_snapshots
+    from components.data_version import read_version
+    from components.service import gallery_store
+    from tests.integration.test_cli_errors import seed_gallery
+
+    seed_gallery()
+    folder = tmp_path / "starters"
+    for eid, src in {"howard": crop("howard"), "leonard": crop("leonard"),
+                     "group": shared_dataset("faceapi-examples") / "bbt2.jpg", "bad id": crop("penny")}.items():
+        (folder / eid).mkdir(parents=True)
+        shutil.copy(src, folder / eid / src.name)
+    r = cli("enroll", "--from", folder)
+    assert r.exit_code == 1, r.output  # some rows failed
+    report = json.loads(r.stdout)
+    rows = {row["employee_id"]: row for row in report["rows"]}
+    assert rows["howard"]["status"] == rows["leonard"]["status"] == "ok"
+    assert rows["group"]["code"] == "multiple_faces" and rows["bad id"]["code"] == "invalid_employee"
+    assert report["enrolled"] == 2 and report["failed"] == 2
+    assert read_version(target="gallery") == report["gallery"]["gallery_data_version"]
+    assert not gallery_snapshots.is_dirty()
+
+    csv_file = tmp_path / "starters.csv"
+    csv_file.write_text("id,name,path\n"
+                        f"stuart,Stuart,{crop('stuart', 1)}\n"
+                        f"stuart,Stuart,{crop('stuart', 2)}\n"
+                        f"sheldon,Sheldon Cooper,{crop('sheldon')}\n"
+                        "ghost,Ghost,missing.jpg\n")
+    r = cli("enroll", "--from", csv_file)
+    report = json.loads(r.stdout)
+    rows = {row["employee_id"]: row for row in report["rows"]}
+    assert rows["stuart"] == {"employee_id": "stuart", "status": "ok", "photos": 2}
+    assert rows["ghost"]["code"] == "unreadable_image" and report["enrolled"] == 2
+    employees = gallery_store().load().employees().set_index("employee_id")
+    assert employees.loc["stuart", "n_vectors"] == 2 and employees.loc["sheldon", "name"] == "Sheldon Cooper"
+    mlflow.set_tracking_uri(mlflow_tracking_uri())
+    runs = mlflow.search_runs(experiment_names=["facegate-gallery"])
+    assert list(runs["tags.mlflow.runName"]) == ["enrol-batch", "enrol-batch"]

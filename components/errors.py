@@ -213,10 +213,11 @@ class BodyTooLarge(FacegateError):
 
 
 class FormLimitExceeded(FacegateError):
-    """More files or form fields than ``api.max_files`` / ``api.max_fields``, or a field too long."""
+    """More files or form fields than ``api.max_files`` / ``api.max_fields``, or a field over
+    ``api.max_field_bytes``: found while the form is parsed, a bad request."""
 
     code = "form_limit_exceeded"
-    http_status = 413
+    http_status = 400
 
 
 # ------------------------------------------------------------------------------- employees, gallery

@@ -262,8 +262,9 @@ def create_app(gate: FaceGate, key: str | None = None, after_write: Callable[[],
     def enrol_employee(employee_id: str = employee_id_form(),
                        name: str = Form("", max_length=limits.max_name_length, description="display name"),
                        replace: bool = Form(False, description="re-enrol an existing employee with these photos"),
-                       images: list[UploadFile] = File(..., description=f"1 to {limits.max_files} photos, "
-                                                                        "exactly one face each")) -> Enrolled:
+                       images: list[UploadFile] = File(..., min_length=1, max_length=limits.max_files,
+                                                       description=f"1 to {limits.max_files} photos, "
+                                                                   "exactly one face each")) -> Enrolled:
         """Enrol one employee from one or more photos: a new gallery version, no retraining."""
         photos = [read_upload(u) for u in images]
         g = gate.enrol(employee_id, name or employee_id, photos, replace=replace)

@@ -6,8 +6,9 @@ them up. A stage started inside another run becomes a nested run of it.
 from __future__ import annotations
 
 import subprocess
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -81,3 +82,30 @@ def set_data_version(version: str | None) -> None:
     import mlflow
 
     mlflow.set_tag("data_version", version or "none")
+
+
+def numeric_metrics(values: Mapping[str, Any]) -> dict[str, float]:
+    """The plain numbers of a result dict (no bools, None, lists or dicts), as MLflow metrics."""
+    return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+@contextmanager
+def artifact_folder(artifact_path: str) -> Iterator[Path]:
+    """A temporary folder whose files go to the active run under ``artifact_path`` when the block ends."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        yield Path(tmp)
+        mlflow.log_artifacts(tmp, artifact_path)
+
+
+def log_torch_model(model: Any) -> Any:
+    """A torch model into the active run as ``model``, with pinned requirements and the library code
+    (MLflow's own inference would pin a CUDA torch); returns MLflow's ModelInfo."""
+    import mlflow
+
+    from components.embedding.packaging import code_paths, pinned_requirements
+
+    model.eval()
+    return mlflow.pytorch.log_model(model, name="model", pip_requirements=pinned_requirements(),
+                                    code_paths=code_paths(), serialization_format="pickle")

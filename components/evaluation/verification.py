@@ -355,3 +355,11 @@ def plot_distance_histograms(
     ax.set_title("Pair distances")
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def write_verification_plots(dist: np.ndarray, same: np.ndarray, folder: Path | str,
+                             threshold: float | None = None) -> list[Path]:
+    """``roc.png`` and ``distances.png`` in ``folder``: the two plots every verification run logs."""
+    folder = Path(folder)
+    return [plot_roc(dist, same, folder / "roc.png"),
+            plot_distance_histograms(dist, same, folder / "distances.png", threshold=threshold)]

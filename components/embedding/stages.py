@@ -1,0 +1,115 @@
+"""The embedding's training stages as plain functions: augment, train, evaluate on the held-out identities.
+
+No Prefect and no MLflow here: ``flows/train.py`` wraps each in a task that logs what it returns, so
+the standalone training flow and the retraining chain run the very same code. ``log`` callables take
+one finished message (progress lines are already thinned out).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from components.augment import as_function, describe, face_augmentation
+from components.embedding.backbones import make_backbone
+from components.embedding.model import (
+    EmbeddingModel,
+    cached_augmented_features,
+    cached_features,
+    embed_chips,
+    embed_from_features,
+)
+from components.embedding.train import TrainConfig, train_finetune, train_head
+from components.embedding.training_data import TrainingData
+from components.evaluation.heldout import evaluate_verification
+from components.paths import state_dir
+from components.settings import Settings
+
+Log = Callable[[str], None]
+CHIP_SIDE = 150  # the chips' side the augmentation pipelines are built for
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
+def _feature_progress(log: Log) -> Callable[[str, int, int], None]:
+    return lambda stage, i, n: log(f"{stage}: {i}/{n}") if i == n or i % 2048 < 64 else None
+
+
+@dataclass
+class Trained:
+    model: EmbeddingModel
+    history: list[dict]
+    val_feats: np.ndarray | None = None  # frozen-backbone features of the held-out chips (head/pretrained)
+    val_flip: np.ndarray | None = None
+    extra: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------- augment
+
+
+def augmentation_description(settings: Settings) -> dict:
+    """The albumentations pipeline (mirroring, random cropping, colour shifting), serialisable."""
+    return describe(face_augmentation(settings.augment, CHIP_SIDE, seed=settings.seed))
+
+
+def cached_copies(mode: str, settings: Settings) -> int:
+    """Augmented copies whose frozen features ``head`` caches; ``finetune`` augments online instead."""
+    return settings.augment.copies if mode == "head" else 0
+
+
+def augmented_copy_features(data: TrainingData, backbone: str, settings: Settings,
+                            log: Log = _quiet) -> list[np.ndarray]:
+    """Frozen-backbone features of ``augment.copies`` augmented copies of every training chip (cached),
+    one N x D array per copy: ``head`` mode cannot augment online, its backbone features are cached."""
+    return cached_augmented_features(
+        data.chips.chips[data.train_rows], data.train_key, backbone, state_dir() / "cache",
+        lambda seed: face_augmentation(settings.augment, CHIP_SIDE, seed=seed), augmentation_description(settings),
+        settings.augment.copies, settings.seed, progress=_feature_progress(log))
+
+
+# ------------------------------------------------------------------------------------------- train
+
+
+def train_embedding(data: TrainingData, backbone: str, mode: str, cfg: TrainConfig, settings: Settings,
+                    aug_feats: list[np.ndarray], on_epoch: Callable[[int, dict], None] | None = None,
+                    log: Log = _quiet) -> Trained:
+    """Triplet training with online mining in ``mode`` (``pretrained``: none), from the pretrained backbone.
+
+    ``finetune`` changes the backbone, so held-out features are left for evaluation to compute;
+    ``head`` and ``pretrained`` return the frozen held-out features (and their mirrors) for reuse.
+    """
+    model = EmbeddingModel(make_backbone(backbone))
+    if mode == "finetune":
+        pipeline = face_augmentation(settings.augment, CHIP_SIDE, seed=settings.seed)
+        history = train_finetune(model, np.asarray(data.chips.chips[data.train_rows]), data.labels, cfg,
+                                 augment=as_function(pipeline), on_epoch=on_epoch)
+        return Trained(model, history)
+    feats, flip_feats = cached_features(data.chips.chips, data.chips.key, backbone, state_dir() / "cache",
+                                        progress=_feature_progress(log))
+    history = (train_head(model, feats[data.train_rows], flip_feats[data.train_rows], data.labels, cfg,
+                          on_epoch=on_epoch, aug_feats=aug_feats, aug_prob=settings.augment.copy_p)
+               if mode == "head" else [])
+    return Trained(model, history, feats[data.val_rows], flip_feats[data.val_rows])
+
+
+# ---------------------------------------------------------------------------------------- evaluate
+
+
+def heldout_embeddings(model: EmbeddingModel, data: TrainingData, flip_tta: bool,
+                       val_feats: np.ndarray | None = None, val_flip: np.ndarray | None = None) -> np.ndarray:
+    """Held-out embeddings: from frozen features when the model's backbone produced them, else end to end."""
+    if val_feats is not None:
+        return embed_from_features(model, val_feats, val_flip if flip_tta else None)
+    return embed_chips(model, np.asarray(data.chips.chips[data.val_rows]), flip_tta)
+
+
+def evaluate_heldout(model: EmbeddingModel, data: TrainingData, settings: Settings,
+                     val_feats: np.ndarray | None = None,
+                     val_flip: np.ndarray | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Verification on the held-out identities with seeded pairs (every model sees the same ones):
+    the ``val_*`` metrics, and the pair distances and same-identity flags for plots."""
+    emb = heldout_embeddings(model, data, settings.embedding.flip_tta, val_feats, val_flip)
+    return evaluate_verification(emb, data.val_labels, seed=settings.seed)

@@ -9,14 +9,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.lfw import LfwSet, load_lfw
 from components.calibration import calibrate_tau, tau_for_fpir
+from components.embedding.backbones import make_backbone
+from components.embedding.model import EmbeddingModel, cached_features, embed_from_features
+from components.embedding.train import TrainConfig, train_head
 from components.evaluation.identification import open_set_metrics
 from components.gallery import Gallery
+from components.images import load_image
 from components.ingest import unit_hash
+from components.settings import Settings
+
+Log = Callable[[str], None]
 
 
 def identity_halves(identities: np.ndarray, seed: int) -> np.ndarray:
@@ -73,3 +82,86 @@ def time_identify(recognize: Callable[[Path], np.ndarray | None], gallery: Galle
         times.append((time.perf_counter() - t) * 1000)
     return {"identify_ms_p50": float(np.percentile(times, 50)), "identify_ms_p99": float(np.percentile(times, 99)),
             "identify_frames_timed": len(times)}
+
+
+# ------------------------------------------------------------------------------------- the driver
+
+
+@dataclass
+class LfwFeatures:
+    """LFW's chips and the frozen backbone's features of them (and of their mirror images), cached."""
+
+    lfw: LfwSet
+    feats: np.ndarray
+    flips: np.ndarray
+
+
+def load_lfw_features(lfw_root: Path, cache_dir: Path, backbone: str, settings: Settings) -> LfwFeatures:
+    lfw = load_lfw(lfw_root, cache_dir, detector=settings.faces.detector, upsample=settings.faces.upsample)
+    feats, flips = cached_features(lfw.chips.chips, lfw.chip_key, backbone, cache_dir)
+    return LfwFeatures(lfw, feats, flips)
+
+
+def run_params(settings: Settings, backbone: str, mode: str) -> dict:
+    return {"backbone": backbone, "mode": mode, "target_far": settings.gallery.target_far,
+            "detector": settings.faces.detector, "flip_tta": settings.embedding.flip_tta}
+
+
+def multi_image_rows(identities: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The ``rows`` whose identity has at least two images among them (what triplets and tau need)."""
+    names, counts = np.unique(identities[rows], return_counts=True)
+    return rows[np.isin(identities[rows], names[counts >= 2])]
+
+
+def measure_halves(data: LfwFeatures, settings: Settings, backbone: str, mode: str,
+                   log: Log = lambda message: None) -> tuple[list[dict], Gallery]:
+    """Each identity half measured with a model (``head``: trained on the other half only) and a tau
+    calibrated on the other half; the metrics of both halves and the first half's gallery."""
+    lfw, feats, flips = data.lfw, data.feats, data.flips
+    half = identity_halves(lfw.identities, settings.seed)
+    cfg = TrainConfig.from_settings(settings)
+    flip = flips if settings.embedding.flip_tta else None
+    halves, gallery = [], None
+    for h in (0, 1):
+        rows, other = np.flatnonzero(half == h), np.flatnonzero(half != h)
+        model = EmbeddingModel(make_backbone(backbone))
+        if mode == "head":  # trained on the other half only
+            multi = multi_image_rows(lfw.identities, other)
+            _, labels = np.unique(lfw.identities[multi], return_inverse=True)
+            train_head(model, feats[multi], flips[multi], labels, cfg)
+        emb = embed_from_features(model, feats, flip)
+        metrics, g = measure_half(emb, lfw.identities, rows, multi_image_rows(lfw.identities, other),
+                                  settings.gallery.target_far, (backbone, f"{mode}-half{1 - h}"),
+                                  settings.gallery.index_kind, target_fpir=settings.gallery.target_fpir)
+        log(f"half {h}: {({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})}")
+        halves.append(metrics)
+        gallery = gallery or g
+    return halves, gallery
+
+
+def centre_face_embedding(recognizer, path: Path) -> np.ndarray | None:
+    """One face per frame: the one nearest the centre (LFW frames hold other people too)."""
+    image = load_image(path)
+    faces = recognizer.embed_all(image)
+    if not faces:
+        return None
+    cy, cx = image.shape[0] / 2, image.shape[1] / 2
+    best = min(faces, key=lambda f: (f.box.centre[0] - cx) ** 2 + (f.box.centre[1] - cy) ** 2)
+    return best.embedding
+
+
+def run_identify_benchmark(data: LfwFeatures, settings: Settings, backbone: str, mode: str = "pretrained",
+                           timed_frames: int = 200, log: Log = lambda message: None) -> dict:
+    """Open-set identification on LFW's two identity halves (averaged), then end-to-end latency on
+    frames of the first half: load, detect, align, embed with the pretrained model, search."""
+    from components.recognition import FaceRecognizer
+
+    halves, gallery = measure_halves(data, settings, backbone, mode, log)
+    keys = [k for k, v in halves[0].items() if isinstance(v, (int, float))]
+    result = {"backbone": backbone, "mode": mode, "target_far": settings.gallery.target_far,
+              **{k: float(np.mean([m[k] for m in halves])) for k in keys}, "halves": halves}
+    recognizer = FaceRecognizer(EmbeddingModel(make_backbone(backbone)), settings)
+    half = identity_halves(data.lfw.identities, settings.seed)
+    first_half = [data.lfw.root / p for p, hh in zip(data.lfw.paths, half) if hh == 0][:: 7][:timed_frames]
+    result.update(time_identify(lambda path: centre_face_embedding(recognizer, path), gallery, first_half))
+    return result

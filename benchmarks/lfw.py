@@ -29,8 +29,10 @@ from components.evaluation.verification import (
     verification_accuracy_10fold,
 )
 from components.faces.chips import ChipSet, cached_chips
+from components.settings import AugmentSettings, Settings
 
 Progress = Callable[[str, int, int], None] | None
+PROGRESS_EVERY = {"chips": 2000, "features": 2048, "features-flip": 2048}  # log lines, not a flood
 
 
 @dataclass
@@ -199,3 +201,76 @@ def measure_speed(lfw: LfwSet, backbone: str, n_chips: int = 256, n_images: int 
     pipeline = len(files) / (time.perf_counter() - t)
     return {"faces_per_s": faces_per_s, "pipeline_images_per_s": pipeline, "speed_flip_tta": flip_tta,
             "speed_threads": torch.get_num_threads()}
+
+
+# ------------------------------------------------------------------------------------- the driver
+
+
+def thinned_progress(log: Callable[[str], None]) -> Callable[[str, int, int], None]:
+    """A progress callback that logs ``stage: i/n`` now and then, and at the end of each stage."""
+    def progress(stage: str, i: int, n: int) -> None:
+        if i == n or i % PROGRESS_EVERY.get(stage, 1000) < 64:
+            log(f"{stage}: {i}/{n}")
+    return progress
+
+
+@dataclass(frozen=True)
+class LfwBenchmark:
+    """One LFW benchmark setting: params, with the command's overrides where given."""
+
+    backbone: str
+    mode: str
+    flip_tta: bool
+    mining: str
+    groups: int | None
+    speed: bool
+    detector: str
+    upsample: int
+    cfg: TrainConfig
+    augment: AugmentSettings
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, backbone: str | None = None, mode: str | None = None,
+                      flip_tta: bool | None = None, miner: str | None = None, epochs: int | None = None,
+                      groups: int | None = None, lr: float | None = None, mining: str = "online",
+                      speed: bool = True) -> LfwBenchmark:
+        return cls(backbone=backbone or settings.embedding.backbone, mode=mode or settings.embedding.mode,
+                   flip_tta=settings.embedding.flip_tta if flip_tta is None else flip_tta, mining=mining,
+                   groups=groups, speed=speed, detector=settings.faces.detector, upsample=settings.faces.upsample,
+                   cfg=TrainConfig.from_settings(settings, miner=miner, epochs=epochs, lr=lr),
+                   augment=settings.augment)
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.backbone}-{self.mode}-{self.mining}-{'tta' if self.flip_tta else 'plain'}"
+
+    @property
+    def params(self) -> dict:
+        return {"backbone": self.backbone, "mode": self.mode, "flip_tta": self.flip_tta, "detector": self.detector,
+                "upsample": self.upsample, **{f"train.{k}": v for k, v in asdict(self.cfg).items()},
+                "mining": self.mining}
+
+    def augmentation(self):
+        """The fine-tuning augmentation (mirroring, random cropping, colour shifting) on 150 px chips."""
+        from components.augment import face_augmentation
+
+        return face_augmentation(self.augment, 150, seed=self.cfg.seed)
+
+    def load(self, lfw_root: Path, cache_dir: Path, progress: Progress = None) -> LfwSet:
+        return load_lfw(lfw_root, cache_dir, detector=self.detector, upsample=self.upsample, progress=progress)
+
+    def run(self, lfw: LfwSet, cache_dir: Path, *, progress: Progress = None,
+            on_epoch: Callable[[int, int, dict], None] | None = None,
+            artifact_dir: Path | None = None) -> tuple[dict, np.ndarray]:
+        """The result (accuracy, ROC figures, history; speed when asked) and each pair's distance."""
+        from components.augment import as_function
+
+        result = run_lfw_benchmark(lfw, cache_dir, backbone=self.backbone, mode=self.mode, flip_tta=self.flip_tta,
+                                   cfg=self.cfg, n_groups=self.groups, progress=progress, on_epoch=on_epoch,
+                                   augment=as_function(self.augmentation()), mining=self.mining,
+                                   artifact_dir=artifact_dir)
+        dist = result.pop("_distances")
+        if self.speed:
+            result.update(measure_speed(lfw, self.backbone, detector=self.detector, upsample=self.upsample,
+                                        flip_tta=self.flip_tta))
+        return result, dist

@@ -18,10 +18,33 @@ for _k, _v in QUIET_ENV.items():
 SHARED_DATASETS = datasets_root()  # read before any test points FACEGATE_DATASETS at a sandbox
 
 
+def _missing_dataset(name: str) -> str:
+    return f"dataset {name!r} not found under {SHARED_DATASETS} (set FACEGATE_DATASETS)"
+
+
+def requires_dataset(*names: str) -> pytest.MarkDecorator:
+    """Skip (with the reason) a test or module whose shared datasets are not under the datasets root."""
+    missing = [n for n in names if not (SHARED_DATASETS / n).exists()]
+    return pytest.mark.skipif(bool(missing), reason="; ".join(_missing_dataset(n) for n in missing))
+
+
+def _gpu_available() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+requires_gpu = pytest.mark.skipif(not _gpu_available(), reason="no CUDA GPU on this machine")
+
+
 def shared_dataset(name: str) -> Path:
+    """The shared dataset's folder (the test is skipped, with the reason, when it is missing)."""
     path = SHARED_DATASETS / name
     if not path.exists():
-        pytest.skip(f"dataset {name!r} not found under {SHARED_DATASETS} (set FACEGATE_DATASETS)")
+        pytest.skip(_missing_dataset(name))
     return path
 
 
@@ -46,9 +69,20 @@ def prefect_server():
 def sandbox(tmp_path, monkeypatch):
     """A fresh git repository with facegate's params and a small datasets root, isolated from the real
     one: its own data/, data.dvc, DVC remote and MLflow store."""
-    repo = tmp_path / "repo"
+    return make_sandbox(tmp_path, monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def module_sandbox(tmp_path_factory):
+    """``sandbox`` shared by one test module (a chain of scenarios that build on each other)."""
+    with pytest.MonkeyPatch.context() as mp:
+        yield make_sandbox(tmp_path_factory.mktemp("sandbox"), mp)
+
+
+def make_sandbox(base: Path, monkeypatch: pytest.MonkeyPatch):
+    repo = base / "repo"
     repo.mkdir()
-    datasets = tmp_path / "datasets"
+    datasets = base / "datasets"
     datasets.mkdir()
     params = yaml.safe_load((repo_root() / "params.yaml").read_text())
     params["ingest"]["datasets"] = []

@@ -1,6 +1,10 @@
 """The whole retraining chain for real (Prefect, MLflow registry, DVC, FAISS) on a small LFW slice:
 two runs with a changed param, the gate, the gallery following the champion, and failures that
-leave the champion and the gallery in service untouched."""
+leave the champion and the gallery in service untouched.
+
+The scenarios build on each other (the registry and the gallery carry over), so each is a
+module-scoped fixture that runs once and records what its tests check; running one test alone runs
+the scenarios before it."""
 from __future__ import annotations
 
 import json
@@ -9,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import mlflow
 import pytest
@@ -18,10 +23,12 @@ from components import data_version, registry
 from components.errors import StageFailed
 from components.gallery import current_version
 from components.paths import mlflow_tracking_uri, repo_root
-from tests.conftest import shared_dataset
+from components.settings import load_settings
+from tests.conftest import requires_dataset, shared_dataset
 from tests.integration.test_train_flow import lfw_slice
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow, requires_dataset("lfw", "faceapi-examples")]
+MODEL = "facegate-embedder"
 
 
 def set_params(sandbox, **sections) -> None:
@@ -34,10 +41,10 @@ def set_params(sandbox, **sections) -> None:
 
 def in_service():
     """(champion version, gallery CURRENT, the gallery manifest's embedder version)."""
-    from flows.serving import gallery_store
+    from components.service import gallery_store
 
     store = gallery_store()
-    champ = registry.champion("facegate-embedder")
+    champ = registry.champion(MODEL)
     return champ.version if champ else None, current_version(store.index_dir), store.load().manifest.embedder_version
 
 
@@ -64,117 +71,176 @@ def kill_chain_during_training(sandbox) -> list[str]:
     return [r.info.run_id for r in running]
 
 
-def test_chain_twice_gate_gallery_and_failures(sandbox, prefect_server, monkeypatch):
+def run_chain():
+    """(result, None) or (None, the StageFailed it raised)."""
+    from flows.retrain import retrain_flow
+
+    try:
+        return retrain_flow(), None
+    except StageFailed as exc:
+        return None, exc
+
+
+def gate_states() -> dict[str, str]:
+    return {v.version: v.tags["gate"] for v in registry.list_versions(MODEL)}
+
+
+# --------------------------------------------------------------------------- the scenarios, in order
+
+
+@pytest.fixture(scope="module")
+def world(module_sandbox, prefect_server):
+    """An LFW slice ingested and two employees enrolled, served by the pretrained fallback."""
+    from components.service import gallery_store
     from flows.data import ingest_flow
     from flows.gallery import enrol_flow
-    from flows.retrain import retrain_flow
-    from flows.serving import gallery_store, service_recognizer
 
-    lfw_slice(sandbox)
-    set_params(sandbox, augment={"copies": 1})
+    lfw_slice(module_sandbox)
+    set_params(module_sandbox, augment={"copies": 1})
     ingest_flow(datasets=["lfw"])
     faces = shared_dataset("faceapi-examples")
     for person in ("amy", "raj"):
         enrol_flow(person, person.title(), [str(faces / person / f"{person}1.png")])
     mlflow.set_tracking_uri(mlflow_tracking_uri())
-    client = mlflow.MlflowClient()
-    store = gallery_store()
-    before = in_service()
-    assert before[0] is None and before[2].startswith("sha256:")  # the pretrained fallback
+    return SimpleNamespace(sandbox=module_sandbox, store=gallery_store(), client=mlflow.MlflowClient(),
+                           before=in_service())
 
-    # 0. A chain killed mid-training (SIGKILL, no handler runs): the next chain cleans up after it.
-    killed = kill_chain_during_training(sandbox)
 
-    # 1. A stored photo went bad: the first chain always promotes someone, and fails re-embedding it.
-    photo = next((store.photos_dir / "amy").iterdir())
+@pytest.fixture(scope="module")
+def first_chains_fail(world):
+    """0. A chain SIGKILLed mid-training (no handler runs); 1. the next chain, which always promotes
+    someone, meets a stored photo that went bad in its promote stage."""
+    killed = kill_chain_during_training(world.sandbox)
+    photo = next((world.store.photos_dir / "amy").iterdir())
     good = photo.read_bytes()
     photo.write_bytes(b"not an image any more")
-    with pytest.raises(StageFailed) as failed:
-        retrain_flow()
-    assert failed.value.stage == "promote"
-    assert str(photo) in failed.value.message
-    assert in_service() == before  # no champion, same gallery version, same model
+    try:
+        _, error = run_chain()
+        after, gates = in_service(), set(gate_states().values())
+    finally:
+        photo.write_bytes(good)
+    return SimpleNamespace(killed=killed, photo=photo, error=error, after=after, gates=gates)
+
+
+@pytest.fixture(scope="module")
+def two_chains(first_chains_fail, world):
+    """2. The chain, then again with a changed param."""
+    from components.service import service_model, service_recognizer
+
+    first, error = run_chain()
+    assert error is None, error
+    set_params(world.sandbox, train={"epochs": 3, "lr": 3e-4})
+    second, error = run_chain()
+    assert error is None, error
+    service_recognizer.cache_clear()
+    return SimpleNamespace(first=first, second=second, data_version=data_version.read_version(),
+                           after=in_service(), employees=world.store.load().n_employees, gates=gate_states(),
+                           service_label=service_model(load_settings())[1])
+
+
+@pytest.fixture(scope="module")
+def training_fails(two_chains):
+    """3. A stage fails with a champion in service."""
+    def broken_training(*args, **kwargs):
+        raise RuntimeError("injected: the training node died")
+
+    serving = in_service()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("components.embedding.stages.train_head", broken_training)
+        _, error = run_chain()
+    return SimpleNamespace(serving=serving, error=error, after=in_service(), gates=set(gate_states().values()))
+
+
+# --------------------------------------------------------------------------------------- the checks
+
+
+def test_starts_on_the_pretrained_fallback(world):
+    assert world.before[0] is None and world.before[2].startswith("sha256:")
+
+
+def test_a_killed_chain_is_cleaned_up_by_the_next(world, first_chains_fail):
+    assert {world.client.get_run(r).info.status for r in first_chains_fail.killed} == {"KILLED"}
+
+
+def test_a_bad_stored_photo_fails_promote_and_nothing_moves(world, first_chains_fail):
+    failed = first_chains_fail
+    assert failed.error is not None and failed.error.stage == "promote"
+    assert str(failed.photo) in failed.error.message
+    assert failed.after == world.before  # no champion, same gallery version, same model
+    client = world.client
     failed_run = client.search_runs([client.get_experiment_by_name("facegate-retrain").experiment_id],
                                     filter_string="tags.failed_stage = 'promote'")[0]
     assert failed_run.info.status == "FAILED"
-    assert {v.tags["gate"] for v in registry.list_versions("facegate-embedder")} <= {"failed", "rejected"}
-    assert {client.get_run(r).info.status for r in killed} == {"KILLED"}
-    photo.write_bytes(good)
+    assert failed.gates <= {"failed", "rejected"}
 
-    # 2. The chain, then again with a changed param.
-    first = retrain_flow()
-    set_params(sandbox, train={"epochs": 3, "lr": 3e-4})
-    second = retrain_flow()
-    runs = [mlflow.get_run(r["run_id"]) for r in (first, second)]
+
+def test_two_chains_line_up_in_mlflow(world, two_chains):
+    client = world.client
+    runs = [mlflow.get_run(r["run_id"]) for r in (two_chains.first, two_chains.second)]
     assert all(r.info.status == "FINISHED" for r in runs)
     assert set(runs[0].data.metrics) == set(runs[1].data.metrics)  # the compare view lines them up
     assert {"val_accuracy", "val_tar_at_far_1e-3", "incumbent_val_accuracy", "gate_promoted"} <= set(runs[0].data.metrics)
     assert runs[0].data.params["train.epochs"] == "2" and runs[1].data.params["train.epochs"] == "3"
 
     # the data version: data.dvc, the parent runs and every nested stage run agree
-    version = data_version.read_version()
     children = client.search_runs([runs[1].info.experiment_id],
                                   filter_string=f"tags.parent_run_id = '{runs[1].info.run_id}'")
-    assert {c.data.tags["data_version"] for c in children} | {r.data.tags["data_version"] for r in runs} == {version}
+    assert ({c.data.tags["data_version"] for c in children} | {r.data.tags["data_version"] for r in runs}
+            == {two_chains.data_version})
     names = {c.info.run_name for c in children}
     assert {"ingest", "validate", "augment", "train", "evaluate-challenger", "evaluate-incumbent"} <= names
     train_run = next(c for c in children if c.info.run_name == "train")
     assert {a.path for a in client.list_artifacts(train_run.info.run_id, "plots")} == {"plots/training_curves.png"}
     assert len(client.get_metric_history(train_run.info.run_id, "train_active_fraction")) == 3
 
-    # champion on the winner of each gate, and the gallery names it
+
+def test_champion_and_gallery_follow_the_gate(world, two_chains):
+    first, second = two_chains.first, two_chains.second
     metric = first["gate_metric"]
     if first["promoted"]:
         champ_after_first = first["challenger_version"]
     else:  # the pretrained model won and was registered as the champion
         champ_after_first = first["champion_version"]
-        assert registry.get_version("facegate-embedder", champ_after_first).tags["source"] == "pretrained"
-    margin = 0.002
+        assert registry.get_version(MODEL, champ_after_first).tags["source"] == "pretrained"
+    margin = load_settings().registry.min_improvement
     won = second["challenger_metrics"][metric] >= second["incumbent_metrics"][metric] + margin
     assert second["incumbent"] == f"champion v{champ_after_first}" and second["promoted"] == won
     expected = second["challenger_version"] if won else champ_after_first
-    champion, gallery_now, embedder = in_service()
-    assert champion == expected and embedder == f"facegate-embedder/{expected}"
-    assert store.load().n_employees == 2 and gallery_now != before[1]
-    gate_states = {v.version: v.tags["gate"] for v in registry.list_versions("facegate-embedder")}
-    assert gate_states[expected] == "promoted"
-    assert gate_states[second["challenger_version"]] == ("promoted" if won else "rejected")
-    service_recognizer.cache_clear()
-    from flows.serving import service_model
-    from components.settings import load_settings
+    champion, gallery_now, embedder = two_chains.after
+    assert champion == expected and embedder == f"{MODEL}/{expected}"
+    assert two_chains.employees == 2 and gallery_now != world.before[1]
+    assert two_chains.gates[expected] == "promoted"
+    assert two_chains.gates[second["challenger_version"]] == ("promoted" if won else "rejected")
+    assert two_chains.service_label == f"{MODEL}/{expected}"
 
-    assert service_model(load_settings())[1] == f"facegate-embedder/{expected}"
 
-    # 3. A stage fails with a champion in service: nothing in service moves, no version left pending.
-    serving = in_service()
+def test_a_failed_stage_leaves_champion_and_gallery_in_service(training_fails):
+    assert training_fails.error is not None
+    assert training_fails.error.stage == "train" and "injected" in training_fails.error.message
+    assert training_fails.after == training_fails.serving
+    assert "pending" not in training_fails.gates
 
-    def broken_training(*args, **kwargs):
-        raise RuntimeError("injected: the training node died")
 
-    monkeypatch.setattr("flows.train.train_head", broken_training)
-    with pytest.raises(StageFailed) as failed:
-        retrain_flow()
-    assert failed.value.stage == "train" and "injected" in failed.value.message
-    assert in_service() == serving
-    assert "pending" not in {v.tags["gate"] for v in registry.list_versions("facegate-embedder")}
-
-    # 4. Humans: list, promote a version by hand, roll back; the gallery follows each move.
-    from flows.cli import app
+def test_operator_promotes_and_rolls_back_and_the_gallery_follows(world, training_fails):
+    """4. Humans: list, promote a version by hand, roll back; the gallery follows each move."""
     from typer.testing import CliRunner
+
+    from flows.cli import app
 
     def cli(*args):
         result = CliRunner().invoke(app, list(args))
         assert result.exit_code == 0, result.output
         return json.loads(result.output)
 
+    serving = training_fails.serving
     listed = cli("models", "list")
     assert listed["versions"][0]["version"] == max(v["version"] for v in listed["versions"])
     assert next(v for v in listed["versions"] if v["version"] == serving[0])["aliases"] == ["champion"]
     assert "val_accuracy" in listed["versions"][-1]["metrics"]
     other = next(v["version"] for v in listed["versions"] if v["version"] != serving[0] and v["gate"] != "failed")
     cli("models", "promote", other, "--reason", "operator's choice")
-    assert in_service()[0] == other and in_service()[2] == f"facegate-embedder/{other}"
+    assert in_service()[0] == other and in_service()[2] == f"{MODEL}/{other}"
     cli("models", "rollback")
-    assert in_service()[0] == serving[0] and in_service()[2] == f"facegate-embedder/{serving[0]}"
-    assert registry.get_version("facegate-embedder", other).tags["gate"] == "rejected"
-    assert store.load().n_employees == 2
+    assert in_service()[0] == serving[0] and in_service()[2] == f"{MODEL}/{serving[0]}"
+    assert registry.get_version(MODEL, other).tags["gate"] == "rejected"
+    assert world.store.load().n_employees == 2

@@ -8,6 +8,7 @@ embeddings are gone from this machine (DVC history is purged separately, see REA
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections.abc import Callable
@@ -58,9 +59,12 @@ class EnrolmentStore:
         """Keep the impostor-distance tail: identification thresholds for any gallery size come from it."""
         path = self.calibration_file(embedder_version)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, impostor_tail=cal.impostor_tail, n_impostor_pairs=cal.n_impostor_pairs)
-        tmp.replace(path)
+        tmp = path.with_suffix(f".tmp-{os.getpid()}.npz")  # one per writer; removed on every path
+        try:
+            np.savez(tmp, impostor_tail=cal.impostor_tail, n_impostor_pairs=cal.n_impostor_pairs)
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def identification_tau(self, gallery: Gallery, target_fpir: float) -> float:
         """tau for 1:K identification at ``target_fpir`` for this gallery's size; the 1:1 tau of the

@@ -35,6 +35,11 @@ class Backbone(nn.Module):
     def pretrained_head(self) -> nn.Linear | None:
         return None
 
+    def embedding_head(self, dim: int) -> nn.Module | None:
+        """A head of the backbone's own making (a fused backbone's per-member heads); None: the shared
+        linear head of ``dim`` outputs."""
+        return None
+
     def freeze_all_but_last(self, n_stages: int) -> None:
         """Freeze everything, then unfreeze the deepest ``n_stages`` stages (BN of frozen ones in eval)."""
         stages = self.stages()
@@ -125,34 +130,30 @@ class MobileNetV2Backbone(Backbone):
 class SFaceBackbone(Backbone):
     """OpenCV Zoo's SFace (MobileFaceNet, Apache-2.0, LFW 99.40% published) ported to torch.
 
-    Chips: ArcFace 112x112, RGB 0..255 (the network normalises them itself). Features are the flattened
-    ``bn1`` map (1024 x 7 x 7 = 50,176 values: SFace has no pooling, its embedding layer reads the whole
-    map); the pretrained head is its 128-d linear with the final BN folded in. The shared head has no
-    bias, so SFace's bias is carried by a constant feature offset c with W c = b (exact, see
-    :func:`components.embedding.sface.bias_as_feature_offset`): the pretrained model embeds exactly as
-    OpenCV's ``FaceRecognizerSF`` after L2 normalisation. Stages: conv_1 .. conv_13, then conv_14 with
-    ``bn1``.
+    Chips: ArcFace 112x112, RGB 0..255 (the network normalises them itself). Features are SFace's own
+    128-d embedding before normalisation (its linear layer, final BN folded in, is the last part of the
+    last stage): SFace has no pooling, so the layer before reads a 50,176-value map, too large to cache
+    for head training. The head on top starts as the identity, so the pretrained model embeds exactly
+    as OpenCV's ``FaceRecognizerSF`` after L2 normalisation. Stages: conv_1 .. conv_13, then conv_14
+    with ``bn1`` and the linear layer.
     """
 
     name = "sface"
-    feature_dim = 1024 * 7 * 7
+    feature_dim = 128
     input_size = 112
     chip_geometry = "arcface_112"
 
     def __init__(self) -> None:
         super().__init__()
-        from components.embedding.sface import bias_as_feature_offset, load_sface
+        from components.embedding.sface import load_sface
         from components.weights import weight_path
 
         self.net = load_sface(weight_path("sface_2021dec"))
         for p in self.net.parameters():
             p.requires_grad_(True)
-        fc = self.net.fc
-        self._fc = nn.Linear(self.feature_dim, fc.out_features, bias=False)
+        self._identity = nn.Linear(self.feature_dim, self.feature_dim, bias=False)
         with torch.no_grad():
-            self._fc.weight.copy_(fc.weight)
-        self.register_buffer("feature_offset", bias_as_feature_offset(fc))
-        self.net.fc = nn.Identity()  # kept once, as _fc (weight) and feature_offset (bias)
+            self._identity.weight.copy_(torch.eye(self.feature_dim))
 
     def preprocess(self, chips: Tensor) -> Tensor:
         x = _to_nchw(chips)
@@ -162,29 +163,42 @@ class SFaceBackbone(Backbone):
         return x  # 0..255 RGB: features() applies SFace's own (x - 127.5) / 128
 
     def features(self, x: Tensor) -> Tensor:
-        return self.net.body((x - self.net.input_mean) * self.net.input_scale) + self.feature_offset
+        return self.net((x - self.net.input_mean) * self.net.input_scale)
 
     def stages(self) -> list[nn.Module]:
         blocks = list(self.net.blocks)
-        return [*blocks[:-1], nn.Sequential(blocks[-1], self.net.bn1)]
+        return [*blocks[:-1], nn.Sequential(blocks[-1], self.net.bn1, self.net.fc)]
 
     def pretrained_head(self) -> nn.Linear:
-        return self._fc
+        return self._identity
 
 
 BACKBONES: dict[str, type[Backbone]] = {b.name: b for b in (DlibResNetBackbone, MobileNetV2Backbone, SFaceBackbone)}
+FUSION_SEPARATOR = "+"  # "dlib_resnet+sface": several backbones fused (components.embedding.fusion)
+
+
+def _members(name: str) -> list[str]:
+    members = name.split(FUSION_SEPARATOR)
+    unknown = [m for m in members if m not in BACKBONES]
+    if unknown or len(set(members)) != len(members):
+        raise ValueError(f"unknown backbone {name!r} (known: {sorted(BACKBONES)}, or several joined by "
+                         f"'{FUSION_SEPARATOR}', each once)")
+    return members
 
 
 def chip_geometry(backbone: str) -> str:
-    """The chip geometry backbone ``backbone`` needs (a class attribute: no weights are loaded)."""
-    try:
-        return BACKBONES[backbone].chip_geometry
-    except KeyError:
-        raise ValueError(f"unknown backbone {backbone!r} (known: {sorted(BACKBONES)})") from None
+    """The chip geometry backbone ``backbone`` needs (class attributes: no weights are loaded)."""
+    from components.embedding.fusion import fused_geometry
+
+    members = _members(backbone)
+    return BACKBONES[members[0]].chip_geometry if len(members) == 1 else fused_geometry(
+        [BACKBONES[m].chip_geometry for m in members])
 
 
 def make_backbone(name: str) -> Backbone:
-    try:
+    members = _members(name)
+    if len(members) == 1:
         return BACKBONES[name]()
-    except KeyError:
-        raise ValueError(f"unknown backbone {name!r} (known: {sorted(BACKBONES)})") from None
+    from components.embedding.fusion import FusedBackbone
+
+    return FusedBackbone([BACKBONES[m]() for m in members])

@@ -22,6 +22,10 @@ class EmbeddingModel(nn.Module):
     def __init__(self, backbone: Backbone, dim: int = EMBEDDING_DIM) -> None:
         super().__init__()
         self.backbone = backbone
+        own = backbone.embedding_head(dim)
+        if own is not None:
+            self.head = own
+            return
         self.head = nn.Linear(backbone.feature_dim, dim, bias=False)
         pretrained = backbone.pretrained_head()
         if pretrained is not None and pretrained.weight.shape == self.head.weight.shape:

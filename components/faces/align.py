@@ -34,7 +34,32 @@ DLIB5_IN_ARCFACE = np.array([[78.65, 53.51], [65.08, 53.93], [30.60, 53.87], [44
                             np.float64)
 HOG_BOX_IN_ARCFACE = np.array([[10.48, 25.87], [96.70, 114.70]], np.float64)  # (left, top), (right, bottom)
 
-CHIP_GEOMETRIES = {"dlib_150": CHIP_SIZE, "arcface_112": ARCFACE_SIZE}  # name -> chip side
+PAIRED_GEOMETRY = "dlib_150+arcface_112"  # a fused model's chip: both geometries of one face, stacked
+CHIP_GEOMETRIES = {"dlib_150": CHIP_SIZE, "arcface_112": ARCFACE_SIZE, PAIRED_GEOMETRY: CHIP_SIZE}  # -> side
+ARCFACE_OFFSET = (CHIP_SIZE - ARCFACE_SIZE) // 2  # where the ArcFace chip sits in a paired chip
+
+
+def chip_channels(geometry: str) -> int:
+    return 6 if geometry == PAIRED_GEOMETRY else 3
+
+
+def paired_chip(dlib_chip: np.ndarray, arcface: np.ndarray) -> np.ndarray:
+    """150 x 150 x 6: dlib's chip in channels 0-2, the 112 ArcFace chip centred in channels 3-5.
+
+    Both templates are mirror-symmetric about the chip's centre, so a flip along the width flips
+    both faces at once (flip TTA and mirroring work unchanged on paired chips).
+    """
+    out = np.zeros((CHIP_SIZE, CHIP_SIZE, 6), np.uint8)
+    out[..., :3] = dlib_chip
+    o = ARCFACE_OFFSET
+    out[o:o + ARCFACE_SIZE, o:o + ARCFACE_SIZE, 3:] = arcface
+    return out
+
+
+def split_paired(chips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(dlib chips, ArcFace chips) of N x 150 x 150 x 6 paired chips (views, no copy)."""
+    o = ARCFACE_OFFSET
+    return chips[..., :3], chips[..., o:o + ARCFACE_SIZE, o:o + ARCFACE_SIZE, 3:]
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -80,7 +105,7 @@ class FaceAligner:
             raise ValueError(f"unknown chip geometry {geometry!r} (known: {sorted(CHIP_GEOMETRIES)})")
         self._dlib = dlib
         self.geometry = geometry
-        self.size = size if geometry == "dlib_150" else CHIP_GEOMETRIES[geometry]
+        self.size = size if geometry in ("dlib_150", PAIRED_GEOMETRY) else CHIP_GEOMETRIES[geometry]
         self.padding = padding
         self._shape = dlib.shape_predictor(str(weight_path("dlib_shape_predictor_5")))
 
@@ -95,6 +120,8 @@ class FaceAligner:
     def chip(self, image: np.ndarray, box: FaceBox) -> np.ndarray:
         if self.geometry == "arcface_112":
             return self.arcface_chip(image, box)
+        if self.geometry == PAIRED_GEOMETRY:
+            return paired_chip(*self.both_chips(image, box))
         return self.dlib_chip(image, box)
 
     def dlib_chip(self, image: np.ndarray, box: FaceBox) -> np.ndarray:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.faces.align import CHIP_GEOMETRIES, CHIP_PADDING, CHIP_SIZE
+from components.faces.align import CHIP_GEOMETRIES, CHIP_PADDING, CHIP_SIZE, PAIRED_GEOMETRY, chip_channels
 
 _WORKER: dict = {}
 IN_PROCESS_BELOW = 200  # images: below this, worker start-up costs more than it saves
@@ -71,8 +71,8 @@ def extract_chips(paths: list[Path], *, detector: str = "dlib_hog", upsample: in
     (``size`` and ``padding`` apply to dlib_150 only); ``detector_options`` go to the detector (YuNet's
     ``score_threshold``, ``max_side``)."""
     workers = workers or os.cpu_count() or 1
-    size = size if geometry == "dlib_150" else CHIP_GEOMETRIES[geometry]
-    chips = np.zeros((len(paths), size, size, 3), np.uint8)
+    size = size if geometry in ("dlib_150", PAIRED_GEOMETRY) else CHIP_GEOMETRIES[geometry]
+    chips = np.zeros((len(paths), size, size, chip_channels(geometry)), np.uint8)
     rows = []
     args = (detector, upsample, size, padding, max_pixels, geometry, detector_options)
     names = [str(p) for p in paths]

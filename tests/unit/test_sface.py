@@ -88,7 +88,7 @@ def test_backbone_interface(sface_model):
     backbone = sface_model.backbone
     assert backbone.chip_geometry == chip_geometry("sface") == "arcface_112"
     assert chip_geometry("dlib_resnet") == "dlib_150"
-    assert backbone.feature_dim == 1024 * 7 * 7 and backbone.input_size == 112
+    assert backbone.feature_dim == 128 and backbone.input_size == 112  # its own embedding: 128 values to cache
     torch.testing.assert_close(sface_model.head.weight, backbone.pretrained_head().weight)  # head starts from SFace's
     stages = backbone.stages()
     assert len(stages) == 14

@@ -4,9 +4,6 @@ Wiring only: data, model, training, metrics and plots come from components.detec
 """
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import mlflow
 import numpy as np
 from prefect import flow, get_run_logger, task
@@ -19,11 +16,10 @@ from components.detection.data import load_samples, truths_of
 from components.detection.plots import draw_truth_and_detections, plot_pr_curves
 from components.detection.serving import load_model_uri
 from components.detection.train import DetectTrainConfig, final_evaluation, train_detector
-from components.embedding.packaging import code_paths, pinned_requirements
 from components.ingest import read_manifest
 from components.paths import data_dir
 from components.settings import Settings, load_settings
-from components.tracking import tracked_run
+from components.tracking import artifact_folder, log_torch_model, numeric_metrics, tracked_run
 
 EXPERIMENT = "detect"
 SAMPLE_IMAGES = 8
@@ -86,17 +82,14 @@ def detect_train_flow(frozen_epochs: int | None = None, finetune_epochs: int | N
                          "history": result.history, "metrics": metrics}, "detector.json")
         log.info("held-out: map50 %.4f map50_95 %.4f per class %s", metrics["map50"], metrics["map50_95"],
                  metrics["ap50_per_class"])
-        with tempfile.TemporaryDirectory() as tmp:
-            plot_pr_curves(dets, truths_of(val), cfg.classes, Path(tmp) / "pr_curves.png")
-            mlflow.log_artifacts(tmp, "plots")
+        with artifact_folder("plots") as folder:
+            plot_pr_curves(dets, truths_of(val), cfg.classes, folder / "pr_curves.png")
         if sample_images:
-            with tempfile.TemporaryDirectory() as tmp:
+            with artifact_folder("samples") as folder:
                 n = min(SAMPLE_IMAGES, len(val))
                 draw_truth_and_detections([s.image for s in val[:n]], dets[:n], truths_of(val[:n]), cfg.classes,
-                                          Path(tmp), det.score_threshold)
-                mlflow.log_artifacts(tmp, "samples")
-        info = mlflow.pytorch.log_model(result.model, name="model", pip_requirements=pinned_requirements(),
-                                        code_paths=code_paths(), serialization_format="pickle")
+                                          folder, det.score_threshold)
+        info = log_torch_model(result.model)
         run_id = run.info.run_id
         decision = register_and_gate(info.model_uri, run_id, metrics, val, settings)
         mlflow.set_tags({"registered_version": decision["version"], "gate": decision["gate"]})
@@ -146,8 +139,7 @@ def detect_bench_flow(model_uri: str | None = None, hog: bool = True, timed_imag
                                      timing_score_threshold=det.score_threshold, log=log.info)
         result["model_uri"] = uri
         result["training_minutes"] = bench.training_minutes(source_run)
-        mlflow.log_metrics({k: float(v) for k, v in result.items()
-                            if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None})
+        mlflow.log_metrics(numeric_metrics(result))
         mlflow.log_dict(result, "bench_detect.json")
     return result
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from components.embedding.backbones import make_backbone
+from components.embedding.backbones import FUSION_SEPARATOR, chip_geometry, make_backbone
+from components.embedding.fusion import fit_fusion_weights
 from components.embedding.model import EmbeddingModel, cached_features, chip_features, embed_from_features
 from components.embedding.train import TrainConfig, train_finetune, train_head, train_head_dataset_mining
 from components.evaluation.pair_classifier import FEATURES, fit_pair_classifier, pair_accuracy
@@ -99,8 +100,10 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
         raise ValueError(f"mode must be pretrained, head or finetune, not {mode!r}")
     torch.manual_seed(cfg.seed)
     feats, flip_feats = cached_features(lfw.chips.chips, lfw.chip_key, backbone, cache_dir, progress)
-    n_groups = n_groups or (10 if mode == "head" else 2 if mode == "finetune" else 1)
-    groups = fold_groups(n_groups) if mode != "pretrained" else [list(range(10))]
+    fused = FUSION_SEPARATOR in backbone  # fusion weights are fitted per fold group, on its training folds
+    n_groups = n_groups or (10 if mode == "head" or (fused and mode == "pretrained") else 2 if mode == "finetune" else 1)
+    groups = fold_groups(n_groups) if mode != "pretrained" or fused else [list(range(10))]
+    fusion_fits = []
     dist_rows: dict[bool, dict[int, np.ndarray]] = {False: {}, True: {}}  # by flip TTA, then fold
     logreg: dict[str, list[float]] = {kind: [] for kind in FEATURES}
     histories, train_sizes = [], []
@@ -130,6 +133,11 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
         if mode == "finetune":  # the backbone changed: its features must be computed again
             f_all = chip_features(model.backbone, lfw.chips.chips)
             ff_all = chip_features(model.backbone, lfw.chips.chips, flip=True)
+        if fused:  # on the training folds only: a test fold never chooses its own weights
+            rows = training_rows(lfw, group)
+            _, labels = np.unique(lfw.identities[rows], return_inverse=True)
+            fusion_fits.append({"test_folds": group, **fit_fusion_weights(
+                model.head, f_all[rows], labels, seed=cfg.seed + gi, flip_feats=ff_all[rows] if flip_tta else None)})
         embs = {tta: embed_from_features(model, f_all, ff_all if tta else None) for tta in (False, True)}
         emb = embs[flip_tta]
         for f in group:
@@ -162,7 +170,7 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
         "other_tta": {"flip_tta": not flip_tta, "accuracy_mean": other_acc["accuracy_mean"],
                       "accuracy_std": other_acc["accuracy_std"], "auc": other_roc["auc"],
                       "tar_at_far_1e-3": other_roc["tar_at_far_1e-3"]},
-        "train_sets": train_sizes, "train_minutes": train_seconds / 60.0,
+        "train_sets": train_sizes, "train_minutes": train_seconds / 60.0, "fusion_fits": fusion_fits,
         "history": histories, "_distances": combined,
     }
 
@@ -257,7 +265,8 @@ class LfwBenchmark:
         return face_augmentation(self.augment, 150, seed=self.cfg.seed)
 
     def load(self, lfw_root: Path, cache_dir: Path, progress: Progress = None) -> LfwSet:
-        return load_lfw(lfw_root, cache_dir, detector=self.detector, upsample=self.upsample, progress=progress)
+        return load_lfw(lfw_root, cache_dir, detector=self.detector, upsample=self.upsample, progress=progress,
+                        geometry=chip_geometry(self.backbone))
 
     def run(self, lfw: LfwSet, cache_dir: Path, *, progress: Progress = None,
             on_epoch: Callable[[int, int, dict], None] | None = None,

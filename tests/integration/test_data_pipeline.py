@@ -13,9 +13,9 @@ from components import data_version
 from components.errors import ValidationFailed
 from components.paths import mlflow_tracking_uri, state_dir
 from tests import images_factory as f
-from tests.conftest import link_or_copy, shared_dataset
+from tests.conftest import link_or_copy, requires_dataset, shared_dataset
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, requires_dataset("lfw", "facemask")]
 LFW_PEOPLE = 25
 MASK_IMAGES = 25
 

@@ -11,9 +11,9 @@ import yaml
 from typer.testing import CliRunner
 
 from components.paths import mlflow_tracking_uri
-from tests.conftest import link_or_copy, shared_dataset
+from tests.conftest import link_or_copy, requires_dataset, shared_dataset
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, requires_dataset("facemask")]
 
 
 def facemask_slice(sandbox, images: int = 14) -> None:

@@ -8,9 +8,9 @@ import yaml
 
 from components.embedding.model import embed_chips
 from components.paths import mlflow_tracking_uri
-from tests.conftest import link_or_copy, shared_dataset
+from tests.conftest import link_or_copy, requires_dataset, shared_dataset
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, requires_dataset("lfw")]
 
 
 def lfw_slice(sandbox, people: int = 14) -> None:

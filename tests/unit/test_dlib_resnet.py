@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,14 +26,10 @@ from components.embedding.dlib_resnet import (
     l2_normalize,
     load_dlib_resnet,
 )
+from tests.conftest import SHARED_DATASETS, requires_dataset
 
 N_FACES = 50
 TOLERANCE = 1e-3
-
-
-def datasets_root() -> Path:
-    default = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
-    return Path(os.environ.get("FACEGATE_DATASETS", default))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -206,9 +200,7 @@ def test_real_file_structure() -> None:
 
 @pytest.fixture(scope="module")
 def lfw_chips_and_reference() -> tuple[np.ndarray, np.ndarray]:
-    lfw = datasets_root() / "lfw"
-    if not lfw.is_dir():
-        pytest.skip(f"LFW not found at {lfw} (set FACEGATE_DATASETS to the datasets root)")
+    lfw = SHARED_DATASETS / "lfw"
     import dlib
 
     detector = dlib.get_frontal_face_detector()
@@ -229,6 +221,7 @@ def lfw_chips_and_reference() -> tuple[np.ndarray, np.ndarray]:
     return np.stack(chips), reference
 
 
+@requires_dataset("lfw")
 def test_torch_port_matches_dlib_on_lfw(lfw_chips_and_reference: tuple[np.ndarray, np.ndarray]) -> None:
     chips, reference = lfw_chips_and_reference
     torch.set_num_threads(min(2, torch.get_num_threads()))

@@ -8,7 +8,7 @@ from components.faces.chips import cached_chips
 from components.faces.detectors import DETECTORS, make_detector
 from components.faces.pipeline import FaceFinder
 from components.images import load_image
-from tests.conftest import shared_dataset
+from tests.conftest import requires_dataset, shared_dataset
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +29,7 @@ def test_registry_and_unknown_detector():
         make_detector("nope")
 
 
+@requires_dataset("lfw")
 def test_single_face_gives_aligned_chip(finder, lfw_faces):
     crop = finder.single_face(lfw_faces[0], "a.jpg")
     assert crop.chip.shape == (150, 150, 3) and crop.chip.dtype == np.uint8
@@ -40,6 +41,7 @@ def test_no_face_is_a_typed_error(finder):
         finder.single_face(np.full((200, 200, 3), 127, np.uint8), "blank.jpg")
 
 
+@requires_dataset("lfw")
 def test_two_faces_is_a_typed_error_but_all_faces_finds_both(finder, lfw_faces):
     pair = np.concatenate(lfw_faces, axis=1)  # two people side by side
     with pytest.raises(MultipleFaces, match="2 faces"):
@@ -47,6 +49,7 @@ def test_two_faces_is_a_typed_error_but_all_faces_finds_both(finder, lfw_faces):
     assert len(finder.all_faces(pair)) == 2
 
 
+@requires_dataset("lfw")
 def test_centre_face_falls_back_to_centred_box(finder, lfw_faces):
     crop = finder.centre_face(np.full((250, 250, 3), 90, np.uint8))
     assert crop.fallback and crop.chip.shape == (150, 150, 3)
@@ -55,6 +58,7 @@ def test_centre_face_falls_back_to_centred_box(finder, lfw_faces):
     assert not chosen.fallback
 
 
+@requires_dataset("lfw")
 def test_chip_cache_reuses_and_keeps_bad_files(tmp_path):
     root = shared_dataset("lfw")
     files = [root / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg", tmp_path / "broken.jpg"]
@@ -66,6 +70,7 @@ def test_chip_cache_reuses_and_keeps_bad_files(tmp_path):
     assert len(list((tmp_path / "cache").glob("chips-*.npy"))) == 1
 
 
+@requires_dataset("lfw")
 def test_cascade_uses_the_cnn_only_where_hog_misses(lfw_faces):
     hard = load_image(shared_dataset("lfw") / "Abdoulaye_Wade" / "Abdoulaye_Wade_0003.jpg")
     hog, cascade = make_detector("dlib_hog", upsample=0), make_detector("hog_then_mmod", upsample=0)

@@ -1,7 +1,6 @@
 """Verification metrics on hand-computed examples, and the real LFW View 2 pairs file."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +20,7 @@ from components.evaluation.verification import (
     threshold_for_far,
     verification_accuracy_10fold,
 )
-
-
-def datasets_root() -> Path:
-    default = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
-    return Path(os.environ.get("FACEGATE_DATASETS", default))
+from tests.conftest import SHARED_DATASETS, requires_dataset
 
 
 def accuracy(dist, same, t) -> float:
@@ -239,11 +234,9 @@ def test_malformed_pairs_name_file_and_line(tmp_path, text, line, words):
     assert isinstance(err.value, ValueError)
 
 
+@requires_dataset("lfw")
 def test_real_lfw_pairs():
-    path = datasets_root() / "lfw" / "pairs.txt"
-    if not path.exists():
-        pytest.skip(f"{path} not found (set FACEGATE_DATASETS to the datasets root)")
-    pairs = read_lfw_pairs(path)
+    pairs = read_lfw_pairs(SHARED_DATASETS / "lfw" / "pairs.txt")
     assert len(pairs) == 6000
     same, folds = pairs_arrays(pairs)
     assert np.bincount(folds).tolist() == [600] * 10

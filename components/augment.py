@@ -1,7 +1,10 @@
-"""Augmentation with albumentations: the course's three — mirroring, random cropping, colour shifting.
+"""Augmentation with albumentations: the course's three — mirroring, random cropping, colour shifting —
+and, for faces behind masks, a synthetic mask drawn from the face's landmarks.
 
 Probabilities and strengths come from params; ``describe`` gives albumentations' own serialised form,
-which training logs to MLflow so a run can be reproduced exactly.
+which training logs to MLflow so a run can be reproduced exactly. A fused model's paired chips (both
+chip geometries of one face, 6 channels) get one draw for both halves: the mask, flip and crop act on
+the 6-channel chip, the colour shift on each half with the same parameters.
 """
 from __future__ import annotations
 
@@ -11,18 +14,46 @@ import numpy as np
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from components.settings import AugmentSettings  # noqa: E402
+from components.settings import AugmentSettings, MaskSettings  # noqa: E402
+
+ARCFACE_HALF = "arcface"  # the albumentations target name of a paired chip's second half
 
 
-def face_augmentation(cfg: AugmentSettings, size: int, seed: int | None = None):
-    """Chip-level augmentation: the output keeps the chip's size so alignment is preserved on average."""
-    import albumentations as A
+class FaceAugmentation:
+    """Chip -> augmented chip of the same size (alignment is preserved on average); called like an
+    albumentations pipeline (``aug(image=chip)["image"]``) so feature caches can drive it."""
 
-    return A.Compose([
-        A.HorizontalFlip(p=cfg.flip_p),
-        A.RandomResizedCrop(size=(size, size), scale=(cfg.crop_scale_min, 1.0), ratio=(0.9, 1.1), p=cfg.crop_p),
-        *colour_shifting(cfg),
-    ], seed=seed)
+    def __init__(self, cfg: AugmentSettings, size: int, seed: int | None = None,
+                 masks: MaskSettings | None = None) -> None:
+        import albumentations as A
+
+        from components.faces.masks import synthetic_mask
+
+        shape = [synthetic_mask(masks)] if masks is not None and masks.p > 0 else []
+        shape += [A.HorizontalFlip(p=cfg.flip_p),
+                  A.RandomResizedCrop(size=(size, size), scale=(cfg.crop_scale_min, 1.0), ratio=(0.9, 1.1),
+                                      p=cfg.crop_p)]
+        self.shape = A.Compose(shape, seed=seed)
+        self.colour = A.Compose(colour_shifting(cfg), seed=None if seed is None else seed + 1,
+                                additional_targets={ARCFACE_HALF: "image"})
+
+    def __call__(self, image: np.ndarray) -> dict:
+        chip = self.shape(image=np.ascontiguousarray(image))["image"]
+        if chip.shape[-1] == 6:
+            out = self.colour(image=np.ascontiguousarray(chip[..., :3]), arcface=np.ascontiguousarray(chip[..., 3:]))
+            return {"image": np.concatenate([out["image"], out[ARCFACE_HALF]], axis=-1)}
+        return {"image": self.colour(image=chip)["image"]}
+
+    def describe(self) -> dict:
+        import albumentations as A
+
+        return {"shape": A.to_dict(self.shape), "colour": A.to_dict(self.colour)}
+
+
+def face_augmentation(cfg: AugmentSettings, size: int, seed: int | None = None,
+                      masks: MaskSettings | None = None) -> FaceAugmentation:
+    """Chip-level augmentation; ``masks`` adds the synthetic mask step (first: it needs the aligned face)."""
+    return FaceAugmentation(cfg, size, seed, masks)
 
 
 def colour_shifting(cfg) -> list:
@@ -44,7 +75,7 @@ def colour_shifting(cfg) -> list:
 def describe(pipeline) -> dict:
     import albumentations as A
 
-    return A.to_dict(pipeline)
+    return pipeline.describe() if isinstance(pipeline, FaceAugmentation) else A.to_dict(pipeline)
 
 
 def as_function(pipeline):

@@ -25,8 +25,8 @@ from albumentations import ImageOnlyTransform  # noqa: E402
 from components.settings import MaskSettings  # noqa: E402
 
 # Where the 68-point model should look on a chip: the box dlib's HOG detector finds on the chip
-# geometry (measured: mean HOG box over LFW chips, 150 px dlib chips with 0.25 padding).
-CHIP_FACE_BOX = {150: (10, 8, 138, 137)}
+# geometry (measured: mean HOG box over LFW chips; dlib's 150 px chips with 0.25 padding, ArcFace 112).
+CHIP_FACE_BOX = {"dlib_150": (10, 8, 138, 137), "arcface_112": (12, 27, 95, 111)}
 
 PALETTES = {  # RGB
     "surgical": [(160, 200, 230), (120, 170, 215), (235, 235, 240), (90, 150, 140), (230, 170, 190)],
@@ -51,12 +51,12 @@ def _predictor():
     return dlib.shape_predictor(str(weight_path("dlib_shape_predictor_68")))
 
 
-def chip_landmarks(chip: np.ndarray) -> np.ndarray:
+def chip_landmarks(chip: np.ndarray, geometry: str | None = None) -> np.ndarray:
     """68 x 2 landmarks of an aligned chip (the face sits where the alignment put it)."""
     import dlib
 
-    size = chip.shape[0]
-    l, t, r, b = CHIP_FACE_BOX.get(size, tuple(round(v * size / 150) for v in CHIP_FACE_BOX[150]))
+    geometry = geometry or ("arcface_112" if chip.shape[0] == 112 else "dlib_150")
+    l, t, r, b = CHIP_FACE_BOX[geometry]
     shape = _predictor()(np.ascontiguousarray(chip), dlib.rectangle(l, t, r, b))
     return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
 
@@ -139,12 +139,28 @@ def draw_mask(chip: np.ndarray, rng: np.random.Generator, cfg: MaskSettings,
     return out.astype(np.uint8), DrawnMask(style, below, tilt)
 
 
+def mask_chip(chip: np.ndarray, seed, cfg: MaskSettings) -> np.ndarray:
+    """A masked copy of a chip of any geometry; a paired chip gets the same mask on both of its faces
+    (each half drawn from its own landmarks with the same random draws)."""
+    from components.faces.align import ARCFACE_OFFSET, ARCFACE_SIZE
+
+    chip = np.asarray(chip)
+    if chip.shape[-1] != 6:
+        return draw_mask(chip, np.random.default_rng(seed), cfg)[0]
+    out = chip.copy()
+    out[..., :3] = draw_mask(np.ascontiguousarray(chip[..., :3]), np.random.default_rng(seed), cfg)[0]
+    o, n = ARCFACE_OFFSET, ARCFACE_SIZE
+    arc = np.ascontiguousarray(chip[o:o + n, o:o + n, 3:])
+    out[o:o + n, o:o + n, 3:] = draw_mask(arc, np.random.default_rng(seed), cfg)[0]
+    return out
+
+
 def mask_chips(chips: np.ndarray, seed: int, cfg: MaskSettings, rows: np.ndarray | None = None) -> np.ndarray:
     """Masked copies of ``chips``: chip i gets the mask of Generator([seed, row i]), the same every run."""
     rows = np.arange(len(chips)) if rows is None else rows
     out = np.empty_like(chips)
     for i, (chip, row) in enumerate(zip(chips, rows)):
-        out[i] = draw_mask(np.asarray(chip), np.random.default_rng([seed, int(row)]), cfg)[0]
+        out[i] = mask_chip(chip, [seed, int(row)], cfg)
     return out
 
 
@@ -165,7 +181,7 @@ class SyntheticMask(ImageOnlyTransform):
     def apply(self, img: np.ndarray, mask_seed: int = 0, **params) -> np.ndarray:
         cfg = MaskSettings(p=1.0, styles=self.styles, below_nose_p=self.below_nose_p, tilt_deg=self.tilt_deg,
                            strap_p=self.strap_p)
-        return draw_mask(img, np.random.default_rng(mask_seed), cfg)[0]
+        return mask_chip(img, mask_seed, cfg)
 
     def get_transform_init_args_names(self):
         return ("styles", "below_nose_p", "tilt_deg", "strap_p")

@@ -19,6 +19,6 @@ def test_crop_and_colour_keep_shape_and_change_pixels():
 
 def test_pipeline_is_serialised_with_its_probabilities():
     d = describe(face_augmentation(AugmentSettings(flip_p=0.3), 150))
-    names = [t["__class_fullname__"] for t in d["transform"]["transforms"]]
+    names = [t["__class_fullname__"] for part in ("shape", "colour") for t in d[part]["transform"]["transforms"]]
     assert names == ["HorizontalFlip", "RandomResizedCrop", "RGBShift", "ColorJitter"]
-    assert d["transform"]["transforms"][0]["p"] == 0.3
+    assert d["shape"]["transform"]["transforms"][0]["p"] == 0.3

@@ -70,3 +70,31 @@ def test_albumentations_step_serialises_and_replays(chip):
     again = A.Compose([SyntheticMask(p=1.0, styles=("n95", "cloth"))], seed=5)(image=chip)["image"]
     assert first.shape == chip.shape and first.dtype == np.uint8
     assert np.array_equal(first, again) and not np.array_equal(first, chip)
+
+
+def test_paired_chips_get_the_same_mask_on_both_faces(chip):
+    from components.faces.align import paired_chip, split_paired
+    from components.faces.masks import mask_chip
+
+    arc = chip[19:131, 19:131]
+    paired = paired_chip(chip, arc)
+    out = mask_chip(paired, 4, MaskSettings(styles=("n95",), strap_p=0.0))
+    d, a = split_paired(out[None])
+    assert not np.array_equal(d[0], chip) and not np.array_equal(a[0], arc)
+    # the same colour on both halves (one draw), each on its own face
+    assert np.allclose(np.median(d[0][d[0] != chip].reshape(-1), 0), np.median(a[0][a[0] != arc].reshape(-1), 0),
+                       atol=25)
+
+
+def test_face_augmentation_handles_plain_and_paired_chips(chip):
+    from components.augment import describe, face_augmentation
+    from components.faces.align import paired_chip
+    from components.settings import AugmentSettings
+
+    aug = face_augmentation(AugmentSettings(), 150, seed=3, masks=MaskSettings(p=1.0))
+    out = aug(image=chip)["image"]
+    assert out.shape == chip.shape and not np.array_equal(out, chip)
+    paired = paired_chip(chip, chip[19:131, 19:131])
+    assert aug(image=paired)["image"].shape == (150, 150, 6)
+    spec = describe(aug)
+    assert spec["shape"]["transform"]["transforms"][0]["__class_fullname__"].endswith("SyntheticMask")

@@ -30,7 +30,7 @@ from components.evaluation.verification import (
     verification_accuracy_10fold,
 )
 from components.faces.chips import ChipSet, cached_chips
-from components.settings import AugmentSettings, Settings
+from components.settings import AugmentSettings, MaskSettings, Settings
 
 Progress = Callable[[str, int, int], None] | None
 PROGRESS_EVERY = {"chips": 2000, "features": 2048, "features-flip": 2048}  # log lines, not a flood
@@ -72,8 +72,43 @@ def load_lfw(root: Path, cache_dir: Path, *, detector: str = "dlib_hog", upsampl
                   same=same, folds=folds, pairs=pairs)
 
 
-def pair_distances(emb: np.ndarray, lfw: LfwSet) -> np.ndarray:
-    return np.linalg.norm(emb[lfw.pair_a] - emb[lfw.pair_b], axis=1)
+def pair_distances(emb: np.ndarray, lfw: LfwSet, masked: MaskedProbes | None = None) -> np.ndarray:
+    """Each pair's distance; with ``masked``, the second image of every pair is its masked copy."""
+    if masked is None:
+        return np.linalg.norm(emb[lfw.pair_a] - emb[lfw.pair_b], axis=1)
+    return np.linalg.norm(emb[lfw.pair_a] - masked.emb[masked.position[lfw.pair_b]], axis=1)
+
+
+@dataclass
+class MaskedProbes:
+    """The masked LFW protocol: the second image of every View 2 pair gets a synthetic mask (seeded by
+    its row: the same masks every run, for every model); chips cached like the plain ones."""
+
+    rows: np.ndarray  # LFW rows that are some pair's second image
+    chips: np.ndarray  # their masked chips
+    key: str  # cache key of the masked chips (features are cached under it)
+    position: np.ndarray  # LFW row -> index into rows (-1 where not masked)
+    emb: np.ndarray | None = None  # the current model's embeddings of the masked chips
+
+
+def masked_probes(lfw: LfwSet, cache_dir: Path, masks, seed: int) -> MaskedProbes:
+    import json
+
+    from components.faces.masks import mask_chips
+
+    rows = np.unique(lfw.pair_b)
+    key = hashlib.sha256(f"{lfw.chip_key}|{json.dumps(masks.model_dump(), sort_keys=True)}|{seed}".encode()
+                         ).hexdigest()[:20]
+    path = cache_dir / f"chips-masked-{key}.npy"
+    if not path.is_file():
+        chips = mask_chips(np.asarray(lfw.chips.chips[rows]), seed, masks, rows=rows)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, chips)
+        tmp.replace(path)
+    position = np.full(len(lfw.paths), -1)
+    position[rows] = np.arange(len(rows))
+    return MaskedProbes(rows, np.load(path, mmap_mode="r"), f"masked-{key}", position)
 
 
 def fold_groups(n_groups: int) -> list[list[int]]:
@@ -94,12 +129,16 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
                       cfg: TrainConfig, n_groups: int | None = None, progress: Progress = None,
                       pair_classifiers: bool = True, augment: Callable[[np.ndarray], np.ndarray] | None = None,
                       mining: str = "online", mining_rounds: int = 3, artifact_dir: Path | None = None,
-                      on_epoch: Callable[[int, int, dict], None] | None = None) -> dict:
-    """Accuracy (10-fold), ROC figures and training history for one backbone/mode/TTA setting."""
+                      on_epoch: Callable[[int, int, dict], None] | None = None,
+                      masked: MaskedProbes | None = None) -> dict:
+    """Accuracy (10-fold), ROC figures and training history for one backbone/mode/TTA setting; with
+    ``masked``, on the masked protocol (same keys)."""
     if mode not in ("pretrained", "head", "finetune"):
         raise ValueError(f"mode must be pretrained, head or finetune, not {mode!r}")
     torch.manual_seed(cfg.seed)
     feats, flip_feats = cached_features(lfw.chips.chips, lfw.chip_key, backbone, cache_dir, progress)
+    if masked is not None:
+        m_feats, m_flip = cached_features(masked.chips, masked.key, backbone, cache_dir, progress)
     fused = FUSION_SEPARATOR in backbone  # fusion weights are fitted per fold group, on its training folds
     n_groups = n_groups or (10 if mode == "head" or (fused and mode == "pretrained") else 2 if mode == "finetune" else 1)
     groups = fold_groups(n_groups) if mode != "pretrained" or fused else [list(range(10))]
@@ -140,9 +179,16 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
                 model.head, f_all[rows], labels, seed=cfg.seed + gi, flip_feats=ff_all[rows] if flip_tta else None)})
         embs = {tta: embed_from_features(model, f_all, ff_all if tta else None) for tta in (False, True)}
         emb = embs[flip_tta]
+        m_embs = {}
+        if masked is not None:
+            mf, mff = (m_feats, m_flip) if mode != "finetune" else (
+                chip_features(model.backbone, masked.chips), chip_features(model.backbone, masked.chips, flip=True))
+            m_embs = {tta: embed_from_features(model, mf, mff if tta else None) for tta in (False, True)}
         for f in group:
             for tta in (False, True):
-                dist_rows[tta][f] = pair_distances(embs[tta], lfw)
+                if masked is not None:
+                    masked.emb = m_embs[tta]
+                dist_rows[tta][f] = pair_distances(embs[tta], lfw, masked)
             if pair_classifiers:
                 rows_f = training_rows(lfw, [f] if mode == "pretrained" else group)
                 _, labels_f = np.unique(lfw.identities[rows_f], return_inverse=True)
@@ -158,6 +204,7 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
     fallback = lfw.chips.table["fallback"].to_numpy()
     return {
         "backbone": backbone, "mode": mode, "flip_tta": flip_tta, "fold_groups": groups,
+        "protocol": "masked" if masked is not None else "plain",
         "mining": mining if mode == "head" else ("online" if mode == "finetune" else None),
         "accuracy_mean": acc["accuracy_mean"], "accuracy_std": acc["accuracy_std"],
         "fold_accuracies": acc["fold_accuracies"], "threshold_mean": acc["threshold_mean"],
@@ -236,33 +283,40 @@ class LfwBenchmark:
     upsample: int
     cfg: TrainConfig
     augment: AugmentSettings
+    masks: MaskSettings
+    masked: bool = False  # the masked protocol: the second image of every pair masked (seeded)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, backbone: str | None = None, mode: str | None = None,
                       flip_tta: bool | None = None, miner: str | None = None, epochs: int | None = None,
                       groups: int | None = None, lr: float | None = None, mining: str = "online",
-                      speed: bool = True) -> LfwBenchmark:
+                      speed: bool = True, masked: bool = False) -> LfwBenchmark:
         return cls(backbone=backbone or settings.embedding.backbone, mode=mode or settings.embedding.mode,
                    flip_tta=settings.embedding.flip_tta if flip_tta is None else flip_tta, mining=mining,
                    groups=groups, speed=speed, detector=settings.faces.detector, upsample=settings.faces.upsample,
                    cfg=TrainConfig.from_settings(settings, miner=miner, epochs=epochs, lr=lr),
-                   augment=settings.augment)
+                   augment=settings.augment, masks=settings.masks, masked=masked)
 
     @property
     def run_name(self) -> str:
-        return f"{self.backbone}-{self.mode}-{self.mining}-{'tta' if self.flip_tta else 'plain'}"
+        return (f"{self.backbone}-{self.mode}-{self.mining}-{'tta' if self.flip_tta else 'plain'}"
+                f"{'-masked' if self.masked else ''}")
 
     @property
     def params(self) -> dict:
         return {"backbone": self.backbone, "mode": self.mode, "flip_tta": self.flip_tta, "detector": self.detector,
                 "upsample": self.upsample, **{f"train.{k}": v for k, v in asdict(self.cfg).items()},
-                "mining": self.mining}
+                "mining": self.mining, "protocol": "masked" if self.masked else "plain",
+                **({f"masks.{k}": v for k, v in self.masks.model_dump().items()} if self.masked else {})}
 
     def augmentation(self):
         """The fine-tuning augmentation (mirroring, random cropping, colour shifting) on 150 px chips."""
         from components.augment import face_augmentation
 
-        return face_augmentation(self.augment, 150, seed=self.cfg.seed)
+        from components.faces.align import CHIP_GEOMETRIES
+
+        return face_augmentation(self.augment, CHIP_GEOMETRIES[chip_geometry(self.backbone)], seed=self.cfg.seed,
+                                 masks=self.masks)
 
     def load(self, lfw_root: Path, cache_dir: Path, progress: Progress = None) -> LfwSet:
         return load_lfw(lfw_root, cache_dir, detector=self.detector, upsample=self.upsample, progress=progress,
@@ -274,10 +328,11 @@ class LfwBenchmark:
         """The result (accuracy, ROC figures, history; speed when asked) and each pair's distance."""
         from components.augment import as_function
 
+        masked = masked_probes(lfw, cache_dir, self.masks, self.cfg.seed) if self.masked else None
         result = run_lfw_benchmark(lfw, cache_dir, backbone=self.backbone, mode=self.mode, flip_tta=self.flip_tta,
                                    cfg=self.cfg, n_groups=self.groups, progress=progress, on_epoch=on_epoch,
                                    augment=as_function(self.augmentation()), mining=self.mining,
-                                   artifact_dir=artifact_dir)
+                                   artifact_dir=artifact_dir, masked=masked, pair_classifiers=not self.masked)
         dist = result.pop("_distances")
         if self.speed:
             result.update(measure_speed(lfw, self.backbone, detector=self.detector, upsample=self.upsample,

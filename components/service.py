@@ -68,6 +68,16 @@ def incumbent_model(settings: Settings, backbone: str | None = None) -> tuple[Em
     return EmbeddingModel(make_backbone(backbone or settings.embedding.backbone)), None
 
 
+def service_configuration(settings: Settings) -> dict:
+    """Backbone and training mode of the model in service: the champion's (its registration tags), else
+    params' (the pretrained model the service falls back to)."""
+    champ = registry.champion(settings.registry.embedder_model)
+    if champ is not None and champ.tags.get("backbone"):
+        return {"backbone": champ.tags["backbone"], "mode": champ.tags.get("mode", settings.embedding.mode),
+                "source": f"champion v{champ.version}"}
+    return {"backbone": settings.embedding.backbone, "mode": "pretrained", "source": "pretrained (no champion)"}
+
+
 def service_model(settings: Settings) -> tuple[EmbeddingModel, str | None]:
     """The model in service and its gallery label (None for the unregistered pretrained model)."""
     model, version = incumbent_model(settings)

@@ -19,11 +19,18 @@ from components.tracking import artifact_folder, numeric_metrics, tracked_run
 @flow(name="bench-lfw", log_prints=True)
 def lfw_benchmark_flow(backbone: str | None = None, mode: str | None = None, flip_tta: bool | None = None,
                        miner: str | None = None, epochs: int | None = None, groups: int | None = None,
-                       lr: float | None = None, mining: str = "online", speed: bool = True) -> dict:
+                       lr: float | None = None, mining: str = "online", speed: bool = True,
+                       masked: bool = False) -> dict:
+    """LFW View 2 for a backbone/mode (default: the configuration in service: the champion's, else params)."""
+    from components.service import service_configuration
+
     settings = load_settings()
     log = get_run_logger()
-    bench = LfwBenchmark.from_settings(settings, backbone=backbone, mode=mode, flip_tta=flip_tta, miner=miner,
-                                       epochs=epochs, groups=groups, lr=lr, mining=mining, speed=speed)
+    in_service = service_configuration(settings)
+    bench = LfwBenchmark.from_settings(settings, backbone=backbone or in_service["backbone"],
+                                       mode=mode or in_service["mode"], flip_tta=flip_tta, miner=miner,
+                                       epochs=epochs, groups=groups, lr=lr, mining=mining, speed=speed, masked=masked)
+    log.info("configuration: %s/%s (%s)", bench.backbone, bench.mode, in_service["source"])
     cache = state_dir() / "cache"
     progress = thinned_progress(log.info)
     lfw = bench.load(datasets_root() / "lfw", cache, progress)

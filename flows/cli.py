@@ -469,8 +469,8 @@ def gallery_show() -> None:
 @friendly
 def bench_lfw(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="write the result here too")] = None,
-    backbone: Annotated[Optional[str], typer.Option(help="dlib_resnet | mobilenet_v2 (default: params)")] = None,
-    mode: Annotated[Optional[str], typer.Option(help="pretrained | head | finetune (default: params)")] = None,
+    backbone: Annotated[Optional[str], typer.Option(help="dlib_resnet | sface | mobilenet_v2 | dlib_resnet+sface (default: the model in service)")] = None,
+    mode: Annotated[Optional[str], typer.Option(help="pretrained | head | finetune (default: the model in service's)")] = None,
     tta: Annotated[Optional[bool], typer.Option("--tta/--no-tta", help="flip TTA (default: params)")] = None,
     miner: Annotated[Optional[str], typer.Option(help="override train.miner")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="override train.epochs")] = None,
@@ -478,12 +478,13 @@ def bench_lfw(
     lr: Annotated[Optional[float], typer.Option(help="override train.lr")] = None,
     mining: Annotated[str, typer.Option(help="head mode: online (in-batch) | dataset (FAISS rounds)")] = "online",
     speed: Annotated[bool, typer.Option("--speed/--no-speed", help="also time embedding and the whole pipeline")] = True,
+    masked: Annotated[bool, typer.Option("--masked", help="the masked protocol: the second image of every pair masked (seeded)")] = False,
 ) -> None:
     """LFW View 2 (10 folds of 600 pairs, threshold chosen on 9) on the shared LFW copy."""
     from flows.bench import lfw_benchmark_flow
 
     result = lfw_benchmark_flow(backbone=backbone, mode=mode, flip_tta=tta, miner=miner, epochs=epochs,
-                                groups=groups, lr=lr, mining=mining, speed=speed)
+                                groups=groups, lr=lr, mining=mining, speed=speed, masked=masked)
     _emit(result, json_out)
 
 

@@ -1,0 +1,53 @@
+"""The LFW benchmark driver on a small real slice: View 2 layout, plain and masked protocols."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import link_or_copy, shared_dataset
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def mini_lfw(tmp_path_factory):
+    """12 people x 2 images from the shared LFW, and a pairs.txt of 10 folds x (1 same + 1 different)."""
+    src = shared_dataset("lfw")
+    people = sorted(p.name for p in src.iterdir() if p.is_dir() and len(list(p.glob("*.jpg"))) >= 2)[:20:2][:10]
+    root = tmp_path_factory.mktemp("lfw")
+    for name in people:
+        for f in sorted((src / name).glob("*.jpg"))[:2]:
+            link_or_copy(f, root / name / f.name)
+    lines = ["10\t1"]
+    for fold in range(10):
+        a, b = people[fold], people[(fold + 1) % 10]
+        lines += [f"{a}\t1\t2", f"{a}\t1\t{b}\t2"]
+    (root / "pairs.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_plain_and_masked_protocols(mini_lfw, tmp_path):
+    from benchmarks.lfw import load_lfw, masked_probes, run_lfw_benchmark
+    from components.embedding.train import TrainConfig
+    from components.settings import load_settings
+
+    settings = load_settings()
+    cache = tmp_path / "cache"
+    lfw = load_lfw(mini_lfw, cache, detector="yunet", geometry="arcface_112")
+    assert lfw.chips.chips.shape == (20, 112, 112, 3) and len(lfw.same) == 20
+    cfg = TrainConfig.from_settings(settings)
+    plain = run_lfw_benchmark(lfw, cache, backbone="sface", mode="pretrained", flip_tta=False, cfg=cfg,
+                              pair_classifiers=False)
+    probes = masked_probes(lfw, cache, settings.masks, seed=1)
+    assert sorted(probes.rows) == sorted(set(lfw.pair_b)) and len(list(cache.glob("chips-masked-*.npy"))) == 1
+    again = masked_probes(lfw, cache, settings.masks, seed=1)
+    assert np.array_equal(np.asarray(again.chips), np.asarray(probes.chips))  # the same masks every run
+    masked = run_lfw_benchmark(lfw, cache, backbone="sface", mode="pretrained", flip_tta=False, cfg=cfg,
+                               pair_classifiers=False, masked=probes)
+    assert plain["protocol"] == "plain" and masked["protocol"] == "masked"
+    assert set(plain) == set(masked)  # same JSON keys
+    d_plain, d_masked = plain["_distances"], masked["_distances"]
+    same = lfw.same
+    # a mask moves genuine pairs apart
+    assert d_masked[same].mean() > d_plain[same].mean()
+    assert not np.array_equal(np.asarray(probes.chips), np.asarray(lfw.chips.chips[probes.rows]))

@@ -137,6 +137,7 @@ class IdentifiedFace:
     distance: float | None  # None against an empty gallery (nobody to be near)
     tau: float
     target_fpir: float
+    mask: str | None = None  # the face-mask detector's class for this face; None: no detector trained
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,7 @@ class FaceGate:
         self.write_lock = threading.Lock()  # one writer per process; the file lock serialises processes
         self._refresh_lock = threading.Lock()
         self._snapshot: Gallery | None = None
+        self._mask_reader = None
         self._version: str | None = None
 
     # -------------------------------------------------------------------------- state in service
@@ -253,12 +255,24 @@ class FaceGate:
         recognizer = self.recognizer
         target = self.settings.gallery.target_fpir
         tau = self.store.identification_tau(g, target)
+        found = recognizer.embed_all(pixels)
+        masks = self.mask_states(pixels, [f.box for f in found])
         faces = []
-        for face in recognizer.embed_all(pixels):
+        for face, mask in zip(found, masks):
             eid, dist, name = g.identify(face.embedding[None], tau)
             distance = round(float(dist), 6) if math.isfinite(dist) else None
-            faces.append(IdentifiedFace(face.box.as_list(), eid, name, eid is not None, distance, tau, target))
+            faces.append(IdentifiedFace(face.box.as_list(), eid, name, eid is not None, distance, tau, target, mask))
         return Identification(faces, tau, target)
+
+    def mask_states(self, pixels: np.ndarray, boxes: list) -> list[str | None]:
+        """Per face, the face-mask detector's class (``faces.mask_state: auto``; None when none is trained)."""
+        if self.settings.faces.mask_state == "off" or not boxes:
+            return [None] * len(boxes)
+        if self._mask_reader is None:
+            from components.faces.mask_state import MaskStateReader
+
+            self._mask_reader = MaskStateReader(self.settings)
+        return self._mask_reader.read(pixels, boxes)
 
     def verify(self, employee_id: str, pixels: np.ndarray, source: str | Path = "photo") -> Verification:
         """Is this the claimed employee? 1:1 at the calibrated false-accept rate (one face required)."""

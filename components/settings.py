@@ -55,6 +55,7 @@ class FaceSettings(_Strict):
     upsample: int = Field(0, ge=0, le=2)  # 0 finds LFW-sized faces (~100 px); 1 finds faces down to ~40 px
     score_threshold: float = Field(0.6, gt=0.0, lt=1.0)  # YuNet: minimum face score
     max_side: int = Field(1280, ge=64, le=8192)  # YuNet: larger frames are shrunk to this long side first
+    mask_state: Literal["auto", "off"] = "auto"  # identify: mask on/off per face from the face-mask detector
 
 
 class EmbeddingSettings(_Strict):

@@ -366,7 +366,10 @@ def identify(
     image = load_image(frame, gate.settings.images.max_pixels)
     result = gate.identify(image)
     if out:
-        draw_boxes(image, [(f.box, f.name or f.employee_id or "not recognized", f.recognized)
+        from components.faces.mask_state import SAY
+
+        draw_boxes(image, [(f.box, (f.name or f.employee_id or "not recognized")
+                            + (f", {SAY.get(f.mask, f.mask)}" if f.mask else ""), f.recognized)
                            for f in result.faces], out)
     _print({"frame": str(frame), **result.to_dict(), "annotated": str(out) if out else None})
 

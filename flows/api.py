@@ -35,7 +35,7 @@ from components.errors import (BadRequest, FacegateError, FormLimitExceeded, Ima
 from components.images import decode_image
 from components.paths import state_dir
 from components.request_guard import API_KEY_HEADER, RequestGuard, key_matches
-from components.service import FaceGate
+from components.service import FaceGate, Identification, Verification
 
 IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp", "image/bmp", "image/tiff", "image/gif"}
 DOCS_STATIC = "/docs-static"
@@ -76,28 +76,9 @@ class Status(BaseModel):
     tau: float | None
 
 
-class IdentifiedFaceOut(BaseModel):
-    box: list[int]
-    employee_id: str | None
-    name: str | None
-    recognized: bool
-    distance: float | None
-    tau: float
-    target_fpir: float
-
-
-class IdentificationOut(BaseModel):
-    faces: list[IdentifiedFaceOut]
-    tau: float
-    target_fpir: float
-
-
-class VerificationOut(BaseModel):
-    employee_id: str
-    accepted: bool
-    distance: float
-    tau: float
-    target_far: float | None
+# the service's own answer types: the API's schema cannot drift from what FaceGate returns
+IdentificationOut = Identification
+VerificationOut = Verification
 
 
 class EmployeeOut(BaseModel):

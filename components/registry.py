@@ -63,11 +63,31 @@ class GateDecision:
 
 
 def gate(challenger: dict[str, float], champion: dict[str, float] | None, metric: str,
-         min_improvement: float, incumbent: str = "the champion") -> GateDecision:
-    """Promote only a challenger that beats the champion on ``metric`` by at least ``min_improvement``.
+         min_improvement: float, incumbent: str = "the champion", guard_metric: str | None = None,
+         max_regression: float = 0.0) -> GateDecision:
+    """Promote only a challenger that beats the champion on ``metric`` by at least ``min_improvement``
+    and, with ``guard_metric``, loses no more than ``max_regression`` on it (a model that wins on
+    masked faces must not pay for it on bare ones).
 
     Both dicts must come from the same evaluation data; with no champion the challenger wins.
     """
+    decision = _gate_one(challenger, champion, metric, min_improvement, incumbent)
+    if not decision.promote or guard_metric is None or champion is None:
+        return decision
+    for side, values in (("challenger", challenger), ("champion", champion)):
+        if guard_metric not in values:
+            raise RegistryError(f"guard metric {guard_metric!r} missing from the {side}'s metrics ({sorted(values)})")
+    loss = float(champion[guard_metric]) - float(challenger[guard_metric])
+    if not loss <= max_regression:  # NaN fails too
+        why = (f"{decision.reason}, but {guard_metric} {float(challenger[guard_metric]):.4f} loses "
+               f"{loss:.4f} to {incumbent}'s {float(champion[guard_metric]):.4f} (> {max_regression} allowed)")
+        return GateDecision(False, why, metric, decision.challenger_value, decision.champion_value, min_improvement)
+    why = f"{decision.reason}; {guard_metric} within {max_regression} ({-loss:+.4f})"
+    return GateDecision(True, why, metric, decision.challenger_value, decision.champion_value, min_improvement)
+
+
+def _gate_one(challenger: dict[str, float], champion: dict[str, float] | None, metric: str,
+              min_improvement: float, incumbent: str) -> GateDecision:
     if metric not in challenger:
         raise RegistryError(f"gate metric {metric!r} missing from the challenger's metrics ({sorted(challenger)})")
     value = float(challenger[metric])

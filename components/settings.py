@@ -138,7 +138,10 @@ class TrackingSettings(_Strict):
 
 class RegistrySettings(_Strict):
     embedder_model: str = Field("facegate-embedder", pattern=r"^[A-Za-z0-9_.-]+$")
-    gate_metric: Literal["val_accuracy", "val_auc", "val_tar_at_far_1e-3"] = "val_tar_at_far_1e-3"
+    gate_metric: Literal["val_accuracy", "val_auc", "val_tar_at_far_1e-3", "val_masked_accuracy",
+                         "val_masked_tar_at_far_1e-3"] = "val_tar_at_far_1e-3"
+    guard_metric: Literal["val_accuracy", "val_auc", "val_tar_at_far_1e-3", None] = None  # must not regress
+    max_regression: float = Field(0.001, ge=0.0)  # the most the guard metric may lose
     min_improvement: float = Field(0.002, ge=0.0)  # the challenger must beat the champion by this much
 
 

@@ -19,17 +19,22 @@ def heldout_pairs(labels: np.ndarray, n_pairs: int, seed: int) -> tuple[np.ndarr
 
 
 def evaluate_verification(emb: np.ndarray, labels: np.ndarray, n_pairs: int = 6000, seed: int = 0,
-                          target_far: float = 1e-3) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Metrics (same names across runs), plus the distances and labels for plots."""
+                          target_far: float = 1e-3, masked_emb: np.ndarray | None = None,
+                          prefix: str = "val_") -> tuple[dict, np.ndarray, np.ndarray]:
+    """Metrics (same names across runs), plus the distances and labels for plots.
+
+    With ``masked_emb`` (embeddings of masked copies of the same held-out faces), the second face of
+    every pair is its masked copy: the same seeded pairs, the masked protocol (name it with ``prefix``).
+    """
     ia, ib, same, folds = heldout_pairs(labels, n_pairs, seed)
-    dist = np.linalg.norm(emb[ia] - emb[ib], axis=1)
+    dist = np.linalg.norm(emb[ia] - (emb if masked_emb is None else masked_emb)[ib], axis=1)
     acc = verification_accuracy_10fold(dist, same, folds)
     roc = roc_metrics(dist, same)
     tau = threshold_for_far(dist[~same], target_far)
     metrics = {
-        "val_accuracy": acc["accuracy_mean"], "val_accuracy_std": acc["accuracy_std"],
-        "val_threshold": acc["threshold_mean"], "val_auc": roc["auc"], "val_eer": roc["eer"],
-        "val_tar_at_far_1e-3": roc["tar_at_far_1e-3"], "val_tau_at_target_far": float(tau),
-        "val_pairs": float(len(same)),
+        "accuracy": acc["accuracy_mean"], "accuracy_std": acc["accuracy_std"],
+        "threshold": acc["threshold_mean"], "auc": roc["auc"], "eer": roc["eer"],
+        "tar_at_far_1e-3": roc["tar_at_far_1e-3"], "tau_at_target_far": float(tau),
+        "pairs": float(len(same)),
     }
-    return metrics, dist, same
+    return {prefix + k: v for k, v in metrics.items()}, dist, same

@@ -85,3 +85,20 @@ def test_restore_and_abandon(store):
     assert registry.get_version("m", v3).tags["gate"] == "abandoned"
     registry.restore_champion("m", None)
     assert registry.champion("m") is None
+
+
+def test_gate_with_a_guard_metric_refuses_a_win_paid_for_on_the_plain_faces():
+    from components.registry import gate
+
+    champ = {"val_masked_tar_at_far_1e-3": 0.80, "val_accuracy": 0.990}
+    wins_both = {"val_masked_tar_at_far_1e-3": 0.85, "val_accuracy": 0.9895}
+    pays = {"val_masked_tar_at_far_1e-3": 0.85, "val_accuracy": 0.985}
+    args = ("val_masked_tar_at_far_1e-3", 0.002)
+    ok = gate(wins_both, champ, *args, guard_metric="val_accuracy", max_regression=0.001)
+    assert ok.promote and "val_accuracy within 0.001" in ok.reason
+    no = gate(pays, champ, *args, guard_metric="val_accuracy", max_regression=0.001)
+    assert not no.promote and "loses 0.0050" in no.reason
+    assert gate(pays, champ, *args).promote  # without a guard only the gate metric counts
+    short = gate({"val_masked_tar_at_far_1e-3": 0.801, "val_accuracy": 0.99}, champ, *args,
+                 guard_metric="val_accuracy")
+    assert not short.promote and "short of" in short.reason

@@ -159,6 +159,13 @@ class RetrainBusy(FacegateError):
     http_status = 409
 
 
+class DeviceUnavailable(SettingsError):
+    """A setting asks for a device (a CUDA GPU) that this machine does not have; names the setting."""
+
+    code = "device_unavailable"
+    http_status = 503
+
+
 class SchedulerError(FacegateError):
     """The Prefect server for schedules cannot be reached or started."""
 

@@ -62,6 +62,7 @@ class EmbeddingSettings(_Strict):
     backbone: Literal["dlib_resnet", "mobilenet_v2", "sface"] = "dlib_resnet"
     mode: Literal["pretrained", "head", "finetune"] = "head"
     flip_tta: bool = True
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # torch training/embedding (components/devices.py)
 
 
 class _CourseAugmentations(_Strict):

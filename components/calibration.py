@@ -3,6 +3,11 @@
 tau is read off impostor pairs of held-out identities (never the people being enrolled): every pair of
 different identities among them, so a FAR of 1e-3 or 1e-4 rests on millions of comparisons rather
 than a few thousand. The achieved FAR and TAR at tau go into the gallery manifest.
+
+A model's score distributions are kept small (:class:`ScoreSketch`: every rank at the end that
+thresholds read, geometric ranks elsewhere), so one file per model carries them for any gallery size;
+:class:`ImpostorScores` turns them into the FAR of a distance, the tau of a FAR or an FPIR, blended with
+the deployment's own impostor pairs (enrolled employees against each other) once there are enough.
 """
 from __future__ import annotations
 
@@ -73,3 +78,166 @@ def calibrate_tau(emb: np.ndarray, labels: np.ndarray, target_far: float) -> Cal
         achieved_tar=float((genuine <= tau).mean()) if genuine.size else float("nan"),
         n_impostor_pairs=int(impostor.size), n_genuine_pairs=int(genuine.size), impostor_tail=tail,
     )
+
+
+# ------------------------------------------------------------------------------ score sketches
+
+SKETCH_EXACT = 2000  # ranks kept one by one at the dense end (FAR down to 1 / n exactly)
+SKETCH_KNOTS = 600  # geometric ranks over the rest: counts between knots interpolated within ~1.6%
+
+
+@dataclass(frozen=True)
+class ScoreSketch:
+    """A sorted score sample (distances: smaller is closer) kept as knots (rank, value).
+
+    Ranks are 0-based positions in the sorted scores; the first (0) and last (n - 1) are always knots.
+    ``dense="low"`` keeps every rank of the smallest scores exactly (impostor distances: the FAR end),
+    ``"high"`` of the largest (genuine distances: the false-reject end). Between knots the count is
+    interpolated linearly in the value, so a few thousand floats stand for millions of pairs.
+    """
+
+    ranks: np.ndarray  # int64, strictly increasing
+    values: np.ndarray  # float64, non-decreasing
+    n: int
+
+    @classmethod
+    def from_scores(cls, scores: np.ndarray, dense: str = "low", exact: int = SKETCH_EXACT,
+                    knots: int = SKETCH_KNOTS) -> ScoreSketch:
+        s = np.sort(np.asarray(scores, np.float64).ravel())
+        if s.size == 0:
+            raise ValueError("a score sketch needs at least one score")
+        if not np.isfinite(s).all():
+            raise ValueError("scores must be finite")
+        n = s.size
+        head = np.arange(min(exact, n))
+        spread = np.unique(np.geomspace(1, max(n - len(head), 1), knots).astype(np.int64)) + len(head) - 1
+        ranks = np.unique(np.r_[head, spread[spread < n], n - 1])
+        if dense == "high":
+            ranks = np.unique(n - 1 - ranks)
+        elif dense != "low":
+            raise ValueError(f"dense must be 'low' or 'high', got {dense!r}")
+        return cls(ranks.astype(np.int64), s[ranks], int(n))
+
+    def count_at_most(self, value: float) -> float:
+        """How many scores are <= ``value`` (exact on runs of consecutive knots, else interpolated)."""
+        v, r = self.values, self.ranks
+        if value < v[0]:
+            return 0.0
+        if value >= v[-1]:
+            return float(self.n)
+        i = int(np.searchsorted(v, value, side="right")) - 1  # v[i] <= value < v[i + 1]
+        gap = r[i + 1] - r[i] - 1
+        return float(r[i] + 1 + np.floor(gap * (value - v[i]) / (v[i + 1] - v[i])))
+
+    def share_at_most(self, value: float) -> float:
+        return self.count_at_most(value) / self.n
+
+    def value_at_rank(self, rank: float) -> float:
+        return float(np.interp(rank, self.ranks, self.values))
+
+    def threshold_for_share(self, share: float) -> float:
+        """Largest threshold with share(score <= threshold) <= ``share``: just below the score at rank
+        floor(share * n) (as :func:`calibrate_tau`); the largest score when every score may pass."""
+        allowed = int(np.floor(share * self.n))
+        if allowed >= self.n:
+            return float(self.values[-1])
+        # one float32 step below: distances are float32, and numpy compares them with a Python
+        # float in float32, so a float64 step would round back onto the score itself
+        return float(np.nextafter(np.float32(self.value_at_rank(allowed)), np.float32(-np.inf)))
+
+    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        return {f"{prefix}_ranks": self.ranks, f"{prefix}_values": self.values.astype(np.float64),
+                f"{prefix}_n": np.int64(self.n)}
+
+    @classmethod
+    def from_arrays(cls, arrays, prefix: str) -> ScoreSketch:
+        return cls(np.asarray(arrays[f"{prefix}_ranks"], np.int64), np.asarray(arrays[f"{prefix}_values"], np.float64),
+                   int(arrays[f"{prefix}_n"]))
+
+
+def fpir_of_far(far: float, gallery_size: int) -> float:
+    """The chance a stranger is accepted as someone among ``gallery_size`` people when each comparison
+    accepts with probability ``far`` (comparisons taken as independent): 1 - (1 - FAR)^K."""
+    return float(-np.expm1(max(gallery_size, 1) * np.log1p(-min(max(far, 0.0), 1.0))) if far < 1 else 1.0)
+
+
+def recalibration_weight(local_pairs: int, min_pairs: int, prior_pairs: int) -> float:
+    """Weight of the deployment's own impostor pairs against the stored tail: none below ``min_pairs``,
+    then n / (n + prior_pairs), so the stored tail counts as ``prior_pairs`` pairs of evidence."""
+    if local_pairs < max(min_pairs, 1):
+        return 0.0
+    return local_pairs / (local_pairs + max(prior_pairs, 0))
+
+
+@dataclass(frozen=True)
+class ImpostorScores:
+    """The impostor-distance distribution the service decides with.
+
+    ``stored``: the model's sketches, one per calibration set; a distance's FAR is the largest of their
+    shares (the threshold holds on every set the model was calibrated on). ``local``: the deployment's
+    own impostor pairs (different enrolled employees), blended in with weight ``local_weight``
+    (:func:`recalibration_weight`): FAR(d) = (1 - w) * stored(d) + w * local(d).
+    """
+
+    stored: tuple[ScoreSketch, ...]
+    local: ScoreSketch | None = None
+    local_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stored, ScoreSketch):
+            object.__setattr__(self, "stored", (self.stored,))
+        if not self.stored:
+            raise ValueError("at least one stored impostor sketch is needed")
+
+    @property
+    def blended(self) -> bool:
+        return self.local is not None and self.local_weight > 0
+
+    def far(self, distance: float) -> float:
+        """Estimated false-accept probability of accepting at ``distance`` (1:1)."""
+        f = max(s.share_at_most(distance) for s in self.stored)
+        if self.blended:
+            f = (1.0 - self.local_weight) * f + self.local_weight * self.local.share_at_most(distance)
+        return float(f)
+
+    def fpir(self, distance: float, gallery_size: int) -> float:
+        """Estimated chance that a stranger's nearest employee, in a gallery of this size, is this close."""
+        return fpir_of_far(self.far(distance), gallery_size)
+
+    def tau_for_far(self, target_far: float) -> float:
+        """Largest distance whose estimated FAR is <= ``target_far``."""
+        if len(self.stored) == 1 and not self.blended:
+            return self.stored[0].threshold_for_share(target_far)
+        # FAR(d) is non-decreasing: bracket the crossing between knot values, then bisect
+        parts = [s.values for s in self.stored] + ([self.local.values] if self.blended else [])
+        cand = np.unique(np.concatenate(parts))
+        ok = np.array([self.far(c) <= target_far for c in cand])
+        if not ok[0]:
+            return float(np.nextafter(np.float32(cand[0]), np.float32(-np.inf)))
+        if ok.all():
+            return float(cand[-1])
+        j = int(np.argmin(ok))  # the first candidate over the target
+        lo, hi = float(cand[j - 1]), float(cand[j])
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if self.far(mid) <= target_far else (lo, mid)
+        f = np.float32(lo)  # a float32 threshold at or below lo (distances are float32)
+        return float(np.nextafter(f, np.float32(-np.inf)) if float(f) > lo else f)
+
+    def tau_for_fpir(self, target_fpir: float, gallery_size: int) -> float:
+        return self.tau_for_far(far_per_comparison(target_fpir, gallery_size))
+
+
+def local_impostor_distances(vectors: np.ndarray, labels: np.ndarray, max_people: int = 2000,
+                             seed: int = 0) -> np.ndarray:
+    """Distances of every pair of vectors of different people (a deployment's enrolled employees);
+    above ``max_people`` a seeded sample of people keeps the cost bounded (~2M pairs)."""
+    labels = np.asarray(labels)
+    people = np.unique(labels)
+    if len(people) > max_people:
+        keep = np.random.default_rng(seed).choice(people, max_people, replace=False)
+        rows = np.isin(labels, keep)
+        vectors, labels = np.asarray(vectors)[rows], labels[rows]
+    if len(np.unique(labels)) < 2:
+        return np.zeros(0, np.float32)
+    return all_pair_distances(vectors, labels)[1]

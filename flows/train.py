@@ -27,16 +27,16 @@ TRAIN_EXPERIMENT = "train"
 
 
 @task(name="face-chips", retries=1, cache_policy=NO_CACHE)
-def load_training_data(dataset: str, settings: Settings) -> TrainingData:
+def load_training_data(dataset: str, settings: Settings, backbone: str | None = None) -> TrainingData:
     """Detected and aligned chips of every manifest image (cached by content), and the split."""
-    return read_training_data(dataset, settings, log=get_run_logger().info)
+    return read_training_data(dataset, settings, log=get_run_logger().info, backbone=backbone)
 
 
 @task(name="augment", cache_policy=NO_CACHE)
 def augment_stage(data: TrainingData, backbone: str, mode: str, settings: Settings) -> list[np.ndarray]:
     """The albumentations pipeline serialised into MLflow; in ``head`` mode the features of
     ``augment.copies`` augmented copies of every training chip (one array per copy), else none."""
-    mlflow.log_dict(stages.augmentation_description(settings), "augmentation.json")
+    mlflow.log_dict(stages.augmentation_description(settings, backbone), "augmentation.json")
     copies = stages.cached_copies(mode, settings)
     mlflow.log_params({"augment.applied": "online" if mode == "finetune" else f"{copies} cached copies"
                        if copies else "none"})
@@ -65,6 +65,9 @@ def train_stage(data: TrainingData, backbone: str, mode: str, cfg: TrainConfig, 
         with artifact_folder("plots") as folder:
             plot_training_curves(trained.history, folder / "training_curves.png")
     mlflow.log_dict({"history": trained.history}, "training_history.json")
+    if "fusion_weights" in trained.extra:  # fitted on training identities only
+        mlflow.log_params({f"fusion.weight.{i}": w for i, w in enumerate(trained.extra["fusion_weights"])})
+        mlflow.log_metric("fusion_fit_tar", trained.extra["fusion_fit_tar"])
     return trained
 
 
@@ -90,7 +93,7 @@ def train_flow(dataset: str = "lfw", backbone: str | None = None, mode: str | No
     backbone = backbone or settings.embedding.backbone
     mode = mode or settings.embedding.mode
     cfg = TrainConfig.from_settings(settings, epochs=epochs, lr=lr, miner=miner)
-    data = load_training_data(dataset, settings)
+    data = load_training_data(dataset, settings, backbone)
     params = {**settings.flat(), "run.dataset": dataset, "run.backbone": backbone, "run.mode": mode,
               **{f"run.train.{k}": v for k, v in cfg.__dict__.items()}}
     with tracked_run(f"{settings.tracking.experiment_prefix}-{TRAIN_EXPERIMENT}", f"{backbone}-{mode}",

@@ -13,6 +13,7 @@ import numpy as np
 
 from components.augment import as_function, describe, face_augmentation
 from components.embedding.backbones import make_backbone
+from components.embedding.fusion import FusedHead, fit_fusion_weights
 from components.embedding.model import (
     EmbeddingModel,
     cached_augmented_features,
@@ -27,7 +28,6 @@ from components.paths import state_dir
 from components.settings import Settings
 
 Log = Callable[[str], None]
-CHIP_SIDE = 150  # the chips' side the augmentation pipelines are built for
 
 
 def _quiet(message: str) -> None:
@@ -50,9 +50,18 @@ class Trained:
 # ----------------------------------------------------------------------------------------- augment
 
 
-def augmentation_description(settings: Settings) -> dict:
-    """The albumentations pipeline (mirroring, random cropping, colour shifting), serialisable."""
-    return describe(face_augmentation(settings.augment, CHIP_SIDE, seed=settings.seed))
+def augmentation(settings: Settings, backbone: str, seed: int):
+    """Mirroring, random cropping, colour shifting and synthetic masks (``masks.p``) on the backbone's chips."""
+    from components.embedding.backbones import chip_geometry
+    from components.faces.align import CHIP_GEOMETRIES
+
+    return face_augmentation(settings.augment, CHIP_GEOMETRIES[chip_geometry(backbone)], seed=seed,
+                             masks=settings.masks)
+
+
+def augmentation_description(settings: Settings, backbone: str | None = None) -> dict:
+    """The albumentations pipeline, serialisable."""
+    return describe(augmentation(settings, backbone or settings.embedding.backbone, settings.seed))
 
 
 def cached_copies(mode: str, settings: Settings) -> int:
@@ -66,7 +75,7 @@ def augmented_copy_features(data: TrainingData, backbone: str, settings: Setting
     one N x D array per copy: ``head`` mode cannot augment online, its backbone features are cached."""
     return cached_augmented_features(
         data.chips.chips[data.train_rows], data.train_key, backbone, state_dir() / "cache",
-        lambda seed: face_augmentation(settings.augment, CHIP_SIDE, seed=seed), augmentation_description(settings),
+        lambda seed: augmentation(settings, backbone, seed), augmentation_description(settings, backbone),
         settings.augment.copies, settings.seed, progress=_feature_progress(log))
 
 
@@ -82,17 +91,27 @@ def train_embedding(data: TrainingData, backbone: str, mode: str, cfg: TrainConf
     ``head`` and ``pretrained`` return the frozen held-out features (and their mirrors) for reuse.
     """
     model = EmbeddingModel(make_backbone(backbone))
+    fused = isinstance(model.head, FusedHead)
     if mode == "finetune":
-        pipeline = face_augmentation(settings.augment, CHIP_SIDE, seed=settings.seed)
+        if fused:  # weights from the pretrained members, on training identities only
+            f, ff = cached_features(data.chips.chips, data.chips.key, backbone, state_dir() / "cache",
+                                    progress=_feature_progress(log))
+            log(f"fusion: {fit_fusion_weights(model.head, f[data.train_rows], data.labels, seed=cfg.seed)}")
         history = train_finetune(model, np.asarray(data.chips.chips[data.train_rows]), data.labels, cfg,
-                                 augment=as_function(pipeline), on_epoch=on_epoch)
+                                 augment=as_function(augmentation(settings, backbone, settings.seed)),
+                                 on_epoch=on_epoch)
         return Trained(model, history)
     feats, flip_feats = cached_features(data.chips.chips, data.chips.key, backbone, state_dir() / "cache",
                                         progress=_feature_progress(log))
     history = (train_head(model, feats[data.train_rows], flip_feats[data.train_rows], data.labels, cfg,
                           on_epoch=on_epoch, aug_feats=aug_feats, aug_prob=settings.augment.copy_p)
                if mode == "head" else [])
-    return Trained(model, history, feats[data.val_rows], flip_feats[data.val_rows])
+    extra = {}
+    if fused:  # on the trained heads, training identities only
+        extra = fit_fusion_weights(model.head, feats[data.train_rows], data.labels, seed=cfg.seed,
+                                   flip_feats=flip_feats[data.train_rows] if settings.embedding.flip_tta else None)
+        log(f"fusion: {extra}")
+    return Trained(model, history, feats[data.val_rows], flip_feats[data.val_rows], extra)
 
 
 # ---------------------------------------------------------------------------------------- evaluate
@@ -106,10 +125,43 @@ def heldout_embeddings(model: EmbeddingModel, data: TrainingData, flip_tta: bool
     return embed_chips(model, np.asarray(data.chips.chips[data.val_rows]), flip_tta)
 
 
+def masked_heldout_chips(data: TrainingData, settings: Settings) -> tuple[np.ndarray, str]:
+    """Masked copies of the held-out chips (seeded by row: the same masks for every model), cached."""
+    import hashlib
+    import json
+
+    from components.faces.masks import mask_chips
+
+    key = hashlib.sha256(f"{data.chips.key}|{data.val_rows.tobytes().hex()}|"
+                         f"{json.dumps(settings.masks.model_dump(), sort_keys=True)}|{settings.seed}".encode()
+                         ).hexdigest()[:20]
+    path = state_dir() / "cache" / f"chips-masked-{key}.npy"
+    if not path.is_file():
+        chips = mask_chips(np.asarray(data.chips.chips[data.val_rows]), settings.seed, settings.masks,
+                           rows=data.val_rows)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, chips)
+        tmp.replace(path)
+    return np.load(path, mmap_mode="r"), f"masked-{key}"
+
+
 def evaluate_heldout(model: EmbeddingModel, data: TrainingData, settings: Settings,
                      val_feats: np.ndarray | None = None,
                      val_flip: np.ndarray | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
     """Verification on the held-out identities with seeded pairs (every model sees the same ones):
-    the ``val_*`` metrics, and the pair distances and same-identity flags for plots."""
-    emb = heldout_embeddings(model, data, settings.embedding.flip_tta, val_feats, val_flip)
-    return evaluate_verification(emb, data.val_labels, seed=settings.seed)
+    the ``val_*`` metrics, the same pairs with the second face masked (``val_masked_*``), and the
+    plain pair distances and same-identity flags for plots. Frozen features given means the model's
+    backbone is the pretrained one, so the masked copies' features come from the cache too."""
+    tta = settings.embedding.flip_tta
+    emb = heldout_embeddings(model, data, tta, val_feats, val_flip)
+    metrics, dist, same = evaluate_verification(emb, data.val_labels, seed=settings.seed)
+    masked, key = masked_heldout_chips(data, settings)
+    if val_feats is not None:
+        mf, mff = cached_features(masked, key, model.backbone.name, state_dir() / "cache")
+        masked_emb = embed_from_features(model, mf, mff if tta else None)
+    else:
+        masked_emb = embed_chips(model, np.asarray(masked), tta)
+    masked_metrics, _, _ = evaluate_verification(emb, data.val_labels, seed=settings.seed, masked_emb=masked_emb,
+                                                 prefix="val_masked_")
+    return {**metrics, **masked_metrics}, dist, same

@@ -56,6 +56,17 @@ def mlflow_artifact_root() -> str:
     return os.environ.get("FACEGATE_MLFLOW_ARTIFACTS") or (state_dir() / "mlartifacts").as_uri()
 
 
+def experiment_artifact_root() -> str | None:
+    """Where a new experiment keeps its artifacts: FACEGATE_MLFLOW_ARTIFACTS if set; None with a tracking
+    server (``http(s)://``), whose own ``--artifacts-destination`` (an S3 bucket) decides; else the
+    state dir's folder, beside the embedded SQLite store."""
+    if os.environ.get("FACEGATE_MLFLOW_ARTIFACTS"):
+        return os.environ["FACEGATE_MLFLOW_ARTIFACTS"]
+    if mlflow_tracking_uri().startswith(("http://", "https://")):
+        return None
+    return mlflow_artifact_root()
+
+
 def dvc_default_remote() -> Path:
     return state_dir() / "dvc-remote"
 

@@ -194,7 +194,14 @@ class ChainState:
 
 
 def failure_reason(exc: BaseException) -> str:
-    return exc.message if isinstance(exc, FacegateError) else f"{type(exc).__name__}: {exc}"
+    """The error in one line, prefixed with the backing service that is down, when one is (server mode:
+    the MLflow or Prefect server, their Postgres, the S3 object store; ``components.backends``)."""
+    from components.backends import explain
+
+    reason = exc.message if isinstance(exc, FacegateError) else f"{type(exc).__name__}: {exc}"
+    return reason if isinstance(exc, (KeyboardInterrupt, SystemExit)) else explain(reason)
+
+
 
 
 @contextlib.contextmanager
@@ -208,13 +215,16 @@ def stage_guard(state: ChainState, stage: str, log: Log = lambda message: None) 
         yield
     except BaseException as exc:
         reason = failure_reason(exc)
-        client = mlflow.MlflowClient()
-        client.set_tag(state.run_id, "failed_stage", stage)
-        client.set_tag(state.run_id, "error", reason[:5000])
-        for v in state.registered:
-            if registry.get_version(state.name, v).tags.get(registry.GATE_TAG) == "pending":
-                registry.set_gate_state(state.name, v, "failed", f"stage {stage}: {reason}")
         log(f"retrain failed at stage {stage}: {reason}")
+        try:  # best effort: with the tracking server or its database down, the failure itself must still show
+            client = mlflow.MlflowClient()
+            client.set_tag(state.run_id, "failed_stage", stage)
+            client.set_tag(state.run_id, "error", reason[:5000])
+            for v in state.registered:
+                if registry.get_version(state.name, v).tags.get(registry.GATE_TAG) == "pending":
+                    registry.set_gate_state(state.name, v, "failed", f"stage {stage}: {reason}")
+        except Exception as record_exc:  # noqa: BLE001 - reported, and the stage's own error goes on
+            log(f"could not record the failure in MLflow: {type(record_exc).__name__}: {str(record_exc)[:300]}")
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
         raise StageFailed(stage, reason) from exc

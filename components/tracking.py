@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from components.paths import configure_environment, mlflow_artifact_root, mlflow_tracking_uri, repo_root
+from components.paths import configure_environment, experiment_artifact_root, mlflow_tracking_uri, repo_root
 
 MAX_PARAM_CHARS = 500
 
@@ -44,7 +44,8 @@ def ensure_experiment(name: str) -> str:
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    return mlflow.create_experiment(name, artifact_location=f"{mlflow_artifact_root()}/{name}")
+    root = experiment_artifact_root()  # None: the tracking server's artifact store decides
+    return mlflow.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
 
 
 @contextmanager
@@ -67,14 +68,22 @@ def tracked_run(
     if parent:
         all_tags["parent_run_id"] = parent.info.run_id
     start = time.perf_counter()
-    with mlflow.start_run(run_name=run_name, experiment_id=exp_id, nested=parent is not None,
-                          tags=all_tags) as run:
+    run = mlflow.start_run(run_name=run_name, experiment_id=exp_id, nested=parent is not None, tags=all_tags)
+    ok = False
+    try:
         if params:
             mlflow.log_params({k: str(v)[:MAX_PARAM_CHARS] for k, v in params.items()})
+        yield run
+        ok = True
+    finally:
+        # Closing the run is best effort when the block already failed: with the tracking server (or its
+        # database) down, the block's own error is the one to see, not a second one from MLflow.
         try:
-            yield run
-        finally:
             mlflow.log_metric("duration_s", time.perf_counter() - start)
+            mlflow.end_run("FINISHED" if ok else "FAILED")
+        except Exception:
+            if ok:
+                raise
 
 
 def set_data_version(version: str | None) -> None:

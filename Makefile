@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.facegate-installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: setup demo test test-unit test-integration clean
+.PHONY: setup demo test test-unit test-integration server-check clean
 .DEFAULT_GOAL := setup
 
 setup: $(STAMP)
@@ -41,6 +41,12 @@ test-unit: setup
 
 test-integration: setup
 	@$(BIN)/python -m pytest tests/integration
+
+# Server mode on loopback: Postgres, an S3 store, MLflow and Prefect servers, a worker; the retraining
+# chain as a deployment, checked through the servers' APIs; faults; everything stopped (infra/server_check.py)
+server-check: setup
+	@echo "==> server-check: facegate against real servers on 127.0.0.1"
+	@$(BIN)/python infra/server_check.py
 
 clean:
 	rm -rf $(VENV)

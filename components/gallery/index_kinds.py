@@ -1,5 +1,5 @@
 """Which faiss index a gallery searches and how it is built: one policy for the gallery and for the
-scaling benchmark (components/gallery_scaling.py), so the benchmark measures what is served.
+scaling benchmark (benchmarks/gallery_scaling.py), so the benchmark measures what is served.
 
 Every kind uses the inner-product metric on unit vectors. ``flat`` is exact; ``hnsw`` and ``ivf`` are
 approximate, for large galleries. HNSW cannot remove vectors and IVF under an id map keeps stale ids,

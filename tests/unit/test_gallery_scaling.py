@@ -8,7 +8,7 @@ import pytest
 
 faiss = pytest.importorskip("faiss")
 
-from components import gallery_scaling as gs  # noqa: E402
+from benchmarks import gallery_scaling as gs  # noqa: E402
 
 
 @pytest.fixture(scope="module")

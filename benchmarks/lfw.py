@@ -143,6 +143,7 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
     n_groups = n_groups or (10 if mode == "head" or (fused and mode == "pretrained") else 2 if mode == "finetune" else 1)
     groups = fold_groups(n_groups) if mode != "pretrained" or fused else [list(range(10))]
     fusion_fits = []
+    member_rows: dict[str, dict[bool, dict[int, np.ndarray]]] = {}  # fused: each member alone, same chips
     dist_rows: dict[bool, dict[int, np.ndarray]] = {False: {}, True: {}}  # by flip TTA, then fold
     logreg: dict[str, list[float]] = {kind: [] for kind in FEATURES}
     histories, train_sizes = [], []
@@ -189,6 +190,17 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
                 if masked is not None:
                     masked.emb = m_embs[tta]
                 dist_rows[tta][f] = pair_distances(embs[tta], lfw, masked)
+        if fused:
+            fitted = model.head.weights.tolist()
+            for i, member in enumerate(model.backbone.members):
+                model.head.set_weights([float(j == i) for j in range(len(fitted))])
+                for tta in (False, True):
+                    e = embed_from_features(model, f_all, ff_all if tta else None)
+                    if masked is not None:
+                        masked.emb = embed_from_features(model, mf, mff if tta else None)
+                    for f in group:
+                        member_rows.setdefault(member.name, {False: {}, True: {}})[tta][f] = pair_distances(e, lfw, masked)
+            model.head.set_weights(fitted)
             if pair_classifiers:
                 rows_f = training_rows(lfw, [f] if mode == "pretrained" else group)
                 _, labels_f = np.unique(lfw.identities[rows_f], return_inverse=True)
@@ -218,8 +230,17 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
                       "accuracy_std": other_acc["accuracy_std"], "auc": other_roc["auc"],
                       "tar_at_far_1e-3": other_roc["tar_at_far_1e-3"]},
         "train_sets": train_sizes, "train_minutes": train_seconds / 60.0, "fusion_fits": fusion_fits,
+        "members": {name: {("flip_tta" if tta else "no_tta"): {k: v for k, v in _member_summary(rows[tta], lfw).items()}
+                           for tta in (True, False)} for name, rows in member_rows.items()},
         "history": histories, "_distances": combined,
     }
+
+
+def _member_summary(rows_by_fold: dict[int, np.ndarray], lfw: LfwSet) -> dict:
+    """One member of a fused model alone (its weight 1), on the same chips and pairs."""
+    acc, roc, _ = _summarise(np.stack([rows_by_fold[f] for f in range(10)]), lfw)
+    return {"accuracy_mean": acc["accuracy_mean"], "accuracy_std": acc["accuracy_std"], "auc": roc["auc"],
+            "tar_at_far_1e-3": roc["tar_at_far_1e-3"]}
 
 
 def _summarise(rows: np.ndarray, lfw: LfwSet) -> tuple[dict, dict, np.ndarray]:

@@ -51,3 +51,20 @@ def test_plain_and_masked_protocols(mini_lfw, tmp_path):
     # a mask moves genuine pairs apart
     assert d_masked[same].mean() > d_plain[same].mean()
     assert not np.array_equal(np.asarray(probes.chips), np.asarray(lfw.chips.chips[probes.rows]))
+
+
+def test_fused_backbone_fits_weights_per_fold_and_reports_its_members(mini_lfw, tmp_path):
+    from benchmarks.lfw import load_lfw, run_lfw_benchmark
+    from components.embedding.train import TrainConfig
+    from components.settings import load_settings
+
+    cfg = TrainConfig.from_settings(load_settings())
+    lfw = load_lfw(mini_lfw, tmp_path, detector="yunet", geometry="dlib_150+arcface_112")
+    r = run_lfw_benchmark(lfw, tmp_path, backbone="dlib_resnet+sface", mode="pretrained", flip_tta=True, cfg=cfg,
+                          pair_classifiers=False)
+    assert len(r["fusion_fits"]) == 10  # one fit per test fold, on the other folds' identities
+    for fit in r["fusion_fits"]:
+        assert abs(sum(fit["fusion_weights"]) - 1) < 1e-6 and fit["fusion_fit_genuine"] > 0
+    assert set(r["members"]) == {"dlib_resnet", "sface"}
+    assert set(r["members"]["sface"]) == {"flip_tta", "no_tta"}
+    assert 0.5 <= r["members"]["sface"]["flip_tta"]["accuracy_mean"] <= 1.0

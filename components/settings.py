@@ -154,6 +154,16 @@ class RetrainSettings(_Strict):
     work_pool: str = "facegate-process"
 
 
+class DistributedSettings(_Strict):
+    """Chip extraction, features and embeddings fanned out over shards (flows/distributed.py, Dask)."""
+
+    runner: Literal["local", "dask"] = "local"  # local: one process in order; dask: shards on a Dask cluster
+    shards: int = Field(4, ge=1, le=4096)  # pieces the image list is cut into (>= the cluster's workers)
+    address: str | None = None  # an existing Dask scheduler (tcp://host:8786); None: a local cluster
+    workers: int | None = Field(None, ge=1)  # local cluster: worker processes (None: one per core)
+    threads_per_worker: int = Field(1, ge=1)
+
+
 class DetectionSettings(_CourseAugmentations):
     """The YOLO-style face-mask detector (issue 6): data, model, both training phases, loss, decoding."""
 
@@ -223,6 +233,7 @@ class Settings(_Strict):
     registry: RegistrySettings = RegistrySettings()
     retrain: RetrainSettings = RetrainSettings()
     detection: DetectionSettings = DetectionSettings()
+    distributed: DistributedSettings = DistributedSettings()
     style: StyleSettings = StyleSettings()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

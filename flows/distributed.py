@@ -1,0 +1,106 @@
+"""Chips, frozen features and embeddings of a dataset fanned out over shards on a task runner.
+
+Wiring only, over ``components.sharding``: the manifest's images are cut into ``distributed.shards``
+contiguous shards; each shard's chips and then its features and embeddings are Prefect tasks, run by
+the runner in ``distributed.runner``:
+- ``local``: Prefect's thread-pool runner with one thread, shards in order in this process (the
+  reference the Dask run is compared with);
+- ``dask``: ``prefect-dask``'s DaskTaskRunner, on the scheduler at ``FACEGATE_DASK_ADDRESS`` or
+  ``distributed.address`` when set (an existing cluster: every worker needs this repository's
+  environment and read access to data/), else a local cluster of ``distributed.workers`` processes
+  (default: one per core) with ``distributed.threads_per_worker`` threads each.
+The shards come back in order and are written as the chain's own cache entries (chips, and plain and
+mirrored features under the chip key), so a retraining chain afterwards recomputes nothing.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from components import sharding
+from components.faces.chips import ChipSet
+from components.ingest import read_manifest
+from components.paths import data_dir, state_dir
+from components.settings import DistributedSettings, load_settings
+
+DASK_ADDRESS_ENV = "FACEGATE_DASK_ADDRESS"
+
+
+@task(name="chips-shard", retries=1, cache_policy=NO_CACHE)
+def chips_task(paths: list[str], detector: str, upsample: int, geometry: str) -> ChipSet:
+    return sharding.chip_shard(paths, detector=detector, upsample=upsample, geometry=geometry)
+
+
+@task(name="embed-shard", retries=1, cache_policy=NO_CACHE)
+def embed_task(chipset: ChipSet, backbone: str, flip_tta: bool, threads: int | None) -> sharding.ShardEmbeddings:
+    return sharding.embed_shard(chipset.chips, backbone=backbone, flip_tta=flip_tta, threads=threads)
+
+
+def dask_address(cfg: DistributedSettings) -> str | None:
+    return os.environ.get(DASK_ADDRESS_ENV) or cfg.address
+
+
+def make_task_runner(cfg: DistributedSettings, runner: str | None = None):
+    """The task runner ``runner`` (default: params') names; ``dask`` connects or starts a local cluster."""
+    runner = runner or cfg.runner
+    if runner == "local":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=1)
+    from prefect_dask import DaskTaskRunner
+
+    address = dask_address(cfg)
+    if address:
+        return DaskTaskRunner(address=address)
+    workers = cfg.workers or os.cpu_count() or 1
+    return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": cfg.threads_per_worker,
+                                          "processes": True, "dashboard_address": None})
+
+
+def _shard_everything(dataset: str, shards: int | None, runner: str, write_cache: bool) -> dict:
+    from components.embedding.backbones import chip_geometry
+
+    settings = load_settings()
+    cfg, log = settings.distributed, get_run_logger()
+    backbone, faces = settings.embedding.backbone, settings.faces
+    geometry = chip_geometry(backbone)
+    manifest = read_manifest(data_dir(), dataset)
+    paths = [str(data_dir() / p) for p in manifest["path"]]
+    bounds = sharding.shard_bounds(len(paths), shards or cfg.shards)
+    threads = cfg.threads_per_worker if runner == "dask" else None
+    started = time.perf_counter()
+    chip_futures = [chips_task.submit(paths[a:b], faces.detector, faces.upsample, geometry) for a, b in bounds]
+    emb_futures = [embed_task.submit(f, backbone, settings.embedding.flip_tta, threads) for f in chip_futures]
+    key = sharding.chips_key(manifest["sha256"].tolist(), detector=faces.detector, upsample=faces.upsample,
+                             geometry=geometry)
+    chips = sharding.assemble_chips([f.result() for f in chip_futures], key)
+    result = sharding.assemble_embeddings([f.result() for f in emb_futures])
+    wall = time.perf_counter() - started
+    log.info("%d images in %d shards on the %s runner: %.1f s (%.1f images/s)", len(paths), len(bounds), runner,
+             wall, len(paths) / wall if wall else 0.0)
+    cache = state_dir() / "cache"
+    if write_cache:
+        sharding.store_chips(cache, chips)
+        sharding.store_features(cache, key, backbone, result)
+    return {"dataset": dataset, "runner": runner, "images": len(paths), "shards": len(bounds), "chip_key": key,
+            "backbone": backbone, "wall_s": round(wall, 2), "chips": chips.chips, "chip_table": chips.table,
+            "features": result.features, "flip_features": result.flip_features, "embeddings": result.embeddings,
+            "cache_dir": str(cache) if write_cache else None}
+
+
+@flow(name="distributed-embedding", log_prints=True)
+def _embedding_flow(dataset: str, shards: int | None, runner: str, write_cache: bool) -> dict:
+    return _shard_everything(dataset, shards, runner, write_cache)
+
+
+def distributed_embedding(dataset: str = "lfw", runner: str | None = None, shards: int | None = None,
+                          write_cache: bool = True) -> dict:
+    """Chips, features and pretrained embeddings of ``dataset`` over shards on ``runner`` (default:
+    params' ``distributed.runner``); the arrays and timing, and the cache entries written when asked."""
+    cfg = load_settings().distributed
+    runner = runner or cfg.runner
+    return _embedding_flow.with_options(task_runner=make_task_runner(cfg, runner))(
+        dataset=dataset, shards=shards, runner=runner, write_cache=write_cache)

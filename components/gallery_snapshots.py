@@ -59,18 +59,28 @@ def _snapshot_lock() -> Iterator[None]:
         os.close(fd)
 
 
+def dvc_target() -> str | None:
+    """The gallery folder as DVC names it (``gallery``: ``gallery.dvc``), None when it lies outside the
+    repository (``FACEGATE_HOME`` or ``FACEGATE_GALLERY`` elsewhere), where DVC cannot version it."""
+    from components.paths import gallery_dir
+
+    folder, repo = gallery_dir(), repo_root().resolve()
+    return folder.relative_to(repo).as_posix() if folder.is_relative_to(repo) else None
+
+
 def _snapshot_locked(push: bool) -> str | None:
     from components.gallery import gallery_lock
+    from components.paths import gallery_dir
 
     marker_path().unlink(missing_ok=True)  # writes from now on ask for the next one
-    gallery_dir = repo_root() / TARGET
-    if not gallery_dir.is_dir():
+    folder, target = gallery_dir(), dvc_target()
+    if not folder.is_dir() or target is None:
         return None
     try:
-        with gallery_lock(gallery_dir / "index"):
-            version = data_version.add_data(target=TARGET)
+        with gallery_lock(folder / "index"):
+            version = data_version.add_data(target=target)
         if push:
-            data_version.push(target=TARGET)
+            data_version.push(target=target)
     except BaseException:
         mark_dirty()
         raise

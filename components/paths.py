@@ -1,8 +1,9 @@
 """Where things live, and the embedded defaults of the MLOps stack.
 
 Everything stateful sits under one gitignored folder in the repository (``.facegate/``), each piece
-overridable by environment: FACEGATE_HOME (the state folder), FACEGATE_DATASETS (the read-only
-datasets root), FACEGATE_PARAMS, MLFLOW_TRACKING_URI, PREFECT_HOME / PREFECT_API_URL.
+overridable by environment: FACEGATE_HOME (the state folder), FACEGATE_GALLERY (the enrolment store,
+see :func:`gallery_dir`), FACEGATE_DATASETS (the read-only datasets root), FACEGATE_PARAMS,
+MLFLOW_TRACKING_URI, PREFECT_HOME / PREFECT_API_URL.
 """
 from __future__ import annotations
 
@@ -37,6 +38,21 @@ def state_dir() -> Path:
 def datasets_root() -> Path:
     default = repo_root().parent / "shared" / "datasets"
     return Path(os.environ.get("FACEGATE_DATASETS", default)).resolve()
+
+
+def gallery_dir() -> Path:
+    """The enrolment store: photos, gallery versions, the calibration copy.
+
+    ``FACEGATE_GALLERY`` if set. Otherwise ``gallery/`` in the repository, beside ``gallery.dvc`` (DVC
+    versions it there), while the state folder is the repository's own (``.facegate/`` or another
+    folder inside it); a ``FACEGATE_HOME`` outside the repository (a deployment's state folder) takes
+    the gallery with the rest of the state, to ``$FACEGATE_HOME/gallery`` (DVC can only version folders
+    inside its repository: snapshots are then skipped, saying so).
+    """
+    if os.environ.get("FACEGATE_GALLERY"):
+        return Path(os.environ["FACEGATE_GALLERY"]).resolve()
+    state, repo = state_dir(), repo_root()
+    return repo / "gallery" if state.is_relative_to(repo) else state / "gallery"
 
 
 def params_path() -> Path:

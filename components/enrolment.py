@@ -8,7 +8,6 @@ embeddings are gone from this machine (DVC history is purged separately, see REA
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from collections.abc import Callable
@@ -17,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from components.calibration import Calibration, tau_for_fpir
-from components.errors import EmployeeExists, FacegateError, InvalidEmployee
+from components.calibration_store import ModelCalibration
+from components.errors import DuplicateFace, EmployeeExists, FacegateError, InvalidEmployee
 from components.gallery import Gallery, GalleryNotFound, UnknownEmployee, gallery_lock, purge_old_versions
 from components.images import decode_image
 from components.recognition import FaceRecognizer
@@ -55,25 +54,23 @@ class EnrolmentStore:
     def calibration_file(self, embedder_version: str) -> Path:
         return self.root / "calibration" / (re.sub(r"[^A-Za-z0-9_.-]", "_", embedder_version) + ".npz")
 
-    def save_calibration(self, embedder_version: str, cal: Calibration) -> None:
-        """Keep the impostor-distance tail: identification thresholds for any gallery size come from it."""
+    def save_calibration(self, embedder_version: str, cal: ModelCalibration) -> None:
+        """A copy of the model's calibration beside its galleries (atomic): a gallery version and the
+        score sketches its thresholds come from travel together (DVC)."""
+        cal.save(self.calibration_file(embedder_version))
+
+    def load_calibration(self, embedder_version: str) -> ModelCalibration | None:
+        """The calibration copy for this embedder (either file format), None when there is none."""
         path = self.calibration_file(embedder_version)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp-{os.getpid()}.npz")  # one per writer; removed on every path
-        try:
-            np.savez(tmp, impostor_tail=cal.impostor_tail, n_impostor_pairs=cal.n_impostor_pairs)
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        return ModelCalibration.load(path) if path.is_file() else None
 
     def identification_tau(self, gallery: Gallery, target_fpir: float) -> float:
         """tau for 1:K identification at ``target_fpir`` for this gallery's size; the 1:1 tau of the
-        manifest when no calibration tail is stored for its embedder."""
-        path = self.calibration_file(gallery.manifest.embedder_version)
-        if not path.is_file():
+        manifest when no calibration is stored for its embedder."""
+        cal = self.load_calibration(gallery.manifest.embedder_version)
+        if cal is None:
             return float(gallery.manifest.tau)
-        with np.load(path) as cal:
-            return tau_for_fpir(cal["impostor_tail"], int(cal["n_impostor_pairs"]), gallery.n_employees, target_fpir)
+        return cal.impostors().tau_for_fpir(target_fpir, gallery.n_employees)
 
     def employee_photos(self, employee_id: str) -> list[Path]:
         d = self.photos_dir / employee_id
@@ -84,6 +81,26 @@ def check_employee_id(employee_id: str) -> str:
     if not EMPLOYEE_ID.match(employee_id or ""):
         raise InvalidEmployee(f"employee id {employee_id!r}: use 1-64 letters, digits, '_', '.', '-'")
     return employee_id
+
+
+@dataclass(frozen=True)
+class DuplicateMatch:
+    photo: int  # index of the new photo
+    other_id: str  # the employee it matches
+    distance: float
+
+
+def duplicate_faces(gallery: Gallery, embeddings: np.ndarray, employee_id: str, tau: float) -> list[DuplicateMatch]:
+    """New photos whose face is within ``tau`` of an employee other than ``employee_id`` (nearest such
+    employee per photo): the same face must not open the door under two ids."""
+    if gallery.n_vectors == 0:
+        return []
+    found = []
+    for i, matches in enumerate(gallery.search(embeddings, k=2)):  # the best two: one may be employee_id
+        other = next(((eid, d) for eid, _, d in matches if eid != employee_id), None)
+        if other is not None and other[1] <= tau:
+            found.append(DuplicateMatch(i, other[0], float(other[1])))
+    return found
 
 
 def embed_photos(recognizer: FaceRecognizer, photos: list[Photo], max_pixels: int) -> tuple[np.ndarray, list[str]]:
@@ -98,8 +115,12 @@ def embed_photos(recognizer: FaceRecognizer, photos: list[Photo], max_pixels: in
 
 def enrol(store: EnrolmentStore, recognizer: FaceRecognizer, employee_id: str, name: str, photos: list[Photo],
           *, max_pixels: int, new_gallery: Callable[[], Gallery], replace: bool = False,
-          keep_versions: int = 3) -> Gallery:
-    """Add (or with ``replace``, re-enrol) one employee; returns the new current gallery."""
+          keep_versions: int = 3, force: bool = False,
+          duplicate_tau: Callable[[Gallery], float] | None = None) -> Gallery:
+    """Add (or with ``replace``, re-enrol) one employee; returns the new current gallery.
+
+    A photo whose face is already enrolled under another id (within ``duplicate_tau(gallery)``, default
+    the manifest's 1:1 tau) is refused with DuplicateFace naming that id, unless ``force``."""
     check_employee_id(employee_id)
     if not photos:
         raise InvalidEmployee(f"{employee_id}: at least one photo is required")
@@ -109,6 +130,12 @@ def enrol(store: EnrolmentStore, recognizer: FaceRecognizer, employee_id: str, n
         gallery.check_model(recognizer.embedder_name, recognizer.embedder_version)
         if employee_id in gallery and not replace:
             raise EmployeeExists(f"{employee_id} is already enrolled (use replace to re-enrol)")
+        if not force and gallery.n_vectors:
+            tau = duplicate_tau(gallery) if duplicate_tau else gallery.manifest.tau
+            dups = duplicate_faces(gallery, embs, employee_id, tau) if tau is not None else []
+            if dups:
+                d = dups[0]
+                raise DuplicateFace(photos[d.photo].name, employee_id, d.other_id, d.distance, float(tau))
         target = store.photos_dir / employee_id
         target.mkdir(parents=True, exist_ok=True)
         for photo, fname in zip(photos, files):  # content-addressed: never overwrites a kept photo

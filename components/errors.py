@@ -299,3 +299,28 @@ class GalleryModelMismatch(GalleryError):
 
     code = "gallery_model_mismatch"
     http_status = 409
+
+
+class DuplicateFace(FacegateError):
+    """An enrolment photo whose face is already enrolled under another employee id (closer than the
+    1:1 threshold); ``force`` enrols it anyway. Names the photo and the other id."""
+
+    code = "duplicate_face"
+    http_status = 409
+
+    def __init__(self, photo: str, employee_id: str, other_id: str, distance: float, tau: float) -> None:
+        self.photo = photo
+        self.employee_id = employee_id
+        self.other_id = other_id
+        self.distance = distance
+        self.tau = tau
+        super().__init__(f"{photo}: this face is already enrolled as {other_id!r} (distance {distance:.3f} <= "
+                         f"tau {tau:.3f}); enrol it as {employee_id!r} anyway with force (--force)")
+
+
+class CalibrationMissing(FacegateError):
+    """The model in service has no stored calibration, so no threshold can be set: ``facegate calibrate``
+    computes it once for the model (minutes), then enrolment is immediate."""
+
+    code = "calibration_missing"
+    http_status = 503

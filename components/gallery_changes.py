@@ -115,11 +115,12 @@ def record(gate: FaceGate, run_name: str, gallery: Gallery, params: dict | None 
 
 
 def enrol_recorded(gate: FaceGate, employee_id: str, name: str, photo_paths: Sequence[Path | str],
-                   replace: bool = False) -> dict:
-    """Enrol one employee from photo files, then record the run."""
+                   replace: bool = False, force: bool = False) -> dict:
+    """Enrol one employee from photo files (``force``: even if the face is enrolled under another id),
+    then record the run."""
     photos = [read_photo(p) for p in photo_paths]
-    gallery = gate.enrol(employee_id, name or employee_id, photos, replace=replace)
-    summary = record(gate, "enrol", gallery, {"replace": replace, "photos": len(photos)})
+    gallery = gate.enrol(employee_id, name or employee_id, photos, replace=replace, force=force)
+    summary = record(gate, "enrol", gallery, {"replace": replace, "photos": len(photos), "force": force})
     return {"employee_id": employee_id, "photos": len(photos), **summary}
 
 

@@ -24,12 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from components import registry
-from components.calibration import Calibration, calibrate_tau
+from components.calibration import ImpostorScores, ScoreSketch, local_impostor_distances, recalibration_weight
+from components.calibration_store import (ModelCalibration, log_version_calibration, registered_version, set_scores,
+                                          stored_calibration)
 from components.embedding.backbones import make_backbone
-from components.embedding.model import EmbeddingModel, embed_chips
+from components.embedding.model import EmbeddingModel
 from components.enrolment import (EnrolmentStore, Photo, check_employee_id, enrol, enrolled_names, reembed_all,
                                   remove)
-from components.errors import FacegateError, GalleryNotFound, InvalidEmployee, RegistryError
+from components.errors import CalibrationMissing, FacegateError, GalleryNotFound, InvalidEmployee, RegistryError
 from components.gallery import Gallery, current_version, gallery_lock
 from components.recognition import FaceRecognizer
 from components.settings import Settings, load_settings
@@ -38,10 +40,11 @@ from components.settings import Settings, load_settings
 
 
 def gallery_store() -> EnrolmentStore:
-    """The deployment's enrolment store (photos, gallery versions, calibration tails)."""
-    from components.paths import repo_root
+    """The deployment's enrolment store (photos, gallery versions, calibration copies):
+    ``components.paths.gallery_dir`` (``gallery/`` beside ``gallery.dvc``, or under ``FACEGATE_HOME``)."""
+    from components.paths import gallery_dir
 
-    return EnrolmentStore(repo_root() / "gallery")
+    return EnrolmentStore(gallery_dir())
 
 
 def embedder_version_label(name: str, version: str) -> str:
@@ -92,37 +95,75 @@ def service_recognizer(settings: Settings) -> FaceRecognizer:
 
 
 def calibrate(recognizer: FaceRecognizer, settings: Settings,
-              heldout: tuple[np.ndarray, np.ndarray] | None = None) -> Calibration:
-    """tau for ``gallery.target_far`` from the held-out identities of the calibration dataset.
+              heldout: tuple[np.ndarray, np.ndarray] | None = None) -> ModelCalibration:
+    """The model's calibration computed now (minutes; once per model): score sketches of the held-out
+    identities of ``gallery.calibration_dataset``, read straight from its source folder (no ingest).
 
     ``heldout`` (embeddings by this very model, identities) skips re-embedding when the caller (the
     retraining chain) already has them for that dataset's held-out split.
     """
+    info = (settings.faces.detector, recognizer.model.backbone.chip_geometry, settings.embedding.flip_tta)
     if heldout is not None:
-        return calibrate_tau(heldout[0], heldout[1], settings.gallery.target_far)
-    from components.faces.chips import cached_chips
-    from components.ingest import read_manifest
-    from components.paths import data_dir, state_dir
+        return ModelCalibration(recognizer.embedder_name, recognizer.embedder_version,
+                                (set_scores(settings.gallery.calibration_dataset, heldout[0], heldout[1]),), *info,
+                                meta={"created_by": "retraining chain (held-out split)"})
+    from components.calibration_store import compute_model_calibration, default_face_sets
+    from components.paths import state_dir
 
-    manifest = read_manifest(data_dir(), settings.gallery.calibration_dataset)
-    # chips of the whole manifest: the same cache entry the training chain reads, then the held-out rows
-    chips = cached_chips(state_dir() / "cache", [data_dir() / p for p in manifest["path"]],
-                         manifest["sha256"].tolist(), detector=settings.faces.detector,
-                         upsample=settings.faces.upsample, geometry=recognizer.model.backbone.chip_geometry)
-    held = np.flatnonzero(manifest["split"].to_numpy() != "train")
-    emb = embed_chips(recognizer.model, np.asarray(chips.chips[held]), settings.embedding.flip_tta)
-    return calibrate_tau(emb, manifest["identity"].to_numpy()[held], settings.gallery.target_far)
+    return compute_model_calibration(recognizer, settings, default_face_sets(settings), state_dir() / "cache")
+
+
+def model_calibration(recognizer: FaceRecognizer, settings: Settings, store: EnrolmentStore,
+                      heldout: tuple[np.ndarray, np.ndarray] | None = None, compute: bool = True) -> ModelCalibration:
+    """The model's calibration, computed once per model and kept with it; a copy goes beside the gallery.
+
+    Looked up, in order: the model's own (the registered version's MLflow artifact, or the file committed
+    for a pretrained fingerprint), then the copy beside the gallery. Computed (and stored with the model)
+    only when there is none and ``compute``; otherwise CalibrationMissing, so a first enrolment never
+    waits minutes for it. ``heldout`` (the chain) always computes, from those embeddings.
+    """
+    name, version = recognizer.embedder_name, recognizer.embedder_version
+    cal = None if heldout is not None else (stored_calibration(name, version) or store.load_calibration(version))
+    if cal is None:
+        if heldout is None and not compute:
+            raise CalibrationMissing(
+                f"no calibration is stored for the model in service ({name} {version}): run `facegate "
+                "calibrate` once for this model (it embeds LFW's held-out identities, minutes), then enrol")
+        cal = calibrate(recognizer, settings, heldout)
+        reg = registered_version(version)
+        if reg is not None:
+            log_version_calibration(*reg, cal, settings.gallery.target_far)
+        else:
+            from components.calibration_store import local_file
+
+            cal.save(local_file(name, version))
+    store.save_calibration(version, cal)
+    return cal
 
 
 def calibrated_gallery(recognizer: FaceRecognizer, settings: Settings, store: EnrolmentStore,
                        data_version: str | None,
-                       heldout: tuple[np.ndarray, np.ndarray] | None = None) -> Gallery:
-    """An empty gallery for the recognizer's model with a fresh calibration (its impostor tail stored)."""
-    cal = calibrate(recognizer, settings, heldout)
-    store.save_calibration(recognizer.embedder_version, cal)
+                       heldout: tuple[np.ndarray, np.ndarray] | None = None, compute: bool = True) -> Gallery:
+    """An empty gallery for the recognizer's model, its tau from the model's stored calibration (a copy
+    kept beside the gallery); see :func:`model_calibration`."""
+    cal = model_calibration(recognizer, settings, store, heldout, compute).calibration(settings.gallery.target_far)
     return Gallery.new(recognizer.embedding_dim, recognizer.embedder_name, recognizer.embedder_version,
                        settings.gallery.index_kind, tau=cal.tau, target_far=cal.target_far,
                        achieved_far=cal.achieved_far, achieved_tar=cal.achieved_tar, data_version=data_version)
+
+
+def gallery_impostor_scores(g: Gallery, stored: ModelCalibration, settings: Settings) -> ImpostorScores:
+    """The model's stored impostor sketches blended with this gallery's own impostor pairs (employees
+    against each other) once there are ``gallery.recalibration_min_pairs`` of them."""
+    scores = stored.impostors()
+    if g.n_employees < 2:
+        return scores
+    local = local_impostor_distances(g.vectors, g.sidecar["employee_id"].to_numpy(), seed=0)
+    w = recalibration_weight(local.size, settings.gallery.recalibration_min_pairs,
+                             settings.gallery.recalibration_prior_pairs)
+    if w <= 0:
+        return scores
+    return ImpostorScores(scores.stored, ScoreSketch.from_scores(local), w)
 
 
 # --------------------------------------------------------------------------------------- answers
@@ -138,6 +179,9 @@ class IdentifiedFace:
     tau: float
     target_fpir: float
     mask: str | None = None  # the face-mask detector's class for this face; None: no detector trained
+    # estimated chance that a stranger's nearest employee in a gallery of this size is this close (the
+    # FPIR at this distance); None without a stored calibration or against an empty gallery
+    far_estimate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -159,9 +203,15 @@ class Verification:
     distance: float
     tau: float
     target_far: float | None
+    far_estimate: float | None = None  # share of the stored impostor distances at least this close
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _estimate(p: float) -> float:
+    """A probability for an answer: 3 significant digits, never rounded to 0 above 0."""
+    return float(f"{p:.3g}")
 
 
 # ------------------------------------------------------------------------------------- the door
@@ -189,6 +239,8 @@ class FaceGate:
         self._snapshot: Gallery | None = None
         self._mask_reader = None
         self._version: str | None = None
+        self._scores: tuple[Gallery, ImpostorScores | None] | None = None  # the last gallery asked about, its scores
+        self._calibrations: dict[str, ModelCalibration | None] = {}
 
     # -------------------------------------------------------------------------- state in service
 
@@ -219,6 +271,7 @@ class FaceGate:
             g = Gallery.load(self.store.index_dir, version=now, device=self.settings.gallery.device)
             if g.manifest.embedder_version != self.recognizer.embedder_version:
                 self._recognizer = (self._recognizer_for or self._champion_recognizer)(g.manifest.embedder_version)
+            self._calibrations.clear()  # a rebuild may have stored a new calibration copy
             self._snapshot, self._version = g, now
 
     def reload(self) -> None:
@@ -247,21 +300,53 @@ class FaceGate:
         g = self.snapshot()
         return g.employees().to_dict("records") if g else []
 
+    # ---------------------------------------------------------------------------- calibration
+
+    def impostor_scores(self, g: Gallery) -> ImpostorScores | None:
+        """What this gallery's decisions rest on: the calibration copy stored beside the gallery for its
+        model, blended with the gallery's own impostor pairs (:func:`gallery_impostor_scores`); None for
+        a gallery made with a fixed tau (no copy): its manifest's tau decides, with no FAR estimate."""
+        if self._scores is not None and self._scores[0] is g:
+            return self._scores[1]
+        version = g.manifest.embedder_version
+        if version not in self._calibrations:
+            self._calibrations[version] = self.store.load_calibration(version)
+        cal = self._calibrations[version]
+        scores = gallery_impostor_scores(g, cal, self.settings) if cal is not None else None
+        self._scores = (g, scores)
+        return scores
+
+    def verify_tau(self, g: Gallery) -> float:
+        """The 1:1 threshold: the manifest's tau (the model's calibration at ``target_far``), recalibrated
+        when the gallery's own impostor pairs are blended in."""
+        scores = self.impostor_scores(g)
+        if scores is None or not scores.blended:
+            return float(g.manifest.tau)
+        return scores.tau_for_far(g.manifest.target_far or self.settings.gallery.target_far)
+
+    def identify_tau(self, g: Gallery, target_fpir: float) -> float:
+        scores = self.impostor_scores(g)
+        return scores.tau_for_fpir(target_fpir, g.n_employees) if scores else float(g.manifest.tau)
+
     # --------------------------------------------------------------------------------- readers
 
     def identify(self, pixels: np.ndarray) -> Identification:
-        """Who is this? Every face in the frame against the tau for ``gallery.target_fpir`` at this size."""
+        """Who is this? Every face in the frame against the tau for ``gallery.target_fpir`` at this size,
+        with the estimated chance a stranger comes this close (``far_estimate``: FPIR at this distance)."""
         g = self.gallery()
         recognizer = self.recognizer
         target = self.settings.gallery.target_fpir
-        tau = self.store.identification_tau(g, target)
+        tau = self.identify_tau(g, target)
+        scores = self.impostor_scores(g)
         found = recognizer.embed_all(pixels)
         masks = self.mask_states(pixels, [f.box for f in found])
         faces = []
         for face, mask in zip(found, masks):
             eid, dist, name = g.identify(face.embedding[None], tau)
             distance = round(float(dist), 6) if math.isfinite(dist) else None
-            faces.append(IdentifiedFace(face.box.as_list(), eid, name, eid is not None, distance, tau, target, mask))
+            far = _estimate(scores.fpir(float(dist), g.n_employees)) if scores and distance is not None else None
+            faces.append(IdentifiedFace(face.box.as_list(), eid, name, eid is not None, distance, tau, target, mask,
+                                        far))
         return Identification(faces, tau, target)
 
     def mask_states(self, pixels: np.ndarray, boxes: list) -> list[str | None]:
@@ -278,9 +363,11 @@ class FaceGate:
         """Is this the claimed employee? 1:1 at the calibrated false-accept rate (one face required)."""
         g = self.gallery()
         face = self.recognizer.embed_one(pixels, source)
-        accepted, dist = g.verify(employee_id, face.embedding[None])
-        return Verification(employee_id, bool(accepted), round(float(dist), 6), g.manifest.tau,
-                            g.manifest.target_far)
+        tau = self.verify_tau(g)
+        accepted, dist = g.verify(employee_id, face.embedding[None], tau)
+        scores = self.impostor_scores(g)
+        return Verification(employee_id, bool(accepted), round(float(dist), 6), tau, g.manifest.target_far,
+                            _estimate(scores.far(float(dist))) if scores else None)
 
     # --------------------------------------------------------------------------------- writers
 
@@ -290,7 +377,8 @@ class FaceGate:
             return self._new_gallery()
         from components import data_version
 
-        return calibrated_gallery(self.recognizer, self.settings, self.store, data_version.read_version())
+        return calibrated_gallery(self.recognizer, self.settings, self.store, data_version.read_version(),
+                                  compute=False)
 
     def check_name(self, name: str) -> str:
         """A display name: printable, at most ``api.max_name_length`` characters (every adapter's limit)."""
@@ -301,15 +389,18 @@ class FaceGate:
             raise InvalidEmployee("name: control characters are not allowed")
         return name
 
-    def enrol(self, employee_id: str, name: str, photos: Sequence[Photo], replace: bool = False) -> Gallery:
-        """One employee from one or more photos (one face each): a new gallery version, no retraining."""
+    def enrol(self, employee_id: str, name: str, photos: Sequence[Photo], replace: bool = False,
+              force: bool = False) -> Gallery:
+        """One employee from one or more photos (one face each): a new gallery version, no retraining.
+        A face already enrolled under another id is refused (DuplicateFace) unless ``force``."""
         check_employee_id(employee_id)
         self.check_name(name or employee_id)
         with self.write_lock:
             self.refresh()
             g = enrol(self.store, self.recognizer, employee_id, name or employee_id, list(photos),
                       max_pixels=self.settings.images.max_pixels, new_gallery=self.new_gallery,
-                      replace=replace, keep_versions=self.settings.gallery.keep_versions)
+                      replace=replace, keep_versions=self.settings.gallery.keep_versions, force=force,
+                      duplicate_tau=self.verify_tau)
             self.reload()
         return g
 

@@ -117,6 +117,10 @@ class GallerySettings(_Strict):
     # detached process (CLI); manual: only asked for, `facegate gallery snapshot` makes it
     snapshot: Literal["background", "manual"] = "background"
     device: Literal["cpu", "gpu", "auto"] = "auto"  # faiss search device; auto: a GPU when faiss sees one
+    # deployment-side recalibration: impostor pairs of enrolled employees blended with the model's stored
+    # tail once there are this many, weighted n / (n + prior_pairs)
+    recalibration_min_pairs: int = Field(10_000, ge=1)
+    recalibration_prior_pairs: int = Field(100_000, ge=0)
 
 
 class ApiSettings(_Strict):

@@ -243,12 +243,14 @@ def create_app(gate: FaceGate, key: str | None = None, after_write: Callable[[],
     def enrol_employee(employee_id: str = employee_id_form(),
                        name: str = Form("", max_length=limits.max_name_length, description="display name"),
                        replace: bool = Form(False, description="re-enrol an existing employee with these photos"),
+                       force: bool = Form(False, description="enrol even if the face is already enrolled under "
+                                                             "another id (409 duplicate_face otherwise)"),
                        images: list[UploadFile] = File(..., min_length=1, max_length=limits.max_files,
                                                        description=f"1 to {limits.max_files} photos, "
                                                                    "exactly one face each")) -> Enrolled:
         """Enrol one employee from one or more photos: a new gallery version, no retraining."""
         photos = [read_upload(u) for u in images]
-        g = gate.enrol(employee_id, name or employee_id, photos, replace=replace)
+        g = gate.enrol(employee_id, name or employee_id, photos, replace=replace, force=force)
         if after_write:
             after_write()
         return Enrolled(employee_id=employee_id, photos=len(photos), employees=g.n_employees)

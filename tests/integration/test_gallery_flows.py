@@ -45,11 +45,12 @@ def test_enrol_identify_remove_and_model_mismatch(sandbox, prefect_server, tmp_p
     r = cli("identify", crop("raj", 3), "--out", tmp_path / "raj.jpg")
     faces = json.loads(r.output)["faces"]
     assert r.exit_code == 0 and len(faces) == 1 and faces[0]["employee_id"] == "raj"
-    # identification uses the tau for the target FPIR at this gallery size, from the stored impostor tail
-    from components.calibration import tau_for_fpir
+    # identification uses the tau for the target FPIR at this gallery size, from the model's stored
+    # calibration (its copy beside the gallery)
+    from components.calibration_store import ModelCalibration
 
-    with __import__("numpy").load(next((store.root / "calibration").glob("*.npz"))) as cal:
-        expected = tau_for_fpir(cal["impostor_tail"], int(cal["n_impostor_pairs"]), 3, 0.01)
+    cal = ModelCalibration.load(next((store.root / "calibration").glob("*.npz")))
+    expected = cal.impostors().tau_for_fpir(0.01, 3)
     assert faces[0]["tau"] == expected and faces[0]["target_fpir"] == 0.01
     assert (tmp_path / "raj.jpg").stat().st_size > 0
     r = json.loads(cli("verify", "--id", "penny", crop("penny", 2)).output)

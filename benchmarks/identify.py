@@ -16,7 +16,8 @@ import numpy as np
 
 from benchmarks.lfw import LfwSet, load_lfw
 from components.calibration import calibrate_tau, tau_for_fpir
-from components.embedding.backbones import make_backbone
+from components.embedding.backbones import chip_geometry, make_backbone
+from components.embedding.fusion import FusedHead, fit_fusion_weights
 from components.embedding.model import EmbeddingModel, cached_features, embed_from_features
 from components.embedding.train import TrainConfig, train_head
 from components.evaluation.identification import open_set_metrics
@@ -97,7 +98,8 @@ class LfwFeatures:
 
 
 def load_lfw_features(lfw_root: Path, cache_dir: Path, backbone: str, settings: Settings) -> LfwFeatures:
-    lfw = load_lfw(lfw_root, cache_dir, detector=settings.faces.detector, upsample=settings.faces.upsample)
+    lfw = load_lfw(lfw_root, cache_dir, detector=settings.faces.detector, upsample=settings.faces.upsample,
+                   geometry=chip_geometry(backbone))
     feats, flips = cached_features(lfw.chips.chips, lfw.chip_key, backbone, cache_dir)
     return LfwFeatures(lfw, feats, flips)
 
@@ -114,9 +116,10 @@ def multi_image_rows(identities: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def measure_halves(data: LfwFeatures, settings: Settings, backbone: str, mode: str,
-                   log: Log = lambda message: None) -> tuple[list[dict], Gallery]:
-    """Each identity half measured with a model (``head``: trained on the other half only) and a tau
-    calibrated on the other half; the metrics of both halves and the first half's gallery."""
+                   log: Log = lambda message: None) -> tuple[list[dict], Gallery, EmbeddingModel]:
+    """Each identity half measured with a model (``head``: trained on the other half only; a fused
+    model's weights fitted there too) and a tau calibrated on the other half; the metrics of both
+    halves, the first half's gallery and the model that made it."""
     lfw, feats, flips = data.lfw, data.feats, data.flips
     half = identity_halves(lfw.identities, settings.seed)
     cfg = TrainConfig.from_settings(settings)
@@ -129,14 +132,21 @@ def measure_halves(data: LfwFeatures, settings: Settings, backbone: str, mode: s
             multi = multi_image_rows(lfw.identities, other)
             _, labels = np.unique(lfw.identities[multi], return_inverse=True)
             train_head(model, feats[multi], flips[multi], labels, cfg)
+        if isinstance(model.head, FusedHead):
+            multi = multi_image_rows(lfw.identities, other)
+            _, labels = np.unique(lfw.identities[multi], return_inverse=True)
+            fit = fit_fusion_weights(model.head, feats[multi], labels, seed=settings.seed, flip_feats=None
+                                     if flip is None else flips[multi])
+            log(f"half {h}: fusion {fit}")
         emb = embed_from_features(model, feats, flip)
         metrics, g = measure_half(emb, lfw.identities, rows, multi_image_rows(lfw.identities, other),
                                   settings.gallery.target_far, (backbone, f"{mode}-half{1 - h}"),
                                   settings.gallery.index_kind, target_fpir=settings.gallery.target_fpir)
         log(f"half {h}: {({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})}")
         halves.append(metrics)
-        gallery = gallery or g
-    return halves, gallery
+        if gallery is None:
+            gallery, first_model = g, model
+    return halves, gallery, first_model
 
 
 def centre_face_embedding(recognizer, path: Path) -> np.ndarray | None:
@@ -156,11 +166,11 @@ def run_identify_benchmark(data: LfwFeatures, settings: Settings, backbone: str,
     frames of the first half: load, detect, align, embed with the pretrained model, search."""
     from components.recognition import FaceRecognizer
 
-    halves, gallery = measure_halves(data, settings, backbone, mode, log)
+    halves, gallery, model = measure_halves(data, settings, backbone, mode, log)
     keys = [k for k, v in halves[0].items() if isinstance(v, (int, float))]
     result = {"backbone": backbone, "mode": mode, "target_far": settings.gallery.target_far,
               **{k: float(np.mean([m[k] for m in halves])) for k in keys}, "halves": halves}
-    recognizer = FaceRecognizer(EmbeddingModel(make_backbone(backbone)), settings)
+    recognizer = FaceRecognizer(model, settings)  # the model that embedded the gallery
     half = identity_halves(data.lfw.identities, settings.seed)
     first_half = [data.lfw.root / p for p, hh in zip(data.lfw.paths, half) if hh == 0][:: 7][:timed_frames]
     result.update(time_identify(lambda path: centre_face_embedding(recognizer, path), gallery, first_half))

@@ -139,8 +139,10 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
     feats, flip_feats = cached_features(lfw.chips.chips, lfw.chip_key, backbone, cache_dir, progress)
     if masked is not None:
         m_feats, m_flip = cached_features(masked.chips, masked.key, backbone, cache_dir, progress)
-    fused = FUSION_SEPARATOR in backbone  # fusion weights are fitted per fold group, on its training folds
-    n_groups = n_groups or (10 if mode == "head" or (fused and mode == "pretrained") else 2 if mode == "finetune" else 1)
+    # fusion weights are fitted per fold group, on its training folds; two groups for a pretrained fused
+    # model: the pooled ROC then mixes only two weightings (each group's distances have their own scale)
+    fused = FUSION_SEPARATOR in backbone
+    n_groups = n_groups or (10 if mode == "head" else 2 if mode == "finetune" or fused else 1)
     groups = fold_groups(n_groups) if mode != "pretrained" or fused else [list(range(10))]
     fusion_fits = []
     member_rows: dict[str, dict[bool, dict[int, np.ndarray]]] = {}  # fused: each member alone, same chips

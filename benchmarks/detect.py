@@ -12,7 +12,7 @@ from components.detection.decode import Detections, detect_images
 from components.detection.metrics import Truth, evaluate, voc_map
 
 __all__ = ["resolve_model", "run_benchmark", "face_truths", "hog_detections", "images_per_second",
-           "training_minutes"]
+           "training_minutes", "face_detectors_benchmark"]
 
 
 def resolve_model(name: str, model_uri: str | None) -> tuple[str, str | None]:
@@ -56,6 +56,33 @@ def hog_detections(images: list[np.ndarray], upsample: int = 1) -> list[Detectio
         out.append(Detections(np.array([b.as_list() for b in found], dtype=np.float64).reshape(-1, 4),
                               np.array([b.score for b in found], dtype=np.float64), np.zeros(len(found), np.int64)))
     return out
+
+
+def face_detector_detections(name: str, images: list[np.ndarray], score_threshold: float = 0.05,
+                             upsample: int = 0) -> tuple[list[Detections], float]:
+    """A face detector of the recognition registry on every image (a low score threshold so the PR
+    curve is complete), as class-agnostic detections, and its images per second."""
+    from components.faces.detectors import make_detector
+
+    options = {"score_threshold": score_threshold} if name.startswith("yunet") else {}
+    detector = make_detector(name, upsample=upsample, **options)
+    out, t0 = [], time.perf_counter()
+    for im in images:
+        found = detector.detect(im)
+        out.append(Detections(np.array([b.as_list() for b in found], dtype=np.float64).reshape(-1, 4),
+                              np.array([b.score for b in found], dtype=np.float64), np.zeros(len(found), np.int64)))
+    return out, len(images) / (time.perf_counter() - t0)
+
+
+def face_detectors_benchmark(val: list[DetectionSample], detectors: list[tuple[str, int]]) -> dict:
+    """Class-agnostic face AP@0.5 on the held-out images (every mask class is a face) per detector."""
+    images, truths = [s.image for s in val], face_truths(truths_of(val))
+    rows = {}
+    for name, upsample in detectors:
+        dets, speed = face_detector_detections(name, images, upsample=upsample)
+        rows[f"{name}_upsample{upsample}"] = {"face_ap50": voc_map(dets, truths, 1)[0], "images_per_s": speed,
+                                              "boxes_found": int(sum(len(d) for d in dets))}
+    return {"val_images": len(val), "val_faces": int(sum(len(t.labels) for t in truths)), "detectors": rows}
 
 
 def images_per_second(model, images: list[np.ndarray], score_threshold: float, iou_threshold: float,

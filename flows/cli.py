@@ -546,6 +546,18 @@ def bench_detect(
     _emit(detect_bench_flow(model_uri=model, hog=hog), json_out)
 
 
+@bench_app.command("face-detectors")
+@friendly
+def bench_face_detectors(
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="write the result here too")] = None,
+    detector: Annotated[Optional[list[str]], typer.Option(help="NAME or NAME@UPSAMPLE, repeatable (default: yunet, dlib_hog@1)")] = None,
+) -> None:
+    """Face AP@0.5 of the recognition path's face detectors on the face-mask held-out split."""
+    from flows.detect import face_detectors_bench_flow
+
+    _emit(face_detectors_bench_flow(detectors=detector), json_out)
+
+
 @bench_app.command("gallery")
 @friendly
 def bench_gallery(

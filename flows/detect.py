@@ -144,6 +144,22 @@ def detect_bench_flow(model_uri: str | None = None, hog: bool = True, timed_imag
     return result
 
 
+@flow(name="bench-face-detectors", log_prints=True)
+def face_detectors_bench_flow(detectors: list[str] | None = None) -> dict:
+    """Class-agnostic face AP@0.5 of the recognition path's face detectors on the detector's held-out
+    split (no trained model needed): how many of the masked and bare faces each one finds."""
+    settings = load_settings()
+    _, val = samples(settings, None, None)
+    chosen = [(d.split("@")[0], int(d.split("@")[1]) if "@" in d else 0) for d in (detectors or ["yunet", "dlib_hog@1"])]
+    with tracked_run(f"{settings.tracking.experiment_prefix}-bench-face-detectors", "face-detectors",
+                     params={"detectors": ",".join(detectors or ["yunet", "dlib_hog@1"]), "val_images": len(val)},
+                     data_version=data_version.read_version()):
+        result = bench.face_detectors_benchmark(val, chosen)
+        mlflow.log_metrics({f"{k}.face_ap50": v["face_ap50"] for k, v in result["detectors"].items()})
+        mlflow.log_dict(result, "bench_face_detectors.json")
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m flows.detect train [--frozen-epochs N] [--finetune-epochs N] [--log-sample-images]``: the
     same flow as ``facegate train-detector``, the command the docs and messages name."""

@@ -296,15 +296,19 @@ def stored_calibration(embedder_name: str, embedder_version: str) -> ModelCalibr
 # ------------------------------------------------------------------------------ `facegate calibrate`
 
 
+LABELLED_KINDS = ("lfw", "image_folder")  # impostor pairs need known identities: VOC faces (no identities,
+# the same person in many photos) would count one person's photos as impostors and wreck tau
+
+
 def parse_set(spec: str) -> tuple[str, str, str]:
-    """``NAME=KIND:PATH`` (KIND: lfw | image_folder | voc_faces) -> (name, kind, path)."""
+    """``NAME=KIND:PATH`` (KIND: lfw | image_folder) -> (name, kind, path)."""
     from components.errors import DatasetError
-    from components.face_sets import KINDS
 
     name, _, rest = spec.partition("=")
     kind, _, path = rest.partition(":")
-    if not name or kind not in KINDS or not path:
-        raise DatasetError(f"--set {spec!r}: use NAME=KIND:PATH with KIND one of {', '.join(KINDS)}")
+    if not name or kind not in LABELLED_KINDS or not path:
+        raise DatasetError(f"--set {spec!r}: use NAME=KIND:PATH with KIND one of {', '.join(LABELLED_KINDS)} "
+                           "(a set with identities)")
     return name, kind, path
 
 

@@ -441,8 +441,8 @@ def serve(
 @friendly
 def calibrate(
     sets: Annotated[Optional[list[str]], typer.Option(
-        "--set", help="another held-out set, NAME=KIND:PATH (KIND: image_folder | lfw | voc_faces; PATH under "
-                      "the datasets root, or absolute); repeatable")] = None,
+        "--set", help="another held-out set with identities, NAME=KIND:PATH (KIND: image_folder | lfw; PATH "
+                      "under the datasets root, or absolute); repeatable")] = None,
     backbone: Annotated[Optional[str], typer.Option(help="a pretrained backbone, not the model in service")] = None,
     out: Annotated[Optional[Path], typer.Option(help="write the file here, not where the model keeps it")] = None,
 ) -> None:

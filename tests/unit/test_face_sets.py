@@ -63,8 +63,8 @@ def test_image_folder_voc_faces_rows_and_subset(tmp_path):
 
 def test_set_specs():
     assert parse_set("orl=image_folder:orl") == ("orl", "image_folder", "orl")
-    assert parse_set("masks=voc_faces:/data/facemask") == ("masks", "voc_faces", "/data/facemask")
-    for bad in ("orl", "orl=folder:orl", "orl=image_folder:"):
+    assert parse_set("more=lfw:/data/lfw") == ("more", "lfw", "/data/lfw")
+    for bad in ("orl", "orl=folder:orl", "orl=image_folder:", "masks=voc_faces:facemask"):
         with pytest.raises(DatasetError):
             parse_set(bad)
     assert isinstance(FaceSet("x", [], [], np.array([])), FaceSet)

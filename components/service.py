@@ -61,11 +61,21 @@ def load_registered_model(name: str, version: str) -> EmbeddingModel:
     return mlflow.pytorch.load_model(f"models:/{name}/{version}")
 
 
+def tracking_store_exists() -> bool:
+    """False on a fresh clone (the default local MLflow store not created yet): no registry, so no
+    champion, and the first enrolment does not wait for MLflow to create its database."""
+    import os
+
+    from components.paths import state_dir
+
+    return bool(os.environ.get("MLFLOW_TRACKING_URI")) or (state_dir() / "mlflow.db").is_file()
+
+
 def incumbent_model(settings: Settings, backbone: str | None = None) -> tuple[EmbeddingModel, str | None]:
     """The model in service and its registered version: the champion, or the pretrained ``backbone``
     (default: params) with its own head and version None while the registry has no champion."""
     name = settings.registry.embedder_model
-    champ = registry.champion(name)
+    champ = registry.champion(name) if tracking_store_exists() else None
     if champ is not None:
         return load_registered_model(name, champ.version), champ.version
     return EmbeddingModel(make_backbone(backbone or settings.embedding.backbone)), None

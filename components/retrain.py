@@ -142,7 +142,7 @@ class ChainState:
         """The gate: the challenger against the incumbent, on the same held-out pairs."""
         g = self.settings.registry
         return registry.gate(self.challenger_metrics, self.incumbent_metrics, g.gate_metric, g.min_improvement,
-                             self.incumbent.gate_name)
+                             self.incumbent.gate_name, guard_metric=g.guard_metric, max_regression=g.max_regression)
 
     def accept(self, decision: registry.GateDecision) -> bool:
         """Record the verdict; True when the pretrained incumbent won and must be registered to serve.
@@ -200,8 +200,6 @@ def failure_reason(exc: BaseException) -> str:
 
     reason = exc.message if isinstance(exc, FacegateError) else f"{type(exc).__name__}: {exc}"
     return reason if isinstance(exc, (KeyboardInterrupt, SystemExit)) else explain(reason)
-
-
 
 
 @contextlib.contextmanager

@@ -59,7 +59,8 @@ class FaceSettings(_Strict):
 
 
 class EmbeddingSettings(_Strict):
-    backbone: Literal["dlib_resnet", "mobilenet_v2", "sface"] = "dlib_resnet"
+    # one registered backbone, or several joined by '+' (score fusion, components/embedding/fusion.py)
+    backbone: str = Field("dlib_resnet", pattern=r"^(dlib_resnet|mobilenet_v2|sface)(\+(dlib_resnet|mobilenet_v2|sface))*$")
     mode: Literal["pretrained", "head", "finetune"] = "head"
     flip_tta: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"  # torch training/embedding (components/devices.py)

@@ -84,6 +84,7 @@ def calibrate_tau(emb: np.ndarray, labels: np.ndarray, target_far: float) -> Cal
 
 SKETCH_EXACT = 2000  # ranks kept one by one at the dense end (FAR down to 1 / n exactly)
 SKETCH_KNOTS = 600  # geometric ranks over the rest: counts between knots interpolated within ~1.6%
+MIN_LOCAL_TAIL = 25  # the deployment's own pairs recalibrate a FAR only where this many of them lie (~20%)
 
 
 @dataclass(frozen=True)
@@ -176,12 +177,15 @@ class ImpostorScores:
     ``stored``: the model's sketches, one per calibration set; a distance's FAR is the largest of their
     shares (the threshold holds on every set the model was calibrated on). ``local``: the deployment's
     own impostor pairs (different enrolled employees), blended in with weight ``local_weight``
-    (:func:`recalibration_weight`): FAR(d) = (1 - w) * stored(d) + w * local(d).
+    (:func:`recalibration_weight`): FAR(d) = (1 - w) * stored(d) + w * local(d), but only at FARs the
+    local pairs can speak for: where at least ``min_local_tail`` of them lie (an identification FAR of
+    1e-5 is out of reach of a few hundred thousand pairs; there the stored tail alone decides).
     """
 
     stored: tuple[ScoreSketch, ...]
     local: ScoreSketch | None = None
     local_weight: float = 0.0
+    min_local_tail: int = MIN_LOCAL_TAIL
 
     def __post_init__(self) -> None:
         if isinstance(self.stored, ScoreSketch):
@@ -193,12 +197,19 @@ class ImpostorScores:
     def blended(self) -> bool:
         return self.local is not None and self.local_weight > 0
 
-    def far(self, distance: float) -> float:
-        """Estimated false-accept probability of accepting at ``distance`` (1:1)."""
+    def _local_speaks_for(self, share: float) -> bool:
+        return self.blended and share * self.local.n >= self.min_local_tail
+
+    def _far(self, distance: float, blend: bool) -> float:
         f = max(s.share_at_most(distance) for s in self.stored)
-        if self.blended:
+        if blend:
             f = (1.0 - self.local_weight) * f + self.local_weight * self.local.share_at_most(distance)
         return float(f)
+
+    def far(self, distance: float) -> float:
+        """Estimated false-accept probability of accepting at ``distance`` (1:1)."""
+        blend = self.blended and self.local.count_at_most(distance) >= self.min_local_tail
+        return self._far(distance, blend)
 
     def fpir(self, distance: float, gallery_size: int) -> float:
         """Estimated chance that a stranger's nearest employee, in a gallery of this size, is this close."""
@@ -206,12 +217,13 @@ class ImpostorScores:
 
     def tau_for_far(self, target_far: float) -> float:
         """Largest distance whose estimated FAR is <= ``target_far``."""
-        if len(self.stored) == 1 and not self.blended:
+        blend = self._local_speaks_for(target_far)
+        if len(self.stored) == 1 and not blend:
             return self.stored[0].threshold_for_share(target_far)
         # FAR(d) is non-decreasing: bracket the crossing between knot values, then bisect
-        parts = [s.values for s in self.stored] + ([self.local.values] if self.blended else [])
+        parts = [s.values for s in self.stored] + ([self.local.values] if blend else [])
         cand = np.unique(np.concatenate(parts))
-        ok = np.array([self.far(c) <= target_far for c in cand])
+        ok = np.array([self._far(c, blend) <= target_far for c in cand])
         if not ok[0]:
             return float(np.nextafter(np.float32(cand[0]), np.float32(-np.inf)))
         if ok.all():
@@ -220,7 +232,7 @@ class ImpostorScores:
         lo, hi = float(cand[j - 1]), float(cand[j])
         for _ in range(60):
             mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if self.far(mid) <= target_far else (lo, mid)
+            lo, hi = (mid, hi) if self._far(mid, blend) <= target_far else (lo, mid)
         f = np.float32(lo)  # a float32 threshold at or below lo (distances are float32)
         return float(np.nextafter(f, np.float32(-np.inf)) if float(f) > lo else f)
 

@@ -99,3 +99,14 @@ def test_local_impostor_distances_between_employees_only():
     many = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
     many /= np.linalg.norm(many, axis=1, keepdims=True)
     assert local_impostor_distances(many, np.arange(50), max_people=10).size == 45
+
+
+def test_local_pairs_recalibrate_only_the_fars_they_can_speak_for():
+    stored = ScoreSketch.from_scores(np.linspace(1.0, 2.0, 100_001))
+    local = ScoreSketch.from_scores(np.linspace(0.5, 1.5, 1_001))  # 1,001 local pairs
+    blended = ImpostorScores(stored, local, 0.9, min_local_tail=25)
+    plain = ImpostorScores(stored)
+    assert blended.tau_for_far(1e-1) < plain.tau_for_far(1e-1)  # ~100 local pairs below: blended
+    assert blended.tau_for_far(1e-2) == plain.tau_for_far(1e-2)  # ~10 local pairs: the stored tail decides
+    assert blended.far(0.51) == plain.far(0.51)  # FAR estimates follow the same rule
+    assert blended.far(0.8) > plain.far(0.8)

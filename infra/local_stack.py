@@ -41,6 +41,7 @@ OS_USER_CANDIDATES = ("postgres", "facegate-pg")  # who runs postgres when we ar
 MLFLOW_BUCKET = "facegate-mlflow"
 DVC_BUCKET = "facegate-dvc"
 WORK_POOL = "facegate-process"
+GRACE_S = {"s3": 3.0}  # seconds between SIGTERM and SIGKILL; weed takes its time over a graceful stop
 QUIET = {
     "NO_ALBUMENTATIONS_UPDATE": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "GX_ANALYTICS_ENABLED": "false",
     "DVC_NO_ANALYTICS": "1", "DVC_NO_UPDATE_CHECK": "1", "DO_NOT_TRACK": "1",
@@ -180,11 +181,13 @@ class LocalStack:
             time.sleep(0.5)
         raise ServiceError(name, f"not {what} within {timeout:.0f} s (log {service.log}: {tail(service.log)})")
 
-    def stop(self, name: str, grace_s: float = 15.0) -> None:
-        """Stop one service and every process it started, by PID and process group."""
+    def stop(self, name: str, grace_s: float | None = None, hard: bool = False) -> bool:
+        """Stop one service and every process it started, by PID and process group (``hard``: SIGKILL
+        at once, a crash); True once nothing of it runs."""
         service = self.services.pop(name, None)
         if service is None:
-            return
+            return True
+        grace_s = grace_s if grace_s is not None else GRACE_S.get(name, 15.0)
         proc = service.proc
         try:
             tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
@@ -192,7 +195,7 @@ class LocalStack:
             tree = []
         first = signal.SIGINT if name == "postgres" else signal.SIGTERM  # postgres: fast shutdown
         groups = {proc.pid} | {p.pid for p in tree if _is_group_leader(p)}
-        for sig in (first, signal.SIGKILL):
+        for sig in (signal.SIGKILL,) if hard else (first, signal.SIGKILL):
             if sig == signal.SIGKILL:
                 for pgid in groups:
                     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -207,16 +210,21 @@ class LocalStack:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=0)
                 if not [p for p in tree if _running(p)]:
-                    return
+                    return True
                 time.sleep(0.2)
+        return not [p for p in tree if _running(p)]
 
     def stop_all(self) -> list[str]:
         """Stop every service, clients before servers; returns what is still running (nothing, normally)."""
         order = ["worker", "prefect", "mlflow", "s3", "postgres"]
+        left = []
         for name in [n for n in order if n in self.services] + [n for n in self.services if n not in order]:
-            with contextlib.suppress(Exception):
-                self.stop(name)
-        return [n for n, s in self.services.items() if s.proc.poll() is None]
+            try:
+                if not self.stop(name):
+                    left.append(name)
+            except Exception:  # noqa: BLE001 - go on stopping the others
+                left.append(name)
+        return left
 
     # ------------------------------------------------------------------------------ postgres
 

@@ -64,14 +64,6 @@ class EnrolmentStore:
         path = self.calibration_file(embedder_version)
         return ModelCalibration.load(path) if path.is_file() else None
 
-    def identification_tau(self, gallery: Gallery, target_fpir: float) -> float:
-        """tau for 1:K identification at ``target_fpir`` for this gallery's size; the 1:1 tau of the
-        manifest when no calibration is stored for its embedder."""
-        cal = self.load_calibration(gallery.manifest.embedder_version)
-        if cal is None:
-            return float(gallery.manifest.tau)
-        return cal.impostors().tau_for_fpir(target_fpir, gallery.n_employees)
-
     def employee_photos(self, employee_id: str) -> list[Path]:
         d = self.photos_dir / employee_id
         return sorted(p for p in d.iterdir() if p.is_file()) if d.is_dir() else []

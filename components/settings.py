@@ -112,7 +112,7 @@ class GallerySettings(_Strict):
     target_far: float = Field(1e-3, gt=0.0, lt=1.0)
     target_fpir: float = Field(1e-2, gt=0.0, le=1e-2)  # the stored impostor tail covers FAR <= 1e-2
     index_kind: Literal["flat", "ivf", "hnsw"] = "flat"
-    calibration_dataset: str = "lfw"  # an ingested identity dataset; its held-out split calibrates tau
+    calibration_dataset: str = "lfw"  # an identity set read from its folder; its held-out identities calibrate a model
     keep_versions: int = Field(3, ge=1)
     # after an enrolment or removal the DVC snapshot of gallery/ is made by a background worker (API) or a
     # detached process (CLI); manual: only asked for, `facegate gallery snapshot` makes it

@@ -272,8 +272,13 @@ def load_version_calibration(name: str, version: str) -> ModelCalibration | None
 
     from components.registry import _client
 
+    from mlflow.exceptions import MlflowException
+
     client = _client()
-    tags = dict(client.get_model_version(name, str(version)).tags or {})
+    try:
+        tags = dict(client.get_model_version(name, str(version)).tags or {})
+    except MlflowException:  # not in this tracking store (a gallery from another deployment's registry)
+        return None
     uri = tags.get(VERSION_TAG)
     if not uri:
         return None

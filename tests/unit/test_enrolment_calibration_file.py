@@ -78,3 +78,11 @@ def test_a_registered_version_keeps_its_calibration_in_mlflow(tmp_path, monkeypa
     assert float(tags["calibration_tau"]) == pytest.approx(calibration().calibration(1e-3).tau, abs=1e-6)
     back = stored_calibration("dlib_resnet", f"m/{version}")
     assert back is not None and back.sets[0].impostor.n == 5000
+
+
+def test_a_version_the_registry_does_not_know_has_no_calibration(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACEGATE_HOME", str(tmp_path / "state"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    from components.calibration_store import load_version_calibration
+
+    assert load_version_calibration("never-registered", "7") is None

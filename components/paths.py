@@ -24,6 +24,7 @@ QUIET_ENV = {
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
+    "OPENCV_LOG_LEVEL": "ERROR",  # OpenCV 5's DNN prints a WARN per loaded model (YuNet) otherwise
 }
 
 

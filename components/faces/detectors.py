@@ -156,6 +156,7 @@ class YuNetDetector:
             max_side = faces.max_side if max_side is None else max_side
         self.upsample, self.score_threshold, self.max_side = upsample, float(score_threshold), int(max_side)
         self._cv2 = cv2
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # a per-model backend WARN line, not ours
         self._det = cv2.FaceDetectorYN.create(str(weight_path("yunet_2023mar")), "", (320, 320),
                                               self.score_threshold, self.NMS_IOU, self.TOP_K)
         self._lock = threading.Lock()  # setInputSize + detect mutate the one OpenCV object

@@ -115,7 +115,7 @@ def test_the_network_is_frozen_and_only_G_changes(features):
     features.train()  # cannot be put back into training mode: BatchNorm keeps its ImageNet statistics
     assert not features.training and not any(m.training for m in features.modules())
     content, style = tiny_pair()
-    cfg = StyleConfig(iterations=5, lr=0.05)
+    cfg = StyleConfig(iterations=3, lr=0.05)
     result = stylize(content, style, cfg, features=features)
     after = features.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "a network weight or statistic changed"

@@ -36,7 +36,10 @@ def test_dask_shards_equal_the_local_run(runs):
     assert dask["chip_table"]["path"].tolist() == local["chip_table"]["path"].tolist()
     for name in ("features", "flip_features", "embeddings"):
         assert dask[name].shape == local[name].shape
-        assert np.abs(dask[name] - local[name]).max() < 1e-6, name
+        # float32 sums in another batch order: within 1e-6 of the values' scale (unit embeddings: 1e-6 outright;
+        # raw features reach ~5, so their last bits move by a few 1e-7 x 5)
+        scale = max(1.0, float(np.abs(local[name]).max()))
+        assert np.abs(dask[name] - local[name]).max() < 1e-6 * scale, name
     assert np.allclose(np.linalg.norm(dask["embeddings"], axis=1), 1.0, atol=1e-5)
 
 

@@ -2,7 +2,7 @@
 
 An LFW slice of ``--images`` images is ingested into a temporary repository (nothing of the real one
 is touched); ``flows/distributed.py`` then runs it once on the local runner (one shard, in order: the
-reference) and once on a local Dask cluster (``--workers`` processes, one thread each, ``--shards``
+reference; again with torch on one thread) and once on a local Dask cluster (``--workers`` processes, one thread each, ``--shards``
 shards). Prints JSON: both wall times (shard work only, and with the runner's start-up), the speed-up,
 images per second per core, the largest differences (chips must be identical, features and
 embeddings within 1e-6) and the 1/5/15-minute load averages before and after (the machine is shared:
@@ -85,11 +85,17 @@ def main(argv: list[str] | None = None) -> int:
         sandbox(Path(tmp), args.images, shared_lfw, args.workers)
         from flows.distributed import distributed_embedding
 
+        import torch
+
         waited = wait_for_quiet(args.wait_load, args.wait_max) if args.wait_load else 0.0
         load_before = loadavg()
+        default_threads = torch.get_num_threads()
         t = time.perf_counter()
         local = distributed_embedding("lfw", runner="local", shards=1, write_cache=False)
         local_total = time.perf_counter() - t
+        torch.set_num_threads(1)  # the same local run with torch on one thread, as each Dask worker has
+        local_1 = distributed_embedding("lfw", runner="local", shards=1, write_cache=False)
+        torch.set_num_threads(default_threads)
         load_mid = loadavg()
         t = time.perf_counter()
         dask = distributed_embedding("lfw", runner="dask", shards=args.shards, write_cache=False)
@@ -99,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     cores = os.cpu_count() or 1
     result = {
         "images": local["images"], "cores": cores, "dask_workers": args.workers, "shards": dask["shards"],
-        "local_wall_s": local["wall_s"], "dask_wall_s": dask["wall_s"],
+        "local_wall_s": local["wall_s"], "local_torch_threads": default_threads,
+        "local_1thread_wall_s": local_1["wall_s"], "dask_wall_s": dask["wall_s"],
         "speedup": round(local["wall_s"] / dask["wall_s"], 2) if dask["wall_s"] else None,
+        "speedup_vs_1thread": round(local_1["wall_s"] / dask["wall_s"], 2) if dask["wall_s"] else None,
         "local_total_s": round(local_total, 1), "dask_total_s_with_cluster_start": round(dask_total, 1),
         "local_images_per_s": round(local["images"] / local["wall_s"], 2),
         "dask_images_per_s": round(dask["images"] / dask["wall_s"], 2),

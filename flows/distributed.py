@@ -14,8 +14,10 @@ mirrored features under the chip key), so a retraining chain afterwards recomput
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -43,8 +45,9 @@ def dask_address(cfg: DistributedSettings) -> str | None:
     return os.environ.get(DASK_ADDRESS_ENV) or cfg.address
 
 
-def make_task_runner(cfg: DistributedSettings, runner: str | None = None):
-    """The task runner ``runner`` (default: params') names; ``dask`` connects or starts a local cluster."""
+def make_task_runner(cfg: DistributedSettings, runner: str | None = None, api_url: str | None = None):
+    """The task runner ``runner`` (default: params') names; ``dask`` connects or starts a local cluster,
+    whose worker processes get ``api_url`` as their PREFECT_API_URL."""
     runner = runner or cfg.runner
     if runner == "local":
         from prefect.task_runners import ThreadPoolTaskRunner
@@ -57,7 +60,30 @@ def make_task_runner(cfg: DistributedSettings, runner: str | None = None):
         return DaskTaskRunner(address=address)
     workers = cfg.workers or os.cpu_count() or 1
     return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": cfg.threads_per_worker,
-                                          "processes": True, "dashboard_address": None})
+                                          "processes": True, "dashboard_address": None,
+                                          **({"env": {"PREFECT_API_URL": api_url}} if api_url else {})})
+
+
+@contextlib.contextmanager
+def prefect_api_for_workers() -> Iterator[str]:
+    """The Prefect API the Dask workers report their task runs to. With PREFECT_API_URL set (server
+    mode) that one; else, instead of Prefect's ephemeral in-process default, of which every worker
+    process would start one more of its own (seconds of CPU each, and task runs nobody sees), one
+    temporary server for the flow and its workers, stopped afterwards."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield PREFECT_API_URL.value()
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start(timeout=int(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")))
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            yield server.api_url
+    finally:
+        server.stop()
 
 
 def _shard_everything(dataset: str, shards: int | None, runner: str, write_cache: bool) -> dict:
@@ -102,5 +128,9 @@ def distributed_embedding(dataset: str = "lfw", runner: str | None = None, shard
     params' ``distributed.runner``); the arrays and timing, and the cache entries written when asked."""
     cfg = load_settings().distributed
     runner = runner or cfg.runner
-    return _embedding_flow.with_options(task_runner=make_task_runner(cfg, runner))(
-        dataset=dataset, shards=shards, runner=runner, write_cache=write_cache)
+    if runner == "local" or dask_address(cfg):
+        return _embedding_flow.with_options(task_runner=make_task_runner(cfg, runner))(
+            dataset=dataset, shards=shards, runner=runner, write_cache=write_cache)
+    with prefect_api_for_workers() as api_url:
+        return _embedding_flow.with_options(task_runner=make_task_runner(cfg, runner, api_url))(
+            dataset=dataset, shards=shards, runner=runner, write_cache=write_cache)

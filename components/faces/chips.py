@@ -45,6 +45,7 @@ def _init_worker(detector: str, upsample: int, size: int, padding: float, max_pi
                                    FaceAligner(size, padding, geometry))
     _WORKER["max_pixels"] = max_pixels
     _WORKER["size"] = size
+    _WORKER["args"] = (detector, upsample, size, padding, max_pixels, geometry, detector_options)
 
 
 def _chip_one(path: str) -> tuple[np.ndarray, dict]:
@@ -85,7 +86,8 @@ def extract_chips(paths: list[Path], *, detector: str = "dlib_hog", upsample: in
                 progress(i + 1, len(paths))
 
     if workers == 1 or len(paths) < IN_PROCESS_BELOW:
-        _init_worker(*args)
+        if _WORKER.get("args") != args:  # a process extracting shard after shard loads its detectors once
+            _init_worker(*args)
         collect(map(_chip_one, names))
     else:
         # spawn, not fork: the caller may run threads (Prefect, torch), and a forked child can

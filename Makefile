@@ -16,6 +16,10 @@ $(STAMP): requirements/lock.txt requirements/constraints.txt requirements/no-dep
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "==> setup: torch 2.13.0 (CPU build) first"
 	@$(PIP) install -c requirements/constraints.txt torch==2.13.0
+	@echo "==> setup: Debian's chromium and chromedriver (the console's browser test), if missing"
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { command -v apt-get >/dev/null \
+		&& (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null \
+		|| echo "    chromium not installed: the browser test will be skipped"; }
 	@echo "==> setup: pinned dependencies (requirements/lock.txt)"
 	@$(PIP) install -c requirements/constraints.txt -r requirements/lock.txt
 	@echo "==> setup: weight-only packages, without their unresolvable pins"

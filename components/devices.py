@@ -17,6 +17,8 @@ from components.errors import DeviceUnavailable, SettingsError
 
 TORCH_DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_KEY = "embedding.device"
+# the values settings accept (components/settings.py checks the spelling; availability is checked here)
+TORCH_DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
 _CUDA_INDEX = re.compile(r"^cuda:(\d+)$")
 
 
@@ -56,6 +58,16 @@ def resolve_torch_device(setting: str, *, key: str = DEFAULT_KEY, gpus: int | No
     if wanted >= count:
         raise DeviceUnavailable(f"{key}: {setting}, but torch sees only {count} CUDA GPU(s) (cuda:0..cuda:{count - 1})")
     return torch.device("cuda", wanted)
+
+
+def module_device(module):
+    """The device a module's weights sit on (the CPU for a module without parameters): embedding code
+    follows its model, so whoever places the model decides where the batches go."""
+    import torch
+
+    for p in module.parameters():
+        return p.device
+    return torch.device("cpu")
 
 
 def loader_options(device) -> dict:

@@ -14,6 +14,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from components.devices import TORCH_DEVICE_PATTERN
 from components.errors import SettingsError
 
 
@@ -63,7 +64,8 @@ class EmbeddingSettings(_Strict):
     backbone: str = Field("dlib_resnet", pattern=r"^(dlib_resnet|mobilenet_v2|sface)(\+(dlib_resnet|mobilenet_v2|sface))*$")
     mode: Literal["pretrained", "head", "finetune"] = "head"
     flip_tta: bool = True
-    device: Literal["auto", "cpu", "cuda"] = "auto"  # torch training/embedding (components/devices.py)
+    # torch training and embedding: auto | cpu | cuda | cuda:N, resolved by components/devices.py
+    device: str = Field("auto", pattern=TORCH_DEVICE_PATTERN)
 
 
 class _CourseAugmentations(_Strict):
@@ -201,6 +203,7 @@ class DetectionSettings(_CourseAugmentations):
     log_sample_images: bool = False  # face images in MLflow only when asked
     registered_model: str = Field("facegate-detector", pattern=r"^[A-Za-z0-9_.-]+$")
     min_improvement: float = Field(0.005, ge=0.0)  # map50 margin a challenger needs over the champion
+    device: str = Field("auto", pattern=TORCH_DEVICE_PATTERN)  # torch training: as embedding.device
 
 
 class StyleSettings(_Strict):

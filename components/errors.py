@@ -324,3 +324,43 @@ class CalibrationMissing(FacegateError):
 
     code = "calibration_missing"
     http_status = 503
+
+
+# ------------------------------------------------------------------------ accounts and the console
+
+
+class Forbidden(FacegateError):
+    """An authenticated account whose role may not do this (a viewer enrolling, a turnstile reading)."""
+
+    code = "forbidden"
+    http_status = 403
+
+
+class LoginRateLimited(FacegateError):
+    """Too many failed logins for this account or address in ``console.login_window_s``: wait."""
+
+    code = "login_rate_limited"
+    http_status = 429
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class AccountError(FacegateError):
+    """An account cannot be created or found (a taken or invalid name, an unknown role); names the field."""
+
+    code = "account_error"
+    http_status = 422
+
+
+class UnknownAccount(AccountError):
+    code = "unknown_account"
+    http_status = 404
+
+
+class AccessLogError(FacegateError):
+    """The access log's database cannot be reached or written; names its URL (without a password)."""
+
+    code = "access_log_error"
+    http_status = 503

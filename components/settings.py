@@ -140,6 +140,25 @@ class ApiSettings(_Strict):
     port: int = Field(8080, ge=1, le=65535)
 
 
+class AccessLogSettings(_Strict):
+    """The access log (components/access_log.py): one row per decision, one per gallery change."""
+
+    url: str | None = None  # SQLAlchemy URL (postgresql://...); None: SQLite in the state folder; env FACEGATE_ACCESS_LOG_URL wins
+    retention_days: int = Field(365, ge=1)  # decision rows older than this are purged (audit rows are kept)
+    erase_on_remove: bool = True  # `remove` also deletes the employee's decision rows (an erasure request)
+
+
+class ConsoleSettings(_Strict):
+    """Operator console and accounts (flows/console.py, components/accounts.py)."""
+
+    session_hours: float = Field(8.0, gt=0.0, le=24 * 30)  # a signed session cookie expires after this
+    login_max_failures: int = Field(5, ge=1)  # failed logins per account name or client address ...
+    login_window_s: int = Field(300, ge=1)  # ... within this window, then 429 until the window passes
+    min_face_px: int = Field(80, ge=16)  # enrolment check: the face's shorter box side
+    min_sharpness: float = Field(20.0, ge=0.0)  # enrolment check: variance of the Laplacian on the face
+    metrics_public_on_loopback: bool = True  # /metrics without a key when the server is bound to loopback
+
+
 class TrackingSettings(_Strict):
     experiment_prefix: str = "facegate"
 
@@ -236,6 +255,8 @@ class Settings(_Strict):
     masks: MaskSettings = MaskSettings()
     gallery: GallerySettings = GallerySettings()
     api: ApiSettings = ApiSettings()
+    access_log: AccessLogSettings = AccessLogSettings()
+    console: ConsoleSettings = ConsoleSettings()
     train: TrainSettings = TrainSettings()
     tracking: TrackingSettings = TrackingSettings()
     registry: RegistrySettings = RegistrySettings()

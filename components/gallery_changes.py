@@ -125,7 +125,8 @@ def enrol_recorded(gate: FaceGate, employee_id: str, name: str, photo_paths: Seq
 
 
 def remove_recorded(gate: FaceGate, employee_id: str) -> dict:
-    """Remove one employee (embeddings in every local version, photos), then record the run."""
-    n = gate.remove(employee_id)
+    """Remove one employee (embeddings in every local version, photos, and with ``access_log.erase_on_remove``
+    their access-log decision rows), then record the run; the answer says what the access log kept."""
+    removed = gate.remove_employee(employee_id)
     summary = record(gate, "remove", gate.store.load())
-    return {"employee_id": employee_id, "vectors_removed": n, **summary}
+    return {**removed, **summary}

@@ -36,6 +36,16 @@ from components.gallery import Gallery, current_version, gallery_lock
 from components.recognition import FaceRecognizer
 from components.settings import Settings, load_settings
 
+
+def local_actor() -> str:
+    """Who made a change from this machine without an account (the CLI, a flow): ``local:<user>``."""
+    import getpass
+
+    try:
+        return f"local:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "local:unknown"
+
 # ----------------------------------------------------------------------------- the model in service
 
 
@@ -233,13 +243,16 @@ class FaceGate:
     Everything is optional so a notebook can write ``FaceGate().identify(pixels)``; tests and the API
     pass their own store or recognizer. ``new_gallery`` makes the first (empty, calibrated) gallery on
     the first enrolment; ``recognizer_for(version)`` brings in the model of a gallery switched by
-    another process (default: the registry's champion, reloaded).
+    another process (default: the registry's champion, reloaded). ``access_log`` records every
+    decision and gallery change (``components.access_log``): by default the deployment's log when the
+    store is the deployment's (``store`` not given), none for a store of a caller's own; False: none.
     """
 
     def __init__(self, settings: Settings | None = None, *, store: EnrolmentStore | None = None,
                  recognizer: FaceRecognizer | None = None, new_gallery: Callable[[], Gallery] | None = None,
-                 recognizer_for: Callable[[str], FaceRecognizer] | None = None) -> None:
+                 recognizer_for: Callable[[str], FaceRecognizer] | None = None, access_log=None) -> None:
         self.settings = settings or load_settings()
+        self._access_log = access_log if access_log is not None else (store is None)
         self.store = store or gallery_store()
         self._recognizer = recognizer
         self._new_gallery = new_gallery
@@ -253,6 +266,23 @@ class FaceGate:
         self._calibrations: dict[str, ModelCalibration | None] = {}
 
     # -------------------------------------------------------------------------- state in service
+
+    @property
+    def access_log(self):
+        """The access log (``components.access_log.AccessLog``) or None; opened on first use."""
+        if self._access_log is True:
+            from components.access_log import AccessLog
+
+            self._access_log = AccessLog.from_settings(self.settings)
+        return self._access_log or None
+
+    def _model_label(self) -> str:
+        r = self.recognizer
+        return f"{r.embedder_name}@{r.embedder_version}"
+
+    def _audit(self, actor: str | None, action: str, employee_id: str | None = None, **detail) -> None:
+        if self.access_log is not None:
+            self.access_log.audit(actor or local_actor(), action, employee_id, **detail)
 
     @property
     def recognizer(self) -> FaceRecognizer:
@@ -340,9 +370,17 @@ class FaceGate:
 
     # --------------------------------------------------------------------------------- readers
 
-    def identify(self, pixels: np.ndarray) -> Identification:
+    def identify(self, pixels: np.ndarray, *, entrance: str | None = None, actor: str | None = None) -> Identification:
         """Who is this? Every face in the frame against the tau for ``gallery.target_fpir`` at this size,
-        with the estimated chance a stranger comes this close (``far_estimate``: FPIR at this distance)."""
+        with the estimated chance a stranger comes this close (``far_estimate``: FPIR at this distance).
+        Each face is an access-log row (entrance, actor) before the answer is returned."""
+        result = self._identify(pixels)
+        if self.access_log is not None:
+            self.access_log.record_identification(result.to_dict(), entrance=entrance, model=self._model_label(),
+                                                   gallery_version=self._version, actor=actor or local_actor())
+        return result
+
+    def _identify(self, pixels: np.ndarray) -> Identification:
         g = self.gallery()
         recognizer = self.recognizer
         target = self.settings.gallery.target_fpir
@@ -369,15 +407,21 @@ class FaceGate:
             self._mask_reader = MaskStateReader(self.settings)
         return self._mask_reader.read(pixels, boxes)
 
-    def verify(self, employee_id: str, pixels: np.ndarray, source: str | Path = "photo") -> Verification:
-        """Is this the claimed employee? 1:1 at the calibrated false-accept rate (one face required)."""
+    def verify(self, employee_id: str, pixels: np.ndarray, source: str | Path = "photo", *,
+               entrance: str | None = None, actor: str | None = None) -> Verification:
+        """Is this the claimed employee? 1:1 at the calibrated false-accept rate (one face required).
+        The answer is an access-log row (entrance, actor) before it is returned."""
         g = self.gallery()
         face = self.recognizer.embed_one(pixels, source)
         tau = self.verify_tau(g)
         accepted, dist = g.verify(employee_id, face.embedding[None], tau)
         scores = self.impostor_scores(g)
-        return Verification(employee_id, bool(accepted), round(float(dist), 6), tau, g.manifest.target_far,
-                            _estimate(scores.far(float(dist))) if scores else None)
+        result = Verification(employee_id, bool(accepted), round(float(dist), 6), tau, g.manifest.target_far,
+                              _estimate(scores.far(float(dist))) if scores else None)
+        if self.access_log is not None:
+            self.access_log.record_verification(result.to_dict(), entrance=entrance, model=self._model_label(),
+                                                gallery_version=self._version, actor=actor or local_actor())
+        return result
 
     # --------------------------------------------------------------------------------- writers
 
@@ -400,7 +444,7 @@ class FaceGate:
         return name
 
     def enrol(self, employee_id: str, name: str, photos: Sequence[Photo], replace: bool = False,
-              force: bool = False) -> Gallery:
+              force: bool = False, *, actor: str | None = None) -> Gallery:
         """One employee from one or more photos (one face each): a new gallery version, no retraining.
         A face already enrolled under another id is refused (DuplicateFace) unless ``force``."""
         check_employee_id(employee_id)
@@ -412,14 +456,35 @@ class FaceGate:
                       replace=replace, keep_versions=self.settings.gallery.keep_versions, force=force,
                       duplicate_tau=self.verify_tau)
             self.reload()
+            self._audit(actor, "enrol", employee_id, photos=len(photos), replace=replace, force=force,
+                        gallery_version=self._version, model=self._model_label())
         return g
 
-    def remove(self, employee_id: str) -> int:
+    def remove(self, employee_id: str, *, actor: str | None = None) -> int:
         """Delete the employee's embeddings (every local version) and photos; vectors removed."""
+        return self.remove_employee(employee_id, actor=actor)["vectors_removed"]
+
+    def remove_employee(self, employee_id: str, *, actor: str | None = None) -> dict:
+        """``remove``, with the access log's part of an erasure request: with ``access_log.erase_on_remove``
+        the employee's decision rows are deleted too; the answer says what was erased and what was kept
+        (the audit rows of the employee's enrolment and removal: who changed the gallery, and when)."""
         with self.write_lock:
             n = remove(self.store, employee_id)
             self.reload()
-        return n
+        out = {"employee_id": employee_id, "vectors_removed": n, "access_rows_erased": 0, "access_rows_kept": 0}
+        log = self.access_log
+        if log is not None:
+            if self.settings.access_log.erase_on_remove:
+                out["access_rows_erased"] = log.erase_employee(employee_id)
+            else:
+                out["access_rows_kept"] = log.count(employee_id=employee_id)
+            log.audit(actor or local_actor(), "remove", employee_id, vectors_removed=n,
+                      access_rows_erased=out["access_rows_erased"], access_rows_kept=out["access_rows_kept"],
+                      gallery_version=self._version)
+            out["kept"] = ("the audit rows of this employee's enrolment and removal" +
+                           ("" if self.settings.access_log.erase_on_remove else
+                            f", and {out['access_rows_kept']} decision rows (access_log.erase_on_remove is off)"))
+        return out
 
     def prepare_gallery(self, model: EmbeddingModel, label: str, data_version: str | None,
                         heldout: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[FaceRecognizer, Gallery]:
@@ -439,7 +504,8 @@ class FaceGate:
             self.reload()
         return fresh
 
-    def promote(self, recognizer: FaceRecognizer, fresh: Gallery, version: str, reason: str) -> dict:
+    def promote(self, recognizer: FaceRecognizer, fresh: Gallery, version: str, reason: str, *,
+                action: str = "promote", actor: str | None = None) -> dict:
         """Under the gallery lock: re-embed every enrolled employee, move ``champion``, switch the gallery.
 
         Re-embedding comes first (a bad stored photo fails here, before anything moves); if the gallery
@@ -457,6 +523,8 @@ class FaceGate:
             service_recognizer.cache_clear()  # this process now serves the new champion
             self._recognizer = recognizer
             self.reload()
+            self._audit(actor, action, None, version=version, previous=previous, reason=reason,
+                        gallery_version=self._version, employees=fresh.n_employees)
         return {"previous_champion": previous, "champion": version, "gallery_index_version": path.name,
                 "employees": fresh.n_employees}
 
@@ -476,7 +544,7 @@ class FaceGate:
         why = reason or (f"rollback from v{current.version}" if rollback and current else "promoted by hand")
         model = load_registered_model(name, target.version)
         recognizer, fresh = self.prepare_gallery(model, embedder_version_label(name, target.version), data_version)
-        promoted = self.promote(recognizer, fresh, target.version, why)
+        promoted = self.promote(recognizer, fresh, target.version, why, action="rollback" if rollback else "promote")
         if rollback and current is not None:
             registry.mark_rolled_back(name, current.version, why)
         return {**promoted, "reason": why, "previous": current.version if current else None,

@@ -1,0 +1,47 @@
+"""Prometheus metrics of the service (prometheus_client), all named ``facegate_*``.
+
+One registry per app (not the process-global one), so two apps in one process (tests) never share or
+collide. Requests are counted by route template (``/employees/{employee_id}``, never the raw path:
+the series stay few), decisions by kind and outcome; the gallery's size is read when scraped.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class ServiceMetrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, gallery_size: Callable[[], tuple[int, int]] | None = None) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("facegate_requests", "HTTP requests answered", ["route", "method", "status"],
+                                registry=r)
+        self.latency = Histogram("facegate_request_duration_seconds", "time to answer a request, by route",
+                                 ["route", "method"], buckets=LATENCY_BUCKETS, registry=r)
+        self.decisions = Counter("facegate_decisions", "identify faces and verify answers, by outcome",
+                                 ["kind", "outcome"], registry=r)
+        self.gallery_changes = Counter("facegate_gallery_changes", "enrolments and removals", ["action"], registry=r)
+        self.logins = Counter("facegate_logins", "console logins", ["result"], registry=r)
+        self.employees = Gauge("facegate_gallery_employees", "employees in the gallery in service", registry=r)
+        self.vectors = Gauge("facegate_gallery_vectors", "vectors in the gallery in service", registry=r)
+        self._gallery_size = gallery_size
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route, method).observe(seconds)
+
+    def decision(self, kind: str, outcome: str, n: int = 1) -> None:
+        self.decisions.labels(kind, outcome).inc(n)
+
+    def render(self) -> bytes:
+        if self._gallery_size is not None:
+            employees, vectors = self._gallery_size()
+            self.employees.set(employees)
+            self.vectors.set(vectors)
+        return generate_latest(self.registry)

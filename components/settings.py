@@ -138,6 +138,8 @@ class ApiSettings(_Strict):
     max_name_length: int = Field(200, ge=1)  # display names
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
+    inference_slots: int = Field(0, ge=0)  # requests running the model at once; 0: one per core (the rest queue)
+    inference_threads: int = Field(1, ge=1)  # torch/OpenCV threads per running request (slots x threads = cores)
 
 
 class AccessLogSettings(_Strict):

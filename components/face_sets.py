@@ -201,8 +201,10 @@ def embed_face_set(model, face_set: FaceSet, flip_tta: bool, cache_dir: Path, pr
         raise ValueError(f"{face_set.name}: chips not attached")
     pretrained = backbone_is_pretrained(model) if pretrained is None else pretrained
     if pretrained:
+        from components.devices import module_device
+
         feats, flips = cached_features(face_set.chips, face_set.chip_key, model.backbone.name, cache_dir,
-                                       progress=progress)
+                                       progress=progress, device=module_device(model))
         return embed_from_features(model, feats, flips if flip_tta else None)
     return embed_chips(model, np.asarray(face_set.chips), flip_tta)
 

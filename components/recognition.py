@@ -2,7 +2,8 @@
 
 One object the enrolment, identify/verify commands, the API and the benchmarks share, so every path
 detects, aligns and embeds the same way. ``embedder_version`` identifies the model; a gallery built
-by another version is refused (embeddings of different models are not comparable).
+by another version is refused (embeddings of different models are not comparable). The model runs on
+``embedding.device`` (moved there in place; ``cuda`` without a GPU is ``DeviceUnavailable`` at start).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from components.devices import resolve_torch_device
 from components.embedding.model import EmbeddingModel, embed_chips
 from components.faces.align import FaceAligner
 from components.faces.detectors import FaceBox, make_detector
@@ -37,12 +39,13 @@ def model_fingerprint(model: EmbeddingModel) -> str:
 
 class FaceRecognizer:
     def __init__(self, model: EmbeddingModel, settings: Settings, version: str | None = None) -> None:
-        self.model = model.eval()
+        self.device = resolve_torch_device(settings.embedding.device)
         self.flip_tta = settings.embedding.flip_tta
         self.finder = FaceFinder(make_detector(settings.faces.detector, upsample=settings.faces.upsample),
                                  FaceAligner(geometry=model.backbone.chip_geometry))
         self.embedder_name = f"{model.name}"
         self.embedder_version = version or f"sha256:{model_fingerprint(model)}"
+        self.model = model.to(self.device).eval()
 
     @property
     def embedding_dim(self) -> int:

@@ -66,6 +66,21 @@ def friendly(fn):
     return wrapper
 
 
+def _check_training_device(detector: bool = False) -> None:
+    """Resolve the training device from params now: a GPU asked for but missing is one error line
+    (``device_unavailable``, naming the setting) before Prefect starts or any data is read."""
+    from components.settings import load_settings
+
+    if detector:
+        from components.detection.train import DetectTrainConfig
+
+        DetectTrainConfig.from_settings(load_settings())
+    else:
+        from components.embedding.train import TrainConfig
+
+        TrainConfig.from_settings(load_settings())
+
+
 def _print(obj) -> None:
     typer.echo(json.dumps(obj, indent=2, default=str))
 
@@ -137,6 +152,7 @@ def _report_chain(result: dict) -> None:
 @friendly
 def demo(dataset: DatasetOpt = None, limit: LimitOpt = None) -> None:
     """The main job on the default data: the whole retraining chain, then where to look."""
+    _check_training_device()
     from flows.retrain import retrain_flow
 
     _report_chain(retrain_flow(datasets=dataset, limit=limit))
@@ -147,6 +163,7 @@ def demo(dataset: DatasetOpt = None, limit: LimitOpt = None) -> None:
 def retrain(dataset: DatasetOpt = None, limit: LimitOpt = None,
             json_out: Annotated[Optional[Path], typer.Option("--json", help="write the result here too")] = None) -> None:
     """ingest -> validate -> augment -> train -> evaluate -> register -> gate -> gallery -> promote."""
+    _check_training_device()
     from flows.retrain import retrain_flow
 
     result = retrain_flow(datasets=dataset, limit=limit)
@@ -194,6 +211,7 @@ def train(
     miner: Annotated[Optional[str], typer.Option(help="override train.miner")] = None,
 ) -> None:
     """Train the embedding on the ingested train split; evaluate on held-out identities; log to MLflow."""
+    _check_training_device()
     from flows.train import train_flow
 
     _print(train_flow(dataset=dataset, backbone=backbone, mode=mode, epochs=epochs, lr=lr, miner=miner))
@@ -293,8 +311,17 @@ def _quiet_for_one_item() -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 
+def _snapshots_in_background() -> bool:
+    """Whether a CLI write hands its DVC snapshot (and its MLflow record) to a detached process."""
+    from components import gallery_snapshots
+    from components.settings import load_settings
+
+    return gallery_snapshots.dvc_target() is not None and load_settings().gallery.snapshot != "manual"
+
+
 def _request_gallery_snapshot() -> str:
-    """After a CLI write: mark gallery/ dirty; unless params say manual, a detached process snapshots it."""
+    """After a CLI write: mark gallery/ dirty; unless params say manual, a detached process snapshots it
+    (and logs any pending MLflow record: ``gallery_changes.flush_records``)."""
     from components import gallery_snapshots
     from components.settings import load_settings
 
@@ -338,8 +365,10 @@ def enroll(
     from components.gallery_changes import enrol_recorded
     from components.service import FaceGate
 
-    result = enrol_recorded(FaceGate(), employee_id, name, photos, replace=replace, force=force)
-    _print({**result, "gallery_snapshot": _request_gallery_snapshot()})
+    later = _snapshots_in_background()  # the MLflow run is logged by the snapshot's detached process
+    result = enrol_recorded(FaceGate(), employee_id, name, photos, replace=replace, force=force, later=later)
+    mlflow_run = {"mlflow_run": "logged by the background process"} if later else {}
+    _print({**result, **mlflow_run, "gallery_snapshot": _request_gallery_snapshot()})
 
 
 @app.command()
@@ -401,6 +430,7 @@ def train_detector(
         "(default: params detection.log_sample_images, off)")] = None,
 ) -> None:
     """Train the face-mask detector (frozen, then fine-tuned), evaluate, register, gate, promote."""
+    _check_training_device(detector=True)
     from flows.detect import detect_train_flow
 
     _print(detect_train_flow(frozen_epochs=frozen_epochs, finetune_epochs=finetune_epochs,
@@ -483,6 +513,15 @@ def gallery_snapshot(
         typer.echo("no gallery/ yet: nothing to snapshot")
     elif version is not None:
         typer.echo(f"gallery.dvc: {version}")
+    from components.paths import state_dir
+
+    pending_records = state_dir() / "pending-records"  # gallery_changes.pending_records_dir, without its imports
+    if pending_records.is_dir() and any(pending_records.iterdir()):
+        from components.gallery_changes import flush_records
+
+        _quiet_for_one_item()
+        for run_id in flush_records():  # CLI enrolments' MLflow runs, written after their answer
+            typer.echo(f"mlflow run: {run_id}")
 
 
 @gallery_app.command("show")
@@ -624,6 +663,12 @@ def bench_style(
     from flows.style import style_bench_flow
 
     _emit(style_bench_flow(figure=str(figure) if figure else None, iterations=iterations), json_out)
+
+from flows.accounts_cli import access_log_app, accounts_app  # noqa: E402 - needs `friendly` above
+
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(access_log_app, name="access-log")
+
 
 def main() -> None:
     import flows  # noqa: F401 - sets the embedded defaults before anything heavy is imported

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import mlflow
 import numpy as np
+import torch
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -16,6 +17,7 @@ from components.detection.data import load_samples, truths_of
 from components.detection.plots import draw_truth_and_detections, plot_pr_curves
 from components.detection.serving import load_model_uri
 from components.detection.train import DetectTrainConfig, final_evaluation, train_detector
+from components.devices import describe
 from components.ingest import read_manifest
 from components.paths import data_dir
 from components.settings import Settings, load_settings
@@ -66,6 +68,7 @@ def detect_train_flow(frozen_epochs: int | None = None, finetune_epochs: int | N
         import albumentations as A
 
         mlflow.log_dict(A.to_dict(box_augmentation(cfg.augment, cfg.input_size, seed=cfg.seed)), "augmentation.json")
+        mlflow.set_tag("device", describe(torch.device(cfg.device)))  # where it trained: cpu or cuda:0 (GPU name)
 
         def on_epoch(phase: str, epoch: int, row: dict) -> None:
             # per-epoch held-out mAP as epoch_val_map50; the final evaluation logs val_* once at the end

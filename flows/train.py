@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import mlflow
 import numpy as np
+import torch
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from tqdm import tqdm
 
 from components import data_version
+from components.devices import describe
 from components.embedding import stages
 from components.embedding.model import EmbeddingModel
 from components.embedding.stages import Trained
@@ -50,7 +52,9 @@ def augment_stage(data: TrainingData, backbone: str, mode: str, settings: Settin
 @task(name="train", cache_policy=NO_CACHE)
 def train_stage(data: TrainingData, backbone: str, mode: str, cfg: TrainConfig, settings: Settings,
                 aug_feats: list[np.ndarray]) -> Trained:
-    """Triplet training with online mining; per-epoch loss and mining statistics into MLflow."""
+    """Triplet training with online mining; per-epoch loss and mining statistics into MLflow, and the
+    device it ran on as the ``device`` tag (``cuda:0 (NVIDIA ...)`` or ``cpu``)."""
+    mlflow.set_tag("device", describe(torch.device(cfg.device)))
     bar = tqdm(total=cfg.epochs, desc=f"train {backbone}/{mode}", unit="epoch", disable=mode == "pretrained")
 
     def on_epoch(epoch: int, row: dict) -> None:

@@ -110,12 +110,15 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, float]:
 
 def detect_images(model, images: list[np.ndarray], *, score_threshold: float, iou_threshold: float,
                   max_detections: int = 100, class_agnostic: bool = False, batch_size: int = 8) -> list[Detections]:
-    """Detections in each original image's pixel coordinates (model: a ``YoloDetector``)."""
+    """Detections in each original image's pixel coordinates (model: a ``YoloDetector``), computed
+    where the model's weights are; decoding and NMS run on the CPU."""
     import torch
 
+    from components.devices import module_device
     from components.embedding.mobilenet_v2 import normalise
 
     size = model.input_size[0]
+    device = module_device(model)
     anchors = model.anchors.cpu().numpy()
     out: list[Detections] = []
     was_training = model.training
@@ -124,8 +127,8 @@ def detect_images(model, images: list[np.ndarray], *, score_threshold: float, io
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
             boxed = [letterbox(im, size) for im in chunk]
-            x = normalise(np.stack([b[0] for b in boxed]))
-            preds = [p.numpy() for p in model(x)]
+            x = normalise(torch.from_numpy(np.stack([b[0] for b in boxed])).to(device))
+            preds = [p.cpu().numpy() for p in model(x)]
             for i, (im, (_, fx, fy)) in enumerate(zip(chunk, boxed)):
                 parts = [decode_grid(p[i], anchors[s], model.strides[s]) for s, p in enumerate(preds)]
                 boxes = np.concatenate([q[0] for q in parts])

@@ -7,6 +7,9 @@
    freshly augmented images each epoch, at a lower learning rate with a cosine schedule.
 
 Anchors come first: k-means (1 - IoU) on the training boxes as the model sees them (letterboxed).
+Training runs on ``cfg.device`` (``detection.device``, resolved when the config is built, so a missing
+GPU fails before any image is read): images are augmented on the CPU, the cached features stay in
+(pinned, for a GPU) host memory, batches move to the device, and the model comes back to the CPU.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from components.detection.encoding import GridLayout, encode_targets
 from components.detection.loss import LossWeights, yolo_loss
 from components.detection.metrics import evaluate, voc_map
 from components.detection.model import YoloDetector, build_detector, layout_from
+from components.devices import loader_options, resolve_torch_device
 from components.embedding.mobilenet_v2 import normalise
 from components.settings import build_config
 
@@ -64,12 +68,17 @@ class DetectTrainConfig:
     max_detections: int
     eval_every: int
     seed: int
+    device: str  # detection.device resolved ('cpu', 'cuda:0'): a string, so the config stays JSON
     threads: int = 2  # CPU threads for training (not a param: the machines have 2 cores)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides) -> DetectTrainConfig:
-        """``detection.*`` and ``seed``; ``overrides`` (frozen_epochs=..., ...) win when not None."""
-        return build_config(cls, {**settings.detection.model_dump(), "seed": settings.seed}, **overrides)
+        """``detection.*`` and ``seed``; ``overrides`` (frozen_epochs=..., device=...) win when not None.
+        A GPU asked for but missing is ``DeviceUnavailable`` here, naming ``detection.device``."""
+        device = resolve_torch_device(overrides.pop("device", None) or settings.detection.device,
+                                      key="detection.device")
+        return build_config(cls, {**settings.detection.model_dump(), "seed": settings.seed, "device": str(device)},
+                            **overrides)
 
 
 @dataclass
@@ -104,12 +113,20 @@ def _stack_targets(items: list[list[np.ndarray]]) -> list[torch.Tensor]:
 
 
 def _step(model, opt, preds, targets, gts, cfg) -> dict[str, float]:
+    device = preds[0].device
+    targets = [t.to(device, non_blocking=True) for t in targets]
+    gts = [g.to(device, non_blocking=True) for g in gts]
     parts = yolo_loss(preds, targets, gts, model.anchors, model.strides, cfg.loss)
     opt.zero_grad(set_to_none=True)
     parts["total"].backward()
     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 10.0)
     opt.step()
     return {k: float(v.detach()) for k, v in parts.items()}
+
+
+def _images(imgs: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """uint8 images to the device first (4x fewer bytes than float), normalised there."""
+    return normalise(torch.from_numpy(np.stack(imgs)).to(device, non_blocking=True))
 
 
 def quick_map50(model: YoloDetector, val: list[DetectionSample], cfg: DetectTrainConfig) -> float:
@@ -121,16 +138,31 @@ def quick_map50(model: YoloDetector, val: list[DetectionSample], cfg: DetectTrai
 def train_detector(train: list[DetectionSample], val: list[DetectionSample], cfg: DetectTrainConfig,
                    on_epoch: Callable[[str, int, dict], None] | None = None,
                    log: Callable[[str], None] = lambda m: None) -> TrainResult:
-    """Fit anchors, build the model, run both phases; ``on_epoch(phase, global_epoch, row)`` after each."""
+    """Fit anchors, build the model, run both phases; ``on_epoch(phase, global_epoch, row)`` after each.
+    The model trains on ``cfg.device`` and is returned on the CPU."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
+    device = torch.device(cfg.device)
     start = time.perf_counter()
     anchors, anchor_iou = fit_anchors(train, cfg)
     log(f"anchors (w, h): {np.round(anchors, 1).tolist()} mean best IoU {anchor_iou:.3f}")
     layout = layout_from(cfg.input_size, cfg.strides, anchors, len(cfg.classes))
     model = build_detector(layout, cfg.classes, width=cfg.width)
     result = TrainResult(model, anchors, anchor_iou)
+    model.to(device)
+    try:
+        _train_phases(model, result, train, val, cfg, layout, rng, device, on_epoch, log)
+    finally:
+        model.cpu().eval()
+    result.train_minutes = (time.perf_counter() - start) / 60.0
+    return result
+
+
+def _train_phases(model: YoloDetector, result: TrainResult, train: list[DetectionSample],
+                  val: list[DetectionSample], cfg: DetectTrainConfig, layout: GridLayout,
+                  rng: np.random.Generator, device: torch.device,
+                  on_epoch: Callable[[str, int, dict], None] | None, log: Callable[[str], None]) -> None:
     pipeline = box_augmentation(cfg.augment, cfg.input_size, seed=cfg.seed)
     epoch_no = 0
 
@@ -171,11 +203,13 @@ def train_detector(train: list[DetectionSample], val: list[DetectionSample], cfg
                     gts.append(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
                     imgs.append(img)
                 with torch.inference_mode():
-                    for lvl, f in enumerate(model.backbone_features(normalise(np.stack(imgs)))):
-                        feats[lvl].append(f.half())
+                    for lvl, f in enumerate(model.backbone_features(_images(imgs, device))):
+                        feats[lvl].append(f.half().cpu())
             log(f"cached backbone features of copy {copy + 1}/{cfg.frozen_copies} "
                 f"({time.perf_counter() - t0:.0f} s)")
         feats_cat = [torch.cat(f) for f in feats]
+        if loader_options(device)["pin_memory"]:  # page-locked: copies to the GPU run asynchronously
+            feats_cat = [f.pin_memory() for f in feats_cat]
         head_params = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
         opt = torch.optim.AdamW(head_params, lr=cfg.lr_head, weight_decay=cfg.weight_decay)
         steps = cfg.frozen_epochs * math.ceil(len(targets) / cfg.batch_size)
@@ -188,7 +222,8 @@ def train_detector(train: list[DetectionSample], val: list[DetectionSample], cfg
             rows = []
             for a in range(0, len(order), cfg.batch_size):
                 idx = order[a:a + cfg.batch_size]
-                preds = model.head([f[torch.from_numpy(idx)].float() for f in feats_cat])
+                preds = model.head([f[torch.from_numpy(idx)].to(device, non_blocking=True).float()
+                                    for f in feats_cat])
                 rows.append(_step(model, opt, preds, _stack_targets([targets[i] for i in idx]),
                                   [gts[i] for i in idx], cfg))
                 sched.step()
@@ -216,17 +251,18 @@ def train_detector(train: list[DetectionSample], val: list[DetectionSample], cfg
                     imgs.append(img)
                     tg.append(grids)
                     gts.append(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
-                preds = model(normalise(np.stack(imgs)))
+                preds = model(_images(imgs, device))
                 rows.append(_step(model, opt, preds, _stack_targets(tg), gts, cfg))
                 sched.step()
             finish_epoch("finetune", rows, t0)
-    model.eval()
-    result.train_minutes = (time.perf_counter() - start) / 60.0
-    return result
 
 
 def final_evaluation(model: YoloDetector, val: list[DetectionSample], cfg: DetectTrainConfig) -> tuple[dict, list]:
-    """Full metrics (VOC, COCO, pycocotools cross-check) and the detections they came from."""
-    dets = detect_images(model, [s.image for s in val], score_threshold=cfg.eval_score_threshold,
-                         iou_threshold=cfg.nms_iou, max_detections=cfg.max_detections)
+    """Full metrics (VOC, COCO, pycocotools cross-check) and the detections they came from; the model
+    runs on ``cfg.device`` and is back on the CPU afterwards."""
+    try:
+        dets = detect_images(model.to(cfg.device), [s.image for s in val], score_threshold=cfg.eval_score_threshold,
+                             iou_threshold=cfg.nms_iou, max_detections=cfg.max_detections)
+    finally:
+        model.cpu()
     return evaluate(dets, truths_of(val), cfg.classes), dets

@@ -2,7 +2,9 @@
 
 Two ways to run it, matching the two transfer-learning modes: end to end on chips (``finetune``,
 serving) and head-only on cached backbone features (``head``: the backbone is frozen, so its features
-never change and are computed once).
+never change and are computed once). The functions below run where the model's weights are
+(``devices.module_device``): whoever places the model (``embedding.device``) decides, batches follow it
+and results come back as CPU numpy arrays.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from components.devices import module_device
 from components.embedding.backbones import Backbone, make_backbone
 
 EMBEDDING_DIM = 128
@@ -51,13 +54,15 @@ def chip_features(backbone: Backbone, chips: np.ndarray, batch_size: int = 64, f
                   progress=None) -> np.ndarray:
     """Pooled backbone features of uint8 chips (optionally of their mirror images), float32."""
     backbone.eval()
+    device = module_device(backbone)
     out = np.zeros((len(chips), backbone.feature_dim), np.float32)
     for start in range(0, len(chips), batch_size):
         batch = torch.from_numpy(np.array(chips[start:start + batch_size]))  # a copy: chips may be a read-only memmap
+        batch = batch.to(device, non_blocking=True)  # uint8 travels: 4x fewer bytes than float
         if flip:
             batch = batch.flip(2)  # N x H x W x C: mirror along W
         x = backbone.preprocess(batch).contiguous(memory_format=torch.channels_last)
-        out[start:start + len(batch)] = backbone.features(x).numpy()
+        out[start:start + len(batch)] = backbone.features(x).cpu().numpy()
         if progress:
             progress(min(start + batch_size, len(chips)), len(chips))
     return out
@@ -67,10 +72,11 @@ def chip_features(backbone: Backbone, chips: np.ndarray, batch_size: int = 64, f
 def embed_from_features(model: EmbeddingModel, feats: np.ndarray, flip_feats: np.ndarray | None = None) -> np.ndarray:
     """Embeddings from cached features; with ``flip_feats``, flip TTA: mean of both, re-normalised."""
     model.eval()
-    e = model.embed_features(torch.from_numpy(feats))
+    device = module_device(model)
+    e = model.embed_features(torch.from_numpy(feats).to(device))
     if flip_feats is not None:
-        e = F.normalize(e + model.embed_features(torch.from_numpy(flip_feats)), dim=1)
-    return e.numpy()
+        e = F.normalize(e + model.embed_features(torch.from_numpy(flip_feats).to(device)), dim=1)
+    return e.cpu().numpy()
 
 
 @torch.inference_mode()
@@ -82,14 +88,16 @@ def embed_chips(model: EmbeddingModel, chips: np.ndarray, flip_tta: bool = False
 
 
 def cached_features(chips: np.ndarray, chip_key: str, backbone_name: str, cache_dir: Path,
-                    progress=None) -> tuple[np.ndarray, np.ndarray]:
-    """Frozen-backbone features of every chip and of its mirror image, cached on disk by chip key."""
+                    progress=None, device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Frozen-backbone features of every chip and of its mirror image, cached on disk by chip key;
+    computed on ``device`` when missing (the cache does not depend on it: GPU features differ from CPU
+    ones in their last bits only)."""
     out = []
     backbone = None
     for flip in (False, True):
         path = Path(cache_dir) / f"features-{chip_key}-{backbone_name}-{'flip' if flip else 'plain'}.npy"
         if not path.is_file():
-            backbone = backbone or make_backbone(backbone_name)
+            backbone = backbone or make_backbone(backbone_name).to(device)
             stage = "features-flip" if flip else "features"
             feats = chip_features(backbone, chips, flip=flip,
                                   progress=(lambda i, n, stage=stage: progress(stage, i, n)) if progress else None)
@@ -102,12 +110,14 @@ def cached_features(chips: np.ndarray, chip_key: str, backbone_name: str, cache_
 
 def cached_augmented_features(chips: np.ndarray, chip_key: str, backbone_name: str, cache_dir: Path,
                               make_pipeline, description: dict, copies: int, seed: int,
-                              batch_size: int = 64, progress=None) -> list[np.ndarray]:
+                              batch_size: int = 64, progress=None,
+                              device: str | torch.device = "cpu") -> list[np.ndarray]:
     """Frozen-backbone features of ``copies`` albumentations copies of every chip, cached on disk.
 
     The key covers the chips, the backbone, the pipeline's serialised form and the seed, so a changed
     augmentation param means new copies and an unchanged one reuses them (a re-run costs nothing).
-    ``make_pipeline(seed)`` builds the pipeline; copy ``c`` is drawn with seed ``seed + c``.
+    ``make_pipeline(seed)`` builds the pipeline; copy ``c`` is drawn with seed ``seed + c``; the
+    backbone runs on ``device`` (the augmentation itself on the CPU).
     """
     import hashlib
     import json
@@ -117,7 +127,7 @@ def cached_augmented_features(chips: np.ndarray, chip_key: str, backbone_name: s
     for c in range(copies):
         path = Path(cache_dir) / f"features-{chip_key}-{backbone_name}-aug{aug_key}-s{seed + c}.npy"
         if not path.is_file():
-            backbone = backbone or make_backbone(backbone_name)
+            backbone = backbone or make_backbone(backbone_name).to(device)
             backbone.eval()
             pipeline = make_pipeline(seed + c)
             feats = np.zeros((len(chips), backbone.feature_dim), np.float32)

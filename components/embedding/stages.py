@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from components.augment import as_function, describe, face_augmentation
+from components.devices import module_device, resolve_torch_device
 from components.embedding.backbones import make_backbone
 from components.embedding.fusion import FusedHead, fit_fusion_weights
 from components.embedding.model import (
@@ -76,7 +77,8 @@ def augmented_copy_features(data: TrainingData, backbone: str, settings: Setting
     return cached_augmented_features(
         data.chips.chips[data.train_rows], data.train_key, backbone, state_dir() / "cache",
         lambda seed: augmentation(settings, backbone, seed), augmentation_description(settings, backbone),
-        settings.augment.copies, settings.seed, progress=_feature_progress(log))
+        settings.augment.copies, settings.seed, progress=_feature_progress(log),
+        device=resolve_torch_device(settings.embedding.device))
 
 
 # ------------------------------------------------------------------------------------------- train
@@ -95,14 +97,14 @@ def train_embedding(data: TrainingData, backbone: str, mode: str, cfg: TrainConf
     if mode == "finetune":
         if fused:  # weights from the pretrained members, on training identities only
             f, ff = cached_features(data.chips.chips, data.chips.key, backbone, state_dir() / "cache",
-                                    progress=_feature_progress(log))
+                                    progress=_feature_progress(log), device=cfg.device)
             log(f"fusion: {fit_fusion_weights(model.head, f[data.train_rows], data.labels, seed=cfg.seed)}")
         history = train_finetune(model, np.asarray(data.chips.chips[data.train_rows]), data.labels, cfg,
                                  augment=as_function(augmentation(settings, backbone, settings.seed)),
                                  on_epoch=on_epoch)
         return Trained(model, history)
     feats, flip_feats = cached_features(data.chips.chips, data.chips.key, backbone, state_dir() / "cache",
-                                        progress=_feature_progress(log))
+                                        progress=_feature_progress(log), device=cfg.device)
     history = (train_head(model, feats[data.train_rows], flip_feats[data.train_rows], data.labels, cfg,
                           on_epoch=on_epoch, aug_feats=aug_feats, aug_prob=settings.augment.copy_p)
                if mode == "head" else [])
@@ -158,7 +160,8 @@ def evaluate_heldout(model: EmbeddingModel, data: TrainingData, settings: Settin
     metrics, dist, same = evaluate_verification(emb, data.val_labels, seed=settings.seed)
     masked, key = masked_heldout_chips(data, settings)
     if val_feats is not None:
-        mf, mff = cached_features(masked, key, model.backbone.name, state_dir() / "cache")
+        mf, mff = cached_features(masked, key, model.backbone.name, state_dir() / "cache",
+                                  device=module_device(model))
         masked_emb = embed_from_features(model, mf, mff if tta else None)
     else:
         masked_emb = embed_chips(model, np.asarray(masked), tta)

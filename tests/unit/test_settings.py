@@ -36,11 +36,13 @@ def test_missing_and_malformed_file(tmp_path):
 def test_run_configs_come_from_params_alone():
     """TrainConfig and DetectTrainConfig hold no defaults of their own: every value is params'."""
     from components.detection.train import DetectTrainConfig
+    from components.devices import resolve_torch_device
     from components.embedding.train import TrainConfig
 
     s = load_settings(repo_root() / "params.yaml")
     train = TrainConfig.from_settings(s)
-    assert {**s.train.model_dump(), "seed": s.seed} == train.__dict__
+    device = str(resolve_torch_device(s.embedding.device))  # resolved: 'cpu' here, 'cuda:0' on a GPU
+    assert {**s.train.model_dump(), "seed": s.seed, "device": device} == train.__dict__
     assert TrainConfig.from_settings(s, epochs=3, lr=None).epochs == 3  # None: params' value
     assert TrainConfig.from_settings(s, lr=None).lr == s.train.lr
     cfg = DetectTrainConfig.from_settings(s, frozen_epochs=1)
@@ -49,6 +51,7 @@ def test_run_configs_come_from_params_alone():
     assert cfg.loss.lambda_noobj == d.lambda_noobj and cfg.loss.ignore_iou == d.ignore_iou
     assert cfg.augment.crop_scale_min == d.crop_scale_min and cfg.augment.min_visibility == d.min_visibility
     assert cfg.eval_every == d.eval_every and cfg.seed == s.seed
+    assert cfg.device == str(resolve_torch_device(d.device, key="detection.device"))
     with pytest.raises(TypeError, match="no field"):
         TrainConfig.from_settings(s, epoch=3)  # a typo fails, never silently ignored
 

@@ -109,6 +109,8 @@ def engine_for(url: str) -> Engine:
         else:
             engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
         Base.metadata.create_all(engine)
+        if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:":
+            os.chmod(u.database, 0o600)  # account hashes and who went where: the owner's only
         from components.accounts import AccountBase  # the accounts table lives in the same database
 
         AccountBase.metadata.create_all(engine)

@@ -45,3 +45,32 @@ class ServiceMetrics:
             self.employees.set(employees)
             self.vectors.set(vectors)
         return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """ASGI: every HTTP request counted and timed by its route template (unmatched paths: ``other``)."""
+
+    def __init__(self, app, *, metrics: ServiceMetrics) -> None:  # noqa: ANN001 - an ASGI app
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001 - ASGI
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        import time
+
+        status = {"code": 500}
+
+        async def counted_send(message) -> None:  # noqa: ANN001
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        t0 = time.perf_counter()
+        try:
+            await self.app(scope, receive, counted_send)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or ("static" if scope.get("path", "").startswith("/console/static/")
+                                                    else "other")
+            self.metrics.observe(path, scope.get("method", "GET"), status["code"], time.perf_counter() - t0)

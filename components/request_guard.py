@@ -6,6 +6,11 @@ is read), a Content-Length over the limit is refused at once (413); then the byt
 stream, so a body without a length, or lying about it, is cut off as soon as it goes over (413).
 Keys are compared as bytes (``hmac.compare_digest``): a header that is not ASCII is just a wrong key.
 Every refusal is JSON ``{"code", "message"}`` with the error's HTTP status.
+
+With accounts (``authenticate``: scope -> principal or None, e.g. ``components.accounts.Authenticator``)
+the guard asks that instead of comparing one key, and leaves the principal in the scope
+(``PRINCIPAL_SCOPE_KEY``) for the routes' role checks; ``public_when(scope)`` makes a path public
+conditionally (``/metrics`` on loopback).
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 API_KEY_HEADER = "X-API-Key"
+PRINCIPAL_SCOPE_KEY = "facegate.principal"
 
 
 def key_matches(given: bytes | None, key: bytes) -> bool:
@@ -62,10 +68,16 @@ class RequestGuard:
     ``public_paths`` (exact) and ``public_prefixes`` need no key (liveness, the API's own docs).
     """
 
-    def __init__(self, app: ASGIApp, *, key: str | bytes, max_body_bytes: int,
-                 public_paths: Iterable[str] = (), public_prefixes: Iterable[str] = ()) -> None:
+    def __init__(self, app: ASGIApp, *, key: str | bytes | None = None, max_body_bytes: int,
+                 public_paths: Iterable[str] = (), public_prefixes: Iterable[str] = (),
+                 authenticate: Callable[[Scope], Any] | None = None,
+                 public_when: Callable[[Scope], bool] | None = None) -> None:
+        if key is None and authenticate is None:
+            raise ValueError("RequestGuard needs a key or an authenticate callable")
         self.app = app
         self.key = key.encode() if isinstance(key, str) else key
+        self.authenticate = authenticate
+        self.public_when = public_when
         self.max_body_bytes = max_body_bytes
         self.public_paths = frozenset(public_paths)
         self.public_prefixes = tuple(public_prefixes)
@@ -74,6 +86,10 @@ class RequestGuard:
         return path in self.public_paths or path.startswith(self.public_prefixes)
 
     def check_key(self, scope: Scope) -> None:
+        if self.authenticate is not None:
+            if scope.get(PRINCIPAL_SCOPE_KEY) is None:
+                raise Unauthorized(f"missing or wrong {API_KEY_HEADER} header")
+            return
         values = header_values(scope, API_KEY_HEADER.lower().encode())
         if len(values) != 1 or not key_matches(values[0], self.key):
             raise Unauthorized(f"missing or wrong {API_KEY_HEADER} header")
@@ -84,7 +100,12 @@ class RequestGuard:
             return
         limit = self.max_body_bytes
         try:
-            if not self.is_public(scope.get("path", "")):
+            if self.authenticate is not None:  # in a worker thread: a key's first check costs a scrypt
+                import anyio
+
+                scope[PRINCIPAL_SCOPE_KEY] = await anyio.to_thread.run_sync(self.authenticate, scope)
+            path = scope.get("path", "")
+            if not (self.is_public(path) or (self.public_when is not None and self.public_when(scope))):
                 self.check_key(scope)
             length = content_length(scope)
             if length is not None and length > limit:

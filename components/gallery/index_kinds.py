@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import faiss
 import numpy as np
 
-from components.errors import GalleryError, SettingsError
+from components.errors import DeviceUnavailable, GalleryError, SettingsError
 
 if TYPE_CHECKING:
     from components.gallery.manifest import GalleryManifest
@@ -193,8 +193,9 @@ def gpu_available() -> bool:
 def resolve_faiss_device(setting: str) -> str:
     """``gallery.device`` (cpu | gpu | auto) as the device searches run on: 'cpu' or 'gpu'.
 
-    auto takes a GPU when there is one; an explicit gpu without one is a configuration error, not a
-    silent CPU fallback, so a deployment that expects GPU speed learns at start that it has none.
+    auto takes a GPU when there is one; an explicit gpu without one is a configuration error
+    (``DeviceUnavailable``, as for ``embedding.device``), not a silent CPU fallback, so a deployment
+    that expects GPU speed learns at start that it has none.
     """
     if setting not in FAISS_DEVICES:
         raise SettingsError(f"gallery.device: {setting!r} is not one of {' | '.join(FAISS_DEVICES)}")
@@ -203,7 +204,7 @@ def resolve_faiss_device(setting: str) -> str:
     if gpu_available():
         return "gpu"
     if setting == "gpu":
-        raise SettingsError("gallery.device: gpu, but faiss has no GPU support (faiss-cpu) or sees no GPU; "
+        raise DeviceUnavailable("gallery.device: gpu, but faiss has no GPU support (faiss-cpu) or sees no GPU; "
                             "set cpu or auto")
     return "cpu"
 

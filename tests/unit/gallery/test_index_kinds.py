@@ -26,7 +26,7 @@ def test_gpu_requested_without_gpu_support_names_the_setting(monkeypatch: pytest
     assert not kinds.gpu_available()
     with pytest.raises(SettingsError, match="^gallery.device: gpu") as exc:
         kinds.resolve_faiss_device("gpu")
-    assert exc.value.code == "bad_settings"
+    assert exc.value.code == "device_unavailable"  # a SettingsError, as a missing GPU for embedding.device
     with pytest.raises(SettingsError, match="'tpu' is not one of cpu | gpu | auto"):
         kinds.resolve_faiss_device("tpu")
 

@@ -85,6 +85,7 @@ def calibrate_tau(emb: np.ndarray, labels: np.ndarray, target_far: float) -> Cal
 SKETCH_EXACT = 2000  # ranks kept one by one at the dense end (FAR down to 1 / n exactly)
 SKETCH_KNOTS = 600  # geometric ranks over the rest: counts between knots interpolated within ~1.6%
 MIN_LOCAL_TAIL = 25  # the deployment's own pairs recalibrate a FAR only where this many of them lie (~20%)
+BULK_KEEP = 0.9  # a bulk shift compares the closest 90% of pairs: the side the tail is on, kept exactly by a sketch
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,22 @@ class ScoreSketch:
     def share_at_most(self, value: float) -> float:
         return self.count_at_most(value) / self.n
 
+    def bulk_moments(self, keep: float = BULK_KEEP) -> tuple[float, float]:
+        """(mean, standard deviation) of the smallest ``keep`` share of the scores, the values between
+        knots taken as their linear interpolation (within ~1e-5 of the exact figures on 17M LFW
+        impostor pairs; the whole range is not: the coarse last knots before the maximum bias it)."""
+        cut = int(np.floor(keep * (self.n - 1)))
+        inside = self.ranks < cut
+        r = np.r_[self.ranks[inside], cut].astype(np.float64)
+        v = np.r_[self.values[inside], self.value_at_rank(cut)]
+        length, va = np.diff(r), v[:-1]
+        step = np.diff(v) / np.maximum(length, 1)
+        # sums over ranks r_a .. r_b - 1 of va + k * step and of its square (k = 0 .. L - 1), then rank cut
+        s1 = length * va + step * length * (length - 1) / 2
+        s2 = length * va ** 2 + va * step * length * (length - 1) + step ** 2 * (length - 1) * length * (2 * length - 1) / 6
+        mean = (s1.sum() + v[-1]) / (cut + 1)
+        return float(mean), float(np.sqrt(max((s2.sum() + v[-1] ** 2) / (cut + 1) - mean ** 2, 0.0)))
+
     def value_at_rank(self, rank: float) -> float:
         return float(np.interp(rank, self.ranks, self.values))
 
@@ -170,6 +187,51 @@ def recalibration_weight(local_pairs: int, min_pairs: int, prior_pairs: int) -> 
     return local_pairs / (local_pairs + max(prior_pairs, 0))
 
 
+def bulk_moments(scores: np.ndarray, keep: float = BULK_KEEP) -> tuple[float, float]:
+    """(mean, standard deviation) of the smallest ``keep`` share of ``scores``, as
+    :meth:`ScoreSketch.bulk_moments` reads them off a sketch."""
+    s = np.sort(np.asarray(scores, np.float64).ravel())
+    s = s[:int(np.floor(keep * (s.size - 1))) + 1]
+    return float(s.mean()), float(s.std())
+
+
+@dataclass(frozen=True)
+class BulkShift:
+    """Where a deployment's impostor distances sit against the model's held-out ones, from the bulk.
+
+    A small gallery cannot recalibrate a tail: 20 employees give 190 pairs, and a FAR of 5e-4 needs
+    thousands. But 190 pairs do place the bulk (mean and standard deviation of the closest 90%), and a
+    domain shift (greyscale, another camera) moves the bulk and the tail together. Each stored sketch's
+    distances are mapped by that location/scale change, shrunk toward no change by the weight
+    pairs / (pairs + prior_pairs) (``gallery.shift_prior_pairs``): tau_local = mu + (tau_stored - m) * r,
+    mu = m + w (mean_local - m), r = 1 + w (sd_local / sd_stored - 1).
+    """
+
+    mean: float
+    sd: float
+    pairs: int
+    prior_pairs: float
+
+    @classmethod
+    def from_scores(cls, local: np.ndarray, prior_pairs: float) -> BulkShift | None:
+        """The shift of these local impostor distances; None where they cannot place a bulk (< 2 pairs)."""
+        local = np.asarray(local, np.float64).ravel()
+        if local.size < 2:
+            return None
+        mean, sd = bulk_moments(local)
+        return cls(mean, sd, int(local.size), float(prior_pairs)) if sd > 0 else None
+
+    @property
+    def weight(self) -> float:
+        return self.pairs / (self.pairs + max(self.prior_pairs, 0.0))
+
+    def mapping(self, sketch: ScoreSketch) -> tuple[float, float, float]:
+        """(m, mu, r) for one stored sketch: a stored distance d stands for mu + (d - m) * r here."""
+        m, sd = sketch.bulk_moments()
+        w = self.weight
+        return m, m + w * (self.mean - m), 1.0 + w * (self.sd / sd - 1.0)
+
+
 @dataclass(frozen=True)
 class ImpostorScores:
     """The impostor-distance distribution the service decides with.
@@ -180,50 +242,67 @@ class ImpostorScores:
     (:func:`recalibration_weight`): FAR(d) = (1 - w) * stored(d) + w * local(d), but only at FARs the
     local pairs can speak for: where at least ``min_local_tail`` of them lie (an identification FAR of
     1e-5 is out of reach of a few hundred thousand pairs; there the stored tail alone decides).
+    ``shift``: the deployment's bulk (:class:`BulkShift`); identification (``fpir``, ``tau_for_fpir``)
+    reads the stored sketches through it, 1:1 (``far``, ``tau_for_far``) does not.
     """
 
     stored: tuple[ScoreSketch, ...]
     local: ScoreSketch | None = None
     local_weight: float = 0.0
     min_local_tail: int = MIN_LOCAL_TAIL
+    shift: BulkShift | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stored, ScoreSketch):
             object.__setattr__(self, "stored", (self.stored,))
         if not self.stored:
             raise ValueError("at least one stored impostor sketch is needed")
+        maps = tuple(self.shift.mapping(s) for s in self.stored) if self.shift is not None else None
+        if maps is not None and any(r <= 0 for _, _, r in maps):
+            maps = None  # a degenerate bulk (never with prior_pairs > 0): no shift
+        object.__setattr__(self, "_maps", maps)
 
     @property
     def blended(self) -> bool:
         return self.local is not None and self.local_weight > 0
 
+    @property
+    def shifted(self) -> bool:
+        return self._maps is not None
+
     def _local_speaks_for(self, share: float) -> bool:
         return self.blended and share * self.local.n >= self.min_local_tail
 
-    def _far(self, distance: float, blend: bool) -> float:
-        f = max(s.share_at_most(distance) for s in self.stored)
+    def _far(self, distance: float, blend: bool, shifted: bool = False) -> float:
+        if shifted:  # each stored sketch read at the distance that maps here
+            f = max(s.share_at_most(m + (distance - mu) / r) for s, (m, mu, r) in zip(self.stored, self._maps))
+        else:
+            f = max(s.share_at_most(distance) for s in self.stored)
         if blend:
             f = (1.0 - self.local_weight) * f + self.local_weight * self.local.share_at_most(distance)
         return float(f)
 
-    def far(self, distance: float) -> float:
-        """Estimated false-accept probability of accepting at ``distance`` (1:1)."""
+    def far(self, distance: float, shifted: bool = False) -> float:
+        """Estimated false-accept probability of accepting at ``distance`` (1:1; ``shifted``: through
+        the deployment's bulk shift, as identification reads it)."""
         blend = self.blended and self.local.count_at_most(distance) >= self.min_local_tail
-        return self._far(distance, blend)
+        return self._far(distance, blend, shifted and self.shifted)
 
     def fpir(self, distance: float, gallery_size: int) -> float:
         """Estimated chance that a stranger's nearest employee, in a gallery of this size, is this close."""
-        return fpir_of_far(self.far(distance), gallery_size)
+        return fpir_of_far(self.far(distance, shifted=True), gallery_size)
 
-    def tau_for_far(self, target_far: float) -> float:
+    def tau_for_far(self, target_far: float, shifted: bool = False) -> float:
         """Largest distance whose estimated FAR is <= ``target_far``."""
         blend = self._local_speaks_for(target_far)
-        if len(self.stored) == 1 and not blend:
+        shifted = shifted and self.shifted
+        if len(self.stored) == 1 and not blend and not shifted:
             return self.stored[0].threshold_for_share(target_far)
         # FAR(d) is non-decreasing: bracket the crossing between knot values, then bisect
-        parts = [s.values for s in self.stored] + ([self.local.values] if blend else [])
+        parts = ([mu + (s.values - m) * r for s, (m, mu, r) in zip(self.stored, self._maps)] if shifted
+                 else [s.values for s in self.stored]) + ([self.local.values] if blend else [])
         cand = np.unique(np.concatenate(parts))
-        ok = np.array([self._far(c, blend) <= target_far for c in cand])
+        ok = np.array([self._far(c, blend, shifted) <= target_far for c in cand])
         if not ok[0]:
             return float(np.nextafter(np.float32(cand[0]), np.float32(-np.inf)))
         if ok.all():
@@ -232,12 +311,25 @@ class ImpostorScores:
         lo, hi = float(cand[j - 1]), float(cand[j])
         for _ in range(60):
             mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if self._far(mid, blend) <= target_far else (lo, mid)
+            lo, hi = (mid, hi) if self._far(mid, blend, shifted) <= target_far else (lo, mid)
         f = np.float32(lo)  # a float32 threshold at or below lo (distances are float32)
         return float(np.nextafter(f, np.float32(-np.inf)) if float(f) > lo else f)
 
     def tau_for_fpir(self, target_fpir: float, gallery_size: int) -> float:
-        return self.tau_for_far(far_per_comparison(target_fpir, gallery_size))
+        return self.tau_for_far(far_per_comparison(target_fpir, gallery_size), shifted=True)
+
+
+def deployment_scores(stored: ImpostorScores, local: np.ndarray, min_pairs: int, prior_pairs: int,
+                      shift_prior_pairs: float | None) -> ImpostorScores:
+    """What a gallery decides with: the model's stored sketches, its enrolled employees' own impostor
+    pairs ``local`` blended in once there are ``min_pairs`` (:func:`recalibration_weight`), and the
+    bulk shift they place for identification (``shift_prior_pairs`` None: no shift). The service
+    (``components.service.gallery_impostor_scores``) and ``bench calibration`` both come through here."""
+    local = np.asarray(local).ravel()
+    w = recalibration_weight(local.size, min_pairs, prior_pairs)
+    shift = BulkShift.from_scores(local, shift_prior_pairs) if shift_prior_pairs is not None else None
+    return ImpostorScores(stored.stored, ScoreSketch.from_scores(local) if w > 0 else None, w, stored.min_local_tail,
+                          shift)
 
 
 def local_impostor_distances(vectors: np.ndarray, labels: np.ndarray, max_people: int = 2000,

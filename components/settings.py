@@ -124,6 +124,9 @@ class GallerySettings(_Strict):
     # tail once there are this many, weighted n / (n + prior_pairs)
     recalibration_min_pairs: int = Field(10_000, ge=1)
     recalibration_prior_pairs: int = Field(100_000, ge=0)
+    # identification in small galleries: the stored tail moved by the enrolled employees' bulk shift,
+    # weighted n / (n + shift_prior_pairs) (components.calibration.BulkShift); None: no shift
+    shift_prior_pairs: int | None = Field(100, ge=0)
 
 
 class ApiSettings(_Strict):

@@ -108,15 +108,18 @@ def embed_photos(recognizer: FaceRecognizer, photos: list[Photo], max_pixels: in
 def enrol(store: EnrolmentStore, recognizer: FaceRecognizer, employee_id: str, name: str, photos: list[Photo],
           *, max_pixels: int, new_gallery: Callable[[], Gallery], replace: bool = False,
           keep_versions: int = 3, force: bool = False,
-          duplicate_tau: Callable[[Gallery], float] | None = None) -> Gallery:
+          duplicate_tau: Callable[[Gallery], float] | None = None,
+          embedded: tuple[np.ndarray, list[str]] | None = None) -> Gallery:
     """Add (or with ``replace``, re-enrol) one employee; returns the new current gallery.
 
     A photo whose face is already enrolled under another id (within ``duplicate_tau(gallery)``, default
-    the manifest's 1:1 tau) is refused with DuplicateFace naming that id, unless ``force``."""
+    the manifest's 1:1 tau) is refused with DuplicateFace naming that id, unless ``force``. ``embedded``:
+    ``embed_photos(recognizer, photos, ...)`` already done by the caller, outside its writer lock (the model
+    is the slow part; only the load-check-save below needs the lock)."""
     check_employee_id(employee_id)
     if not photos:
         raise InvalidEmployee(f"{employee_id}: at least one photo is required")
-    embs, files = embed_photos(recognizer, photos, max_pixels)
+    embs, files = embedded if embedded is not None else embed_photos(recognizer, photos, max_pixels)
     with gallery_lock(store.index_dir):
         gallery = store.load() if store.exists() else new_gallery()
         gallery.check_model(recognizer.embedder_name, recognizer.embedder_version)

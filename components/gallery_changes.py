@@ -87,18 +87,22 @@ def gallery_summary(gallery: Gallery, index_version: str | None = None) -> dict:
 
 def log_gallery(gallery: Gallery, index_version: str | None = None, dvc_version: str | None = None) -> dict:
     """Into the active MLflow run: the gallery's counts, calibration and manifest; returns the summary."""
-    import mlflow
-
-    m = gallery.manifest
     summary = gallery_summary(gallery, index_version)
     if dvc_version:
         summary["gallery_data_version"] = dvc_version
+    _log_summary(summary, gallery.manifest.to_dict())
+    return summary
+
+
+def _log_summary(summary: dict, manifest: dict) -> None:
+    import mlflow
+
     mlflow.log_metrics({k: float(v) for k, v in summary.items()
                         if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None})
-    mlflow.set_tags({k: v for k, v in {"embedder_version": m.embedder_version, "gallery_index_version": index_version,
-                                       "gallery_version": dvc_version}.items() if v})
-    mlflow.log_dict(m.to_dict(), "gallery_manifest.json")
-    return summary
+    mlflow.set_tags({k: v for k, v in {"embedder_version": manifest["embedder_version"],
+                                       "gallery_index_version": summary.get("gallery_index_version"),
+                                       "gallery_version": summary.get("gallery_data_version")}.items() if v})
+    mlflow.log_dict(manifest, "gallery_manifest.json")
 
 
 def record(gate: FaceGate, run_name: str, gallery: Gallery, params: dict | None = None,
@@ -114,13 +118,82 @@ def record(gate: FaceGate, run_name: str, gallery: Gallery, params: dict | None 
     return {**summary, "mlflow_run_id": run.info.run_id}
 
 
+# ------------------------------------------------------------------ records written later, by another process
+
+
+def pending_records_dir() -> Path:
+    from components.paths import state_dir
+
+    return state_dir() / "pending-records"
+
+
+def record_later(gate: FaceGate, run_name: str, gallery: Gallery, params: dict | None = None) -> dict:
+    """What ``record`` would log, kept as a file (written atomically, fsynced) for ``flush_records`` in
+    another process: a CLI enrolment answers without importing MLflow and opening its store, which cost
+    more than the enrolment itself. A kill before the flush leaves the file for the next flush."""
+    import json
+    import os
+    import time
+    import uuid
+
+    from components import data_version
+
+    index_version = current_version(gate.store.index_dir) if gate.store.exists() else None
+    summary = gallery_summary(gallery, index_version)
+    entry = {"experiment": gallery_experiment(gate.settings), "run_name": run_name, "params": params or {},
+             "data_version": data_version.read_version(), "summary": summary,
+             "manifest": gallery.manifest.to_dict()}
+    folder = pending_records_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+    tmp = folder / f".{name}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(entry, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, folder / f"{name}.json")
+    return summary
+
+
+def flush_records() -> list[str]:
+    """Log every pending record as its MLflow run, oldest first; returns the run ids. Each file is
+    claimed by renaming it (so two flushing processes never log one twice) and deleted once logged; a
+    claim left by a process that died is taken over."""
+    import json
+    import os
+
+    import psutil
+
+    from components.tracking import tracked_run
+
+    folder = pending_records_dir()
+    if not folder.is_dir():
+        return []
+    runs = []
+    stale = [p for p in folder.glob("*.claimed-*") if not psutil.pid_exists(int(p.name.rsplit("-", 1)[1]))]
+    for path in sorted([*folder.glob("*.json"), *stale]):
+        claimed = folder / f"{path.name.split('.')[0]}.claimed-{os.getpid()}"
+        try:
+            os.rename(path, claimed)
+        except FileNotFoundError:  # another process took it
+            continue
+        entry = json.loads(claimed.read_text(encoding="utf-8"))
+        with tracked_run(entry["experiment"], entry["run_name"], params=entry["params"],
+                         data_version=entry["data_version"]) as run:
+            _log_summary(entry["summary"], entry["manifest"])
+        runs.append(run.info.run_id)
+        claimed.unlink()
+    return runs
+
+
 def enrol_recorded(gate: FaceGate, employee_id: str, name: str, photo_paths: Sequence[Path | str],
-                   replace: bool = False, force: bool = False) -> dict:
+                   replace: bool = False, force: bool = False, later: bool = False) -> dict:
     """Enrol one employee from photo files (``force``: even if the face is enrolled under another id),
-    then record the run."""
+    then record the run (``later``: as a pending record, see ``record_later``)."""
     photos = [read_photo(p) for p in photo_paths]
     gallery = gate.enrol(employee_id, name or employee_id, photos, replace=replace, force=force)
-    summary = record(gate, "enrol", gallery, {"replace": replace, "photos": len(photos), "force": force})
+    params = {"replace": replace, "photos": len(photos), "force": force}
+    summary = record_later(gate, "enrol", gallery, params) if later else record(gate, "enrol", gallery, params)
     return {"employee_id": employee_id, "photos": len(photos), **summary}
 
 

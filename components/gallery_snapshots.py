@@ -121,15 +121,18 @@ def spawn_pending_snapshot(log: Path | None = None) -> int:
 class SnapshotWorker:
     """Background snapshots for a long-running process (the API server).
 
-    ``request()`` marks the gallery dirty and wakes the worker: it returns at once. The worker waits
-    ``debounce_s`` for the burst to settle, snapshots, and retries after ``retry_s`` on failure (the
-    gallery is safely on disk either way; only its DVC pointer lags). ``close()`` stops it after a final
-    snapshot of anything pending.
+    ``request()`` marks the gallery dirty and wakes the worker: it returns at once. The worker waits for
+    the burst to settle (``debounce_s`` without a new request) but never longer than ``max_delay_s``
+    after the first pending one, snapshots, and retries after ``retry_s`` on failure (the gallery is
+    safely on disk either way; only its DVC pointer lags). ``dvc add`` holds the gallery's writer lock
+    (seconds on 2 busy cores), so under a steady stream of enrolments this is one lock hold per
+    ``max_delay_s``, not one per write. ``close()`` stops it after a final snapshot of anything pending.
     """
 
-    def __init__(self, debounce_s: float = 0.5, retry_s: float = 10.0, push: bool = True,
-                 log=None) -> None:
+    def __init__(self, debounce_s: float = 2.0, retry_s: float = 10.0, push: bool = True,
+                 log=None, max_delay_s: float = 30.0) -> None:
         self.debounce_s = debounce_s
+        self.max_delay_s = max(max_delay_s, debounce_s)
         self.retry_s = retry_s
         self.push = push
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -166,7 +169,14 @@ class SnapshotWorker:
             self._wake.wait()
             if self._stop.is_set():
                 return
-            self._stop.wait(self.debounce_s)  # let the burst settle
+            first = time.monotonic()
+            while True:  # let the burst settle: debounce_s with no new request, at most max_delay_s in all
+                self._wake.clear()
+                left = self.max_delay_s - (time.monotonic() - first)
+                if self._stop.wait(min(self.debounce_s, max(left, 0.0))):
+                    return  # close() makes the final snapshot
+                if not self._wake.is_set() or time.monotonic() - first >= self.max_delay_s:
+                    break
             self._wake.clear()
             if not self._run_once():
                 self._stop.wait(self.retry_s)

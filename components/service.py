@@ -29,10 +29,11 @@ from components.calibration_store import (ModelCalibration, log_version_calibrat
                                           stored_calibration)
 from components.embedding.backbones import make_backbone
 from components.embedding.model import EmbeddingModel
-from components.enrolment import (EnrolmentStore, Photo, check_employee_id, enrol, enrolled_names, reembed_all,
-                                  remove)
+from components.enrolment import (EnrolmentStore, Photo, check_employee_id, embed_photos, enrol, enrolled_names,
+                                  reembed_all, remove)
 from components.errors import CalibrationMissing, FacegateError, GalleryNotFound, InvalidEmployee, RegistryError
 from components.gallery import Gallery, current_version, gallery_lock
+from components.inference import InferenceSlots
 from components.recognition import FaceRecognizer
 from components.settings import Settings, load_settings
 
@@ -112,6 +113,29 @@ def service_recognizer(settings: Settings) -> FaceRecognizer:
     """Loaded once per process and settings: weights and fingerprint cost seconds."""
     model, version = service_model(settings)
     return FaceRecognizer(model, settings, version)
+
+
+def gallery_recognizer(settings: Settings, store: EnrolmentStore) -> FaceRecognizer | None:
+    """The pretrained model that made the current gallery, without asking the registry; None when the
+    gallery is missing, made by a registered version, or by weights that no longer match its fingerprint.
+
+    A promotion moves the champion and switches the gallery together (under the gallery lock), so a
+    gallery made by a pretrained model means no champion has replaced it. A one-item CLI command then
+    skips MLflow entirely (importing it and opening its store cost more than the command's own work)."""
+    from components.gallery import MANIFEST_FILE, GalleryManifest
+
+    try:
+        vdir = store.index_dir / current_version(store.index_dir)
+        manifest = GalleryManifest.from_json((vdir / MANIFEST_FILE).read_text(encoding="utf-8"), vdir / MANIFEST_FILE)
+    except (FacegateError, OSError, UnicodeDecodeError):
+        return None
+    if not manifest.embedder_version.startswith("sha256:"):
+        return None
+    try:
+        recognizer = FaceRecognizer(EmbeddingModel(make_backbone(manifest.embedder_name)), settings)
+    except (KeyError, ValueError, FacegateError):  # a backbone this code does not have
+        return None
+    return recognizer if recognizer.embedder_version == manifest.embedder_version else None
 
 
 def calibrate(recognizer: FaceRecognizer, settings: Settings,
@@ -246,12 +270,16 @@ class FaceGate:
     another process (default: the registry's champion, reloaded). ``access_log`` records every
     decision and gallery change (``components.access_log``): by default the deployment's log when the
     store is the deployment's (``store`` not given), none for a store of a caller's own; False: none.
+    ``inference`` bounds how many requests run the model at once (``components.inference``; a server
+    passes one sized to its cores, the default has no limit); enrolment embeds outside the writer lock.
     """
 
     def __init__(self, settings: Settings | None = None, *, store: EnrolmentStore | None = None,
                  recognizer: FaceRecognizer | None = None, new_gallery: Callable[[], Gallery] | None = None,
-                 recognizer_for: Callable[[str], FaceRecognizer] | None = None, access_log=None) -> None:
+                 recognizer_for: Callable[[str], FaceRecognizer] | None = None, access_log=None,
+                 inference: InferenceSlots | None = None) -> None:
         self.settings = settings or load_settings()
+        self.inference = inference or InferenceSlots(0)  # the API bounds concurrent model runs; 0: no limit
         self._access_log = access_log if access_log is not None else (store is None)
         self.store = store or gallery_store()
         self._recognizer = recognizer
@@ -287,7 +315,7 @@ class FaceGate:
     @property
     def recognizer(self) -> FaceRecognizer:
         if self._recognizer is None:
-            self._recognizer = service_recognizer(self.settings)
+            self._recognizer = gallery_recognizer(self.settings, self.store) or service_recognizer(self.settings)
         return self._recognizer
 
     def _champion_recognizer(self, _: str) -> FaceRecognizer:
@@ -386,8 +414,9 @@ class FaceGate:
         target = self.settings.gallery.target_fpir
         tau = self.identify_tau(g, target)
         scores = self.impostor_scores(g)
-        found = recognizer.embed_all(pixels)
-        masks = self.mask_states(pixels, [f.box for f in found])
+        with self.inference():
+            found = recognizer.embed_all(pixels)
+            masks = self.mask_states(pixels, [f.box for f in found])
         faces = []
         for face, mask in zip(found, masks):
             eid, dist, name = g.identify(face.embedding[None], tau)
@@ -412,7 +441,8 @@ class FaceGate:
         """Is this the claimed employee? 1:1 at the calibrated false-accept rate (one face required).
         The answer is an access-log row (entrance, actor) before it is returned."""
         g = self.gallery()
-        face = self.recognizer.embed_one(pixels, source)
+        with self.inference():
+            face = self.recognizer.embed_one(pixels, source)
         tau = self.verify_tau(g)
         accepted, dist = g.verify(employee_id, face.embedding[None], tau)
         scores = self.impostor_scores(g)
@@ -449,12 +479,18 @@ class FaceGate:
         A face already enrolled under another id is refused (DuplicateFace) unless ``force``."""
         check_employee_id(employee_id)
         self.check_name(name or employee_id)
+        if not photos:
+            raise InvalidEmployee(f"{employee_id}: at least one photo is required")
+        self.refresh()
+        recognizer = self.recognizer  # the gallery check under the lock refuses it if a switch came between
+        with self.inference():  # the model runs outside the writer lock: writers wait only for each other's I/O
+            embedded = embed_photos(recognizer, list(photos), self.settings.images.max_pixels)
         with self.write_lock:
             self.refresh()
-            g = enrol(self.store, self.recognizer, employee_id, name or employee_id, list(photos),
+            g = enrol(self.store, recognizer, employee_id, name or employee_id, list(photos),
                       max_pixels=self.settings.images.max_pixels, new_gallery=self.new_gallery,
                       replace=replace, keep_versions=self.settings.gallery.keep_versions, force=force,
-                      duplicate_tau=self.verify_tau)
+                      duplicate_tau=self.verify_tau, embedded=embedded)
             self.reload()
             self._audit(actor, "enrol", employee_id, photos=len(photos), replace=replace, force=force,
                         gallery_version=self._version, model=self._model_label())

@@ -1,7 +1,15 @@
 """Load test of the REST API on loopback: N concurrent clients for D seconds against a real `facegate
 serve` (uvicorn) with a temporary repository and gallery, mixing identify and enrol. Prints JSON.
 
-Each client sends requests back to back (closed loop; ``--think-ms`` adds a pause between requests).
+Every enrolment is a different real person (LFW, one photo each, never reused), so each acknowledged
+enrolment is a real write (no duplicate-face refusals from re-enrolling the same few faces); identify
+probes are other photos of people enrolled so far, or strangers never enrolled, half and half.
+
+Two readings of "N concurrent clients". Closed loop (default): each client sends its next request the
+moment the last one is answered; by Little's law every request then waits for about N / throughput,
+whatever the server does, so it measures capacity. ``--think-ms T``: a turnstile, where a person
+presents a face, gets the answer and the next person walks up T ms later (uniform 0.5T..1.5T, so the
+clients do not march in step); it measures the latency a person sees at that arrival rate.
 Afterwards the server is stopped with SIGTERM (its shutdown flushes the DVC snapshot) and every
 acknowledged enrolment (201) is looked up in the gallery on disk: ``lost`` must be empty. Latencies
 are per kind (p50, p90, p99, max, in ms); ``loadavg`` is os.getloadavg() before and after. Only
@@ -27,8 +35,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PEOPLE = ["amy", "bernadette", "howard", "leonard", "penny", "raj", "sheldon", "stuart"]
 KEY = "load-test-key"
+STRANGERS = 200  # LFW people kept out of every enrolment: identify probes that must not be recognised
+
+
+def lfw_people(lfw: Path, seed: int = 0) -> tuple[list[list[Path]], list[Path]]:
+    """(to enrol: each person's photos, at least 2; strangers: one photo each), disjoint, shuffled."""
+    people = []
+    for d in sorted(p for p in lfw.iterdir() if p.is_dir()):
+        photos = sorted(d.glob("*.jpg"))
+        if len(photos) >= 2:
+            people.append(photos[:2])
+    random.Random(seed).shuffle(people)
+    return people[STRANGERS:], [p[0] for p in people[:STRANGERS]]
 
 
 def free_port() -> int:
@@ -48,7 +67,7 @@ def percentiles(values: list[float]) -> dict:
     return {"n": len(v), "p50_ms": q(0.50), "p90_ms": q(0.90), "p99_ms": q(0.99), "max_ms": round(1000 * v[-1], 1)}
 
 
-def prepare_repo(repo: Path, faces: Path) -> dict:
+def prepare_repo(repo: Path, seed_photo: Path) -> dict:
     """A scratch repository (git + DVC) whose gallery holds one employee, embedded by the model the
     server will serve, with a fixed tau: no calibration data needed."""
     env = {"FACEGATE_REPO": str(repo), "FACEGATE_HOME": str(repo / ".facegate"),
@@ -64,23 +83,34 @@ def prepare_repo(repo: Path, faces: Path) -> dict:
 import os
 from components.data_version import ensure_repo
 from components.enrolment import Photo
+from components.errors import CalibrationMissing
 from components.gallery import Gallery
 from components.service import FaceGate, gallery_store, service_recognizer
 from components.settings import load_settings
 ensure_repo()
 s = load_settings(); r = service_recognizer(s)
-gate = FaceGate(s, store=gallery_store(), recognizer=r, new_gallery=lambda: Gallery.new(
-    r.embedding_dim, r.embedder_name, r.embedder_version, tau=0.5, target_far=1e-3))
-gate.enrol("seed", "Seed", [Photo("amy1.png", open({str(faces / 'amy' / 'amy1.png')!r}, "rb").read())])
+gate = FaceGate(s, store=gallery_store(), recognizer=r)
+try:  # the model's stored calibration (its real tau), else a fixed one
+    gate.new_gallery()
+except CalibrationMissing:
+    gate = FaceGate(s, store=gallery_store(), recognizer=r, new_gallery=lambda: Gallery.new(
+        r.embedding_dim, r.embedder_name, r.embedder_version, tau=0.5, target_far=1e-3))
+g = gate.enrol("seed", "Seed", [Photo({seed_photo.name!r}, open({str(seed_photo)!r}, "rb").read())])
+print("TAU", g.manifest.tau)
 """
-    subprocess.run([sys.executable, "-c", seed], cwd=ROOT, env={**os.environ, **env}, check=True)
+    out = subprocess.run([sys.executable, "-c", seed], cwd=ROOT, env={**os.environ, **env}, check=True,
+                         capture_output=True, text=True).stdout
+    env["TAU"] = out.split("TAU")[-1].strip()
     return env
 
 
-def run(clients: int, seconds: float, enrol_share: float, think_ms: float, faces: Path, workdir: Path) -> dict:
+def run(clients: int, seconds: float, enrol_share: float, think_ms: float, lfw: Path, workdir: Path) -> dict:
     import httpx
 
-    env = prepare_repo(workdir / "repo", faces)
+    to_enrol, strangers = lfw_people(lfw)
+    seed_person = to_enrol.pop()
+    env = prepare_repo(workdir / "repo", seed_person[0])
+    tau = float(env.pop("TAU"))
     port = free_port()
     log = open(workdir / "server.log", "wb")
     server = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--port", str(port)], cwd=ROOT,
@@ -97,13 +127,16 @@ def run(clients: int, seconds: float, enrol_share: float, think_ms: float, faces
         if server.poll() is not None or time.monotonic() > deadline:
             raise SystemExit(f"the server did not start: {(workdir / 'server.log').read_text()[-2000:]}")
         time.sleep(0.5)
-    photos = {p: [(faces / p / f"{p}{i}.png").read_bytes() for i in (1, 2, 3)] for p in PEOPLE}
     # warm-up, not measured: the first identify loads the model and the gallery
-    httpx.post(f"{base}/identify", files={"image": ("amy.png", photos["amy"][1], "image/png")},
+    httpx.post(f"{base}/identify", files={"image": ("seed.jpg", seed_person[1].read_bytes(), "image/jpeg")},
                headers={"X-API-Key": KEY}, timeout=180).raise_for_status()
     lat: dict[str, list[float]] = {"identify": [], "enrol": []}
     statuses: dict[str, dict[int, int]] = {"identify": {}, "enrol": {}}
     acked: list[str] = []
+    error_codes: dict[str, int] = {}
+    queue = list(reversed(to_enrol))  # popped: every enrolment a person of its own
+    enrolled: list[Path] = [seed_person[1]]  # second photos of people enrolled so far (genuine probes)
+    identified = {"genuine": 0, "genuine_recognised": 0, "stranger": 0, "stranger_recognised": 0}
     errors: list[str] = []
     lock = threading.Lock()
     stop_at = time.monotonic() + seconds
@@ -114,18 +147,25 @@ def run(clients: int, seconds: float, enrol_share: float, think_ms: float, faces
         counter = 0
         with httpx.Client(base_url=base, headers={"X-API-Key": KEY}, timeout=120) as c:
             while time.monotonic() < stop_at:
-                person = rng.choice(PEOPLE)
-                data = rng.choice(photos[person])
                 kind = "enrol" if rng.random() < enrol_share else "identify"
+                with lock:
+                    if kind == "enrol" and queue:
+                        person = queue.pop()
+                        path, probe = person[0], None
+                    else:
+                        kind = "identify"
+                        probe = "genuine" if rng.random() < 0.5 else "stranger"
+                        path = rng.choice(enrolled) if probe == "genuine" else rng.choice(strangers)
+                data = path.read_bytes()
                 t0 = time.perf_counter()
                 try:
                     if kind == "enrol":
                         counter += 1
                         eid = f"c{n}-{counter}"
-                        r = c.post("/employees", data={"employee_id": eid, "name": person},
-                                   files=[("images", (f"{person}.png", data, "image/png"))])
+                        r = c.post("/employees", data={"employee_id": eid, "name": path.parent.name},
+                                   files=[("images", (path.name, data, "image/jpeg"))])
                     else:
-                        r = c.post("/identify", files={"image": (f"{person}.png", data, "image/png")})
+                        r = c.post("/identify", files={"image": (path.name, data, "image/jpeg")})
                 except httpx.HTTPError as exc:
                     with lock:
                         errors.append(f"{kind}: {type(exc).__name__}: {exc}")
@@ -136,8 +176,15 @@ def run(clients: int, seconds: float, enrol_share: float, think_ms: float, faces
                     statuses[kind][r.status_code] = statuses[kind].get(r.status_code, 0) + 1
                     if kind == "enrol" and r.status_code == 201:
                         acked.append(eid)
+                        enrolled.append(person[1])
+                    elif r.status_code >= 400:
+                        code = f"{kind}:{r.status_code}:{r.json().get('code')}"
+                        error_codes[code] = error_codes.get(code, 0) + 1
+                    elif probe and r.status_code == 200:
+                        identified[probe] += 1
+                        identified[f"{probe}_recognised"] += any(f["recognized"] for f in r.json()["faces"])
                 if think_ms:
-                    time.sleep(think_ms / 1000)
+                    time.sleep(rng.uniform(0.5, 1.5) * think_ms / 1000)
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     t0 = time.perf_counter()
@@ -177,6 +224,7 @@ print(json.dumps({{"ids": sorted(g.employees()["employee_id"]), "dirty": gallery
         "wall_s": round(wall, 1), "requests": total, "throughput_rps": round(total / wall, 2),
         "identify": {**percentiles(lat["identify"]), "statuses": statuses["identify"]},
         "enrol": {**percentiles(lat["enrol"]), "statuses": statuses["enrol"]},
+        "tau": tau, "error_codes": error_codes, "identify_probes": identified, "enrol_people_left": len(queue),
         "acknowledged_enrolments": len(acked), "enrolled_on_disk": len(on_disk["ids"]) - 1, "lost": lost,
         "client_errors": errors[:10], "n_client_errors": len(errors),
         "stop_s": round(stop_s, 1), "gallery_dirty_after_stop": on_disk["dirty"],
@@ -192,16 +240,16 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--enrol-share", type=float, default=0.2, help="share of requests that enrol (the rest identify)")
     ap.add_argument("--think-ms", type=float, default=0.0, help="pause of each client between requests")
-    ap.add_argument("--faces", type=Path, default=None, help="faceapi-examples folder (default: datasets root)")
+    ap.add_argument("--lfw", type=Path, default=None, help="LFW folder of <person>/*.jpg (default: datasets root)")
     ap.add_argument("--json", type=Path, default=None, help="write the result here too")
     args = ap.parse_args()
     if not 1 <= args.clients <= 64 or not 1 <= args.seconds <= 600:
         raise SystemExit("bounded: 1..64 clients, 1..600 seconds")
     from components.paths import datasets_root
 
-    faces = args.faces or datasets_root() / "faceapi-examples"
+    lfw = args.lfw or datasets_root() / "lfw"
     with tempfile.TemporaryDirectory(prefix="facegate-load-") as tmp:
-        result = run(args.clients, args.seconds, args.enrol_share, args.think_ms, faces, Path(tmp))
+        result = run(args.clients, args.seconds, args.enrol_share, args.think_ms, lfw, Path(tmp))
     text = json.dumps(result, indent=2)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

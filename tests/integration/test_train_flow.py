@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
+from components.devices import describe, resolve_torch_device
 from components.embedding.model import embed_chips
 from components.paths import mlflow_tracking_uri
 from tests.conftest import link_or_copy, requires_dataset, shared_dataset
@@ -42,6 +43,8 @@ def test_train_flow_logs_a_usable_model(sandbox, prefect_server, backbone, mode)
     assert run.info.status == "FINISHED"
     assert run.data.tags["data_version"] == version and run.data.tags["git_commit"] == sandbox.head()
     assert run.data.params["run.mode"] == mode and run.data.params["train.miner"] == "batch_hard"
+    device = resolve_torch_device("auto")  # params' embedding.device: where training ran, as a tag and a param
+    assert run.data.tags["device"] == describe(device) and run.data.params["run.train.device"] == str(device)
     assert 0.5 <= run.data.metrics["val_accuracy"] <= 1.0
     client = mlflow.tracking.MlflowClient()
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 2

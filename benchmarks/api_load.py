@@ -11,7 +11,10 @@ whatever the server does, so it measures capacity. ``--think-ms T``: a turnstile
 presents a face, gets the answer and the next person walks up T ms later (uniform 0.5T..1.5T, so the
 clients do not march in step); it measures the latency a person sees at that arrival rate.
 Afterwards the server is stopped with SIGTERM (its shutdown flushes the DVC snapshot) and every
-acknowledged enrolment (201) is looked up in the gallery on disk: ``lost`` must be empty. Latencies
+acknowledged enrolment (201) is looked up in the gallery on disk: ``lost`` must be empty. Every identify
+carries an entrance id of its own, so each acknowledged answer (200) is looked up in the access log
+(``.facegate/access.db``): one decision row per face it answered (one ``no_face`` row for none), and one
+``enrol`` audit row per acknowledged enrolment: ``access_log.lost_rows`` and ``lost_audit`` must be empty. Latencies
 are per kind (p50, p90, p99, max, in ms); ``loadavg`` is os.getloadavg() before and after. Only
 loopback is ever contacted; the run stops by itself.
 
@@ -104,7 +107,8 @@ print("TAU", g.manifest.tau)
     return env
 
 
-def run(clients: int, seconds: float, enrol_share: float, think_ms: float, lfw: Path, workdir: Path) -> dict:
+def run(clients: int, seconds: float, enrol_share: float, think_ms: float, lfw: Path, workdir: Path,
+        kill: bool = False) -> dict:
     import httpx
 
     to_enrol, strangers = lfw_people(lfw)
@@ -133,6 +137,7 @@ def run(clients: int, seconds: float, enrol_share: float, think_ms: float, lfw: 
     lat: dict[str, list[float]] = {"identify": [], "enrol": []}
     statuses: dict[str, dict[int, int]] = {"identify": {}, "enrol": {}}
     acked: list[str] = []
+    acked_identify: dict[str, int] = {}  # entrance id of an answered identify -> decision rows it must have left
     error_codes: dict[str, int] = {}
     queue = list(reversed(to_enrol))  # popped: every enrolment a person of its own
     enrolled: list[Path] = [seed_person[1]]  # second photos of people enrolled so far (genuine probes)
@@ -146,7 +151,7 @@ def run(clients: int, seconds: float, enrol_share: float, think_ms: float, lfw: 
         rng = random.Random(n)
         counter = 0
         with httpx.Client(base_url=base, headers={"X-API-Key": KEY}, timeout=120) as c:
-            while time.monotonic() < stop_at:
+            while time.monotonic() < stop_at + (30 if kill else 0):  # --kill: still sending when it lands
                 kind = "enrol" if rng.random() < enrol_share else "identify"
                 with lock:
                     if kind == "enrol" and queue:
@@ -165,8 +170,13 @@ def run(clients: int, seconds: float, enrol_share: float, think_ms: float, lfw: 
                         r = c.post("/employees", data={"employee_id": eid, "name": path.parent.name},
                                    files=[("images", (path.name, data, "image/jpeg"))])
                     else:
-                        r = c.post("/identify", files={"image": (path.name, data, "image/jpeg")})
+                        counter += 1
+                        entrance = f"c{n}-{counter}"
+                        r = c.post("/identify", data={"entrance": entrance},
+                                   files={"image": (path.name, data, "image/jpeg")})
                 except httpx.HTTPError as exc:
+                    if killed.is_set():
+                        break  # the server is gone: a request cut off is not acknowledged
                     with lock:
                         errors.append(f"{kind}: {type(exc).__name__}: {exc}")
                     continue
@@ -181,23 +191,34 @@ def run(clients: int, seconds: float, enrol_share: float, think_ms: float, lfw: 
                         code = f"{kind}:{r.status_code}:{r.json().get('code')}"
                         error_codes[code] = error_codes.get(code, 0) + 1
                     elif probe and r.status_code == 200:
+                        acked_identify[entrance] = max(1, len(r.json()["faces"]))
                         identified[probe] += 1
                         identified[f"{probe}_recognised"] += any(f["recognized"] for f in r.json()["faces"])
                 if think_ms:
                     time.sleep(rng.uniform(0.5, 1.5) * think_ms / 1000)
 
+    killed = threading.Event()
+
+    def kill_server() -> None:
+        killed.set()
+        os.killpg(server.pid, signal.SIGKILL)
+
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     t0 = time.perf_counter()
     for t in threads:
         t.start()
+    if kill:
+        threading.Timer(max(0.0, stop_at - time.monotonic()), kill_server).start()
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
     load_after = os.getloadavg()
 
-    # a clean stop: SIGTERM, the server's shutdown flushes the DVC snapshot
+    # a clean stop: SIGTERM, the server's shutdown flushes the DVC snapshot (--kill: SIGKILL came at the
+    # deadline with requests in flight, no shutdown at all)
     t_stop = time.perf_counter()
-    os.killpg(server.pid, signal.SIGTERM)
+    if not kill:
+        os.killpg(server.pid, signal.SIGTERM)
     try:
         server.wait(180)
     except subprocess.TimeoutExpired:
@@ -208,24 +229,39 @@ def run(clients: int, seconds: float, enrol_share: float, think_ms: float, lfw: 
 import json, subprocess, sys
 from components.service import gallery_store
 from components import gallery_snapshots
+from components.access_log import AccessLog, DecisionFilter
+from components.settings import load_settings
 g = gallery_store().load()
+log = AccessLog.from_settings(load_settings())
+rows = {{}}
+for d in log.decisions(DecisionFilter(limit=10_000_000)):
+    rows[d["entrance"]] = rows.get(d["entrance"], 0) + 1
+audited = sorted({{a["employee_id"] for a in log.audit_events(limit=10_000_000) if a["action"] == "enrol"}})
 status = subprocess.run([sys.executable, "-m", "dvc", "status", "gallery.dvc"], capture_output=True, text=True).stdout
 print(json.dumps({{"ids": sorted(g.employees()["employee_id"]), "dirty": gallery_snapshots.is_dirty(),
-                  "dvc_status": status.strip()}}))
+                  "dvc_status": status.strip(), "rows": rows, "audited": audited}}))
 """
     out = subprocess.run([sys.executable, "-c", check], cwd=env["FACEGATE_REPO"],
                          env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
                          check=True)
     on_disk = json.loads(out.stdout.strip().splitlines()[-1])
     lost = sorted(set(acked) - set(on_disk["ids"]))
+    lost_rows = sorted(e for e, n in acked_identify.items() if on_disk["rows"].get(e, 0) < n)
+    lost_audit = sorted(set(acked) - set(on_disk["audited"]))
     total = sum(len(v) for v in lat.values())
     return {
         "clients": clients, "seconds": seconds, "enrol_share": enrol_share, "think_ms": think_ms,
+        "stopped_by": "SIGKILL" if kill else "SIGTERM",
         "wall_s": round(wall, 1), "requests": total, "throughput_rps": round(total / wall, 2),
         "identify": {**percentiles(lat["identify"]), "statuses": statuses["identify"]},
         "enrol": {**percentiles(lat["enrol"]), "statuses": statuses["enrol"]},
         "tau": tau, "error_codes": error_codes, "identify_probes": identified, "enrol_people_left": len(queue),
         "acknowledged_enrolments": len(acked), "enrolled_on_disk": len(on_disk["ids"]) - 1, "lost": lost,
+        "access_log": {"acknowledged_identify": len(acked_identify), "rows_expected": sum(acked_identify.values()),
+                       "rows_found": sum(on_disk["rows"].get(e, 0) for e in acked_identify),
+                       "lost_rows": lost_rows[:10], "n_lost_rows": len(lost_rows),
+                       "audit_enrol_rows": len(on_disk["audited"]), "lost_audit": lost_audit[:10],
+                       "n_lost_audit": len(lost_audit)},
         "client_errors": errors[:10], "n_client_errors": len(errors),
         "stop_s": round(stop_s, 1), "gallery_dirty_after_stop": on_disk["dirty"],
         "dvc_status_after_stop": on_disk["dvc_status"],
@@ -241,6 +277,9 @@ def main() -> None:
     ap.add_argument("--enrol-share", type=float, default=0.2, help="share of requests that enrol (the rest identify)")
     ap.add_argument("--think-ms", type=float, default=0.0, help="pause of each client between requests")
     ap.add_argument("--lfw", type=Path, default=None, help="LFW folder of <person>/*.jpg (default: datasets root)")
+    ap.add_argument("--kill", action="store_true", help="stop the server with SIGKILL the moment the clients "
+                                                        "stop (requests may be in flight): no acknowledged "
+                                                        "enrolment may be missing from the gallery on disk")
     ap.add_argument("--json", type=Path, default=None, help="write the result here too")
     args = ap.parse_args()
     if not 1 <= args.clients <= 64 or not 1 <= args.seconds <= 600:
@@ -249,7 +288,7 @@ def main() -> None:
 
     lfw = args.lfw or datasets_root() / "lfw"
     with tempfile.TemporaryDirectory(prefix="facegate-load-") as tmp:
-        result = run(args.clients, args.seconds, args.enrol_share, args.think_ms, lfw, Path(tmp))
+        result = run(args.clients, args.seconds, args.enrol_share, args.think_ms, lfw, Path(tmp), args.kill)
     text = json.dumps(result, indent=2)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -8,9 +8,10 @@ each gallery's size K). They are then applied, unchanged, to data they never saw
 - ``lfw_half1``: the other LFW identity half. 1:1: all its impostor pairs. 1:K: the first image of every
   person with >= 2 images enrolled, their other images as genuine probes, people with one image as
   strangers;
-- ``orl``: ORL's 40 people (92x112 greyscale). 1:1: all its impostor pairs. 1:K: ten seeded splits, each
-  enrolling 20 people from their first image (their other images genuine probes) with the other 20
-  people's 200 images as strangers (rates pooled over the splits);
+- ``orl``: ORL's 40 people (92x112 greyscale). 1:1: all its impostor pairs. 1:K: ``splits`` seeded
+  splits (100 by default; the first ten are the ten this benchmark used to run), each enrolling 20
+  people from their first image (their other images genuine probes) with the other 20 people's 200
+  images as strangers (rates pooled over the splits);
 - ``facemask``: faces of the face-mask set (VOC boxes of >= 40 px, mostly masked) as strangers to both
   galleries above; 1:1 against the LFW gallery's enrolled faces.
 
@@ -19,7 +20,9 @@ single-image people of the fit half, as stored with a model), target vs achieved
 FNIR at the calibrated tau and at the threshold that gives exactly FPIR 1e-2 on each set's strangers
 (the ranking's own quality, whatever the calibration). ``+recal`` rows add the deployment-side
 recalibration: each gallery's own impostor pairs (enrolled people against each other) blended with the
-fitted tail (``components.calibration.recalibration_weight``). ``dlib_own`` is dlib's unnormalised
+fitted tail (``recalibration_weight``) and, for identification, the bulk shift
+those pairs place (``components.calibration.BulkShift``): what the service does
+(``components.calibration.deployment_scores``). ``dlib_own`` is dlib's unnormalised
 128-d descriptor (no flip TTA) with Euclidean distance, on the same probes, as a reference.
 """
 from __future__ import annotations
@@ -32,8 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.calibration import (ImpostorScores, ScoreSketch, all_pair_distances, far_per_comparison,
-                                    local_impostor_distances, recalibration_weight)
+from components.calibration import ImpostorScores, ScoreSketch, all_pair_distances, deployment_scores
 from components.evaluation.identification import open_set_metrics
 from components.face_sets import FaceSet, attach_chips, embed_face_set, read_face_set, set_features
 from components.ingest import unit_hash
@@ -43,7 +45,8 @@ from components.settings import Settings
 Log = Callable[[str], None]
 TARGET_FAR, TARGET_FPIR = 1e-3, 1e-2
 COHORT_SIZE = 1000
-ORL_SPLITS = 10  # seeded splits of ORL's 40 people: 20 enrolled, 20 strangers (200 stranger images) each
+ORL_SPLITS = 100  # seeded splits of ORL's 40 people: 20 enrolled, 20 strangers (200 stranger images) each
+BOOTSTRAP = 2000  # resamples of the stranger identities behind an FPIR's 95% interval
 NORMALISATIONS = {"raw": None, "s_norm": None, "as_norm": 100}  # name -> top_k (None: whole cohort)
 
 
@@ -109,7 +112,31 @@ def open_set(gallery: Faces, genuine: Faces, strangers: Faces, tau: float) -> di
     m = open_set_metrics(correct, g.min(1), s.min(1), tau, fpirs=(TARGET_FPIR,))
     return {"gallery_size": len(gallery.ids), "genuine_probes": m["genuine_probes"],
             "strangers": m["impostor_probes"], "tau": tau, "fpir": m["fpir_at_tau"], "fnir": m["fnir_at_tau"],
-            "fnir_at_fpir_1e-2": 1.0 - m["dir_at_fpir_1e-2"], "rank1": m["rank1"]}
+            "fnir_at_fpir_1e-2": 1.0 - m["dir_at_fpir_1e-2"], "rank1": m["rank1"],
+            "_accepted": s.min(1) <= tau, "_nearest": gallery.ids[s.argmin(1)]}
+
+
+def stranger_interval(accepted: np.ndarray, clusters: np.ndarray, seed: int = 0) -> dict:
+    """How precise an FPIR is: accepts counted per stranger (``clusters``: who each probe is; one person's
+    photos fall together), a 95% percentile interval from resampling the strangers (``BOOTSTRAP``), and
+    with no accept at all the exact one-sided 95% bound over independent strangers, 1 - 0.05^(1/n)."""
+    names, inv = np.unique(clusters, return_inverse=True)
+    acc = np.bincount(inv, weights=np.asarray(accepted, float), minlength=len(names))
+    n = np.bincount(inv, minlength=len(names)).astype(float)
+    out = {"distinct_strangers": int(len(names)), "strangers_with_accepts": int((acc > 0).sum()),
+           "accepts_by_stranger": {str(k): int(v) for k, v in sorted(zip(names[acc > 0], acc[acc > 0]),
+                                                                       key=lambda kv: -kv[1])}}
+    if acc.sum() == 0:
+        out["fpir_95"] = [0.0, float(1.0 - 0.05 ** (1.0 / len(names)))]
+        return out
+    pick = np.random.default_rng(seed).integers(0, len(names), (BOOTSTRAP, len(names)))
+    boot = acc[pick].sum(1) / n[pick].sum(1)
+    out["fpir_95"] = [float(x) for x in np.percentile(boot, [2.5, 97.5])]
+    return out
+
+
+def _strip(run: dict) -> dict:
+    return {k: v for k, v in run.items() if not k.startswith("_")}
 
 
 def ratio(achieved: float, target: float) -> float:
@@ -163,16 +190,15 @@ def dlib_own_descriptors(model, fs: FaceSet, cache_dir: Path) -> np.ndarray | No
 
 
 def measure(faces: SetFaces, orl_folds: list[np.ndarray], fit_sketch: ScoreSketch,
-            recal: tuple[int, int] | None) -> dict:
-    """Every evaluation of one normalisation (``recal``: (min_pairs, prior_pairs) to blend each
-    gallery's own impostor pairs with the fitted tail, as the service does)."""
+            recal: tuple[int, int, int | None] | None) -> dict:
+    """Every evaluation of one normalisation (``recal``: (min_pairs, prior_pairs, shift_prior_pairs):
+    each gallery's own impostor pairs blended with the fitted tail and shifting it for identification,
+    as the service does, through the same ``deployment_scores``)."""
 
     def scores_for(gallery: Faces) -> ImpostorScores:
         if recal is None or len(gallery.ids) > 2000:
             return ImpostorScores(fit_sketch)
-        local = gallery.pairs()[1]
-        w = recalibration_weight(local.size, *recal)
-        return ImpostorScores(fit_sketch, ScoreSketch.from_scores(local), w) if w > 0 else ImpostorScores(fit_sketch)
+        return deployment_scores(ImpostorScores(fit_sketch), gallery.pairs()[1], *recal)
 
     enrolled, genuine, strangers = first_of_each(faces.lfw1.ids, np.arange(len(faces.lfw1.ids)))
     lfw_gallery = faces.lfw1.take(enrolled)
@@ -194,28 +220,38 @@ def measure(faces: SetFaces, orl_folds: list[np.ndarray], fit_sketch: ScoreSketc
     tau_lfw = imp_lfw.tau_for_fpir(TARGET_FPIR, len(enrolled))
     lfw = open_set(lfw_gallery, faces.lfw1.take(genuine), faces.lfw1.take(strangers), tau_lfw)
     mask_lfw = strangers_only(lfw_gallery, faces.mask, tau_lfw)
-    orl_runs, mask_orl_runs = [], []
+    orl_runs, mask_orl_runs, orl_who, orl_pairs = [], [], [], set()
     for fold in orl_folds:
         e, g, _ = first_of_each(faces.orl.ids, fold)
         others = np.setdiff1d(np.arange(len(faces.orl.ids)), fold)
         gal = faces.orl.take(e)
         tau_orl = scores_for(gal).tau_for_fpir(TARGET_FPIR, len(e))
-        orl_runs.append(open_set(gal, faces.orl.take(g), faces.orl.take(others), tau_orl))
+        run = open_set(gal, faces.orl.take(g), faces.orl.take(others), tau_orl)
+        orl_who.append(faces.orl.ids[others])
+        orl_pairs |= {(str(a), str(b)) for a, b in zip(faces.orl.ids[others][run["_accepted"]],
+                                                       run["_nearest"][run["_accepted"]])}
+        orl_runs.append(run)
         mask_orl_runs.append(strangers_only(gal, faces.mask, tau_orl))
+    mask_faces = np.arange(len(faces.mask.ids))
     out["fpir_1e-2"] = {
-        "lfw_half1": lfw,
-        "orl": _pool(orl_runs),
-        "facemask_vs_lfw_half1": mask_lfw,
+        "lfw_half1": {**_strip(lfw), **stranger_interval(lfw["_accepted"], faces.lfw1.ids[strangers])},
+        "orl": {**_pool(orl_runs), **stranger_interval(np.concatenate([r["_accepted"] for r in orl_runs]),
+                                                       np.concatenate(orl_who)),
+                "accepting_pairs": sorted(f"{a} ~ {b}" for a, b in orl_pairs)},
+        "facemask_vs_lfw_half1": {**_strip(mask_lfw), **stranger_interval(mask_lfw["_accepted"], mask_faces)},
         "facemask_vs_orl": {"gallery_size": mask_orl_runs[0]["gallery_size"], "splits": len(mask_orl_runs),
                             "strangers": mask_orl_runs[0]["strangers"],
                             "accepted": sum(r["accepted"] for r in mask_orl_runs),
                             "tau": float(np.mean([r["tau"] for r in mask_orl_runs])),
-                            "fpir": float(np.mean([r["fpir"] for r in mask_orl_runs]))},
+                            "fpir": float(np.mean([r["fpir"] for r in mask_orl_runs])),
+                            **stranger_interval(np.concatenate([r["_accepted"] for r in mask_orl_runs]),
+                                                np.tile(mask_faces, len(mask_orl_runs)))},
     }
     if recal:
-        out["recalibration_weight"] = {"lfw_half1": imp_lfw.local_weight,
-                                       "orl": scores_for(faces.orl.take(first_of_each(faces.orl.ids, orl_folds[0])[0]))
-                                       .local_weight}
+        orl0 = scores_for(faces.orl.take(first_of_each(faces.orl.ids, orl_folds[0])[0]))
+        out["recalibration_weight"] = {"lfw_half1": imp_lfw.local_weight, "orl": orl0.local_weight}
+        out["shift_weight"] = {"lfw_half1": imp_lfw.shift.weight if imp_lfw.shifted else 0.0,
+                               "orl": orl0.shift.weight if orl0.shifted else 0.0}
     return out
 
 
@@ -231,7 +267,8 @@ def strangers_only(gallery: Faces, strangers: Faces, tau: float) -> dict:
     """FPIR of stranger probes (nobody enrolled) against ``gallery`` at ``tau``."""
     nearest = strangers.against(gallery).min(1)
     return {"gallery_size": len(gallery.ids), "strangers": len(nearest), "tau": tau,
-            "accepted": int((nearest <= tau).sum()), "fpir": float((nearest <= tau).mean())}
+            "accepted": int((nearest <= tau).sum()), "fpir": float((nearest <= tau).mean()),
+            "_accepted": nearest <= tau}
 
 
 def _pool(runs: list[dict]) -> dict:
@@ -239,6 +276,7 @@ def _pool(runs: list[dict]) -> dict:
     n_g = sum(r["genuine_probes"] for r in runs)
     n_s = sum(r["strangers"] for r in runs)
     return {"gallery_size": runs[0]["gallery_size"], "splits": len(runs), "genuine_probes": n_g, "strangers": n_s,
+            "tau_range": [float(min(r["tau"] for r in runs)), float(max(r["tau"] for r in runs))],
             "accepted": int(round(sum(r["fpir"] * r["strangers"] for r in runs))),
             "tau": float(np.mean([r["tau"] for r in runs])),
             "fpir": sum(r["fpir"] * r["strangers"] for r in runs) / n_s,
@@ -255,7 +293,8 @@ def verdict(result: dict) -> dict:
 
 
 def run_calibration_benchmark(settings: Settings, model, datasets: Path, cache_dir: Path,
-                              log: Log = lambda message: None, recal: tuple[int, int] | None = None) -> dict:
+                              log: Log = lambda message: None, recal: tuple[int, int, int | None] | None = None,
+                              splits: int = ORL_SPLITS) -> dict:
     t0 = time.perf_counter()
     sets = load_sets(settings, model, datasets, cache_dir, log)
     flip = settings.embedding.flip_tta
@@ -276,7 +315,7 @@ def run_calibration_benchmark(settings: Settings, model, datasets: Path, cache_d
     orl_ids = orl.identities[orl_rows]
     rng = np.random.default_rng(settings.seed)
     orl_folds = [np.flatnonzero(np.isin(orl_ids, rng.permutation(orl_people)[:len(orl_people) // 2]))
-                 for _ in range(ORL_SPLITS)]
+                 for _ in range(splits)]
 
     def faces_in(norm: str | None, top_k: int | None, vectors: dict, euclidean: bool = False) -> SetFaces:
         def f(name, rows, ids):
@@ -318,6 +357,9 @@ def run_calibration_benchmark(settings: Settings, model, datasets: Path, cache_d
         r["verdict"] = verdict(r)
         result["normalisations"]["dlib_own"] = r
     result["chosen"] = choose(result["normalisations"])
+    deployed = f"{result['chosen']['normalisation']}+recal"
+    if deployed in result["normalisations"]:  # what the service decides with: the chosen one, recalibrated
+        result["deployment"] = {"normalisation": deployed, **result["normalisations"][deployed]["verdict"]}
     result["load_average"] = [round(x, 2) for x in os.getloadavg()]
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     return result
@@ -343,7 +385,8 @@ def choose(rows: dict) -> dict:
                     f"{FNIR_SLACK} mean FNIR at FPIR 1e-2 of raw distances"}
 
 
-def run_from_settings(settings: Settings, backbone: str | None = None, log: Log = lambda message: None) -> dict:
+def run_from_settings(settings: Settings, backbone: str | None = None, log: Log = lambda message: None,
+                      splits: int = ORL_SPLITS) -> dict:
     """The benchmark for the model in service (the champion, else params' pretrained backbone) or for
     the pretrained ``backbone``, on the shared datasets, with params' detector and recalibration."""
     from components.paths import datasets_root, state_dir
@@ -360,6 +403,7 @@ def run_from_settings(settings: Settings, backbone: str | None = None, log: Log 
         model, label = r.model, f"{r.embedder_name}@{r.embedder_version}"
     g = settings.gallery
     result = run_calibration_benchmark(settings, model, datasets_root(), state_dir() / "cache", log,
-                                       recal=(g.recalibration_min_pairs, g.recalibration_prior_pairs))
+                                       recal=(g.recalibration_min_pairs, g.recalibration_prior_pairs,
+                                              g.shift_prior_pairs), splits=splits)
     result["model"]["in_service"] = label
     return result

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from components import registry
-from components.calibration import ImpostorScores, ScoreSketch, local_impostor_distances, recalibration_weight
+from components.calibration import ImpostorScores, deployment_scores, local_impostor_distances
 from components.calibration_store import (ModelCalibration, log_version_calibration, registered_version, set_scores,
                                           stored_calibration)
 from components.embedding.backbones import make_backbone
@@ -198,16 +198,15 @@ def calibrated_gallery(recognizer: FaceRecognizer, settings: Settings, store: En
 
 def gallery_impostor_scores(g: Gallery, stored: ModelCalibration, settings: Settings) -> ImpostorScores:
     """The model's stored impostor sketches blended with this gallery's own impostor pairs (employees
-    against each other) once there are ``gallery.recalibration_min_pairs`` of them."""
+    against each other) once there are ``gallery.recalibration_min_pairs`` of them, and shifted for
+    identification by their bulk (``components.calibration.deployment_scores``, as bench calibration)."""
     scores = stored.impostors()
     if g.n_employees < 2:
         return scores
     local = local_impostor_distances(g.vectors, g.sidecar["employee_id"].to_numpy(), seed=0)
-    w = recalibration_weight(local.size, settings.gallery.recalibration_min_pairs,
-                             settings.gallery.recalibration_prior_pairs)
-    if w <= 0:
-        return scores
-    return ImpostorScores(scores.stored, ScoreSketch.from_scores(local), w)
+    gs = settings.gallery
+    return deployment_scores(scores, local, gs.recalibration_min_pairs, gs.recalibration_prior_pairs,
+                             gs.shift_prior_pairs)
 
 
 # --------------------------------------------------------------------------------------- answers

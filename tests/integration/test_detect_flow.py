@@ -49,6 +49,9 @@ def test_train_detect_bench_and_face_detector(sandbox, prefect_server, tmp_path)
     assert run.info.status == "FINISHED"
     assert run.data.tags["data_version"] == version and run.data.tags["git_commit"] == sandbox.head()
     assert run.data.params["detection.input_size"] == "192"
+    from components.devices import describe, resolve_torch_device
+
+    assert run.data.tags["device"] == describe(resolve_torch_device("auto"))  # detection.device: auto
     client = mlflow.tracking.MlflowClient()
     losses = client.get_metric_history(run.info.run_id, "train_loss_total")
     assert [m.step for m in losses] == [1, 2]  # one frozen epoch, one fine-tuning epoch

@@ -625,13 +625,15 @@ def bench_gallery(
 def bench_calibration(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="write the result here too")] = None,
     backbone: Annotated[Optional[str], typer.Option(help="a pretrained backbone (default: the model in service)")] = None,
+    splits: Annotated[int, typer.Option(min=1, help="random 20-person ORL galleries (FPIR pooled over them)")] = 100,
 ) -> None:
     """Calibration transfer: thresholds fitted on one LFW identity half; FAR 1e-3 and FPIR 1e-2 achieved
     on the other half, ORL and the face-mask set's faces (strangers), per score normalisation."""
     from benchmarks.calibration import run_from_settings
     from components.settings import load_settings
 
-    _emit(run_from_settings(load_settings(), backbone, log=lambda m: typer.echo(m, err=True)), json_out)
+    _emit(run_from_settings(load_settings(), backbone, log=lambda m: typer.echo(m, err=True), splits=splits),
+          json_out)
 
 
 @app.command()

@@ -154,7 +154,18 @@ def evaluate_heldout(model: EmbeddingModel, data: TrainingData, settings: Settin
     """Verification on the held-out identities with seeded pairs (every model sees the same ones):
     the ``val_*`` metrics, the same pairs with the second face masked (``val_masked_*``), and the
     plain pair distances and same-identity flags for plots. Frozen features given means the model's
-    backbone is the pretrained one, so the masked copies' features come from the cache too."""
+    backbone is the pretrained one, so the masked copies' features come from the cache too. The
+    model embeds on ``embedding.device`` and goes back where it was."""
+    home = module_device(model)
+    model.to(resolve_torch_device(settings.embedding.device))
+    try:
+        return _evaluate_heldout(model, data, settings, val_feats, val_flip)
+    finally:
+        model.to(home)
+
+
+def _evaluate_heldout(model: EmbeddingModel, data: TrainingData, settings: Settings, val_feats: np.ndarray | None,
+                      val_flip: np.ndarray | None) -> tuple[dict, np.ndarray, np.ndarray]:
     tta = settings.embedding.flip_tta
     emb = heldout_embeddings(model, data, tta, val_feats, val_flip)
     metrics, dist, same = evaluate_verification(emb, data.val_labels, seed=settings.seed)

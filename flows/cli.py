@@ -305,10 +305,14 @@ app.add_typer(gallery_app, name="gallery")
 
 def _quiet_for_one_item() -> None:
     """enroll/remove/identify/verify print their JSON and, on failure, one error line: MLflow's INFO
-    lines (creating its database on first use) would add to stderr."""
+    lines (creating its database on first use) would add to stderr. Torch's idle threads sleep rather than
+    spin (``components.inference.passive_waits``): on a busy machine spinning made one face ~10x slower."""
     import os
 
+    from components.inference import passive_waits
+
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    passive_waits()
 
 
 def _snapshots_in_background() -> bool:
@@ -459,6 +463,9 @@ def serve(
     port: Annotated[Optional[int], typer.Option(help="port (default: params api.port)")] = None,
 ) -> None:
     """Run the REST API (OpenAPI docs at /docs). The key: $FACEGATE_API_KEY or .facegate/api_key."""
+    from components.inference import passive_waits
+
+    passive_waits()  # before torch loads: idle threads sleep, the cores go to the requests
     from components.settings import load_settings
     from flows.api import api_key, serve as run_server
 

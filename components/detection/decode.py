@@ -111,7 +111,12 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, float]:
 def detect_images(model, images: list[np.ndarray], *, score_threshold: float, iou_threshold: float,
                   max_detections: int = 100, class_agnostic: bool = False, batch_size: int = 8) -> list[Detections]:
     """Detections in each original image's pixel coordinates (model: a ``YoloDetector``), computed
-    where the model's weights are; decoding and NMS run on the CPU."""
+    where the model's weights are; decoding and NMS run on the CPU. A model with its own
+    ``detect_images`` (the two-stage detector) answers the same call itself."""
+    if hasattr(model, "detect_images"):
+        return model.detect_images(images, score_threshold=score_threshold, iou_threshold=iou_threshold,
+                                   max_detections=max_detections, class_agnostic=class_agnostic,
+                                   batch_size=batch_size)
     import torch
 
     from components.devices import module_device

@@ -46,12 +46,16 @@ def test_enrol_identify_remove_and_model_mismatch(sandbox, prefect_server, tmp_p
     faces = json.loads(r.output)["faces"]
     assert r.exit_code == 0 and len(faces) == 1 and faces[0]["employee_id"] == "raj"
     # identification uses the tau for the target FPIR at this gallery size, from the model's stored
-    # calibration (its copy beside the gallery)
+    # calibration (its copy beside the gallery) read through the enrolled employees' bulk shift
     from components.calibration_store import ModelCalibration
+    from components.service import gallery_impostor_scores
+    from components.settings import load_settings
 
     cal = ModelCalibration.load(next((store.root / "calibration").glob("*.npz")))
-    expected = cal.impostors().tau_for_fpir(0.01, 3)
-    assert faces[0]["tau"] == expected and faces[0]["target_fpir"] == 0.01
+    scores = gallery_impostor_scores(store.load(), cal, load_settings())
+    assert scores.shifted and scores.shift.pairs == 3  # 3 employees: 3 pairs, weight 3 / 103
+    assert faces[0]["tau"] == scores.tau_for_fpir(0.01, 3) and faces[0]["target_fpir"] == 0.01
+    assert faces[0]["tau"] != cal.impostors().tau_for_fpir(0.01, 3)
     assert (tmp_path / "raj.jpg").stat().st_size > 0
     r = json.loads(cli("verify", "--id", "penny", crop("penny", 2)).output)
     assert r["accepted"] and r["distance"] <= r["tau"]

@@ -142,3 +142,40 @@ def test_login_sessions_and_rate_limit(console, monkeypatch):
 
 def enrol_with_cookie(c):
     return c.post("/employees", data={"employee_id": "amy"}, files=[("images", photo("amy"))])
+
+
+def test_pages_log_filters_status_and_accounts_cli(console, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    c = console
+    assert enrol(c, "raj").status_code == 201
+    group = (shared_dataset("faceapi-examples") / "bbt1.jpg").read_bytes()
+    c.post("/identify", data={"entrance": "lobby"}, files={"image": ("bbt1.jpg", group, "image/jpeg")},
+           headers=h(c, "operator"))
+    name, secret = c.keys["viewer"].split(".", 1)
+    c.post("/login", data={"name": name, "secret": secret})
+    page = c.get("/console/log", params={"outcome": "recognized", "entrance": "lobby"}).text
+    assert "<td>raj</td>" in page and "not_recognized</td>" not in page  # the filter, on the page
+    assert "operator1" in page and ">enrol<" in page  # the audit table
+    assert "is not an ISO date" in c.get("/console/log", params={"since": "not a time"}).text
+    status = c.get("/console/status")
+    assert status.status_code == 200 and "dlib_resnet@pretrained-test" in status.text and "FPIR 0.01" in status.text
+    employees = c.get("/console/employees", params={"q": "RA"}).text
+    assert 'data-id="raj"' in employees and 'class="remove' not in employees  # a viewer has no remove button
+
+    # the CLI: an account's secret printed once, then it logs in; its removal ends its sessions
+    runner = CliRunner()
+    out = runner.invoke(app, ["accounts", "add", "night-guard", "--role", "operator"])
+    assert out.exit_code == 0, out.output
+    import json
+
+    created = json.loads(out.output)
+    assert created["api_key"] == f"night-guard.{created['secret']}"
+    assert c.accounts.login("night-guard", created["secret"]).role == "operator"  # the same database
+    assert json.loads(runner.invoke(app, ["accounts", "list"]).output)[0]["name"] == "night-guard"
+    bad = runner.invoke(app, ["accounts", "add", "night-guard", "--role", "operator"])
+    assert bad.exit_code == 2 and "account_error" in bad.output
+    assert runner.invoke(app, ["accounts", "remove", "night-guard"]).exit_code == 0
+    assert c.get("/whoami", headers={"X-API-Key": created["api_key"]}).status_code == 401

@@ -208,8 +208,11 @@ class YuNetThenHogDetector:
         return self.yunet.detect(image) or self.hog.detect(image)
 
 
+from components.detection.retinaface import RetinaFaceDetector  # noqa: E402 - RetinaFace-mnet0.25 in torch, 5 landmarks
+
 DETECTORS: dict[str, type] = {cls.name: cls for cls in (DlibHogDetector, DlibMmodDetector, HogThenMmodDetector,
-                                                        YoloFaceMaskDetector, YuNetDetector, YuNetThenHogDetector)}
+                                                        YoloFaceMaskDetector, YuNetDetector, YuNetThenHogDetector,
+                                                        RetinaFaceDetector)}
 
 
 def make_detector(name: str, **kwargs) -> FaceDetector:

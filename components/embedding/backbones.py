@@ -89,8 +89,13 @@ class DlibResNetBackbone(Backbone):
         return x  # 0..255: features() applies dlib's own input normalisation
 
     def features(self, x: Tensor) -> Tensor:
-        x = (x - self.net.mean) / 256.0  # as dlib's input layer: (pixel - mean) / 256
-        return self._pool(self.net.blocks(self.net.stem(x))).flatten(1)
+        from components.embedding.folding import channels_last_copy, inference_copy, use_inference_copy
+
+        net = inference_copy(self.net, channels_last_copy) if use_inference_copy(self.net) else self.net
+        x = (x - net.mean) / 256.0  # as dlib's input layer: (pixel - mean) / 256
+        if net is not self.net:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return net.head[:-1](net.blocks(net.stem(x))).flatten(1)
 
     def stages(self) -> list[nn.Module]:
         return [self.net.stem, *self.net.blocks]

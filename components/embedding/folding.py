@@ -1,0 +1,93 @@
+"""Inference-time copies of trainable networks: BatchNorm folded into the layer next to it.
+
+Why: at inference a BatchNorm is a per-channel affine map, so it can live inside the convolution
+before it (or the linear layer after it) and cost nothing; on 2 CPU cores the separate BN passes,
+and PyTorch's single-threaded path for small-batch 1x1 convolutions, made the SFace port several
+times slower than its arithmetic. Training keeps the module with its BatchNorms: the folded copy
+is built from it when it is asked for in eval mode without autograd, is cached beside it (never
+inside it, so ``state_dict``, the weight fingerprint and pickling are unchanged), and is rebuilt
+whenever a parameter or buffer of the original changes (optimiser steps, ``load_state_dict``,
+``.to(device)``).
+"""
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """``bn(conv(x))`` in eval mode as one convolution with a bias (folded in float64)."""
+    s = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(s)
+    out = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode)
+    out = out.to(device=conv.weight.device, dtype=conv.weight.dtype)
+    out.weight.copy_(conv.weight.double() * s.view(-1, *([1] * (conv.weight.dim() - 1))))
+    out.bias.copy_((bias - bn.running_mean.double()) * s + bn.bias.double())
+    return out.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def fold_bn_linear(bn: nn.BatchNorm2d, linear: nn.Linear) -> nn.Linear:
+    """``linear(flatten(bn(x)))`` in eval mode as one linear layer (x: N x C x H x W, NCHW flatten order)."""
+    s = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    t = bn.bias.double() - bn.running_mean.double() * s
+    spatial = linear.in_features // bn.num_features
+    if spatial * bn.num_features != linear.in_features:
+        raise ValueError(f"{linear.in_features} inputs are not {bn.num_features} channels x a spatial map")
+    w = linear.weight.double()
+    bias = linear.bias.double() if linear.bias is not None else torch.zeros(linear.out_features, dtype=torch.float64)
+    out = nn.Linear(linear.in_features, linear.out_features, bias=True).to(linear.weight.device, linear.weight.dtype)
+    out.weight.copy_(w * s.repeat_interleave(spatial))
+    out.bias.copy_(bias + w @ t.repeat_interleave(spatial))
+    return out.eval().requires_grad_(False)
+
+
+def _version(t: torch.Tensor) -> int:
+    try:
+        return t._version
+    except RuntimeError:  # an inference tensor (made under inference_mode) cannot be written in place
+        return -1
+
+
+def _state_key(module: nn.Module) -> tuple:
+    """Changes whenever a parameter or buffer of ``module`` is written or moved."""
+    return tuple((t.data_ptr(), _version(t), t.device.type, t.dtype)
+                 for t in (*module.parameters(), *module.buffers()))
+
+
+_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> (state key, folded copy)
+_LOCK = threading.Lock()
+
+
+def use_inference_copy(module: nn.Module) -> bool:
+    """Eval mode and no autograd: the folded copy computes the same function (up to float rounding)."""
+    return not module.training and not torch.is_grad_enabled()
+
+
+def inference_copy(module: nn.Module, build: Callable[[nn.Module], nn.Module]) -> nn.Module:
+    """``build(module)``, cached per module and rebuilt when its weights change; thread-safe."""
+    key = _state_key(module)
+    hit = _COPIES.get(module)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    with _LOCK:
+        hit = _COPIES.get(module)
+        if hit is None or hit[0] != key:
+            with torch.no_grad():
+                hit = (key, build(module).eval().requires_grad_(False))
+            _COPIES[module] = hit
+    return hit[1]
+
+
+def channels_last_copy(module: nn.Module) -> nn.Module:
+    """A copy with 4-d weights in channels-last memory: oneDNN then convolves channels-last maps without
+    reordering the weights on every call (and max-pools them on its fast path)."""
+    import copy
+
+    return copy.deepcopy(module).to(memory_format=torch.channels_last)

@@ -64,7 +64,7 @@ def face_detector_detections(name: str, images: list[np.ndarray], score_threshol
     curve is complete), as class-agnostic detections, and its images per second."""
     from components.faces.detectors import make_detector
 
-    options = {"score_threshold": score_threshold} if name.startswith("yunet") else {}
+    options = {"score_threshold": score_threshold} if name.startswith(("yunet", "retinaface")) else {}
     detector = make_detector(name, upsample=upsample, **options)
     out, t0 = [], time.perf_counter()
     for im in images:
@@ -119,7 +119,9 @@ def run_benchmark(model, val: list[DetectionSample], cfg, *, hog: bool = True, t
     result = {
         "val_images": len(val), "val_boxes_per_class": counts,
         "map50": metrics["map50"], "map50_95": metrics["map50_95"], "coco_map50": metrics["coco_map50"],
-        "ap50_per_class": per_class, "ap50_95_per_class": metrics["ap50_95_per_class"],
+        "variant": getattr(model, "variant", "yolo"),
+        "ap50_per_class": per_class, "per_class_ap50": dict(per_class),
+        "ap50_95_per_class": metrics["ap50_95_per_class"],
         "pycocotools_map50": metrics["pycocotools_map50"], "pycocotools_map50_95": metrics["pycocotools_map50_95"],
         "pycocotools_abs_diff": metrics["pycocotools_abs_diff"],
         "weakest_class": min(scored, key=scored.get) if scored else None,

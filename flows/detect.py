@@ -17,6 +17,8 @@ from components.detection.data import load_samples, truths_of
 from components.detection.plots import draw_truth_and_detections, plot_pr_curves
 from components.detection.serving import load_model_uri
 from components.detection.train import DetectTrainConfig, final_evaluation, train_detector
+from components.detection.two_stage import TwoStageConfig, train_two_stage
+from components.errors import SettingsError
 from components.devices import describe
 from components.ingest import read_manifest
 from components.paths import data_dir
@@ -24,6 +26,7 @@ from components.settings import Settings, load_settings
 from components.tracking import artifact_folder, log_torch_model, numeric_metrics, tracked_run
 
 EXPERIMENT = "detect"
+VARIANTS = {"yolo": "yolo-mobilenet_v2", "two_stage": "two-stage-retinaface-mobilenet_v2"}  # variant -> run name
 SAMPLE_IMAGES = 8
 
 
@@ -51,21 +54,30 @@ def samples(settings: Settings, limit_train: int | None, limit_val: int | None):
 @flow(name="train-detector", log_prints=True)
 def detect_train_flow(frozen_epochs: int | None = None, finetune_epochs: int | None = None,
                       limit_train: int | None = None, limit_val: int | None = None,
-                      log_sample_images: bool | None = None) -> dict:
-    """Train on the seeded train split, evaluate on the held-out split, log, register, gate, promote."""
+                      log_sample_images: bool | None = None, variant: str | None = None) -> dict:
+    """Train ``variant`` (default ``detection.variant``) on the seeded train split, evaluate on the held-out
+    split, log, register, gate, promote."""
     settings = load_settings()
     det = settings.detection
     log = get_run_logger()
+    variant = variant or det.variant
+    if variant not in VARIANTS:
+        raise SettingsError(f"detection.variant: {variant!r} is not one of {sorted(VARIANTS)}")
     cfg = DetectTrainConfig.from_settings(settings, frozen_epochs=frozen_epochs, finetune_epochs=finetune_epochs)
+    two_cfg = TwoStageConfig.from_settings(settings, frozen_epochs=frozen_epochs, finetune_epochs=finetune_epochs)
     train, val = samples(settings, limit_train, limit_val)
-    log.info("%d training and %d held-out images", len(train), len(val))
+    log.info("%d training and %d held-out images; variant %s", len(train), len(val), variant)
     sample_images = det.log_sample_images if log_sample_images is None else log_sample_images
+    run_cfg = two_cfg if variant == "two_stage" else cfg
     params = {**{k: v for k, v in settings.flat().items() if k.startswith(("detection.", "seed", "images."))},
-              "run.frozen_epochs": cfg.frozen_epochs, "run.finetune_epochs": cfg.finetune_epochs,
+              "run.variant": variant, "run.frozen_epochs": run_cfg.frozen_epochs,
+              "run.finetune_epochs": run_cfg.finetune_epochs,
               "run.train_images": len(train), "run.val_images": len(val), "run.log_sample_images": sample_images}
-    with tracked_run(f"{settings.tracking.experiment_prefix}-{EXPERIMENT}", "yolo-mobilenet_v2", params=params,
+    with tracked_run(f"{settings.tracking.experiment_prefix}-{EXPERIMENT}", VARIANTS[variant], params=params,
                      data_version=data_version.read_version()) as run:
         import albumentations as A
+
+        mlflow.set_tag("variant", variant)
 
         mlflow.log_dict(A.to_dict(box_augmentation(cfg.augment, cfg.input_size, seed=cfg.seed)), "augmentation.json")
         mlflow.set_tag("device", describe(torch.device(cfg.device)))  # where it trained: cpu or cuda:0 (GPU name)
@@ -75,14 +87,19 @@ def detect_train_flow(frozen_epochs: int | None = None, finetune_epochs: int | N
             mlflow.log_metrics({f"epoch_{k}" if k.startswith("val_") else f"train_{k}": float(v)
                                 for k, v in row.items()}, step=epoch)
 
-        result = train_detector(train, val, cfg, on_epoch=on_epoch, log=log.info)
+        if variant == "two_stage":
+            result = train_two_stage(train, val, two_cfg, on_epoch=on_epoch, log=log.info)
+            extra = {"box_correction": np.round(result.box_correction, 4).tolist(), "class_counts": result.class_counts}
+            flat_extra = {}
+        else:
+            result = train_detector(train, val, cfg, on_epoch=on_epoch, log=log.info)
+            extra = {"anchors_wh": np.round(result.anchors, 3).tolist(), "strides": list(cfg.strides)}
+            flat_extra = {"anchor_mean_iou": result.anchor_mean_iou, "dropped_targets": float(result.dropped_targets)}
         metrics, dets = final_evaluation(result.model, val, cfg)
         flat = flat_metrics(metrics)
-        flat.update({"train_minutes": result.train_minutes, "anchor_mean_iou": result.anchor_mean_iou,
-                     "dropped_targets": float(result.dropped_targets)})
+        flat.update({"train_minutes": result.train_minutes, **flat_extra})
         mlflow.log_metrics(flat)
-        mlflow.log_dict({"anchors_wh": np.round(result.anchors, 3).tolist(), "strides": list(cfg.strides),
-                         "history": result.history, "metrics": metrics}, "detector.json")
+        mlflow.log_dict({**extra, "variant": variant, "history": result.history, "metrics": metrics}, "detector.json")
         log.info("held-out: map50 %.4f map50_95 %.4f per class %s", metrics["map50"], metrics["map50_95"],
                  metrics["ap50_per_class"])
         with artifact_folder("plots") as folder:
@@ -94,13 +111,14 @@ def detect_train_flow(frozen_epochs: int | None = None, finetune_epochs: int | N
                                           folder, det.score_threshold)
         info = log_torch_model(result.model)
         run_id = run.info.run_id
-        decision = register_and_gate(info.model_uri, run_id, metrics, val, settings)
+        decision = register_and_gate(info.model_uri, run_id, metrics, val, settings, variant)
         mlflow.set_tags({"registered_version": decision["version"], "gate": decision["gate"]})
-    return {"run_id": run_id, "model_uri": info.model_uri, "metrics": metrics, "train_minutes": result.train_minutes,
-            **decision}
+    return {"run_id": run_id, "variant": variant, "model_uri": info.model_uri, "metrics": metrics,
+            "train_minutes": result.train_minutes, **decision}
 
 
-def register_and_gate(model_uri: str, run_id: str, metrics: dict, val, settings: Settings) -> dict:
+def register_and_gate(model_uri: str, run_id: str, metrics: dict, val, settings: Settings,
+                      variant: str = "yolo") -> dict:
     """New version as challenger; champion only if its map50 beats the champion's on the same images."""
     det = settings.detection
     name = det.registered_model
@@ -111,7 +129,8 @@ def register_and_gate(model_uri: str, run_id: str, metrics: dict, val, settings:
         cfg = DetectTrainConfig.from_settings(settings)
         champion_metrics, _ = final_evaluation(model, val, cfg)
     version = registry.register(model_uri, name, run_id=run_id,
-                                tags={"map50": f"{metrics['map50']:.4f}", "map50_95": f"{metrics['map50_95']:.4f}"})
+                                tags={"map50": f"{metrics['map50']:.4f}", "map50_95": f"{metrics['map50_95']:.4f}",
+                                      "variant": variant})
     decision = registry.gate({"map50": metrics["map50"]},
                              None if champion_metrics is None else {"map50": champion_metrics["map50"]},
                              "map50", det.min_improvement)

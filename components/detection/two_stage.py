@@ -1,0 +1,397 @@
+"""The two-stage face-mask detector: RetinaFace finds the faces, a transfer-learned classifier reads each
+crop's mask state.
+
+Why: the one-stage YOLO learns "where is a face" and "which mask state" from 680 images and CPU epochs;
+finding faces is already solved by a network trained on WIDER FACE, and the mask state is a small-image
+classification that an ImageNet MobileNetV2 learns from the ~3,000 ground-truth face crops. The detection
+score is RetinaFace's face score x the class probability, every box standing for each class (as the YOLO
+decoder does), so the same mAP code scores both variants.
+
+- Proposals: RetinaFace (components.detection.retinaface) at ``proposal_scale`` (the set's faces are
+  small), then a box correction fitted on the training split (median offsets and scales from RetinaFace's
+  boxes to the annotators' boxes, which are drawn looser around the chin and hair).
+- Crops: a square ``crop_context`` times the box's longer side around its centre, ``crop_size`` pixels;
+  training jitters the centre and size, shifts colours and mirrors left-right (a vertical flip or a tight
+  crop would hide where the mask sits against the nose: the only cue of ``mask_weared_incorrect``).
+- Classifier: ImageNet MobileNetV2 -> pooled 1280-d -> linear; a frozen phase on cached features of
+  jittered copies, then the deepest stages fine-tuned; the rare class by ``balance``: ``sampling``
+  (class-balanced batches), ``loss`` (inverse-frequency weights) or ``none``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from components.detection.boxes import iou_matrix, nms, per_class_nms
+from components.detection.decode import Detections
+from components.embedding.mobilenet_v2 import MobileNetV2, load_mobilenet_v2_imagenet, normalise
+
+__all__ = ["TwoStageConfig", "TwoStageDetector", "MaskStateClassifier", "face_crop", "fit_box_correction",
+           "train_two_stage", "TwoStageResult"]
+
+
+@dataclass(frozen=True)
+class TwoStageConfig:
+    """params' ``detection.two_stage`` section plus the shared decoding keys and the seed."""
+
+    classes: tuple[str, ...]
+    crop_size: int
+    crop_context: float
+    jitter: float
+    proposal_scale: float
+    proposal_score_threshold: float
+    proposal_nms_iou: float
+    frozen_epochs: int
+    frozen_copies: int
+    finetune_epochs: int
+    finetune_stages: int
+    lr_head: float
+    lr_finetune: float
+    weight_decay: float
+    batch_size: int
+    balance: str
+    flip_p: float
+    colour_p: float
+    rgb_shift: int
+    brightness: float
+    contrast: float
+    saturation: float
+    hue: float
+    eval_score_threshold: float
+    nms_iou: float
+    max_detections: int
+    seed: int
+    threads: int = 2
+
+    @classmethod
+    def from_settings(cls, settings, **overrides) -> TwoStageConfig:
+        from components.settings import build_config
+
+        det = settings.detection.model_dump()
+        return build_config(cls, {**det, **det["two_stage"], "seed": settings.seed}, **overrides)
+
+
+def face_crop(image: np.ndarray, box, size: int, context: float, shift=(0.0, 0.0), scale: float = 1.0,
+              flip: bool = False) -> np.ndarray:
+    """A size x size RGB crop: a square ``context`` x the box's longer side around its centre (moved by
+    ``shift`` x side, side x ``scale``), edge pixels replicated outside the image."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    side = max(x2 - x1, y2 - y1, 1.0) * context * scale
+    cx, cy = (x1 + x2) / 2 + shift[0] * side, (y1 + y2) / 2 + shift[1] * side
+    s = size / side
+    m = np.array([[s, 0, size / 2 - s * cx], [0, s, size / 2 - s * cy]], np.float64)
+    if flip:
+        m[0] = -m[0]
+        m[0, 2] += size
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    return cv2.warpAffine(image, m, (size, size), flags=interp, borderMode=cv2.BORDER_REPLICATE)
+
+
+def fit_box_correction(pred: list[np.ndarray], truth: list[np.ndarray], min_iou: float = 0.4) -> np.ndarray:
+    """(dx, dy, sw, sh): medians over matched pairs of the truth centre's offset in units of the predicted
+    width/height, and the width/height ratios; identity (0, 0, 1, 1) when nothing matches."""
+    rows = []
+    for p, t in zip(pred, truth):
+        if not len(p) or not len(t):
+            continue
+        ious = iou_matrix(np.asarray(p, np.float64), np.asarray(t, np.float64))
+        for j in range(len(t)):
+            i = int(ious[:, j].argmax())
+            if ious[i, j] >= min_iou:
+                pw, ph = p[i, 2] - p[i, 0], p[i, 3] - p[i, 1]
+                tw, th = t[j, 2] - t[j, 0], t[j, 3] - t[j, 1]
+                rows.append(((t[j, 0] + t[j, 2] - p[i, 0] - p[i, 2]) / 2 / pw,
+                             (t[j, 1] + t[j, 3] - p[i, 1] - p[i, 3]) / 2 / ph, tw / pw, th / ph))
+    return np.median(np.asarray(rows), 0) if rows else np.array([0.0, 0.0, 1.0, 1.0])
+
+
+def apply_box_correction(boxes: np.ndarray, corr: np.ndarray) -> np.ndarray:
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2 + corr[0] * w, (boxes[:, 1] + boxes[:, 3]) / 2 + corr[1] * h
+    w, h = w * corr[2], h * corr[3]
+    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
+
+
+class MaskStateClassifier(nn.Module):
+    """ImageNet MobileNetV2 features, global average pool, one linear layer to the mask classes."""
+
+    def __init__(self, num_classes: int, backbone: MobileNetV2 | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone if backbone is not None else MobileNetV2()
+        self.fc = nn.Linear(self.backbone.num_features, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(self.backbone.forward_features(x), 1).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+class TwoStageDetector(nn.Module):
+    """Face proposals + mask-state classifier behind the detector interface (``detect_images``)."""
+
+    variant = "two_stage"
+
+    def __init__(self, classifier: MaskStateClassifier, class_names: tuple[str, ...], crop_size: int,
+                 crop_context: float, proposal_scale: float, proposal_score_threshold: float,
+                 proposal_nms_iou: float, box_correction: np.ndarray) -> None:
+        from components.detection.retinaface import load_retinaface
+
+        super().__init__()
+        self.proposer = load_retinaface()
+        self.classifier = classifier
+        self.class_names = tuple(class_names)
+        self.crop_size, self.crop_context = int(crop_size), float(crop_context)
+        self.proposal_scale = float(proposal_scale)
+        self.proposal_score_threshold = float(proposal_score_threshold)
+        self.proposal_nms_iou = float(proposal_nms_iou)
+        self.register_buffer("box_correction", torch.tensor(np.asarray(box_correction, np.float64)))
+        self.input_size = (self.crop_size, self.crop_size)  # the classifier's input (the proposer takes any size)
+
+    def propose(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Corrected face boxes (K x 4, clipped to the image) and their face scores, best first.
+
+        The last few images' proposals are kept by content hash: the benchmark asks for the same frame
+        twice (per-class mAP, then class-agnostic face AP) and RetinaFace is most of the cost."""
+        import hashlib
+
+        key = (hashlib.sha1(np.ascontiguousarray(image).data).hexdigest(), image.shape,
+               self.box_correction.numpy().tobytes())
+        cache = self.__dict__.setdefault("_proposal_cache", {})
+        if key not in cache:
+            if len(cache) >= 256:
+                cache.pop(next(iter(cache)))
+            cache[key] = self._propose(image)
+        return cache[key]
+
+    def __getstate__(self):  # the cache is not part of the model
+        state = self.__dict__.copy()
+        state.pop("_proposal_cache", None)
+        return state
+
+    def _propose(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from components.detection.retinaface import decode, preprocess
+
+        h, w = image.shape[:2]
+        scale = min(self.proposal_scale, 1600 / max(h, w))
+        resized = image if scale == 1.0 else cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
+                                                        interpolation=cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA)
+        sh, sw = resized.shape[:2]
+        loc, conf, marks = self.proposer(preprocess(resized[None]))
+        boxes, scores, _ = decode(loc[0].numpy(), conf[0].numpy(), marks[0].numpy(), sh, sw)
+        keep = np.flatnonzero(scores >= self.proposal_score_threshold)
+        keep = keep[np.argsort(-scores[keep], kind="stable")[:2000]]
+        boxes, scores = boxes[keep] * (w / sw, h / sh, w / sw, h / sh), scores[keep]
+        order = nms(boxes, scores, self.proposal_nms_iou)
+        boxes = apply_box_correction(boxes[order], self.box_correction.numpy())
+        return np.clip(boxes, 0, [w, h, w, h]), scores[order]
+
+    def classify(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """K x C class probabilities of the crops around ``boxes``."""
+        if not len(boxes):
+            return np.zeros((0, len(self.class_names)))
+        crops = np.stack([face_crop(image, b, self.crop_size, self.crop_context) for b in boxes])
+        return self.classifier(normalise(crops)).softmax(1).numpy().astype(np.float64)
+
+    def detect_images(self, images: list[np.ndarray], *, score_threshold: float, iou_threshold: float,
+                      max_detections: int = 100, class_agnostic: bool = False, batch_size: int = 8) -> list[Detections]:
+        was_training = self.training
+        self.eval()
+        out = []
+        with torch.inference_mode():
+            for im in images:
+                boxes, face = self.propose(im)
+                probs = self.classify(im, boxes)
+                if class_agnostic:
+                    keep = np.flatnonzero(face >= score_threshold)[:max_detections]
+                    out.append(Detections(boxes[keep], face[keep], probs[keep].argmax(1).astype(np.int64)
+                                          if len(keep) else np.zeros(0, np.int64)))
+                    continue
+                scored = face[:, None] * probs
+                idx, labels = np.nonzero(scored >= score_threshold)
+                b, s = boxes[idx], scored[idx, labels]
+                order = per_class_nms(b, s, labels, iou_threshold)[:max_detections] if len(idx) else np.zeros(0, int)
+                out.append(Detections(b[order].reshape(-1, 4), s[order], labels[order].astype(np.int64)))
+        self.train(was_training)
+        return out
+
+
+# -- training ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TwoStageResult:
+    model: TwoStageDetector
+    box_correction: np.ndarray
+    proposal_face_ap50_train: float | None = None
+    class_counts: dict = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+    train_minutes: float = 0.0
+
+
+def _colour(cfg: TwoStageConfig, seed: int):
+    import albumentations as A
+
+    from components.augment import colour_shifting
+
+    return A.Compose(colour_shifting(cfg), seed=seed)
+
+
+def _jittered_crops(samples, idx_box: np.ndarray, cfg: TwoStageConfig, rng: np.random.Generator,
+                    colour, plain: bool = False) -> np.ndarray:
+    out = []
+    for si, bi in idx_box:
+        s = samples[si]
+        if plain:
+            crop = face_crop(s.image, s.boxes[bi], cfg.crop_size, cfg.crop_context)
+        else:
+            j = cfg.jitter
+            crop = face_crop(s.image, s.boxes[bi], cfg.crop_size, cfg.crop_context,
+                             shift=tuple(rng.uniform(-j / 2, j / 2, 2)), scale=float(rng.uniform(1 - j, 1 + j)),
+                             flip=bool(rng.random() < cfg.flip_p))
+            crop = colour(image=crop)["image"]
+        out.append(crop)
+    return np.stack(out)
+
+
+def _class_weights(labels: np.ndarray, n: int) -> np.ndarray:
+    counts = np.bincount(labels, minlength=n).astype(np.float64)
+    w = counts.sum() / np.maximum(counts, 1) / n
+    return w / w[labels].mean()
+
+
+def _batches(labels: np.ndarray, cfg: TwoStageConfig, rng: np.random.Generator, n_classes: int):
+    """Index batches for one epoch: class-balanced draws with ``balance: sampling``, a shuffle otherwise."""
+    if cfg.balance == "sampling":
+        p = _class_weights(labels, n_classes)[labels]
+        order = rng.choice(len(labels), size=len(labels), replace=True, p=p / p.sum())
+    else:
+        order = rng.permutation(len(labels))
+    return [order[a:a + cfg.batch_size] for a in range(0, len(order), cfg.batch_size)]
+
+
+def train_two_stage(train, val, cfg: TwoStageConfig, on_epoch: Callable[[str, int, dict], None] | None = None,
+                    log: Callable[[str], None] = lambda m: None, correction_images: int = 200) -> TwoStageResult:
+    """Box correction from RetinaFace on ``correction_images`` training images, then the classifier:
+    frozen features of ``frozen_copies`` jittered crops per box, then ``finetune_epochs`` fine-tuned."""
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    rng = np.random.default_rng(cfg.seed)
+    start = time.perf_counter()
+    n_cls = len(cfg.classes)
+    classifier = MaskStateClassifier(n_cls, load_mobilenet_v2_imagenet())
+    model = TwoStageDetector(classifier, cfg.classes, cfg.crop_size, cfg.crop_context, cfg.proposal_scale,
+                             cfg.proposal_score_threshold, cfg.proposal_nms_iou, np.array([0.0, 0.0, 1.0, 1.0]))
+    # 1. box correction: RetinaFace's boxes -> the annotators' (matched on the training images)
+    picked = rng.permutation(len(train))[:correction_images]
+    with torch.inference_mode():
+        props = [model.propose(train[i].image)[0] for i in picked]
+    corr = fit_box_correction([p for p in props], [train[i].boxes for i in picked])
+    model.box_correction.copy_(torch.tensor(corr))
+    log(f"box correction (dx, dy, sw, sh) {np.round(corr, 3).tolist()} from {len(picked)} training images "
+        f"({time.perf_counter() - start:.0f} s)")
+    result = TwoStageResult(model, corr)
+    # 2. the classifier on ground-truth crops
+    idx_box = np.array([(si, bi) for si, s in enumerate(train) for bi in range(len(s.labels))], np.int64)
+    labels = np.array([train[si].labels[bi] for si, bi in idx_box], np.int64)
+    result.class_counts = {c: int((labels == k).sum()) for k, c in enumerate(cfg.classes)}
+    log(f"{len(labels)} training faces: {result.class_counts}; balance={cfg.balance}")
+    loss_w = torch.ones(n_cls)
+    if cfg.balance == "loss":  # inverse frequency, scaled so the mean weight over the samples is 1
+        w = _class_weights(labels, n_cls)
+        loss_w = torch.tensor([w[labels == k][0] if (labels == k).any() else 1.0 for k in range(n_cls)],
+                              dtype=torch.float32)
+    colour = _colour(cfg, cfg.seed)
+    epoch_no = 0
+
+    def finish(phase: str, losses: list[float], t0: float, last: bool) -> None:
+        nonlocal epoch_no
+        epoch_no += 1
+        row = {"loss": float(np.mean(losses)), "epoch_s": time.perf_counter() - t0}
+        if val and last:  # the held-out crops once per phase (CPU time)
+            row.update(crop_accuracy(model.classifier, val, cfg))
+        result.history.append({"phase": phase, "epoch": epoch_no, **row})
+        log(f"{phase} epoch {epoch_no}: " + ", ".join(f"{k}={v:.4f}" for k, v in row.items()))
+        if on_epoch:
+            on_epoch(phase, epoch_no, row)
+
+    if cfg.frozen_epochs > 0:
+        classifier.backbone.freeze_all_but_last(0)
+        classifier.eval()
+        t0 = time.perf_counter()
+        feats, flabels = [], []
+        with torch.inference_mode():
+            for copy in range(max(1, cfg.frozen_copies)):
+                for a in range(0, len(idx_box), 64):
+                    crops = _jittered_crops(train, idx_box[a:a + 64], cfg, rng, colour, plain=copy == 0)
+                    feats.append(classifier.features(normalise(crops)))
+                flabels.append(labels)
+        feats_t, flabels = torch.cat(feats), np.concatenate(flabels)
+        log(f"cached features of {len(flabels)} crops ({time.perf_counter() - t0:.0f} s)")
+        opt = torch.optim.AdamW(classifier.fc.parameters(), lr=cfg.lr_head, weight_decay=cfg.weight_decay)
+        for ep in range(cfg.frozen_epochs):
+            t0, losses = time.perf_counter(), []
+            for idx in _batches(flabels, cfg, rng, n_cls):
+                logits = classifier.fc(feats_t[torch.from_numpy(idx)])
+                loss = F.cross_entropy(logits, torch.from_numpy(flabels[idx]), weight=loss_w)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(float(loss.detach()))
+            finish("frozen", losses, t0, ep == cfg.frozen_epochs - 1)
+        del feats, feats_t
+    if cfg.finetune_epochs > 0:
+        classifier.backbone.freeze_all_but_last(cfg.finetune_stages)
+        for p in classifier.backbone.classifier.parameters():  # ImageNet's classifier: unused here
+            p.requires_grad_(False)
+        params = [p for p in classifier.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg.lr_finetune, weight_decay=cfg.weight_decay)
+        steps = cfg.finetune_epochs * math.ceil(len(labels) / cfg.batch_size)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr_finetune, total_steps=steps, pct_start=0.15)
+        for ep in range(cfg.finetune_epochs):
+            t0, losses = time.perf_counter(), []
+            classifier.train()
+            for idx in _batches(labels, cfg, rng, n_cls):
+                crops = _jittered_crops(train, idx_box[idx], cfg, rng, colour)
+                loss = F.cross_entropy(classifier(normalise(crops)), torch.from_numpy(labels[idx]), weight=loss_w)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(float(loss.detach()))
+            finish("finetune", losses, t0, ep == cfg.finetune_epochs - 1)
+    classifier.eval()
+    model.eval()
+    result.train_minutes = (time.perf_counter() - start) / 60.0
+    return result
+
+
+def crop_accuracy(classifier: MaskStateClassifier, samples, cfg: TwoStageConfig) -> dict[str, float]:
+    """Accuracy and per-class recall of the classifier on the ground-truth crops of ``samples``."""
+    crops, labels = [], []
+    for s in samples:
+        for b, lab in zip(s.boxes, s.labels):
+            crops.append(face_crop(s.image, b, cfg.crop_size, cfg.crop_context))
+            labels.append(int(lab))
+    if not crops:
+        return {}
+    was = classifier.training
+    classifier.eval()
+    with torch.inference_mode():
+        pred = torch.cat([classifier(normalise(np.stack(crops[a:a + 128]))).argmax(1)
+                          for a in range(0, len(crops), 128)]).numpy()
+    classifier.train(was)
+    labels = np.asarray(labels)
+    out = {"val_crop_accuracy": float((pred == labels).mean())}
+    for k, c in enumerate(cfg.classes):
+        if (labels == k).any():
+            out[f"val_crop_recall_{c}"] = float((pred[labels == k] == k).mean())
+    return out

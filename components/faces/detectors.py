@@ -8,6 +8,7 @@ chip. Detectors that find landmarks themselves (YuNet) attach them to the box, f
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
@@ -144,6 +145,7 @@ class YuNetDetector:
     name = "yunet"
     NMS_IOU = 0.3
     TOP_K = 5000
+    CACHED_SIZES = 4  # input sizes kept per thread
 
     def __init__(self, upsample: int = 0, score_threshold: float | None = None, max_side: int | None = None) -> None:
         import cv2
@@ -157,9 +159,26 @@ class YuNetDetector:
         self.upsample, self.score_threshold, self.max_side = upsample, float(score_threshold), int(max_side)
         self._cv2 = cv2
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # a per-model backend WARN line, not ours
-        self._det = cv2.FaceDetectorYN.create(str(weight_path("yunet_2023mar")), "", (320, 320),
-                                              self.score_threshold, self.NMS_IOU, self.TOP_K)
-        self._lock = threading.Lock()  # setInputSize + detect mutate the one OpenCV object
+        self._weights = str(weight_path("yunet_2023mar"))
+        self._local = threading.local()  # per thread: setInputSize + detect mutate an OpenCV object
+        self._net(320, 320)  # load once here: a missing or bad weight file fails at construction
+
+    def _net(self, width: int, height: int):
+        """This thread's FaceDetectorYN for this input size: OpenCV re-plans the network whenever the
+        size changes, so frames of a few camera sizes each keep an instance (the last few sizes)."""
+        cache = getattr(self._local, "nets", None)
+        if cache is None:
+            cache = self._local.nets = OrderedDict()
+        net = cache.get((width, height))
+        if net is None:
+            net = self._cv2.FaceDetectorYN.create(self._weights, "", (width, height), self.score_threshold,
+                                                  self.NMS_IOU, self.TOP_K)
+            cache[(width, height)] = net
+            while len(cache) > self.CACHED_SIZES:
+                cache.popitem(last=False)
+        else:
+            cache.move_to_end((width, height))
+        return net
 
     def scale_for(self, height: int, width: int) -> float:
         """Resize factor of the size policy: ``2**upsample``, capped so the long side is <= max_side."""
@@ -169,14 +188,13 @@ class YuNetDetector:
         cv2 = self._cv2
         h, w = image.shape[:2]
         scale = self.scale_for(h, w)
-        bgr = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)
-        if scale != 1.0:
+        small = np.ascontiguousarray(image)
+        if scale != 1.0:  # resized first: the colour swap then touches the detector's pixels only
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+            small = cv2.resize(small, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
         sh, sw = bgr.shape[:2]
-        with self._lock:
-            self._det.setInputSize((sw, sh))
-            _, found = self._det.detect(bgr)
+        _, found = self._net(sw, sh).detect(bgr)
         if found is None:
             return []
         fx, fy = w / sw, h / sh  # exact inverse of the rounding above

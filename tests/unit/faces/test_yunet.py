@@ -85,6 +85,21 @@ def test_size_policy_maps_boxes_and_landmarks_back(lfw_images, yunet):
     assert np.abs(large.landmarks / 8.0 - small.landmarks).max() < 0.1 * eye_distance
 
 
+def test_threads_and_frame_sizes_each_get_their_own_network(lfw_images, yunet):
+    """Concurrent calls on frames of several sizes find what one thread finds alone (no shared OpenCV
+    object between threads), and an instance is kept per size (no re-planning between sizes)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    frames = [lfw_images[0], cv2.resize(lfw_images[1], (320, 240)), lfw_images[2][:200], lfw_images[3]] * 3
+    alone = [[(b.as_list(), b.landmarks.tolist()) for b in yunet.detect(f)] for f in frames]
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(lambda f: [(b.as_list(), b.landmarks.tolist()) for b in yunet.detect(f)], frames))
+    assert together == alone and all(alone)
+    sizes = list(yunet._local.nets)  # this thread's (width, height) instances, most recent last
+    assert set(sizes) <= {(320, 320), (250, 250), (320, 240), (250, 200)} and sizes[-1] == (250, 250)
+    assert {(320, 240), (250, 200)} <= set(sizes) and len(sizes) <= yunet.CACHED_SIZES
+
+
 def test_yunet_finds_several_faces_in_a_group_photo(yunet):
     photo = _dataset("faceapi-examples") / "bbt1.jpg"
     if not photo.is_file():

@@ -196,9 +196,10 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--frozen-epochs", type=int)
     train.add_argument("--finetune-epochs", type=int)
     train.add_argument("--log-sample-images", action=argparse.BooleanOptionalAction, default=None)
+    train.add_argument("--variant", choices=sorted(VARIANTS), help="default: params detection.variant")
     args = parser.parse_args(argv)
     result = detect_train_flow(frozen_epochs=args.frozen_epochs, finetune_epochs=args.finetune_epochs,
-                               log_sample_images=args.log_sample_images)
+                               log_sample_images=args.log_sample_images, variant=args.variant)
     print(json.dumps(result, indent=2, default=str))
 
 

@@ -49,6 +49,7 @@ class TwoStageConfig:
     proposal_scale: float
     proposal_score_threshold: float
     proposal_nms_iou: float
+    box_fit_images: int
     frozen_epochs: int
     frozen_copies: int
     finetune_epochs: int
@@ -279,8 +280,8 @@ def _batches(labels: np.ndarray, cfg: TwoStageConfig, rng: np.random.Generator, 
 
 
 def train_two_stage(train, val, cfg: TwoStageConfig, on_epoch: Callable[[str, int, dict], None] | None = None,
-                    log: Callable[[str], None] = lambda m: None, correction_images: int = 200) -> TwoStageResult:
-    """Box correction from RetinaFace on ``correction_images`` training images, then the classifier:
+                    log: Callable[[str], None] = lambda m: None) -> TwoStageResult:
+    """Box correction from RetinaFace on ``box_fit_images`` training images, then the classifier:
     frozen features of ``frozen_copies`` jittered crops per box, then ``finetune_epochs`` fine-tuned."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
@@ -291,7 +292,7 @@ def train_two_stage(train, val, cfg: TwoStageConfig, on_epoch: Callable[[str, in
     model = TwoStageDetector(classifier, cfg.classes, cfg.crop_size, cfg.crop_context, cfg.proposal_scale,
                              cfg.proposal_score_threshold, cfg.proposal_nms_iou, np.array([0.0, 0.0, 1.0, 1.0]))
     # 1. box correction: RetinaFace's boxes -> the annotators' (matched on the training images)
-    picked = rng.permutation(len(train))[:correction_images]
+    picked = rng.permutation(len(train))[:cfg.box_fit_images]
     with torch.inference_mode():
         props = [model.propose(train[i].image)[0] for i in picked]
     corr = fit_box_correction([p for p in props], [train[i].boxes for i in picked])

@@ -23,7 +23,7 @@ COLOURS = np.array([[220, 30, 30], [30, 200, 30], [30, 30, 220]], np.uint8)  # o
 def _cfg(**kw) -> TwoStageConfig:
     base = dict(classes=("with_mask", "without_mask", "mask_weared_incorrect"), crop_size=32, crop_context=1.3,
                 jitter=0.1, proposal_scale=1.0, proposal_score_threshold=0.05, proposal_nms_iou=0.4,
-                frozen_epochs=12, frozen_copies=2, finetune_epochs=0, finetune_stages=1, lr_head=0.01,
+                box_fit_images=2, frozen_epochs=12, frozen_copies=2, finetune_epochs=0, finetune_stages=1, lr_head=0.01,
                 lr_finetune=1e-4, weight_decay=0.0, batch_size=16, balance="sampling", flip_p=0.5, colour_p=0.0,
                 rgb_shift=0, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, eval_score_threshold=0.01,
                 nms_iou=0.45, max_detections=100, seed=0, threads=2)
@@ -73,7 +73,7 @@ def test_box_correction_recovers_a_known_shift_and_scale():
 @pytest.fixture(scope="module")
 def trained():
     torch.set_num_threads(2)
-    result = train_two_stage(_samples(24, 0), _samples(8, 1), _cfg(), correction_images=2)
+    result = train_two_stage(_samples(24, 0), _samples(8, 1), _cfg())
     return result
 
 

@@ -70,6 +70,21 @@ def percentiles(values: list[float]) -> dict:
     return {"n": len(v), "p50_ms": q(0.50), "p90_ms": q(0.90), "p99_ms": q(0.99), "max_ms": round(1000 * v[-1], 1)}
 
 
+def centre_crop(path: Path, side: int = 160) -> bytes:
+    """The middle of an LFW photo (250x250, the named person centred), as JPEG: background faces that
+    make an enrolment photo ambiguous (``multiple_faces``) fall outside it."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(path) as im:
+        w, h = im.size
+        box = ((w - side) // 2, (h - side) // 2, (w + side) // 2, (h + side) // 2)
+        buf = io.BytesIO()
+        im.convert("RGB").crop(box).save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
 def prepare_repo(repo: Path, seed_photo: Path) -> dict:
     """A scratch repository (git + DVC) whose gallery holds one employee, embedded by the model the
     server will serve, with a fixed tau: no calibration data needed."""
@@ -161,7 +176,7 @@ def run(clients: int, seconds: float, enrol_share: float, think_ms: float, lfw: 
                         kind = "identify"
                         probe = "genuine" if rng.random() < 0.5 else "stranger"
                         path = rng.choice(enrolled) if probe == "genuine" else rng.choice(strangers)
-                data = path.read_bytes()
+                data = centre_crop(path) if kind == "enrol" else path.read_bytes()
                 t0 = time.perf_counter()
                 try:
                     if kind == "enrol":

@@ -70,6 +70,15 @@ def percentiles(values: list[float]) -> dict:
     return {"n": len(v), "p50_ms": q(0.50), "p90_ms": q(0.90), "p99_ms": q(0.99), "max_ms": round(1000 * v[-1], 1)}
 
 
+def server_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, its threads and finished children: DVC) the server has used so far:
+    on a shared machine, what the requests cost, whatever else competed for the cores."""
+    import psutil
+
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def centre_crop(path: Path, side: int = 160) -> bytes:
     """The middle of an LFW photo (250x250, the named person centred), as JPEG: background faces that
     make an enrolment photo ambiguous (``multiple_faces``) fall outside it."""
@@ -161,6 +170,7 @@ def run(clients: int, seconds: float, enrol_share: float, think_ms: float, lfw: 
     lock = threading.Lock()
     stop_at = time.monotonic() + seconds
     load_before = os.getloadavg()
+    cpu_before = server_cpu_s(server.pid)
 
     def client(n: int) -> None:
         rng = random.Random(n)
@@ -228,6 +238,7 @@ def run(clients: int, seconds: float, enrol_share: float, think_ms: float, lfw: 
         t.join()
     wall = time.perf_counter() - t0
     load_after = os.getloadavg()
+    cpu_used = server_cpu_s(server.pid) - cpu_before if not kill else None
 
     # a clean stop: SIGTERM, the server's shutdown flushes the DVC snapshot (--kill: SIGKILL came at the
     # deadline with requests in flight, no shutdown at all)
@@ -271,6 +282,8 @@ print(json.dumps({{"ids": sorted(g.employees()["employee_id"]), "dirty": gallery
         "identify": {**percentiles(lat["identify"]), "statuses": statuses["identify"]},
         "enrol": {**percentiles(lat["enrol"]), "statuses": statuses["enrol"]},
         "tau": tau, "error_codes": error_codes, "identify_probes": identified, "enrol_people_left": len(queue),
+        "server_cpu_s": round(cpu_used, 1) if cpu_used is not None else None,
+        "server_cpu_ms_per_request": round(1000 * cpu_used / total, 1) if cpu_used and total else None,
         "acknowledged_enrolments": len(acked), "enrolled_on_disk": len(on_disk["ids"]) - 1, "lost": lost,
         "access_log": {"acknowledged_identify": len(acked_identify), "rows_expected": sum(acked_identify.values()),
                        "rows_found": sum(on_disk["rows"].get(e, 0) for e in acked_identify),

@@ -296,7 +296,10 @@ class ImpostorScores:
         """Largest distance whose estimated FAR is <= ``target_far``."""
         blend = self._local_speaks_for(target_far)
         shifted = shifted and self.shifted
-        if len(self.stored) == 1 and not blend and not shifted:
+        if not blend and shifted:  # each sketch's own threshold, mapped (r > 0 keeps the order): the strictest
+            return min(_float32_at_most(mu + (s.threshold_for_share(target_far) - m) * r)
+                       for s, (m, mu, r) in zip(self.stored, self._maps))
+        if len(self.stored) == 1 and not blend:
             return self.stored[0].threshold_for_share(target_far)
         # FAR(d) is non-decreasing: bracket the crossing between knot values, then bisect
         parts = ([mu + (s.values - m) * r for s, (m, mu, r) in zip(self.stored, self._maps)] if shifted
@@ -312,11 +315,17 @@ class ImpostorScores:
         for _ in range(60):
             mid = (lo + hi) / 2
             lo, hi = (mid, hi) if self._far(mid, blend, shifted) <= target_far else (lo, mid)
-        f = np.float32(lo)  # a float32 threshold at or below lo (distances are float32)
-        return float(np.nextafter(f, np.float32(-np.inf)) if float(f) > lo else f)
+        return _float32_at_most(lo)
 
     def tau_for_fpir(self, target_fpir: float, gallery_size: int) -> float:
         return self.tau_for_far(far_per_comparison(target_fpir, gallery_size), shifted=True)
+
+
+def _float32_at_most(x: float) -> float:
+    """The largest float32 <= x: distances are float32, and numpy compares them with a Python float in
+    float32, so a threshold that rounds up would accept the distance just above it."""
+    f = np.float32(x)
+    return float(np.nextafter(f, np.float32(-np.inf)) if float(f) > x else f)
 
 
 def deployment_scores(stored: ImpostorScores, local: np.ndarray, min_pairs: int, prior_pairs: int,

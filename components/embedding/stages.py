@@ -24,11 +24,12 @@ from components.embedding.model import (
 )
 from components.embedding.train import TrainConfig, train_finetune, train_head
 from components.embedding.training_data import TrainingData
-from components.evaluation.heldout import evaluate_verification
+from components.evaluation.heldout import evaluate_verification, heldout_pairs
 from components.paths import state_dir
 from components.settings import Settings
 
 Log = Callable[[str], None]
+HELDOUT_PAIRS = 6000  # seeded held-out pairs, half genuine: the gate's val_* and val_masked_* metrics
 
 
 def _quiet(message: str) -> None:
@@ -127,20 +128,23 @@ def heldout_embeddings(model: EmbeddingModel, data: TrainingData, flip_tta: bool
     return embed_chips(model, np.asarray(data.chips.chips[data.val_rows]), flip_tta)
 
 
-def masked_heldout_chips(data: TrainingData, settings: Settings) -> tuple[np.ndarray, str]:
-    """Masked copies of the held-out chips (seeded by row: the same masks for every model), cached."""
+def masked_heldout_chips(data: TrainingData, settings: Settings,
+                         probes: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+    """Masked copies of the held-out chips ``probes`` (positions among the held-out rows; default all),
+    seeded by row (the same masks for every model), cached. Only the pairs' second faces are ever
+    masked, so the chain masks and embeds those alone (about 60% of the held-out split)."""
     import hashlib
     import json
 
     from components.faces.masks import mask_chips
 
-    key = hashlib.sha256(f"{data.chips.key}|{data.val_rows.tobytes().hex()}|"
+    rows = data.val_rows if probes is None else data.val_rows[probes]
+    key = hashlib.sha256(f"{data.chips.key}|{rows.tobytes().hex()}|"
                          f"{json.dumps(settings.masks.model_dump(), sort_keys=True)}|{settings.seed}".encode()
                          ).hexdigest()[:20]
     path = state_dir() / "cache" / f"chips-masked-{key}.npy"
     if not path.is_file():
-        chips = mask_chips(np.asarray(data.chips.chips[data.val_rows]), settings.seed, settings.masks,
-                           rows=data.val_rows)
+        chips = mask_chips(np.asarray(data.chips.chips[rows]), settings.seed, settings.masks, rows=rows)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npy")
         np.save(tmp, chips)
@@ -168,14 +172,18 @@ def _evaluate_heldout(model: EmbeddingModel, data: TrainingData, settings: Setti
                       val_flip: np.ndarray | None) -> tuple[dict, np.ndarray, np.ndarray]:
     tta = settings.embedding.flip_tta
     emb = heldout_embeddings(model, data, tta, val_feats, val_flip)
-    metrics, dist, same = evaluate_verification(emb, data.val_labels, seed=settings.seed)
-    masked, key = masked_heldout_chips(data, settings)
+    metrics, dist, same = evaluate_verification(emb, data.val_labels, n_pairs=HELDOUT_PAIRS, seed=settings.seed)
+    probes = np.unique(heldout_pairs(data.val_labels, HELDOUT_PAIRS, settings.seed)[1])
+    masked, key = masked_heldout_chips(data, settings, probes)
     if val_feats is not None:
         mf, mff = cached_features(masked, key, model.backbone.name, state_dir() / "cache",
                                   device=module_device(model))
-        masked_emb = embed_from_features(model, mf, mff if tta else None)
+        probe_emb = embed_from_features(model, mf, mff if tta else None)
     else:
-        masked_emb = embed_chips(model, np.asarray(masked), tta)
-    masked_metrics, _, _ = evaluate_verification(emb, data.val_labels, seed=settings.seed, masked_emb=masked_emb,
+        probe_emb = embed_chips(model, np.asarray(masked), tta)
+    masked_emb = np.zeros_like(emb)  # rows never a pair's second face stay unused
+    masked_emb[probes] = probe_emb
+    masked_metrics, _, _ = evaluate_verification(emb, data.val_labels, n_pairs=HELDOUT_PAIRS, seed=settings.seed,
+                                                 masked_emb=masked_emb,
                                                  prefix="val_masked_")
     return {**metrics, **masked_metrics}, dist, same

@@ -315,24 +315,24 @@ def _quiet_for_one_item() -> None:
     passive_waits()
 
 
-def _snapshots_in_background() -> bool:
+def _snapshots_in_background(settings) -> bool:
     """Whether a CLI write hands its DVC snapshot (and its MLflow record) to a detached process."""
     from components import gallery_snapshots
-    from components.settings import load_settings
 
-    return gallery_snapshots.dvc_target() is not None and load_settings().gallery.snapshot != "manual"
+    return gallery_snapshots.dvc_target() is not None and settings.gallery.snapshot != "manual"
 
 
-def _request_gallery_snapshot() -> str:
+def _request_gallery_snapshot(settings=None) -> str:
     """After a CLI write: mark gallery/ dirty; unless params say manual, a detached process snapshots it
-    (and logs any pending MLflow record: ``gallery_changes.flush_records``)."""
+    (and logs any pending MLflow record: ``gallery_changes.flush_records``). ``settings``: the command's
+    own (params are parsed and validated once per command: ~0.1 s each time)."""
     from components import gallery_snapshots
     from components.settings import load_settings
 
     if gallery_snapshots.dvc_target() is None:
         return "none: the gallery is outside the repository (FACEGATE_HOME/FACEGATE_GALLERY), DVC cannot version it"
     gallery_snapshots.mark_dirty()
-    if load_settings().gallery.snapshot == "manual":
+    if (settings or load_settings()).gallery.snapshot == "manual":
         return "pending (`facegate gallery snapshot` makes it)"
     return f"pending, made in the background (pid {gallery_snapshots.spawn_pending_snapshot()})"
 
@@ -369,10 +369,11 @@ def enroll(
     from components.gallery_changes import enrol_recorded
     from components.service import FaceGate
 
-    later = _snapshots_in_background()  # the MLflow run is logged by the snapshot's detached process
-    result = enrol_recorded(FaceGate(), employee_id, name, photos, replace=replace, force=force, later=later)
+    gate = FaceGate()
+    later = _snapshots_in_background(gate.settings)  # the MLflow run is logged by the snapshot's detached process
+    result = enrol_recorded(gate, employee_id, name, photos, replace=replace, force=force, later=later)
     mlflow_run = {"mlflow_run": "logged by the background process"} if later else {}
-    _print({**result, **mlflow_run, "gallery_snapshot": _request_gallery_snapshot()})
+    _print({**result, **mlflow_run, "gallery_snapshot": _request_gallery_snapshot(gate.settings)})
 
 
 @app.command()

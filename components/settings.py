@@ -106,6 +106,7 @@ class TrainSettings(_Strict):
     batches_per_epoch: int | None = Field(None, ge=1)
     lr: float = Field(1e-6, gt=0.0)
     weight_decay: float = Field(1e-4, ge=0.0)
+    pretrained_decay: float = Field(0.0, ge=0.0)
     finetune_stages: int = Field(2, ge=0)
     flip_prob: float = Field(0.5, ge=0.0, le=1.0)
 

@@ -48,6 +48,7 @@ class TrainConfig:
     batches_per_epoch: int | None
     lr: float
     weight_decay: float
+    pretrained_decay: float  # decoupled decay toward the starting (pretrained) weights, L2-SP style
     seed: int
     finetune_stages: int
     flip_prob: float  # head mode: chance of using the mirror image's cached features
@@ -79,10 +80,19 @@ def _run_epochs(model, params, batches_fn, embed_fn, labels_t, cfg: TrainConfig,
         model.cpu().eval()
 
 
+@torch.no_grad()
+def _decay_toward(params, start, rate: float) -> None:
+    """p <- p - rate (p - p0): weight decay centred on the pretrained weights instead of zero (L2-SP).
+    A head that learns masked faces then keeps what the pretrained embedding knew of bare ones."""
+    for p, p0 in zip(params, start):
+        p.sub_(p - p0, alpha=rate)
+
+
 def _epochs(model, params, batches_fn, embed_fn, labels_t, cfg: TrainConfig,
             on_epoch: Callable[[int, dict], None] | None) -> list[dict]:
     miner = get_miner(cfg.miner, seed=cfg.seed) if cfg.miner == "random" else get_miner(cfg.miner)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start = [p.detach().clone() for p in params] if cfg.pretrained_decay > 0 else []
     history = []
     for epoch in range(cfg.epochs):
         model.train()
@@ -98,6 +108,8 @@ def _epochs(model, params, batches_fn, embed_fn, labels_t, cfg: TrainConfig,
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if start:
+                _decay_toward(params, start, cfg.lr * cfg.pretrained_decay)
             stats = mining_stats(d_ap.detach(), d_an.detach(), cfg.margin)
             totals["loss"] += float(loss.detach())
             for key in ("active_fraction", "mean_d_ap", "mean_d_an"):

@@ -72,3 +72,21 @@ def test_head_training_separates_identities():
     assert hist[-1]["loss"] < hist[0]["loss"]
     assert gap() > before + 0.1
     assert all(not p.requires_grad for p in model.backbone.parameters())
+
+
+def test_pretrained_decay_keeps_the_head_near_its_start():
+    """L2-SP: decay toward the pretrained head (train.pretrained_decay) bounds how far training moves it;
+    without it the same run drifts further (same data, seed and steps)."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(12), 6)
+    centres = rng.normal(size=(12, 256)).astype(np.float32)
+    feats = (0.6 * centres[labels] + rng.normal(size=(len(labels), 256))).astype(np.float32)
+    drift = {}
+    for decay in (0.0, 50.0):
+        model = EmbeddingModel(make_backbone("dlib_resnet"))
+        w0 = model.head.weight.detach().clone()
+        cfg = TrainConfig.from_settings(Settings(), miner="batch_hard", p=6, k=4, epochs=10, lr=3e-3, seed=1,
+                                        weight_decay=0.0, pretrained_decay=decay)
+        train_head(model, feats, None, labels, cfg)
+        drift[decay] = float((model.head.weight.detach() - w0).norm())
+    assert drift[0.0] > 0 and drift[50.0] < 0.5 * drift[0.0]

@@ -174,6 +174,12 @@ class ChainState:
                                    self.trained.val_flip if feats_ok else None), self.data.val_labels)
 
     @property
+    def actor(self) -> str:
+        """Who the audit row of this chain's promotion names: the chain's MLflow parent run (tagged with
+        its Prefect flow run), so an auditor finds the run, its data version and its gate decision."""
+        return f"chain:{self.run_id}"
+
+    @property
     def promotion_reason(self) -> str:
         return self.decision.reason if self.winner_trained else f"pretrained model kept: {self.decision.reason}"
 

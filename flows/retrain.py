@@ -72,9 +72,10 @@ def gallery_stage(model: EmbeddingModel, label: str, settings: Settings, version
 
 @task(name="promote", cache_policy=NO_CACHE)
 def promote_stage(recognizer: FaceRecognizer, fresh: Gallery, version: str, reason: str,
-                  settings: Settings) -> dict:
-    """Under the gallery lock: re-embed every enrolled employee, move ``champion``, switch the gallery."""
-    promoted = FaceGate(settings).promote(recognizer, fresh, version, reason)
+                  settings: Settings, actor: str) -> dict:
+    """Under the gallery lock: re-embed every enrolled employee, move ``champion``, switch the gallery;
+    the audit row names ``actor`` (the chain's run), not the account the worker runs as."""
+    promoted = FaceGate(settings).promote(recognizer, fresh, version, reason, actor=actor)
     mlflow.log_metrics({"gallery_employees": float(fresh.n_employees), "gallery_vectors": float(fresh.n_vectors)})
     return promoted
 
@@ -144,7 +145,7 @@ def calibrate_gallery(s: ChainState) -> None:
 
 
 def promote(s: ChainState) -> None:
-    s.promoted = promote_stage(s.recognizer, s.fresh_gallery, s.winner, s.promotion_reason, s.settings)
+    s.promoted = promote_stage(s.recognizer, s.fresh_gallery, s.winner, s.promotion_reason, s.settings, s.actor)
     get_run_logger().info("champion: version %s (was %s)", s.winner, s.promoted["previous_champion"])
 
 

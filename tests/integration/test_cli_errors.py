@@ -141,3 +141,17 @@ def test_gallery_snapshot_forces_one_and_coalesces(seeded):
         wait_gone(pid)
     log = (seeded.root / ".facegate" / "logs" / "gallery-snapshot.log").read_text()
     assert log.count("gallery.dvc: ") == 1 and not gallery_snapshots.is_dirty()
+
+
+def test_one_enrolment_imports_neither_mlflow_nor_prefect(seeded):
+    """The one-item enrolment's budget (issue 17: 5 s end to end on 2 cores) has no room for MLflow's
+    import and store (~4 s: the champion lookup, the run) or Prefect: the gallery's own pretrained model is
+    served, and the run is logged by the detached snapshot process."""
+    env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "flows.cli", "enroll", "--id", "raj", crop("raj")],
+                       cwd=repo_root(), env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert "torch" in imported  # the measurement works
+    assert not {"mlflow", "prefect"} & imported
+    wait_gone(int(json.loads(r.stdout)["gallery_snapshot"].split("pid ")[1].rstrip(")")))

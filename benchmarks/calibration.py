@@ -267,7 +267,7 @@ def small_galleries(faces: Faces, fit_sketch: ScoreSketch, recal: tuple[int, int
     tail is exact there, so what the shift adds is its own noise. ``gallery.shift_prior_pairs`` (100)
     was chosen here, on the fit half only: the smallest prior in pairs of 20, 45, 100, 190 that kept
     the fit half's FPIR within the target at every size in two seeded runs of 200-400 galleries a size
-    (20: 1.18x at K=5; 45: 0.91x in one run, 1.02x at K=10 in the other; 100: <= 0.83x in both)."""
+    (20: up to 1.32x; 45: <= 0.91x in one run, 1.02x at K=10 in the other; 100: <= 0.83x in both)."""
     rng = np.random.default_rng(seed)
     people, first = np.unique(faces.ids, return_index=True)
     out = {}

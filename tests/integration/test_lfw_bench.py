@@ -68,3 +68,26 @@ def test_fused_backbone_fits_weights_per_fold_and_reports_its_members(mini_lfw, 
     assert set(r["members"]) == {"dlib_resnet", "sface"}
     assert set(r["members"]["sface"]) == {"flip_tta", "no_tta"}
     assert 0.5 <= r["members"]["sface"]["flip_tta"]["accuracy_mean"] <= 1.0
+
+
+def test_pipeline_throughput_times_every_image_after_the_warm_up(mini_lfw):
+    """Two workers, one torch/OpenCV thread each, real images end to end; the caller's thread counts
+    come back afterwards."""
+    import cv2
+    import torch
+
+    from benchmarks.lfw import pipeline_throughput
+    from components.embedding.backbones import make_backbone
+    from components.embedding.model import EmbeddingModel
+    from components.faces.align import FaceAligner
+    from components.faces.detectors import YuNetDetector
+    from components.faces.pipeline import FaceFinder
+
+    model = EmbeddingModel(make_backbone("dlib_resnet")).eval()
+    finder = FaceFinder(YuNetDetector(score_threshold=0.6, max_side=1280), FaceAligner())
+    files = sorted(mini_lfw.glob("*/*.jpg"))[:10]
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    out = pipeline_throughput(model, finder, files, flip_tta=True, workers=2, batch=2)
+    assert (torch.get_num_threads(), cv2.getNumThreads()) == before
+    assert out["pipeline_images_timed"] == 10 - 2 * 2 and out["speed_workers"] == 2
+    assert 0 < out["pipeline_images_per_s"] < 1000

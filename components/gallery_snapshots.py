@@ -80,11 +80,39 @@ def _snapshot_locked(push: bool) -> str | None:
         with gallery_lock(folder / "index"):
             version = data_version.add_data(target=target)
         if push:
-            data_version.push(target=target)
+            at_low_priority(data_version.push, target=target)
     except BaseException:
         mark_dirty()
         raise
     return version
+
+
+PUSH_NICENESS = 10
+
+
+def at_low_priority(fn, *args, **kwargs):
+    """``fn`` on a thread of its own at nice +``PUSH_NICENESS`` (Linux: niceness is per thread, and the
+    ``dvc`` processes it starts inherit it): the push copies to the remote while requests need the cores,
+    and takes only what they leave. The ``dvc add`` before it holds the gallery's writer lock, so it keeps
+    the caller's priority (a low one would keep enrolments waiting behind it)."""
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            os.nice(PUSH_NICENESS)
+        except OSError:
+            pass
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # re-raised on the caller's thread
+            box["error"] = exc
+
+    t = threading.Thread(target=run, name="gallery-snapshot-push")
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
 
 
 def snapshot(push: bool = True) -> str | None:

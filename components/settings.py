@@ -205,7 +205,7 @@ class TwoStageSettings(_Strict):
     proposal_scale: float = Field(2.0, gt=0.0, le=4.0)  # RetinaFace input = image x this (long side <= 1600)
     proposal_score_threshold: float = Field(0.02, ge=0.0, le=1.0)  # face score kept before NMS
     proposal_nms_iou: float = Field(0.4, gt=0.0, le=1.0)
-    box_fit_images: int = Field(100, ge=1)  # training images RetinaFace runs on to fit the box correction
+    box_fit_images: int = Field(1000, ge=1)  # training images RetinaFace runs on: box correction, proposals to learn from
     frozen_epochs: int = Field(20, ge=0)  # linear head on cached features
     frozen_copies: int = Field(2, ge=1, le=16)  # the plain crop + jittered copies
     finetune_epochs: int = Field(3, ge=0)

@@ -35,7 +35,7 @@ from components.detection.decode import Detections
 from components.embedding.mobilenet_v2 import MobileNetV2, load_mobilenet_v2_imagenet, normalise
 
 __all__ = ["TwoStageConfig", "TwoStageDetector", "MaskStateClassifier", "face_crop", "fit_box_correction",
-           "train_two_stage", "TwoStageResult"]
+           "train_two_stage", "TwoStageResult", "crop_items", "box_deltas", "apply_deltas"]
 
 
 @dataclass(frozen=True)
@@ -121,18 +121,49 @@ def apply_box_correction(boxes: np.ndarray, corr: np.ndarray) -> np.ndarray:
     return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
 
 
-class MaskStateClassifier(nn.Module):
-    """ImageNet MobileNetV2 features, global average pool, one linear layer to the mask classes."""
+DELTA_SCALE = (0.1, 0.1, 0.2, 0.2)  # box deltas are learned divided by these (RetinaFace's variances)
 
-    def __init__(self, num_classes: int, backbone: MobileNetV2 | None = None) -> None:
+
+def box_deltas(boxes: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """(dx, dy, dw, dh) taking ``boxes`` to ``targets``: centre offsets in box units, log size ratios."""
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    tw, th = targets[:, 2] - targets[:, 0], targets[:, 3] - targets[:, 1]
+    return np.stack([((targets[:, 0] + targets[:, 2]) - (boxes[:, 0] + boxes[:, 2])) / 2 / w,
+                     ((targets[:, 1] + targets[:, 3]) - (boxes[:, 1] + boxes[:, 3])) / 2 / h,
+                     np.log(tw / w), np.log(th / h)], 1)
+
+
+def apply_deltas(boxes: np.ndarray, deltas: np.ndarray) -> np.ndarray:
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2 + deltas[:, 0] * w, (boxes[:, 1] + boxes[:, 3]) / 2 + deltas[:, 1] * h
+    w, h = w * np.exp(np.clip(deltas[:, 2], -1, 1)), h * np.exp(np.clip(deltas[:, 3], -1, 1))
+    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
+
+
+class MaskStateClassifier(nn.Module):
+    """ImageNet MobileNetV2 features of a face crop -> mask class logits (+ one "not a face" logit, last)
+    and a box refinement (Fast R-CNN's second stage: the crop sees where the face really ends).
+
+    Head input: the final feature map flattened (a 64-px crop gives 2 x 2 x 1280): pooling would throw
+    away where in the crop the face sits, which the box refinement needs."""
+
+    def __init__(self, num_classes: int, backbone: MobileNetV2 | None = None, crop_size: int = 64) -> None:
         super().__init__()
         self.backbone = backbone if backbone is not None else MobileNetV2()
-        self.fc = nn.Linear(self.backbone.num_features, num_classes)
+        side = math.ceil(crop_size / 32)
+        self.fc = nn.Linear(self.backbone.num_features * side * side, num_classes + 1)
+        self.box = nn.Linear(self.backbone.num_features * side * side, 4)
+        nn.init.zeros_(self.box.weight)
+        nn.init.zeros_(self.box.bias)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return F.adaptive_avg_pool2d(self.backbone.forward_features(x), 1).flatten(1)
+        return self.backbone.forward_features(x).flatten(1)
+
+    def heads(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.fc(f), self.box(f)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits (C + 1, background last)."""
         return self.fc(self.features(x))
 
 
@@ -186,7 +217,8 @@ class TwoStageDetector(nn.Module):
         resized = image if scale == 1.0 else cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
                                                         interpolation=cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA)
         sh, sw = resized.shape[:2]
-        loc, conf, marks = self.proposer(preprocess(resized[None]))
+        with torch.inference_mode():
+            loc, conf, marks = self.proposer(preprocess(resized[None]))
         boxes, scores, _ = decode(loc[0].numpy(), conf[0].numpy(), marks[0].numpy(), sh, sw)
         keep = np.flatnonzero(scores >= self.proposal_score_threshold)
         keep = keep[np.argsort(-scores[keep], kind="stable")[:2000]]
@@ -195,26 +227,34 @@ class TwoStageDetector(nn.Module):
         boxes = apply_box_correction(boxes[order], self.box_correction.numpy())
         return np.clip(boxes, 0, [w, h, w, h]), scores[order]
 
-    def classify(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        """K x C class probabilities of the crops around ``boxes``."""
+    def classify(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(K x C class probabilities, K x 4 refined boxes) for the crops around ``boxes``; the
+        probabilities leave out the "not a face" share, so they sum to at most 1."""
         if not len(boxes):
-            return np.zeros((0, len(self.class_names)))
+            return np.zeros((0, len(self.class_names))), np.zeros((0, 4))
         crops = np.stack([face_crop(image, b, self.crop_size, self.crop_context) for b in boxes])
-        return self.classifier(normalise(crops)).softmax(1).numpy().astype(np.float64)
+        logits, deltas = self.classifier.heads(self.classifier.features(normalise(crops)))
+        probs = logits.softmax(1).numpy().astype(np.float64)[:, :len(self.class_names)]
+        refined = apply_deltas(boxes, deltas.numpy().astype(np.float64) * DELTA_SCALE)
+        h, w = image.shape[:2]
+        return probs, np.clip(refined, 0, [w, h, w, h])
 
     def detect_images(self, images: list[np.ndarray], *, score_threshold: float, iou_threshold: float,
                       max_detections: int = 100, class_agnostic: bool = False, batch_size: int = 8) -> list[Detections]:
+        """Score = face score x class probability; class-agnostic: face score x P(a face), one NMS."""
         was_training = self.training
         self.eval()
         out = []
         with torch.inference_mode():
             for im in images:
                 boxes, face = self.propose(im)
-                probs = self.classify(im, boxes)
+                probs, boxes = self.classify(im, boxes)
                 if class_agnostic:
-                    keep = np.flatnonzero(face >= score_threshold)[:max_detections]
-                    out.append(Detections(boxes[keep], face[keep], probs[keep].argmax(1).astype(np.int64)
-                                          if len(keep) else np.zeros(0, np.int64)))
+                    score = face * probs.sum(1)
+                    keep = np.flatnonzero(score >= score_threshold)
+                    keep = keep[nms(boxes[keep], score[keep], iou_threshold)][:max_detections] if len(keep) else keep
+                    out.append(Detections(boxes[keep].reshape(-1, 4), score[keep],
+                                          probs[keep].argmax(1).astype(np.int64) if len(keep) else np.zeros(0, np.int64)))
                     continue
                 scored = face[:, None] * probs
                 idx, labels = np.nonzero(scored >= score_threshold)
@@ -232,7 +272,6 @@ class TwoStageDetector(nn.Module):
 class TwoStageResult:
     model: TwoStageDetector
     box_correction: np.ndarray
-    proposal_face_ap50_train: float | None = None
     class_counts: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     train_minutes: float = 0.0
@@ -246,21 +285,59 @@ def _colour(cfg: TwoStageConfig, seed: int):
     return A.Compose(colour_shifting(cfg), seed=seed)
 
 
-def _jittered_crops(samples, idx_box: np.ndarray, cfg: TwoStageConfig, rng: np.random.Generator,
-                    colour, plain: bool = False) -> np.ndarray:
-    out = []
-    for si, bi in idx_box:
-        s = samples[si]
-        if plain:
-            crop = face_crop(s.image, s.boxes[bi], cfg.crop_size, cfg.crop_context)
-        else:
+@dataclass
+class CropItems:
+    """Training crops: image index, the crop's box (a proposal or a ground-truth box), label (C: not a
+    face) and the ground-truth box it should become (the crop box itself for background)."""
+
+    image: np.ndarray
+    box: np.ndarray
+    label: np.ndarray
+    target: np.ndarray
+
+
+def crop_items(samples, proposals: list[np.ndarray], n_classes: int, rng: np.random.Generator,
+               pos_iou: float = 0.4, neg_iou: float = 0.2, negatives_per_image: int = 2) -> CropItems:
+    """Every ground-truth face (its own box), every proposal overlapping one by >= ``pos_iou`` (the
+    errors the refinement must undo) and a few proposals overlapping none by ``neg_iou`` (not a face)."""
+    img, box, lab, tgt = [], [], [], []
+    for i, s in enumerate(samples):
+        for b, lab_ in zip(s.boxes, s.labels):
+            img.append(i), box.append(b), lab.append(int(lab_)), tgt.append(b)
+        p = proposals[i] if i < len(proposals) else np.zeros((0, 4))
+        if not len(p):
+            continue
+        ious = iou_matrix(p, s.boxes) if len(s.boxes) else np.zeros((len(p), 1))
+        best, arg = ious.max(1), ious.argmax(1)
+        for j in np.flatnonzero(best >= pos_iou):
+            img.append(i), box.append(p[j]), lab.append(int(s.labels[arg[j]])), tgt.append(s.boxes[arg[j]])
+        neg = np.flatnonzero(best < neg_iou)[:negatives_per_image * 3]
+        for j in rng.permutation(neg)[:negatives_per_image]:
+            img.append(i), box.append(p[j]), lab.append(n_classes), tgt.append(p[j])
+    return CropItems(np.asarray(img, np.int64), np.asarray(box, np.float64).reshape(-1, 4),
+                     np.asarray(lab, np.int64), np.asarray(tgt, np.float64).reshape(-1, 4))
+
+
+def _crops(samples, items: CropItems, idx: np.ndarray, cfg: TwoStageConfig, rng: np.random.Generator,
+           colour, plain: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Crops of items ``idx`` (jittered, mirrored, colour-shifted unless ``plain``) and their box targets."""
+    crops, deltas = [], []
+    for k in idx:
+        s, box, target = samples[items.image[k]], items.box[k], items.target[k]
+        if not plain:
             j = cfg.jitter
-            crop = face_crop(s.image, s.boxes[bi], cfg.crop_size, cfg.crop_context,
-                             shift=tuple(rng.uniform(-j / 2, j / 2, 2)), scale=float(rng.uniform(1 - j, 1 + j)),
-                             flip=bool(rng.random() < cfg.flip_p))
-            crop = colour(image=crop)["image"]
-        out.append(crop)
-    return np.stack(out)
+            w, h = box[2] - box[0], box[3] - box[1]
+            c = (box[:2] + box[2:]) / 2 + rng.uniform(-j / 2, j / 2, 2) * (w, h)
+            w, h = w * rng.uniform(1 - j, 1 + j), h * rng.uniform(1 - j, 1 + j)
+            box = np.array([c[0] - w / 2, c[1] - h / 2, c[0] + w / 2, c[1] + h / 2])
+        flip = (not plain) and bool(rng.random() < cfg.flip_p)
+        crop = face_crop(s.image, box, cfg.crop_size, cfg.crop_context, flip=flip)
+        d = box_deltas(box[None], target[None])[0]
+        if flip:
+            d[0] = -d[0]
+        crops.append(crop if plain else colour(image=crop)["image"])
+        deltas.append(d / DELTA_SCALE)
+    return np.stack(crops), np.asarray(deltas, np.float32)
 
 
 def _class_weights(labels: np.ndarray, n: int) -> np.ndarray:
@@ -279,36 +356,46 @@ def _batches(labels: np.ndarray, cfg: TwoStageConfig, rng: np.random.Generator, 
     return [order[a:a + cfg.batch_size] for a in range(0, len(order), cfg.batch_size)]
 
 
+def _loss(logits, deltas, labels, target, n_cls, loss_w) -> torch.Tensor:
+    cls = F.cross_entropy(logits, labels, weight=loss_w)
+    face = labels < n_cls
+    box = F.smooth_l1_loss(deltas[face], target[face], reduction="mean") if bool(face.any()) else deltas.sum() * 0
+    return cls + box
+
+
 def train_two_stage(train, val, cfg: TwoStageConfig, on_epoch: Callable[[str, int, dict], None] | None = None,
                     log: Callable[[str], None] = lambda m: None) -> TwoStageResult:
-    """Box correction from RetinaFace on ``box_fit_images`` training images, then the classifier:
-    frozen features of ``frozen_copies`` jittered crops per box, then ``finetune_epochs`` fine-tuned."""
+    """RetinaFace on ``box_fit_images`` training images: the box correction, then the proposals the
+    classifier learns from (with every ground-truth face); the classifier: frozen features of
+    ``frozen_copies`` crops per item, then ``finetune_epochs`` fine-tuned on fresh jittered crops."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
     start = time.perf_counter()
     n_cls = len(cfg.classes)
-    classifier = MaskStateClassifier(n_cls, load_mobilenet_v2_imagenet())
+    classifier = MaskStateClassifier(n_cls, load_mobilenet_v2_imagenet(), cfg.crop_size)
     model = TwoStageDetector(classifier, cfg.classes, cfg.crop_size, cfg.crop_context, cfg.proposal_scale,
                              cfg.proposal_score_threshold, cfg.proposal_nms_iou, np.array([0.0, 0.0, 1.0, 1.0]))
-    # 1. box correction: RetinaFace's boxes -> the annotators' (matched on the training images)
-    picked = rng.permutation(len(train))[:cfg.box_fit_images]
-    with torch.inference_mode():
-        props = [model.propose(train[i].image)[0] for i in picked]
-    corr = fit_box_correction([p for p in props], [train[i].boxes for i in picked])
+    # 1. RetinaFace on training images: the box correction (its boxes -> the annotators'), then proposals
+    picked = np.sort(rng.permutation(len(train))[:cfg.box_fit_images])
+    raw = [model.propose(train[i].image) for i in picked]
+    corr = fit_box_correction([b[s >= 0.5] for b, s in raw], [train[i].boxes for i in picked])
     model.box_correction.copy_(torch.tensor(corr))
     log(f"box correction (dx, dy, sw, sh) {np.round(corr, 3).tolist()} from {len(picked)} training images "
         f"({time.perf_counter() - start:.0f} s)")
+    proposals = [np.zeros((0, 4))] * len(train)
+    for i, (b, s) in zip(picked, raw):
+        proposals[i] = apply_box_correction(b[s >= 0.1], corr)
     result = TwoStageResult(model, corr)
-    # 2. the classifier on ground-truth crops
-    idx_box = np.array([(si, bi) for si, s in enumerate(train) for bi in range(len(s.labels))], np.int64)
-    labels = np.array([train[si].labels[bi] for si, bi in idx_box], np.int64)
-    result.class_counts = {c: int((labels == k).sum()) for k, c in enumerate(cfg.classes)}
-    log(f"{len(labels)} training faces: {result.class_counts}; balance={cfg.balance}")
-    loss_w = torch.ones(n_cls)
+    # 2. the classifier on crops of ground-truth faces, matched proposals and background proposals
+    items = crop_items(train, proposals, n_cls, rng)
+    labels = items.label
+    result.class_counts = {c: int((labels == k).sum()) for k, c in enumerate(cfg.classes + ("background",))}
+    log(f"{len(labels)} training crops: {result.class_counts}; balance={cfg.balance}")
+    loss_w = torch.ones(n_cls + 1)
     if cfg.balance == "loss":  # inverse frequency, scaled so the mean weight over the samples is 1
-        w = _class_weights(labels, n_cls)
-        loss_w = torch.tensor([w[labels == k][0] if (labels == k).any() else 1.0 for k in range(n_cls)],
+        w = _class_weights(labels, n_cls + 1)
+        loss_w = torch.tensor([w[labels == k][0] if (labels == k).any() else 1.0 for k in range(n_cls + 1)],
                               dtype=torch.float32)
     colour = _colour(cfg, cfg.seed)
     epoch_no = 0
@@ -324,25 +411,29 @@ def train_two_stage(train, val, cfg: TwoStageConfig, on_epoch: Callable[[str, in
         if on_epoch:
             on_epoch(phase, epoch_no, row)
 
+    all_idx = np.arange(len(labels))
     if cfg.frozen_epochs > 0:
         classifier.backbone.freeze_all_but_last(0)
         classifier.eval()
         t0 = time.perf_counter()
-        feats, flabels = [], []
+        feats, flabels, ftargets = [], [], []
         with torch.inference_mode():
             for copy in range(max(1, cfg.frozen_copies)):
-                for a in range(0, len(idx_box), 64):
-                    crops = _jittered_crops(train, idx_box[a:a + 64], cfg, rng, colour, plain=copy == 0)
-                    feats.append(classifier.features(normalise(crops)))
+                for a in range(0, len(all_idx), 64):
+                    crops, d = _crops(train, items, all_idx[a:a + 64], cfg, rng, colour, plain=copy == 0)
+                    feats.append(classifier.features(normalise(crops)).half())
+                    ftargets.append(torch.from_numpy(d))
                 flabels.append(labels)
-        feats_t, flabels = torch.cat(feats), np.concatenate(flabels)
+        feats_t, flabels, ftargets = torch.cat(feats), np.concatenate(flabels), torch.cat(ftargets)
         log(f"cached features of {len(flabels)} crops ({time.perf_counter() - t0:.0f} s)")
-        opt = torch.optim.AdamW(classifier.fc.parameters(), lr=cfg.lr_head, weight_decay=cfg.weight_decay)
+        head_params = list(classifier.fc.parameters()) + list(classifier.box.parameters())
+        opt = torch.optim.AdamW(head_params, lr=cfg.lr_head, weight_decay=cfg.weight_decay)
         for ep in range(cfg.frozen_epochs):
             t0, losses = time.perf_counter(), []
-            for idx in _batches(flabels, cfg, rng, n_cls):
-                logits = classifier.fc(feats_t[torch.from_numpy(idx)])
-                loss = F.cross_entropy(logits, torch.from_numpy(flabels[idx]), weight=loss_w)
+            for idx in _batches(flabels, cfg, rng, n_cls + 1):
+                t = torch.from_numpy(idx)
+                logits, deltas = classifier.heads(feats_t[t].float())
+                loss = _loss(logits, deltas, torch.from_numpy(flabels[idx]), ftargets[t], n_cls, loss_w)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -360,9 +451,10 @@ def train_two_stage(train, val, cfg: TwoStageConfig, on_epoch: Callable[[str, in
         for ep in range(cfg.finetune_epochs):
             t0, losses = time.perf_counter(), []
             classifier.train()
-            for idx in _batches(labels, cfg, rng, n_cls):
-                crops = _jittered_crops(train, idx_box[idx], cfg, rng, colour)
-                loss = F.cross_entropy(classifier(normalise(crops)), torch.from_numpy(labels[idx]), weight=loss_w)
+            for idx in _batches(labels, cfg, rng, n_cls + 1):
+                crops, d = _crops(train, items, idx, cfg, rng, colour)
+                logits, deltas = classifier.heads(classifier.features(normalise(crops)))
+                loss = _loss(logits, deltas, torch.from_numpy(labels[idx]), torch.from_numpy(d), n_cls, loss_w)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -387,7 +479,7 @@ def crop_accuracy(classifier: MaskStateClassifier, samples, cfg: TwoStageConfig)
     was = classifier.training
     classifier.eval()
     with torch.inference_mode():
-        pred = torch.cat([classifier(normalise(np.stack(crops[a:a + 128]))).argmax(1)
+        pred = torch.cat([classifier(normalise(np.stack(crops[a:a + 128])))[:, :len(cfg.classes)].argmax(1)
                           for a in range(0, len(crops), 128)]).numpy()
     classifier.train(was)
     labels = np.asarray(labels)

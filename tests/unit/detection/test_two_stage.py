@@ -12,8 +12,8 @@ import torch
 
 from components.detection.data import DetectionSample
 from components.detection.decode import detect_images
-from components.detection.two_stage import (TwoStageConfig, apply_box_correction, face_crop, fit_box_correction,
-                                            train_two_stage)
+from components.detection.two_stage import (TwoStageConfig, apply_box_correction, apply_deltas, box_deltas,
+                                            face_crop, fit_box_correction, train_two_stage)
 from components.images import load_image
 from tests.conftest import SHARED_DATASETS, requires_dataset
 
@@ -68,6 +68,8 @@ def test_box_correction_recovers_a_known_shift_and_scale():
     truth = [apply_box_correction(p, truth_corr) for p in pred]
     assert np.allclose(fit_box_correction(pred, truth), truth_corr, atol=1e-9)
     assert np.allclose(fit_box_correction([np.zeros((0, 4))], [np.zeros((0, 4))]), [0, 0, 1, 1])
+    target = truth[0] + [3.0, -2.0, 5.0, 1.0]
+    assert np.allclose(apply_deltas(pred[0], box_deltas(pred[0], target)), target)
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +84,7 @@ def test_classifier_learns_the_crops_class(trained):
     assert trained.class_counts["mask_weared_incorrect"] > 0
     assert last["val_crop_accuracy"] >= 0.9, trained.history
     assert np.allclose(trained.box_correction, [0, 0, 1, 1])  # no face on noise: RetinaFace matches nothing
+    assert trained.class_counts["background"] <= 2 * 24  # at most two "not a face" proposals per image
 
 
 @requires_dataset("facemask")
@@ -91,7 +94,7 @@ def test_detector_interface_on_a_real_image(trained):
     faces = detect_images(model, [image], score_threshold=0.3, iou_threshold=0.45, class_agnostic=True)[0]
     per_class = detect_images(model, [image], score_threshold=0.01, iou_threshold=0.45)[0]
     assert len(faces) > 0 and set(faces.labels) <= {0, 1, 2}
-    assert per_class.scores.max() <= faces.scores.max() + 1e-9  # face score x a probability
+    assert per_class.scores.max() <= faces.scores.max() + 1e-9  # face score x a class's share of P(face)
     assert (per_class.boxes[:, 2] <= image.shape[1]).all() and (per_class.boxes[:, 3] <= image.shape[0]).all()
     buf = io.BytesIO()  # MLflow pickles the model: the copy answers the same
     pickle.dump(model, buf)

@@ -6,6 +6,8 @@ server`` (Postgres backend store, artifacts proxied into an S3 bucket), ``prefec
 Postgres, and a Prefect process worker. Every port is a free one picked at start; every secret
 (the database password, the S3 keys) is generated here and handed to the servers and to facegate
 through the environment only (``PGPASSWORD``, ``AWS_*``): none is on a command line or in a URL.
+facegate's access log (decisions and audit rows) goes to the database ``facegate`` on the same
+Postgres through ``FACEGATE_ACCESS_LOG_URL`` (no password in it: libpq reads ``PGPASSWORD``).
 
 Each service runs in its own session (process group); ``stop(name)`` and ``stop_all()`` stop it and
 everything it started (flow-run processes of the worker included) by PID: SIGTERM (SIGINT, Postgres'
@@ -41,6 +43,7 @@ OS_USER_CANDIDATES = ("postgres", "facegate-pg")  # who runs postgres when we ar
 MLFLOW_BUCKET = "facegate-mlflow"
 DVC_BUCKET = "facegate-dvc"
 WORK_POOL = "facegate-process"
+ACCESS_LOG_DB = "facegate"  # facegate's access log and accounts (components/access_log.py)
 GRACE_S = {"s3": 3.0}  # seconds between SIGTERM and SIGKILL; weed takes its time over a graceful stop
 QUIET = {
     "NO_ALBUMENTATIONS_UPDATE": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "GX_ANALYTICS_ENABLED": "false",
@@ -258,7 +261,7 @@ class LocalStack:
                     url=f"postgresql://{PG_USER}@127.0.0.1:{self.pg_port}")
         self._wait("postgres", self._pg_ready, timeout, "accepting connections")
         if first:
-            for db in ("mlflow", "prefect"):
+            for db in ("mlflow", "prefect", ACCESS_LOG_DB):
                 self.sql("postgres", f"CREATE DATABASE {db}")
 
     def _pg_env(self, user) -> dict[str, str]:
@@ -274,6 +277,12 @@ class LocalStack:
 
     def pg_connect(self, db: str) -> dict:
         return {"host": "127.0.0.1", "port": self.pg_port, "user": PG_USER, "password": self.pg_password, "dbname": db}
+
+    def access_log_env(self) -> dict[str, str]:
+        """facegate's access log on this Postgres, by environment: a URL without the password, which
+        libpq (psycopg2 under SQLAlchemy) takes from ``PGPASSWORD``."""
+        return {"FACEGATE_ACCESS_LOG_URL": f"postgresql://{PG_USER}@127.0.0.1:{self.pg_port}/{ACCESS_LOG_DB}",
+                "PGPASSWORD": self.pg_password}
 
     def sql(self, db: str, statement: str, args: tuple = ()) -> list[tuple]:
         import psycopg2
@@ -429,6 +438,8 @@ class LocalStack:
             env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{self.ports['mlflow']}"
         if "prefect" in self.ports:
             env["PREFECT_API_URL"] = self._prefect_url
+        if "postgres" in self.services:
+            env.update(self.access_log_env())
         env.update({
             "FACEGATE_DVC_REMOTE": f"s3://{DVC_BUCKET}/data",
             "AWS_ENDPOINT_URL": self.s3_endpoint,
@@ -476,7 +487,8 @@ if __name__ == "__main__":  # start the stack by hand; Ctrl-C stops it
         stack.start_mlflow()
         stack.start_prefect()
         keys = ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "FACEGATE_DVC_REMOTE", "AWS_ENDPOINT_URL",
-                "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+                "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "FACEGATE_ACCESS_LOG_URL",
+                "PGPASSWORD")
         env = stack.client_env()
         print("\n".join(f"export {k}={env[k]}" for k in keys), flush=True)
         print(f"# logs under {stack.root / 'logs'}; Ctrl-C stops every server", flush=True)

@@ -12,6 +12,9 @@ the servers' own APIs, then everything stopped.
    metrics (MLflow REST, and rows in MLflow's Postgres database) and artifacts in the bucket (listed by
    MLflow and found in S3), the champion alias, a ``dvc pull`` into an empty ``data/`` (cache emptied
    too) that restores every file byte-identical from S3; an employee enrolled with the CLI.
+   The access log is on the same Postgres (``FACEGATE_ACCESS_LOG_URL``, password by ``PGPASSWORD``):
+   checked by SQL there, the chain's promotion (actor ``chain:<parent run id>``), the enrolment's
+   audit row and an identify decision row for every face the CLI answered; no SQLite log written.
 4. Faults (skip with --no-faults): the object store stopped mid-chain, then Postgres stopped mid-chain:
    each chain fails with an error naming the service, champion and gallery unchanged; after the
    restarts, the next chain COMPLETES.
@@ -175,7 +178,7 @@ class Check:
         env.update({
             "FACEGATE_REPO": str(self.repo), "FACEGATE_HOME": str(self.repo / ".facegate"),
             "FACEGATE_DATASETS": str(self.work / "datasets"), "FACEGATE_PARAMS": str(self.work / "params.yaml"),
-            "FACEGATE_DVC_REMOTE": remote,
+            "FACEGATE_DVC_REMOTE": remote, **self.stack.access_log_env(),
             "PREFECT_HOME": str(self.work / "prefect-client"), "PREFECT_CLI_PROMPT": "false",
             "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
             # how long a chain rides out an outage before it fails (defaults: minutes of retries)
@@ -313,6 +316,7 @@ class Check:
         expect(bool(listed), "mlflow", f"MLflow lists no artifact for run {listed_run}")
         self.champion_version = self.champion()
         expect(self.champion_version is not None, "mlflow", "no champion alias after the first chain")
+        self.first_chain_run = pid
         self.summary = {"mlflow_runs": len(ids), "artifact_objects": len(in_bucket), "metric_rows": n_metrics,
                         "champion": self.champion_version}
 
@@ -341,12 +345,53 @@ class Check:
         from components.paths import datasets_root
 
         photo = datasets_root() / "faceapi-examples" / ENROL_PERSON / f"{ENROL_PERSON}1.png"
+        self.enrolled_photo = None
         if not photo.is_file():
             say(f"enrol: skipped ({photo} missing)")
             return
         proc = subprocess.run([sys.executable, "-m", "flows.cli", "enroll", "--id", ENROL_PERSON, "--name", "Amy",
                                str(photo)], cwd=self.repo, env=self.env, capture_output=True, text=True, timeout=300)
         expect(proc.returncode == 0, "facegate enroll", (proc.stderr or proc.stdout).strip()[-300:])
+        self.enrolled_photo = photo
+
+    def check_access_log(self) -> None:
+        """The access log on Postgres, read by SQL: the first chain's promotion and the enrolment, one
+        audit row each with who and what; ``facegate identify`` on the enrolled photo, one decision row
+        per face it answered (the enrolled employee recognized); nothing in a SQLite log."""
+        from local_stack import ACCESS_LOG_DB
+
+        def sql(statement: str, args: tuple = ()) -> list[tuple]:
+            try:
+                return self.stack.sql(ACCESS_LOG_DB, statement, args)
+            except Exception as exc:  # noqa: BLE001 - psycopg2's errors: one line naming the database
+                raise CheckFailed("postgres", f"access log database {ACCESS_LOG_DB!r}: {type(exc).__name__}: "
+                                              f"{str(exc).strip()[:200]}") from None
+
+        moves = sql("SELECT actor, action, detail FROM audit WHERE action IN ('promote', 'rollback')")
+        expect(len(moves) == 1, "access log", f"{len(moves)} champion moves audited after one chain: {moves}")
+        actor, _, detail = moves[0]
+        expect(actor == f"chain:{self.first_chain_run}", "access log",
+               f"the chain's promotion is audited as {actor!r}, not chain:{self.first_chain_run}")
+        expect(json.loads(detail).get("version") == self.champion_version, "access log",
+               f"promotion audited as {detail}, champion is {self.champion_version}")
+        enrolments = sql("SELECT actor FROM audit WHERE action = 'enrol' AND employee_id = %s", (ENROL_PERSON,))
+        expect(len(enrolments) == 1 and enrolments[0][0].startswith("local:"), "access log",
+               f"enrolment audit rows for {ENROL_PERSON}: {enrolments}")
+        proc = subprocess.run([sys.executable, "-m", "flows.cli", "identify", str(self.enrolled_photo)],
+                              cwd=self.repo, env=self.env, capture_output=True, text=True, timeout=300)
+        expect(proc.returncode == 0, "facegate identify", (proc.stderr or proc.stdout).strip()[-300:])
+        try:
+            faces = json.loads(proc.stdout[proc.stdout.find("{"):])["faces"]
+        except (ValueError, KeyError) as exc:
+            raise CheckFailed("facegate identify", f"no JSON answer ({exc}): {proc.stdout[-200:]}") from None
+        rows = sql("SELECT outcome, employee_id, gallery_version FROM decisions WHERE kind = 'identify'")
+        expect(len(rows) == max(1, len(faces)), "access log", f"{len(rows)} decision rows for {len(faces)} faces")
+        expect(("recognized", ENROL_PERSON) in {r[:2] for r in rows}, "access log",
+               f"no row recognizing {ENROL_PERSON}: {rows}")
+        expect(not (self.repo / ".facegate" / "access.db").exists(), "access log",
+               "a SQLite access log was written beside the Postgres one")
+        self.summary["access_log"] = {"promote_actor": actor, "enrol_actor": enrolments[0][0],
+                                      "decision_rows": len(rows), "faces": len(faces)}
 
     # -------------------------------------------------------------------------------- faults
 
@@ -449,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
         check.step("checks: prefect, mlflow, postgres rows, artifacts in s3", lambda: check.check_first_run(fr))
         check.step("dvc push to s3, pull into an empty data/", check.check_dvc_roundtrip)
         check.step("enrol one employee (facegate enroll)", check.enrol_one)
+        if check.enrolled_photo is not None:
+            check.step("access log on postgres: audit rows, identify decisions (SQL)", check.check_access_log)
         if not args.no_faults:
             check.step("fault: object store stopped mid-chain", check.fault_object_store)
             check.step("fault: postgres stopped mid-chain", check.fault_postgres)

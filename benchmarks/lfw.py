@@ -130,9 +130,12 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
                       pair_classifiers: bool = True, augment: Callable[[np.ndarray], np.ndarray] | None = None,
                       mining: str = "online", mining_rounds: int = 3, artifact_dir: Path | None = None,
                       on_epoch: Callable[[int, int, dict], None] | None = None,
-                      masked: MaskedProbes | None = None) -> dict:
+                      masked: MaskedProbes | None = None, aug_feats: list[np.ndarray] | tuple = (),
+                      aug_prob: float = 0.0) -> dict:
     """Accuracy (10-fold), ROC figures and training history for one backbone/mode/TTA setting; with
-    ``masked``, on the masked protocol (same keys)."""
+    ``masked``, on the masked protocol (same keys). ``aug_feats``: frozen features of augmented copies
+    of every LFW chip (one array per copy), which ``head`` training reads as the chain does (masked
+    copies among them); a fused head's weights are then fitted before it trains, as in the chain."""
     if mode not in ("pretrained", "head", "finetune"):
         raise ValueError(f"mode must be pretrained, head or finetune, not {mode!r}")
     torch.manual_seed(cfg.seed)
@@ -165,7 +168,12 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
                 hist = train_head_dataset_mining(model, feats[rows], flip_feats[rows], labels, cfg,
                                                  rounds=mining_rounds, artifact_dir=out, on_epoch=cb)
             elif mode == "head":
-                hist = train_head(model, feats[rows], flip_feats[rows], labels, cfg, on_epoch=cb)
+                if fused:  # before training, on the pretrained heads (components.embedding.stages)
+                    fusion_fits.append({"test_folds": group, **fit_fusion_weights(
+                        model.head, feats[rows], labels, seed=cfg.seed + gi,
+                        flip_feats=flip_feats[rows] if flip_tta else None)})
+                hist = train_head(model, feats[rows], flip_feats[rows], labels, cfg, on_epoch=cb,
+                                  aug_feats=[a[rows] for a in aug_feats], aug_prob=aug_prob)
             else:
                 hist = train_finetune(model, np.asarray(lfw.chips.chips[rows]), labels, cfg,
                                       augment=augment, on_epoch=cb)
@@ -175,8 +183,8 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
         if mode == "finetune":  # the backbone changed: its features must be computed again
             f_all = chip_features(model.backbone, lfw.chips.chips)
             ff_all = chip_features(model.backbone, lfw.chips.chips, flip=True)
-        if fused:  # on the training folds only: a test fold never chooses its own weights
-            rows = training_rows(lfw, group)
+        if fused and not (mode == "head" and mining == "online"):  # on the training folds only: a test
+            rows = training_rows(lfw, group)  # fold never chooses its own weights
             _, labels = np.unique(lfw.identities[rows], return_inverse=True)
             fusion_fits.append({"test_folds": group, **fit_fusion_weights(
                 model.head, f_all[rows], labels, seed=cfg.seed + gi, flip_feats=ff_all[rows] if flip_tta else None)})
@@ -381,6 +389,25 @@ class LfwBenchmark:
         return face_augmentation(self.augment, CHIP_GEOMETRIES[chip_geometry(self.backbone)], seed=self.cfg.seed,
                                  masks=self.masks)
 
+    def augmented_copies(self, lfw: LfwSet, cache_dir: Path, progress: Progress = None) -> list[np.ndarray]:
+        """Frozen features of ``augment.copies`` augmented copies (synthetic masks among them) of every
+        LFW chip, cached: ``head`` training reads them as the retraining chain reads its own copies."""
+        from components.augment import describe
+        from components.embedding.model import cached_augmented_features
+
+        from components.faces.align import CHIP_GEOMETRIES
+
+        size = CHIP_GEOMETRIES[chip_geometry(self.backbone)]
+
+        def pipeline(seed: int):
+            from components.augment import face_augmentation
+
+            return face_augmentation(self.augment, size, seed=seed, masks=self.masks)
+
+        return cached_augmented_features(lfw.chips.chips, lfw.chip_key, self.backbone, cache_dir, pipeline,
+                                         describe(pipeline(self.cfg.seed)), self.augment.copies, self.cfg.seed,
+                                         progress=progress)
+
     def load(self, lfw_root: Path, cache_dir: Path, progress: Progress = None) -> LfwSet:
         return load_lfw(lfw_root, cache_dir, detector=self.detector, upsample=self.upsample, progress=progress,
                         geometry=chip_geometry(self.backbone))
@@ -392,10 +419,12 @@ class LfwBenchmark:
         from components.augment import as_function
 
         masked = masked_probes(lfw, cache_dir, self.masks, self.cfg.seed) if self.masked else None
+        aug_feats = self.augmented_copies(lfw, cache_dir, progress) if self.mode == "head" else []
         result = run_lfw_benchmark(lfw, cache_dir, backbone=self.backbone, mode=self.mode, flip_tta=self.flip_tta,
                                    cfg=self.cfg, n_groups=self.groups, progress=progress, on_epoch=on_epoch,
                                    augment=as_function(self.augmentation()), mining=self.mining,
-                                   artifact_dir=artifact_dir, masked=masked, pair_classifiers=not self.masked)
+                                   artifact_dir=artifact_dir, masked=masked, pair_classifiers=not self.masked,
+                                   aug_feats=aug_feats, aug_prob=self.augment.copy_p)
         dist = result.pop("_distances")
         if self.speed:
             result.update(measure_speed(lfw, self.backbone, detector=self.detector, upsample=self.upsample,

@@ -1,6 +1,8 @@
 """The LFW benchmark driver on a small real slice: View 2 layout, plain and masked protocols."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -91,3 +93,26 @@ def test_pipeline_throughput_times_every_image_after_the_warm_up(mini_lfw):
     assert (torch.get_num_threads(), cv2.getNumThreads()) == before
     assert out["pipeline_images_timed"] == 10 - 2 * 2 and out["speed_workers"] == 2
     assert 0 < out["pipeline_images_per_s"] < 1000
+
+
+def test_head_mode_trains_on_the_chains_augmented_copies(mini_lfw, tmp_path):
+    """``head`` reads augmented copies (synthetic masks among them) of every chip, cached like the
+    chain's, and they change what the heads learn."""
+    from benchmarks.lfw import LfwBenchmark, run_lfw_benchmark
+    from components.settings import load_settings
+
+    settings = load_settings()
+    bench = LfwBenchmark.from_settings(settings, backbone="sface", mode="head", epochs=2, groups=2, speed=False)
+    lfw = bench.load(mini_lfw, tmp_path)
+    copies = bench.augmented_copies(lfw, tmp_path)
+    assert len(copies) == settings.augment.copies and all(c.shape == (20, 128) for c in copies)
+    cached = sorted(p.name for p in tmp_path.glob("features-*-aug*.npy"))
+    assert len(cached) == settings.augment.copies
+    again = bench.augmented_copies(lfw, tmp_path)
+    assert all(np.array_equal(a, b) for a, b in zip(copies, again))
+    assert sorted(p.name for p in tmp_path.glob("features-*-aug*.npy")) == cached  # nothing recomputed
+    cfg = dataclasses.replace(bench.cfg, p=2, k=2, margin=2.0)  # 4 identities per group; every triplet active
+    run = dict(backbone="sface", mode="head", flip_tta=False, cfg=cfg, n_groups=2, pair_classifiers=False)
+    bare = run_lfw_benchmark(lfw, tmp_path, **run)
+    augmented = run_lfw_benchmark(lfw, tmp_path, **run, aug_feats=copies, aug_prob=1.0)
+    assert not np.array_equal(bare["_distances"], augmented["_distances"])

@@ -137,7 +137,7 @@ def main() -> None:
                     help="instead of the stage profile: pipeline images/s of BACKBONE:tta|plain,... (e.g. "
                          "dlib_resnet+sface:tta,sface:plain)")
     ap.add_argument("--workers", type=int, default=None)
-    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=4)
     args = ap.parse_args()
     from components.settings import load_settings
 

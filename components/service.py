@@ -282,6 +282,7 @@ class FaceGate:
         self._access_log = access_log if access_log is not None else (store is None)
         self.store = store or gallery_store()
         self._recognizer = recognizer
+        self._given_recognizer = recognizer  # the caller's model in service (a test, a notebook), if any
         self._new_gallery = new_gallery
         self._recognizer_for = recognizer_for
         self.write_lock = threading.Lock()  # one writer per process; the file lock serialises processes
@@ -529,9 +530,10 @@ class FaceGate:
 
     def rebuild_gallery(self, recognizer: FaceRecognizer | None = None,
                         data_version: str | None = None) -> Gallery:
-        """Re-embed every enrolled employee's stored photos with ``recognizer`` (default: the model in
-        service) into a freshly calibrated gallery: the only way to a gallery after the model changes."""
-        recognizer = recognizer or self.recognizer
+        """Re-embed every enrolled employee's stored photos with ``recognizer`` (default: the model given to
+        this FaceGate, else the registry's champion, asked for here: not the model that made the current
+        gallery) into a freshly calibrated gallery: the only way to a gallery after the model changes."""
+        recognizer = recognizer or self._given_recognizer or service_recognizer(self.settings)
         fresh = calibrated_gallery(recognizer, self.settings, self.store, data_version)
         with self.write_lock, gallery_lock(self.store.index_dir):
             reembed_all(self.store, recognizer, fresh, self.settings.images.max_pixels, enrolled_names(self.store))

@@ -451,6 +451,9 @@ def train_two_stage(train, val, cfg: TwoStageConfig, on_epoch: Callable[[str, in
         for ep in range(cfg.finetune_epochs):
             t0, losses = time.perf_counter(), []
             classifier.train()
+            for m in classifier.backbone.modules():  # BN statistics stay ImageNet's: the head learned on them
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
             for idx in _batches(labels, cfg, rng, n_cls + 1):
                 crops, d = _crops(train, items, idx, cfg, rng, colour)
                 logits, deltas = classifier.heads(classifier.features(normalise(crops)))

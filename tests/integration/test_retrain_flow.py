@@ -85,6 +85,15 @@ def gate_states() -> dict[str, str]:
     return {v.version: v.tags["gate"] for v in registry.list_versions(MODEL)}
 
 
+def champion_moves() -> list[tuple[str, str, str | None, str]]:
+    """The access log's audit rows of champion moves, oldest first: (actor, action, from, to)."""
+    from components.access_log import AccessLog
+
+    events = AccessLog.from_settings(load_settings()).audit_events(limit=10_000)
+    return [(e["actor"], e["action"], e["detail"]["previous"], e["detail"]["version"])
+            for e in reversed(events) if e["action"] in ("promote", "rollback")]
+
+
 # --------------------------------------------------------------------------- the scenarios, in order
 
 
@@ -214,6 +223,15 @@ def test_champion_and_gallery_follow_the_gate(world, two_chains):
     assert two_chains.service_label == f"{MODEL}/{expected}"
 
 
+def test_each_chain_promotion_is_one_audit_row_naming_the_chain(two_chains):
+    """A chain that moved champion left one row naming its MLflow parent run (from -> to); the chain
+    that failed in its promote stage (a bad stored photo) left none."""
+    moved = [r for r in (two_chains.first, two_chains.second) if "previous_champion" in r]
+    assert two_chains.first in moved  # no champion before it: it always promotes someone
+    rows = [m for m in champion_moves() if m[0].startswith("chain:")]
+    assert rows == [(f"chain:{r['run_id']}", "promote", r["previous_champion"], r["champion"]) for r in moved]
+
+
 def test_a_failed_stage_leaves_champion_and_gallery_in_service(training_fails):
     assert training_fails.error is not None
     assert training_fails.error.stage == "train" and "injected" in training_fails.error.message
@@ -225,6 +243,7 @@ def test_operator_promotes_and_rolls_back_and_the_gallery_follows(world, trainin
     """4. Humans: list, promote a version by hand, roll back; the gallery follows each move."""
     from typer.testing import CliRunner
 
+    from components.service import local_actor
     from flows.cli import app
 
     def cli(*args):
@@ -238,9 +257,12 @@ def test_operator_promotes_and_rolls_back_and_the_gallery_follows(world, trainin
     assert next(v for v in listed["versions"] if v["version"] == serving[0])["aliases"] == ["champion"]
     assert "val_accuracy" in listed["versions"][-1]["metrics"]
     other = next(v["version"] for v in listed["versions"] if v["version"] != serving[0] and v["gate"] != "failed")
+    before = champion_moves()
     cli("models", "promote", other, "--reason", "operator's choice")
     assert in_service()[0] == other and in_service()[2] == f"{MODEL}/{other}"
     cli("models", "rollback")
     assert in_service()[0] == serving[0] and in_service()[2] == f"{MODEL}/{serving[0]}"
+    assert champion_moves() == before + [(local_actor(), "promote", serving[0], other),
+                                         (local_actor(), "rollback", other, serving[0])]
     assert registry.get_version(MODEL, other).tags["gate"] == "rejected"
     assert world.store.load().n_employees == 2

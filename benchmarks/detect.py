@@ -93,6 +93,7 @@ def images_per_second(model, images: list[np.ndarray], score_threshold: float, i
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
+        getattr(model, "clear_proposal_cache", lambda: None)()  # the two-stage detector caches by frame content
         detect_images(model, images[:2], score_threshold=score_threshold, iou_threshold=iou_threshold, batch_size=1)
         t0 = time.perf_counter()
         detect_images(model, images, score_threshold=score_threshold, iou_threshold=iou_threshold, batch_size=1)

@@ -199,7 +199,7 @@ class DistributedSettings(_Strict):
 class TwoStageSettings(_Strict):
     """The two-stage face-mask detector (issue 14): RetinaFace proposals, a mask-state classifier on crops."""
 
-    crop_size: int = Field(64, ge=16, le=256)  # classifier input (faces are ~23 px at 416)
+    crop_size: int = Field(96, ge=16, le=256)  # classifier input (faces are ~23 px at 416)
     crop_context: float = Field(1.3, ge=1.0, le=3.0)  # crop side / the box's longer side
     jitter: float = Field(0.15, ge=0.0, le=0.5)  # training: centre shift and size change of the crop
     proposal_scale: float = Field(2.0, gt=0.0, le=4.0)  # RetinaFace input = image x this (long side <= 1600)
@@ -208,7 +208,7 @@ class TwoStageSettings(_Strict):
     box_fit_images: int = Field(1000, ge=1)  # training images RetinaFace runs on: box correction, proposals to learn from
     frozen_epochs: int = Field(20, ge=0)  # linear head on cached features
     frozen_copies: int = Field(2, ge=1, le=16)  # the plain crop + jittered copies
-    finetune_epochs: int = Field(3, ge=0)
+    finetune_epochs: int = Field(5, ge=0)
     finetune_stages: int = Field(2, ge=0, le=5)
     lr_head: float = Field(1e-3, gt=0.0)
     lr_finetune: float = Field(5e-4, gt=0.0)
@@ -249,7 +249,7 @@ class DetectionSettings(_CourseAugmentations):
     registered_model: str = Field("facegate-detector", pattern=r"^[A-Za-z0-9_.-]+$")
     min_improvement: float = Field(0.005, ge=0.0)  # map50 margin a challenger needs over the champion
     device: str = Field("auto", pattern=TORCH_DEVICE_PATTERN)  # torch training: as embedding.device
-    variant: Literal["yolo", "two_stage"] = "yolo"  # what train-detector trains (both register as versions)
+    variant: Literal["yolo", "two_stage"] = "two_stage"  # what train-detector trains (both register as versions)
     two_stage: TwoStageSettings = Field(default_factory=TwoStageSettings)
 
 

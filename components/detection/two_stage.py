@@ -13,9 +13,12 @@ decoder does), so the same mAP code scores both variants.
 - Crops: a square ``crop_context`` times the box's longer side around its centre, ``crop_size`` pixels;
   training jitters the centre and size, shifts colours and mirrors left-right (a vertical flip or a tight
   crop would hide where the mask sits against the nose: the only cue of ``mask_weared_incorrect``).
-- Classifier: ImageNet MobileNetV2 -> pooled 1280-d -> linear; a frozen phase on cached features of
-  jittered copies, then the deepest stages fine-tuned; the rare class by ``balance``: ``sampling``
-  (class-balanced batches), ``loss`` (inverse-frequency weights) or ``none``.
+- Second stage (Fast R-CNN's idea on a face detector's proposals): ImageNet MobileNetV2 on the crop ->
+  the flattened final map -> mask-class logits plus a "not a face" logit, and a box refinement. It learns
+  from every ground-truth face and from RetinaFace's own proposals of the training images (matched ones
+  carry the box errors to undo, unmatched ones are "not a face"): a frozen phase on cached features of
+  jittered copies, then the deepest stages fine-tuned with ImageNet's BN statistics kept; the rare class
+  by ``balance``: ``sampling`` (class-balanced batches), ``loss`` (inverse-frequency weights) or ``none``.
 """
 from __future__ import annotations
 
@@ -203,6 +206,10 @@ class TwoStageDetector(nn.Module):
                 cache.pop(next(iter(cache)))
             cache[key] = self._propose(image)
         return cache[key]
+
+    def clear_proposal_cache(self) -> None:
+        """Forget cached proposals (a speed measurement must pay for RetinaFace on every frame)."""
+        self.__dict__.pop("_proposal_cache", None)
 
     def __getstate__(self):  # the cache is not part of the model
         state = self.__dict__.copy()

@@ -101,3 +101,6 @@ def test_detector_interface_on_a_real_image(trained):
     copy = pickle.loads(buf.getvalue())
     again = detect_images(copy, [image], score_threshold=0.3, iou_threshold=0.45, class_agnostic=True)[0]
     assert np.allclose(again.boxes, faces.boxes) and np.allclose(again.scores, faces.scores)
+    model.clear_proposal_cache()
+    fresh = detect_images(model, [image], score_threshold=0.3, iou_threshold=0.45, class_agnostic=True)[0]
+    assert np.allclose(fresh.boxes, faces.boxes)

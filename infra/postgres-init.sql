@@ -1,2 +1,3 @@
 CREATE DATABASE mlflow;
 CREATE DATABASE prefect;
+CREATE DATABASE facegate;

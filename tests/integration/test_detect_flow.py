@@ -27,7 +27,9 @@ def facemask_slice(sandbox, images: int = 14) -> None:
     params["ingest"]["val_fraction"] = 0.3
     params["detection"].update({"input_size": 192, "batch_size": 4, "frozen_epochs": 1, "frozen_copies": 2,
                                 "finetune_epochs": 1, "eval_every": 1, "eval_score_threshold": 0.0,
-                                "score_threshold": 0.0, "max_detections": 20})
+                                "score_threshold": 0.0, "max_detections": 20, "variant": "yolo"})
+    params["detection"]["two_stage"].update({"crop_size": 32, "proposal_scale": 1.0, "frozen_epochs": 2,
+                                             "frozen_copies": 1, "finetune_epochs": 1, "batch_size": 16})
     (sandbox.root / "params.yaml").write_text(yaml.safe_dump(params))
     sandbox.commit()
 
@@ -90,9 +92,27 @@ def test_train_detect_bench_and_face_detector(sandbox, prefect_server, tmp_path)
     assert abs(bench["map50_95"] - bench["pycocotools_map50_95"]) < 1e-3
     assert bench["images_per_s"] > 0 and 0.0 <= bench["face_ap50"] <= 1.0 and 0.0 <= bench["hog_face_ap50"] <= 1.0
     assert bench["training_minutes"] == pytest.approx(m["train_minutes"])
+    assert bench["per_class_ap50"] == bench["ap50_per_class"] and bench["variant"] == "yolo"
 
     # the face-detector registry entry: every class is a face
     faces = make_detector("yolo_facemask").detect(load_image(image))
     assert faces and all(f.right > f.left and f.bottom > f.top for f in faces)
     assert [f.score for f in faces] == sorted((f.score for f in faces), reverse=True)
     assert np.isfinite([f.score for f in faces]).all()
+
+    # the two-stage variant (RetinaFace proposals + crop classifier): a second version, gated against the first
+    second = detect_train_flow(variant="two_stage")
+    assert second["variant"] == "two_stage" and second["version"] == "2"
+    run2 = mlflow.get_run(second["run_id"])
+    assert run2.data.tags["variant"] == "two_stage" and run2.data.params["run.variant"] == "two_stage"
+    assert {"val_map50", "val_ap50_with_mask", "val_pycocotools_map50", "train_minutes"} <= set(
+        run2.data.metrics)
+    assert client.get_model_version("facegate-detector", "2").tags["variant"] == "two_stage"
+    assert champion("facegate-detector").version == ("2" if second["promoted"] else "1")
+    bench2 = detect_bench_flow(model_uri=second["model_uri"], hog=False, timed_images=2)
+    assert bench2["variant"] == "two_stage" and set(bench2["per_class_ap50"]) == set(model.class_names)
+    assert abs(bench2["map50_95"] - bench2["pycocotools_map50_95"]) < 1e-3
+    from components.faces.detectors import YoloFaceMaskDetector
+
+    two = YoloFaceMaskDetector(model_uri=second["model_uri"]).detect(load_image(image))
+    assert all(f.right > f.left and f.bottom > f.top for f in two)

@@ -94,13 +94,13 @@ def centre_crop(path: Path, side: int = 160) -> bytes:
     return buf.getvalue()
 
 
-def prepare_repo(repo: Path, seed_photo: Path) -> dict:
+def prepare_repo(repo: Path, seed_photo: Path, params: Path | None = None) -> dict:
     """A scratch repository (git + DVC) whose gallery holds one employee, embedded by the model the
     server will serve, with a fixed tau: no calibration data needed."""
     env = {"FACEGATE_REPO": str(repo), "FACEGATE_HOME": str(repo / ".facegate"),
            "FACEGATE_PARAMS": str(repo / "params.yaml"), "FACEGATE_API_KEY": KEY}
     repo.mkdir(parents=True)
-    (repo / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    (repo / "params.yaml").write_text((params or ROOT / "params.yaml").read_text())
     (repo / ".gitignore").write_text("/.facegate/\n/data/\n")
     git = ["git", "-c", "user.name=load", "-c", "user.email=load@localhost"]
     subprocess.run(git + ["init", "-q"], cwd=repo, check=True)
@@ -132,12 +132,12 @@ print("TAU", g.manifest.tau)
 
 
 def run(clients: int, seconds: float, enrol_share: float, think_ms: float, lfw: Path, workdir: Path,
-        kill: bool = False) -> dict:
+        kill: bool = False, params: Path | None = None) -> dict:
     import httpx
 
     to_enrol, strangers = lfw_people(lfw)
     seed_person = to_enrol.pop()
-    env = prepare_repo(workdir / "repo", seed_person[0])
+    env = prepare_repo(workdir / "repo", seed_person[0], params)
     tau = float(env.pop("TAU"))
     port = free_port()
     log = open(workdir / "server.log", "wb")
@@ -308,6 +308,8 @@ def main() -> None:
     ap.add_argument("--kill", action="store_true", help="stop the server with SIGKILL the moment the clients "
                                                         "stop (requests may be in flight): no acknowledged "
                                                         "enrolment may be missing from the gallery on disk")
+    ap.add_argument("--params", type=Path, default=None, help="the server's params.yaml (default: the "
+                                                                "repository's), e.g. other api.inference_* values")
     ap.add_argument("--json", type=Path, default=None, help="write the result here too")
     args = ap.parse_args()
     if not 1 <= args.clients <= 64 or not 1 <= args.seconds <= 600:
@@ -316,7 +318,7 @@ def main() -> None:
 
     lfw = args.lfw or datasets_root() / "lfw"
     with tempfile.TemporaryDirectory(prefix="facegate-load-") as tmp:
-        result = run(args.clients, args.seconds, args.enrol_share, args.think_ms, lfw, Path(tmp), args.kill)
+        result = run(args.clients, args.seconds, args.enrol_share, args.think_ms, lfw, Path(tmp), args.kill, args.params)
     text = json.dumps(result, indent=2)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -33,10 +33,12 @@ MODEL = "facegate-embedder"
 
 def set_params(sandbox, **sections) -> None:
     params = yaml.safe_load((sandbox.root / "params.yaml").read_text())
+    before = yaml.safe_dump(params)
     for section, values in sections.items():
         params[section].update(values)
-    (sandbox.root / "params.yaml").write_text(yaml.safe_dump(params))
-    sandbox.commit()
+    if yaml.safe_dump(params) != before:  # a value params already has is no change to commit
+        (sandbox.root / "params.yaml").write_text(yaml.safe_dump(params))
+        sandbox.commit()
 
 
 def in_service():

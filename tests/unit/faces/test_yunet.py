@@ -96,7 +96,7 @@ def test_threads_and_frame_sizes_each_get_their_own_network(lfw_images, yunet):
         together = list(pool.map(lambda f: [(b.as_list(), b.landmarks.tolist()) for b in yunet.detect(f)], frames))
     assert together == alone and all(alone)
     sizes = list(yunet._local.nets)  # this thread's (width, height) instances, most recent last
-    assert set(sizes) <= {(320, 320), (250, 250), (320, 240), (250, 200)} and sizes[-1] == (250, 250)
+    assert sizes[-1] == (250, 250)  # earlier tests on this module-scoped detector may have left other sizes
     assert {(320, 240), (250, 200)} <= set(sizes) and len(sizes) <= yunet.CACHED_SIZES
 
 

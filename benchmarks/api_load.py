@@ -97,7 +97,9 @@ def centre_crop(path: Path, side: int = 160) -> bytes:
 def prepare_repo(repo: Path, seed_photo: Path, params: Path | None = None) -> dict:
     """A scratch repository (git + DVC) whose gallery holds one employee, embedded by the model the
     server will serve, with a fixed tau: no calibration data needed."""
-    env = {"FACEGATE_REPO": str(repo), "FACEGATE_HOME": str(repo / ".facegate"),
+    from components.paths import QUIET_ENV  # no telemetry from the scratch repository's dvc/MLflow calls
+
+    env = {**QUIET_ENV, "FACEGATE_REPO": str(repo), "FACEGATE_HOME": str(repo / ".facegate"),
            "FACEGATE_PARAMS": str(repo / "params.yaml"), "FACEGATE_API_KEY": KEY}
     repo.mkdir(parents=True)
     (repo / "params.yaml").write_text((params or ROOT / "params.yaml").read_text())

@@ -6,19 +6,17 @@ that counts every body byte the server hands to it.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
-import time
 
 import pytest
 from fastapi.testclient import TestClient
 
-from components.enrolment import EnrolmentStore
-from components.gallery import Gallery
-from components.service import FaceGate
 from components.settings import load_settings
 from flows.api import create_app
+from tests.integration import live_server
 from tests.integration.test_api import KEY, TAU, photo, recognizer  # noqa: F401 - the module-scoped fixture
 
 pytestmark = pytest.mark.integration
@@ -33,9 +31,7 @@ def settings_with(**api):
 
 
 def make_gate(tmp_path, recognizer, settings=None):
-    return FaceGate(settings or load_settings(), store=EnrolmentStore(tmp_path / "gallery"), recognizer=recognizer,
-                    new_gallery=lambda: Gallery.new(128, recognizer.embedder_name, recognizer.embedder_version,
-                                                    tau=TAU, target_far=1e-3))
+    return live_server.make_gate(tmp_path, recognizer, settings, tau=TAU)
 
 
 @pytest.fixture
@@ -67,31 +63,13 @@ class CountingApp:
 @pytest.fixture
 def live(tmp_path, recognizer):
     """create_app(...) under uvicorn on a free loopback port; yields a factory taking settings."""
-    import uvicorn
+    with contextlib.ExitStack() as servers:
+        def start(settings=None):
+            counting = CountingApp(create_app(make_gate(tmp_path, recognizer, settings), key=KEY))
+            counting.port = servers.enter_context(live_server.uvicorn_server(counting, lifespan="off"))
+            return counting
 
-    servers = []
-
-    def start(settings=None):
-        counting = CountingApp(create_app(make_gate(tmp_path, recognizer, settings), key=KEY))
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(counting, host="127.0.0.1", port=port, log_level="warning",
-                                               lifespan="off"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-        servers.append((server, thread))
-        counting.port = port
-        return counting
-
-    yield start
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(10)
+        yield start
 
 
 FILE_PART = (b'--xyz\r\nContent-Disposition: form-data; name="images"; filename="big.jpg"\r\n'

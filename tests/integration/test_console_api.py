@@ -10,12 +10,10 @@ from PIL import Image, ImageFilter
 
 from components.access_log import AccessLog
 from components.accounts import Accounts
-from components.enrolment import EnrolmentStore
-from components.gallery import Gallery
-from components.service import FaceGate
 from components.settings import load_settings
 from flows.api import create_app
 from tests.conftest import shared_dataset
+from tests.integration.live_server import make_gate
 from tests.integration.test_api import KEY, TAU, photo, recognizer  # noqa: F401 - the module-scoped fixture
 
 pytestmark = pytest.mark.integration
@@ -25,9 +23,7 @@ pytestmark = pytest.mark.integration
 def console(tmp_path, recognizer, monkeypatch):
     monkeypatch.setenv("FACEGATE_HOME", str(tmp_path / "state"))
     log = AccessLog(f"sqlite:///{tmp_path / 'state' / 'access.db'}")
-    gate = FaceGate(load_settings(), store=EnrolmentStore(tmp_path / "gallery"), recognizer=recognizer,
-                    access_log=log, new_gallery=lambda: Gallery.new(
-                        128, recognizer.embedder_name, recognizer.embedder_version, tau=TAU, target_far=1e-3))
+    gate = make_gate(tmp_path, recognizer, tau=TAU, access_log=log)
     accounts = Accounts(log.engine, legacy_key=KEY)
     keys = {role: f"{role}1.{accounts.add(role + '1', role)}" for role in ("operator", "viewer", "turnstile")}
     with TestClient(create_app(gate, key=KEY, accounts=accounts), base_url="http://127.0.0.1") as c:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import threading
 import time
 from pathlib import Path
 
@@ -20,12 +19,10 @@ from PIL import Image
 
 from components.access_log import AccessLog
 from components.accounts import Accounts
-from components.enrolment import EnrolmentStore, Photo
-from components.gallery import Gallery
-from components.service import FaceGate
-from components.settings import load_settings
+from components.enrolment import Photo
 from flows.api import create_app
 from tests.conftest import requires_dataset, shared_dataset
+from tests.integration.live_server import make_gate, uvicorn_server
 from tests.integration.test_api import KEY, TAU, recognizer  # noqa: F401 - the module-scoped fixture
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -40,39 +37,20 @@ WAIT_S = 30
 
 @pytest.fixture
 def server(tmp_path, recognizer, monkeypatch):
-    import socket
-
-    import uvicorn
-
     monkeypatch.setenv("FACEGATE_HOME", str(tmp_path / "state"))
     log = AccessLog(f"sqlite:///{tmp_path / 'state' / 'access.db'}")
-    gate = FaceGate(load_settings(), store=EnrolmentStore(tmp_path / "gallery"), recognizer=recognizer,
-                    access_log=log, new_gallery=lambda: Gallery.new(
-                        128, recognizer.embedder_name, recognizer.embedder_version, tau=TAU, target_far=1e-3))
+    gate = make_gate(tmp_path, recognizer, tau=TAU, access_log=log)
     faces = shared_dataset("faceapi-examples")
     for p in OTHERS:
         gate.enrol(p, p.title(), [Photo(f"{p}1.png", (faces / p / f"{p}1.png").read_bytes())], actor="setup")
     accounts = Accounts(log.engine, legacy_key=KEY)
     secrets = {r: accounts.add(f"{r}1", r) for r in ("operator", "viewer")}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(gate, key=KEY, accounts=accounts), host="127.0.0.1", port=port,
-                                        log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
+    with uvicorn_server(create_app(gate, key=KEY, accounts=accounts)) as port:
+        class Server:
+            base = f"http://127.0.0.1:{port}"
 
-    class Server:
-        base = f"http://127.0.0.1:{port}"
-
-    Server.gate, Server.log, Server.secrets, Server.faces = gate, log, secrets, faces
-    yield Server
-    srv.should_exit = True
-    thread.join(10)
+        Server.gate, Server.log, Server.secrets, Server.faces = gate, log, secrets, faces
+        yield Server
 
 
 @pytest.fixture

@@ -435,7 +435,10 @@ def run_from_settings(settings: Settings, backbone: str | None = None, log: Log 
         from components.embedding.backbones import make_backbone
         from components.embedding.model import EmbeddingModel
 
-        model, label = EmbeddingModel(make_backbone(backbone)), f"{backbone} (pretrained)"
+        from components.embedding.precision import set_precision
+
+        model = set_precision(EmbeddingModel(make_backbone(backbone)), settings.embedding.precision)
+        label = f"{backbone} (pretrained)"
     else:
         from components.service import service_recognizer
 

@@ -20,6 +20,7 @@ from components.calibration import calibrate_tau, tau_for_fpir
 from components.embedding.backbones import chip_geometry, make_backbone
 from components.embedding.fusion import FusedHead, fit_fusion_weights
 from components.embedding.model import EmbeddingModel, cached_features, embed_from_features
+from components.embedding.precision import set_precision
 from components.embedding.train import TrainConfig, train_head
 from components.evaluation.identification import open_set_metrics
 from components.gallery import Gallery
@@ -112,13 +113,15 @@ class LfwFeatures:
 def load_lfw_features(lfw_root: Path, cache_dir: Path, backbone: str, settings: Settings) -> LfwFeatures:
     lfw = load_lfw(lfw_root, cache_dir, detector=settings.faces.detector, upsample=settings.faces.upsample,
                    geometry=chip_geometry(backbone))
-    feats, flips = cached_features(lfw.chips.chips, lfw.chip_key, backbone, cache_dir)
+    feats, flips = cached_features(lfw.chips.chips, lfw.chip_key, backbone, cache_dir,
+                                   precision=settings.embedding.precision)
     return LfwFeatures(lfw, feats, flips)
 
 
 def run_params(settings: Settings, backbone: str, mode: str) -> dict:
     return {"backbone": backbone, "mode": mode, "target_far": settings.gallery.target_far,
-            "detector": settings.faces.detector, "flip_tta": settings.embedding.flip_tta}
+            "detector": settings.faces.detector, "flip_tta": settings.embedding.flip_tta,
+            "precision": settings.embedding.precision}
 
 
 def multi_image_rows(identities: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -139,7 +142,7 @@ def measure_halves(data: LfwFeatures, settings: Settings, backbone: str, mode: s
     halves, gallery = [], None
     for h in (0, 1):
         rows, other = np.flatnonzero(half == h), np.flatnonzero(half != h)
-        model = EmbeddingModel(make_backbone(backbone))
+        model = set_precision(EmbeddingModel(make_backbone(backbone)), settings.embedding.precision)
         if mode == "head":  # trained on the other half only
             multi = multi_image_rows(lfw.identities, other)
             _, labels = np.unique(lfw.identities[multi], return_inverse=True)

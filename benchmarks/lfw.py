@@ -20,6 +20,7 @@ import torch
 from components.embedding.backbones import FUSION_SEPARATOR, chip_geometry, make_backbone
 from components.embedding.fusion import fit_fusion_weights
 from components.embedding.model import EmbeddingModel, cached_features, chip_features, embed_from_features
+from components.embedding.precision import inference_dtype, set_precision
 from components.embedding.train import TrainConfig, train_finetune, train_head, train_head_dataset_mining
 from components.evaluation.pair_classifier import FEATURES, fit_pair_classifier, pair_accuracy
 from components.evaluation.verification import (
@@ -131,7 +132,7 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
                       mining: str = "online", mining_rounds: int = 3, artifact_dir: Path | None = None,
                       on_epoch: Callable[[int, int, dict], None] | None = None,
                       masked: MaskedProbes | None = None, aug_feats: list[np.ndarray] | tuple = (),
-                      aug_prob: float = 0.0) -> dict:
+                      aug_prob: float = 0.0, precision: str = "float32") -> dict:
     """Accuracy (10-fold), ROC figures and training history for one backbone/mode/TTA setting; with
     ``masked``, on the masked protocol (same keys). ``aug_feats``: frozen features of augmented copies
     of every LFW chip (one array per copy), which ``head`` training reads as the chain does (masked
@@ -139,9 +140,11 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
     if mode not in ("pretrained", "head", "finetune"):
         raise ValueError(f"mode must be pretrained, head or finetune, not {mode!r}")
     torch.manual_seed(cfg.seed)
-    feats, flip_feats = cached_features(lfw.chips.chips, lfw.chip_key, backbone, cache_dir, progress)
+    feats, flip_feats = cached_features(lfw.chips.chips, lfw.chip_key, backbone, cache_dir, progress,
+                                        precision=precision)
     if masked is not None:
-        m_feats, m_flip = cached_features(masked.chips, masked.key, backbone, cache_dir, progress)
+        m_feats, m_flip = cached_features(masked.chips, masked.key, backbone, cache_dir, progress,
+                                          precision=precision)
     # fusion weights are fitted per fold group, on its training folds; two groups for a pretrained fused
     # model: the pooled ROC then mixes only two weightings (each group's distances have their own scale)
     fused = FUSION_SEPARATOR in backbone
@@ -154,7 +157,7 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
     histories, train_sizes = [], []
     train_seconds = 0.0
     for gi, group in enumerate(groups):
-        model = EmbeddingModel(make_backbone(backbone))
+        model = set_precision(EmbeddingModel(make_backbone(backbone)), precision)
         t0 = time.perf_counter()
         if mode != "pretrained":
             rows = training_rows(lfw, group)
@@ -263,7 +266,7 @@ def _summarise(rows: np.ndarray, lfw: LfwSet) -> tuple[dict, dict, np.ndarray]:
 
 def measure_speed(lfw: LfwSet, backbone: str, n_chips: int = 256, n_images: int = 400,
                   detector: str = "dlib_hog", upsample: int = 0, flip_tta: bool = False, workers: int | None = None,
-                  batch: int = 4) -> dict:
+                  batch: int = 4, precision: str = "float32") -> dict:
     """Aligned faces embedded per second (batch 64), and ``pipeline_images_per_s``: LFW images through
     load, detect, align and embed (with flip TTA when asked: each face and its mirror image) per second,
     run as a batch job runs them (:func:`pipeline_throughput`), after a warm-up."""
@@ -271,7 +274,7 @@ def measure_speed(lfw: LfwSet, backbone: str, n_chips: int = 256, n_images: int 
     from components.faces.detectors import make_detector
     from components.faces.pipeline import FaceFinder
 
-    model = EmbeddingModel(make_backbone(backbone)).eval()
+    model = set_precision(EmbeddingModel(make_backbone(backbone)).eval(), precision)
     chips = np.asarray(lfw.chips.chips[:n_chips])
     chip_features(model.backbone, chips[:64])  # warm-up
     t = time.perf_counter()
@@ -358,6 +361,7 @@ class LfwBenchmark:
     augment: AugmentSettings
     masks: MaskSettings
     masked: bool = False  # the masked protocol: the second image of every pair masked (seeded)
+    precision: str = "float32"  # embedding.precision: the number format the backbones infer in
 
     @classmethod
     def from_settings(cls, settings: Settings, *, backbone: str | None = None, mode: str | None = None,
@@ -368,7 +372,8 @@ class LfwBenchmark:
                    flip_tta=settings.embedding.flip_tta if flip_tta is None else flip_tta, mining=mining,
                    groups=groups, speed=speed, detector=settings.faces.detector, upsample=settings.faces.upsample,
                    cfg=TrainConfig.from_settings(settings, miner=miner, epochs=epochs, lr=lr),
-                   augment=settings.augment, masks=settings.masks, masked=masked)
+                   augment=settings.augment, masks=settings.masks, masked=masked,
+                   precision=settings.embedding.precision)
 
     @property
     def run_name(self) -> str:
@@ -378,6 +383,7 @@ class LfwBenchmark:
     @property
     def params(self) -> dict:
         return {"backbone": self.backbone, "mode": self.mode, "flip_tta": self.flip_tta, "detector": self.detector,
+                "precision": self.precision, "inference_dtype": str(inference_dtype(self.precision)).split(".")[-1],
                 "upsample": self.upsample, **{f"train.{k}": v for k, v in asdict(self.cfg).items()},
                 "mining": self.mining, "protocol": "masked" if self.masked else "plain",
                 **({f"masks.{k}": v for k, v in self.masks.model_dump().items()} if self.masked else {})}
@@ -426,9 +432,9 @@ class LfwBenchmark:
                                    cfg=self.cfg, n_groups=self.groups, progress=progress, on_epoch=on_epoch,
                                    augment=as_function(self.augmentation()), mining=self.mining,
                                    artifact_dir=artifact_dir, masked=masked, pair_classifiers=not self.masked,
-                                   aug_feats=aug_feats, aug_prob=self.augment.copy_p)
+                                   aug_feats=aug_feats, aug_prob=self.augment.copy_p, precision=self.precision)
         dist = result.pop("_distances")
         if self.speed:
             result.update(measure_speed(lfw, self.backbone, detector=self.detector, upsample=self.upsample,
-                                        flip_tta=self.flip_tta))
+                                        flip_tta=self.flip_tta, precision=self.precision))
         return result, dist

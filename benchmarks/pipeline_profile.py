@@ -36,8 +36,10 @@ def profile(files: list[Path], backbone: str, threads: int, settings, gallery_si
     from components.faces.pipeline import FaceFinder
     from components.gallery import Gallery
     from components.images import load_image
+    from components.embedding.precision import set_precision
+
     torch.set_num_threads(threads)
-    model = EmbeddingModel(make_backbone(backbone)).eval()
+    model = set_precision(EmbeddingModel(make_backbone(backbone)).eval(), settings.embedding.precision)
     detector = make_detector(settings.faces.detector, upsample=settings.faces.upsample)
     aligner = FaceAligner(geometry=model.backbone.chip_geometry)
     finder = FaceFinder(detector, aligner)
@@ -110,11 +112,12 @@ def throughput(files: list[Path], configs: list[tuple[str, bool]], settings, wor
     from components.embedding.model import EmbeddingModel
     from components.faces.align import FaceAligner
     from components.faces.detectors import make_detector
+    from components.embedding.precision import set_precision
     from components.faces.pipeline import FaceFinder
 
     out = []
     for backbone, tta in configs:
-        model = EmbeddingModel(make_backbone(backbone)).eval()
+        model = set_precision(EmbeddingModel(make_backbone(backbone)).eval(), settings.embedding.precision)
         finder = FaceFinder(make_detector(settings.faces.detector, upsample=settings.faces.upsample),
                             FaceAligner(geometry=model.backbone.chip_geometry))
         c = time.process_time()
@@ -138,10 +141,15 @@ def main() -> None:
                          "dlib_resnet+sface:tta,sface:plain)")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default=None,
+                    help="instead of params' embedding.precision")
     args = ap.parse_args()
     from components.settings import load_settings
 
     settings = load_settings()
+    if args.precision:
+        settings = settings.model_copy(update={"embedding": settings.embedding.model_copy(
+            update={"precision": args.precision})})
     backbone = args.backbone or settings.embedding.backbone
     root = datasets_root() / "lfw"
     files = sorted(root.glob("*/*.jpg"))
@@ -150,7 +158,7 @@ def main() -> None:
         configs = [(c.split(":")[0], c.split(":")[1] == "tta") for c in args.throughput.split(",")]
         print(json.dumps({"throughput": throughput(files, configs, settings, args.workers, args.batch)}, indent=1))
         return
-    out = {"backbone": backbone, "torch": torch.__version__,
+    out = {"backbone": backbone, "torch": torch.__version__, "precision": settings.embedding.precision,
            "loadavg_before": os.getloadavg(), "runs": []}
     for n in (int(x) for x in args.threads.split(",")):
         out["runs"].append(profile(files, backbone, n, settings))

@@ -204,7 +204,8 @@ def embed_face_set(model, face_set: FaceSet, flip_tta: bool, cache_dir: Path, pr
         from components.devices import module_device
 
         feats, flips = cached_features(face_set.chips, face_set.chip_key, model.backbone.name, cache_dir,
-                                       progress=progress, device=module_device(model))
+                                       progress=progress, device=module_device(model),
+                                       precision=model.backbone.precision)
         return embed_from_features(model, feats, flips if flip_tta else None)
     return embed_chips(model, np.asarray(face_set.chips), flip_tta)
 
@@ -213,4 +214,5 @@ def set_features(model, face_set: FaceSet, cache_dir: Path) -> tuple[np.ndarray,
     """The pretrained backbone's cached (plain, mirrored) features of the set's chips."""
     from components.embedding.model import cached_features
 
-    return cached_features(face_set.chips, face_set.chip_key, model.backbone.name, cache_dir)
+    return cached_features(face_set.chips, face_set.chip_key, model.backbone.name, cache_dir,
+                           precision=model.backbone.precision)

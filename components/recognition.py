@@ -3,7 +3,8 @@
 One object the enrolment, identify/verify commands, the API and the benchmarks share, so every path
 detects, aligns and embeds the same way. ``embedder_version`` identifies the model; a gallery built
 by another version is refused (embeddings of different models are not comparable). The model runs on
-``embedding.device`` (moved there in place; ``cuda`` without a GPU is ``DeviceUnavailable`` at start).
+``embedding.device`` (moved there in place; ``cuda`` without a GPU is ``DeviceUnavailable`` at start), its
+backbones inferring at ``embedding.precision`` (bfloat16 on CPUs that have it natively).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 
 from components.devices import resolve_torch_device
 from components.embedding.model import EmbeddingModel, embed_chips
+from components.embedding.precision import set_precision
 from components.faces.align import FaceAligner
 from components.faces.detectors import FaceBox, make_detector
 from components.faces.pipeline import FaceFinder
@@ -45,7 +47,7 @@ class FaceRecognizer:
                                  FaceAligner(geometry=model.backbone.chip_geometry))
         self.embedder_name = f"{model.name}"
         self.embedder_version = version or f"sha256:{model_fingerprint(model)}"
-        self.model = model.to(self.device).eval()
+        self.model = set_precision(model.to(self.device).eval(), settings.embedding.precision)
 
     @property
     def embedding_dim(self) -> int:

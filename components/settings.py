@@ -66,6 +66,8 @@ class EmbeddingSettings(_Strict):
     flip_tta: bool = True
     # torch training and embedding: auto | cpu | cuda | cuda:N, resolved by components/devices.py
     device: str = Field("auto", pattern=TORCH_DEVICE_PATTERN)
+    # inference number format (components/embedding/precision.py): auto = bfloat16 where the CPU has it natively
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
 
 
 class _CourseAugmentations(_Strict):

@@ -15,12 +15,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from components.embedding.folding import channels_last_copy, inference_copy, use_inference_copy
+
 
 class Backbone(nn.Module):
     name: ClassVar[str]
     feature_dim: ClassVar[int]
     input_size: ClassVar[int]
     chip_geometry: ClassVar[str] = "dlib_150"
+    precision: str = "float32"  # inference number format (components.embedding.precision.set_precision)
+
+    def inference_dtype(self) -> torch.dtype:
+        """The dtype this backbone's inference copy computes in, from ``precision`` and its device."""
+        from components.devices import module_device
+        from components.embedding.precision import inference_dtype
+
+        return inference_dtype(self.precision, module_device(self))
 
     def preprocess(self, chips: Tensor) -> Tensor:
         """uint8 N x S x S x 3 -> float N x 3 x input_size x input_size, as the weights expect."""
@@ -89,12 +99,15 @@ class DlibResNetBackbone(Backbone):
         return x  # 0..255: features() applies dlib's own input normalisation
 
     def features(self, x: Tensor) -> Tensor:
-        from components.embedding.folding import channels_last_copy, inference_copy, use_inference_copy
+        x = (x - self.net.mean) / 256.0  # as dlib's input layer: (pixel - mean) / 256, in float32
+        if not use_inference_copy(self.net):
+            return self._forward(self.net, x)
+        dtype = self.inference_dtype()
+        net = inference_copy(self.net, lambda n: channels_last_copy(n, dtype), variant=dtype)
+        return self._forward(net, x.to(dtype).contiguous(memory_format=torch.channels_last)).float()
 
-        net = inference_copy(self.net, channels_last_copy) if use_inference_copy(self.net) else self.net
-        x = (x - net.mean) / 256.0  # as dlib's input layer: (pixel - mean) / 256
-        if net is not self.net:
-            x = x.contiguous(memory_format=torch.channels_last)
+    @staticmethod
+    def _forward(net: nn.Module, x: Tensor) -> Tensor:
         return net.head[:-1](net.blocks(net.stem(x))).flatten(1)
 
     def stages(self) -> list[nn.Module]:
@@ -126,7 +139,13 @@ class MobileNetV2Backbone(Backbone):
         return normalise(x / 255.0)
 
     def features(self, x: Tensor) -> Tensor:
-        return self.net.forward_features(x).mean(dim=(2, 3))
+        if not use_inference_copy(self.net) or self.inference_dtype() == torch.float32:
+            return self.net.forward_features(x).mean(dim=(2, 3))
+        import copy
+
+        dtype = self.inference_dtype()
+        net = inference_copy(self.net, lambda n: copy.deepcopy(n).to(dtype), variant=dtype)
+        return net.forward_features(x.to(dtype)).mean(dim=(2, 3)).float()
 
     def stages(self) -> list[nn.Module]:
         return list(self.net.stages)
@@ -168,7 +187,14 @@ class SFaceBackbone(Backbone):
         return x  # 0..255 RGB: features() applies SFace's own (x - 127.5) / 128
 
     def features(self, x: Tensor) -> Tensor:
-        return self.net((x - self.net.input_mean) * self.net.input_scale)
+        x = (x - self.net.input_mean) * self.net.input_scale
+        if not use_inference_copy(self.net):
+            return self.net.reference_forward(x)
+        from components.embedding.sface import SFaceInference
+
+        dtype = self.inference_dtype()
+        net = inference_copy(self.net, lambda n: SFaceInference.from_net(n, dtype), variant=dtype)
+        return net(x.to(dtype)).float()
 
     def stages(self) -> list[nn.Module]:
         blocks = list(self.net.blocks)

@@ -61,7 +61,7 @@ def _state_key(module: nn.Module) -> tuple:
                  for t in (*module.parameters(), *module.buffers()))
 
 
-_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> (state key, folded copy)
+_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> {variant: (state key, copy)}
 _LOCK = threading.Lock()
 
 
@@ -70,24 +70,26 @@ def use_inference_copy(module: nn.Module) -> bool:
     return not module.training and not torch.is_grad_enabled()
 
 
-def inference_copy(module: nn.Module, build: Callable[[nn.Module], nn.Module]) -> nn.Module:
-    """``build(module)``, cached per module and rebuilt when its weights change; thread-safe."""
+def inference_copy(module: nn.Module, build: Callable[[nn.Module], nn.Module], variant: object = None) -> nn.Module:
+    """``build(module)``, cached per module and ``variant`` (e.g. the dtype it computes in) and rebuilt
+    when the module's weights change; thread-safe."""
     key = _state_key(module)
-    hit = _COPIES.get(module)
+    hit = _COPIES.get(module, {}).get(variant)
     if hit is not None and hit[0] == key:
         return hit[1]
     with _LOCK:
-        hit = _COPIES.get(module)
+        copies = _COPIES.setdefault(module, {})
+        hit = copies.get(variant)
         if hit is None or hit[0] != key:
             with torch.no_grad():
                 hit = (key, build(module).eval().requires_grad_(False))
-            _COPIES[module] = hit
+            copies[variant] = hit
     return hit[1]
 
 
-def channels_last_copy(module: nn.Module) -> nn.Module:
-    """A copy with 4-d weights in channels-last memory: oneDNN then convolves channels-last maps without
-    reordering the weights on every call (and max-pools them on its fast path)."""
+def channels_last_copy(module: nn.Module, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """A copy in ``dtype`` with 4-d weights in channels-last memory: oneDNN then convolves channels-last
+    maps without reordering the weights on every call (and max-pools them on its fast path)."""
     import copy
 
-    return copy.deepcopy(module).to(memory_format=torch.channels_last)
+    return copy.deepcopy(module).to(dtype=dtype, memory_format=torch.channels_last)

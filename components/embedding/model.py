@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from components.devices import module_device
 from components.embedding.backbones import Backbone, make_backbone
+from components.embedding.precision import set_precision
 
 EMBEDDING_DIM = 128
 
@@ -95,16 +96,23 @@ def embed_chips(model: EmbeddingModel, chips: np.ndarray, flip_tta: bool = False
 
 
 def cached_features(chips: np.ndarray, chip_key: str, backbone_name: str, cache_dir: Path,
-                    progress=None, device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
+                    progress=None, device: str | torch.device = "cpu",
+                    precision: str = "float32") -> tuple[np.ndarray, np.ndarray]:
     """Frozen-backbone features of every chip and of its mirror image, cached on disk by chip key;
     computed on ``device`` when missing (the cache does not depend on it: GPU features differ from CPU
-    ones in their last bits only)."""
+    ones in their last bits only). ``precision`` (components.embedding.precision) is part of the key
+    when it resolves to bfloat16: the service's own features, not float32 ones."""
+    from components.embedding.precision import inference_dtype
+
+    tag = "-bf16" if inference_dtype(precision, device) == torch.bfloat16 else ""
     out = []
     backbone = None
     for flip in (False, True):
-        path = Path(cache_dir) / f"features-{chip_key}-{backbone_name}-{'flip' if flip else 'plain'}.npy"
+        path = Path(cache_dir) / f"features-{chip_key}-{backbone_name}{tag}-{'flip' if flip else 'plain'}.npy"
         if not path.is_file():
-            backbone = backbone or make_backbone(backbone_name).to(device)
+            if backbone is None:
+                backbone = make_backbone(backbone_name).to(device)
+                set_precision(backbone, precision)
             stage = "features-flip" if flip else "features"
             feats = chip_features(backbone, chips, flip=flip,
                                   progress=(lambda i, n, stage=stage: progress(stage, i, n)) if progress else None)

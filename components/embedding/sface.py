@@ -88,7 +88,7 @@ class SFaceNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if use_inference_copy(self):
-            return inference_copy(self, SFaceInference.from_net)(x)
+            return inference_copy(self, SFaceInference.from_net, variant=torch.float32)(x)
         return self.reference_forward(x)
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -125,16 +125,19 @@ class SFaceInference(nn.Module):
         self.register_buffer("fc_bias", fc.bias.detach().clone())
 
     @classmethod
-    def from_net(cls, net: SFaceNet) -> SFaceInference:
+    def from_net(cls, net: SFaceNet, dtype: torch.dtype = torch.float32) -> SFaceInference:
+        """Folded in float64, then cast to ``dtype``. In bfloat16 the 1x1 convolutions stay convolutions:
+        oneDNN runs them on the matrix units (AMX), faster there than as GEMMs."""
         layers: list[nn.Module] = []
         for _, layer in _layer_names(net):
             conv = fold_conv_bn(layer.conv, layer.bn)
             pointwise = conv.kernel_size == (1, 1) and conv.groups == 1 and conv.stride == (1, 1)
             prelu = nn.PReLU(layer.prelu.num_parameters).to(conv.weight.device)
             prelu.weight.data.copy_(layer.prelu.weight.detach())
-            layers += [PointwiseLinear(conv) if pointwise else conv, prelu]
+            layers += [PointwiseLinear(conv) if pointwise and dtype == torch.float32 else conv, prelu]
         fc = fold_bn_linear(net.bn1, net.fc)
-        return cls(layers, fc, net.bn1.num_features, INPUT_SIZE // 16).to(memory_format=torch.channels_last)
+        out = cls(layers, fc, net.bn1.num_features, INPUT_SIZE // 16)
+        return out.to(dtype=dtype, memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layers(x.contiguous(memory_format=torch.channels_last))

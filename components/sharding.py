@@ -44,7 +44,7 @@ def chip_shard(paths: list[str], *, detector: str, upsample: int, geometry: str 
                          geometry=geometry, workers=1)
 
 
-def pretrained_model(backbone: str):
+def pretrained_model(backbone: str, precision: str = "float32"):
     """The pretrained embedding model (frozen backbone + its own head), loaded once per process."""
     if backbone not in _MODELS:
         from components.embedding.backbones import make_backbone
@@ -53,10 +53,13 @@ def pretrained_model(backbone: str):
         model = EmbeddingModel(make_backbone(backbone))
         model.eval()
         _MODELS[backbone] = model
-    return _MODELS[backbone]
+    from components.embedding.precision import set_precision
+
+    return set_precision(_MODELS[backbone], precision)
 
 
-def embed_shard(chips: np.ndarray, *, backbone: str, flip_tta: bool, threads: int | None = None) -> ShardEmbeddings:
+def embed_shard(chips: np.ndarray, *, backbone: str, flip_tta: bool, threads: int | None = None,
+                precision: str = "float32") -> ShardEmbeddings:
     """Features of the chips and of their mirrors, and the pretrained model's embeddings, for one shard.
 
     ``threads`` caps torch's threads in this process (a Dask worker per core wants 1)."""
@@ -66,7 +69,7 @@ def embed_shard(chips: np.ndarray, *, backbone: str, flip_tta: bool, threads: in
 
     if threads:
         torch.set_num_threads(threads)
-    model = pretrained_model(backbone)
+    model = pretrained_model(backbone, precision)
     feats = chip_features(model.backbone, chips)
     flipped = chip_features(model.backbone, chips, flip=True)
     emb = embed_from_features(model, feats, flipped if flip_tta else None)
@@ -96,10 +99,6 @@ def chip_cache_paths(cache_dir: Path, key: str) -> tuple[Path, Path]:
     return Path(cache_dir) / f"chips-{key}.npy", Path(cache_dir) / f"chips-{key}.parquet"
 
 
-def feature_cache_path(cache_dir: Path, chip_key: str, backbone: str, flip: bool) -> Path:
-    return Path(cache_dir) / f"features-{chip_key}-{backbone}-{'flip' if flip else 'plain'}.npy"
-
-
 def store_chips(cache_dir: Path, chipset: ChipSet) -> Path:
     """Write the chips as ``cached_chips`` would (array first, table last: its presence marks completion)."""
     npy, table = chip_cache_paths(cache_dir, chipset.key)
@@ -112,11 +111,14 @@ def store_chips(cache_dir: Path, chipset: ChipSet) -> Path:
     return npy
 
 
-def store_features(cache_dir: Path, chip_key: str, backbone: str, result: ShardEmbeddings) -> list[Path]:
-    """Write plain and mirrored features as ``cached_features`` would."""
+def store_features(cache_dir: Path, chip_key: str, backbone: str, result: ShardEmbeddings,
+                   precision: str = "float32") -> list[Path]:
+    """Write plain and mirrored features as ``cached_features`` would (computed at ``precision``)."""
+    from components.embedding.model import feature_cache_path
+
     out = []
     for flip, feats in ((False, result.features), (True, result.flip_features)):
-        path = feature_cache_path(cache_dir, chip_key, backbone, flip)
+        path = feature_cache_path(cache_dir, chip_key, backbone, flip, precision)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npy")
         np.save(tmp, feats)

@@ -37,8 +37,10 @@ def chips_task(paths: list[str], detector: str, upsample: int, geometry: str) ->
 
 
 @task(name="embed-shard", retries=1, cache_policy=NO_CACHE)
-def embed_task(chipset: ChipSet, backbone: str, flip_tta: bool, threads: int | None) -> sharding.ShardEmbeddings:
-    return sharding.embed_shard(chipset.chips, backbone=backbone, flip_tta=flip_tta, threads=threads)
+def embed_task(chipset: ChipSet, backbone: str, flip_tta: bool, threads: int | None,
+               precision: str) -> sharding.ShardEmbeddings:
+    return sharding.embed_shard(chipset.chips, backbone=backbone, flip_tta=flip_tta, threads=threads,
+                                precision=precision)
 
 
 def dask_address(cfg: DistributedSettings) -> str | None:
@@ -99,7 +101,9 @@ def _shard_everything(dataset: str, shards: int | None, runner: str, write_cache
     threads = cfg.threads_per_worker if runner == "dask" else None
     started = time.perf_counter()
     chip_futures = [chips_task.submit(paths[a:b], faces.detector, faces.upsample, geometry) for a, b in bounds]
-    emb_futures = [embed_task.submit(f, backbone, settings.embedding.flip_tta, threads) for f in chip_futures]
+    precision = settings.embedding.precision
+    emb_futures = [embed_task.submit(f, backbone, settings.embedding.flip_tta, threads, precision)
+                   for f in chip_futures]
     key = sharding.chips_key(manifest["sha256"].tolist(), detector=faces.detector, upsample=faces.upsample,
                              geometry=geometry)
     chips = sharding.assemble_chips([f.result() for f in chip_futures], key)
@@ -110,7 +114,7 @@ def _shard_everything(dataset: str, shards: int | None, runner: str, write_cache
     cache = state_dir() / "cache"
     if write_cache:
         sharding.store_chips(cache, chips)
-        sharding.store_features(cache, key, backbone, result)
+        sharding.store_features(cache, key, backbone, result, precision)
     return {"dataset": dataset, "runner": runner, "images": len(paths), "shards": len(bounds), "chip_key": key,
             "backbone": backbone, "wall_s": round(wall, 2), "chips": chips.chips, "chip_table": chips.table,
             "features": result.features, "flip_features": result.flip_features, "embeddings": result.embeddings,

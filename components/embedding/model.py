@@ -95,6 +95,16 @@ def embed_chips(model: EmbeddingModel, chips: np.ndarray, flip_tta: bool = False
     return np.concatenate(out) if out else np.zeros((0, int(model.head.out_features)), np.float32)
 
 
+def feature_cache_path(cache_dir: Path, chip_key: str, backbone: str, flip: bool, precision: str = "float32",
+                       device: str | torch.device = "cpu") -> Path:
+    """Where the frozen features of a chip set live: by chip key, backbone, the dtype ``precision`` resolves
+    to (bfloat16 features are the service's, not float32 ones) and plain or mirrored."""
+    from components.embedding.precision import inference_dtype
+
+    tag = "-bf16" if inference_dtype(precision, device) == torch.bfloat16 else ""
+    return Path(cache_dir) / f"features-{chip_key}-{backbone}{tag}-{'flip' if flip else 'plain'}.npy"
+
+
 def cached_features(chips: np.ndarray, chip_key: str, backbone_name: str, cache_dir: Path,
                     progress=None, device: str | torch.device = "cpu",
                     precision: str = "float32") -> tuple[np.ndarray, np.ndarray]:
@@ -102,13 +112,10 @@ def cached_features(chips: np.ndarray, chip_key: str, backbone_name: str, cache_
     computed on ``device`` when missing (the cache does not depend on it: GPU features differ from CPU
     ones in their last bits only). ``precision`` (components.embedding.precision) is part of the key
     when it resolves to bfloat16: the service's own features, not float32 ones."""
-    from components.embedding.precision import inference_dtype
-
-    tag = "-bf16" if inference_dtype(precision, device) == torch.bfloat16 else ""
     out = []
     backbone = None
     for flip in (False, True):
-        path = Path(cache_dir) / f"features-{chip_key}-{backbone_name}{tag}-{'flip' if flip else 'plain'}.npy"
+        path = feature_cache_path(cache_dir, chip_key, backbone_name, flip, precision, device)
         if not path.is_file():
             if backbone is None:
                 backbone = make_backbone(backbone_name).to(device)
@@ -126,7 +133,7 @@ def cached_features(chips: np.ndarray, chip_key: str, backbone_name: str, cache_
 def cached_augmented_features(chips: np.ndarray, chip_key: str, backbone_name: str, cache_dir: Path,
                               make_pipeline, description: dict, copies: int, seed: int,
                               batch_size: int = 64, progress=None,
-                              device: str | torch.device = "cpu") -> list[np.ndarray]:
+                              device: str | torch.device = "cpu", precision: str = "float32") -> list[np.ndarray]:
     """Frozen-backbone features of ``copies`` albumentations copies of every chip, cached on disk.
 
     The key covers the chips, the backbone, the pipeline's serialised form and the seed, so a changed
@@ -138,11 +145,15 @@ def cached_augmented_features(chips: np.ndarray, chip_key: str, backbone_name: s
     import json
 
     aug_key = hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    from components.embedding.precision import inference_dtype
+
+    tag = "-bf16" if inference_dtype(precision, device) == torch.bfloat16 else ""
     out, backbone = [], None
     for c in range(copies):
-        path = Path(cache_dir) / f"features-{chip_key}-{backbone_name}-aug{aug_key}-s{seed + c}.npy"
+        path = Path(cache_dir) / f"features-{chip_key}-{backbone_name}{tag}-aug{aug_key}-s{seed + c}.npy"
         if not path.is_file():
-            backbone = backbone or make_backbone(backbone_name).to(device)
+            if backbone is None:
+                backbone = set_precision(make_backbone(backbone_name).to(device), precision)
             backbone.eval()
             pipeline = make_pipeline(seed + c)
             feats = np.zeros((len(chips), backbone.feature_dim), np.float32)

@@ -22,6 +22,7 @@ from components.embedding.model import (
     embed_chips,
     embed_from_features,
 )
+from components.embedding.precision import set_precision
 from components.embedding.train import TrainConfig, train_finetune, train_head
 from components.embedding.training_data import TrainingData
 from components.evaluation.heldout import evaluate_verification, heldout_pairs
@@ -79,7 +80,7 @@ def augmented_copy_features(data: TrainingData, backbone: str, settings: Setting
         data.chips.chips[data.train_rows], data.train_key, backbone, state_dir() / "cache",
         lambda seed: augmentation(settings, backbone, seed), augmentation_description(settings, backbone),
         settings.augment.copies, settings.seed, progress=_feature_progress(log),
-        device=resolve_torch_device(settings.embedding.device))
+        device=resolve_torch_device(settings.embedding.device), precision=settings.embedding.precision)
 
 
 # ------------------------------------------------------------------------------------------- train
@@ -93,19 +94,21 @@ def train_embedding(data: TrainingData, backbone: str, mode: str, cfg: TrainConf
     ``finetune`` changes the backbone, so held-out features are left for evaluation to compute;
     ``head`` and ``pretrained`` return the frozen held-out features (and their mirrors) for reuse.
     """
-    model = EmbeddingModel(make_backbone(backbone))
+    model = set_precision(EmbeddingModel(make_backbone(backbone)), settings.embedding.precision)
     fused = isinstance(model.head, FusedHead)
     if mode == "finetune":
         if fused:  # weights from the pretrained members, on training identities only
             f, ff = cached_features(data.chips.chips, data.chips.key, backbone, state_dir() / "cache",
-                                    progress=_feature_progress(log), device=cfg.device)
+                                    progress=_feature_progress(log), device=cfg.device,
+                                    precision=settings.embedding.precision)
             log(f"fusion: {fit_fusion_weights(model.head, f[data.train_rows], data.labels, seed=cfg.seed)}")
         history = train_finetune(model, np.asarray(data.chips.chips[data.train_rows]), data.labels, cfg,
                                  augment=as_function(augmentation(settings, backbone, settings.seed)),
                                  on_epoch=on_epoch)
         return Trained(model, history)
     feats, flip_feats = cached_features(data.chips.chips, data.chips.key, backbone, state_dir() / "cache",
-                                        progress=_feature_progress(log), device=cfg.device)
+                                        progress=_feature_progress(log), device=cfg.device,
+                                        precision=settings.embedding.precision)
     extra = {}
     if fused:  # before the heads train: trained heads have seen these identities, and weights fitted on
         # their overfit scores swung from 0.8/0.2 to 0.3/0.7 between seeds (and cost masked TAR)
@@ -178,7 +181,7 @@ def _evaluate_heldout(model: EmbeddingModel, data: TrainingData, settings: Setti
     masked, key = masked_heldout_chips(data, settings, probes)
     if val_feats is not None:
         mf, mff = cached_features(masked, key, model.backbone.name, state_dir() / "cache",
-                                  device=module_device(model))
+                                  device=module_device(model), precision=settings.embedding.precision)
         probe_emb = embed_from_features(model, mf, mff if tta else None)
     else:
         probe_emb = embed_chips(model, np.asarray(masked), tta)

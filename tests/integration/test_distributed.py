@@ -61,7 +61,8 @@ def test_the_chain_reads_the_cache_the_dask_run_wrote(runs, monkeypatch):
     data = read_training_data("lfw", load_settings())
     assert data.chips.key == dask["chip_key"] and np.array_equal(np.asarray(data.chips.chips), dask["chips"])
     feats, flipped = model_module.cached_features(data.chips.chips, data.chips.key, dask["backbone"],
-                                                  state_dir() / "cache")
+                                                  state_dir() / "cache",
+                                                  precision=load_settings().embedding.precision)
     assert np.array_equal(feats, dask["features"]) and np.array_equal(flipped, dask["flip_features"])
 
 

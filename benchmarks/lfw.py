@@ -174,8 +174,7 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
                 if fused:  # before training, on the pretrained heads (components.embedding.stages)
                     fusion_fits.append({"test_folds": group, **fit_fusion_weights(
                         model.head, feats[rows], labels, seed=cfg.seed + gi,
-                        flip_feats=flip_feats[rows] if flip_tta else None,
-                        probe_feats=aug_feats[0][rows] if cfg.fusion_probes and len(aug_feats) else None)})
+                        flip_feats=flip_feats[rows] if flip_tta else None)})
                 hist = train_head(model, feats[rows], flip_feats[rows], labels, cfg, on_epoch=cb,
                                   aug_feats=[a[rows] for a in aug_feats], aug_prob=aug_prob)
             else:

@@ -111,7 +111,6 @@ class TrainSettings(_Strict):
     pretrained_decay: float = Field(0.0, ge=0.0)
     finetune_stages: int = Field(2, ge=0)
     flip_prob: float = Field(0.5, ge=0.0, le=1.0)
-    fusion_probes: bool = False  # fused head mode: fit the weights on bare pairs and on bare-vs-augmented-copy pairs
 
 
 class GallerySettings(_Strict):

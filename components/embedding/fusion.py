@@ -167,39 +167,27 @@ def training_pairs(labels: np.ndarray, rng: np.random.Generator, max_genuine: in
 
 
 def fit_fusion_weights(head: FusedHead, feats: np.ndarray, labels: np.ndarray, *, far: float = 1e-4,
-                       seed: int = 0, flip_feats: np.ndarray | None = None,
-                       probe_feats: np.ndarray | None = None) -> dict:
+                       seed: int = 0, flip_feats: np.ndarray | None = None) -> dict:
     """Choose the members' weights on labelled training faces (identities the evaluation never sees):
     the grid point with the highest TAR at ``far`` (ties: the larger d', the genuine-impostor gap in
     pooled standard deviations). Training identities are easy at FAR 1e-3 (every weight scores ~0.999
     there), so the fit looks further into the impostor tail. Sets them on ``head``; returns what was
-    measured.
-
-    ``probe_feats``: the same rows' augmented copies (masked on ``masks.p`` of them, cropped,
-    colour-shifted). The score is then the mean of the bare pairs' TAR and the TAR of the same pairs with
-    the second face replaced by its copy: a bare enrolment met by a masked probe is the entrance's hard
-    case, and the members differ most there (dlib's ResNet loses far more to a mask than SFace)."""
+    measured."""
     if len(head.heads) != 2:
         raise ValueError("weights are fitted for two members (a grid over the second member's weight)")
     a, b, same = training_pairs(np.asarray(labels), np.random.default_rng(seed))
     sims = member_similarities(head, feats[a], feats[b])
     if flip_feats is not None:  # the same TTA the model will serve with
         sims = (sims + member_similarities(head, flip_feats[a], flip_feats[b])) / 2
-    probe_sims = member_similarities(head, feats[a], probe_feats[b]) if probe_feats is not None else None
     best = None
     for w in WEIGHT_GRID:
         s = (1 - w) * sims[0] + w * sims[1]
         genuine, impostor = s[same], s[~same]
         d_prime = (genuine.mean() - impostor.mean()) / np.sqrt((genuine.var() + impostor.var()) / 2 + 1e-12)
-        tars = [tar_at_far(genuine, impostor, far)]
-        if probe_sims is not None:
-            p = (1 - w) * probe_sims[0] + w * probe_sims[1]
-            tars.append(tar_at_far(p[same], p[~same], far))
-        score = (float(np.mean(tars)), float(d_prime))
+        score = (tar_at_far(genuine, impostor, far), float(d_prime))
         if best is None or score > best[0]:
-            best = (score, w, tars)
-    _, w, tars = best
+            best = (score, w)
+    (tar, _), w = best
     head.set_weights([1 - w, w])
-    return {"fusion_weights": [round(1 - float(w), 4), round(float(w), 4)], "fusion_fit_tar": tars[0],
-            **({"fusion_fit_probe_tar": tars[1]} if probe_sims is not None else {}),
+    return {"fusion_weights": [round(1 - float(w), 4), round(float(w), 4)], "fusion_fit_tar": tar,
             "fusion_fit_pairs": int(len(same)), "fusion_fit_genuine": int(same.sum())}

@@ -113,8 +113,7 @@ def train_embedding(data: TrainingData, backbone: str, mode: str, cfg: TrainConf
     if fused:  # before the heads train: trained heads have seen these identities, and weights fitted on
         # their overfit scores swung from 0.8/0.2 to 0.3/0.7 between seeds (and cost masked TAR)
         extra = fit_fusion_weights(model.head, feats[data.train_rows], data.labels, seed=cfg.seed,
-                                   flip_feats=flip_feats[data.train_rows] if settings.embedding.flip_tta else None,
-                                   probe_feats=aug_feats[0] if cfg.fusion_probes and aug_feats else None)
+                                   flip_feats=flip_feats[data.train_rows] if settings.embedding.flip_tta else None)
         log(f"fusion: {extra}")
     history = (train_head(model, feats[data.train_rows], flip_feats[data.train_rows], data.labels, cfg,
                           on_epoch=on_epoch, aug_feats=aug_feats, aug_prob=settings.augment.copy_p)

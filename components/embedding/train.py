@@ -52,7 +52,6 @@ class TrainConfig:
     seed: int
     finetune_stages: int
     flip_prob: float  # head mode: chance of using the mirror image's cached features
-    fusion_probes: bool  # fused head mode: fusion weights fitted on bare and bare-vs-augmented-copy pairs
     device: str  # embedding.device resolved ('cpu', 'cuda:0'): a string, so the config stays JSON
 
     @classmethod

@@ -64,12 +64,24 @@ def embedder_version_label(name: str, version: str) -> str:
 
 
 def load_registered_model(name: str, version: str) -> EmbeddingModel:
+    """Version ``version`` of ``name``: the local copy when one is kept (components.model_copies), else
+    from MLflow, keeping a copy for the next process."""
+    from components.model_copies import load_copy, save_copy
+
+    model = load_copy(name, version)
+    if model is not None:
+        return model
     import mlflow
 
     from components.paths import mlflow_tracking_uri
 
     mlflow.set_tracking_uri(mlflow_tracking_uri())
-    return mlflow.pytorch.load_model(f"models:/{name}/{version}")
+    model = mlflow.pytorch.load_model(f"models:/{name}/{version}")
+    try:
+        save_copy(model, name, version)
+    except OSError:  # a read-only state folder: serve anyway, MLflow again next time
+        pass
+    return model
 
 
 def tracking_store_exists() -> bool:
@@ -116,12 +128,13 @@ def service_recognizer(settings: Settings) -> FaceRecognizer:
 
 
 def gallery_recognizer(settings: Settings, store: EnrolmentStore) -> FaceRecognizer | None:
-    """The pretrained model that made the current gallery, without asking the registry; None when the
-    gallery is missing, made by a registered version, or by weights that no longer match its fingerprint.
+    """The model that made the current gallery, without asking the registry: the pretrained one, or a
+    registered version whose local copy is kept (components.model_copies); None when the gallery is
+    missing, its model's copy is not kept, or the weights no longer match its fingerprint.
 
-    A promotion moves the champion and switches the gallery together (under the gallery lock), so a
-    gallery made by a pretrained model means no champion has replaced it. A one-item CLI command then
-    skips MLflow entirely (importing it and opening its store cost more than the command's own work)."""
+    A promotion moves the champion and switches the gallery together (under the gallery lock), so the
+    gallery's model is the one in service. A one-item CLI command then skips MLflow entirely (importing
+    it and opening its store cost more than the command's own work)."""
     from components.gallery import MANIFEST_FILE, GalleryManifest
 
     try:
@@ -130,7 +143,15 @@ def gallery_recognizer(settings: Settings, store: EnrolmentStore) -> FaceRecogni
     except (FacegateError, OSError, UnicodeDecodeError):
         return None
     if not manifest.embedder_version.startswith("sha256:"):
-        return None
+        name, _, version = manifest.embedder_version.rpartition("/")
+        if name != settings.registry.embedder_model or not version:
+            return None
+        from components.model_copies import load_copy
+
+        model = load_copy(name, version)
+        if model is None or model.backbone.name != manifest.embedder_name:
+            return None
+        return FaceRecognizer(model, settings, manifest.embedder_version)
     try:
         recognizer = FaceRecognizer(EmbeddingModel(make_backbone(manifest.embedder_name)), settings)
     except (KeyError, ValueError, FacegateError):  # a backbone this code does not have

@@ -77,10 +77,11 @@ def load_registered_model(name: str, version: str) -> EmbeddingModel:
 
     mlflow.set_tracking_uri(mlflow_tracking_uri())
     model = mlflow.pytorch.load_model(f"models:/{name}/{version}")
-    try:
-        save_copy(model, name, version)
-    except OSError:  # a read-only state folder: serve anyway, MLflow again next time
-        pass
+    if isinstance(model, EmbeddingModel):  # the copy rebuilds this structure from the backbone's name
+        try:
+            save_copy(model, name, version)
+        except OSError:  # a read-only state folder: serve anyway, MLflow again next time
+            pass
     return model
 
 

@@ -26,12 +26,11 @@ FORMAT = 1
 
 def copy_path(name: str, version: str) -> Path:
     """Where version ``version`` of registered model ``name`` is kept for this tracking store."""
-    import re
-
+    from components.calibration_store import safe_name
     from components.paths import mlflow_tracking_uri, state_dir
 
     store = hashlib.sha256(mlflow_tracking_uri().encode()).hexdigest()[:12]
-    return state_dir() / "models" / f"{store}-{re.sub(r'[^A-Za-z0-9_.+-]', '_', name)}-v{version}.pt"
+    return state_dir() / "models" / f"{store}-{safe_name(name)}-v{version}.pt"
 
 
 def save_copy(model: EmbeddingModel, name: str, version: str) -> Path:

@@ -139,11 +139,11 @@ class MobileNetV2Backbone(Backbone):
         return normalise(x / 255.0)
 
     def features(self, x: Tensor) -> Tensor:
-        if not use_inference_copy(self.net) or self.inference_dtype() == torch.float32:
+        dtype = self.inference_dtype()
+        if not use_inference_copy(self.net) or dtype == torch.float32:
             return self.net.forward_features(x).mean(dim=(2, 3))
         import copy
 
-        dtype = self.inference_dtype()
         net = inference_copy(self.net, lambda n: copy.deepcopy(n).to(dtype), variant=dtype)
         return net.forward_features(x.to(dtype)).mean(dim=(2, 3)).float()
 

@@ -59,7 +59,7 @@ def test_bfloat16_embeddings_of_real_faces_stay_within_a_hair_of_float32(fused_a
     f32 = embed_chips(prec.set_precision(model, "float32"), chips, flip_tta=True)
     bf16 = embed_chips(prec.set_precision(model, "bfloat16"), chips, flip_tta=True)
     cos = np.sum(f32 * bf16, axis=1)
-    assert cos.min() > 0.999, cos  # measured ~0.9998: bfloat16 keeps 8 bits of mantissa, sums in float32
+    assert cos.min() > 0.999, cos  # raw features measured 0.9996 (SFace): bfloat16 keeps 8 bits of mantissa, sums in float32
     assert np.abs(f32 - bf16).max() > 1e-6  # it did compute in bfloat16
     sim32, sim16 = f32 @ f32.T, bf16 @ bf16.T
     assert np.abs(sim32 - sim16).max() < 2e-3  # scores the threshold sees move by less than 0.002

@@ -58,7 +58,7 @@ def load_copy(name: str, version: str) -> EmbeddingModel | None:
         kept = torch.load(path, map_location="cpu", weights_only=True)
         if kept.get("format") != FORMAT or kept.get("name") != name or kept.get("version") != str(version):
             return None
-        model = EmbeddingModel(make_backbone(kept["backbone"]))
+        model = EmbeddingModel(make_backbone(kept["backbone"], pretrained=False))
         model.load_state_dict(kept["state_dict"])
     except Exception:  # noqa: BLE001 - a damaged or foreign file is only a cache miss
         return None

@@ -44,6 +44,23 @@ def test_a_kept_copy_loads_the_same_weights_and_only_for_its_store_and_version(s
     assert model_copies.load_copy(NAME, "3") is None
 
 
+def test_a_fused_copy_is_rebuilt_without_the_pretrained_files_and_embeds_the_same(state):
+    """A copy loads into the bare architecture (SFace's ONNX file is not parsed): every weight comes from
+    the copy, so its embeddings are the original's."""
+    original = EmbeddingModel(make_backbone("dlib_resnet+sface")).eval()
+    with torch.no_grad():
+        original.head.heads[1].weight.mul_(0.5)  # a trained SFace head
+    bare = make_backbone("sface", pretrained=False)
+    assert not torch.equal(bare.net.fc.weight, original.backbone.members[1].net.fc.weight)  # no weights read
+    model_copies.save_copy(original, NAME, "5")
+    back = model_copies.load_copy(NAME, "5")
+    assert back is not None and model_fingerprint(back) == model_fingerprint(original)
+    chips = np.random.default_rng(0).integers(0, 256, (2, 150, 150, 6), dtype=np.uint8)
+    from components.embedding.model import embed_chips
+
+    assert np.array_equal(embed_chips(back, chips), embed_chips(original, chips))
+
+
 def test_a_changed_or_damaged_copy_is_a_miss(state, trained):
     path = model_copies.save_copy(trained, NAME, "3")
     kept = torch.load(path, weights_only=True)

@@ -28,7 +28,7 @@ from components.calibration import ImpostorScores, deployment_scores, local_impo
 from components.calibration_store import (ModelCalibration, log_version_calibration, registered_version, set_scores,
                                           stored_calibration)
 from components.embedding.backbones import make_backbone
-from components.embedding.model import EmbeddingModel
+from components.embedding.model import EmbeddingModel, upgrade_sface_heads
 from components.enrolment import (EnrolmentStore, Photo, check_employee_id, embed_photos, enrol, enrolled_names,
                                   reembed_all, remove)
 from components.errors import CalibrationMissing, FacegateError, GalleryNotFound, InvalidEmployee, RegistryError
@@ -78,6 +78,7 @@ def load_registered_model(name: str, version: str) -> EmbeddingModel:
     mlflow.set_tracking_uri(mlflow_tracking_uri())
     model = mlflow.pytorch.load_model(f"models:/{name}/{version}")
     if isinstance(model, EmbeddingModel):  # the copy rebuilds this structure from the backbone's name
+        model = upgrade_sface_heads(model)
         try:
             save_copy(model, name, version)
         except OSError:  # a read-only state folder: serve anyway, MLflow again next time

@@ -111,6 +111,8 @@ class TrainSettings(_Strict):
     pretrained_decay: float = Field(0.0, ge=0.0)
     finetune_stages: int = Field(2, ge=0)
     flip_prob: float = Field(0.5, ge=0.0, le=1.0)
+    gate_lr: float = Field(3e-3, gt=0.0)  # SFace's position gates (components.embedding.position_gate)
+    gate_bare_penalty: float = Field(0.3, ge=0.0)  # on gates away from 1 for samples that are not augmented copies
 
 
 class GallerySettings(_Strict):

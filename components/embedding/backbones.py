@@ -23,6 +23,7 @@ class Backbone(nn.Module):
     feature_dim: ClassVar[int]
     input_size: ClassVar[int]
     chip_geometry: ClassVar[str] = "dlib_150"
+    features_revision: ClassVar[int] = 1  # bumped when features() changes meaning: cached features are keyed by it
     precision: str = "float32"  # inference number format (components.embedding.precision.set_precision)
 
     def inference_dtype(self) -> torch.dtype:
@@ -67,6 +68,9 @@ class Backbone(nn.Module):
         for stage in getattr(self, "_frozen", []):
             stage.eval()  # frozen BN statistics must not drift with face data
         return self
+
+
+INPUT_SIZE_SFACE = 112
 
 
 def _to_nchw(chips: Tensor) -> Tensor:
@@ -155,16 +159,20 @@ class SFaceBackbone(Backbone):
     """OpenCV Zoo's SFace (MobileFaceNet, Apache-2.0, LFW 99.40% published) ported to torch.
 
     Chips: ArcFace 112x112, RGB 0..255 (the network normalises them itself). Features are SFace's own
-    128-d embedding before normalisation (its linear layer, final BN folded in, is the last part of the
-    last stage): SFace has no pooling, so the layer before reads a 50,176-value map, too large to cache
-    for head training. The head on top starts as the identity, so the pretrained model embeds exactly
-    as OpenCV's ``FaceRecognizerSF`` after L2 normalisation. Stages: conv_1 .. conv_13, then conv_14
-    with ``bn1`` and the linear layer.
+    128-d embedding split by where it comes from: for each of the 7 x 7 map positions, that position's
+    share of the linear layer's output (49 x 128 = 6,272 values; SFace has no pooling, and the 50,176-value
+    map itself is too large to cache for head training). Their sum plus the layer's bias is SFace's
+    embedding, which is what the head (components.embedding.position_gate) computes before training has
+    moved its gates, so the pretrained model embeds exactly as OpenCV's ``FaceRecognizerSF`` after L2
+    normalisation. Stages: conv_1 .. conv_13, then conv_14 with ``bn1`` and the linear layer.
     """
 
     name = "sface"
-    feature_dim = 128
-    input_size = 112
+    positions = (INPUT_SIZE_SFACE // 16) ** 2
+    embedding_dim = 128
+    feature_dim = positions * embedding_dim
+    features_revision = 2  # 1: the summed 128-d embedding
+    input_size = INPUT_SIZE_SFACE
     chip_geometry = "arcface_112"
 
     def __init__(self, pretrained: bool = True) -> None:
@@ -175,9 +183,6 @@ class SFaceBackbone(Backbone):
         self.net = load_sface(weight_path("sface_2021dec")) if pretrained else SFaceNet().eval()
         for p in self.net.parameters():
             p.requires_grad_(True)
-        self._identity = nn.Linear(self.feature_dim, self.feature_dim, bias=False)
-        with torch.no_grad():
-            self._identity.weight.copy_(torch.eye(self.feature_dim))
 
     def preprocess(self, chips: Tensor) -> Tensor:
         x = _to_nchw(chips)
@@ -189,19 +194,23 @@ class SFaceBackbone(Backbone):
     def features(self, x: Tensor) -> Tensor:
         x = (x - self.net.input_mean) * self.net.input_scale
         if not use_inference_copy(self.net):
-            return self.net.reference_forward(x)
+            return self.net.reference_positional(x).flatten(1)
         from components.embedding.sface import SFaceInference
 
         dtype = self.inference_dtype()
         net = inference_copy(self.net, lambda n: SFaceInference.from_net(n, dtype), variant=dtype)
-        return net(x.to(dtype)).float()
+        return net.positional(x.to(dtype)).flatten(1)
 
     def stages(self) -> list[nn.Module]:
         blocks = list(self.net.blocks)
         return [*blocks[:-1], nn.Sequential(blocks[-1], self.net.bn1, self.net.fc)]
 
-    def pretrained_head(self) -> nn.Linear:
-        return self._identity
+    def embedding_head(self, dim: int) -> nn.Module:
+        """The shares summed with SFace's bias, each position gated (1 until trained), then a linear
+        layer (the identity at ``dim`` 128)."""
+        from components.embedding.position_gate import PositionGatedHead
+
+        return PositionGatedHead(self.positions, self.embedding_dim, self.net.fc.bias, out_features=dim)
 
 
 BACKBONES: dict[str, type[Backbone]] = {b.name: b for b in (DlibResNetBackbone, MobileNetV2Backbone, SFaceBackbone)}
@@ -224,6 +233,12 @@ def chip_geometry(backbone: str) -> str:
     members = _members(backbone)
     return BACKBONES[members[0]].chip_geometry if len(members) == 1 else fused_geometry(
         [BACKBONES[m].chip_geometry for m in members])
+
+
+def features_tag(name: str) -> str:
+    """The part of a feature-cache name that says which revision of its members' features it holds."""
+    revision = max(BACKBONES[m].features_revision for m in _members(name))
+    return f"-r{revision}" if revision > 1 else ""
 
 
 def make_backbone(name: str, pretrained: bool = True) -> Backbone:

@@ -66,6 +66,12 @@ class FusedHead(nn.Module):
         parts = torch.split(feats, self.in_dims, dim=1)
         return [F.normalize(h(p), dim=1) for h, p in zip(self.heads, parts)]
 
+    def bare_penalty(self, feats: Tensor) -> Tensor | None:
+        """The gated members' penalties (components.embedding.position_gate), summed; None: no gates."""
+        parts = torch.split(feats, self.in_dims, dim=1)
+        found = [h.bare_penalty(p) for h, p in zip(self.heads, parts) if hasattr(h, "bare_penalty")]
+        return torch.stack(found).sum() if found else None
+
     def forward(self, feats: Tensor) -> Tensor:
         return torch.cat([e * w.sqrt() for e, w in zip(self.member_embeddings(feats), self.weights)], dim=1)
 
@@ -106,6 +112,10 @@ class FusedBackbone(Backbone):
     def embedding_head(self, dim: int) -> FusedHead:
         heads = []
         for m in self.members:
+            own = m.embedding_head(dim)
+            if own is not None:  # the member's own kind of head (SFace's gated one)
+                heads.append(own)
+                continue
             head = nn.Linear(m.feature_dim, dim, bias=False)
             pretrained = m.pretrained_head()
             with torch.no_grad():
@@ -125,11 +135,14 @@ def normalised_weights(weights: Sequence[float]) -> list[float]:
 
 
 @torch.inference_mode()
-def member_similarities(head: FusedHead, feats_a: np.ndarray, feats_b: np.ndarray) -> np.ndarray:
-    """M x n cosine similarities of the members for n pairs of feature rows."""
-    ea = head.member_embeddings(torch.from_numpy(feats_a))
-    eb = head.member_embeddings(torch.from_numpy(feats_b))
-    return np.stack([(a * b).sum(1).numpy() for a, b in zip(ea, eb)])
+def member_similarities(head: FusedHead, feats: np.ndarray, a: np.ndarray, b: np.ndarray,
+                        chunk: int = 8192) -> np.ndarray:
+    """M x n cosine similarities of the members for n pairs (rows ``a``, ``b`` of ``feats``): each row
+    embedded once (220,000 pairs of 6,528-value features would be 11 GB gathered)."""
+    parts = [head.member_embeddings(torch.from_numpy(np.ascontiguousarray(feats[i:i + chunk])))
+             for i in range(0, len(feats), chunk)]
+    members = [np.concatenate([p[m].numpy() for p in parts]) for m in range(len(head.heads))]
+    return np.stack([(e[a] * e[b]).sum(1) for e in members])
 
 
 def tar_at_far(sim_genuine: np.ndarray, sim_impostor: np.ndarray, far: float) -> float:
@@ -176,9 +189,9 @@ def fit_fusion_weights(head: FusedHead, feats: np.ndarray, labels: np.ndarray, *
     if len(head.heads) != 2:
         raise ValueError("weights are fitted for two members (a grid over the second member's weight)")
     a, b, same = training_pairs(np.asarray(labels), np.random.default_rng(seed))
-    sims = member_similarities(head, feats[a], feats[b])
+    sims = member_similarities(head, feats, a, b)
     if flip_feats is not None:  # the same TTA the model will serve with
-        sims = (sims + member_similarities(head, flip_feats[a], flip_feats[b])) / 2
+        sims = (sims + member_similarities(head, flip_feats, a, b)) / 2
     best = None
     for w in WEIGHT_GRID:
         s = (1 - w) * sims[0] + w * sims[1]

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from components.devices import module_device
-from components.embedding.backbones import Backbone, make_backbone
+from components.embedding.backbones import Backbone, features_tag, make_backbone
 from components.embedding.precision import set_precision
 
 EMBEDDING_DIM = 128
@@ -48,6 +48,34 @@ class EmbeddingModel(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Preprocessed float input -> unit-length embeddings."""
         return self.embed_features(self.backbone.features(x))
+
+
+def upgrade_sface_heads(model: EmbeddingModel) -> EmbeddingModel:
+    """A model pickled before SFace's features became per-position shares (``features_revision`` 1: its
+    head was a linear layer on SFace's summed 128-d embedding) as today's exact equivalent: the gated
+    head with every gate at 1 and that linear layer. Anything else is returned unchanged."""
+    from components.embedding.backbones import SFaceBackbone
+
+    def upgraded(member: Backbone, head: nn.Module) -> nn.Module:
+        if not isinstance(member, SFaceBackbone) or not isinstance(head, nn.Linear) \
+                or head.in_features != member.embedding_dim:
+            return head
+        if "_identity" in member._modules:
+            del member._modules["_identity"]  # revision 1's initial head, kept on the backbone
+        gated = member.embedding_head(head.out_features)
+        with torch.no_grad():
+            gated.linear.weight.copy_(head.weight)
+        return gated
+
+    members = getattr(model.backbone, "members", None)
+    if members is None:
+        model.head = upgraded(model.backbone, model.head)
+    else:
+        for i, member in enumerate(members):
+            model.head.heads[i] = upgraded(member, model.head.heads[i])
+        model.head.in_dims = [m.feature_dim for m in members]
+        model.backbone.feature_dim = sum(model.head.in_dims)  # an instance attribute: pickled with revision 1's
+    return model
 
 
 @torch.inference_mode()
@@ -106,7 +134,7 @@ def _precision_tag(precision: str, device: str | torch.device) -> str:
 def feature_cache_path(cache_dir: Path, chip_key: str, backbone: str, flip: bool, precision: str = "float32",
                        device: str | torch.device = "cpu") -> Path:
     """Where the frozen features of a chip set live: by chip key, backbone, resolved dtype, plain or mirrored."""
-    tag = _precision_tag(precision, device)
+    tag = features_tag(backbone) + _precision_tag(precision, device)
     return Path(cache_dir) / f"features-{chip_key}-{backbone}{tag}-{'flip' if flip else 'plain'}.npy"
 
 
@@ -150,7 +178,7 @@ def cached_augmented_features(chips: np.ndarray, chip_key: str, backbone_name: s
     import json
 
     aug_key = hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    tag = _precision_tag(precision, device)
+    tag = features_tag(backbone_name) + _precision_tag(precision, device)
     out, backbone = [], None
     for c in range(copies):
         path = Path(cache_dir) / f"features-{chip_key}-{backbone_name}{tag}-aug{aug_key}-s{seed + c}.npy"

@@ -95,6 +95,12 @@ class SFaceNet(nn.Module):
         """The graph as written (BN layers separate): what training differentiates."""
         return self.fc(self.body(x))
 
+    def reference_positional(self, x: torch.Tensor) -> torch.Tensor:
+        """N x 49 x 128 per-position shares of :meth:`reference_forward` (without ``fc.bias``)."""
+        m = self.body(x).view(len(x), self.bn1.num_features, -1)  # N x 1024 x 49
+        weight = self.fc.weight.view(self.fc.out_features, self.bn1.num_features, -1)  # 128 x 1024 x 49
+        return torch.einsum("ncp,kcp->npk", m, weight)
+
     def embed(self, rgb: torch.Tensor) -> torch.Tensor:
         """N x 3 x 112 x 112 float RGB in 0..255 -> raw 128-d embeddings (as ``FaceRecognizerSF.feature``)."""
         return self((rgb - self.input_mean) * self.input_scale)
@@ -117,12 +123,14 @@ class SFaceInference(nn.Module):
     """SFaceNet for inference: conv+BN folded, 1x1 convs as GEMMs, ``bn1`` folded into the linear layer
     (its weights reordered to read the channels-last map without a copy)."""
 
-    def __init__(self, layers: list[nn.Module], fc: nn.Linear, channels: int, side: int) -> None:
+    def __init__(self, layers: list[nn.Module], fc: nn.Linear, channels: int, side: int,
+                 position_offsets: torch.Tensor) -> None:
         super().__init__()
         self.layers = nn.Sequential(*layers)
         w = fc.weight.detach().view(fc.out_features, channels, side, side).permute(0, 2, 3, 1)
         self.register_buffer("fc_weight", w.reshape(fc.out_features, -1).contiguous())
         self.register_buffer("fc_bias", fc.bias.detach().clone())
+        self.register_buffer("position_offsets", position_offsets.detach().clone())  # bn1's shift, per position
 
     @classmethod
     def from_net(cls, net: SFaceNet, dtype: torch.dtype = torch.float32) -> SFaceInference:
@@ -136,12 +144,28 @@ class SFaceInference(nn.Module):
             prelu.weight.data.copy_(layer.prelu.weight.detach())
             layers += [PointwiseLinear(conv) if pointwise and dtype == torch.float32 else conv, prelu]
         fc = fold_bn_linear(net.bn1, net.fc)
-        out = cls(layers, fc, net.bn1.num_features, INPUT_SIZE // 16)
+        bn = net.bn1
+        shift = bn.bias.double() - bn.running_mean.double() * bn.weight.double() / torch.sqrt(
+            bn.running_var.double() + bn.eps)
+        per_position = net.fc.weight.detach().double().view(net.fc.out_features, bn.num_features, -1)
+        offsets = torch.einsum("kcp,c->pk", per_position, shift).float()  # what bn1's shift adds at each position
+        out = cls(layers, fc, bn.num_features, INPUT_SIZE // 16, offsets)
         return out.to(dtype=dtype, memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layers(x.contiguous(memory_format=torch.channels_last))
         return F.linear(x.permute(0, 2, 3, 1).reshape(len(x), -1), self.fc_weight, self.fc_bias)
+
+    def positional(self, x: torch.Tensor) -> torch.Tensor:
+        """N x 49 x 128: each 7x7 map position's share of the embedding, as
+        :meth:`SFaceNet.reference_positional` (their sum plus SFace's own fc bias is :meth:`forward`).
+        One matrix product per position: the work of the fc layer."""
+        x = self.layers(x.contiguous(memory_format=torch.channels_last))
+        n, c, h, w = x.shape
+        by_position = x.permute(2, 3, 0, 1).reshape(h * w, n, c)  # channels-last: a view, then one copy
+        weight = self.fc_weight.view(-1, h * w, c).permute(1, 2, 0)  # positions x channels x 128
+        shares = torch.bmm(by_position, weight).float() + self.position_offsets.float()[:, None, :]
+        return shares.transpose(0, 1)  # float32: the head sums 49 of them
 
 
 def _layer_names(net: SFaceNet) -> list[tuple[str, ConvBnPrelu]]:

@@ -52,6 +52,8 @@ class TrainConfig:
     seed: int
     finetune_stages: int
     flip_prob: float  # head mode: chance of using the mirror image's cached features
+    gate_lr: float  # learning rate of SFace's position gates (no pretrained decay: they start at 1)
+    gate_bare_penalty: float  # head mode: weight of the gates' distance from 1 on non-augmented samples
     device: str  # embedding.device resolved ('cpu', 'cuda:0'): a string, so the config stays JSON
 
     @classmethod
@@ -72,12 +74,22 @@ def seed_everything(seed: int) -> None:
 
 def _run_epochs(model, params, batches_fn, embed_fn, labels_t, cfg: TrainConfig,
                 on_epoch: Callable[[int, dict], None] | None) -> list[dict]:
-    """The epochs on ``cfg.device`` (the model is already there); the model ends on the CPU, in eval mode."""
+    """The epochs on ``cfg.device`` (the model is already there); the model ends on the CPU, in eval mode.
+    ``params``: what learns at ``cfg.lr`` with the pretrained decay; the position gates among them learn
+    at ``cfg.gate_lr`` without it."""
     device = torch.device(cfg.device)
     try:
         return _epochs(model, params, batches_fn, embed_fn, labels_t.to(device), cfg, on_epoch)
     finally:
         model.cpu().eval()
+
+
+def _param_groups(model: EmbeddingModel, params: list) -> tuple[list, list]:
+    """(ordinary parameters, gate parameters) of ``params``."""
+    from components.embedding.position_gate import gate_parameters
+
+    gates = {id(p) for p in gate_parameters(model.head)}
+    return [p for p in params if id(p) not in gates], [p for p in params if id(p) in gates]
 
 
 @torch.no_grad()
@@ -91,7 +103,9 @@ def _decay_toward(params, start, rate: float) -> None:
 def _epochs(model, params, batches_fn, embed_fn, labels_t, cfg: TrainConfig,
             on_epoch: Callable[[int, dict], None] | None) -> list[dict]:
     miner = get_miner(cfg.miner, seed=cfg.seed) if cfg.miner == "random" else get_miner(cfg.miner)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params, gates = _param_groups(model, params)
+    groups = [{"params": params}] + ([{"params": gates, "lr": cfg.gate_lr, "weight_decay": 0.0}] if gates else [])
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     start = [p.detach().clone() for p in params] if cfg.pretrained_decay > 0 else []
     history = []
     for epoch in range(cfg.epochs):
@@ -100,11 +114,14 @@ def _epochs(model, params, batches_fn, embed_fn, labels_t, cfg: TrainConfig,
         n_batches = 0
         for idx in batches_fn(epoch):
             emb = embed_fn(idx)
+            emb, penalty = emb if isinstance(emb, tuple) else (emb, None)
             labels = labels_t[idx.to(labels_t.device)]
             dists = pairwise_sq_dists(emb)
             trip = miner.mine(dists.detach(), labels, cfg.margin)
             d_ap, d_an = triplet_distances(dists, trip)
             loss = triplet_loss(d_ap, d_an, cfg.margin)
+            if penalty is not None:
+                loss = loss + cfg.gate_bare_penalty * penalty
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -152,16 +169,23 @@ def train_head(model: EmbeddingModel, feats: np.ndarray, flip_feats: np.ndarray 
         for b in sampler:
             yield torch.tensor(b, dtype=torch.int64)
 
-    def embed(idx: torch.Tensor) -> torch.Tensor:
+    penalised = cfg.gate_bare_penalty > 0 and hasattr(model.head, "bare_penalty")
+
+    def embed(idx: torch.Tensor):
         x = feats_t[idx]
         if flip_t is not None and cfg.flip_prob > 0:
             use_flip = torch.rand(len(idx), generator=gen) < cfg.flip_prob
             x = torch.where(use_flip[:, None], flip_t[idx], x)
+        use_aug = torch.zeros(len(idx), dtype=torch.bool)
         if aug_t is not None and aug_prob > 0:
             use_aug = torch.rand(len(idx), generator=gen) < aug_prob
             copy = torch.randint(len(aug_t), (len(idx),), generator=gen)
             x = torch.where(use_aug[:, None], aug_t[copy, idx], x)
-        return model.embed_features(x.to(device, non_blocking=True))
+        x = x.to(device, non_blocking=True)
+        emb = model.embed_features(x)
+        if not penalised or bool(use_aug.all()):
+            return emb
+        return emb, model.head.bare_penalty(x[~use_aug.to(device)])  # bare faces keep their gates near 1
 
     return _run_epochs(model, list(model.head.parameters()), batches, embed, labels_t, cfg, on_epoch)
 

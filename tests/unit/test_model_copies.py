@@ -49,7 +49,7 @@ def test_a_fused_copy_is_rebuilt_without_the_pretrained_files_and_embeds_the_sam
     the copy, so its embeddings are the original's."""
     original = EmbeddingModel(make_backbone("dlib_resnet+sface")).eval()
     with torch.no_grad():
-        original.head.heads[1].weight.mul_(0.5)  # a trained SFace head
+        original.head.heads[1].gate_position.fill_(-0.5)  # a trained SFace head
     bare = make_backbone("sface", pretrained=False)
     assert not torch.equal(bare.net.fc.weight, original.backbone.members[1].net.fc.weight)  # no weights read
     model_copies.save_copy(original, NAME, "5")

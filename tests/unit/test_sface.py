@@ -88,8 +88,12 @@ def test_backbone_interface(sface_model):
     backbone = sface_model.backbone
     assert backbone.chip_geometry == chip_geometry("sface") == "arcface_112"
     assert chip_geometry("dlib_resnet") == "dlib_150"
-    assert backbone.feature_dim == 128 and backbone.input_size == 112  # its own embedding: 128 values to cache
-    torch.testing.assert_close(sface_model.head.weight, backbone.pretrained_head().weight)  # head starts from SFace's
+    assert backbone.feature_dim == 49 * 128 and backbone.input_size == 112  # the 7x7 positions' shares
+    # the head sums the shares with SFace's bias, gates at 1 and the identity after: SFace's own embedding
+    torch.testing.assert_close(sface_model.head.bias, backbone.net.fc.bias)
+    torch.testing.assert_close(sface_model.head.linear.weight, torch.eye(128))
+    shares = torch.randn(3, 49 * 128)
+    assert torch.equal(sface_model.head.gates(shares), torch.ones(3, 49))
     stages = backbone.stages()
     assert len(stages) == 14
     backbone.freeze_all_but_last(2)

@@ -68,6 +68,8 @@ class EmbeddingSettings(_Strict):
     device: str = Field("auto", pattern=TORCH_DEVICE_PATTERN)
     # inference number format (components/embedding/precision.py): auto = bfloat16 where the CPU has it natively
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    # fused backbones: members' weights fitted on training identities (fit) or kept equal (equal)
+    fusion_weights: Literal["fit", "equal"] = "fit"
 
 
 class _CourseAugmentations(_Strict):
@@ -111,6 +113,7 @@ class TrainSettings(_Strict):
     pretrained_decay: float = Field(0.0, ge=0.0)
     finetune_stages: int = Field(2, ge=0)
     flip_prob: float = Field(0.5, ge=0.0, le=1.0)
+    trainable: Literal["all", "gates"] = "all"  # head mode: the whole head, or SFace's position gates only
     gate_lr: float = Field(3e-3, gt=0.0)  # SFace's position gates (components.embedding.position_gate)
     gate_bare_penalty: float = Field(0.3, ge=0.0)  # on gates away from 1 for samples that are not augmented copies
 

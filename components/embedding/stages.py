@@ -97,7 +97,7 @@ def train_embedding(data: TrainingData, backbone: str, mode: str, cfg: TrainConf
     model = set_precision(EmbeddingModel(make_backbone(backbone)), settings.embedding.precision)
     fused = isinstance(model.head, FusedHead)
     if mode == "finetune":
-        if fused:  # weights from the pretrained members, on training identities only
+        if fused and settings.embedding.fusion_weights == "fit":  # from the pretrained members, training identities only
             f, ff = cached_features(data.chips.chips, data.chips.key, backbone, state_dir() / "cache",
                                     progress=_feature_progress(log), device=cfg.device,
                                     precision=settings.embedding.precision)
@@ -110,8 +110,8 @@ def train_embedding(data: TrainingData, backbone: str, mode: str, cfg: TrainConf
                                         progress=_feature_progress(log), device=cfg.device,
                                         precision=settings.embedding.precision)
     extra = {}
-    if fused:  # before the heads train: trained heads have seen these identities, and weights fitted on
-        # their overfit scores swung from 0.8/0.2 to 0.3/0.7 between seeds (and cost masked TAR)
+    if fused and settings.embedding.fusion_weights == "fit":  # before the heads train: trained heads have
+        # seen these identities, and weights fitted on their overfit scores swung from 0.8/0.2 to 0.3/0.7
         extra = fit_fusion_weights(model.head, feats[data.train_rows], data.labels, seed=cfg.seed,
                                    flip_feats=flip_feats[data.train_rows] if settings.embedding.flip_tta else None)
         log(f"fusion: {extra}")

@@ -52,6 +52,7 @@ class TrainConfig:
     seed: int
     finetune_stages: int
     flip_prob: float  # head mode: chance of using the mirror image's cached features
+    trainable: str  # head mode: "all" of the head, or "gates" (SFace's position gates) only
     gate_lr: float  # learning rate of SFace's position gates (no pretrained decay: they start at 1)
     gate_bare_penalty: float  # head mode: weight of the gates' distance from 1 on non-augmented samples
     device: str  # embedding.device resolved ('cpu', 'cuda:0'): a string, so the config stays JSON
@@ -187,7 +188,16 @@ def train_head(model: EmbeddingModel, feats: np.ndarray, flip_feats: np.ndarray 
             return emb
         return emb, model.head.bare_penalty(x[~use_aug.to(device)])  # bare faces keep their gates near 1
 
-    return _run_epochs(model, list(model.head.parameters()), batches, embed, labels_t, cfg, on_epoch)
+    return _run_epochs(model, head_parameters(model, cfg.trainable), batches, embed, labels_t, cfg, on_epoch)
+
+
+def head_parameters(model: EmbeddingModel, trainable: str) -> list:
+    """What head training moves (``train.trainable``): the whole head, or only SFace's position gates
+    (``gates``; a model without gates, dlib's alone, still trains its whole head)."""
+    from components.embedding.position_gate import gate_parameters
+
+    gates = gate_parameters(model.head) if trainable == "gates" else []
+    return gates or list(model.head.parameters())
 
 
 def train_finetune(model: EmbeddingModel, chips: np.ndarray, labels: np.ndarray, cfg: TrainConfig,

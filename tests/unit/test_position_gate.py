@@ -95,3 +95,15 @@ def test_a_model_registered_before_the_gates_is_upgraded_to_its_exact_equivalent
     chips = np.random.default_rng(0).integers(0, 256, (2, 150, 150, 6), dtype=np.uint8)
     np.testing.assert_allclose(embed_chips(up, chips), embed_chips(today, chips), atol=1e-6)
     assert upgrade_sface_heads(today) is today
+
+
+def test_head_training_moves_only_the_gates_when_asked():
+    from components.embedding.backbones import make_backbone
+    from components.embedding.train import head_parameters
+
+    fused = EmbeddingModel(make_backbone("dlib_resnet+sface"))
+    gates = head_parameters(fused, "gates")
+    assert {id(p) for p in gates} == {id(p) for p in gate_parameters(fused.head)} and len(gates) == 6
+    assert len(head_parameters(fused, "all")) == len(list(fused.head.parameters())) > len(gates)
+    dlib = EmbeddingModel(make_backbone("dlib_resnet"))  # no gates: its whole head
+    assert head_parameters(dlib, "gates") == list(dlib.head.parameters())

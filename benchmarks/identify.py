@@ -147,7 +147,7 @@ def measure_halves(data: LfwFeatures, settings: Settings, backbone: str, mode: s
             multi = multi_image_rows(lfw.identities, other)
             _, labels = np.unique(lfw.identities[multi], return_inverse=True)
             train_head(model, feats[multi], flips[multi], labels, cfg)
-        if isinstance(model.head, FusedHead):
+        if isinstance(model.head, FusedHead) and settings.embedding.fusion_weights == "fit":  # else equal, as served
             multi = multi_image_rows(lfw.identities, other)
             _, labels = np.unique(lfw.identities[multi], return_inverse=True)
             fit = fit_fusion_weights(model.head, feats[multi], labels, seed=settings.seed, flip_feats=None

@@ -132,11 +132,12 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
                       mining: str = "online", mining_rounds: int = 3, artifact_dir: Path | None = None,
                       on_epoch: Callable[[int, int, dict], None] | None = None,
                       masked: MaskedProbes | None = None, aug_feats: list[np.ndarray] | tuple = (),
-                      aug_prob: float = 0.0, precision: str = "float32") -> dict:
+                      aug_prob: float = 0.0, precision: str = "float32", fit_fusion: bool = True) -> dict:
     """Accuracy (10-fold), ROC figures and training history for one backbone/mode/TTA setting; with
     ``masked``, on the masked protocol (same keys). ``aug_feats``: frozen features of augmented copies
     of every LFW chip (one array per copy), which ``head`` training reads as the chain does (masked
-    copies among them); a fused head's weights are then fitted before it trains, as in the chain."""
+    copies among them); a fused head's weights are then fitted before it trains, as in the chain
+    (``fit_fusion``: params' ``embedding.fusion_weights`` is ``fit``; else they stay equal, as served)."""
     if mode not in ("pretrained", "head", "finetune"):
         raise ValueError(f"mode must be pretrained, head or finetune, not {mode!r}")
     torch.manual_seed(cfg.seed)
@@ -171,7 +172,7 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
                 hist = train_head_dataset_mining(model, feats[rows], flip_feats[rows], labels, cfg,
                                                  rounds=mining_rounds, artifact_dir=out, on_epoch=cb)
             elif mode == "head":
-                if fused:  # before training, on the pretrained heads (components.embedding.stages)
+                if fused and fit_fusion:  # before training, on the pretrained heads (components.embedding.stages)
                     fusion_fits.append({"test_folds": group, **fit_fusion_weights(
                         model.head, feats[rows], labels, seed=cfg.seed + gi,
                         flip_feats=flip_feats[rows] if flip_tta else None)})
@@ -186,7 +187,7 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
         if mode == "finetune":  # the backbone changed: its features must be computed again
             f_all = chip_features(model.backbone, lfw.chips.chips)
             ff_all = chip_features(model.backbone, lfw.chips.chips, flip=True)
-        if fused and not (mode == "head" and mining == "online"):  # on the training folds only: a test
+        if fused and fit_fusion and not (mode == "head" and mining == "online"):  # training folds only: a test
             rows = training_rows(lfw, group)  # fold never chooses its own weights
             _, labels = np.unique(lfw.identities[rows], return_inverse=True)
             fusion_fits.append({"test_folds": group, **fit_fusion_weights(
@@ -362,6 +363,7 @@ class LfwBenchmark:
     masks: MaskSettings
     masked: bool = False  # the masked protocol: the second image of every pair masked (seeded)
     precision: str = "float32"  # embedding.precision: the number format the backbones infer in
+    fusion_weights: str = "fit"  # embedding.fusion_weights: fitted per fold group, or equal (as served)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, backbone: str | None = None, mode: str | None = None,
@@ -373,7 +375,7 @@ class LfwBenchmark:
                    groups=groups, speed=speed, detector=settings.faces.detector, upsample=settings.faces.upsample,
                    cfg=TrainConfig.from_settings(settings, miner=miner, epochs=epochs, lr=lr),
                    augment=settings.augment, masks=settings.masks, masked=masked,
-                   precision=settings.embedding.precision)
+                   precision=settings.embedding.precision, fusion_weights=settings.embedding.fusion_weights)
 
     @property
     def run_name(self) -> str:
@@ -383,7 +385,7 @@ class LfwBenchmark:
     @property
     def params(self) -> dict:
         return {"backbone": self.backbone, "mode": self.mode, "flip_tta": self.flip_tta, "detector": self.detector,
-                "precision": self.precision, "inference_dtype": str(inference_dtype(self.precision)).split(".")[-1],
+                "precision": self.precision, "fusion_weights": self.fusion_weights, "inference_dtype": str(inference_dtype(self.precision)).split(".")[-1],
                 "upsample": self.upsample, **{f"train.{k}": v for k, v in asdict(self.cfg).items()},
                 "mining": self.mining, "protocol": "masked" if self.masked else "plain",
                 **({f"masks.{k}": v for k, v in self.masks.model_dump().items()} if self.masked else {})}
@@ -414,7 +416,7 @@ class LfwBenchmark:
 
         return cached_augmented_features(lfw.chips.chips, lfw.chip_key, self.backbone, cache_dir, pipeline,
                                          describe(pipeline(self.cfg.seed)), self.augment.copies, self.cfg.seed,
-                                         progress=progress)
+                                         progress=progress, precision=self.precision)
 
     def load(self, lfw_root: Path, cache_dir: Path, progress: Progress = None) -> LfwSet:
         return load_lfw(lfw_root, cache_dir, detector=self.detector, upsample=self.upsample, progress=progress,
@@ -432,7 +434,8 @@ class LfwBenchmark:
                                    cfg=self.cfg, n_groups=self.groups, progress=progress, on_epoch=on_epoch,
                                    augment=as_function(self.augmentation()), mining=self.mining,
                                    artifact_dir=artifact_dir, masked=masked, pair_classifiers=not self.masked,
-                                   aug_feats=aug_feats, aug_prob=self.augment.copy_p, precision=self.precision)
+                                   aug_feats=aug_feats, aug_prob=self.augment.copy_p, precision=self.precision,
+                                   fit_fusion=self.fusion_weights == "fit")
         dist = result.pop("_distances")
         if self.speed:
             result.update(measure_speed(lfw, self.backbone, detector=self.detector, upsample=self.upsample,

@@ -105,7 +105,7 @@ def test_head_mode_trains_on_the_chains_augmented_copies(mini_lfw, tmp_path):
     bench = LfwBenchmark.from_settings(settings, backbone="sface", mode="head", epochs=2, groups=2, speed=False)
     lfw = bench.load(mini_lfw, tmp_path)
     copies = bench.augmented_copies(lfw, tmp_path)
-    assert len(copies) == settings.augment.copies and all(c.shape == (20, 128) for c in copies)
+    assert len(copies) == settings.augment.copies and all(c.shape == (20, 49 * 128) for c in copies)  # positions x 128
     cached = sorted(p.name for p in tmp_path.glob("features-*-aug*.npy"))
     assert len(cached) == settings.augment.copies
     again = bench.augmented_copies(lfw, tmp_path)

@@ -1,6 +1,7 @@
 """Transfer learning of the embedding with triplet loss and online mining in P x K batches.
 
-``train_head``: backbone frozen, features cached, only the 128-d head learns (seconds on CPU).
+``train_head``: backbone frozen, features cached, only the head learns (seconds on CPU; with
+``train.trainable: gates`` only SFace's position gates, components.embedding.position_gate).
 ``train_finetune``: the last N backbone stages learn too, on augmented chips (minutes to hours).
 Both return a per-epoch history with the mining statistics, so a run can be judged by whether its
 triplets stay active, not only by its loss. They train on ``cfg.device`` (``embedding.device``, resolved

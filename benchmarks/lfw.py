@@ -385,7 +385,8 @@ class LfwBenchmark:
     @property
     def params(self) -> dict:
         return {"backbone": self.backbone, "mode": self.mode, "flip_tta": self.flip_tta, "detector": self.detector,
-                "precision": self.precision, "fusion_weights": self.fusion_weights, "inference_dtype": str(inference_dtype(self.precision)).split(".")[-1],
+                "precision": self.precision, "fusion_weights": self.fusion_weights,
+                "inference_dtype": str(inference_dtype(self.precision)).split(".")[-1],
                 "upsample": self.upsample, **{f"train.{k}": v for k, v in asdict(self.cfg).items()},
                 "mining": self.mining, "protocol": "masked" if self.masked else "plain",
                 **({f"masks.{k}": v for k, v in self.masks.model_dump().items()} if self.masked else {})}

@@ -97,7 +97,7 @@ def train_embedding(data: TrainingData, backbone: str, mode: str, cfg: TrainConf
     model = set_precision(EmbeddingModel(make_backbone(backbone)), settings.embedding.precision)
     fused = isinstance(model.head, FusedHead)
     if mode == "finetune":
-        if fused and settings.embedding.fusion_weights == "fit":  # from the pretrained members, training identities only
+        if fused and settings.embedding.fusion_weights == "fit":  # pretrained members, training identities only
             f, ff = cached_features(data.chips.chips, data.chips.key, backbone, state_dir() / "cache",
                                     progress=_feature_progress(log), device=cfg.device,
                                     precision=settings.embedding.precision)

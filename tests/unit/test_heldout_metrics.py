@@ -45,9 +45,8 @@ def test_tar_is_measured_against_every_impostor_pair():
     ia, ib, same, _ = heldout_pairs(labels, 600, 0)
     probes = np.unique(ib)
     other = labels[:, None] != labels[probes][None, :]
-    for second, prefix in ((emb, "val_"), (masked, "val_masked_")):
-        metrics, _, _ = evaluate_verification(emb, labels, n_pairs=600, seed=0, masked_emb=masked if prefix != "val_" else None,
-                                              prefix=prefix)
+    for second, given, prefix in ((emb, None, "val_"), (masked, masked, "val_masked_")):
+        metrics, _, _ = evaluate_verification(emb, labels, n_pairs=600, seed=0, masked_emb=given, prefix=prefix)
         every = np.linalg.norm(emb[:, None] - second[probes][None], axis=2)[other]
         genuine = np.linalg.norm(emb[ia[same]] - second[ib[same]], axis=1)
         assert metrics[prefix + "impostor_pairs"] == other.sum() > 50 * (~same).sum()

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from components.embedding.folding import channels_last_copy, inference_copy, use_inference_copy
+from components.embedding.sface import INPUT_SIZE as SFACE_INPUT_SIZE
 
 
 class Backbone(nn.Module):
@@ -68,9 +69,6 @@ class Backbone(nn.Module):
         for stage in getattr(self, "_frozen", []):
             stage.eval()  # frozen BN statistics must not drift with face data
         return self
-
-
-INPUT_SIZE_SFACE = 112
 
 
 def _to_nchw(chips: Tensor) -> Tensor:
@@ -168,11 +166,11 @@ class SFaceBackbone(Backbone):
     """
 
     name = "sface"
-    positions = (INPUT_SIZE_SFACE // 16) ** 2
+    positions = (SFACE_INPUT_SIZE // 16) ** 2  # the 7 x 7 map
     embedding_dim = 128
     feature_dim = positions * embedding_dim
     features_revision = 2  # 1: the summed 128-d embedding
-    input_size = INPUT_SIZE_SFACE
+    input_size = SFACE_INPUT_SIZE
     chip_geometry = "arcface_112"
 
     def __init__(self, pretrained: bool = True) -> None:

@@ -123,18 +123,19 @@ def embed_chips(model: EmbeddingModel, chips: np.ndarray, flip_tta: bool = False
     return np.concatenate(out) if out else np.zeros((0, int(model.head.out_features)), np.float32)
 
 
-def _precision_tag(precision: str, device: str | torch.device) -> str:
-    """The cache-name part for the dtype ``precision`` resolves to: bfloat16 features are the service's,
-    not float32 ones ('' for float32, so float32 caches keep their names)."""
+def _cache_tag(backbone: str, precision: str, device: str | torch.device) -> str:
+    """The cache-name part for the backbone's features revision and the dtype ``precision`` resolves to:
+    bfloat16 features are the service's, not float32 ones ('' for revision 1 in float32, so those caches
+    keep their names)."""
     from components.embedding.precision import inference_dtype
 
-    return "-bf16" if inference_dtype(precision, device) == torch.bfloat16 else ""
+    return features_tag(backbone) + ("-bf16" if inference_dtype(precision, device) == torch.bfloat16 else "")
 
 
 def feature_cache_path(cache_dir: Path, chip_key: str, backbone: str, flip: bool, precision: str = "float32",
                        device: str | torch.device = "cpu") -> Path:
     """Where the frozen features of a chip set live: by chip key, backbone, resolved dtype, plain or mirrored."""
-    tag = features_tag(backbone) + _precision_tag(precision, device)
+    tag = _cache_tag(backbone, precision, device)
     return Path(cache_dir) / f"features-{chip_key}-{backbone}{tag}-{'flip' if flip else 'plain'}.npy"
 
 
@@ -178,7 +179,7 @@ def cached_augmented_features(chips: np.ndarray, chip_key: str, backbone_name: s
     import json
 
     aug_key = hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    tag = features_tag(backbone_name) + _precision_tag(precision, device)
+    tag = _cache_tag(backbone_name, precision, device)
     out, backbone = [], None
     for c in range(copies):
         path = Path(cache_dir) / f"features-{chip_key}-{backbone_name}{tag}-aug{aug_key}-s{seed + c}.npy"

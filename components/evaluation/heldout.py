@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from components.evaluation.pair_classifier import sample_training_pairs
-from components.evaluation.verification import roc_metrics, verification_accuracy_10fold
+from components.evaluation.verification import roc_metrics, threshold_for_far, verification_accuracy_10fold
 
 
 def heldout_pairs(labels: np.ndarray, n_pairs: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -36,11 +36,12 @@ def evaluate_verification(emb: np.ndarray, labels: np.ndarray, n_pairs: int = 60
     acc = verification_accuracy_10fold(dist, same, folds)
     roc = roc_metrics(dist, same)
     impostors = all_impostor_distances(emb, second, labels, np.unique(ib))
-    tau = threshold_at_far(impostors, target_far)
+    tau = threshold_for_far(impostors, target_far)
+    tau_1e3 = tau if target_far == 1e-3 else threshold_for_far(impostors, 1e-3)
     metrics = {
         "accuracy": acc["accuracy_mean"], "accuracy_std": acc["accuracy_std"],
         "threshold": acc["threshold_mean"], "auc": roc["auc"], "eer": roc["eer"],
-        "tar_at_far_1e-3": float((dist[same] <= threshold_at_far(impostors, 1e-3)).mean()),
+        "tar_at_far_1e-3": float((dist[same] <= tau_1e3).mean()),
         "tau_at_target_far": float(tau), "pairs": float(len(same)), "impostor_pairs": float(len(impostors)),
     }
     return {prefix + k: v for k, v in metrics.items()}, dist, same
@@ -59,14 +60,3 @@ def all_impostor_distances(emb: np.ndarray, second: np.ndarray, labels: np.ndarr
         out.append(np.sqrt(np.maximum(sq[other], 0)).astype(np.float32))
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
-
-def threshold_at_far(impostor_dists: np.ndarray, target_far: float) -> float:
-    """``verification.threshold_for_far`` by selection instead of a full sort (millions of impostors):
-    the largest tau accepting at most floor(target * n) of them."""
-    imp = np.asarray(impostor_dists).ravel()
-    if imp.size == 0:
-        raise ValueError("no impostor distances to calibrate on")
-    allowed = int(np.floor(target_far * imp.size + 1e-9))
-    if allowed >= imp.size:
-        return float("inf")
-    return float(np.nextafter(np.float64(np.partition(imp, allowed)[allowed]), -np.inf))

@@ -127,8 +127,10 @@ class SFaceInference(nn.Module):
                  position_offsets: torch.Tensor) -> None:
         super().__init__()
         self.layers = nn.Sequential(*layers)
-        w = fc.weight.detach().view(fc.out_features, channels, side, side).permute(0, 2, 3, 1)
-        self.register_buffer("fc_weight", w.reshape(fc.out_features, -1).contiguous())
+        # positions x channels x 128, contiguous: a channels-last map, viewed per position, multiplies it
+        # as it is (a permuted view here made every call copy all 6.4 million weights first)
+        w = fc.weight.detach().view(fc.out_features, channels, side * side).permute(2, 1, 0)
+        self.register_buffer("position_weight", w.contiguous())
         self.register_buffer("fc_bias", fc.bias.detach().clone())
         self.register_buffer("position_offsets", position_offsets.detach().clone())  # bn1's shift, per position
 
@@ -154,7 +156,8 @@ class SFaceInference(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layers(x.contiguous(memory_format=torch.channels_last))
-        return F.linear(x.permute(0, 2, 3, 1).reshape(len(x), -1), self.fc_weight, self.fc_bias)
+        flat = x.permute(0, 2, 3, 1).reshape(len(x), -1)  # channels-last: a view
+        return torch.addmm(self.fc_bias, flat, self.position_weight.view(-1, self.position_weight.shape[-1]))
 
     def positional(self, x: torch.Tensor) -> torch.Tensor:
         """N x 49 x 128: each 7x7 map position's share of the embedding, as
@@ -162,9 +165,8 @@ class SFaceInference(nn.Module):
         One matrix product per position: the work of the fc layer."""
         x = self.layers(x.contiguous(memory_format=torch.channels_last))
         n, c, h, w = x.shape
-        by_position = x.permute(2, 3, 0, 1).reshape(h * w, n, c)  # channels-last: a view, then one copy
-        weight = self.fc_weight.view(-1, h * w, c).permute(1, 2, 0)  # positions x channels x 128
-        shares = torch.bmm(by_position, weight).float() + self.position_offsets.float()[:, None, :]
+        by_position = x.permute(2, 3, 0, 1).reshape(h * w, n, c)  # channels-last: one copy of the map
+        shares = torch.bmm(by_position, self.position_weight).float() + self.position_offsets.float()[:, None, :]
         return shares.transpose(0, 1)  # float32: the head sums 49 of them
 
 

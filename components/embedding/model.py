@@ -78,11 +78,18 @@ def upgrade_sface_heads(model: EmbeddingModel) -> EmbeddingModel:
     return model
 
 
+def ensure_eval(module: nn.Module) -> None:
+    """Eval mode, set only where a submodule is training: ``.eval()`` itself walks and re-assigns every
+    submodule (and the backbones' train() hooks), 13 ms of Python per face on the serving path."""
+    if any(m.training for m in module.modules()):
+        module.eval()
+
+
 @torch.inference_mode()
 def chip_features(backbone: Backbone, chips: np.ndarray, batch_size: int = 64, flip: bool = False,
                   progress=None) -> np.ndarray:
     """Pooled backbone features of uint8 chips (optionally of their mirror images), float32."""
-    backbone.eval()
+    ensure_eval(backbone)
     device = module_device(backbone)
     out = np.zeros((len(chips), backbone.feature_dim), np.float32)
     for start in range(0, len(chips), batch_size):
@@ -100,7 +107,7 @@ def chip_features(backbone: Backbone, chips: np.ndarray, batch_size: int = 64, f
 @torch.inference_mode()
 def embed_from_features(model: EmbeddingModel, feats: np.ndarray, flip_feats: np.ndarray | None = None) -> np.ndarray:
     """Embeddings from cached features; with ``flip_feats``, flip TTA: mean of both, re-normalised."""
-    model.eval()
+    ensure_eval(model)
     device = module_device(model)
     e = model.embed_features(torch.from_numpy(feats).to(device))
     if flip_feats is not None:

@@ -46,7 +46,8 @@ def test_cron_schedule_fires_a_real_retraining_run(sandbox, tmp_path, monkeypatc
     from flows.schedule import server_healthy, start_server
 
     lfw_slice(sandbox)
-    set_params(sandbox, augment={"copies": 1})
+    # the schedule is what is tested: one backbone (dlib's) keeps the fired chain short
+    set_params(sandbox, augment={"copies": 1}, embedding={"backbone": "dlib_resnet"})
     monkeypatch.setenv("PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS", "5")  # schedule runs promptly
     server = start_server(free_port(), tmp_path / "prefect-server")
     runner = None

@@ -33,12 +33,13 @@ _POOL_LOCK = threading.Lock()
 def run_members_in_parallel(enabled: bool) -> None:
     """Process-wide: a fused model's members infer side by side, each on its own thread.
 
-    Why: one face (and its mirror) is a batch of 2, where torch's intra-op threads gain nothing (measured
-    here: dlib + SFace 28-31 ms on 1 thread or 2, twice the CPU on 2) while the members are independent:
-    with one torch thread per request, the second core runs SFace while the first runs dlib (-30% wall
-    for the pair, the same numbers bit for bit). For servers and single-item commands, with torch on one
-    thread (``configure_threads(1)``); batch jobs that already run a worker per core leave it off.
-    Training and anything with autograd always run the members in turn."""
+    Why: one face (and its mirror) is a batch of 2, where torch's intra-op threads gain little and burn
+    CPU (measured here, a face pair through dlib + SFace: 28-31 ms on 1 thread or 2, 63 CPU ms on 2),
+    while the members are independent: with one torch thread per request, the second core runs SFace
+    while the first runs dlib, with the same numbers bit for bit (LFW frames end to end, interleaved
+    runs: p50 43 ms against 47.5 on 2 threads in turn and 54 on 1). For servers (``configure_threads``);
+    batch jobs that already run a worker per core leave it off. Training and anything with autograd
+    always run the members in turn."""
     global _MEMBER_POOL
     with _POOL_LOCK:
         if enabled and _MEMBER_POOL is None:

@@ -80,7 +80,8 @@ def upgrade_sface_heads(model: EmbeddingModel) -> EmbeddingModel:
 
 def ensure_eval(module: nn.Module) -> None:
     """Eval mode, set only where a submodule is training: ``.eval()`` itself walks and re-assigns every
-    submodule (and the backbones' train() hooks), 13 ms of Python per face on the serving path."""
+    submodule (and the backbones' train() hooks): 2.7 ms of Python per call on the fused model, twice per
+    face on the serving path, against 0.5 ms for this check."""
     if any(m.training for m in module.modules()):
         module.eval()
 

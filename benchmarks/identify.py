@@ -179,7 +179,6 @@ def run_identify_benchmark(data: LfwFeatures, settings: Settings, backbone: str,
                            timed_frames: int = 200, log: Log = lambda message: None) -> dict:
     """Open-set identification on LFW's two identity halves (averaged), then end-to-end latency on
     frames of the first half: load, detect, align, embed with the pretrained model, search."""
-    from components.inference import configure_threads, cpu_cores
     from components.recognition import FaceRecognizer
 
     halves, gallery, model = measure_halves(data, settings, backbone, mode, log)
@@ -189,11 +188,5 @@ def run_identify_benchmark(data: LfwFeatures, settings: Settings, backbone: str,
     recognizer = FaceRecognizer(model, settings)  # the model that embedded the gallery
     half = identity_halves(data.lfw.identities, settings.seed)
     first_half = [data.lfw.root / p for p, hh in zip(data.lfw.paths, half) if hh == 0][:: 7][:timed_frames]
-    # threads as the API server sets them (flows.api.inference_slots): what one request there costs
-    configure_threads(settings.api.inference_threads, settings.api.parallel_members)
-    try:
-        result.update(time_identify(lambda path: centre_face_embedding(recognizer, path), gallery, first_half))
-    finally:
-        configure_threads(cpu_cores())
-    result["identify_parallel_members"] = settings.api.parallel_members
+    result.update(time_identify(lambda path: centre_face_embedding(recognizer, path), gallery, first_half))
     return result

@@ -33,13 +33,13 @@ _POOL_LOCK = threading.Lock()
 def run_members_in_parallel(enabled: bool) -> None:
     """Process-wide: a fused model's members infer side by side, each on its own thread.
 
-    Why: one face (and its mirror) is a batch of 2, where torch's intra-op threads gain little and burn
-    CPU (measured here, a face pair through dlib + SFace: 28-31 ms on 1 thread or 2, 63 CPU ms on 2),
-    while the members are independent: with one torch thread per request, the second core runs SFace
-    while the first runs dlib, with the same numbers bit for bit (LFW frames end to end, interleaved
-    runs: p50 43 ms against 47.5 on 2 threads in turn and 54 on 1). For servers (``configure_threads``);
-    batch jobs that already run a worker per core leave it off. Training and anything with autograd
-    always run the members in turn."""
+    Why: a server runs torch on one thread per request (components.inference), and one face (and its
+    mirror) is a batch of 2, where intra-op threads gain little and burn CPU. The members are
+    independent: the second core runs SFace while the first runs dlib, with the same numbers bit for
+    bit. Measured here on `bench identify`'s LFW frames end to end (interleaved runs): p50 55.9 ms at
+    72 CPU ms per frame, against 69.0 / 69 in turn on one thread and 51.1 / 98 on two (all cores for one
+    request, as a CLI command runs). For servers (``configure_threads``); batch jobs that already run a
+    worker per core leave it off. Training and anything with autograd always run the members in turn."""
     global _MEMBER_POOL
     with _POOL_LOCK:
         if enabled and _MEMBER_POOL is None:

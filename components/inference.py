@@ -38,17 +38,13 @@ def passive_waits() -> bool:
     return "torch" not in sys.modules
 
 
-def configure_threads(threads: int, parallel_members: bool = False) -> None:
-    """torch's intra-op threads and OpenCV's worker threads, process-wide, set once before serving; with
-    ``parallel_members`` a fused model's members infer side by side (components.embedding.fusion)."""
+def configure_threads(threads: int) -> None:
+    """torch's intra-op threads and OpenCV's worker threads, process-wide, set once before serving."""
     import cv2
     import torch
 
-    from components.embedding.fusion import run_members_in_parallel
-
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
-    run_members_in_parallel(parallel_members)
 
 
 class InferenceSlots:

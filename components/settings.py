@@ -151,7 +151,6 @@ class ApiSettings(_Strict):
     port: int = Field(8080, ge=1, le=65535)
     inference_slots: int = Field(0, ge=0)  # requests running the model at once; 0: one per core (the rest queue)
     inference_threads: int = Field(1, ge=1)  # torch/OpenCV threads per running request (slots x threads = cores)
-    parallel_members: bool = True  # a fused model's members infer side by side, one thread each
 
 
 class AccessLogSettings(_Strict):

@@ -462,9 +462,8 @@ def parse_time(field: str, value: str | None):
 
 def inference_slots(settings) -> InferenceSlots:
     """The server's bound on concurrent model runs (``api.inference_slots``, 0: one per core), with torch
-    and OpenCV set to ``api.inference_threads`` each: N requests on N threads never spin against each other
-    (with ``api.parallel_members`` a fused model's second member runs on a thread of its own)."""
-    configure_threads(settings.api.inference_threads, settings.api.parallel_members)
+    and OpenCV set to ``api.inference_threads`` each: N requests on N threads never oversubscribe the cores."""
+    configure_threads(settings.api.inference_threads)
     slots = settings.api.inference_slots or max(1, cpu_cores() // settings.api.inference_threads)
     return InferenceSlots(slots)
 

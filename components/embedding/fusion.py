@@ -12,9 +12,7 @@ or held-out split never chooses its own weights.
 """
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -25,28 +23,6 @@ from components.embedding.backbones import FUSION_SEPARATOR, Backbone, _to_nchw
 from components.faces.align import ARCFACE_OFFSET, ARCFACE_SIZE, PAIRED_GEOMETRY
 
 WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)  # candidate weights of the last member (two members)
-
-_MEMBER_POOL: ThreadPoolExecutor | None = None  # set by run_members_in_parallel
-_POOL_LOCK = threading.Lock()
-
-
-def run_members_in_parallel(enabled: bool) -> None:
-    """Process-wide: a fused model's members infer side by side, each on its own thread.
-
-    Why: a server runs torch on one thread per request (components.inference), and one face (and its
-    mirror) is a batch of 2, where intra-op threads gain little and burn CPU. The members are
-    independent: the second core runs SFace while the first runs dlib, with the same numbers bit for
-    bit. Measured here on `bench identify`'s LFW frames end to end (interleaved runs): p50 55.9 ms at
-    72 CPU ms per frame, against 69.0 / 69 in turn on one thread and 51.1 / 98 on two (all cores for one
-    request, as a CLI command runs). For servers (``configure_threads``); batch jobs that already run a
-    worker per core leave it off. Training and anything with autograd always run the members in turn."""
-    global _MEMBER_POOL
-    with _POOL_LOCK:
-        if enabled and _MEMBER_POOL is None:
-            _MEMBER_POOL = ThreadPoolExecutor(3, thread_name_prefix="fusion-member")
-        elif not enabled and _MEMBER_POOL is not None:
-            _MEMBER_POOL.shutdown(wait=True)
-            _MEMBER_POOL = None
 
 
 def fused_geometry(geometries: Sequence[str]) -> str:
@@ -117,21 +93,7 @@ class FusedBackbone(Backbone):
         return _to_nchw(chips)  # 0..255; each member applies its own preprocessing in features()
 
     def features(self, x: Tensor) -> Tensor:
-        def member_features(m: Backbone) -> Tensor:
-            return m.features(m.preprocess(member_input(x, m.chip_geometry)))
-
-        pool = _MEMBER_POOL
-        if pool is None or self.training or torch.is_grad_enabled():
-            return torch.cat([member_features(m) for m in self.members], 1)
-        inference = torch.is_inference_mode_enabled()
-
-        def on_worker(m: Backbone) -> Tensor:  # grad mode and inference mode are per thread
-            with torch.inference_mode(inference), torch.no_grad():
-                return member_features(m)
-
-        others = [pool.submit(on_worker, m) for m in self.members[1:]]
-        first = member_features(self.members[0])
-        return torch.cat([first] + [f.result() for f in others], 1)
+        return torch.cat([m.features(m.preprocess(member_input(x, m.chip_geometry))) for m in self.members], 1)
 
     def stages(self) -> list[nn.Module]:
         return [s for m in self.members for s in m.stages()]

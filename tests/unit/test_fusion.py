@@ -87,39 +87,3 @@ def test_fused_model_embeds_as_its_members_would():
     s = embed_chips(EmbeddingModel(make_backbone("sface")), arc)
     np.testing.assert_allclose(e[:, :128] * np.sqrt(2), d, atol=1e-5)
     np.testing.assert_allclose(e[:, 128:] * np.sqrt(2), s, atol=1e-5)
-
-
-def test_members_in_parallel_embed_bit_for_bit_as_in_turn_and_never_while_training():
-    import threading
-
-    from components.embedding import fusion
-    from components.embedding.model import EmbeddingModel, embed_chips
-
-    rng = np.random.default_rng(2)
-    paired = np.stack([paired_chip(rng.integers(0, 255, (150, 150, 3), dtype=np.uint8),
-                                   rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)) for _ in range(2)])
-    fused = EmbeddingModel(make_backbone("dlib_resnet+sface", pretrained=False)).eval()
-    in_turn = embed_chips(fused, paired, flip_tta=True)
-    sface = fused.backbone.members[1]
-    threads: list[str] = []
-    own_features = sface.features
-
-    def recorded(x):
-        threads.append(threading.current_thread().name)
-        return own_features(x)
-
-    sface.features = recorded
-    try:
-        fusion.run_members_in_parallel(True)
-        side_by_side = embed_chips(fused, paired, flip_tta=True)
-        assert threads and all(t.startswith("fusion-member") for t in threads)
-        np.testing.assert_array_equal(side_by_side, in_turn)
-        threads.clear()
-        fused.train()
-        x = fused.backbone.preprocess(torch.from_numpy(paired))
-        fused.backbone.features(x).sum().backward()  # autograd: members in turn, on this thread
-        assert threads == [threading.current_thread().name]
-    finally:
-        del sface.features
-        fusion.run_members_in_parallel(False)
-    assert fusion._MEMBER_POOL is None

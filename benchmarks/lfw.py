@@ -154,6 +154,7 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
     fusion_fits = []
     member_rows: dict[str, dict[bool, dict[int, np.ndarray]]] = {}  # fused: each member alone, same chips
     dist_rows: dict[bool, dict[int, np.ndarray]] = {False: {}, True: {}}  # by flip TTA, then fold
+    tta_only_rows: dict[str, dict[int, np.ndarray]] = {}  # fused: flip TTA on that member alone
     logreg: dict[str, list[float]] = {kind: [] for kind in FEATURES}
     histories, train_sizes = [], []
     train_seconds = 0.0
@@ -204,7 +205,15 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
                 if masked is not None:
                     masked.emb = m_embs[tta]
                 dist_rows[tta][f] = pair_distances(embs[tta], lfw, masked)
-        if fused:
+        if fused:  # flip TTA on one member only: its mirror features, the others' plain ones
+            for i, member in enumerate(model.backbone.members):
+                hybrid = member_mirror_only(model.head, f_all, ff_all, i)
+                e = embed_from_features(model, f_all, hybrid)
+                if masked is not None:
+                    masked.emb = embed_from_features(model, mf, member_mirror_only(model.head, mf, mff, i))
+                for f in group:
+                    tta_only_rows.setdefault(member.name, {})[f] = pair_distances(e, lfw, masked)
+                del hybrid
             fitted = model.head.weights.tolist()
             for i, member in enumerate(model.backbone.members):
                 model.head.set_weights([float(j == i) for j in range(len(fitted))])
@@ -246,8 +255,19 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
         "train_sets": train_sizes, "train_minutes": train_seconds / 60.0, "fusion_fits": fusion_fits,
         "members": {name: {("flip_tta" if tta else "no_tta"): {k: v for k, v in _member_summary(rows[tta], lfw).items()}
                            for tta in (True, False)} for name, rows in member_rows.items()},
+        "flip_tta_on_one_member": {name: _member_summary(rows, lfw) for name, rows in tta_only_rows.items()},
         "history": histories, "_distances": combined,
     }
+
+
+def member_mirror_only(head, feats: np.ndarray, flip_feats: np.ndarray, member: int) -> np.ndarray:
+    """Mirror features for flip TTA on member ``member`` alone: its columns from ``flip_feats``, every
+    other member's from ``feats`` (their TTA mean is then their plain embedding)."""
+    out = np.array(feats, copy=True)
+    start = sum(head.in_dims[:member])
+    stop = start + head.in_dims[member]
+    out[:, start:stop] = flip_feats[:, start:stop]
+    return out
 
 
 def _member_summary(rows_by_fold: dict[int, np.ndarray], lfw: LfwSet) -> dict:

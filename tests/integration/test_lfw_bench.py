@@ -70,6 +70,7 @@ def test_fused_backbone_fits_weights_per_fold_and_reports_its_members(mini_lfw, 
     assert set(r["members"]) == {"dlib_resnet", "sface"}
     assert set(r["members"]["sface"]) == {"flip_tta", "no_tta"}
     assert 0.5 <= r["members"]["sface"]["flip_tta"]["accuracy_mean"] <= 1.0
+    assert set(r["flip_tta_on_one_member"]) == {"dlib_resnet", "sface"}
 
 
 def test_pipeline_throughput_times_every_image_after_the_warm_up(mini_lfw):

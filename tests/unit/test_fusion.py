@@ -87,3 +87,16 @@ def test_fused_model_embeds_as_its_members_would():
     s = embed_chips(EmbeddingModel(make_backbone("sface")), arc)
     np.testing.assert_allclose(e[:, :128] * np.sqrt(2), d, atol=1e-5)
     np.testing.assert_allclose(e[:, 128:] * np.sqrt(2), s, atol=1e-5)
+
+
+def test_member_mirror_only_takes_one_members_columns_from_the_mirror_features():
+    """The benchmark's "flip TTA on one member": that member's mirror features, every other's plain."""
+    from types import SimpleNamespace
+
+    from benchmarks.lfw import member_mirror_only
+
+    head = SimpleNamespace(in_dims=[2, 3])
+    plain, mirror = np.zeros((4, 5), np.float32), np.ones((4, 5), np.float32)
+    np.testing.assert_array_equal(member_mirror_only(head, plain, mirror, 1)[0], [0, 0, 1, 1, 1])
+    np.testing.assert_array_equal(member_mirror_only(head, plain, mirror, 0)[0], [1, 1, 0, 0, 0])
+    assert not plain.any()  # the caller's arrays are not written

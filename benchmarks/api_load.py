@@ -23,6 +23,7 @@ loopback is ever contacted; the run stops by itself.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import random
@@ -34,6 +35,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from facegate.components.core.paths import datasets_root
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -73,7 +76,7 @@ def percentiles(values: list[float]) -> dict:
 def server_cpu_s(pid: int) -> float:
     """CPU seconds (user + system, its threads and finished children: DVC) the server has used so far:
     on a shared machine, what the requests cost, whatever else competed for the cores."""
-    import psutil
+    import psutil  # optional: process inspection only here
 
     t = psutil.Process(pid).cpu_times()
     return t.user + t.system + t.children_user + t.children_system
@@ -82,9 +85,7 @@ def server_cpu_s(pid: int) -> float:
 def centre_crop(path: Path, side: int = 160) -> bytes:
     """The middle of an LFW photo (250x250, the named person centred), as JPEG: background faces that
     make an enrolment photo ambiguous (``multiple_faces``) fall outside it."""
-    import io
-
-    from PIL import Image
+    from PIL import Image  # heavy: only image paths need Pillow
 
     with Image.open(path) as im:
         w, h = im.size
@@ -97,7 +98,7 @@ def centre_crop(path: Path, side: int = 160) -> bytes:
 def prepare_repo(repo: Path, seed_photo: Path, params: Path | None = None) -> dict:
     """A scratch repository (git + DVC) whose gallery holds one employee, embedded by the model the
     server will serve, with a fixed tau: no calibration data needed."""
-    from components.paths import QUIET_ENV  # no telemetry from the scratch repository's dvc/MLflow calls
+    from facegate.components.core.paths import QUIET_ENV  # no telemetry from the scratch repository's dvc/MLflow calls
 
     env = {**QUIET_ENV, "FACEGATE_REPO": str(repo), "FACEGATE_HOME": str(repo / ".facegate"),
            "FACEGATE_PARAMS": str(repo / "params.yaml"), "FACEGATE_API_KEY": KEY}
@@ -110,12 +111,14 @@ def prepare_repo(repo: Path, seed_photo: Path, params: Path | None = None) -> di
     subprocess.run(git + ["commit", "-qm", "load test"], cwd=repo, check=True)
     seed = f"""
 import os
-from components.data_version import ensure_repo
-from components.enrolment import Photo
-from components.errors import CalibrationMissing
-from components.gallery import Gallery
-from components.service import FaceGate, gallery_store, service_recognizer
-from components.settings import load_settings
+from facegate.components.lifecycle.data_version import ensure_repo
+from facegate.components.gallery.enrolment import Photo
+from facegate.components.core.errors import CalibrationMissing
+from facegate.components.gallery import Gallery
+from facegate.components.service.facade import FaceGate
+from facegate.components.service.deployment import gallery_store
+from facegate.components.lifecycle.model_loading import service_recognizer
+from facegate.components.core.settings import load_settings
 ensure_repo()
 s = load_settings(); r = service_recognizer(s)
 gate = FaceGate(s, store=gallery_store(), recognizer=r)
@@ -135,7 +138,7 @@ print("TAU", g.manifest.tau)
 
 def run(clients: int, seconds: float, enrol_share: float, think_ms: float, lfw: Path, workdir: Path,
         kill: bool = False, params: Path | None = None) -> dict:
-    import httpx
+    import httpx  # heavy: an HTTP client only for this call
 
     to_enrol, strangers = lfw_people(lfw)
     seed_person = to_enrol.pop()
@@ -143,7 +146,7 @@ def run(clients: int, seconds: float, enrol_share: float, think_ms: float, lfw: 
     tau = float(env.pop("TAU"))
     port = free_port()
     log = open(workdir / "server.log", "wb")
-    server = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--port", str(port)], cwd=ROOT,
+    server = subprocess.Popen([sys.executable, "-m", "facegate.cli.main", "serve", "--port", str(port)], cwd=ROOT,
                               env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)
     base = f"http://127.0.0.1:{port}"
@@ -255,10 +258,10 @@ def run(clients: int, seconds: float, enrol_share: float, think_ms: float, lfw: 
     stop_s = time.perf_counter() - t_stop
     check = f"""
 import json, subprocess, sys
-from components.service import gallery_store
-from components import gallery_snapshots
-from components.access_log import AccessLog, DecisionFilter
-from components.settings import load_settings
+from facegate.components.service.deployment import gallery_store
+from facegate.components.lifecycle import gallery_snapshots
+from facegate.components.service.access_log import AccessLog, DecisionFilter
+from facegate.components.core.settings import load_settings
 g = gallery_store().load()
 log = AccessLog.from_settings(load_settings())
 rows = {{}}
@@ -316,7 +319,6 @@ def main() -> None:
     args = ap.parse_args()
     if not 1 <= args.clients <= 64 or not 1 <= args.seconds <= 600:
         raise SystemExit("bounded: 1..64 clients, 1..600 seconds")
-    from components.paths import datasets_root
 
     lfw = args.lfw or datasets_root() / "lfw"
     with tempfile.TemporaryDirectory(prefix="facegate-load-") as tmp:

@@ -21,8 +21,8 @@ FNIR at the calibrated tau and at the threshold that gives exactly FPIR 1e-2 on 
 (the ranking's own quality, whatever the calibration). ``+recal`` rows add the deployment-side
 recalibration: each gallery's own impostor pairs (enrolled people against each other) blended with the
 fitted tail (``recalibration_weight``) and, for identification, the bulk shift
-those pairs place (``components.calibration.BulkShift``): what the service does
-(``components.calibration.deployment_scores``). ``dlib_own`` is dlib's unnormalised
+those pairs place (``facegate.components.calibration.thresholds.BulkShift``): what the service does
+(``facegate.components.calibration.thresholds.deployment_scores``). ``dlib_own`` is dlib's unnormalised
 128-d descriptor (no flip TTA) with Euclidean distance, on the same probes, as a reference.
 """
 from __future__ import annotations
@@ -35,12 +35,27 @@ from pathlib import Path
 
 import numpy as np
 
-from components.calibration import ImpostorScores, ScoreSketch, all_pair_distances, deployment_scores
-from components.evaluation.identification import open_set_metrics
-from components.face_sets import FaceSet, attach_chips, embed_face_set, read_face_set, set_features
-from components.ingest import unit_hash
-from components.score_norm import CohortStats, cohort_stats, normalised_pair_scores, s_norm_distance
-from components.settings import Settings
+from facegate.components.calibration.face_sets import FaceSet, attach_chips, embed_face_set, read_face_set, set_features
+from facegate.components.calibration.score_norm import (
+    CohortStats,
+    cohort_stats,
+    normalised_pair_scores,
+    s_norm_distance,
+)
+from facegate.components.calibration.thresholds import (
+    ImpostorScores,
+    ScoreSketch,
+    all_pair_distances,
+    deployment_scores,
+)
+from facegate.components.core.datasets import unit_hash
+from facegate.components.core.paths import datasets_root, state_dir
+from facegate.components.core.settings import Settings
+from facegate.components.embedding.backbones import BACKBONES, DlibResNetBackbone, make_backbone
+from facegate.components.embedding.model import EmbeddingModel
+from facegate.components.embedding.precision import set_precision
+from facegate.components.evaluation.identification import open_set_metrics
+from facegate.components.lifecycle.model_loading import service_recognizer
 
 Log = Callable[[str], None]
 TARGET_FAR, TARGET_FPIR = 1e-3, 1e-2
@@ -175,9 +190,7 @@ def load_sets(settings: Settings, model, datasets: Path, cache_dir: Path, log: L
 def dlib_own_descriptors(model, fs: FaceSet, cache_dir: Path) -> np.ndarray | None:
     """dlib's unnormalised descriptors (its own fc, no flip TTA) where the model's backbone is or holds
     the pretrained dlib ResNet (its features sliced from the same feature cache); else None."""
-    import torch
-
-    from components.embedding.backbones import BACKBONES, DlibResNetBackbone
+    import torch  # heavy: torch loads ~1 s of native code; only the paths that run a model need it
 
     names = model.backbone.name.split("+")
     if "dlib_resnet" not in names:
@@ -429,19 +442,10 @@ def run_from_settings(settings: Settings, backbone: str | None = None, log: Log 
                       splits: int = ORL_SPLITS) -> dict:
     """The benchmark for the model in service (the champion, else params' pretrained backbone) or for
     the pretrained ``backbone``, on the shared datasets, with params' detector and recalibration."""
-    from components.paths import datasets_root, state_dir
-
     if backbone:
-        from components.embedding.backbones import make_backbone
-        from components.embedding.model import EmbeddingModel
-
-        from components.embedding.precision import set_precision
-
         model = set_precision(EmbeddingModel(make_backbone(backbone)), settings.embedding.precision)
         label = f"{backbone} (pretrained)"
     else:
-        from components.service import service_recognizer
-
         r = service_recognizer(settings)
         model, label = r.model, f"{r.embedder_name}@{r.embedder_version}"
     g = settings.gallery

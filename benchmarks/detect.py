@@ -7,9 +7,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from components.detection.data import DetectionSample, truths_of
-from components.detection.decode import Detections, detect_images
-from components.detection.metrics import Truth, evaluate, voc_map
+from facegate.components.core.errors import RegistryError
+from facegate.components.detection.data import DetectionSample, truths_of
+from facegate.components.detection.decode import Detections, detect_images
+from facegate.components.detection.metrics import Truth, evaluate, voc_map
+from facegate.components.faces.detectors import DlibHogDetector, make_detector
+from facegate.components.lifecycle import registry
 
 __all__ = ["resolve_model", "run_benchmark", "face_truths", "hog_detections", "images_per_second",
            "training_minutes", "face_detectors_benchmark"]
@@ -17,9 +20,6 @@ __all__ = ["resolve_model", "run_benchmark", "face_truths", "hog_detections", "i
 
 def resolve_model(name: str, model_uri: str | None) -> tuple[str, str | None]:
     """(uri, source run id): the given URI, else the registered model's champion."""
-    from components import registry
-    from components.errors import RegistryError
-
     if model_uri:
         return model_uri, (model_uri.split("/")[1] if model_uri.startswith("runs:/") else None)
     current = registry.champion(name)
@@ -31,7 +31,7 @@ def resolve_model(name: str, model_uri: str | None) -> tuple[str, str | None]:
 def training_minutes(run_id: str | None) -> float | None:
     if not run_id:
         return None
-    import mlflow
+    import mlflow  # heavy: MLflow takes seconds to import; only the paths that track or load models need it
 
     return mlflow.get_run(run_id).data.metrics.get("train_minutes")
 
@@ -47,8 +47,6 @@ def as_faces(dets: list[Detections]) -> list[Detections]:
 
 def hog_detections(images: list[np.ndarray], upsample: int = 1) -> list[Detections]:
     """dlib's HOG detector with its SVM score as confidence (threshold 0: all it reports by default)."""
-    from components.faces.detectors import DlibHogDetector
-
     hog = DlibHogDetector(upsample=upsample)
     out = []
     for im in images:
@@ -62,8 +60,6 @@ def face_detector_detections(name: str, images: list[np.ndarray], score_threshol
                              upsample: int = 0) -> tuple[list[Detections], float]:
     """A face detector of the recognition registry on every image (a low score threshold so the PR
     curve is complete), as class-agnostic detections, and its images per second."""
-    from components.faces.detectors import make_detector
-
     options = {"score_threshold": score_threshold} if name.startswith(("yunet", "retinaface")) else {}
     detector = make_detector(name, upsample=upsample, **options)
     out, t0 = [], time.perf_counter()
@@ -88,7 +84,7 @@ def face_detectors_benchmark(val: list[DetectionSample], detectors: list[tuple[s
 def images_per_second(model, images: list[np.ndarray], score_threshold: float, iou_threshold: float,
                       threads: int = 2) -> float:
     """One image at a time (a camera frame), letterbox + network + decode + NMS, ``threads`` CPU threads."""
-    import torch
+    import torch  # heavy: torch loads ~1 s of native code; only the paths that run a model need it
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from components.embedding.dlib_resnet import default_model_path, load_dlib_resnet  # noqa: E402
+from facegate.components.embedding.dlib_resnet import default_model_path, load_dlib_resnet  # noqa: E402
 
 
 def time_torch(variants: dict[str, tuple[torch.nn.Module, torch.Tensor]], warmup: int,
@@ -80,7 +80,7 @@ def main() -> None:
                          args.warmup, args.repeats)
     result.update(timings)
 
-    import dlib
+    import dlib  # heavy: dlib's native module; only the dlib detectors and the landmark model need it
 
     facerec = dlib.face_recognition_model_v1(str(default_model_path()))
     batch = list(chips)

@@ -18,7 +18,7 @@ index is scored against exact search (``IndexFlatIP``): recall@1 is the fraction
 id equals the exact top-1 id.
 
 ``run_benchmark`` returns a dict with the keys in ``RESULT_KEYS``; each entry of its ``sizes`` list has
-``SIZE_KEYS`` and each index row ``ROW_KEYS``. Run as a script (``python -m benchmarks.gallery_scaling``,
+``SIZE_KEYS`` and each index row ``ROW_KEYS``. Run as a script (``python -m facegate.benchmarks.gallery_scaling``,
 or ``facegate bench gallery``) it sets the thread count and writes the JSON.
 """
 from __future__ import annotations
@@ -37,8 +37,8 @@ from typing import Callable, Sequence
 import faiss
 import numpy as np
 
-from components.gallery import index_kinds as kinds
-from components.gallery.index_kinds import (  # noqa: F401 - the shared defaults, importable from here too
+from facegate.components.gallery import index_kinds as kinds
+from facegate.components.gallery.index_kinds import (  # noqa: F401 - the shared defaults, importable from here too
     HNSW_EF_CONSTRUCTION,
     HNSW_M,
     IVF_TRAIN_POINTS_PER_LIST,
@@ -202,7 +202,7 @@ def make_dataset(n_identities: int, n_queries: int, cal: Calibration, seed: int 
 
 
 # ------------------------------------------------------------------------------------------ indexes
-# Built by components.gallery.index_kinds, as the gallery builds them; only the timing is added here.
+# Built by facegate.components.gallery.index_kinds, as the gallery builds them; only the timing is added here.
 
 def build_flat(gallery: np.ndarray) -> tuple[faiss.Index, float]:
     t0 = time.perf_counter()

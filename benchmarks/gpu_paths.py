@@ -14,12 +14,13 @@ Prints JSON with torch/CUDA/faiss versions and the load average before and after
 exits 2 with one line and runs nothing; ``--cpu-stand-in`` runs every step anyway with the CPU in the
 GPU's place (a check of the script itself before GPU time is spent on it; its figures mean nothing).
 
-    .venv/bin/python -m benchmarks.gpu_paths --images 512 --steps 10 --gallery 100000 --json gpu.json
+    .venv/bin/python -m facegate.benchmarks.gpu_paths --images 512 --steps 10 --gallery 100000 --json gpu.json
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import os
 import sys
@@ -28,6 +29,18 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from facegate.components.core.devices import cuda_device_count, describe, resolve_torch_device
+from facegate.components.core.paths import configure_environment, datasets_root, state_dir
+from facegate.components.core.settings import load_settings
+from facegate.components.embedding.backbones import chip_geometry, make_backbone
+from facegate.components.embedding.model import EmbeddingModel, chip_features, embed_chips
+from facegate.components.embedding.train import TrainConfig, train_finetune, train_head
+from facegate.components.faces.align import CHIP_GEOMETRIES, CHIP_SIZE, PAIRED_GEOMETRY, chip_channels
+from facegate.components.faces.chips import cached_chips
+from facegate.components.gallery import Gallery
+from facegate.components.gallery.index_kinds import GpuFlatMirror, resolve_faiss_device
+from facegate.components.gallery.store import INDEX_FILE
 
 
 def loadavg() -> list[float]:
@@ -38,13 +51,6 @@ def lfw_chips(n: int, settings, backbone: str) -> tuple[np.ndarray, np.ndarray, 
     """Chips and identity labels of the first ``n`` LFW images (people with >= 2 images, name order),
     detected and aligned as in training (through the chip cache); random chips when the datasets root
     has no LFW (the speed does not depend on the faces)."""
-    import hashlib
-
-    from components.embedding.backbones import chip_geometry
-    from components.faces.align import CHIP_GEOMETRIES, CHIP_SIZE, PAIRED_GEOMETRY, chip_channels
-    from components.faces.chips import cached_chips
-    from components.paths import datasets_root, state_dir
-
     geometry = chip_geometry(backbone)
     root = datasets_root() / "lfw"
     if not root.is_dir():
@@ -67,8 +73,6 @@ def lfw_chips(n: int, settings, backbone: str) -> tuple[np.ndarray, np.ndarray, 
 
 def time_embedding(model, chips: np.ndarray, flip_tta: bool, batch_size: int) -> tuple[np.ndarray, float]:
     """Embeddings of ``chips`` and images/s (after one warm-up batch: CUDA kernels, cuDNN autotune)."""
-    from components.embedding.model import embed_chips
-
     embed_chips(model, chips[:batch_size], flip_tta, batch_size)
     t0 = time.perf_counter()
     emb = embed_chips(model, chips, flip_tta, batch_size)  # ends in .cpu(): the GPU has finished
@@ -77,7 +81,7 @@ def time_embedding(model, chips: np.ndarray, flip_tta: bool, batch_size: int) ->
 
 def time_epoch(step, device: str) -> float:
     """Steps/s of one training epoch on ``device`` (``step(device)`` returns the steps it ran)."""
-    import torch
+    import torch  # heavy: torch loads ~1 s of native code; only the paths that run a model need it
 
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
@@ -88,10 +92,6 @@ def time_epoch(step, device: str) -> float:
 
 def training(settings, chips: np.ndarray, labels: np.ndarray, steps: int, p: int, k: int, accel: str) -> dict:
     """One epoch of ``steps`` P x K batches, head and finetune mode, CPU vs ``accel`` (the same start)."""
-    from components.embedding.backbones import make_backbone
-    from components.embedding.model import EmbeddingModel, chip_features
-    from components.embedding.train import TrainConfig, train_finetune, train_head
-
     start = EmbeddingModel(make_backbone(settings.embedding.backbone))
     feats = chip_features(copy.deepcopy(start.backbone).to(accel), chips)  # the frozen features head mode caches
     out = {"p": p, "k": k, "steps": steps, "train_images": int(len(chips))}
@@ -134,7 +134,7 @@ def single_query_ms(index, queries: np.ndarray, n: int = 200) -> float:
 
 def faiss_flat(n: int, n_queries: int, dim: int) -> dict:
     """Exact search over ``n`` random unit vectors: CPU flat vs the same index cloned to GPU 0."""
-    import faiss
+    import faiss  # heavy: FAISS's native module; only gallery paths need it
 
     rng = np.random.default_rng(0)
     xb = rng.standard_normal((n, dim), dtype=np.float32)
@@ -162,11 +162,7 @@ def gallery_gpu_path(stand_in: bool = False, n_employees: int = 500, dim: int = 
     """``gallery.device: gpu`` as the service uses it: the search answers as on the CPU, from a GPU
     mirror, and what is saved is a CPU index that faiss-cpu reads back (``stand_in``: a CPU gallery
     in the GPU one's place)."""
-    import faiss
-
-    from components.gallery import Gallery
-    from components.gallery.index_kinds import GpuFlatMirror, resolve_faiss_device
-    from components.gallery.store import INDEX_FILE
+    import faiss  # heavy: FAISS's native module; only gallery paths need it
 
     if resolve_faiss_device("auto") != "gpu" and not stand_in:
         return {"gpu": "unavailable: faiss without GPU support (faiss-cpu) or no GPU visible"}
@@ -207,20 +203,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="no GPU: run every step with the CPU in its place (checks the script; figures meaningless)")
     args = parser.parse_args(argv)
 
-    from components.devices import cuda_device_count
-
     if cuda_device_count() == 0 and not args.cpu_stand_in:
-        print("error [device_unavailable]: benchmarks.gpu_paths needs a CUDA GPU, but torch sees no CUDA GPU "
+        print("error [device_unavailable]: facegate.benchmarks.gpu_paths needs a CUDA GPU, but torch sees no CUDA GPU "
               "here; run it where one is lent", file=sys.stderr)
         return 2
-    import faiss
-    import torch
-
-    from components.devices import describe, resolve_torch_device
-    from components.embedding.backbones import make_backbone
-    from components.embedding.model import EmbeddingModel
-    from components.paths import configure_environment
-    from components.settings import load_settings
+    import faiss  # heavy: FAISS's native module; only gallery paths need it
+    import torch  # heavy: torch loads ~1 s of native code; only the paths that run a model need it
 
     configure_environment()
     settings = load_settings()

@@ -7,6 +7,7 @@ impostor pairs, so neither the model nor the threshold has seen the people it is
 """
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,18 +16,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.lfw import LfwSet, load_lfw
-from components.calibration import calibrate_tau, tau_for_fpir
-from components.embedding.backbones import chip_geometry, make_backbone
-from components.embedding.fusion import FusedHead, fit_fusion_weights
-from components.embedding.model import EmbeddingModel, cached_features, embed_from_features
-from components.embedding.precision import set_precision
-from components.embedding.train import TrainConfig, train_head
-from components.evaluation.identification import open_set_metrics
-from components.gallery import Gallery
-from components.images import load_image
-from components.ingest import unit_hash
-from components.settings import Settings
+from facegate.benchmarks.lfw import LfwSet, load_lfw
+from facegate.components.calibration.thresholds import calibrate_tau, tau_for_fpir
+from facegate.components.core.datasets import unit_hash
+from facegate.components.core.images import load_image
+from facegate.components.core.settings import Settings
+from facegate.components.embedding.backbones import chip_geometry, make_backbone
+from facegate.components.embedding.fusion import FusedHead, fit_fusion_weights
+from facegate.components.embedding.model import EmbeddingModel, cached_features, embed_from_features
+from facegate.components.embedding.precision import set_precision
+from facegate.components.embedding.train import TrainConfig, train_head
+from facegate.components.evaluation.identification import open_set_metrics
+from facegate.components.gallery import Gallery
+from facegate.components.recognition.recognizer import FaceRecognizer
 
 Log = Callable[[str], None]
 
@@ -79,8 +81,6 @@ def time_identify(recognize: Callable[[Path], np.ndarray | None], gallery: Galle
     """End-to-end per frame: load, detect, align, embed (``recognize``), then search; the first ``warmup``
     frames are run untimed (a serving process pays its one-off set-up once: inference copies of the
     model, the detector for a frame size, oneDNN's kernels), then every frame is timed."""
-    import os
-
     for f in files[:warmup]:
         recognize(f)
     times, cpu = [], []
@@ -179,8 +179,6 @@ def run_identify_benchmark(data: LfwFeatures, settings: Settings, backbone: str,
                            timed_frames: int = 200, log: Log = lambda message: None) -> dict:
     """Open-set identification on LFW's two identity halves (averaged), then end-to-end latency on
     frames of the first half: load, detect, align, embed with the pretrained model, search."""
-    from components.recognition import FaceRecognizer
-
     halves, gallery, model = measure_halves(data, settings, backbone, mode, log)
     keys = [k for k, v in halves[0].items() if isinstance(v, (int, float))]
     result = {"backbone": backbone, "mode": mode, "target_far": settings.gallery.target_far,

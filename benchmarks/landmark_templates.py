@@ -20,10 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from components.faces.align import (ARCFACE_TEMPLATE, FaceAligner, apply_transform,  # noqa: E402
-                                    similarity_transform)
-from components.faces.detectors import FaceBox, make_detector  # noqa: E402
-from components.images import load_image  # noqa: E402
+from facegate.components.core.images import load_image  # noqa: E402
+from facegate.components.faces.align import ARCFACE_TEMPLATE, FaceAligner, apply_transform, similarity_transform  # noqa: E402
+from facegate.components.faces.detectors import make_detector
+from facegate.components.faces.types import FaceBox  # noqa: E402
 
 
 def _centre_box(boxes: list[FaceBox], h: int, w: int) -> FaceBox | None:

@@ -9,29 +9,45 @@ that does not appear in that group's pairs.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from components.embedding.backbones import FUSION_SEPARATOR, chip_geometry, make_backbone
-from components.embedding.fusion import fit_fusion_weights
-from components.embedding.model import EmbeddingModel, cached_features, chip_features, embed_from_features
-from components.embedding.precision import inference_dtype, set_precision
-from components.embedding.train import TrainConfig, train_finetune, train_head, train_head_dataset_mining
-from components.evaluation.pair_classifier import FEATURES, fit_pair_classifier, pair_accuracy
-from components.evaluation.verification import (
+from facegate.components.core.images import load_image
+from facegate.components.core.settings import AugmentSettings, MaskSettings, Settings
+from facegate.components.embedding.backbones import FUSION_SEPARATOR, chip_geometry, make_backbone
+from facegate.components.embedding.fusion import fit_fusion_weights
+from facegate.components.embedding.model import (
+    EmbeddingModel,
+    cached_augmented_features,
+    cached_features,
+    chip_features,
+    embed_chips,
+    embed_from_features,
+)
+from facegate.components.embedding.precision import inference_dtype, set_precision
+from facegate.components.embedding.train import TrainConfig, train_finetune, train_head, train_head_dataset_mining
+from facegate.components.evaluation.pair_classifier import FEATURES, fit_pair_classifier, pair_accuracy
+from facegate.components.evaluation.verification import (
     identity_disjoint_training_identities,
     pairs_arrays,
     read_lfw_pairs,
     roc_metrics,
     verification_accuracy_10fold,
 )
-from components.faces.chips import ChipSet, cached_chips
-from components.settings import AugmentSettings, MaskSettings, Settings
+from facegate.components.faces.align import CHIP_GEOMETRIES, FaceAligner
+from facegate.components.faces.augment import as_function, describe, face_augmentation
+from facegate.components.faces.chips import ChipSet, cached_chips
+from facegate.components.faces.detectors import make_detector
+from facegate.components.faces.masks import mask_chips
+from facegate.components.faces.pipeline import FaceFinder
 
 Progress = Callable[[str, int, int], None] | None
 PROGRESS_EVERY = {"chips": 2000, "features": 2048, "features-flip": 2048}  # log lines, not a flood
@@ -93,10 +109,6 @@ class MaskedProbes:
 
 
 def masked_probes(lfw: LfwSet, cache_dir: Path, masks, seed: int) -> MaskedProbes:
-    import json
-
-    from components.faces.masks import mask_chips
-
     rows = np.unique(lfw.pair_b)
     key = hashlib.sha256(f"{lfw.chip_key}|{json.dumps(masks.model_dump(), sort_keys=True)}|{seed}".encode()
                          ).hexdigest()[:20]
@@ -173,7 +185,7 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
                 hist = train_head_dataset_mining(model, feats[rows], flip_feats[rows], labels, cfg,
                                                  rounds=mining_rounds, artifact_dir=out, on_epoch=cb)
             elif mode == "head":
-                if fused and fit_fusion:  # before training, on the pretrained heads (components.embedding.stages)
+                if fused and fit_fusion:  # before training, on the pretrained heads (facegate.components.lifecycle.stages)
                     fusion_fits.append({"test_folds": group, **fit_fusion_weights(
                         model.head, feats[rows], labels, seed=cfg.seed + gi,
                         flip_feats=flip_feats[rows] if flip_tta else None)})
@@ -291,10 +303,6 @@ def measure_speed(lfw: LfwSet, backbone: str, n_chips: int = 256, n_images: int 
     """Aligned faces embedded per second (batch 64), and ``pipeline_images_per_s``: LFW images through
     load, detect, align and embed (with flip TTA when asked: each face and its mirror image) per second,
     run as a batch job runs them (:func:`pipeline_throughput`), after a warm-up."""
-    from components.faces.align import FaceAligner
-    from components.faces.detectors import make_detector
-    from components.faces.pipeline import FaceFinder
-
     model = set_precision(EmbeddingModel(make_backbone(backbone)).eval(), precision)
     chips = np.asarray(lfw.chips.chips[:n_chips])
     chip_features(model.backbone, chips[:64])  # warm-up
@@ -318,13 +326,7 @@ def pipeline_throughput(model: EmbeddingModel, finder, files: list[Path], flip_t
     with another worker. 4 images (8 chips with flip TTA) per forward pass: 56-64 CPU ms per image
     against 76 with 16, whose SFace activations (64 x 112 x 112 per chip) no longer fit in cache.
     The first batch of each worker is a warm-up, not timed."""
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
-    import cv2
-
-    from components.embedding.model import embed_chips
-    from components.images import load_image
+    import cv2  # heavy: OpenCV's native module; only the paths that use it load it
 
     workers = workers or len(os.sched_getaffinity(0))
     shares = [files[i::workers] for i in range(workers)]
@@ -413,26 +415,15 @@ class LfwBenchmark:
 
     def augmentation(self):
         """The fine-tuning augmentation (mirroring, random cropping, colour shifting) on 150 px chips."""
-        from components.augment import face_augmentation
-
-        from components.faces.align import CHIP_GEOMETRIES
-
         return face_augmentation(self.augment, CHIP_GEOMETRIES[chip_geometry(self.backbone)], seed=self.cfg.seed,
                                  masks=self.masks)
 
     def augmented_copies(self, lfw: LfwSet, cache_dir: Path, progress: Progress = None) -> list[np.ndarray]:
         """Frozen features of ``augment.copies`` augmented copies (synthetic masks among them) of every
         LFW chip, cached: ``head`` training reads them as the retraining chain reads its own copies."""
-        from components.augment import describe
-        from components.embedding.model import cached_augmented_features
-
-        from components.faces.align import CHIP_GEOMETRIES
-
         size = CHIP_GEOMETRIES[chip_geometry(self.backbone)]
 
         def pipeline(seed: int):
-            from components.augment import face_augmentation
-
             return face_augmentation(self.augment, size, seed=seed, masks=self.masks)
 
         return cached_augmented_features(lfw.chips.chips, lfw.chip_key, self.backbone, cache_dir, pipeline,
@@ -447,8 +438,6 @@ class LfwBenchmark:
             on_epoch: Callable[[int, int, dict], None] | None = None,
             artifact_dir: Path | None = None) -> tuple[dict, np.ndarray]:
         """The result (accuracy, ROC figures, history; speed when asked) and each pair's distance."""
-        from components.augment import as_function
-
         masked = masked_probes(lfw, cache_dir, self.masks, self.cfg.seed) if self.masked else None
         aug_feats = self.augmented_copies(lfw, cache_dir, progress) if self.mode == "head" else []
         result = run_lfw_benchmark(lfw, cache_dir, backbone=self.backbone, mode=self.mode, flip_tta=self.flip_tta,

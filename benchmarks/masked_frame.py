@@ -1,8 +1,8 @@
 """A test frame for the masked-faces picture in the README (docs/identify_masked.jpg): LFW photos side by
-side, each face wearing a synthetic mask drawn by components.faces.masks from the face's own 68
+side, each face wearing a synthetic mask drawn by facegate.components.faces.masks from the face's own 68
 landmarks (dlib's HOG box on the photo), at 2x so the faces sit well above YuNet's smallest.
 
-    .venv/bin/python -m benchmarks.masked_frame Tony_Blair/Tony_Blair_0002.jpg:surgical \\
+    .venv/bin/python -m facegate.benchmarks.masked_frame Tony_Blair/Tony_Blair_0002.jpg:surgical \\
         Serena_Williams/Serena_Williams_0002.jpg:cloth --out out/masked_frame.jpg
 
 Then enrol a bare-faced photo of the first person and run ``facegate identify`` on the frame: the boxes
@@ -15,16 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
+from facegate.components.core.errors import NoFaceFound
+from facegate.components.core.images import load_image
+from facegate.components.core.paths import datasets_root
+from facegate.components.core.settings import MaskSettings
+from facegate.components.faces.masks import _predictor, draw_mask
+
 
 def masked_photo(path: Path, style: str, seed: int, scale: int = 2) -> np.ndarray:
     """The photo at ``scale`` with a ``style`` mask on its largest face (seeded: the same mask every run)."""
-    import cv2
-    import dlib
-
-    from components.errors import NoFaceFound
-    from components.faces.masks import _predictor, draw_mask
-    from components.images import load_image
-    from components.settings import MaskSettings
+    import cv2  # heavy: OpenCV's native module; only the paths that use it load it
+    import dlib  # heavy: dlib's native module; only the dlib detectors and the landmark model need it
 
     img = load_image(path)
     img = cv2.resize(img, (img.shape[1] * scale, img.shape[0] * scale), interpolation=cv2.INTER_CUBIC)
@@ -38,9 +39,7 @@ def masked_photo(path: Path, style: str, seed: int, scale: int = 2) -> np.ndarra
 
 
 def main(argv: list[str] | None = None) -> Path:
-    from PIL import Image
-
-    from components.paths import datasets_root
+    from PIL import Image  # heavy: only image paths need Pillow
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("photos", nargs="+", help="LFW paths relative to lfw/, each with :surgical | :cloth | :n95")

@@ -4,8 +4,8 @@ Why: the pipeline-throughput and identify-latency goals (issue 11) are only reac
 where a frame's milliseconds go; this times every stage of the serving path on real LFW images, with
 torch on 1 and on 2 threads, and prints JSON (median and mean ms per image, per stage).
 
-    .venv/bin/python -m benchmarks.pipeline_profile --images 50 --threads 1,2
-    .venv/bin/python -m benchmarks.pipeline_profile --images 400 --throughput dlib_resnet+sface:tta,sface:plain
+    .venv/bin/python -m facegate.benchmarks.pipeline_profile --images 50 --threads 1,2
+    .venv/bin/python -m facegate.benchmarks.pipeline_profile --images 400 --throughput dlib_resnet+sface:tta,sface:plain
 """
 from __future__ import annotations
 
@@ -18,6 +18,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facegate.benchmarks.lfw import pipeline_throughput
+from facegate.components.core.images import load_image
+from facegate.components.core.paths import datasets_root
+from facegate.components.core.settings import load_settings
+from facegate.components.embedding.backbones import make_backbone
+from facegate.components.embedding.fusion import member_input
+from facegate.components.embedding.model import EmbeddingModel, embed_chips
+from facegate.components.embedding.precision import set_precision
+from facegate.components.faces.align import FaceAligner
+from facegate.components.faces.detectors import make_detector
+from facegate.components.faces.pipeline import FaceFinder
+from facegate.components.gallery import Gallery
+
 
 def _ms(fn):
     """fn(), its wall ms and the process's CPU ms (all threads): on a shared machine the CPU time is what
@@ -28,16 +41,6 @@ def _ms(fn):
 
 
 def profile(files: list[Path], backbone: str, threads: int, settings, gallery_size: int = 1700, seed: int = 0) -> dict:
-    from components.embedding.backbones import make_backbone
-    from components.embedding.fusion import member_input
-    from components.embedding.model import EmbeddingModel, embed_chips
-    from components.faces.align import FaceAligner
-    from components.faces.detectors import make_detector
-    from components.faces.pipeline import FaceFinder
-    from components.gallery import Gallery
-    from components.images import load_image
-    from components.embedding.precision import set_precision
-
     torch.set_num_threads(threads)
     model = set_precision(EmbeddingModel(make_backbone(backbone)).eval(), settings.embedding.precision)
     detector = make_detector(settings.faces.detector, upsample=settings.faces.upsample)
@@ -106,15 +109,7 @@ def profile(files: list[Path], backbone: str, threads: int, settings, gallery_si
 
 def throughput(files: list[Path], configs: list[tuple[str, bool]], settings, workers: int | None,
                batch: int) -> list[dict]:
-    """``pipeline_images_per_s`` (benchmarks.lfw.pipeline_throughput) for each (backbone, flip TTA)."""
-    from benchmarks.lfw import pipeline_throughput
-    from components.embedding.backbones import make_backbone
-    from components.embedding.model import EmbeddingModel
-    from components.faces.align import FaceAligner
-    from components.faces.detectors import make_detector
-    from components.embedding.precision import set_precision
-    from components.faces.pipeline import FaceFinder
-
+    """``pipeline_images_per_s`` (facegate.benchmarks.lfw.pipeline_throughput) for each (backbone, flip TTA)."""
     out = []
     for backbone, tta in configs:
         model = set_precision(EmbeddingModel(make_backbone(backbone)).eval(), settings.embedding.precision)
@@ -130,8 +125,6 @@ def throughput(files: list[Path], configs: list[tuple[str, bool]], settings, wor
 
 
 def main() -> None:
-    from components.paths import datasets_root
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=50)
     ap.add_argument("--threads", default="1,2")
@@ -144,7 +137,6 @@ def main() -> None:
     ap.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default=None,
                     help="instead of params' embedding.precision")
     args = ap.parse_args()
-    from components.settings import load_settings
 
     settings = load_settings()
     if args.precision:

@@ -7,13 +7,14 @@ from pathlib import Path
 import mlflow
 from prefect import flow, get_run_logger
 
-from benchmarks import identify
-from benchmarks.lfw import LfwBenchmark, thinned_progress
-from components.augment import describe
-from components.evaluation.verification import write_verification_plots
-from components.paths import datasets_root, state_dir
-from components.settings import load_settings
-from components.tracking import artifact_folder, numeric_metrics, tracked_run
+from facegate.benchmarks import identify
+from facegate.benchmarks.lfw import LfwBenchmark, thinned_progress
+from facegate.components.core.paths import datasets_root, state_dir
+from facegate.components.core.settings import load_settings
+from facegate.components.evaluation.verification import write_verification_plots
+from facegate.components.faces.augment import describe
+from facegate.components.lifecycle.model_loading import service_configuration
+from facegate.components.lifecycle.tracking import artifact_folder, numeric_metrics, tracked_run
 
 
 @flow(name="bench-lfw", log_prints=True)
@@ -22,8 +23,6 @@ def lfw_benchmark_flow(backbone: str | None = None, mode: str | None = None, fli
                        lr: float | None = None, mining: str = "online", speed: bool = True,
                        masked: bool = False) -> dict:
     """LFW View 2 for a backbone/mode (default: the configuration in service: the champion's, else params)."""
-    from components.service import service_configuration
-
     settings = load_settings()
     log = get_run_logger()
     in_service = service_configuration(settings)

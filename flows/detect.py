@@ -1,8 +1,11 @@
 """Detector flows: train (facemask -> YOLO detector in MLflow, registered and gated) and benchmark.
 
-Wiring only: data, model, training, metrics and plots come from components.detection.
+Wiring only: data, model, training, metrics and plots come from facegate.components.detection.
 """
 from __future__ import annotations
+
+import argparse
+import json
 
 import mlflow
 import numpy as np
@@ -10,20 +13,20 @@ import torch
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from components import data_version, registry
-from benchmarks import detect as bench
-from components.detection.augment import box_augmentation
-from components.detection.data import load_samples, truths_of
-from components.detection.plots import draw_truth_and_detections, plot_pr_curves
-from components.detection.serving import load_model_uri
-from components.detection.train import DetectTrainConfig, final_evaluation, train_detector
-from components.detection.two_stage import TwoStageConfig, train_two_stage
-from components.errors import SettingsError
-from components.devices import describe
-from components.ingest import read_manifest
-from components.paths import data_dir
-from components.settings import Settings, load_settings
-from components.tracking import artifact_folder, log_torch_model, numeric_metrics, tracked_run
+from facegate.benchmarks import detect as bench
+from facegate.components.core.datasets import read_manifest
+from facegate.components.core.devices import describe
+from facegate.components.core.errors import SettingsError
+from facegate.components.core.paths import data_dir
+from facegate.components.core.settings import Settings, load_settings
+from facegate.components.detection.augment import box_augmentation
+from facegate.components.detection.data import load_samples, truths_of
+from facegate.components.detection.plots import draw_truth_and_detections, plot_pr_curves
+from facegate.components.detection.train import DetectTrainConfig, final_evaluation, train_detector
+from facegate.components.detection.two_stage import TwoStageConfig, train_two_stage
+from facegate.components.lifecycle import data_version, registry
+from facegate.components.lifecycle.detector_models import load_model_uri
+from facegate.components.lifecycle.tracking import artifact_folder, log_torch_model, numeric_metrics, tracked_run
 
 EXPERIMENT = "detect"
 VARIANTS = {"yolo": "yolo-mobilenet_v2", "two_stage": "two-stage-retinaface-mobilenet_v2"}  # variant -> run name
@@ -75,7 +78,7 @@ def detect_train_flow(frozen_epochs: int | None = None, finetune_epochs: int | N
               "run.train_images": len(train), "run.val_images": len(val), "run.log_sample_images": sample_images}
     with tracked_run(f"{settings.tracking.experiment_prefix}-{EXPERIMENT}", VARIANTS[variant], params=params,
                      data_version=data_version.read_version()) as run:
-        import albumentations as A
+        import albumentations as A  # heavy: albumentations pulls in scipy and more; only augmentation needs it
 
         mlflow.set_tag("variant", variant)
 
@@ -183,14 +186,11 @@ def face_detectors_bench_flow(detectors: list[str] | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m flows.detect train [--frozen-epochs N] [--finetune-epochs N] [--log-sample-images]``: the
+    """``python -m facegate.flows.detect train [--frozen-epochs N] [--finetune-epochs N] [--log-sample-images]``: the
     same flow as ``facegate train-detector``, the command the docs and messages name."""
-    import argparse
-    import json
+    import facegate.flows  # noqa: F401 - quiet, embedded defaults
 
-    import flows  # noqa: F401 - quiet, embedded defaults
-
-    parser = argparse.ArgumentParser(prog="python -m flows.detect")
+    parser = argparse.ArgumentParser(prog="python -m facegate.flows.detect")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train, evaluate, register and gate the detector (params: detection.*)")
     train.add_argument("--frozen-epochs", type=int)

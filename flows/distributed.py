@@ -1,6 +1,6 @@
 """Chips, frozen features and embeddings of a dataset fanned out over shards on a task runner.
 
-Wiring only, over ``components.sharding``: the manifest's images are cut into ``distributed.shards``
+Wiring only, over ``facegate.components.lifecycle.sharding``: the manifest's images are cut into ``distributed.shards``
 contiguous shards; each shard's chips and then its features and embeddings are Prefect tasks, run by
 the runner in ``distributed.runner``:
 - ``local``: Prefect's thread-pool runner with one thread, shards in order in this process (the
@@ -22,11 +22,12 @@ from collections.abc import Iterator
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from components import sharding
-from components.faces.chips import ChipSet
-from components.ingest import read_manifest
-from components.paths import data_dir, state_dir
-from components.settings import DistributedSettings, load_settings
+from facegate.components.core.datasets import read_manifest
+from facegate.components.core.paths import data_dir, state_dir
+from facegate.components.core.settings import DistributedSettings, load_settings
+from facegate.components.embedding.backbones import chip_geometry
+from facegate.components.faces.chips import ChipSet
+from facegate.components.lifecycle import sharding
 
 DASK_ADDRESS_ENV = "FACEGATE_DASK_ADDRESS"
 
@@ -52,10 +53,12 @@ def make_task_runner(cfg: DistributedSettings, runner: str | None = None, api_ur
     whose worker processes get ``api_url`` as their PREFECT_API_URL."""
     runner = runner or cfg.runner
     if runner == "local":
-        from prefect.task_runners import ThreadPoolTaskRunner
+        from prefect.task_runners import (
+            ThreadPoolTaskRunner,  # heavy: Prefect takes seconds to import; only flow runs need it
+        )
 
         return ThreadPoolTaskRunner(max_workers=1)
-    from prefect_dask import DaskTaskRunner
+    from prefect_dask import DaskTaskRunner  # heavy: Dask is only for the distributed runner
 
     address = dask_address(cfg)
     if address:
@@ -72,12 +75,17 @@ def prefect_api_for_workers() -> Iterator[str]:
     mode) that one; else, instead of Prefect's ephemeral in-process default, of which every worker
     process would start one more of its own (seconds of CPU each, and task runs nobody sees), one
     temporary server for the flow and its workers, stopped afterwards."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import (  # heavy: Prefect takes seconds to import; only flow runs need it
+        PREFECT_API_URL,
+        temporary_settings,
+    )
 
     if PREFECT_API_URL.value():
         yield PREFECT_API_URL.value()
         return
-    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.server.api.server import (
+        SubprocessASGIServer,  # heavy: Prefect takes seconds to import; only flow runs need it
+    )
 
     server = SubprocessASGIServer()
     server.start(timeout=int(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")))
@@ -89,8 +97,6 @@ def prefect_api_for_workers() -> Iterator[str]:
 
 
 def _shard_everything(dataset: str, shards: int | None, runner: str, write_cache: bool) -> dict:
-    from components.embedding.backbones import chip_geometry
-
     settings = load_settings()
     cfg, log = settings.distributed, get_run_logger()
     backbone, faces = settings.embedding.backbone, settings.faces

@@ -3,7 +3,7 @@ versioned by DVC (``gallery.dvc``) and recorded in MLflow (counts and calibratio
 no embeddings).
 
 The CLI's single-item commands do not come here (no Prefect server for one person): they call
-``components.gallery_changes`` directly, the same functions these flows use.
+``facegate.components.service.gallery_changes`` directly, the same functions these flows use.
 """
 from __future__ import annotations
 
@@ -14,13 +14,19 @@ import mlflow
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from components import data_version, gallery_snapshots
-from components.errors import FacegateError
-from components.gallery import current_version
-from components.gallery_changes import (enrol_recorded, gallery_experiment, log_gallery, read_batch, read_photo,
-                                        remove_recorded)
-from components.service import FaceGate
-from components.tracking import tracked_run
+from facegate.components.core.errors import FacegateError
+from facegate.components.gallery import current_version
+from facegate.components.lifecycle import data_version, gallery_snapshots
+from facegate.components.lifecycle.tracking import tracked_run
+from facegate.components.service.facade import FaceGate
+from facegate.components.service.gallery_changes import (
+    enrol_recorded,
+    gallery_experiment,
+    log_gallery,
+    read_batch,
+    read_photo,
+    remove_recorded,
+)
 
 GALLERY_TARGET = gallery_snapshots.TARGET
 
@@ -51,7 +57,7 @@ def remove_flow(employee_id: str) -> dict:
 def batch_enrol_flow(source: str, replace: bool = False) -> dict:
     """Many employees from a folder (``<id>/*.jpg``) or a CSV (``id,name,path``): each row enrolled or
     reported with its error (a bad row stops nothing), one MLflow run, one DVC snapshot at the end."""
-    from tqdm import tqdm
+    from tqdm import tqdm  # optional: a progress bar only here
 
     gate = FaceGate()
     rows = read_batch(Path(source))

@@ -3,7 +3,7 @@
     ingest -> validate -> augment -> train -> evaluate -> register -> gate -> gallery -> promote -> version
 
 Wiring only: ``CHAIN`` lists the stage functions; each takes the ``ChainState`` and runs its tasks,
-subflows and nested MLflow runs under ``components.retrain.stage_guard``. What it guarantees:
+subflows and nested MLflow runs under ``facegate.components.lifecycle.retrain.stage_guard``. What it guarantees:
 - A failed stage stops the chain with its name and reason (``StageFailed``), marks the MLflow run
   FAILED with a ``failed_stage`` tag, marks its registered version ``failed``, and leaves the champion
   and the gallery in service as they were: the new gallery is built and calibrated before anything in
@@ -27,27 +27,28 @@ import mlflow
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from components import data_version, registry
-from components.embedding.model import EmbeddingModel
-from components.embedding.train import TrainConfig
-from components.errors import RetrainBusy
-from components.filelock import file_lock
-from components.gallery import Gallery
-from components.paths import mlflow_tracking_uri, state_dir
-from components.recognition import FaceRecognizer
-from components.retrain import (
+from facegate.components.core.errors import RetrainBusy
+from facegate.components.core.locks import file_lock
+from facegate.components.core.paths import mlflow_tracking_uri, state_dir
+from facegate.components.core.settings import Settings, load_settings
+from facegate.components.embedding.model import EmbeddingModel
+from facegate.components.embedding.train import TrainConfig
+from facegate.components.gallery import Gallery
+from facegate.components.lifecycle import data_version, registry
+from facegate.components.lifecycle.model_loading import embedder_version_label
+from facegate.components.lifecycle.retrain import (
     ChainState,
     close_stale_runs,
     current_incumbent,
     experiment_name,
     stage_guard,
 )
-from components.service import FaceGate, embedder_version_label
-from components.settings import Settings, load_settings
-from components.tracking import log_torch_model, set_data_version, tracked_run
-from flows.data import ingest_flow, validate_flow
-from flows.gallery import version_gallery
-from flows.train import augment_stage, evaluate_stage, load_training_data, train_stage
+from facegate.components.lifecycle.tracking import log_torch_model, set_data_version, tracked_run
+from facegate.components.recognition.recognizer import FaceRecognizer
+from facegate.components.service.facade import FaceGate
+from facegate.flows.data import ingest_flow, validate_flow
+from facegate.flows.gallery import version_gallery
+from facegate.flows.train import augment_stage, evaluate_stage, load_training_data, train_stage
 
 # ------------------------------------------------------------------------------------------ tasks
 
@@ -201,7 +202,7 @@ def _chain(settings: Settings, datasets: list[str] | None, limit: int | None) ->
     cfg = TrainConfig.from_settings(settings)
     params = {**settings.flat(), "run.backbone": backbone, "run.mode": mode, "run.limit": limit,
               "run.datasets": ",".join(datasets or [s.name for s in settings.ingest.datasets])}
-    from prefect.runtime import deployment, flow_run
+    from prefect.runtime import deployment, flow_run  # heavy: Prefect takes seconds to import; only flow runs need it
 
     trigger = {"prefect_flow_run_id": str(flow_run.id), "prefect_deployment": deployment.name or "none"}
     with tracked_run(experiment_name(settings), f"retrain-{backbone}-{mode}", params=params,

@@ -17,8 +17,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.errors import SchedulerError
-from components.paths import state_dir
+from facegate.components.core.errors import SchedulerError
+from facegate.components.core.paths import state_dir
+from facegate.flows.retrain import retrain_flow
 
 DEFAULT_PORT = 4200
 
@@ -82,10 +83,11 @@ def ensure_server(port: int = DEFAULT_PORT) -> PrefectServer:
 
 def serve_retraining(server: PrefectServer, cron: str, timezone: str, deployment: str) -> None:
     """Register the deployment with its cron schedule and run its flow runs here until interrupted."""
-    from prefect.schedules import Cron
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from flows.retrain import retrain_flow
+    from prefect.schedules import Cron  # heavy: Prefect takes seconds to import; only flow runs need it
+    from prefect.settings import (  # heavy: Prefect takes seconds to import; only flow runs need it
+        PREFECT_API_URL,
+        temporary_settings,
+    )
 
     with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
         retrain_flow.serve(name=deployment, schedule=Cron(cron, timezone=timezone), limit=1,

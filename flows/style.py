@@ -1,6 +1,6 @@
 """Style-transfer flows: stylize (C and S -> G, logged to MLflow) and the issue's benchmark case.
 
-Wiring only: features, costs and the optimisation come from components.style_transfer. A face photo
+Wiring only: features, costs and the optimisation come from facegate.components.style.transfer. A face photo
 as content is biometric data, so the input and output images reach MLflow only when ``style.log_images``
 (or the flow's argument) says so; without it the run records the images' sha256, never their pixels
 or names.
@@ -19,11 +19,12 @@ import torch
 from prefect import flow, get_run_logger
 from tqdm import tqdm
 
-from components.embedding.mobilenet_v2 import MobileNetV2
-from components.errors import DatasetError
-from components.paths import datasets_root
-from components.settings import Settings, load_settings
-from components.style_transfer import (
+from facegate.components.core.errors import DatasetError
+from facegate.components.core.paths import datasets_root
+from facegate.components.core.settings import Settings, load_settings
+from facegate.components.lifecycle.tracking import tracked_run
+from facegate.components.networks.mobilenet_v2 import MobileNetV2
+from facegate.components.style.transfer import (
     StyleConfig,
     StyleFeatures,
     StyleResult,
@@ -37,7 +38,6 @@ from components.style_transfer import (
     side_by_side,
     stylize,
 )
-from components.tracking import tracked_run
 
 EXPERIMENT = "style"
 RUN_NAME = "gatys-mobilenet_v2"
@@ -86,7 +86,9 @@ def _progress(cfg: StyleConfig):
 
 def log_result(result: StyleResult, cfg: StyleConfig, images: dict | None = None) -> None:
     """Per-iteration cost parts (steps 0..iterations), the summary, the cost plot; images only if given."""
-    from mlflow.entities import Metric
+    from mlflow.entities import (
+        Metric,  # heavy: MLflow takes seconds to import; only the paths that track or load models need it
+    )
 
     run_id = mlflow.active_run().info.run_id
     now = int(time.time() * 1000)

@@ -1,6 +1,6 @@
 """Training stages (augment, train, evaluate) and the standalone training flow.
 
-Wiring only: each task calls ``components.embedding.stages`` and logs what it returns. The stage tasks
+Wiring only: each task calls ``facegate.components.lifecycle.stages`` and logs what it returns. The stage tasks
 log to whichever MLflow run is active, so ``train_flow`` runs them in one run and the retraining chain
 (flows/retrain.py) gives each its own nested run.
 """
@@ -13,17 +13,16 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from tqdm import tqdm
 
-from components import data_version
-from components.devices import describe
-from components.embedding import stages
-from components.embedding.model import EmbeddingModel
-from components.embedding.stages import Trained
-from components.embedding.train import TrainConfig
-from components.embedding.training_data import TrainingData, read_training_data
-from components.evaluation.plots import plot_training_curves
-from components.evaluation.verification import write_verification_plots
-from components.settings import Settings, load_settings
-from components.tracking import artifact_folder, log_torch_model, tracked_run
+from facegate.components.core.devices import describe
+from facegate.components.core.settings import Settings, load_settings
+from facegate.components.embedding.model import EmbeddingModel
+from facegate.components.embedding.train import TrainConfig
+from facegate.components.evaluation.plots import plot_training_curves
+from facegate.components.evaluation.verification import write_verification_plots
+from facegate.components.lifecycle import data_version, stages
+from facegate.components.lifecycle.stages import Trained
+from facegate.components.lifecycle.tracking import artifact_folder, log_torch_model, tracked_run
+from facegate.components.lifecycle.training_data import TrainingData, read_training_data
 
 TRAIN_EXPERIMENT = "train"
 

@@ -43,7 +43,7 @@ OS_USER_CANDIDATES = ("postgres", "facegate-pg")  # who runs postgres when we ar
 MLFLOW_BUCKET = "facegate-mlflow"
 DVC_BUCKET = "facegate-dvc"
 WORK_POOL = "facegate-process"
-ACCESS_LOG_DB = "facegate"  # facegate's access log and accounts (components/access_log.py)
+ACCESS_LOG_DB = "facegate"  # facegate's access log and accounts (components/service/access_log.py)
 GRACE_S = {"s3": 3.0}  # seconds between SIGTERM and SIGKILL; weed takes its time over a graceful stop
 QUIET = {
     "NO_ALBUMENTATIONS_UPDATE": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "GX_ANALYTICS_ENABLED": "false",

@@ -164,7 +164,7 @@ class Check:
     def prepare(self) -> None:
         self.repo.mkdir(parents=True)
         copy_working_tree(self.repo)
-        from components.paths import datasets_root
+        from facegate.components.core.paths import datasets_root
 
         images = build_datasets(datasets_root(), self.work / "datasets", self.people)
         write_params(self.work / "params.yaml")
@@ -332,7 +332,7 @@ class Check:
         before = tree_digest(data)
         shutil.move(data, kept)
         shutil.rmtree(self.repo / ".dvc" / "cache", ignore_errors=True)  # the pull must come from S3
-        proc = subprocess.run([sys.executable, "-m", "flows.cli", "data", "pull"], cwd=self.repo, env=self.env,
+        proc = subprocess.run([sys.executable, "-m", "facegate.cli.main", "data", "pull"], cwd=self.repo, env=self.env,
                               capture_output=True, text=True, timeout=300)
         expect(proc.returncode == 0, "object store", f"facegate data pull: {(proc.stderr or proc.stdout).strip()[-300:]}")
         after = tree_digest(data)
@@ -342,14 +342,14 @@ class Check:
         self.summary["dvc_files_identical"] = len(after)
 
     def enrol_one(self) -> None:
-        from components.paths import datasets_root
+        from facegate.components.core.paths import datasets_root
 
         photo = datasets_root() / "faceapi-examples" / ENROL_PERSON / f"{ENROL_PERSON}1.png"
         self.enrolled_photo = None
         if not photo.is_file():
             say(f"enrol: skipped ({photo} missing)")
             return
-        proc = subprocess.run([sys.executable, "-m", "flows.cli", "enroll", "--id", ENROL_PERSON, "--name", "Amy",
+        proc = subprocess.run([sys.executable, "-m", "facegate.cli.main", "enroll", "--id", ENROL_PERSON, "--name", "Amy",
                                str(photo)], cwd=self.repo, env=self.env, capture_output=True, text=True, timeout=300)
         expect(proc.returncode == 0, "facegate enroll", (proc.stderr or proc.stdout).strip()[-300:])
         self.enrolled_photo = photo
@@ -377,7 +377,7 @@ class Check:
         enrolments = sql("SELECT actor FROM audit WHERE action = 'enrol' AND employee_id = %s", (ENROL_PERSON,))
         expect(len(enrolments) == 1 and enrolments[0][0].startswith("local:"), "access log",
                f"enrolment audit rows for {ENROL_PERSON}: {enrolments}")
-        proc = subprocess.run([sys.executable, "-m", "flows.cli", "identify", str(self.enrolled_photo)],
+        proc = subprocess.run([sys.executable, "-m", "facegate.cli.main", "identify", str(self.enrolled_photo)],
                               cwd=self.repo, env=self.env, capture_output=True, text=True, timeout=300)
         expect(proc.returncode == 0, "facegate identify", (proc.stderr or proc.stdout).strip()[-300:])
         try:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.paths import QUIET_ENV, datasets_root, repo_root
+from facegate.components.core.paths import QUIET_ENV, datasets_root, repo_root
 
 for _k, _v in QUIET_ENV.items():
     os.environ.setdefault(_k, _v)
@@ -96,7 +96,7 @@ def make_sandbox(base: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("FACEGATE_DVC_REMOTE", raising=False)
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run(git + ["init", "-q"], cwd=repo, check=True)
-    from components.data_version import ensure_repo
+    from facegate.components.lifecycle.data_version import ensure_repo
 
     ensure_repo(repo)  # as in the real repository, where .dvc/ is committed
     subprocess.run(git + ["add", "."], cwd=repo, check=True)

@@ -14,8 +14,8 @@ import numpy as np
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from components.augment import colour_shifting  # noqa: E402
-from components.detection.decode import letterbox  # noqa: E402
+from facegate.components.detection.decode import letterbox  # noqa: E402
+from facegate.components.faces.augment import colour_shifting  # noqa: E402
 
 __all__ = ["BoxAugmentSettings", "box_augmentation", "augment_sample", "letterbox_sample"]
 
@@ -37,7 +37,7 @@ class BoxAugmentSettings:
 
 
 def box_augmentation(cfg: BoxAugmentSettings, size: int, seed: int | None = None):
-    import albumentations as A
+    import albumentations as A  # heavy: albumentations pulls in scipy and more; only augmentation needs it
 
     return A.Compose([
         A.HorizontalFlip(p=cfg.flip_p),

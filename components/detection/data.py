@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.detection.metrics import Truth
-from components.errors import DatasetError
-from components.images import load_image
+from facegate.components.core.errors import DatasetError
+from facegate.components.core.images import load_image
+from facegate.components.detection.metrics import Truth
 
 __all__ = ["DetectionSample", "load_samples", "truths_of"]
 

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from components.detection.boxes import nms, per_class_nms
-from components.detection.encoding import N_BOX_FIELDS
+from facegate.components.core.devices import module_device
+from facegate.components.detection.encoding import N_BOX_FIELDS
+from facegate.components.faces.boxes import nms, per_class_nms
+from facegate.components.networks.mobilenet_v2 import normalise
 
 __all__ = ["Detections", "decode_grid", "postprocess", "letterbox", "PAD_VALUE", "detect_images"]
 
@@ -117,10 +119,7 @@ def detect_images(model, images: list[np.ndarray], *, score_threshold: float, io
         return model.detect_images(images, score_threshold=score_threshold, iou_threshold=iou_threshold,
                                    max_detections=max_detections, class_agnostic=class_agnostic,
                                    batch_size=batch_size)
-    import torch
-
-    from components.devices import module_device
-    from components.embedding.mobilenet_v2 import normalise
+    import torch  # heavy: torch loads ~1 s of native code; only the paths that run a model need it
 
     size = model.input_size[0]
     device = module_device(model)

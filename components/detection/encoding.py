@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from components.detection.anchors import shape_iou
+from facegate.components.detection.anchors import shape_iou
 
 __all__ = ["GridLayout", "Targets", "encode_targets", "N_BOX_FIELDS"]
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from components.detection.encoding import N_BOX_FIELDS
+from facegate.components.detection.encoding import N_BOX_FIELDS
 
 __all__ = ["LossWeights", "yolo_loss", "decode_boxes_torch", "box_iou_torch"]
 

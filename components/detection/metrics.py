@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from components.detection.boxes import iou_matrix, xyxy_to_xywh
-from components.detection.decode import Detections
+from facegate.components.detection.decode import Detections
+from facegate.components.faces.boxes import iou_matrix, xyxy_to_xywh
 
 __all__ = ["Truth", "voc_ap", "voc_pr", "voc_map", "coco_map", "pycocotools_map", "evaluate",
            "COCO_IOU_THRESHOLDS", "COCO_RECALL_POINTS"]
@@ -170,8 +170,8 @@ def to_coco(dets: list[Detections], truths: list[Truth], num_classes: int) -> tu
 
 def pycocotools_map(dets: list[Detections], truths: list[Truth], num_classes: int) -> dict:
     """The same figures from pycocotools' own ``COCOeval`` (bbox), for the cross-check."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+    from pycocotools.coco import COCO  # optional: pycocotools only for the cross-check
+    from pycocotools.cocoeval import COCOeval  # optional: pycocotools only for the cross-check
 
     gt_dict, results = to_coco(dets, truths, num_classes)
     with contextlib.redirect_stdout(io.StringIO()):

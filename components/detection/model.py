@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from components.detection.encoding import GridLayout
-from components.embedding.mobilenet_v2 import MobileNetV2, load_mobilenet_v2_imagenet
+from facegate.components.detection.encoding import GridLayout
+from facegate.components.networks.mobilenet_v2 import MobileNetV2, load_mobilenet_v2_imagenet
 
 __all__ = ["YoloDetector", "build_detector", "BACKBONE_STRIDES"]
 

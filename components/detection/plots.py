@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from components.detection.decode import Detections
-from components.detection.metrics import Truth, voc_ap, voc_pr
+from facegate.components.detection.decode import Detections
+from facegate.components.detection.metrics import Truth, voc_ap, voc_pr
 
 __all__ = ["plot_pr_curves", "draw_detections", "draw_truth_and_detections"]
 
@@ -16,10 +16,10 @@ CLASS_COLOURS = [(40, 200, 60), (220, 40, 40), (240, 170, 20), (60, 120, 230), (
 
 def plot_pr_curves(dets: list[Detections], truths: list[Truth], class_names: tuple[str, ...], out: Path,
                    iou_threshold: float = 0.5) -> Path:
-    import matplotlib
+    import matplotlib  # heavy: plotting only where a figure is written
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: plotting only where a figure is written
 
     fig, ax = plt.subplots(figsize=(6, 5))
     for c, name in enumerate(class_names):

@@ -22,20 +22,20 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from components.detection.anchors import kmeans_anchors, mean_best_iou
-from components.detection.augment import BoxAugmentSettings, augment_sample, box_augmentation, letterbox_sample
-from components.detection.data import DetectionSample, truths_of
-from components.detection.decode import detect_images
-from components.detection.encoding import GridLayout, encode_targets
-from components.detection.loss import LossWeights, yolo_loss
-from components.detection.metrics import evaluate, voc_map
-from components.detection.model import YoloDetector, build_detector, layout_from
-from components.devices import loader_options, resolve_torch_device
-from components.embedding.mobilenet_v2 import normalise
-from components.settings import build_config
+from facegate.components.core.devices import loader_options, resolve_torch_device
+from facegate.components.core.settings import build_config
+from facegate.components.detection.anchors import kmeans_anchors, mean_best_iou
+from facegate.components.detection.augment import BoxAugmentSettings, augment_sample, box_augmentation, letterbox_sample
+from facegate.components.detection.data import DetectionSample, truths_of
+from facegate.components.detection.decode import detect_images
+from facegate.components.detection.encoding import GridLayout, encode_targets
+from facegate.components.detection.loss import LossWeights, yolo_loss
+from facegate.components.detection.metrics import evaluate, voc_map
+from facegate.components.detection.model import YoloDetector, build_detector, layout_from
+from facegate.components.networks.mobilenet_v2 import normalise
 
 if TYPE_CHECKING:
-    from components.settings import Settings
+    from facegate.components.core.settings import Settings
 
 __all__ = ["DetectTrainConfig", "fit_anchors", "train_detector", "TrainResult"]
 

@@ -7,7 +7,7 @@ classification that an ImageNet MobileNetV2 learns from the ~3,000 ground-truth 
 score is RetinaFace's face score x the class probability, every box standing for each class (as the YOLO
 decoder does), so the same mAP code scores both variants.
 
-- Proposals: RetinaFace (components.detection.retinaface) at ``proposal_scale`` (the set's faces are
+- Proposals: RetinaFace (facegate.components.faces.retinaface) at ``proposal_scale`` (the set's faces are
   small), then a box correction fitted on the training split (median offsets and scales from RetinaFace's
   boxes to the annotators' boxes, which are drawn looser around the chin and hair).
 - Crops: a square ``crop_context`` times the box's longer side around its centre, ``crop_size`` pixels;
@@ -22,6 +22,7 @@ decoder does), so the same mAP code scores both variants.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -33,9 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from components.detection.boxes import iou_matrix, nms, per_class_nms
-from components.detection.decode import Detections
-from components.embedding.mobilenet_v2 import MobileNetV2, load_mobilenet_v2_imagenet, normalise
+from facegate.components.core.settings import build_config
+from facegate.components.detection.decode import Detections
+from facegate.components.faces.augment import colour_shifting
+from facegate.components.faces.boxes import iou_matrix, nms, per_class_nms
+from facegate.components.faces.retinaface import decode, load_retinaface, preprocess
+from facegate.components.networks.mobilenet_v2 import MobileNetV2, load_mobilenet_v2_imagenet, normalise
 
 __all__ = ["TwoStageConfig", "TwoStageDetector", "MaskStateClassifier", "face_crop", "fit_box_correction",
            "train_two_stage", "TwoStageResult", "crop_items", "box_deltas", "apply_deltas"]
@@ -77,8 +81,6 @@ class TwoStageConfig:
 
     @classmethod
     def from_settings(cls, settings, **overrides) -> TwoStageConfig:
-        from components.settings import build_config
-
         det = settings.detection.model_dump()
         return build_config(cls, {**det, **det["two_stage"], "seed": settings.seed}, **overrides)
 
@@ -178,8 +180,6 @@ class TwoStageDetector(nn.Module):
     def __init__(self, classifier: MaskStateClassifier, class_names: tuple[str, ...], crop_size: int,
                  crop_context: float, proposal_scale: float, proposal_score_threshold: float,
                  proposal_nms_iou: float, box_correction: np.ndarray) -> None:
-        from components.detection.retinaface import load_retinaface
-
         super().__init__()
         self.proposer = load_retinaface()
         self.classifier = classifier
@@ -196,8 +196,6 @@ class TwoStageDetector(nn.Module):
 
         The last few images' proposals are kept by content hash: the benchmark asks for the same frame
         twice (per-class mAP, then class-agnostic face AP) and RetinaFace is most of the cost."""
-        import hashlib
-
         key = (hashlib.sha1(np.ascontiguousarray(image).data).hexdigest(), image.shape,
                self.box_correction.numpy().tobytes())
         cache = self.__dict__.setdefault("_proposal_cache", {})
@@ -217,8 +215,6 @@ class TwoStageDetector(nn.Module):
         return state
 
     def _propose(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from components.detection.retinaface import decode, preprocess
-
         h, w = image.shape[:2]
         scale = min(self.proposal_scale, 1600 / max(h, w))
         resized = image if scale == 1.0 else cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
@@ -285,9 +281,7 @@ class TwoStageResult:
 
 
 def _colour(cfg: TwoStageConfig, seed: int):
-    import albumentations as A
-
-    from components.augment import colour_shifting
+    import albumentations as A  # heavy: albumentations pulls in scipy and more; only augmentation needs it
 
     return A.Compose(colour_shifting(cfg), seed=seed)
 

@@ -1,78 +1,24 @@
-"""Backbones behind one interface, one registry entry each: adding a backbone touches this file only.
+"""Backbones, one registry entry each: adding a backbone touches this file only (the interface is base.py).
 
-A backbone turns aligned chips (uint8 RGB, N x S x S x 3, from components.faces) into pooled features;
-the embedding head on top is shared (components.embedding.model). ``stages`` lists the trainable
-blocks from shallow to deep so ``finetune`` can unfreeze the last N; ``pretrained_head`` is the
-backbone's own embedding layer where it has one (dlib's fc), used to initialise the head.
-``chip_geometry`` names the aligned chip the weights were trained on (components.faces.align:
-``dlib_150`` or ``arcface_112``); chip extraction for a backbone uses it (see :func:`chip_geometry`).
+``make_backbone("a+b")`` fuses registered backbones side by side (fusion.py).
 """
 from __future__ import annotations
 
-from typing import ClassVar
+import copy
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from components.embedding.folding import channels_last_copy, inference_copy, use_inference_copy
-from components.embedding.sface import INPUT_SIZE as SFACE_INPUT_SIZE
-
-
-class Backbone(nn.Module):
-    name: ClassVar[str]
-    feature_dim: ClassVar[int]
-    input_size: ClassVar[int]
-    chip_geometry: ClassVar[str] = "dlib_150"
-    features_revision: ClassVar[int] = 1  # bumped when features() changes meaning: cached features are keyed by it
-    precision: str = "float32"  # inference number format (components.embedding.precision.set_precision)
-
-    def inference_dtype(self) -> torch.dtype:
-        """The dtype this backbone's inference copy computes in, from ``precision`` and its device."""
-        from components.devices import module_device
-        from components.embedding.precision import inference_dtype
-
-        return inference_dtype(self.precision, module_device(self))
-
-    def preprocess(self, chips: Tensor) -> Tensor:
-        """uint8 N x S x S x 3 -> float N x 3 x input_size x input_size, as the weights expect."""
-        raise NotImplementedError
-
-    def features(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def stages(self) -> list[nn.Module]:
-        raise NotImplementedError
-
-    def pretrained_head(self) -> nn.Linear | None:
-        return None
-
-    def embedding_head(self, dim: int) -> nn.Module | None:
-        """A head of the backbone's own making (a fused backbone's per-member heads); None: the shared
-        linear head of ``dim`` outputs."""
-        return None
-
-    def freeze_all_but_last(self, n_stages: int) -> None:
-        """Freeze everything, then unfreeze the deepest ``n_stages`` stages (BN of frozen ones in eval)."""
-        stages = self.stages()
-        if not 0 <= n_stages <= len(stages):
-            raise ValueError(f"n_stages must be in [0, {len(stages)}], got {n_stages}")
-        for p in self.parameters():
-            p.requires_grad_(False)
-        for stage in stages[len(stages) - n_stages:]:
-            for p in stage.parameters():
-                p.requires_grad_(True)
-        self._frozen = stages[: len(stages) - n_stages]
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        for stage in getattr(self, "_frozen", []):
-            stage.eval()  # frozen BN statistics must not drift with face data
-        return self
-
-
-def _to_nchw(chips: Tensor) -> Tensor:
-    return chips.permute(0, 3, 1, 2).to(torch.float32)
+from facegate.components.core.weights import weight_path
+from facegate.components.embedding.base import FUSION_SEPARATOR, Backbone, to_nchw
+from facegate.components.embedding.dlib_resnet import load_dlib_resnet
+from facegate.components.embedding.folding import channels_last_copy, inference_copy, use_inference_copy
+from facegate.components.embedding.fusion import FusedBackbone, fused_geometry
+from facegate.components.embedding.position_gate import PositionGatedHead
+from facegate.components.embedding.sface import INPUT_SIZE as SFACE_INPUT_SIZE
+from facegate.components.embedding.sface import SFaceInference, SFaceNet, load_sface
+from facegate.components.networks.mobilenet_v2 import MobileNetV2, load_mobilenet_v2_imagenet, normalise
 
 
 class DlibResNetBackbone(Backbone):
@@ -84,8 +30,6 @@ class DlibResNetBackbone(Backbone):
 
     def __init__(self, pretrained: bool = True) -> None:
         super().__init__()  # the layer structure is read from dlib's file either way (``pretrained`` unused)
-        from components.embedding.dlib_resnet import load_dlib_resnet
-        from components.weights import weight_path
 
         self.net = load_dlib_resnet(weight_path("dlib_resnet_v1"))
         for p in self.net.parameters():
@@ -94,7 +38,7 @@ class DlibResNetBackbone(Backbone):
         self._pool = nn.Sequential(*list(self.net.head)[:-1])
 
     def preprocess(self, chips: Tensor) -> Tensor:
-        x = _to_nchw(chips)
+        x = to_nchw(chips)
         if x.shape[-1] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", antialias=True,
                               align_corners=False)
@@ -128,15 +72,12 @@ class MobileNetV2Backbone(Backbone):
 
     def __init__(self, pretrained: bool = True) -> None:
         super().__init__()
-        from components.embedding.mobilenet_v2 import MobileNetV2, load_mobilenet_v2_imagenet
 
         self.net = load_mobilenet_v2_imagenet() if pretrained else MobileNetV2().eval()
         self.net.classifier = nn.Identity()
 
     def preprocess(self, chips: Tensor) -> Tensor:
-        from components.embedding.mobilenet_v2 import normalise
-
-        x = F.interpolate(_to_nchw(chips), size=(self.input_size, self.input_size), mode="bilinear",
+        x = F.interpolate(to_nchw(chips), size=(self.input_size, self.input_size), mode="bilinear",
                           antialias=True, align_corners=False)
         return normalise(x / 255.0)
 
@@ -144,7 +85,6 @@ class MobileNetV2Backbone(Backbone):
         dtype = self.inference_dtype()
         if not use_inference_copy(self.net) or dtype == torch.float32:
             return self.net.forward_features(x).mean(dim=(2, 3))
-        import copy
 
         net = inference_copy(self.net, lambda n: copy.deepcopy(n).to(dtype), variant=dtype)
         return net.forward_features(x.to(dtype)).mean(dim=(2, 3)).float()
@@ -160,7 +100,7 @@ class SFaceBackbone(Backbone):
     128-d embedding split by where it comes from: for each of the 7 x 7 map positions, that position's
     share of the linear layer's output (49 x 128 = 6,272 values; SFace has no pooling, and the 50,176-value
     map itself is too large to cache for head training). Their sum plus the layer's bias is SFace's
-    embedding, which is what the head (components.embedding.position_gate) computes before training has
+    embedding, which is what the head (facegate.components.embedding.position_gate) computes before training has
     moved its gates, so the pretrained model embeds exactly as OpenCV's ``FaceRecognizerSF`` after L2
     normalisation. Stages: conv_1 .. conv_13, then conv_14 with ``bn1`` and the linear layer.
     """
@@ -175,15 +115,13 @@ class SFaceBackbone(Backbone):
 
     def __init__(self, pretrained: bool = True) -> None:
         super().__init__()
-        from components.embedding.sface import SFaceNet, load_sface
-        from components.weights import weight_path
 
         self.net = load_sface(weight_path("sface_2021dec")) if pretrained else SFaceNet().eval()
         for p in self.net.parameters():
             p.requires_grad_(True)
 
     def preprocess(self, chips: Tensor) -> Tensor:
-        x = _to_nchw(chips)
+        x = to_nchw(chips)
         if x.shape[-1] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", antialias=True,
                               align_corners=False)
@@ -193,7 +131,6 @@ class SFaceBackbone(Backbone):
         x = (x - self.net.input_mean) * self.net.input_scale
         if not use_inference_copy(self.net):
             return self.net.reference_positional(x).flatten(1)
-        from components.embedding.sface import SFaceInference
 
         dtype = self.inference_dtype()
         net = inference_copy(self.net, lambda n: SFaceInference.from_net(n, dtype), variant=dtype)
@@ -206,13 +143,10 @@ class SFaceBackbone(Backbone):
     def embedding_head(self, dim: int) -> nn.Module:
         """The shares summed with SFace's bias, each position gated (1 until trained), then a linear
         layer (the identity at ``dim`` 128)."""
-        from components.embedding.position_gate import PositionGatedHead
-
         return PositionGatedHead(self.positions, self.embedding_dim, self.net.fc.bias, out_features=dim)
 
 
 BACKBONES: dict[str, type[Backbone]] = {b.name: b for b in (DlibResNetBackbone, MobileNetV2Backbone, SFaceBackbone)}
-FUSION_SEPARATOR = "+"  # "dlib_resnet+sface": several backbones fused (components.embedding.fusion)
 
 
 def _members(name: str) -> list[str]:
@@ -226,8 +160,6 @@ def _members(name: str) -> list[str]:
 
 def chip_geometry(backbone: str) -> str:
     """The chip geometry backbone ``backbone`` needs (class attributes: no weights are loaded)."""
-    from components.embedding.fusion import fused_geometry
-
     members = _members(backbone)
     return BACKBONES[members[0]].chip_geometry if len(members) == 1 else fused_geometry(
         [BACKBONES[m].chip_geometry for m in members])
@@ -245,6 +177,4 @@ def make_backbone(name: str, pretrained: bool = True) -> Backbone:
     members = _members(name)
     if len(members) == 1:
         return BACKBONES[name](pretrained)
-    from components.embedding.fusion import FusedBackbone
-
     return FusedBackbone([BACKBONES[m](pretrained) for m in members])

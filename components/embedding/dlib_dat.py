@@ -32,7 +32,7 @@ from typing import NoReturn, Union
 
 import numpy as np
 
-from components.errors import DlibFormatError
+from facegate.components.core.errors import DlibFormatError
 
 __all__ = [
     "AddPrev",

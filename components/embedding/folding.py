@@ -11,6 +11,7 @@ whenever a parameter or buffer of the original changes (optimiser steps, ``load_
 """
 from __future__ import annotations
 
+import copy
 import threading
 import weakref
 from collections.abc import Callable
@@ -90,6 +91,4 @@ def inference_copy(module: nn.Module, build: Callable[[nn.Module], nn.Module], v
 def channels_last_copy(module: nn.Module, dtype: torch.dtype = torch.float32) -> nn.Module:
     """A copy in ``dtype`` with 4-d weights in channels-last memory: oneDNN then convolves channels-last
     maps without reordering the weights on every call (and max-pools them on its fast path)."""
-    import copy
-
     return copy.deepcopy(module).to(dtype=dtype, memory_format=torch.channels_last)

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from components.embedding.backbones import FUSION_SEPARATOR, Backbone, _to_nchw
-from components.faces.align import ARCFACE_OFFSET, ARCFACE_SIZE, PAIRED_GEOMETRY
+from facegate.components.embedding.base import FUSION_SEPARATOR, Backbone, to_nchw
+from facegate.components.faces.align import ARCFACE_OFFSET, ARCFACE_SIZE, PAIRED_GEOMETRY
 
 WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)  # candidate weights of the last member (two members)
 
@@ -67,7 +67,7 @@ class FusedHead(nn.Module):
         return [F.normalize(h(p), dim=1) for h, p in zip(self.heads, parts)]
 
     def bare_penalty(self, feats: Tensor) -> Tensor | None:
-        """The gated members' penalties (components.embedding.position_gate), summed; None: no gates."""
+        """The gated members' penalties (facegate.components.embedding.position_gate), summed; None: no gates."""
         parts = torch.split(feats, self.in_dims, dim=1)
         found = [h.bare_penalty(p) for h, p in zip(self.heads, parts) if hasattr(h, "bare_penalty")]
         return torch.stack(found).sum() if found else None
@@ -90,7 +90,7 @@ class FusedBackbone(Backbone):
         self.initial_weights = list(weights or [1.0] * len(members))
 
     def preprocess(self, chips: Tensor) -> Tensor:
-        return _to_nchw(chips)  # 0..255; each member applies its own preprocessing in features()
+        return to_nchw(chips)  # 0..255; each member applies its own preprocessing in features()
 
     def features(self, x: Tensor) -> Tensor:
         return torch.cat([m.features(m.preprocess(member_input(x, m.chip_geometry))) for m in self.members], 1)

@@ -8,6 +8,8 @@ and results come back as CPU numpy arrays.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from components.devices import module_device
-from components.embedding.backbones import Backbone, features_tag, make_backbone
-from components.embedding.precision import set_precision
+from facegate.components.core.devices import module_device
+from facegate.components.embedding.backbones import Backbone, SFaceBackbone, features_tag, make_backbone
+from facegate.components.embedding.precision import inference_dtype, set_precision
 
 EMBEDDING_DIM = 128
 
@@ -54,8 +56,6 @@ def upgrade_sface_heads(model: EmbeddingModel) -> EmbeddingModel:
     """A model pickled before SFace's features became per-position shares (``features_revision`` 1: its
     head was a linear layer on SFace's summed 128-d embedding) as today's exact equivalent: the gated
     head with every gate at 1 and that linear layer. Anything else is returned unchanged."""
-    from components.embedding.backbones import SFaceBackbone
-
     def upgraded(member: Backbone, head: nn.Module) -> nn.Module:
         if not isinstance(member, SFaceBackbone) or not isinstance(head, nn.Linear) \
                 or head.in_features != member.embedding_dim:
@@ -135,8 +135,6 @@ def _cache_tag(backbone: str, precision: str, device: str | torch.device) -> str
     """The cache-name part for the backbone's features revision and the dtype ``precision`` resolves to:
     bfloat16 features are the service's, not float32 ones ('' for revision 1 in float32, so those caches
     keep their names)."""
-    from components.embedding.precision import inference_dtype
-
     return features_tag(backbone) + ("-bf16" if inference_dtype(precision, device) == torch.bfloat16 else "")
 
 
@@ -152,7 +150,7 @@ def cached_features(chips: np.ndarray, chip_key: str, backbone_name: str, cache_
                     precision: str = "float32") -> tuple[np.ndarray, np.ndarray]:
     """Frozen-backbone features of every chip and of its mirror image, cached on disk by chip key;
     computed on ``device`` when missing (the cache does not depend on it: GPU features differ from CPU
-    ones in their last bits only). ``precision`` (components.embedding.precision) is part of the key
+    ones in their last bits only). ``precision`` (facegate.components.embedding.precision) is part of the key
     when it resolves to bfloat16: the service's own features, not float32 ones."""
     out = []
     backbone = None
@@ -183,9 +181,6 @@ def cached_augmented_features(chips: np.ndarray, chip_key: str, backbone_name: s
     ``make_pipeline(seed)`` builds the pipeline; copy ``c`` is drawn with seed ``seed + c``; the
     backbone runs on ``device`` (the augmentation itself on the CPU).
     """
-    import hashlib
-    import json
-
     aug_key = hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:12]
     tag = _cache_tag(backbone_name, precision, device)
     out, backbone = [], None

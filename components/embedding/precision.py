@@ -5,7 +5,7 @@ the matrix units, about twice as fast per face as float32 for dlib's ResNet and 
 embeddings stay within cosine 0.9995 of float32 ones (tests/unit/test_precision.py holds it on real
 chips; `facegate bench lfw` measures the accuracy in service). Elsewhere bfloat16 is emulated and slower,
 so ``auto`` means bfloat16 only where it is native. Training never sees it: only the inference copies
-(components.embedding.folding, eval mode without autograd) are cast; parameters, gradients, checkpoints
+(facegate.components.embedding.folding, eval mode without autograd) are cast; parameters, gradients, checkpoints
 and the weight fingerprint stay float32.
 """
 from __future__ import annotations

@@ -17,7 +17,7 @@ linear to 128 and ``fc1`` BN1d, folded here into one ``nn.Linear``. Convolutions
 its ``match()`` normalises).
 
 Inference (eval mode, no autograd) runs :class:`SFaceInference`, a cached copy with every BN folded
-(components.embedding.folding) and the 1x1 convolutions as matrix products on channels-last maps:
+(facegate.components.embedding.folding) and the 1x1 convolutions as matrix products on channels-last maps:
 the same function within float rounding (a test holds it to 1e-5 on unit embeddings of real chips),
 several times faster on 2 cores. Training and ``state_dict`` see only the module with its BNs.
 """
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from components.embedding.folding import fold_bn_linear, fold_conv_bn, inference_copy, use_inference_copy
+from facegate.components.embedding.folding import fold_bn_linear, fold_conv_bn, inference_copy, use_inference_copy
 
 INPUT_SIZE = 112
 EMBEDDING_DIM = 128
@@ -179,14 +179,14 @@ def _layer_names(net: SFaceNet) -> list[tuple[str, ConvBnPrelu]]:
 
 
 def read_initialisers(graph) -> dict[str, np.ndarray]:
-    from onnx import numpy_helper
+    from onnx import numpy_helper  # heavy: only converting the shipped ONNX weights needs it
 
     return {t.name: numpy_helper.to_array(t) for t in graph.initializer}
 
 
 def check_graph(graph, path: Path) -> None:
     """The ONNX graph is exactly the layer sequence above (ops, strides, groups, pads, eps)."""
-    import onnx
+    import onnx  # heavy: only converting the shipped ONNX weights needs it
 
     net = SFaceNet()
     expected: list[tuple] = [("Sub",), ("Mul",)]
@@ -217,7 +217,7 @@ def check_graph(graph, path: Path) -> None:
 
 def load_sface(path: Path | str) -> SFaceNet:
     """SFaceNet with every parameter and buffer taken from the ONNX initialisers (by name, shapes asserted)."""
-    import onnx
+    import onnx  # heavy: only converting the shipped ONNX weights needs it
 
     path = Path(path)
     graph = onnx.load(str(path)).graph
@@ -269,7 +269,7 @@ def load_sface(path: Path | str) -> SFaceNet:
 def bias_as_feature_offset(fc: nn.Linear) -> torch.Tensor:
     """The minimum-norm c with ``fc.weight @ c == fc.bias``: so ``W (f + c) == W f + b`` exactly.
 
-    The shared embedding head (components.embedding.model) is a linear map without bias; adding c to
+    The shared embedding head (facegate.components.embedding.model) is a linear map without bias; adding c to
     the features carries SFace's bias into it with nothing lost (W is 128 x 50,176, full row rank).
     """
     w, b = fc.weight.detach().double(), fc.bias.detach().double()

@@ -1,7 +1,7 @@
 """Transfer learning of the embedding with triplet loss and online mining in P x K batches.
 
 ``train_head``: backbone frozen, features cached, only the head learns (seconds on CPU; with
-``train.trainable: gates`` only SFace's position gates, components.embedding.position_gate).
+``train.trainable: gates`` only SFace's position gates, facegate.components.embedding.position_gate).
 ``train_finetune``: the last N backbone stages learn too, on augmented chips (minutes to hours).
 Both return a per-epoch history with the mining statistics, so a run can be judged by whether its
 triplets stay active, not only by its loss. They train on ``cfg.device`` (``embedding.device``, resolved
@@ -19,9 +19,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from components.devices import resolve_torch_device
-from components.embedding.model import EmbeddingModel
-from components.embedding.triplets import (
+from facegate.components.core.devices import resolve_torch_device
+from facegate.components.core.settings import build_config
+from facegate.components.embedding.dataset_mining import mine_dataset_triplets, save_triplets, still_violating
+from facegate.components.embedding.model import EmbeddingModel, embed_from_features
+from facegate.components.embedding.position_gate import gate_parameters
+from facegate.components.embedding.triplets import (
     PKSampler,
     get_miner,
     mining_stats,
@@ -29,12 +32,11 @@ from components.embedding.triplets import (
     triplet_distances,
     triplet_loss,
 )
-from components.settings import build_config
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from components.settings import Settings
+    from facegate.components.core.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -88,8 +90,6 @@ def _run_epochs(model, params, batches_fn, embed_fn, labels_t, cfg: TrainConfig,
 
 def _param_groups(model: EmbeddingModel, params: list) -> tuple[list, list]:
     """(ordinary parameters, gate parameters) of ``params``."""
-    from components.embedding.position_gate import gate_parameters
-
     gates = {id(p) for p in gate_parameters(model.head)}
     return [p for p in params if id(p) not in gates], [p for p in params if id(p) in gates]
 
@@ -195,8 +195,6 @@ def train_head(model: EmbeddingModel, feats: np.ndarray, flip_feats: np.ndarray 
 def head_parameters(model: EmbeddingModel, trainable: str) -> list:
     """What head training moves (``train.trainable``): the whole head, or only SFace's position gates
     (``gates``; a model without gates, dlib's alone, still trains its whole head)."""
-    from components.embedding.position_gate import gate_parameters
-
     gates = gate_parameters(model.head) if trainable == "gates" else []
     return gates or list(model.head.parameters())
 
@@ -269,10 +267,7 @@ def train_head_dataset_mining(model: EmbeddingModel, feats: np.ndarray, flip_fea
     over all identities, keeps from the previous round's list only those still violating the margin,
     adds the new ones and trains on that list. Each round's list is written to ``artifact_dir``.
     """
-    import pandas as pd
-
-    from components.embedding.dataset_mining import mine_dataset_triplets, save_triplets, still_violating
-    from components.embedding.model import embed_from_features
+    import pandas as pd  # heavy: pandas takes ~0.5 s to import; only this path needs it
 
     history = train_head(model, feats, flip_feats, labels, cfg, on_epoch=on_epoch)
     carried = None

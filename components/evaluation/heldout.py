@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from components.evaluation.pair_classifier import sample_training_pairs
-from components.evaluation.verification import roc_metrics, threshold_for_far, verification_accuracy_10fold
+from facegate.components.evaluation.pair_classifier import sample_training_pairs
+from facegate.components.evaluation.verification import roc_metrics, threshold_for_far, verification_accuracy_10fold
 
 
 def heldout_pairs(labels: np.ndarray, n_pairs: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from components.evaluation.verification import threshold_for_far
+from facegate.components.evaluation.verification import threshold_for_far
 
 
 def open_set_metrics(correct: np.ndarray, genuine_dist: np.ndarray, impostor_dist: np.ndarray,

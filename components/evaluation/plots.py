@@ -5,7 +5,7 @@ from pathlib import Path
 
 
 def plot_training_curves(history: list[dict], path: Path | str) -> Path:
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # heavy: plotting only where a figure is written
 
     fig = Figure(figsize=(9, 3.2))
     keys = [("loss", "triplet loss"), ("active_fraction", "active triplets"), ("mean_d_ap", "d(A,P) / d(A,N)")]

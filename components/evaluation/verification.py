@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.errors import PairsFormatError
+from facegate.components.core.errors import PairsFormatError
 
 
 @dataclass(frozen=True)
@@ -197,7 +197,7 @@ def threshold_for_far(impostor_dists: np.ndarray, target_far: float) -> float:
     impostor distance (``nextafter``: the supremum itself would accept it). When ``target * n < 1``
     this is below every impostor, i.e. FAR 0 is the best the data can certify. ``target >= 1`` gives
     +inf. Used to calibrate the gallery's acceptance threshold on held-out impostor pairs. By selection,
-    not a full sort: held-out TAR uses millions of impostor pairs (components.evaluation.heldout).
+    not a full sort: held-out TAR uses millions of impostor pairs (facegate.components.evaluation.heldout).
     """
     imp = np.asarray(impostor_dists, dtype=np.float64).ravel()
     if imp.size == 0:
@@ -304,7 +304,7 @@ def identity_disjoint_training_identities(
 
 
 def _save(fig, path: Path | str) -> Path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # heavy: plotting only where a figure is written
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -315,7 +315,7 @@ def _save(fig, path: Path | str) -> Path:
 
 def plot_roc(dist: np.ndarray, same: np.ndarray, path: Path | str) -> Path:
     """TAR against FAR on a log FAR axis (the low-FAR end is what matters at a door)."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # heavy: plotting only where a figure is written
 
     d, s = _check(dist, same)
     _, far, tar = _roc_points(d, s)
@@ -341,7 +341,7 @@ def plot_distance_histograms(
     dist: np.ndarray, same: np.ndarray, path: Path | str, threshold: float | None = None
 ) -> Path:
     """Genuine vs impostor distance histograms; their overlap is where the errors come from."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # heavy: plotting only where a figure is written
 
     d, s = _check(dist, same)
     bins = np.linspace(float(d.min()), float(d.max()), 61) if d.max() > d.min() else 10

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from components.faces.detectors import FaceBox
-from components.weights import weight_path
+from facegate.components.core.weights import weight_path
+from facegate.components.faces.types import FaceBox
 
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25
@@ -87,7 +87,7 @@ def invert_transform(matrix: np.ndarray) -> np.ndarray:
 
 def arcface_chip(image: np.ndarray, landmarks: np.ndarray, size: int = ARCFACE_SIZE) -> np.ndarray:
     """The size x size ArcFace-template chip of 5 YuNet-order landmarks (pixels outside are black)."""
-    import cv2
+    import cv2  # heavy: OpenCV's native module; only the paths that use it load it
 
     matrix = similarity_transform(landmarks, ARCFACE_TEMPLATE * (size / ARCFACE_SIZE))
     return cv2.warpAffine(np.ascontiguousarray(image), matrix, (size, size), flags=cv2.INTER_LINEAR,
@@ -99,7 +99,7 @@ class FaceAligner:
     dlib's padding) or ``arcface_112`` (112 x 112; ``size`` and ``padding`` are dlib's and unused)."""
 
     def __init__(self, size: int = CHIP_SIZE, padding: float = CHIP_PADDING, geometry: str = "dlib_150") -> None:
-        import dlib
+        import dlib  # heavy: dlib's native module; only the dlib detectors and the landmark model need it
 
         if geometry not in CHIP_GEOMETRIES:
             raise ValueError(f"unknown chip geometry {geometry!r} (known: {sorted(CHIP_GEOMETRIES)})")

@@ -19,7 +19,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.faces.align import CHIP_GEOMETRIES, CHIP_PADDING, CHIP_SIZE, PAIRED_GEOMETRY, chip_channels
+from facegate.components.core.errors import ImageError
+from facegate.components.core.images import load_image
+from facegate.components.faces.align import (
+    CHIP_GEOMETRIES,
+    CHIP_PADDING,
+    CHIP_SIZE,
+    PAIRED_GEOMETRY,
+    FaceAligner,
+    chip_channels,
+)
+from facegate.components.faces.detectors import make_detector
+from facegate.components.faces.pipeline import FaceFinder
 
 _WORKER: dict = {}
 IN_PROCESS_BELOW = 200  # images: below this, worker start-up costs more than it saves
@@ -37,10 +48,6 @@ class ChipSet:
 
 def _init_worker(detector: str, upsample: int, size: int, padding: float, max_pixels: int,
                  geometry: str = "dlib_150", detector_options: dict | None = None) -> None:
-    from components.faces.align import FaceAligner
-    from components.faces.detectors import make_detector
-    from components.faces.pipeline import FaceFinder
-
     _WORKER["finder"] = FaceFinder(make_detector(detector, upsample=upsample, **(detector_options or {})),
                                    FaceAligner(size, padding, geometry))
     _WORKER["max_pixels"] = max_pixels
@@ -49,9 +56,6 @@ def _init_worker(detector: str, upsample: int, size: int, padding: float, max_pi
 
 
 def _chip_one(path: str) -> tuple[np.ndarray, dict]:
-    from components.errors import ImageError
-    from components.images import load_image
-
     size = _WORKER["size"]
     try:
         image = load_image(path, _WORKER["max_pixels"])

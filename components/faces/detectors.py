@@ -3,53 +3,19 @@
 A detector returns boxes with scores; 5-point landmarks and the aligned chip come from the shared
 landmark model (dlib's 5-point shape predictor) so every detector feeds the embedder the same kind of
 chip. Detectors that find landmarks themselves (YuNet) attach them to the box, for the ArcFace
-112x112 chip (components.faces.align).
+112x112 chip (facegate.components.faces.align).
 """
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
 
 import numpy as np
 
-from components.weights import weight_path
-
-
-@dataclass(frozen=True)
-class FaceBox:
-    """Pixel box (left, top, right, bottom) in the image it was found in, and the detector's score.
-
-    ``landmarks``: 5 x 2 float pixel points in YuNet's order (right eye, left eye, nose tip, right and
-    left mouth corner; "right" is the person's right, the image's left) where the detector finds them,
-    else None (dlib's detectors: the aligner then runs dlib's landmark model inside the box).
-    """
-
-    left: int
-    top: int
-    right: int
-    bottom: int
-    score: float = 1.0
-    landmarks: np.ndarray | None = field(default=None, compare=False, repr=False)
-
-    @property
-    def area(self) -> int:
-        return max(0, self.right - self.left) * max(0, self.bottom - self.top)
-
-    @property
-    def centre(self) -> tuple[float, float]:
-        return ((self.left + self.right) / 2.0, (self.top + self.bottom) / 2.0)
-
-    def as_list(self) -> list[int]:
-        return [self.left, self.top, self.right, self.bottom]
-
-
-class FaceDetector(Protocol):
-    name: ClassVar[str]
-
-    def detect(self, image: np.ndarray) -> list[FaceBox]:
-        """Faces in an H x W x 3 uint8 RGB image, best first."""
+from facegate.components.core.settings import load_settings
+from facegate.components.core.weights import weight_path
+from facegate.components.faces.retinaface import RetinaFaceDetector
+from facegate.components.faces.types import FaceBox, FaceDetector
 
 
 class DlibHogDetector:
@@ -58,7 +24,7 @@ class DlibHogDetector:
     name = "dlib_hog"
 
     def __init__(self, upsample: int = 1) -> None:
-        import dlib
+        import dlib  # heavy: dlib's native module; only the dlib detectors and the landmark model need it
 
         self.upsample = upsample
         self._det = dlib.get_frontal_face_detector()
@@ -75,7 +41,7 @@ class DlibMmodDetector:
     name = "dlib_mmod"
 
     def __init__(self, upsample: int = 0) -> None:
-        import dlib
+        import dlib  # heavy: dlib's native module; only the dlib detectors and the landmark model need it
 
         self.upsample = upsample
         self._det = dlib.cnn_face_detection_model_v1(str(weight_path("dlib_mmod_detector")))
@@ -104,34 +70,6 @@ class HogThenMmodDetector:
         return self.hog.detect(image) or self.mmod.detect(image)
 
 
-class YoloFaceMaskDetector:
-    """The trained YOLO-style face-mask detector (``detection.registered_model`` @ champion), every class a face.
-
-    Finds the small, turned and masked faces that frontal-face detectors miss (dlib HOG finds 27% of the
-    faces of the mask set). Boxes are scored by p_c with one class-agnostic NMS; ``upsample`` is accepted
-    for the common interface and unused (the network letterboxes to its own input size).
-    """
-
-    name = "yolo_facemask"
-
-    def __init__(self, upsample: int = 0, model_uri: str | None = None) -> None:
-        from components.detection.serving import load_detector
-        from components.settings import load_settings
-
-        self.upsample = upsample
-        self.settings = load_settings().detection
-        self.model, self.model_uri = load_detector(self.settings.registered_model, model_uri)
-
-    def detect(self, image: np.ndarray) -> list[FaceBox]:
-        from components.detection.serving import detect_array
-
-        s = self.settings
-        found = detect_array(self.model, image, s.score_threshold, s.nms_iou, s.max_detections, class_agnostic=True)
-        boxes = [FaceBox(int(round(b[0])), int(round(b[1])), int(round(b[2])), int(round(b[3])), float(sc))
-                 for b, sc in zip(found.boxes, found.scores)]
-        return sorted(boxes, key=lambda b: -b.score)
-
-
 class YuNetDetector:
     """OpenCV Zoo's YuNet (2023mar, MIT) through OpenCV's ``FaceDetectorYN``: boxes and 5 landmarks.
 
@@ -148,11 +86,9 @@ class YuNetDetector:
     CACHED_SIZES = 4  # input sizes kept per thread
 
     def __init__(self, upsample: int = 0, score_threshold: float | None = None, max_side: int | None = None) -> None:
-        import cv2
+        import cv2  # heavy: OpenCV's native module; only the paths that use it load it
 
         if score_threshold is None or max_side is None:
-            from components.settings import load_settings
-
             faces = load_settings().faces
             score_threshold = faces.score_threshold if score_threshold is None else score_threshold
             max_side = faces.max_side if max_side is None else max_side
@@ -226,11 +162,16 @@ class YuNetThenHogDetector:
         return self.yunet.detect(image) or self.hog.detect(image)
 
 
-from components.detection.retinaface import RetinaFaceDetector  # noqa: E402 - RetinaFace-mnet0.25 in torch, 5 landmarks
-
 DETECTORS: dict[str, type] = {cls.name: cls for cls in (DlibHogDetector, DlibMmodDetector, HogThenMmodDetector,
-                                                        YoloFaceMaskDetector, YuNetDetector, YuNetThenHogDetector,
+                                                        YuNetDetector, YuNetThenHogDetector,
                                                         RetinaFaceDetector)}
+
+
+def register_detector(cls: type) -> type:
+    """Add a detector class (by its ``name``) from a layer above this one: the trained YOLO-style detector
+    lives with the MLflow model loading (components.lifecycle.detector_models), which this layer must not import."""
+    DETECTORS[cls.name] = cls
+    return cls
 
 
 def make_detector(name: str, **kwargs) -> FaceDetector:

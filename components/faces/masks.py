@@ -18,11 +18,14 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from facegate.components.core.weights import weight_path
+from facegate.components.faces.align import ARCFACE_OFFSET, ARCFACE_SIZE
+
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from albumentations import ImageOnlyTransform  # noqa: E402
 
-from components.settings import MaskSettings  # noqa: E402
+from facegate.components.core.settings import MaskSettings  # noqa: E402
 
 # Where the 68-point model should look on a chip: the box dlib's HOG detector finds on the chip
 # geometry (measured: mean HOG box over LFW chips; dlib's 150 px chips with 0.25 padding, ArcFace 112).
@@ -44,16 +47,14 @@ class DrawnMask:
 
 @lru_cache(maxsize=1)
 def _predictor():
-    import dlib
-
-    from components.weights import weight_path
+    import dlib  # heavy: dlib's native module; only the dlib detectors and the landmark model need it
 
     return dlib.shape_predictor(str(weight_path("dlib_shape_predictor_68")))
 
 
 def chip_landmarks(chip: np.ndarray, geometry: str | None = None) -> np.ndarray:
     """68 x 2 landmarks of an aligned chip (the face sits where the alignment put it)."""
-    import dlib
+    import dlib  # heavy: dlib's native module; only the dlib detectors and the landmark model need it
 
     geometry = geometry or ("arcface_112" if chip.shape[0] == 112 else "dlib_150")
     l, t, r, b = CHIP_FACE_BOX[geometry]
@@ -142,8 +143,6 @@ def draw_mask(chip: np.ndarray, rng: np.random.Generator, cfg: MaskSettings,
 def mask_chip(chip: np.ndarray, seed, cfg: MaskSettings) -> np.ndarray:
     """A masked copy of a chip of any geometry; a paired chip gets the same mask on both of its faces
     (each half drawn from its own landmarks with the same random draws)."""
-    from components.faces.align import ARCFACE_OFFSET, ARCFACE_SIZE
-
     chip = np.asarray(chip)
     if chip.shape[-1] != 6:
         return draw_mask(chip, np.random.default_rng(seed), cfg)[0]
@@ -167,8 +166,8 @@ def mask_chips(chips: np.ndarray, seed: int, cfg: MaskSettings, rows: np.ndarray
 class SyntheticMask(ImageOnlyTransform):
     """albumentations transform: a synthetic mask on an aligned chip (serialised with the pipeline)."""
 
-    def __init__(self, styles=("surgical", "cloth", "n95"), below_nose_p: float = 0.15, tilt_deg: float = 8.0,
-                 strap_p: float = 0.7, p: float = 0.5) -> None:
+    def __init__(self, styles, below_nose_p: float, tilt_deg: float, strap_p: float, p: float) -> None:
+        """Every value from params' ``masks`` section (``synthetic_mask``): no defaults of its own."""
         super().__init__(p=p)
         self.styles = tuple(styles)
         self.below_nose_p = below_nose_p

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from components.errors import MultipleFaces, NoFaceFound
-from components.faces.align import FaceAligner
-from components.faces.detectors import FaceBox, FaceDetector
+from facegate.components.core.errors import MultipleFaces, NoFaceFound
+from facegate.components.faces.align import FaceAligner
+from facegate.components.faces.types import FaceBox, FaceDetector
 
 
 @dataclass(frozen=True)

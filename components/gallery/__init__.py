@@ -7,9 +7,9 @@
     sidecar.py      the vector id -> employee table
     checks.py       argument checks (InvalidGalleryInput)
 
-Everything callers use is importable from ``components.gallery``.
+Everything callers use is importable from ``facegate.components.gallery``.
 """
-from components.errors import (
+from facegate.components.core.errors import (
     GalleryCorrupt,
     GalleryError,
     GalleryLocked,
@@ -18,18 +18,18 @@ from components.errors import (
     InvalidGalleryInput,
     UnknownEmployee,
 )
-from components.filelock import LOCK_FILE
-from components.gallery.checks import NORM_TOLERANCE
-from components.gallery.index import Gallery
-from components.gallery.index_kinds import (
+from facegate.components.core.locks import LOCK_FILE
+from facegate.components.gallery.checks import NORM_TOLERANCE
+from facegate.components.gallery.index import Gallery
+from facegate.components.gallery.index_kinds import (
     FAISS_DEVICES,
     INDEX_KINDS,
     IVF_MIN_POINTS_PER_CENTROID,
     resolve_faiss_device,
 )
-from components.gallery.manifest import FORMAT_VERSION, MANIFEST_FILE, GalleryManifest
-from components.gallery.sidecar import SIDECAR_COLUMNS, Match
-from components.gallery.store import (
+from facegate.components.gallery.manifest import FORMAT_VERSION, MANIFEST_FILE, GalleryManifest
+from facegate.components.gallery.sidecar import SIDECAR_COLUMNS, Match
+from facegate.components.gallery.store import (
     CURRENT_FILE,
     DEFAULT_KEEP_VERSIONS,
     GALLERY_FILES,

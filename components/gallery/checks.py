@@ -10,8 +10,8 @@ from pathlib import PurePosixPath, PureWindowsPath
 
 import numpy as np
 
-from components.errors import InvalidGalleryInput
-from components.gallery.index_kinds import INDEX_KINDS
+from facegate.components.core.errors import InvalidGalleryInput
+from facegate.components.gallery.index_kinds import INDEX_KINDS
 
 NORM_TOLERANCE = 1e-3
 

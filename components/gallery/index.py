@@ -15,8 +15,10 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from components.gallery import checks, index_kinds as kinds, sidecar as table, store
-from components.gallery.manifest import GalleryManifest
+from facegate.components.gallery import checks, store
+from facegate.components.gallery import index_kinds as kinds
+from facegate.components.gallery import sidecar as table
+from facegate.components.gallery.manifest import GalleryManifest
 
 
 class Gallery:

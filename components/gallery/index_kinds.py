@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 import faiss
 import numpy as np
 
-from components.errors import DeviceUnavailable, GalleryError, SettingsError
+from facegate.components.core.errors import DeviceUnavailable, GalleryError, SettingsError
 
 if TYPE_CHECKING:
-    from components.gallery.manifest import GalleryManifest
+    from facegate.components.gallery.manifest import GalleryManifest
 
 INDEX_KINDS = ("flat", "ivf", "hnsw")
 FAISS_DEVICES = ("cpu", "gpu", "auto")

@@ -11,9 +11,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from components.errors import GalleryCorrupt, GalleryModelMismatch
-from components.gallery.checks import check_tau, opt_float
-from components.gallery.index_kinds import (
+from facegate.components.core.errors import GalleryCorrupt, GalleryModelMismatch
+from facegate.components.gallery.checks import check_tau, opt_float
+from facegate.components.gallery.index_kinds import (
     DEFAULT_HNSW_EF_SEARCH,
     DEFAULT_IVF_NLIST,
     DEFAULT_IVF_NPROBE,

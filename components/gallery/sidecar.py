@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from components.errors import UnknownEmployee
-from components.gallery.manifest import utc_now
+from facegate.components.core.errors import UnknownEmployee
+from facegate.components.gallery.manifest import utc_now
 
 SIDECAR_COLUMNS = ("vector_id", "employee_id", "name", "photo", "added_at")
 Match = tuple[str, str, float]  # (employee_id, name, distance)

@@ -25,12 +25,12 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from components.errors import GalleryCorrupt, GalleryError, GalleryLocked, GalleryNotFound
-from components.filelock import file_lock
-from components.gallery.checks import NORM_TOLERANCE, check_keep
-from components.gallery.index_kinds import index_kind
-from components.gallery.manifest import MANIFEST_FILE, GalleryManifest, utc_now
-from components.gallery.sidecar import SIDECAR_COLUMNS
+from facegate.components.core.errors import GalleryCorrupt, GalleryError, GalleryLocked, GalleryNotFound
+from facegate.components.core.locks import file_lock
+from facegate.components.gallery.checks import NORM_TOLERANCE, check_keep
+from facegate.components.gallery.index_kinds import index_kind
+from facegate.components.gallery.manifest import MANIFEST_FILE, GalleryManifest, utc_now
+from facegate.components.gallery.sidecar import SIDECAR_COLUMNS
 
 CURRENT_FILE = "CURRENT"
 INDEX_FILE = "index.faiss"

@@ -7,10 +7,10 @@ import socket
 import threading
 import time
 
-from components.enrolment import EnrolmentStore
-from components.gallery import Gallery
-from components.service import FaceGate
-from components.settings import load_settings
+from facegate.components.gallery.enrolment import EnrolmentStore
+from facegate.components.gallery import Gallery
+from facegate.components.service.facade import FaceGate
+from facegate.components.core.settings import load_settings
 
 START_TIMEOUT_S = 30
 

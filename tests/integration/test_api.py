@@ -8,14 +8,14 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from components.embedding.backbones import make_backbone
-from components.embedding.model import EmbeddingModel
-from components.enrolment import EnrolmentStore
-from components.gallery import Gallery
-from components.recognition import FaceRecognizer
-from components.service import FaceGate
-from components.settings import load_settings
-from flows.api import create_app
+from facegate.components.embedding.backbones import make_backbone
+from facegate.components.embedding.model import EmbeddingModel
+from facegate.components.gallery.enrolment import EnrolmentStore
+from facegate.components.gallery import Gallery
+from facegate.components.recognition.recognizer import FaceRecognizer
+from facegate.components.service.facade import FaceGate
+from facegate.components.core.settings import load_settings
+from facegate.components.web.api import create_app
 from tests.conftest import shared_dataset
 
 pytestmark = pytest.mark.integration
@@ -119,7 +119,7 @@ def test_concurrent_enrol_and_identify_lose_nothing(client):
 def test_api_follows_a_gallery_switched_by_another_writer(tmp_path, recognizer):
     """A retraining chain (another process) switches the gallery to a new model: the next request
     answers with the new gallery and the model that made it, no restart."""
-    from components.enrolment import Photo, embed_photos, reembed_all
+    from facegate.components.gallery.enrolment import Photo, embed_photos, reembed_all
 
     store = EnrolmentStore(tmp_path / "gallery")
     promoted = FaceRecognizer(recognizer.model, load_settings(), "facegate-embedder/7")
@@ -155,8 +155,9 @@ def test_cli_and_api_identify_are_one_code_path(sandbox, tmp_path):
 
     from typer.testing import CliRunner
 
-    from components.service import gallery_store, service_recognizer
-    from flows.cli import app as cli_app
+    from facegate.components.service.deployment import gallery_store
+    from facegate.components.lifecycle.model_loading import service_recognizer
+    from facegate.cli.main import app as cli_app
 
     settings = load_settings()
     recognizer = service_recognizer(settings)  # the model the CLI's FaceGate serves

@@ -14,8 +14,8 @@ import threading
 import pytest
 from fastapi.testclient import TestClient
 
-from components.settings import load_settings
-from flows.api import create_app
+from facegate.components.core.settings import load_settings
+from facegate.components.web.api import create_app
 from tests.integration import live_server
 from tests.integration.test_api import KEY, TAU, photo, recognizer  # noqa: F401 - the module-scoped fixture
 
@@ -159,7 +159,7 @@ def test_malformed_content_length_is_a_400(live):
     answers JSON under a server that lets it through."""
     import asyncio
 
-    from components.request_guard import RequestGuard
+    from facegate.components.web.request_guard import RequestGuard
 
     server = live()
     head = multipart_head("/employees", {"X-API-Key": KEY}, None).replace(
@@ -257,8 +257,8 @@ def test_limits_on_files_fields_and_lengths(client):
 
 
 def test_name_limits_hold_for_every_adapter(tmp_path, recognizer):
-    from components.enrolment import Photo
-    from components.errors import InvalidEmployee
+    from facegate.components.gallery.enrolment import Photo
+    from facegate.components.core.errors import InvalidEmployee
 
     gate = make_gate(tmp_path, recognizer)
     name, data = photo("amy")[:2]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.api_load import run
+from facegate.benchmarks.api_load import run
 from tests.conftest import requires_dataset, shared_dataset
 
 pytestmark = [pytest.mark.integration, requires_dataset("lfw")]

@@ -13,7 +13,7 @@ import mlflow
 import psutil
 import pytest
 
-from components.paths import mlflow_tracking_uri, repo_root
+from facegate.components.core.paths import mlflow_tracking_uri, repo_root
 from tests.conftest import shared_dataset
 
 pytestmark = pytest.mark.integration
@@ -28,7 +28,7 @@ def facegate(*args, timeout=120):
     """`facegate ARGS` in a fresh process; Prefect pointed at a port where nothing listens, so a
     command that needed a Prefect server would fail."""
     env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}
-    return subprocess.run([sys.executable, "-m", "flows.cli", *map(str, args)], cwd=repo_root(), env=env,
+    return subprocess.run([sys.executable, "-m", "facegate.cli.main", *map(str, args)], cwd=repo_root(), env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -41,10 +41,12 @@ def seeded(sandbox):
 def seed_gallery() -> None:
     """The sandbox's gallery with amy enrolled by the model the CLI serves (tau fixed: no calibration
     data needed)."""
-    from components.enrolment import Photo
-    from components.gallery import Gallery
-    from components.service import FaceGate, gallery_store, service_recognizer
-    from components.settings import load_settings
+    from facegate.components.gallery.enrolment import Photo
+    from facegate.components.gallery import Gallery
+    from facegate.components.service.facade import FaceGate
+    from facegate.components.service.deployment import gallery_store
+    from facegate.components.lifecycle.model_loading import service_recognizer
+    from facegate.components.core.settings import load_settings
 
     settings = load_settings()
     r = service_recognizer(settings)
@@ -91,8 +93,8 @@ def test_debug_shows_the_traceback(seeded):
 
 
 def test_enrol_and_remove_record_mlflow_and_snapshot_in_the_background(seeded):
-    from components import gallery_snapshots
-    from components.data_version import read_version
+    from facegate.components.lifecycle import gallery_snapshots
+    from facegate.components.lifecycle.data_version import read_version
 
     t0 = time.perf_counter()
     r = facegate("enroll", "--id", "raj", "--name", "Raj", crop("raj"))
@@ -106,7 +108,7 @@ def test_enrol_and_remove_record_mlflow_and_snapshot_in_the_background(seeded):
     wait_gone(pid)
     first = read_version(target="gallery")
     assert first and not gallery_snapshots.is_dirty()
-    from components.gallery_changes import pending_records_dir
+    from facegate.components.service.gallery_changes import pending_records_dir
 
     assert not list(pending_records_dir().iterdir())  # logged and cleared
 
@@ -123,8 +125,8 @@ def test_enrol_and_remove_record_mlflow_and_snapshot_in_the_background(seeded):
 
 
 def test_gallery_snapshot_forces_one_and_coalesces(seeded):
-    from components import gallery_snapshots
-    from components.data_version import read_version
+    from facegate.components.lifecycle import gallery_snapshots
+    from facegate.components.lifecycle.data_version import read_version
 
     gallery_snapshots.mark_dirty()
     r = facegate("gallery", "snapshot")
@@ -148,7 +150,7 @@ def test_one_enrolment_imports_neither_mlflow_nor_prefect(seeded):
     import and store (~4 s: the champion lookup, the run) or Prefect: the gallery's own pretrained model is
     served, and the run is logged by the detached snapshot process."""
     env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}
-    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "flows.cli", "enroll", "--id", "raj", crop("raj")],
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "facegate.cli.main", "enroll", "--id", "raj", crop("raj")],
                        cwd=repo_root(), env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}

@@ -12,7 +12,7 @@ import time
 import psutil
 import pytest
 
-from components.paths import repo_root
+from facegate.components.core.paths import repo_root
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
 def start_and_stop(args: list[str], port: int, sig: int, tmp_path, env=None, startup_s: float = 240,
                    ready: str = "") -> str:
     log = open(tmp_path / "cmd.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=repo_root(),
+    proc = subprocess.Popen([sys.executable, "-m", "facegate.cli.main", *args], cwd=repo_root(),
                             env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + startup_s

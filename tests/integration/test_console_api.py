@@ -8,10 +8,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageFilter
 
-from components.access_log import AccessLog
-from components.accounts import Accounts
-from components.settings import load_settings
-from flows.api import create_app
+from facegate.components.service.access_log import AccessLog
+from facegate.components.web.accounts import Accounts
+from facegate.components.core.settings import load_settings
+from facegate.components.web.api import create_app
 from tests.conftest import shared_dataset
 from tests.integration.live_server import make_gate
 from tests.integration.test_api import KEY, TAU, photo, recognizer  # noqa: F401 - the module-scoped fixture
@@ -143,7 +143,7 @@ def enrol_with_cookie(c):
 def test_pages_log_filters_status_and_accounts_cli(console, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from flows.cli import app
+    from facegate.cli.main import app
 
     c = console
     assert enrol(c, "raj").status_code == 201

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from components import data_version
-from components.errors import ValidationFailed
-from components.paths import mlflow_tracking_uri, state_dir
+from facegate.components.lifecycle import data_version
+from facegate.components.core.errors import ValidationFailed
+from facegate.components.core.paths import mlflow_tracking_uri, state_dir
 from tests import images_factory as f
 from tests.conftest import link_or_copy, requires_dataset, shared_dataset
 
@@ -56,7 +56,7 @@ def runs_of(experiment: str) -> pd.DataFrame:
 
 
 def test_data_pipeline_end_to_end(sandbox, prefect_server):
-    from flows.data import data_pipeline_flow, validate_flow
+    from facegate.flows.data import data_pipeline_flow, validate_flow
 
     build_slices(sandbox)
     result = data_pipeline_flow()
@@ -108,7 +108,7 @@ def test_data_pipeline_end_to_end(sandbox, prefect_server):
     assert any(p.name == "index.html" for p in __import__("pathlib").Path(artifacts).rglob("*.html"))
 
     # The CLI renders the same failure as one clear line, no traceback
-    from flows.cli import app
+    from facegate.cli.main import app
 
     out = CliRunner().invoke(app, ["validate", "-d", "lfw"])
     assert out.exit_code == 2
@@ -116,7 +116,7 @@ def test_data_pipeline_end_to_end(sandbox, prefect_server):
 
 
 def test_unknown_dataset_is_named(sandbox, prefect_server):
-    from flows.cli import app
+    from facegate.cli.main import app
 
     out = CliRunner().invoke(app, ["ingest", "-d", "nope"])
     assert out.exit_code == 2 and "nope" in out.output

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from components.paths import mlflow_tracking_uri
+from facegate.components.core.paths import mlflow_tracking_uri
 from tests.conftest import link_or_copy, requires_dataset, shared_dataset
 
 pytestmark = [pytest.mark.integration, requires_dataset("facemask")]
@@ -35,12 +35,12 @@ def facemask_slice(sandbox, images: int = 14) -> None:
 
 
 def test_train_detect_bench_and_face_detector(sandbox, prefect_server, tmp_path):
-    from components.faces.detectors import make_detector
-    from components.images import load_image
-    from components.registry import champion
-    from flows.cli import app
-    from flows.data import ingest_flow
-    from flows.detect import detect_bench_flow, detect_train_flow
+    from facegate.components.faces.detectors import make_detector
+    from facegate.components.core.images import load_image
+    from facegate.components.lifecycle.registry import champion
+    from facegate.cli.main import app
+    from facegate.flows.data import ingest_flow
+    from facegate.flows.detect import detect_bench_flow, detect_train_flow
 
     facemask_slice(sandbox)
     version = ingest_flow(datasets=["facemask"])["data_version"]
@@ -51,7 +51,7 @@ def test_train_detect_bench_and_face_detector(sandbox, prefect_server, tmp_path)
     assert run.info.status == "FINISHED"
     assert run.data.tags["data_version"] == version and run.data.tags["git_commit"] == sandbox.head()
     assert run.data.params["detection.input_size"] == "192"
-    from components.devices import describe, resolve_torch_device
+    from facegate.components.core.devices import describe, resolve_torch_device
 
     assert run.data.tags["device"] == describe(resolve_torch_device("auto"))  # detection.device: auto
     client = mlflow.tracking.MlflowClient()
@@ -112,7 +112,7 @@ def test_train_detect_bench_and_face_detector(sandbox, prefect_server, tmp_path)
     bench2 = detect_bench_flow(model_uri=second["model_uri"], hog=False, timed_images=2)
     assert bench2["variant"] == "two_stage" and set(bench2["per_class_ap50"]) == set(model.class_names)
     assert abs(bench2["map50_95"] - bench2["pycocotools_map50_95"]) < 1e-3
-    from components.faces.detectors import YoloFaceMaskDetector
+    from facegate.components.faces.detectors import YoloFaceMaskDetector
 
     two = YoloFaceMaskDetector(model_uri=second["model_uri"]).detect(load_image(image))
     assert all(f.right > f.left and f.bottom > f.top for f in two)

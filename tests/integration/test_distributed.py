@@ -15,8 +15,8 @@ pytestmark = [pytest.mark.integration, requires_dataset("lfw")]
 
 @pytest.fixture(scope="module")
 def runs(module_sandbox, prefect_server):
-    from flows.data import ingest_flow
-    from flows.distributed import distributed_embedding
+    from facegate.flows.data import ingest_flow
+    from facegate.flows.distributed import distributed_embedding
 
     lfw_slice(module_sandbox, people=6)
     params = yaml.safe_load((module_sandbox.root / "params.yaml").read_text())
@@ -45,11 +45,11 @@ def test_dask_shards_equal_the_local_run(runs):
 
 def test_the_chain_reads_the_cache_the_dask_run_wrote(runs, monkeypatch):
     """read_training_data and cached_features find every entry: no detection, no backbone."""
-    from components.embedding import model as model_module
-    from components.embedding.training_data import read_training_data
-    from components.faces import chips as chips_module
-    from components.paths import state_dir
-    from components.settings import load_settings
+    from facegate.components.embedding import model as model_module
+    from facegate.components.lifecycle.training_data import read_training_data
+    from facegate.components.faces import chips as chips_module
+    from facegate.components.core.paths import state_dir
+    from facegate.components.core.settings import load_settings
 
     _, dask = runs
 
@@ -70,8 +70,8 @@ def test_runner_choice_from_params_and_environment(monkeypatch):
     from prefect.task_runners import ThreadPoolTaskRunner
     from prefect_dask import DaskTaskRunner
 
-    from components.settings import DistributedSettings
-    from flows.distributed import make_task_runner
+    from facegate.components.core.settings import DistributedSettings
+    from facegate.flows.distributed import make_task_runner
 
     assert isinstance(make_task_runner(DistributedSettings()), ThreadPoolTaskRunner)
     local_cluster = make_task_runner(DistributedSettings(runner="dask", workers=2))

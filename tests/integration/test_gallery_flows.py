@@ -7,7 +7,7 @@ import mlflow
 import pytest
 from typer.testing import CliRunner
 
-from components.paths import mlflow_tracking_uri
+from facegate.components.core.paths import mlflow_tracking_uri
 from tests.conftest import shared_dataset
 from tests.integration.test_retrain_flow import set_params
 from tests.integration.test_train_flow import lfw_slice
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 
 def cli(*args):
-    from flows.cli import app
+    from facegate.cli.main import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
 
@@ -26,8 +26,8 @@ def crop(person, n=1):
 
 
 def test_enrol_identify_remove_and_model_mismatch(sandbox, prefect_server, tmp_path):
-    from flows.data import ingest_flow
-    from components.service import gallery_store
+    from facegate.flows.data import ingest_flow
+    from facegate.components.service.deployment import gallery_store
 
     lfw_slice(sandbox)  # its held-out identities calibrate tau
     set_params(sandbox, gallery={"snapshot": "manual"})  # no detached snapshot process in this test
@@ -47,9 +47,9 @@ def test_enrol_identify_remove_and_model_mismatch(sandbox, prefect_server, tmp_p
     assert r.exit_code == 0 and len(faces) == 1 and faces[0]["employee_id"] == "raj"
     # identification uses the tau for the target FPIR at this gallery size, from the model's stored
     # calibration (its copy beside the gallery) read through the enrolled employees' bulk shift
-    from components.calibration_store import ModelCalibration
-    from components.service import gallery_impostor_scores
-    from components.settings import load_settings
+    from facegate.components.calibration.store import ModelCalibration
+    from facegate.components.service.calibrations import gallery_impostor_scores
+    from facegate.components.core.settings import load_settings
 
     cal = ModelCalibration.load(next((store.root / "calibration").glob("*.npz")))
     scores = gallery_impostor_scores(store.load(), cal, load_settings())
@@ -101,9 +101,9 @@ def test_batch_enrolment_from_a_folder_and_a_csv(sandbox, prefect_server, tmp_pa
     row stops nothing, one DVC snapshot at the end, one MLflow run."""
     import shutil
 
-    from components import gallery_snapshots
-    from components.data_version import read_version
-    from components.service import gallery_store
+    from facegate.components.lifecycle import gallery_snapshots
+    from facegate.components.lifecycle.data_version import read_version
+    from facegate.components.service.deployment import gallery_store
     from tests.integration.test_cli_errors import seed_gallery
 
     seed_gallery()

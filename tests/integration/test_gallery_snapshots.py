@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from fastapi.testclient import TestClient
 
-from components.paths import repo_root
+from facegate.components.core.paths import repo_root
 from tests.integration.test_api import KEY, PEOPLE, enrol
 from tests.integration.test_cli_errors import seed_gallery
 
@@ -25,12 +25,14 @@ def dvc_status() -> str:
 
 
 def test_a_burst_of_enrolments_is_one_snapshot_flushed_on_stop(sandbox):
-    from components import gallery_snapshots
-    from components.data_version import read_version
-    from components.gallery import Gallery
-    from components.service import FaceGate, gallery_store, service_recognizer
-    from components.settings import load_settings
-    from flows.api import create_app
+    from facegate.components.lifecycle import gallery_snapshots
+    from facegate.components.lifecycle.data_version import read_version
+    from facegate.components.gallery import Gallery
+    from facegate.components.service.facade import FaceGate
+    from facegate.components.service.deployment import gallery_store
+    from facegate.components.lifecycle.model_loading import service_recognizer
+    from facegate.components.core.settings import load_settings
+    from facegate.components.web.api import create_app
 
     seed_gallery()  # amy, so the service's recognizer and a gallery exist
     r = service_recognizer(load_settings())

@@ -29,9 +29,9 @@ def mini_lfw(tmp_path_factory):
 
 
 def test_plain_and_masked_protocols(mini_lfw, tmp_path):
-    from benchmarks.lfw import load_lfw, masked_probes, run_lfw_benchmark
-    from components.embedding.train import TrainConfig
-    from components.settings import load_settings
+    from facegate.benchmarks.lfw import load_lfw, masked_probes, run_lfw_benchmark
+    from facegate.components.embedding.train import TrainConfig
+    from facegate.components.core.settings import load_settings
 
     settings = load_settings()
     cache = tmp_path / "cache"
@@ -56,9 +56,9 @@ def test_plain_and_masked_protocols(mini_lfw, tmp_path):
 
 
 def test_fused_backbone_fits_weights_per_fold_and_reports_its_members(mini_lfw, tmp_path):
-    from benchmarks.lfw import load_lfw, run_lfw_benchmark
-    from components.embedding.train import TrainConfig
-    from components.settings import load_settings
+    from facegate.benchmarks.lfw import load_lfw, run_lfw_benchmark
+    from facegate.components.embedding.train import TrainConfig
+    from facegate.components.core.settings import load_settings
 
     cfg = TrainConfig.from_settings(load_settings())
     lfw = load_lfw(mini_lfw, tmp_path, detector="yunet", geometry="dlib_150+arcface_112")
@@ -79,12 +79,12 @@ def test_pipeline_throughput_times_every_image_after_the_warm_up(mini_lfw):
     import cv2
     import torch
 
-    from benchmarks.lfw import pipeline_throughput
-    from components.embedding.backbones import make_backbone
-    from components.embedding.model import EmbeddingModel
-    from components.faces.align import FaceAligner
-    from components.faces.detectors import YuNetDetector
-    from components.faces.pipeline import FaceFinder
+    from facegate.benchmarks.lfw import pipeline_throughput
+    from facegate.components.embedding.backbones import make_backbone
+    from facegate.components.embedding.model import EmbeddingModel
+    from facegate.components.faces.align import FaceAligner
+    from facegate.components.faces.detectors import YuNetDetector
+    from facegate.components.faces.pipeline import FaceFinder
 
     model = EmbeddingModel(make_backbone("dlib_resnet")).eval()
     finder = FaceFinder(YuNetDetector(score_threshold=0.6, max_side=1280), FaceAligner())
@@ -99,8 +99,8 @@ def test_pipeline_throughput_times_every_image_after_the_warm_up(mini_lfw):
 def test_head_mode_trains_on_the_chains_augmented_copies(mini_lfw, tmp_path):
     """``head`` reads augmented copies (synthetic masks among them) of every chip, cached like the
     chain's, and they change what the heads learn."""
-    from benchmarks.lfw import LfwBenchmark, run_lfw_benchmark
-    from components.settings import load_settings
+    from facegate.benchmarks.lfw import LfwBenchmark, run_lfw_benchmark
+    from facegate.components.core.settings import load_settings
 
     settings = load_settings()
     bench = LfwBenchmark.from_settings(settings, backbone="sface", mode="head", epochs=2, groups=2, speed=False)

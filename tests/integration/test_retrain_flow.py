@@ -19,11 +19,12 @@ import mlflow
 import pytest
 import yaml
 
-from components import data_version, registry
-from components.errors import StageFailed
-from components.gallery import current_version
-from components.paths import mlflow_tracking_uri, repo_root
-from components.settings import load_settings
+from facegate.components.lifecycle import data_version
+from facegate.components.lifecycle import registry
+from facegate.components.core.errors import StageFailed
+from facegate.components.gallery import current_version
+from facegate.components.core.paths import mlflow_tracking_uri, repo_root
+from facegate.components.core.settings import load_settings
 from tests.conftest import requires_dataset, shared_dataset
 from tests.integration.test_train_flow import lfw_slice
 
@@ -43,7 +44,7 @@ def set_params(sandbox, **sections) -> None:
 
 def in_service():
     """(champion version, gallery CURRENT, the gallery manifest's embedder version)."""
-    from components.service import gallery_store
+    from facegate.components.service.deployment import gallery_store
 
     store = gallery_store()
     champ = registry.champion(MODEL)
@@ -53,7 +54,7 @@ def in_service():
 def kill_chain_during_training(sandbox) -> list[str]:
     """`facegate retrain` in a child process, SIGKILLed once its train stage runs; returns its run ids."""
     exp_name = "facegate-retrain"
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "retrain"], cwd=repo_root(),
+    proc = subprocess.Popen([sys.executable, "-m", "facegate.cli.main", "retrain"], cwd=repo_root(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
@@ -75,7 +76,7 @@ def kill_chain_during_training(sandbox) -> list[str]:
 
 def run_chain():
     """(result, None) or (None, the StageFailed it raised)."""
-    from flows.retrain import retrain_flow
+    from facegate.flows.retrain import retrain_flow
 
     try:
         return retrain_flow(), None
@@ -89,7 +90,7 @@ def gate_states() -> dict[str, str]:
 
 def champion_moves() -> list[tuple[str, str, str | None, str]]:
     """The access log's audit rows of champion moves, oldest first: (actor, action, from, to)."""
-    from components.access_log import AccessLog
+    from facegate.components.service.access_log import AccessLog
 
     events = AccessLog.from_settings(load_settings()).audit_events(limit=10_000)
     return [(e["actor"], e["action"], e["detail"]["previous"], e["detail"]["version"])
@@ -102,9 +103,9 @@ def champion_moves() -> list[tuple[str, str, str | None, str]]:
 @pytest.fixture(scope="module")
 def world(module_sandbox, prefect_server):
     """An LFW slice ingested and two employees enrolled, served by the pretrained fallback."""
-    from components.service import gallery_store
-    from flows.data import ingest_flow
-    from flows.gallery import enrol_flow
+    from facegate.components.service.deployment import gallery_store
+    from facegate.flows.data import ingest_flow
+    from facegate.flows.gallery import enrol_flow
 
     lfw_slice(module_sandbox)
     set_params(module_sandbox, augment={"copies": 1})
@@ -136,7 +137,7 @@ def first_chains_fail(world):
 @pytest.fixture(scope="module")
 def two_chains(first_chains_fail, world):
     """2. The chain, then again with a changed param."""
-    from components.service import service_model, service_recognizer
+    from facegate.components.lifecycle.model_loading import service_model, service_recognizer
 
     first, error = run_chain()
     assert error is None, error
@@ -157,7 +158,7 @@ def training_fails(two_chains):
 
     serving = in_service()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("components.embedding.stages.train_head", broken_training)
+        mp.setattr("facegate.components.lifecycle.stages.train_head", broken_training)
         _, error = run_chain()
     return SimpleNamespace(serving=serving, error=error, after=in_service(), gates=set(gate_states().values()))
 
@@ -245,8 +246,8 @@ def test_operator_promotes_and_rolls_back_and_the_gallery_follows(world, trainin
     """4. Humans: list, promote a version by hand, roll back; the gallery follows each move."""
     from typer.testing import CliRunner
 
-    from components.service import local_actor
-    from flows.cli import app
+    from facegate.components.service.deployment import local_actor
+    from facegate.cli.main import app
 
     def cli(*args):
         result = CliRunner().invoke(app, list(args))

@@ -12,7 +12,7 @@ import time
 import mlflow
 import pytest
 
-from components.paths import mlflow_tracking_uri, repo_root
+from facegate.components.core.paths import mlflow_tracking_uri, repo_root
 from tests.integration.test_retrain_flow import set_params
 from tests.integration.test_train_flow import lfw_slice
 
@@ -43,7 +43,7 @@ def test_cron_schedule_fires_a_real_retraining_run(sandbox, tmp_path, monkeypatc
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.schedule import server_healthy, start_server
+    from facegate.flows.schedule import server_healthy, start_server
 
     lfw_slice(sandbox)
     # the schedule is what is tested: one backbone (dlib's) keeps the fired chain short
@@ -56,7 +56,7 @@ def test_cron_schedule_fires_a_real_retraining_run(sandbox, tmp_path, monkeypatc
         env = {**os.environ, "PREFECT_API_URL": server.api_url, "PREFECT_RUNNER_POLL_FREQUENCY": "5",
                "PREFECT_HOME": str(tmp_path / "runner-home")}
         log = open(tmp_path / "schedule.log", "wb")
-        runner = subprocess.Popen([sys.executable, "-m", "flows.cli", "schedule", "--cron", "* * * * *"],
+        runner = subprocess.Popen([sys.executable, "-m", "facegate.cli.main", "schedule", "--cron", "* * * * *"],
                                   cwd=repo_root(), env=env, stdout=log, stderr=subprocess.STDOUT,
                                   start_new_session=True)
         deadline = time.monotonic() + 420

@@ -6,8 +6,8 @@ import mlflow
 import pytest
 import yaml
 
-from components.images import load_image
-from components.paths import mlflow_tracking_uri
+from facegate.components.core.images import load_image
+from facegate.components.core.paths import mlflow_tracking_uri
 from tests.images_factory import write_jpeg
 
 pytestmark = pytest.mark.integration
@@ -23,7 +23,7 @@ def all_artifacts(client, run_id: str, path: str | None = None) -> set[str]:
 
 
 def test_stylize_flow_logs_costs_and_keeps_images_out_by_default(sandbox, prefect_server, tmp_path):
-    from flows.style import stylize_flow
+    from facegate.flows.style import stylize_flow
 
     params = yaml.safe_load((sandbox.root / "params.yaml").read_text())
     params["style"]["image_size"] = 64

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import yaml
 
-from components.devices import describe, resolve_torch_device
-from components.embedding.model import embed_chips
-from components.paths import mlflow_tracking_uri
+from facegate.components.core.devices import describe, resolve_torch_device
+from facegate.components.embedding.model import embed_chips
+from facegate.components.core.paths import mlflow_tracking_uri
 from tests.conftest import link_or_copy, requires_dataset, shared_dataset
 
 pytestmark = [pytest.mark.integration, requires_dataset("lfw")]
@@ -31,8 +31,8 @@ def lfw_slice(sandbox, people: int = 14) -> None:
 
 @pytest.mark.parametrize("backbone,mode", [("dlib_resnet", "head"), ("mobilenet_v2", "finetune")])
 def test_train_flow_logs_a_usable_model(sandbox, prefect_server, backbone, mode):
-    from flows.data import ingest_flow
-    from flows.train import train_flow
+    from facegate.flows.data import ingest_flow
+    from facegate.flows.train import train_flow
 
     lfw_slice(sandbox)
     version = ingest_flow(datasets=["lfw"])["data_version"]

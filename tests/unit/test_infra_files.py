@@ -8,7 +8,7 @@ import re
 
 import yaml
 
-from components.paths import repo_root
+from facegate.components.core.paths import repo_root
 
 INFRA = repo_root() / "infra"
 SECRETS = ("POSTGRES_PASSWORD", "AWS_SECRET_ACCESS_KEY", "FACEGATE_API_KEY", "PGPASSWORD")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from components.detection.anchors import kmeans_anchors, mean_best_iou, shape_iou
+from facegate.components.detection.anchors import kmeans_anchors, mean_best_iou, shape_iou
 
 
 def test_shape_iou_hand_computed():

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from components.detection.decode import decode_grid, letterbox, postprocess
+from facegate.components.detection.decode import decode_grid, letterbox, postprocess
 
 ANCHORS = np.array([[30.0, 90.0], [90.0, 30.0]])  # tall, wide (w, h)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from components.detection.encoding import GridLayout, encode_targets
+from facegate.components.detection.encoding import GridLayout, encode_targets
 
 PEDESTRIAN, CAR, MOTORCYCLE = 0, 1, 2
 # 300 x 300 input, stride 100: a 3 x 3 grid; anchor 1 tall (a person's shape), anchor 2 wide (a car's)

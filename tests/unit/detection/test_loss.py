@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from components.detection.encoding import GridLayout, encode_targets
-from components.detection.loss import LossWeights, yolo_loss
+from facegate.components.detection.encoding import GridLayout, encode_targets
+from facegate.components.detection.loss import LossWeights, yolo_loss
 
 COURSE = GridLayout((300, 300), (100,), (((30.0, 90.0), (90.0, 30.0)),), num_classes=3)
 ANCHORS = torch.tensor(COURSE.anchor_array(), dtype=torch.float32)

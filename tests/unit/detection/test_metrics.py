@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from components.detection.decode import Detections
-from components.detection.metrics import Truth, coco_map, evaluate, pycocotools_map, voc_ap, voc_map
+from facegate.components.detection.decode import Detections
+from facegate.components.detection.metrics import Truth, coco_map, evaluate, pycocotools_map, voc_ap, voc_map
 
 
 def det(boxes, scores, labels):

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from components.detection.data import DetectionSample
-from components.detection.decode import detect_images
-from components.detection.two_stage import (TwoStageConfig, apply_box_correction, apply_deltas, box_deltas,
+from facegate.components.detection.data import DetectionSample
+from facegate.components.detection.decode import detect_images
+from facegate.components.detection.two_stage import (TwoStageConfig, apply_box_correction, apply_deltas, box_deltas,
                                             face_crop, fit_box_correction, train_two_stage)
-from components.images import load_image
+from facegate.components.core.images import load_image
 from tests.conftest import SHARED_DATASETS, requires_dataset
 
 COLOURS = np.array([[220, 30, 30], [30, 200, 30], [30, 30, 220]], np.uint8)  # one "mask state" per class

@@ -4,8 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from components.faces.masks import SyntheticMask, chip_landmarks, draw_mask, mask_chips, mask_polygon
-from components.settings import MaskSettings
+from facegate.components.faces.masks import chip_landmarks, draw_mask, mask_chips, mask_polygon, synthetic_mask
+from facegate.components.core.settings import load_settings
+
+
+def masks(**overrides):
+    """params' masks section with ``overrides``."""
+    return load_settings(overrides={"masks": overrides}).masks
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +36,7 @@ def test_landmarks_fall_where_a_chip_has_its_face(pts):
 
 @pytest.mark.parametrize("below_nose", [False, True])
 def test_mask_covers_mouth_never_eyes_and_nose_only_when_worn_properly(chip, pts, below_nose):
-    cfg = MaskSettings(styles=("surgical",), below_nose_p=1.0 if below_nose else 0.0, tilt_deg=0.0, strap_p=0.0)
+    cfg = masks(styles=["surgical"], below_nose_p=1.0 if below_nose else 0.0, tilt_deg=0.0, strap_p=0.0)
     out, drawn = draw_mask(chip, np.random.default_rng(3), cfg, pts)
     assert drawn.below_nose is below_nose and drawn.style == "surgical"
     mouth = pts[62].astype(int)
@@ -50,7 +55,7 @@ def test_polygon_top_follows_the_nose(pts):
 
 
 def test_masks_are_seeded_per_row(chip):
-    cfg = MaskSettings()
+    cfg = masks()
     chips = np.stack([chip, chip, chip])
     a = mask_chips(chips, seed=7, cfg=cfg, rows=np.array([0, 1, 2]))
     b = mask_chips(chips, seed=7, cfg=cfg, rows=np.array([0, 1, 2]))
@@ -62,23 +67,23 @@ def test_masks_are_seeded_per_row(chip):
 def test_albumentations_step_serialises_and_replays(chip):
     import albumentations as A
 
-    pipe = A.Compose([SyntheticMask(p=1.0, styles=("n95", "cloth"))], seed=5)
+    pipe = A.Compose([synthetic_mask(masks(p=1.0, styles=["n95", "cloth"]))], seed=5)
     spec = A.to_dict(pipe)
     assert spec["transform"]["transforms"][0]["styles"] == ("n95", "cloth") or \
         list(spec["transform"]["transforms"][0]["styles"]) == ["n95", "cloth"]
     first = pipe(image=chip)["image"]
-    again = A.Compose([SyntheticMask(p=1.0, styles=("n95", "cloth"))], seed=5)(image=chip)["image"]
+    again = A.Compose([synthetic_mask(masks(p=1.0, styles=["n95", "cloth"]))], seed=5)(image=chip)["image"]
     assert first.shape == chip.shape and first.dtype == np.uint8
     assert np.array_equal(first, again) and not np.array_equal(first, chip)
 
 
 def test_paired_chips_get_the_same_mask_on_both_faces(chip):
-    from components.faces.align import paired_chip, split_paired
-    from components.faces.masks import mask_chip
+    from facegate.components.faces.align import paired_chip, split_paired
+    from facegate.components.faces.masks import mask_chip
 
     arc = chip[19:131, 19:131]
     paired = paired_chip(chip, arc)
-    out = mask_chip(paired, 4, MaskSettings(styles=("n95",), strap_p=0.0))
+    out = mask_chip(paired, 4, masks(styles=["n95"], strap_p=0.0))
     d, a = split_paired(out[None])
     assert not np.array_equal(d[0], chip) and not np.array_equal(a[0], arc)
     # the same colour on both halves (one draw), each on its own face
@@ -87,11 +92,9 @@ def test_paired_chips_get_the_same_mask_on_both_faces(chip):
 
 
 def test_face_augmentation_handles_plain_and_paired_chips(chip):
-    from components.augment import describe, face_augmentation
-    from components.faces.align import paired_chip
-    from components.settings import AugmentSettings
-
-    aug = face_augmentation(AugmentSettings(), 150, seed=3, masks=MaskSettings(p=1.0))
+    from facegate.components.faces.augment import describe, face_augmentation
+    from facegate.components.faces.align import paired_chip
+    aug = face_augmentation(load_settings().augment, 150, seed=3, masks=masks(p=1.0))
     out = aug(image=chip)["image"]
     assert out.shape == chip.shape and not np.array_equal(out, chip)
     paired = paired_chip(chip, chip[19:131, 19:131])

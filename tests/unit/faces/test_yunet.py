@@ -6,12 +6,13 @@ import cv2
 import numpy as np
 import pytest
 
-from components.faces.align import (ARCFACE_TEMPLATE, FaceAligner, apply_transform, arcface_chip,
+from facegate.components.faces.align import (ARCFACE_TEMPLATE, FaceAligner, apply_transform, arcface_chip,
                                     similarity_transform)
-from components.faces.detectors import DETECTORS, FaceBox, YuNetDetector, make_detector
-from components.images import load_image
-from components.paths import datasets_root
-from components.weights import weight_path
+from facegate.components.faces.detectors import DETECTORS, YuNetDetector, make_detector
+from facegate.components.faces.types import FaceBox
+from facegate.components.core.images import load_image
+from facegate.components.core.paths import datasets_root
+from facegate.components.core.weights import weight_path
 
 LFW_PEOPLE = ("AJ_Cook", "George_W_Bush", "Serena_Williams", "Jean_Chretien", "Colin_Powell", "Laura_Bush")
 
@@ -159,7 +160,7 @@ def test_one_face_both_geometries(lfw_images, yunet):
 
 
 def test_chip_cache_honours_geometry(lfw_images, tmp_path):
-    from components.faces.chips import cached_chips
+    from facegate.components.faces.chips import cached_chips
 
     files = []
     for i, image in enumerate(lfw_images[:2]):

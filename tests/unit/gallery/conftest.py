@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from components.gallery import Gallery
+from facegate.components.gallery import Gallery
 from tests.unit.gallery.synthetic import DIM, Population
 
 

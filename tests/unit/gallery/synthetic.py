@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from components.gallery import Gallery
+from facegate.components.gallery import Gallery
 
 DIM = 128
 

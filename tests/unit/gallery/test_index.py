@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.errors import FacegateError, SettingsError
-from components.gallery import (
+from facegate.components.core.errors import FacegateError, SettingsError
+from facegate.components.gallery import (
     Gallery,
     GalleryModelMismatch,
     InvalidGalleryInput,
     UnknownEmployee,
 )
-from components.gallery import index_kinds
+from facegate.components.gallery import index_kinds
 from tests.unit.gallery.synthetic import DIM, Population, brute_force, unit
 
 # ------------------------------------------------------------------------------------ in memory

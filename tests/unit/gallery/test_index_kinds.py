@@ -5,9 +5,9 @@ import faiss
 import numpy as np
 import pytest
 
-from components.errors import SettingsError
-from components.gallery import GalleryManifest
-from components.gallery import index_kinds as kinds
+from facegate.components.core.errors import SettingsError
+from facegate.components.gallery import GalleryManifest
+from facegate.components.gallery import index_kinds as kinds
 from tests.unit.gallery.synthetic import DIM, unit
 
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from components.gallery import (
+from facegate.components.gallery import (
     FORMAT_VERSION,
     GalleryCorrupt,
     GalleryManifest,

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.gallery import (
+from facegate.components.gallery import (
     CURRENT_FILE,
     Gallery,
     GalleryCorrupt,
@@ -26,7 +26,7 @@ from components.gallery import (
     list_versions,
     purge_old_versions,
 )
-from components.paths import repo_root
+from facegate.components.core.paths import repo_root
 from tests.unit.gallery.synthetic import Population
 
 def test_round_trip_flat(tmp_path: Path, gallery: Gallery, pop: Population) -> None:
@@ -145,7 +145,7 @@ def test_lock_is_exclusive_across_processes_and_reentrant(tmp_path: Path) -> Non
     d = tmp_path / "g"
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys,time; from components.gallery import gallery_lock\n"
+         "import sys,time; from facegate.components.gallery import gallery_lock\n"
          "with gallery_lock(sys.argv[1]):\n print('held', flush=True); time.sleep(30)", str(d)],
         cwd=repo_root(), stdout=subprocess.PIPE, text=True)
     try:
@@ -164,7 +164,7 @@ def test_lock_is_exclusive_across_processes_and_reentrant(tmp_path: Path) -> Non
 CHILD = r"""
 import sys
 import numpy as np
-from components.gallery import Gallery
+from facegate.components.gallery import Gallery
 rng = np.random.default_rng(0)
 v = rng.standard_normal((20000, 128)).astype(np.float32)
 v /= np.linalg.norm(v, axis=1, keepdims=True)

@@ -1,0 +1,425 @@
+"""The one settings loader: params.yaml becomes a typed, frozen Settings object.
+
+params.yaml is the one source of values: no field here has a default, so a key missing from the file,
+an unknown key or a bad value fails at start with the dotted key name, and no code path (a test's
+``Settings()`` included) can run a configuration the product never runs. A variation is params plus
+explicit overrides: ``load_settings(overrides={...})`` or ``settings.replace({...})``.
+
+Choices that name a registry entry (face detectors, backbones, miners, index kinds) are spelled out
+here for an early, typed error; this lowest layer cannot import those registries, so
+tests/unit/core/test_params_match_code.py fails when the two drift.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from facegate.components.core.devices import TORCH_DEVICE_PATTERN
+from facegate.components.core.errors import SettingsError
+from facegate.components.core.paths import params_path
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __hash__(self) -> int:  # a section may hold a dict (style layers): hash the values, not the objects
+        return hash(self.model_dump_json())
+
+
+class ImageSettings(_Strict):
+    max_pixels: int = Field(gt=0)
+    min_side: int = Field(ge=1)
+
+
+class DatasetSource(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    kind: Literal["lfw", "image_folder", "voc"]
+    path: str
+
+
+class IngestSettings(_Strict):
+    datasets: tuple[DatasetSource, ...]
+    val_fraction: float = Field(gt=0.0, lt=1.0)
+    link_mode: Literal["hardlink", "copy"]
+    box_clip_tolerance_px: float = Field(ge=0.0)
+
+
+class ValidateSettings(_Strict):
+    """The suites' own knobs; image sizes come from ``images.min_side``, box labels from ``detection.classes``."""
+
+    min_images_per_train_identity: int = Field(ge=1)
+    max_listed_rows: int = Field(ge=1)
+
+
+class FaceSettings(_Strict):
+    # the face-detector registry's names (components/faces/detectors.py DETECTORS; yolo_facemask is
+    # registered by components/lifecycle/detector_models.py); tests/unit/core/test_params_match_code.py
+    # fails when the two drift
+    detector: Literal["dlib_hog", "dlib_mmod", "hog_then_mmod", "retinaface", "yolo_facemask", "yunet",
+                      "yunet_then_hog"]
+    upsample: int = Field(ge=0, le=2)  # 0 finds LFW-sized faces (~100 px); 1 finds faces down to ~40 px
+    score_threshold: float = Field(gt=0.0, lt=1.0)  # YuNet: minimum face score
+    max_side: int = Field(ge=64, le=8192)  # YuNet: larger frames are shrunk to this long side first
+    mask_state: Literal["auto", "off"]  # identify: mask on/off per face from the face-mask detector
+
+
+# components/embedding/backbones.py BACKBONES' names; FUSION_SEPARATOR joins several (score fusion)
+BACKBONE_NAMES = ("dlib_resnet", "mobilenet_v2", "sface")
+_ONE_BACKBONE = "(" + "|".join(BACKBONE_NAMES) + ")"
+
+
+class EmbeddingSettings(_Strict):
+    # one registered backbone, or several joined by '+' (score fusion, components/embedding/fusion.py)
+    backbone: str = Field(pattern=rf"^{_ONE_BACKBONE}(\+{_ONE_BACKBONE})*$")
+    mode: Literal["pretrained", "head", "finetune"]
+    flip_tta: bool
+    # torch training and embedding: auto | cpu | cuda | cuda:N, resolved by components/core/devices.py
+    device: str = Field(pattern=TORCH_DEVICE_PATTERN)
+    # inference number format (components/embedding/precision.py): auto = bfloat16 where the CPU has it natively
+    precision: Literal["auto", "float32", "bfloat16"]
+    # fused backbones: members' weights fitted on training identities (fit) or kept equal (equal)
+    fusion_weights: Literal["fit", "equal"]
+
+
+class _CourseAugmentations(_Strict):
+    """The course's three augmentations, shared by the face chips and the detector's images."""
+
+    flip_p: float = Field(ge=0.0, le=1.0)  # mirroring
+    crop_p: float = Field(ge=0.0, le=1.0)  # random cropping
+    crop_scale_min: float = Field(gt=0.0, le=1.0)
+    colour_p: float = Field(ge=0.0, le=1.0)  # colour shifting
+    rgb_shift: int = Field(ge=0, le=255)
+    brightness: float = Field(ge=0.0)
+    contrast: float = Field(ge=0.0)
+    saturation: float = Field(ge=0.0)
+    hue: float = Field(ge=0.0, le=0.5)
+
+
+class MaskSettings(_Strict):
+    """Synthetic masks drawn on chips (components/faces/masks.py): training copies and the masked protocol."""
+
+    p: float = Field(ge=0.0, le=1.0)  # augmentation: chance a chip gets a mask
+    styles: tuple[Literal["surgical", "cloth", "n95"], ...]
+    below_nose_p: float = Field(ge=0.0, le=1.0)  # worn below the nose (mask_weared_incorrect)
+    tilt_deg: float = Field(ge=0.0, le=45.0)
+    strap_p: float = Field(ge=0.0, le=1.0)
+
+
+class AugmentSettings(_CourseAugmentations):
+    copies: int = Field(ge=0, le=16)  # head mode: augmented copies of each training chip (features cached)
+    copy_p: float = Field(ge=0.0, le=1.0)  # head mode: chance a sample uses one of its copies
+
+
+class TrainSettings(_Strict):
+    miner: Literal["batch_hard", "semi_hard", "random"]  # components/embedding/triplets.py MINERS
+    margin: float = Field(gt=0.0)
+    p: int = Field(ge=2)
+    k: int = Field(ge=2)
+    epochs: int = Field(ge=1)
+    batches_per_epoch: int | None = Field(ge=1)
+    lr: float = Field(gt=0.0)
+    weight_decay: float = Field(ge=0.0)
+    pretrained_decay: float = Field(ge=0.0)
+    finetune_stages: int = Field(ge=0)
+    flip_prob: float = Field(ge=0.0, le=1.0)
+    trainable: Literal["all", "gates"]  # head mode: the whole head, or SFace's position gates only
+    gate_lr: float = Field(gt=0.0)  # SFace's position gates (facegate.components.embedding.position_gate)
+    gate_bare_penalty: float = Field(ge=0.0)  # on gates away from 1 for samples that are not augmented copies
+
+
+class GallerySettings(_Strict):
+    target_far: float = Field(gt=0.0, lt=1.0)
+    target_fpir: float = Field(gt=0.0, le=1e-2)  # the stored impostor tail covers FAR <= 1e-2
+    index_kind: Literal["flat", "ivf", "hnsw"]  # components/gallery/index_kinds.py INDEX_KINDS
+    calibration_dataset: str  # an identity set read from its folder; its held-out identities calibrate a model
+    keep_versions: int = Field(ge=1)
+    # after an enrolment or removal the DVC snapshot of gallery/ is made by a background worker (API) or a
+    # detached process (CLI); manual: only asked for, `facegate gallery snapshot` makes it
+    snapshot: Literal["background", "manual"]
+    device: Literal["cpu", "gpu", "auto"]  # faiss search device; auto: a GPU when faiss sees one
+    # deployment-side recalibration: impostor pairs of enrolled employees blended with the model's stored
+    # tail once there are this many, weighted n / (n + prior_pairs)
+    recalibration_min_pairs: int = Field(ge=1)
+    recalibration_prior_pairs: int = Field(ge=0)
+    # identification in small galleries: the stored tail moved by the enrolled employees' bulk shift,
+    # weighted n / (n + shift_prior_pairs) (facegate.components.calibration.thresholds.BulkShift); None: no shift
+    shift_prior_pairs: int | None = Field(ge=0)
+
+
+class ApiSettings(_Strict):
+    """Limits the API enforces before work is done: the body while it streams, then the form."""
+
+    max_upload_bytes: int = Field(gt=0)  # one image
+    max_body_bytes: int = Field(gt=0)  # a whole request, counted as it streams
+    max_files: int = Field(ge=1)  # images in one request
+    max_fields: int = Field(ge=1)  # non-file form fields in one request
+    max_field_bytes: int = Field(ge=64)  # one non-file form field
+    max_id_length: int = Field(ge=1, le=64)  # employee ids (the id pattern allows 64 at most)
+    max_name_length: int = Field(ge=1)  # display names
+    host: str
+    port: int = Field(ge=1, le=65535)
+    inference_slots: int = Field(ge=0)  # requests running the model at once; 0: one per core (the rest queue)
+    inference_threads: int = Field(ge=1)  # torch/OpenCV threads per running request (slots x threads = cores)
+
+
+class AccessLogSettings(_Strict):
+    """The access log (components/service/access_log.py): one row per decision, one per gallery change."""
+
+    url: str | None  # SQLAlchemy URL (postgresql://...); None: SQLite in the state folder; env FACEGATE_ACCESS_LOG_URL wins
+    retention_days: int = Field(ge=1)  # decision rows older than this are purged (audit rows are kept)
+    erase_on_remove: bool  # `remove` also deletes the employee's decision rows (an erasure request)
+
+
+class ConsoleSettings(_Strict):
+    """Operator console and accounts (components/web/console.py, components/web/accounts.py)."""
+
+    session_hours: float = Field(gt=0.0, le=24 * 30)  # a signed session cookie expires after this
+    login_max_failures: int = Field(ge=1)  # failed logins per account name or client address ...
+    login_window_s: int = Field(ge=1)  # ... within this window, then 429 until the window passes
+    min_face_px: int = Field(ge=16)  # enrolment check: the face's shorter box side
+    min_sharpness: float = Field(ge=0.0)  # enrolment check: variance of the Laplacian on the face
+    metrics_public_on_loopback: bool  # /metrics without a key when the server is bound to loopback
+
+
+class TrackingSettings(_Strict):
+    experiment_prefix: str
+
+
+class RegistrySettings(_Strict):
+    embedder_model: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    gate_metric: Literal["val_accuracy", "val_auc", "val_tar_at_far_1e-3", "val_masked_accuracy",
+                         "val_masked_tar_at_far_1e-3"]
+    guard_metric: Literal["val_accuracy", "val_auc", "val_tar_at_far_1e-3", None]  # must not regress
+    max_regression: float = Field(ge=0.0)  # the most the guard metric may lose
+    min_improvement: float = Field(ge=0.0)  # the challenger must beat the champion by this much
+
+
+class RetrainSettings(_Strict):
+    dataset: str  # the ingested identity dataset the chain trains and evaluates on
+    cron: str  # Sundays 02:00 in ``timezone``
+    timezone: str
+    deployment: str
+    work_pool: str
+
+
+class DistributedSettings(_Strict):
+    """Chip extraction, features and embeddings fanned out over shards (flows/distributed.py, Dask)."""
+
+    runner: Literal["local", "dask"]  # local: one process in order; dask: shards on a Dask cluster
+    shards: int = Field(ge=1, le=4096)  # pieces the image list is cut into (>= the cluster's workers)
+    address: str | None  # an existing Dask scheduler (tcp://host:8786); None: a local cluster
+    workers: int | None = Field(ge=1)  # local cluster: worker processes (None: one per core)
+    threads_per_worker: int = Field(ge=1)
+
+
+class TwoStageSettings(_Strict):
+    """The two-stage face-mask detector (issue 14): RetinaFace proposals, a mask-state classifier on crops."""
+
+    crop_size: int = Field(ge=16, le=256)  # classifier input (faces are ~23 px at 416)
+    crop_context: float = Field(ge=1.0, le=3.0)  # crop side / the box's longer side
+    jitter: float = Field(ge=0.0, le=0.5)  # training: centre shift and size change of the crop
+    proposal_scale: float = Field(gt=0.0, le=4.0)  # RetinaFace input = image x this (long side <= 1600)
+    proposal_score_threshold: float = Field(ge=0.0, le=1.0)  # face score kept before NMS
+    proposal_nms_iou: float = Field(gt=0.0, le=1.0)
+    box_fit_images: int = Field(ge=1)  # training images RetinaFace runs on: box correction, proposals to learn from
+    frozen_epochs: int = Field(ge=0)  # linear head on cached features
+    frozen_copies: int = Field(ge=1, le=16)  # the plain crop + jittered copies
+    finetune_epochs: int = Field(ge=0)
+    finetune_stages: int = Field(ge=0, le=5)
+    lr_head: float = Field(gt=0.0)
+    lr_finetune: float = Field(gt=0.0)
+    batch_size: int = Field(ge=1)
+    balance: Literal["sampling", "loss", "none"]  # the rare mask_weared_incorrect class
+
+
+class DetectionSettings(_CourseAugmentations):
+    """The YOLO-style face-mask detector (issue 6): data, model, both training phases, loss, decoding."""
+
+    dataset: str  # ingested VOC dataset (its seeded image-level split)
+    classes: tuple[str, ...]
+    input_size: int = Field(ge=64, le=1024)
+    strides: tuple[Literal[8, 16, 32], ...]
+    anchors_per_scale: int = Field(ge=1, le=9)
+    width: int = Field(ge=16)
+    batch_size: int = Field(ge=1)
+    frozen_epochs: int = Field(ge=0)
+    frozen_copies: int = Field(ge=1, le=16)
+    lr_head: float = Field(gt=0.0)
+    finetune_epochs: int = Field(ge=0)
+    finetune_stages: int = Field(ge=0, le=5)
+    lr_finetune: float = Field(gt=0.0)
+    weight_decay: float = Field(ge=0.0)
+    lambda_coord: float = Field(ge=0.0)
+    lambda_obj: float = Field(ge=0.0)
+    lambda_noobj: float = Field(ge=0.0)
+    lambda_cls: float = Field(ge=0.0)
+    ignore_iou: float = Field(gt=0.0, le=1.0)
+    crop_scale_min: float = Field(gt=0.0, le=1.0)  # smaller crops than for face chips
+    min_visibility: float = Field(ge=0.0, le=1.0)  # a cropped box keeping less of its area is dropped
+    score_threshold: float = Field(ge=0.0, le=1.0)  # `facegate detect` and the face-detector entry
+    eval_score_threshold: float = Field(ge=0.0, le=1.0)  # mAP: low, so the PR curve is complete
+    nms_iou: float = Field(gt=0.0, le=1.0)
+    max_detections: int = Field(ge=1)
+    eval_every: int = Field(ge=1)
+    log_sample_images: bool  # face images in MLflow only when asked
+    registered_model: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    min_improvement: float = Field(ge=0.0)  # map50 margin a challenger needs over the champion
+    device: str = Field(pattern=TORCH_DEVICE_PATTERN)  # torch training: as embedding.device
+    variant: Literal["yolo", "two_stage"]  # what train-detector trains (both register as versions)
+    two_stage: TwoStageSettings
+
+
+class StyleSettings(_Strict):
+    """Neural style transfer (issue 16): MobileNetV2 layers, the cost weights, the optimisation of G's pixels."""
+
+    content_layer: str  # a middle layer (stride 16): what is where, not how it looks
+    style_layers: dict[str, float] = Field(min_length=1)  # lambda[l]: the layers whose Gram matrices carry the style
+    alpha: float = Field(ge=0.0)
+    beta: float = Field(ge=0.0)
+    iterations: int = Field(ge=1)
+    lr: float = Field(gt=0.0)
+    optimizer: Literal["adam", "lbfgs"]
+    init: Literal["content_noise", "noise"]
+    noise: float = Field(ge=0.0, le=1.0)
+    image_size: int = Field(ge=16, le=2048)
+    seed: int
+    log_images: bool  # content, style and output in MLflow only when asked (a face photo is biometric)
+
+
+class Settings(_Strict):
+    seed: int
+    images: ImageSettings
+    ingest: IngestSettings
+    validate_: ValidateSettings = Field(alias="validate")
+    faces: FaceSettings
+    embedding: EmbeddingSettings
+    augment: AugmentSettings
+    masks: MaskSettings
+    gallery: GallerySettings
+    api: ApiSettings
+    access_log: AccessLogSettings
+    console: ConsoleSettings
+    train: TrainSettings
+    tracking: TrackingSettings
+    registry: RegistrySettings
+    retrain: RetrainSettings
+    detection: DetectionSettings
+    distributed: DistributedSettings
+    style: StyleSettings
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted-key view (``ingest.val_fraction``) for MLflow params, so runs line up in the UI."""
+        return flatten(self.model_dump(by_alias=True, mode="json"))
+
+    def replace(self, overrides: Mapping[str, Any]) -> Settings:
+        """These settings with a nested mapping laid over them (``{"gallery": {"keep_versions": 1}}``),
+        validated again: unlike ``model_copy(update=...)``, a bad value or an unknown key fails by name."""
+        raw = merge_params(Settings, self.model_dump(by_alias=True), overrides)
+        return parse_settings(raw, "settings + overrides")
+
+
+T = TypeVar("T")
+
+
+def build_config(cls: type[T], values: Mapping[str, Any], **overrides: Any) -> T:
+    """A run config (a dataclass) from a settings section, so params.yaml stays the one source of defaults.
+
+    Each field takes the same-named entry of ``values`` (a section's ``model_dump()``), or of
+    ``overrides`` when not None; a field typed as another dataclass is built the same way from the same
+    values. Fields a section lacks keep their own default if they have one, else fail here by name.
+    """
+    fields = [f for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
+    unknown = sorted(set(overrides) - {f.name for f in fields})
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no field(s) {unknown}")
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in fields:
+        if overrides.get(f.name) is not None:
+            kwargs[f.name] = overrides[f.name]
+        elif f.name in values:
+            kwargs[f.name] = values[f.name]
+        elif dataclasses.is_dataclass(hints[f.name]):
+            kwargs[f.name] = build_config(hints[f.name], values)
+    missing = [f.name for f in fields if f.name not in kwargs
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise TypeError(f"{cls.__name__}: no setting for field(s) {missing}")
+    return cls(**kwargs)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def parse_settings(raw: Mapping[str, Any], source: str = "params.yaml") -> Settings:
+    """Validate a whole params mapping; the error names every bad or missing key in dotted form."""
+    try:
+        return Settings.model_validate(dict(raw or {}))
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "<root>"
+            problems.append(f"{key}: {err['msg']}")
+        raise SettingsError(f"{source}: " + "; ".join(problems)) from None
+
+
+def read_params(path: Path | str | None = None) -> dict[str, Any]:
+    """params.yaml as a raw mapping (default: the repository's, or $FACEGATE_PARAMS)."""
+    path = Path(path) if path else params_path()
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SettingsError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{path}: not valid YAML ({exc})") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise SettingsError(f"{path}: top level must be a mapping")
+    return raw or {}
+
+
+def load_settings(path: Path | str | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
+    """params.yaml (default: the repository's, or $FACEGATE_PARAMS) as Settings.
+
+    ``overrides`` is a nested mapping laid over the file before validation (``{"api": {"max_files": 2}}``):
+    the way a test or a benchmark runs a variation, checked exactly as the file is.
+    """
+    path = Path(path) if path else params_path()
+    raw = read_params(path)
+    source = str(path)
+    if overrides:
+        raw, source = merge_params(Settings, raw, overrides), f"{path} + overrides"
+    return parse_settings(raw, source)
+
+
+def merge_params(model: type[BaseModel], base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` laid over it: a settings section merges key by key, any other value
+    (a list, ``style.style_layers``) is replaced whole. Unknown keys are kept, for validation to name."""
+    fields = {(f.alias or name): f for name, f in model.model_fields.items()}
+    fields.update(model.model_fields)
+    out = dict(base)
+    for key, value in overrides.items():
+        field = fields.get(key)
+        section = field.annotation if field is not None else None
+        name = (field.alias or key) if field is not None else key
+        if (isinstance(section, type) and issubclass(section, BaseModel) and isinstance(value, Mapping)
+                and isinstance(out.get(name), Mapping)):
+            out[name] = merge_params(section, out[name], value)
+        else:
+            out[name] = value
+    return out

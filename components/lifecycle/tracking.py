@@ -1,0 +1,124 @@
+"""The one MLflow helper: every run carries the git commit, the data version, the params and its duration.
+
+Runs of one pipeline share an experiment and the same metric names, so MLflow's compare view lines
+them up. A stage started inside another run becomes a nested run of it.
+"""
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from facegate.components.core.paths import (
+    configure_environment,
+    experiment_artifact_root,
+    mlflow_tracking_uri,
+    repo_root,
+)
+from facegate.components.lifecycle.packaging import code_paths, pinned_requirements
+
+MAX_PARAM_CHARS = 500
+
+
+def git_commit(root: Path | None = None) -> str:
+    """HEAD's sha, with ``-dirty`` when tracked code differs from it; ``unknown`` outside git.
+
+    DVC pointers and .gitignore are left out of the check: a new data version is recorded in its own
+    tag, and it must not make the code look modified.
+    """
+    root = root or repo_root()
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)*.dvc", ":(exclude).gitignore", ":(exclude).dvc",
+                                ":(exclude).dvcignore"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def ensure_experiment(name: str) -> str:
+    """Experiment id for ``name``, created with the state dir's artifact root on first use."""
+    import mlflow  # heavy: MLflow takes seconds to import; only the paths that track or load models need it
+
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    root = experiment_artifact_root()  # None: the tracking server's artifact store decides
+    return mlflow.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
+
+
+@contextmanager
+def tracked_run(
+    experiment: str,
+    run_name: str,
+    *,
+    params: dict[str, Any] | None = None,
+    data_version: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> Iterator[Any]:
+    """An MLflow run (nested inside the active one, if any) that logs ``duration_s`` when it ends."""
+    configure_environment()
+    import mlflow  # heavy: MLflow takes seconds to import; only the paths that track or load models need it
+
+    mlflow.set_tracking_uri(mlflow_tracking_uri())
+    parent = mlflow.active_run()
+    exp_id = parent.info.experiment_id if parent else ensure_experiment(experiment)
+    all_tags = {"git_commit": git_commit(), "data_version": data_version or "none", **(tags or {})}
+    if parent:
+        all_tags["parent_run_id"] = parent.info.run_id
+    start = time.perf_counter()
+    run = mlflow.start_run(run_name=run_name, experiment_id=exp_id, nested=parent is not None, tags=all_tags)
+    ok = False
+    try:
+        if params:
+            mlflow.log_params({k: str(v)[:MAX_PARAM_CHARS] for k, v in params.items()})
+        yield run
+        ok = True
+    finally:
+        # Closing the run is best effort when the block already failed: with the tracking server (or its
+        # database) down, the block's own error is the one to see, not a second one from MLflow.
+        try:
+            mlflow.log_metric("duration_s", time.perf_counter() - start)
+            mlflow.end_run("FINISHED" if ok else "FAILED")
+        except Exception:
+            if ok:
+                raise
+
+
+def set_data_version(version: str | None) -> None:
+    """Record a data version produced during the run (ingest learns it only at its end)."""
+    import mlflow  # heavy: MLflow takes seconds to import; only the paths that track or load models need it
+
+    mlflow.set_tag("data_version", version or "none")
+
+
+def numeric_metrics(values: Mapping[str, Any]) -> dict[str, float]:
+    """The plain numbers of a result dict (no bools, None, lists or dicts), as MLflow metrics."""
+    return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+@contextmanager
+def artifact_folder(artifact_path: str) -> Iterator[Path]:
+    """A temporary folder whose files go to the active run under ``artifact_path`` when the block ends."""
+    import mlflow  # heavy: MLflow takes seconds to import; only the paths that track or load models need it
+
+    with tempfile.TemporaryDirectory() as tmp:
+        yield Path(tmp)
+        mlflow.log_artifacts(tmp, artifact_path)
+
+
+def log_torch_model(model: Any) -> Any:
+    """A torch model into the active run as ``model``, with pinned requirements and the library code
+    (MLflow's own inference would pin a CUDA torch); returns MLflow's ModelInfo."""
+    import mlflow  # heavy: MLflow takes seconds to import; only the paths that track or load models need it
+
+    model.eval()
+    return mlflow.pytorch.log_model(model, name="model", pip_requirements=pinned_requirements(),
+                                    code_paths=code_paths(), serialization_format="pickle")

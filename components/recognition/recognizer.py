@@ -1,0 +1,71 @@
+"""Photos -> embeddings with the model in service: detect, align, embed (flip TTA from params).
+
+One object the enrolment, identify/verify commands, the API and the benchmarks share, so every path
+detects, aligns and embeds the same way. ``embedder_version`` identifies the model; a gallery built
+by another version is refused (embeddings of different models are not comparable). The model runs on
+``embedding.device`` (moved there in place; ``cuda`` without a GPU is ``DeviceUnavailable`` at start), its
+backbones inferring at ``embedding.precision`` (bfloat16 on CPUs that have it natively).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facegate.components.core.devices import resolve_torch_device
+from facegate.components.core.settings import Settings
+from facegate.components.embedding.model import EmbeddingModel, embed_chips
+from facegate.components.embedding.precision import set_precision
+from facegate.components.faces.align import FaceAligner
+from facegate.components.faces.detectors import make_detector
+from facegate.components.faces.pipeline import FaceFinder
+from facegate.components.faces.types import FaceBox
+
+
+@dataclass(frozen=True)
+class FaceEmbedding:
+    box: FaceBox
+    embedding: np.ndarray  # 128-d, unit length
+
+
+def model_fingerprint(model: EmbeddingModel) -> str:
+    """Content hash of the weights: two models with the same fingerprint embed identically."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class FaceRecognizer:
+    def __init__(self, model: EmbeddingModel, settings: Settings, version: str | None = None) -> None:
+        self.device = resolve_torch_device(settings.embedding.device)
+        self.flip_tta = settings.embedding.flip_tta
+        self.finder = FaceFinder(make_detector(settings.faces.detector, upsample=settings.faces.upsample),
+                                 FaceAligner(geometry=model.backbone.chip_geometry))
+        self.embedder_name = f"{model.name}"
+        self.embedder_version = version or f"sha256:{model_fingerprint(model)}"
+        self.model = set_precision(model.to(self.device).eval(), settings.embedding.precision)
+
+    @property
+    def embedding_dim(self) -> int:
+        """Size of this model's embeddings: a gallery is made for exactly one model."""
+        return int(self.model.head.out_features)
+
+    @torch.inference_mode()
+    def embed_one(self, image: np.ndarray, source: str | Path) -> FaceEmbedding:
+        """Exactly one face required (enrolment, 1:1): NoFaceFound / MultipleFaces otherwise."""
+        crop = self.finder.single_face(image, source)
+        return FaceEmbedding(crop.box, embed_chips(self.model, crop.chip[None], self.flip_tta)[0])
+
+    @torch.inference_mode()
+    def embed_all(self, image: np.ndarray) -> list[FaceEmbedding]:
+        """Every face in a frame (1:K identification)."""
+        crops = self.finder.all_faces(image)
+        if not crops:
+            return []
+        embs = embed_chips(self.model, np.stack([c.chip for c in crops]), self.flip_tta)
+        return [FaceEmbedding(c.box, e) for c, e in zip(crops, embs)]

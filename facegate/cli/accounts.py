@@ -1,0 +1,88 @@
+"""`facegate accounts ...` and `facegate access-log ...`: operator accounts and the access log from a shell.
+
+An account's secret is printed once, at creation, and stored only as a scrypt hash; it is the console
+password and, as ``NAME.SECRET``, the account's ``X-API-Key``.
+"""
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+
+accounts_app = typer.Typer(no_args_is_help=True, help="Console accounts and scoped API keys: add, list, remove.")
+access_log_app = typer.Typer(no_args_is_help=True, help="The access log: recent decisions and gallery changes, purge.")
+
+
+def _log():
+    from facegate.components.service.access_log import AccessLog
+    from facegate.components.core.settings import load_settings
+
+    return AccessLog.from_settings(load_settings())
+
+
+def _accounts():
+    from facegate.components.web.accounts import Accounts
+
+    return Accounts(_log().engine)
+
+
+def _friendly(fn):
+    from facegate.cli.main import friendly
+
+    return friendly(fn)
+
+
+@accounts_app.command("add")
+@_friendly
+def accounts_add(name: Annotated[str, typer.Argument(help="account name (letters, digits, _ . -)")],
+                 role: Annotated[str, typer.Option(help="operator | viewer | turnstile")] = "viewer") -> None:
+    """Create an account; its secret is printed once (the console password; API key NAME.SECRET)."""
+    secret = _accounts().add(name, role)
+    _log().audit(_actor(), "account_add", None, account=name, role=role)
+    typer.echo(json.dumps({"name": name, "role": role, "secret": secret, "api_key": f"{name}.{secret}",
+                           "note": "shown once: store it now"}, indent=2))
+
+
+@accounts_app.command("list")
+@_friendly
+def accounts_list() -> None:
+    """Accounts and their roles (never their secrets)."""
+    typer.echo(json.dumps(_accounts().list(), indent=2))
+
+
+@accounts_app.command("remove")
+@_friendly
+def accounts_remove(name: Annotated[str, typer.Argument(help="account name")]) -> None:
+    """Delete an account: its sessions and key stop working at once."""
+    _accounts().remove(name)
+    _log().audit(_actor(), "account_remove", None, account=name)
+    typer.echo(json.dumps({"removed": name}))
+
+
+@access_log_app.command("show")
+@_friendly
+def access_log_show(employee_id: Annotated[Optional[str], typer.Option("--id", help="one employee")] = None,
+                    limit: Annotated[int, typer.Option(help="rows")] = 20,
+                    audit: Annotated[bool, typer.Option("--audit", help="gallery changes, not decisions")] = False) -> None:
+    """The newest decisions (or gallery changes), as JSON."""
+    from facegate.components.service.access_log import DecisionFilter
+
+    log = _log()
+    rows = log.audit_events(employee_id, limit) if audit else log.decisions(DecisionFilter(employee_id=employee_id,
+                                                                                           limit=limit))
+    typer.echo(json.dumps(rows, indent=2, default=str))
+
+
+@access_log_app.command("purge")
+@_friendly
+def access_log_purge() -> None:
+    """Delete decision rows older than access_log.retention_days now (the service also does it hourly)."""
+    log = _log()
+    typer.echo(json.dumps({"purged": log.purge(), "retention_days": log.retention.days}))
+
+
+def _actor() -> str:
+    from facegate.components.service.deployment import local_actor
+
+    return local_actor()

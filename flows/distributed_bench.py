@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facegate.components.core.datasets import ingest_source
 from facegate.components.core.paths import configure_environment, datasets_root, repo_root
+from facegate.components.lifecycle.ingest import ingest_source
 from facegate.flows.distributed import distributed_embedding
 
 

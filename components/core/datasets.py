@@ -1,27 +1,20 @@
-"""Dataset sources -> manifest tables under data/, with the image bytes brought along.
+"""The shared datasets' layouts and the split rule: what a source folder holds, and who goes to which split.
 
-A source is read-only input (the shared datasets root). Ingest decodes every image once through the
-one loader, records (path, source, identity or boxes, split, sha256, width, height, format), and
-links the bytes into ``data/<name>/`` (mirroring the source layout) so that a DVC version of ``data/`` covers the pixels, not only
-paths. Files that cannot be used are copied to ``data/<name>/_quarantine/`` and listed in
-``quarantine.parquet`` with the reason: nothing is silently dropped.
+Read by ingest (lifecycle/ingest.py, which writes data/), by calibration's labelled face sets and by
+the training data: one reading of each layout and one identity-level split rule (seeded), so
+"held-out" means the same people everywhere.
 """
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import shutil
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from facegate.components.core.errors import DatasetError, ImageError, ImageTooSmall
-from facegate.components.core.images import read_image
+from facegate.components.core.errors import DatasetError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 MANIFEST_COLUMNS = ["path", "source", "identity", "boxes", "split", "sha256", "width", "height", "format"]
@@ -39,28 +32,6 @@ class SourceItem:
     problem: str | None = None  # an annotation problem found while listing (e.g. malformed XML)
 
 
-@dataclass
-class IngestResult:
-    name: str
-    kind: str
-    manifest: pd.DataFrame
-    quarantine: pd.DataFrame
-    out_dir: Path
-    extra_files: list[str] = field(default_factory=list)
-    clipped_boxes: list[str] = field(default_factory=list)  # "path#box" clipped within tolerance
-
-    def summary(self) -> dict:
-        m = self.manifest
-        return {
-            "dataset": self.name,
-            "kind": self.kind,
-            "images": int(len(m)),
-            "identities": int(m["identity"].nunique()) if self.kind != "voc" else 0,
-            "boxes": int(sum(len(json.loads(b)) for b in m["boxes"].dropna())) if self.kind == "voc" else 0,
-            "splits": {k: int(v) for k, v in m["split"].value_counts().sort_index().items()},
-            "quarantined": int(len(self.quarantine)),
-            "boxes_clipped": len(self.clipped_boxes),
-        }
 
 
 # ---------------------------------------------------------------- sources
@@ -115,9 +86,12 @@ def parse_voc_boxes(xml_path: Path) -> list[dict]:
     boxes = []
     for i, obj in enumerate(tree.getroot().iter("object")):
         try:
-            label = obj.findtext("name").strip()
+            label = obj.findtext("name")
             bb = obj.find("bndbox")
-            box = {k: float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")}
+            if label is None or bb is None:
+                raise ValueError("no name or bndbox")
+            label = label.strip()
+            box = {k: float(bb.findtext(k, "")) for k in ("xmin", "ymin", "xmax", "ymax")}
         except (AttributeError, TypeError, ValueError):
             raise DatasetError(f"{xml_path}: object {i} has no valid name/bndbox") from None
         boxes.append({"label": label, **box})
@@ -176,137 +150,10 @@ def assign_image_splits(manifest: pd.DataFrame, val_fraction: float, seed: int) 
 
 
 # ---------------------------------------------------------------- ingest
-def clip_boxes(boxes: list[dict], width: int, height: int, tolerance: float) -> tuple[list[dict], list[int]]:
-    """Clip coordinates that overshoot the image by at most ``tolerance`` pixels.
-
-    Annotation tools often write the 1-based ``width + 1`` for a box touching the right edge; those
-    are clipped (and counted). Anything further out is left alone for validation to reject by name.
-    """
-    out, clipped = [], []
-    for i, b in enumerate(boxes):
-        nb = dict(b)
-        for key, limit in (("xmin", width), ("xmax", width), ("ymin", height), ("ymax", height)):
-            v = nb[key]
-            if -tolerance <= v < 0:
-                nb[key] = 0.0
-            elif limit < v <= limit + tolerance:
-                nb[key] = float(limit)
-        if nb != b:
-            clipped.append(i)
-        out.append(nb)
-    return out, clipped
 
 
-def bring_file(src: Path, dst: Path, link_mode: str) -> None:
-    """Hardlink when the filesystem allows (no second copy of the bytes), else copy."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.exists():
-        dst.unlink()
-    if link_mode == "hardlink":
-        try:
-            os.link(src, dst)
-            return
-        except OSError:
-            pass
-    shutil.copyfile(src, dst)
 
 
-def ingest_source(
-    name: str,
-    kind: str,
-    source_root: Path,
-    data_root: Path,
-    *,
-    val_fraction: float,
-    seed: int,
-    max_pixels: int,
-    min_side: int,
-    min_train_images: int = 2,
-    link_mode: str = "hardlink",
-    box_clip_tolerance: float = 1.0,
-    limit: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> IngestResult:
-    """Ingest one source into ``data_root/name`` (rebuilt atomically: a killed ingest leaves the old one)."""
-    if kind not in SOURCES:
-        raise DatasetError(f"{name}: unknown source kind {kind!r} (known: {sorted(SOURCES)})")
-    source_root = Path(source_root)
-    if not source_root.exists():
-        raise DatasetError(f"{source_root}: dataset folder not found (set FACEGATE_DATASETS?)")
-    items, extra = SOURCES[kind](source_root)
-    if limit is not None:
-        items = items[:limit]
-
-    final_dir = data_root / name
-    work_dir = data_root / f".{name}.partial"
-    if work_dir.exists():
-        shutil.rmtree(work_dir)
-    work_dir.mkdir(parents=True)
-
-    def inspect(item: SourceItem) -> dict:
-        src = source_root / item.relpath
-        row = {"path": f"{name}/{item.relpath}", "source": name, "identity": item.identity,
-               "boxes": None if item.boxes is None else json.dumps(list(item.boxes))}
-        if item.problem:
-            return {**row, "code": "bad_annotation", "reason": item.problem}
-        try:
-            decoded = read_image(src, max_pixels)
-            if min(decoded.width, decoded.height) < min_side:
-                raise ImageTooSmall(src, f"{decoded.width}x{decoded.height} below min side {min_side}")
-        except ImageError as exc:
-            return {**row, "code": exc.code, "reason": exc.reason}
-        if item.boxes is not None:
-            boxes, clipped = clip_boxes(list(item.boxes), decoded.width, decoded.height, box_clip_tolerance)
-            row["boxes"] = json.dumps(boxes)
-            row["clipped"] = [f"{row['path']}#{i}" for i in clipped]
-        return {**row, "sha256": decoded.sha256, "width": decoded.width, "height": decoded.height,
-                "format": decoded.format}
-
-    rows = []
-    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        for i, row in enumerate(pool.map(inspect, items), 1):
-            rows.append(row)
-            if progress and (i % 500 == 0 or i == len(items)):
-                progress(i, len(items))
-
-    good = [r for r in rows if "code" not in r]
-    bad = [r for r in rows if "code" in r]
-    for r in good:
-        rel = r["path"].split("/", 1)[1]
-        bring_file(source_root / rel, work_dir / rel, link_mode)
-    for r in bad:
-        rel = r["path"].split("/", 1)[1]
-        bring_file(source_root / rel, work_dir / QUARANTINE_DIR / rel, "copy")
-    for rel in extra:
-        bring_file(source_root / rel, work_dir / rel, link_mode)
-
-    manifest = pd.DataFrame(good, columns=MANIFEST_COLUMNS)
-    manifest["width"] = manifest["width"].astype("int64")
-    manifest["height"] = manifest["height"].astype("int64")
-    if kind == "voc":
-        manifest["split"] = assign_image_splits(manifest, val_fraction, seed)
-    else:
-        manifest["split"] = assign_identity_splits(manifest, val_fraction, seed, min_train_images)
-    quarantine = pd.DataFrame(
-        [{"path": f"{name}/{QUARANTINE_DIR}/{r['path'].split('/', 1)[1]}", "source": name,
-          "code": r["code"], "reason": r["reason"]} for r in bad],
-        columns=QUARANTINE_COLUMNS,
-    )
-    manifest.to_parquet(work_dir / "manifest.parquet", index=False)
-    quarantine.to_parquet(work_dir / "quarantine.parquet", index=False)
-
-    if final_dir.exists():
-        trash = data_root / f".{name}.old"
-        if trash.exists():
-            shutil.rmtree(trash)
-        final_dir.rename(trash)
-        work_dir.rename(final_dir)
-        shutil.rmtree(trash)
-    else:
-        work_dir.rename(final_dir)
-    return IngestResult(name=name, kind=kind, manifest=manifest, quarantine=quarantine,
-                        out_dir=final_dir, extra_files=extra,
-                        clipped_boxes=[c for r in good for c in r.get("clipped", [])])
 
 
 def read_manifest(data_root: Path, name: str) -> pd.DataFrame:

@@ -14,7 +14,6 @@ read is refused (``gallery_model_mismatch``).
 """
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,9 +30,9 @@ from facegate.components.gallery.enrolment import EnrolmentStore, Photo, check_e
 from facegate.components.lifecycle.data_version import read_version
 from facegate.components.lifecycle.model_loading import gallery_recognizer, service_recognizer
 from facegate.components.recognition.recognizer import FaceRecognizer
-from facegate.components.service import erasure, promotion
+from facegate.components.service import answering, erasure, promotion
 from facegate.components.service.access_log import AccessLog
-from facegate.components.service.answers import Identification, IdentifiedFace, Verification, estimate
+from facegate.components.service.answers import Identification, Verification
 from facegate.components.service.calibrations import GalleryThresholds, calibrated_gallery
 from facegate.components.service.deployment import gallery_store, local_actor
 from facegate.components.service.mask_state import MaskStateReader
@@ -80,7 +79,8 @@ class FaceGate:
             self._access_log = AccessLog.from_settings(self.settings)
         return self._access_log or None
 
-    def _model_label(self) -> str:
+    def model_label(self) -> str:
+        """The model in service as the access log names it."""
         r = self.recognizer
         return f"{r.embedder_name}@{r.embedder_version}"
 
@@ -174,32 +174,8 @@ class FaceGate:
     # --------------------------------------------------------------------------------- readers
 
     def identify(self, pixels: np.ndarray, *, entrance: str | None = None, actor: str | None = None) -> Identification:
-        """Who is this? Every face in the frame against the tau for ``gallery.target_fpir`` at this size,
-        with the estimated chance a stranger comes this close (``far_estimate``: FPIR at this distance).
-        Each face is an access-log row (entrance, actor) before the answer is returned."""
-        result = self._identify(pixels)
-        if self.access_log is not None:
-            self.access_log.record_identification(result.to_dict(), entrance=entrance, model=self._model_label(),
-                                                   gallery_version=self._version, actor=actor or local_actor())
-        return result
-
-    def _identify(self, pixels: np.ndarray) -> Identification:
-        g = self.gallery()
-        recognizer = self.recognizer
-        target = self.settings.gallery.target_fpir
-        tau = self.identify_tau(g, target)
-        scores = self.impostor_scores(g)
-        with self.inference():
-            found = recognizer.embed_all(pixels)
-            masks = self.mask_states(pixels, [f.box for f in found])
-        faces = []
-        for face, mask in zip(found, masks):
-            eid, dist, name = g.identify(face.embedding[None], tau)
-            distance = round(float(dist), 6) if math.isfinite(dist) else None
-            far = estimate(scores.fpir(float(dist), g.n_employees)) if scores and distance is not None else None
-            faces.append(IdentifiedFace(face.box.as_list(), eid, name, eid is not None, distance, tau, target, mask,
-                                        far))
-        return Identification(faces, tau, target)
+        """Who is this? Every face in the frame (service/answering.py), an access-log row each."""
+        return answering.identify(self, pixels, entrance=entrance, actor=actor)
 
     def mask_states(self, pixels: np.ndarray, boxes: list) -> list[str | None]:
         """Per face, the face-mask detector's class (``faces.mask_state: auto``; None when none is trained)."""
@@ -211,20 +187,8 @@ class FaceGate:
 
     def verify(self, employee_id: str, pixels: np.ndarray, source: str | Path = "photo", *,
                entrance: str | None = None, actor: str | None = None) -> Verification:
-        """Is this the claimed employee? 1:1 at the calibrated false-accept rate (one face required).
-        The answer is an access-log row (entrance, actor) before it is returned."""
-        g = self.gallery()
-        with self.inference():
-            face = self.recognizer.embed_one(pixels, source)
-        tau = self.verify_tau(g)
-        accepted, dist = g.verify(employee_id, face.embedding[None], tau)
-        scores = self.impostor_scores(g)
-        result = Verification(employee_id, bool(accepted), round(float(dist), 6), tau, g.manifest.target_far,
-                              estimate(scores.far(float(dist))) if scores else None)
-        if self.access_log is not None:
-            self.access_log.record_verification(result.to_dict(), entrance=entrance, model=self._model_label(),
-                                                gallery_version=self._version, actor=actor or local_actor())
-        return result
+        """Is this the claimed employee? 1:1 (service/answering.py), an access-log row."""
+        return answering.verify(self, employee_id, pixels, source, entrance=entrance, actor=actor)
 
     # --------------------------------------------------------------------------------- writers
 
@@ -264,7 +228,7 @@ class FaceGate:
                       duplicate_tau=self.verify_tau, embedded=embedded)
             self.reload()
             self.audit(actor, "enrol", employee_id, photos=len(photos), replace=replace, force=force,
-                        gallery_version=self._version, model=self._model_label())
+                        gallery_version=self._version, model=self.model_label())
         return g
 
     def remove(self, employee_id: str, *, actor: str | None = None) -> int:

@@ -4,8 +4,9 @@ import os
 import pandas as pd
 import pytest
 
+from facegate.components.core.datasets import assign_identity_splits, parse_voc_boxes
 from facegate.components.core.errors import DatasetError
-from facegate.components.core.datasets import assign_identity_splits, clip_boxes, ingest_source, parse_voc_boxes
+from facegate.components.lifecycle.ingest import clip_boxes, ingest_source
 from tests import images_factory as f
 
 COMMON = dict(val_fraction=0.3, seed=7, max_pixels=50_000_000, min_side=16)

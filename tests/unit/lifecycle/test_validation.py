@@ -5,8 +5,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from facegate.components.core.datasets import ingest_source
 from facegate.components.core.settings import load_settings
+from facegate.components.lifecycle.ingest import ingest_source
 from facegate.components.lifecycle.validation import validate_manifest
 from tests import images_factory as f
 

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.facegate-installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: setup demo test test-unit test-integration server-check clean
+.PHONY: setup demo lint test test-unit test-integration server-check clean
 .DEFAULT_GOAL := setup
 
 setup: $(STAMP)
@@ -36,12 +36,21 @@ demo: setup
 	@echo "==> demo: the main job on the default data"
 	@$(BIN)/facegate demo
 
-test: setup
+# Code health before the tests: ruff (lint and format), the layers contract, the type checker over components/
+lint: setup
+	@echo "==> lint: ruff, import-linter, mypy"
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+	@$(BIN)/lint-imports
+	@$(BIN)/mypy
+
+test: lint
 	@echo "==> test: unit and integration tests"
 	@$(BIN)/python -m pytest tests --durations=15
 
+# The quick tier: unit tests without the slow ones (under 3 minutes on 2 cores)
 test-unit: setup
-	@$(BIN)/python -m pytest tests/unit
+	@$(BIN)/python -m pytest tests/unit -m "not slow"
 
 test-integration: setup
 	@$(BIN)/python -m pytest tests/integration

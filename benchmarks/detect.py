@@ -8,10 +8,11 @@ from collections.abc import Callable
 import numpy as np
 
 from facegate.components.core.errors import RegistryError
+from facegate.components.core.settings import load_settings
 from facegate.components.detection.data import DetectionSample, truths_of
 from facegate.components.detection.decode import Detections, detect_images
 from facegate.components.detection.metrics import Truth, evaluate, voc_map
-from facegate.components.faces.detectors import DlibHogDetector, make_detector
+from facegate.components.faces.detectors import DlibHogDetector, detector_from_settings
 from facegate.components.lifecycle import registry
 
 __all__ = ["resolve_model", "run_benchmark", "face_truths", "hog_detections", "images_per_second",
@@ -61,7 +62,7 @@ def face_detector_detections(name: str, images: list[np.ndarray], score_threshol
     """A face detector of the recognition registry on every image (a low score threshold so the PR
     curve is complete), as class-agnostic detections, and its images per second."""
     options = {"score_threshold": score_threshold} if name.startswith(("yunet", "retinaface")) else {}
-    detector = make_detector(name, upsample=upsample, **options)
+    detector = detector_from_settings(load_settings().faces, name, upsample=upsample, **options)
     out, t0 = [], time.perf_counter()
     for im in images:
         found = detector.detect(im)

@@ -21,8 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from facegate.components.core.images import load_image  # noqa: E402
+from facegate.components.core.settings import load_settings  # noqa: E402
 from facegate.components.faces.align import ARCFACE_TEMPLATE, FaceAligner, apply_transform, similarity_transform  # noqa: E402
-from facegate.components.faces.detectors import make_detector
+from facegate.components.faces.detectors import detector_from_settings, make_detector  # noqa: E402
 from facegate.components.faces.types import FaceBox  # noqa: E402
 
 
@@ -39,7 +40,8 @@ def main() -> None:
     args = ap.parse_args()
     files = sorted(args.root.glob("*/*.jpg"))
     files = files[:: max(1, len(files) // args.images)][: args.images]
-    hog, yunet, aligner = make_detector("dlib_hog"), make_detector("yunet"), FaceAligner()
+    hog, aligner = make_detector("dlib_hog", upsample=1), FaceAligner()
+    yunet = detector_from_settings(load_settings().faces, "yunet")
     dlib_pts, hog_corners, err_yunet_box, err_placed_box = [], [], [], []
     for f in files:
         image = load_image(f)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from facegate.components.core.images import load_image
-from facegate.components.core.settings import AugmentSettings, MaskSettings, Settings
+from facegate.components.core.settings import AugmentSettings, MaskSettings, Settings, load_settings
 from facegate.components.embedding.backbones import FUSION_SEPARATOR, chip_geometry, make_backbone
 from facegate.components.embedding.fusion import fit_fusion_weights
 from facegate.components.embedding.model import (
@@ -45,7 +45,7 @@ from facegate.components.evaluation.verification import (
 from facegate.components.faces.align import CHIP_GEOMETRIES, FaceAligner
 from facegate.components.faces.augment import as_function, describe, face_augmentation
 from facegate.components.faces.chips import ChipSet, cached_chips
-from facegate.components.faces.detectors import make_detector
+from facegate.components.faces.detectors import detector_from_settings
 from facegate.components.faces.masks import mask_chips
 from facegate.components.faces.pipeline import FaceFinder
 
@@ -310,7 +310,8 @@ def measure_speed(lfw: LfwSet, backbone: str, n_chips: int = 256, n_images: int 
     embed_from_features(model, chip_features(model.backbone, chips, batch_size=64),
                         chip_features(model.backbone, chips, batch_size=64, flip=True) if flip_tta else None)
     faces_per_s = len(chips) / (time.perf_counter() - t)
-    finder = FaceFinder(make_detector(detector, upsample=upsample), FaceAligner(geometry=model.backbone.chip_geometry))
+    finder = FaceFinder(detector_from_settings(load_settings().faces, detector, upsample=upsample),
+                        FaceAligner(geometry=model.backbone.chip_geometry))
     files = [lfw.root / p for p in lfw.paths[:: max(1, len(lfw.paths) // n_images)][:n_images]]
     return {"faces_per_s": faces_per_s, "speed_flip_tta": flip_tta,
             **pipeline_throughput(model, finder, files, flip_tta, workers=workers, batch=batch)}

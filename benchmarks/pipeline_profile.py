@@ -27,7 +27,7 @@ from facegate.components.embedding.fusion import member_input
 from facegate.components.embedding.model import EmbeddingModel, embed_chips
 from facegate.components.embedding.precision import set_precision
 from facegate.components.faces.align import FaceAligner
-from facegate.components.faces.detectors import make_detector
+from facegate.components.faces.detectors import detector_from_settings
 from facegate.components.faces.pipeline import FaceFinder
 from facegate.components.gallery import Gallery
 
@@ -43,7 +43,7 @@ def _ms(fn):
 def profile(files: list[Path], backbone: str, threads: int, settings, gallery_size: int = 1700, seed: int = 0) -> dict:
     torch.set_num_threads(threads)
     model = set_precision(EmbeddingModel(make_backbone(backbone)).eval(), settings.embedding.precision)
-    detector = make_detector(settings.faces.detector, upsample=settings.faces.upsample)
+    detector = detector_from_settings(settings.faces)
     aligner = FaceAligner(geometry=model.backbone.chip_geometry)
     finder = FaceFinder(detector, aligner)
     rng = np.random.default_rng(seed)
@@ -113,7 +113,7 @@ def throughput(files: list[Path], configs: list[tuple[str, bool]], settings, wor
     out = []
     for backbone, tta in configs:
         model = set_precision(EmbeddingModel(make_backbone(backbone)).eval(), settings.embedding.precision)
-        finder = FaceFinder(make_detector(settings.faces.detector, upsample=settings.faces.upsample),
+        finder = FaceFinder(detector_from_settings(settings.faces),
                             FaceAligner(geometry=model.backbone.chip_geometry))
         c = time.process_time()
         row = {"backbone": backbone, "flip_tta": tta, "loadavg_before": os.getloadavg()[0],
@@ -140,8 +140,7 @@ def main() -> None:
 
     settings = load_settings()
     if args.precision:
-        settings = settings.model_copy(update={"embedding": settings.embedding.model_copy(
-            update={"precision": args.precision})})
+        settings = settings.replace({"embedding": {"precision": args.precision}})
     backbone = args.backbone or settings.embedding.backbone
     root = datasets_root() / "lfw"
     files = sorted(root.glob("*/*.jpg"))

@@ -33,8 +33,8 @@ DASK_ADDRESS_ENV = "FACEGATE_DASK_ADDRESS"
 
 
 @task(name="chips-shard", retries=1, cache_policy=NO_CACHE)
-def chips_task(paths: list[str], detector: str, upsample: int, geometry: str) -> ChipSet:
-    return sharding.chip_shard(paths, detector=detector, upsample=upsample, geometry=geometry)
+def chips_task(paths: list[str], detector: str, upsample: int, geometry: str, max_pixels: int) -> ChipSet:
+    return sharding.chip_shard(paths, detector=detector, upsample=upsample, geometry=geometry, max_pixels=max_pixels)
 
 
 @task(name="embed-shard", retries=1, cache_policy=NO_CACHE)
@@ -106,7 +106,8 @@ def _shard_everything(dataset: str, shards: int | None, runner: str, write_cache
     bounds = sharding.shard_bounds(len(paths), shards or cfg.shards)
     threads = cfg.threads_per_worker if runner == "dask" else None
     started = time.perf_counter()
-    chip_futures = [chips_task.submit(paths[a:b], faces.detector, faces.upsample, geometry) for a, b in bounds]
+    chip_futures = [chips_task.submit(paths[a:b], faces.detector, faces.upsample, geometry, settings.images.max_pixels)
+                    for a, b in bounds]
     precision = settings.embedding.precision
     emb_futures = [embed_task.submit(f, backbone, settings.embedding.flip_tta, threads, precision)
                    for f in chip_futures]
@@ -132,11 +133,13 @@ def _embedding_flow(dataset: str, shards: int | None, runner: str, write_cache: 
     return _shard_everything(dataset, shards, runner, write_cache)
 
 
-def distributed_embedding(dataset: str = "lfw", runner: str | None = None, shards: int | None = None,
+def distributed_embedding(dataset: str | None = None, runner: str | None = None, shards: int | None = None,
                           write_cache: bool = True) -> dict:
-    """Chips, features and pretrained embeddings of ``dataset`` over shards on ``runner`` (default:
-    params' ``distributed.runner``); the arrays and timing, and the cache entries written when asked."""
-    cfg = load_settings().distributed
+    """Chips, features and pretrained embeddings of ``dataset`` (default: params' ``retrain.dataset``) over
+    shards on ``runner`` (default: params' ``distributed.runner``); the arrays and timing, and the cache
+    entries written when asked."""
+    settings = load_settings()
+    cfg, dataset = settings.distributed, dataset or settings.retrain.dataset
     runner = runner or cfg.runner
     if runner == "local" or dask_address(cfg):
         return _embedding_flow.with_options(task_runner=make_task_runner(cfg, runner))(

@@ -89,10 +89,12 @@ def evaluate_stage(model: EmbeddingModel, data: TrainingData, settings: Settings
 
 
 @flow(name="train-embedding", log_prints=True)
-def train_flow(dataset: str = "lfw", backbone: str | None = None, mode: str | None = None,
+def train_flow(dataset: str | None = None, backbone: str | None = None, mode: str | None = None,
                epochs: int | None = None, lr: float | None = None, miner: str | None = None) -> dict:
-    """Train on the ``train`` split, evaluate on the held-out identities, log everything to one MLflow run."""
+    """Train on the ``train`` split of ``dataset`` (default: params' ``retrain.dataset``), evaluate on the
+    held-out identities, log everything to one MLflow run."""
     settings = load_settings()
+    dataset = dataset or settings.retrain.dataset
     backbone = backbone or settings.embedding.backbone
     mode = mode or settings.embedding.mode
     cfg = TrainConfig.from_settings(settings, epochs=epochs, lr=lr, miner=miner)

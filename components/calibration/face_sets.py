@@ -138,7 +138,7 @@ def voc_face_set(root: Path, cache_dir: Path, min_side: float = 40.0, name: str 
     return FaceSet(name or root.name, paths, hashes, np.array(ids), meta={"labels": labels, "min_side": min_side})
 
 
-def read_face_set(kind: str, root: Path, *, cache_dir: Path, seed: int = 1234, val_fraction: float = 0.2,
+def read_face_set(kind: str, root: Path, *, cache_dir: Path, seed: int, val_fraction: float,
                   name: str | None = None, min_side: float = 40.0) -> FaceSet:
     if kind == "lfw":
         return lfw_set(root, seed, val_fraction)
@@ -201,5 +201,7 @@ def embed_face_set(model, face_set: FaceSet, flip_tta: bool, cache_dir: Path, pr
 
 def set_features(model, face_set: FaceSet, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """The pretrained backbone's cached (plain, mirrored) features of the set's chips."""
+    if face_set.chips is None:
+        raise ValueError(f"{face_set.name}: chips not attached")
     return cached_features(face_set.chips, face_set.chip_key, model.backbone.name, cache_dir,
                            precision=model.backbone.precision)

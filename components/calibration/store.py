@@ -103,13 +103,14 @@ class ModelCalibration:
 
     def save(self, path: Path) -> Path:
         """One ``.npz`` (sketch arrays and a JSON header), written atomically."""
-        arrays: dict[str, np.ndarray] = {}
+        arrays: dict[str, np.ndarray | np.int64] = {}
+        sets: list[dict] = []
         header = {"format": FORMAT, "embedder_name": self.embedder_name, "embedder_version": self.embedder_version,
                   "detector": self.detector, "chip_geometry": self.chip_geometry, "flip_tta": self.flip_tta,
-                  "normalisation": self.normalisation, "meta": self.meta, "sets": []}
+                  "normalisation": self.normalisation, "meta": self.meta, "sets": sets}
         for i, s in enumerate(self.sets):
-            header["sets"].append({"name": s.name, "images": s.images, "identities": s.identities,
-                                   "genuine": s.genuine is not None})
+            sets.append({"name": s.name, "images": s.images, "identities": s.identities,
+                         "genuine": s.genuine is not None})
             arrays.update(s.impostor.to_arrays(f"s{i}_impostor"))
             if s.genuine is not None:
                 arrays.update(s.genuine.to_arrays(f"s{i}_genuine"))
@@ -119,7 +120,8 @@ class ModelCalibration:
         os.close(fd)
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would make a committed file unreadable to other users
         try:
-            np.savez(tmp, header=np.array(json.dumps(header, sort_keys=True)), **arrays)
+            header_array = np.array(json.dumps(header, sort_keys=True))
+            np.savez(tmp, header=header_array, **arrays)  # type: ignore[arg-type]  # **arrays vs allow_pickle: bool
             os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)
@@ -181,7 +183,8 @@ def default_face_sets(settings) -> list:
                      settings.validate_.min_images_per_train_identity)
         fs.name = name
     else:
-        fs = read_face_set(kind, root, cache_dir=state_dir() / "cache", name=name)
+        fs = read_face_set(kind, root, cache_dir=state_dir() / "cache", seed=settings.seed,
+                           val_fraction=settings.ingest.val_fraction, name=name)
     return [fs]
 
 

@@ -11,7 +11,7 @@ the deployment's own impostor pairs (enrolled employees against each other) once
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -162,7 +162,7 @@ class ScoreSketch:
         # float in float32, so a float64 step would round back onto the score itself
         return float(np.nextafter(np.float32(self.value_at_rank(allowed)), np.float32(-np.inf)))
 
-    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+    def to_arrays(self, prefix: str) -> dict[str, np.ndarray | np.int64]:
         return {f"{prefix}_ranks": self.ranks, f"{prefix}_values": self.values.astype(np.float64),
                 f"{prefix}_n": np.int64(self.n)}
 
@@ -250,6 +250,8 @@ class ImpostorScores:
     local_weight: float = 0.0
     min_local_tail: int = MIN_LOCAL_TAIL
     shift: BulkShift | None = None
+    # (m, mu, r) per stored sketch (:meth:`BulkShift.mapping`), set by __post_init__; None: no shift
+    _maps: tuple[tuple[float, float, float], ...] | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         if isinstance(self.stored, ScoreSketch):
@@ -269,22 +271,36 @@ class ImpostorScores:
     def shifted(self) -> bool:
         return self._maps is not None
 
+    @property
+    def _shift_maps(self) -> tuple[tuple[float, float, float], ...]:
+        """The per-sketch maps; read only where ``shifted`` holds."""
+        if self._maps is None:
+            raise ValueError("these impostor scores carry no bulk shift")
+        return self._maps
+
+    @property
+    def _local_sketch(self) -> ScoreSketch:
+        """``local``; read only where ``blended`` holds."""
+        if self.local is None:
+            raise ValueError("these impostor scores blend in no local sketch")
+        return self.local
+
     def _local_speaks_for(self, share: float) -> bool:
-        return self.blended and share * self.local.n >= self.min_local_tail
+        return self.blended and share * self._local_sketch.n >= self.min_local_tail
 
     def _far(self, distance: float, blend: bool, shifted: bool = False) -> float:
         if shifted:  # each stored sketch read at the distance that maps here
-            f = max(s.share_at_most(m + (distance - mu) / r) for s, (m, mu, r) in zip(self.stored, self._maps))
+            f = max(s.share_at_most(m + (distance - mu) / r) for s, (m, mu, r) in zip(self.stored, self._shift_maps))
         else:
             f = max(s.share_at_most(distance) for s in self.stored)
         if blend:
-            f = (1.0 - self.local_weight) * f + self.local_weight * self.local.share_at_most(distance)
+            f = (1.0 - self.local_weight) * f + self.local_weight * self._local_sketch.share_at_most(distance)
         return float(f)
 
     def far(self, distance: float, shifted: bool = False) -> float:
         """Estimated false-accept probability of accepting at ``distance`` (1:1; ``shifted``: through
         the deployment's bulk shift, as identification reads it)."""
-        blend = self.blended and self.local.count_at_most(distance) >= self.min_local_tail
+        blend = self.blended and self._local_sketch.count_at_most(distance) >= self.min_local_tail
         return self._far(distance, blend, shifted and self.shifted)
 
     def fpir(self, distance: float, gallery_size: int) -> float:
@@ -297,12 +313,12 @@ class ImpostorScores:
         shifted = shifted and self.shifted
         if not blend and shifted:  # each sketch's own threshold, mapped (r > 0 keeps the order): the strictest
             return min(_float32_at_most(mu + (s.threshold_for_share(target_far) - m) * r)
-                       for s, (m, mu, r) in zip(self.stored, self._maps))
+                       for s, (m, mu, r) in zip(self.stored, self._shift_maps))
         if len(self.stored) == 1 and not blend:
             return self.stored[0].threshold_for_share(target_far)
         # FAR(d) is non-decreasing: bracket the crossing between knot values, then bisect
-        parts = ([mu + (s.values - m) * r for s, (m, mu, r) in zip(self.stored, self._maps)] if shifted
-                 else [s.values for s in self.stored]) + ([self.local.values] if blend else [])
+        parts = ([mu + (s.values - m) * r for s, (m, mu, r) in zip(self.stored, self._shift_maps)] if shifted
+                 else [s.values for s in self.stored]) + ([self._local_sketch.values] if blend else [])
         cand = np.unique(np.concatenate(parts))
         ok = np.array([self._far(c, blend, shifted) <= target_far for c in cand])
         if not ok[0]:

@@ -6,6 +6,7 @@ table of codes: the API answers ``{code, message}`` with ``exc.http_status``.
 """
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 
@@ -18,6 +19,10 @@ class FacegateError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    def details(self) -> dict:
+        """Fields beside code and message that a caller can act on (the API adds them to its answer)."""
+        return {}
 
 
 class DlibFormatError(FacegateError, ValueError):
@@ -111,6 +116,24 @@ class WeightsError(FacegateError):
     """A pretrained-weight file is missing or its sha256 does not match."""
 
     code = "bad_weights"
+
+
+class WeightFileError(WeightsError):
+    """A file under the weights root is missing or is not the pinned file: one error for both, naming the
+    file and the sha256 expected, so an operator knows exactly what to restore (a swapped file would
+    silently change what the model decides, so an unverified file is never loaded)."""
+
+    code = "bad_weights_file"
+    http_status = 503
+
+    def __init__(self, path: Path | str, expected_sha256: str, actual_sha256: str | None = None,
+                 reason: str | None = None) -> None:
+        self.path = str(path)
+        self.expected_sha256 = expected_sha256
+        self.actual_sha256 = actual_sha256
+        self.reason = reason or ("missing" if actual_sha256 is None else f"sha256 is {actual_sha256}")
+        super().__init__(f"{self.path}: {self.reason}; expected the file with sha256 {expected_sha256} "
+                         "(set FACEGATE_WEIGHTS to the folder that holds it)")
 
 
 class DataVersionError(FacegateError):
@@ -302,20 +325,31 @@ class GalleryModelMismatch(GalleryError):
 
 
 class DuplicateFace(FacegateError):
-    """An enrolment photo whose face is already enrolled under another employee id (closer than the
-    1:1 threshold); ``force`` enrols it anyway. Names the photo and the other id."""
+    """An enrolment photo whose face looks already enrolled under another employee id: closer to them than
+    the duplicate threshold (``gallery.duplicate_target`` of new people refused by chance at this gallery's
+    size); ``force`` enrols it anyway. Names the photo, the other id, the distance, the threshold and the
+    estimated chance that a new person comes this close by chance (None: a gallery with a fixed tau)."""
 
     code = "duplicate_face"
     http_status = 409
 
-    def __init__(self, photo: str, employee_id: str, other_id: str, distance: float, tau: float) -> None:
+    def __init__(self, photo: str, employee_id: str, other_id: str, distance: float, tau: float,
+                 false_alarm: float | None = None, photo_index: int = 0) -> None:
         self.photo = photo
+        self.photo_index = photo_index
         self.employee_id = employee_id
         self.other_id = other_id
         self.distance = distance
         self.tau = tau
-        super().__init__(f"{photo}: this face is already enrolled as {other_id!r} (distance {distance:.3f} <= "
-                         f"tau {tau:.3f}); enrol it as {employee_id!r} anyway with force (--force)")
+        self.false_alarm = false_alarm
+        chance = f"; a new person comes this close by chance ~{false_alarm:.1e}" if false_alarm is not None else ""
+        super().__init__(f"{photo}: this face looks already enrolled as {other_id!r} (distance {distance:.3f} <= "
+                         f"{tau:.3f}{chance}); enrol it as {employee_id!r} anyway with force (--force)")
+
+    def details(self) -> dict:
+        return {"photo": self.photo, "photo_index": self.photo_index, "employee_id": self.employee_id,
+                "other_id": self.other_id, "distance": round(self.distance, 6), "tau": round(self.tau, 6),
+                "false_alarm": None if self.false_alarm is None else float(f"{self.false_alarm:.3g}")}
 
 
 class CalibrationMissing(FacegateError):
@@ -364,3 +398,41 @@ class AccessLogError(FacegateError):
 
     code = "access_log_error"
     http_status = 503
+
+
+# ------------------------------------------------------------------- explain: what the units learn
+
+
+class UnknownLayer(FacegateError, KeyError):
+    """A layer name the network does not have; ``valid`` holds every name it has (``named_modules()``),
+    and the message names the closest ones first."""
+
+    code = "unknown_layer"
+    http_status = 422
+
+    def __init__(self, name: str, valid: list[str], model: str = "") -> None:
+        self.name = name
+        self.valid = list(valid)
+        self.model = model
+        close = difflib.get_close_matches(name, self.valid, n=5, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        shown = self.valid[:60] + ([f"... ({len(self.valid) - 60} more)"] if len(self.valid) > 60 else [])
+        where = f" in {model}" if model else ""
+        super().__init__(f"unknown layer {name!r}{where}.{hint} Valid names: {', '.join(shown)}")
+
+    def __str__(self) -> str:  # KeyError's own would print the message's repr
+        return self.message
+
+
+class ReceptiveFieldUntraceable(FacegateError, ValueError):
+    """A layer whose receptive field the forward pass cannot follow (an upsampling, a global pooling on
+    the way) or whose output is not a feature map: the model's adapter must give its path explicitly."""
+
+    code = "receptive_field_untraceable"
+
+
+class ExplainUnavailable(FacegateError):
+    """A model kind that cannot be looked inside in this build (the PAD models before components/pad)."""
+
+    code = "explain_unavailable"
+    http_status = 501

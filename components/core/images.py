@@ -48,7 +48,7 @@ def decode_image(data: bytes, name: str | Path, max_pixels: int = DEFAULT_MAX_PI
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            img = Image.open(io.BytesIO(data))
+            img: Image.Image = Image.open(io.BytesIO(data))  # exif_transpose below returns a plain Image
         except Image.DecompressionBombError as exc:
             raise ImageTooLarge(name, f"{exc} (limit {max_pixels} pixels)") from None
         except UnidentifiedImageError:

@@ -2,7 +2,8 @@
 
 Everything stateful sits under one gitignored folder in the repository (``.facegate/``), each piece
 overridable by environment: FACEGATE_HOME (the state folder), FACEGATE_GALLERY (the enrolment store,
-see :func:`gallery_dir`), FACEGATE_DATASETS (the read-only datasets root), FACEGATE_PARAMS,
+see :func:`gallery_dir`), FACEGATE_DATASETS (the read-only datasets root), FACEGATE_WEIGHTS (the read-only
+root of pretrained weights no package ships, see :func:`weights_root`), FACEGATE_PARAMS,
 MLFLOW_TRACKING_URI, PREFECT_HOME / PREFECT_API_URL.
 """
 from __future__ import annotations
@@ -40,6 +41,14 @@ def state_dir() -> Path:
 def datasets_root() -> Path:
     default = repo_root().parent / "shared" / "datasets"
     return Path(os.environ.get("FACEGATE_DATASETS", default)).resolve()
+
+
+def weights_root() -> Path:
+    """Pretrained weights that no package ships (MiniFASNet): read-only, like the datasets root, and as
+    easy to point elsewhere (``FACEGATE_WEIGHTS``); every file is checked by sha256 before use
+    (``facegate.components.core.weights.root_weight_path``)."""
+    default = repo_root().parent / "shared" / "weights"
+    return Path(os.environ.get("FACEGATE_WEIGHTS", default)).resolve()
 
 
 def gallery_dir() -> Path:

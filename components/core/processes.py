@@ -21,6 +21,8 @@ import psutil
 class Terminated(SystemExit):
     """Raised in the main thread by SIGTERM / SIGINT while ``stop_children_on_signals`` is active."""
 
+    code: int  # always 128 + signum, never SystemExit's str or None
+
     def __init__(self, signum: int) -> None:
         super().__init__(128 + signum)
         self.signum = signum

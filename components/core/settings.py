@@ -64,8 +64,8 @@ class FaceSettings(_Strict):
     detector: Literal["dlib_hog", "dlib_mmod", "hog_then_mmod", "retinaface", "yolo_facemask", "yunet",
                       "yunet_then_hog"]
     upsample: int = Field(ge=0, le=2)  # 0 finds LFW-sized faces (~100 px); 1 finds faces down to ~40 px
-    score_threshold: float = Field(gt=0.0, lt=1.0)  # YuNet: minimum face score
-    max_side: int = Field(ge=64, le=8192)  # YuNet: larger frames are shrunk to this long side first
+    score_threshold: float = Field(gt=0.0, lt=1.0)  # YuNet, RetinaFace: minimum face score
+    max_side: int = Field(ge=64, le=8192)  # YuNet, RetinaFace: larger frames are shrunk to this long side first
     mask_state: Literal["auto", "off"]  # identify: mask on/off per face from the face-mask detector
 
 
@@ -171,7 +171,8 @@ class ApiSettings(_Strict):
 class AccessLogSettings(_Strict):
     """The access log (components/service/access_log.py): one row per decision, one per gallery change."""
 
-    url: str | None  # SQLAlchemy URL (postgresql://...); None: SQLite in the state folder; env FACEGATE_ACCESS_LOG_URL wins
+    # SQLAlchemy URL (postgresql://...); None: SQLite in the state folder; env FACEGATE_ACCESS_LOG_URL wins
+    url: str | None
     retention_days: int = Field(ge=1)  # decision rows older than this are purged (audit rows are kept)
     erase_on_remove: bool  # `remove` also deletes the employee's decision rows (an erasure request)
 

@@ -1,7 +1,9 @@
-"""Pretrained weights, located inside installed packages by name and checked by sha256.
+"""Pretrained weights, located inside installed packages by name (or under the weights root, for files
+no package ships) and checked by sha256.
 
-Nothing is downloaded at run time: `make setup` installs the packages, and every file is verified
-before its first use in a process, so a corrupted or substituted file fails loudly by name.
+Nothing is downloaded at run time: `make setup` installs the packages, the weights root
+(``facegate.components.core.paths.weights_root``) is a read-only folder beside the datasets, and every
+file is verified before its first use in a process, so a corrupted or substituted file fails loudly by name.
 """
 from __future__ import annotations
 
@@ -9,10 +11,11 @@ import ast
 import hashlib
 import importlib.util
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
-from facegate.components.core.errors import WeightsError
+from facegate.components.core.errors import WeightFileError, WeightsError
+from facegate.components.core.paths import weights_root
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,55 @@ EMBEDDED: dict[str, tuple[str, str, str]] = {
 }
 
 
+@dataclass(frozen=True)
+class RootWeightFile:
+    relpath: str  # path under the weights root
+    sha256: str
+    what: str
+
+
+# Files from ../shared/weights (its README lists them with their sha256 and licence).
+ROOT_WEIGHTS: dict[str, RootWeightFile] = {
+    "minifasnet_v2": RootWeightFile(
+        "minifasnet/2.7_80x80_MiniFASNetV2.pth",
+        "a5eb02e1843f19b5386b953cc4c9f011c3f985d0ee2bb9819eea9a142099bec0",
+        "MiniFASNetV2 presentation-attack classifier, 2.7x face crop (Apache-2.0, Silent-Face-Anti-Spoofing)"),
+    "minifasnet_v1se": RootWeightFile(
+        "minifasnet/4_0_0_80x80_MiniFASNetV1SE.pth",
+        "84ee1d37d96894d5e82de5a57df044ef80a58be2b218b5ed7cdfd875ec2f5990",
+        "MiniFASNetV1SE presentation-attack classifier, 4.0x face crop (Apache-2.0, Silent-Face-Anti-Spoofing)"),
+}
+
+_VERIFIED: dict[tuple[str, int, int, str], bool] = {}  # (path, mtime_ns, size, sha256) already checked
+
+
+def verified_file(path: Path | str, expected_sha256: str) -> Path:
+    """``path`` if it holds the file pinned by ``expected_sha256``; else the one WeightFileError naming both.
+    A file is hashed once per process while its size and modification time stay the same."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError:
+        raise WeightFileError(path, expected_sha256) from None
+    key = (str(path), st.st_mtime_ns, st.st_size, expected_sha256)
+    if key not in _VERIFIED:
+        actual = sha256_file(path) if path.is_file() else None
+        if actual != expected_sha256:
+            raise WeightFileError(path, expected_sha256, actual, None if actual else "not a file")
+        _VERIFIED[key] = True
+    return path
+
+
+def root_weight_path(name: str) -> Path:
+    """The verified path of ``ROOT_WEIGHTS[name]`` under the weights root (``FACEGATE_WEIGHTS``, read at
+    each call so a test or a deployment can point it elsewhere)."""
+    try:
+        spec = ROOT_WEIGHTS[name]
+    except KeyError:
+        raise WeightsError(f"unknown weight file {name!r} (known: {sorted(ROOT_WEIGHTS)})") from None
+    return verified_file(weights_root() / spec.relpath, spec.sha256)
+
+
 def _package_dir(package: str) -> Path:
     # find_spec does not import the package: facenet_pytorch's __init__ needs torchvision.
     spec = importlib.util.find_spec(package)
@@ -94,7 +146,7 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-@lru_cache(maxsize=None)
+@cache
 def weight_path(name: str) -> Path:
     """The verified path of weight file ``name`` (checked once per process)."""
     try:
@@ -110,7 +162,7 @@ def weight_path(name: str) -> Path:
     return path
 
 
-@lru_cache(maxsize=None)
+@cache
 def embedded_bytes(name: str) -> bytes:
     """The verified bytes literal ``name`` of ``EMBEDDED``, parsed from its (verified) source file without
     importing the package (literal_eval runs no code)."""

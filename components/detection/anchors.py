@@ -31,12 +31,12 @@ def kmeans_anchors(wh: np.ndarray, k: int, seed: int = 0, iterations: int = 300)
     if len(wh) < k:
         raise ValueError(f"k-means needs at least k={k} boxes with positive size, got {len(wh)}")
     rng = np.random.default_rng(seed)
-    centres = [wh[rng.integers(len(wh))]]
+    seeds = [wh[rng.integers(len(wh))]]
     for _ in range(1, k):
-        d = 1.0 - shape_iou(wh, np.asarray(centres)).max(axis=1)
+        d = 1.0 - shape_iou(wh, np.asarray(seeds)).max(axis=1)
         p = d / d.sum() if d.sum() > 0 else None
-        centres.append(wh[rng.choice(len(wh), p=p)])
-    centres = np.asarray(centres)
+        seeds.append(wh[rng.choice(len(wh), p=p)])
+    centres = np.asarray(seeds)
     assign = np.full(len(wh), -1)
     for _ in range(iterations):
         ious = shape_iou(wh, centres)

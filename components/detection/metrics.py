@@ -52,15 +52,16 @@ def voc_pr(dets: list[Detections], truths: list[Truth], cls: int, iou_threshold:
     gts = [t.boxes[t.labels == cls] for t in truths]
     taken = [np.zeros(len(g), bool) for g in gts]
     n_gt = int(sum(len(g) for g in gts))
-    img_idx, boxes, scores = [], [], []
+    img_list: list[int] = []
+    box_parts, score_parts = [], []
     for i, d in enumerate(dets):
         m = d.labels == cls
-        img_idx += [i] * int(m.sum())
-        boxes.append(d.boxes[m])
-        scores.append(d.scores[m])
-    if not img_idx:
+        img_list += [i] * int(m.sum())
+        box_parts.append(d.boxes[m])
+        score_parts.append(d.scores[m])
+    if not img_list:
         return np.zeros(0), np.zeros(0), np.zeros(0), n_gt
-    boxes, scores, img_idx = np.concatenate(boxes), np.concatenate(scores), np.asarray(img_idx)
+    boxes, scores, img_idx = np.concatenate(box_parts), np.concatenate(score_parts), np.asarray(img_list)
     order = np.argsort(-scores, kind="stable")
     tp = np.zeros(len(order))
     for rank, j in enumerate(order):
@@ -114,19 +115,19 @@ def coco_map(dets: list[Detections], truths: list[Truth], num_classes: int, max_
     T, R = len(COCO_IOU_THRESHOLDS), len(COCO_RECALL_POINTS)
     precision = -np.ones((T, R, num_classes))
     for c in range(num_classes):
-        scores, tps = [], []
+        score_parts, tp_parts = [], []
         n_gt = 0
         for d, t in zip(dets, truths):
             g = t.boxes[t.labels == c]
             n_gt += len(g)
             m = d.labels == c
             order = np.argsort(-d.scores[m], kind="mergesort")[:max_dets]
-            scores.append(d.scores[m][order])
-            tps.append(_coco_match(d.boxes[m][order], g))
+            score_parts.append(d.scores[m][order])
+            tp_parts.append(_coco_match(d.boxes[m][order], g))
         if n_gt == 0:
             continue
-        scores = np.concatenate(scores)
-        tps = np.concatenate(tps, axis=1) if tps else np.zeros((T, 0))
+        scores = np.concatenate(score_parts)
+        tps = np.concatenate(tp_parts, axis=1) if tp_parts else np.zeros((T, 0))
         order = np.argsort(-scores, kind="mergesort")
         tp = np.cumsum(tps[:, order], axis=1)
         fp = np.cumsum(1 - tps[:, order], axis=1)

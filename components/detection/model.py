@@ -57,9 +57,11 @@ class YoloDetector(nn.Module):
                                       for s in range(min(self.strides), 33) if s in BACKBONE_STRIDES})
         self.smooth = nn.ModuleDict({str(s): _dw_separable(width) for s in self.strides})
         B, ch = layout.anchors_per_scale, layout.channels
-        self.predict = nn.ModuleDict({str(s): nn.Conv2d(width, B * ch, 1) for s in self.strides})
-        for conv in self.predict.values():
+        predict = {str(s): nn.Conv2d(width, B * ch, 1) for s in self.strides}
+        self.predict = nn.ModuleDict(predict)
+        for conv in predict.values():
             nn.init.normal_(conv.weight, 0.0, 0.01)
+            assert conv.bias is not None  # nn.Conv2d's default bias=True
             bias = conv.bias.data.view(B, ch)
             bias.zero_()
             bias[:, 0] = math.log(obj_prior / (1 - obj_prior))  # rare objects: start with low p_c

@@ -93,12 +93,12 @@ class TrainResult:
 
 def fit_anchors(samples: list[DetectionSample], cfg: DetectTrainConfig) -> tuple[np.ndarray, float]:
     """k-means anchors on the training boxes in input pixels; and the mean best IoU they reach."""
-    wh = []
+    wh_parts = []
     for s in samples:
         scale = cfg.input_size / max(s.image.shape[:2])
         b = s.boxes * scale
-        wh.append(np.stack([b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1))
-    wh = np.concatenate(wh)
+        wh_parts.append(np.stack([b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1))
+    wh = np.concatenate(wh_parts)
     anchors = kmeans_anchors(wh, cfg.anchors_per_scale * len(cfg.strides), seed=cfg.seed)
     return anchors, mean_best_iou(wh, anchors)
 
@@ -169,7 +169,7 @@ def _train_phases(model: YoloDetector, result: TrainResult, train: list[Detectio
     def finish_epoch(phase: str, rows: list[dict], t0: float) -> None:
         nonlocal epoch_no
         epoch_no += 1
-        row = {f"loss_{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
+        row: dict[str, float | str] = {f"loss_{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
         row["epoch_s"] = time.perf_counter() - t0
         if val and (epoch_no % cfg.eval_every == 0):
             row["val_map50"] = quick_map50(model, val, cfg)

@@ -176,6 +176,7 @@ class TwoStageDetector(nn.Module):
     """Face proposals + mask-state classifier behind the detector interface (``detect_images``)."""
 
     variant = "two_stage"
+    box_correction: torch.Tensor  # a buffer (register_buffer in __init__)
 
     def __init__(self, classifier: MaskStateClassifier, class_names: tuple[str, ...], crop_size: int,
                  crop_context: float, proposal_scale: float, proposal_score_threshold: float,
@@ -304,17 +305,26 @@ def crop_items(samples, proposals: list[np.ndarray], n_classes: int, rng: np.ran
     img, box, lab, tgt = [], [], [], []
     for i, s in enumerate(samples):
         for b, lab_ in zip(s.boxes, s.labels):
-            img.append(i), box.append(b), lab.append(int(lab_)), tgt.append(b)
+            img.append(i)
+            box.append(b)
+            lab.append(int(lab_))
+            tgt.append(b)
         p = proposals[i] if i < len(proposals) else np.zeros((0, 4))
         if not len(p):
             continue
         ious = iou_matrix(p, s.boxes) if len(s.boxes) else np.zeros((len(p), 1))
         best, arg = ious.max(1), ious.argmax(1)
         for j in np.flatnonzero(best >= pos_iou):
-            img.append(i), box.append(p[j]), lab.append(int(s.labels[arg[j]])), tgt.append(s.boxes[arg[j]])
+            img.append(i)
+            box.append(p[j])
+            lab.append(int(s.labels[arg[j]]))
+            tgt.append(s.boxes[arg[j]])
         neg = np.flatnonzero(best < neg_iou)[:negatives_per_image * 3]
         for j in rng.permutation(neg)[:negatives_per_image]:
-            img.append(i), box.append(p[j]), lab.append(n_classes), tgt.append(p[j])
+            img.append(i)
+            box.append(p[j])
+            lab.append(n_classes)
+            tgt.append(p[j])
     return CropItems(np.asarray(img, np.int64), np.asarray(box, np.float64).reshape(-1, 4),
                      np.asarray(lab, np.int64), np.asarray(tgt, np.float64).reshape(-1, 4))
 
@@ -417,15 +427,15 @@ def train_two_stage(train, val, cfg: TwoStageConfig, on_epoch: Callable[[str, in
         classifier.backbone.freeze_all_but_last(0)
         classifier.eval()
         t0 = time.perf_counter()
-        feats, flabels, ftargets = [], [], []
+        feat_parts, label_parts, target_parts = [], [], []
         with torch.inference_mode():
             for copy in range(max(1, cfg.frozen_copies)):
                 for a in range(0, len(all_idx), 64):
                     crops, d = _crops(train, items, all_idx[a:a + 64], cfg, rng, colour, plain=copy == 0)
-                    feats.append(classifier.features(normalise(crops)).half())
-                    ftargets.append(torch.from_numpy(d))
-                flabels.append(labels)
-        feats_t, flabels, ftargets = torch.cat(feats), np.concatenate(flabels), torch.cat(ftargets)
+                    feat_parts.append(classifier.features(normalise(crops)).half())
+                    target_parts.append(torch.from_numpy(d))
+                label_parts.append(labels)
+        feats_t, flabels, ftargets = torch.cat(feat_parts), np.concatenate(label_parts), torch.cat(target_parts)
         log(f"cached features of {len(flabels)} crops ({time.perf_counter() - t0:.0f} s)")
         head_params = list(classifier.fc.parameters()) + list(classifier.box.parameters())
         opt = torch.optim.AdamW(head_params, lr=cfg.lr_head, weight_decay=cfg.weight_decay)
@@ -440,7 +450,7 @@ def train_two_stage(train, val, cfg: TwoStageConfig, on_epoch: Callable[[str, in
                 opt.step()
                 losses.append(float(loss.detach()))
             finish("frozen", losses, t0, ep == cfg.frozen_epochs - 1)
-        del feats, feats_t
+        del feat_parts, feats_t
     if cfg.finetune_epochs > 0:
         classifier.backbone.freeze_all_but_last(cfg.finetune_stages)
         for p in classifier.backbone.classifier.parameters():  # ImageNet's classifier: unused here
@@ -473,11 +483,11 @@ def train_two_stage(train, val, cfg: TwoStageConfig, on_epoch: Callable[[str, in
 
 def crop_accuracy(classifier: MaskStateClassifier, samples, cfg: TwoStageConfig) -> dict[str, float]:
     """Accuracy and per-class recall of the classifier on the ground-truth crops of ``samples``."""
-    crops, labels = [], []
+    crops, label_list = [], []
     for s in samples:
         for b, lab in zip(s.boxes, s.labels):
             crops.append(face_crop(s.image, b, cfg.crop_size, cfg.crop_context))
-            labels.append(int(lab))
+            label_list.append(int(lab))
     if not crops:
         return {}
     was = classifier.training
@@ -486,7 +496,7 @@ def crop_accuracy(classifier: MaskStateClassifier, samples, cfg: TwoStageConfig)
         pred = torch.cat([classifier(normalise(np.stack(crops[a:a + 128])))[:, :len(cfg.classes)].argmax(1)
                           for a in range(0, len(crops), 128)]).numpy()
     classifier.train(was)
-    labels = np.asarray(labels)
+    labels = np.asarray(label_list)
     out = {"val_crop_accuracy": float((pred == labels).mean())}
     for k, c in enumerate(cfg.classes):
         if (labels == k).any():

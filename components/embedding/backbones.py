@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from facegate.components.core.weights import weight_path
 from facegate.components.embedding.base import FUSION_SEPARATOR, Backbone, to_nchw
-from facegate.components.embedding.dlib_resnet import load_dlib_resnet
+from facegate.components.embedding.dlib_resnet import DlibResNet, load_dlib_resnet
 from facegate.components.embedding.folding import channels_last_copy, inference_copy, use_inference_copy
 from facegate.components.embedding.fusion import FusedBackbone, fused_geometry
 from facegate.components.embedding.position_gate import PositionGatedHead
@@ -34,7 +34,9 @@ class DlibResNetBackbone(Backbone):
         self.net = load_dlib_resnet(weight_path("dlib_resnet_v1"))
         for p in self.net.parameters():
             p.requires_grad_(True)
-        self._fc = self.net.head[-1]
+        fc = self.net.head[-1]
+        assert isinstance(fc, nn.Linear)  # DlibResNet checks that the network ends in its fc layer
+        self._fc = fc
         self._pool = nn.Sequential(*list(self.net.head)[:-1])
 
     def preprocess(self, chips: Tensor) -> Tensor:
@@ -53,7 +55,7 @@ class DlibResNetBackbone(Backbone):
         return self._forward(net, x.to(dtype).contiguous(memory_format=torch.channels_last)).float()
 
     @staticmethod
-    def _forward(net: nn.Module, x: Tensor) -> Tensor:
+    def _forward(net: DlibResNet, x: Tensor) -> Tensor:
         return net.head[:-1](net.blocks(net.stem(x))).flatten(1)
 
     def stages(self) -> list[nn.Module]:
@@ -140,7 +142,7 @@ class SFaceBackbone(Backbone):
         blocks = list(self.net.blocks)
         return [*blocks[:-1], nn.Sequential(blocks[-1], self.net.bn1, self.net.fc)]
 
-    def embedding_head(self, dim: int) -> nn.Module:
+    def embedding_head(self, dim: int) -> PositionGatedHead:
         """The shares summed with SFace's bias, each position gated (1 until trained), then a linear
         layer (the identity at ``dim`` 128)."""
         return PositionGatedHead(self.positions, self.embedding_dim, self.net.fc.bias, out_features=dim)

@@ -20,10 +20,11 @@ from facegate.components.embedding.precision import inference_dtype
 
 
 class Backbone(nn.Module):
-    name: ClassVar[str]
-    feature_dim: ClassVar[int]
+    # class attributes, which a fused backbone sets per instance (its members' names, sizes and chips)
+    name: str
+    feature_dim: int
     input_size: ClassVar[int]
-    chip_geometry: ClassVar[str] = "dlib_150"
+    chip_geometry: str = "dlib_150"
     features_revision: ClassVar[int] = 1  # bumped when features() changes meaning: cached features are keyed by it
     precision: str = "float32"  # inference number format (facegate.components.embedding.precision.set_precision)
 

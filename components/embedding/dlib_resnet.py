@@ -72,6 +72,9 @@ def l2_normalize(descriptors: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 class _Affine(nn.Module):
     """``y = gamma * x + beta`` (dlib's inference-time batch norm) when it cannot be folded into a conv."""
 
+    gamma: torch.Tensor  # buffers (register_buffer in __init__)
+    beta: torch.Tensor
+
     def __init__(self, rec: Affine) -> None:
         super().__init__()
         self.register_buffer("gamma", torch.from_numpy(rec.gamma.copy()).unsqueeze(0))
@@ -143,7 +146,7 @@ def _conv(rec: Con, affine: Affine | None) -> nn.Sequential:
     conv = nn.Conv2d(in_c, out_c, (kh, kw), stride=rec.stride, padding=rec.padding, bias=has_bias)
     with torch.no_grad():
         conv.weight.copy_(torch.from_numpy(w.astype(np.float32)))
-        if has_bias:
+        if conv.bias is not None:  # built with bias=has_bias
             conv.bias.copy_(torch.from_numpy(b.astype(np.float32)))
     mods: list[nn.Module] = [conv]
     if rec.fused_relu:
@@ -194,6 +197,8 @@ class DlibResNet(nn.Module):
     result up to float rounding).
     """
 
+    mean: torch.Tensor  # a buffer (register_buffer in __init__)
+
     def __init__(self, net: DlibNet, fuse_affine: bool = True) -> None:
         super().__init__()
         self.source = net.source
@@ -210,7 +215,8 @@ class DlibResNet(nn.Module):
             blocks.append(block)
         self.blocks = nn.Sequential(*blocks)
         self.head = _sequential(recs[i:], fuse_affine, net)
-        last = (list(self.head) or list(self.stem) or [None])[-1]
+        layers = list(self.head) or list(self.stem)
+        last = layers[-1] if layers else None
         if not isinstance(last, nn.Linear):
             raise DlibFormatError(net.source, recs[-1].offset if recs else 0,
                                   "network does not end in an fc layer")

@@ -15,29 +15,46 @@ import copy
 import threading
 import weakref
 from collections.abc import Callable
+from typing import TypeVar, cast
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+
+M = TypeVar("M", bound=nn.Module)
+C = TypeVar("C", bound=nn.Module)
+
+
+def running_stats(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    """(running mean, running var) of ``bn``: what its eval-mode affine map is made of."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError(f"{bn} keeps no running statistics: there is no eval-mode map to fold")
+    return bn.running_mean, bn.running_var
 
 
 @torch.no_grad()
 def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """``bn(conv(x))`` in eval mode as one convolution with a bias (folded in float64)."""
-    s = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    running_mean, running_var = running_stats(bn)
+    s = bn.weight.double() / torch.sqrt(running_var.double() + bn.eps)
     bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(s)
-    out = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode)
+    # torch types _ConvNd's sizes tuple[int, ...]; a Conv2d's are pairs
+    kernel, stride, dilation = (cast("tuple[int, int]", v) for v in (conv.kernel_size, conv.stride, conv.dilation))
+    padding = cast("str | tuple[int, int]", conv.padding)
+    out = nn.Conv2d(conv.in_channels, conv.out_channels, kernel, stride, padding,
+                    dilation, conv.groups, bias=True, padding_mode=conv.padding_mode)
     out = out.to(device=conv.weight.device, dtype=conv.weight.dtype)
+    assert out.bias is not None  # built with bias=True
     out.weight.copy_(conv.weight.double() * s.view(-1, *([1] * (conv.weight.dim() - 1))))
-    out.bias.copy_((bias - bn.running_mean.double()) * s + bn.bias.double())
+    out.bias.copy_((bias - running_mean.double()) * s + bn.bias.double())
     return out.eval().requires_grad_(False)
 
 
 @torch.no_grad()
 def fold_bn_linear(bn: nn.BatchNorm2d, linear: nn.Linear) -> nn.Linear:
     """``linear(flatten(bn(x)))`` in eval mode as one linear layer (x: N x C x H x W, NCHW flatten order)."""
-    s = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
-    t = bn.bias.double() - bn.running_mean.double() * s
+    running_mean, running_var = running_stats(bn)
+    s = bn.weight.double() / torch.sqrt(running_var.double() + bn.eps)
+    t = bn.bias.double() - running_mean.double() * s
     spatial = linear.in_features // bn.num_features
     if spatial * bn.num_features != linear.in_features:
         raise ValueError(f"{linear.in_features} inputs are not {bn.num_features} channels x a spatial map")
@@ -71,7 +88,7 @@ def use_inference_copy(module: nn.Module) -> bool:
     return not module.training and not torch.is_grad_enabled()
 
 
-def inference_copy(module: nn.Module, build: Callable[[nn.Module], nn.Module], variant: object = None) -> nn.Module:
+def inference_copy(module: M, build: Callable[[M], C], variant: object = None) -> C:
     """``build(module)``, cached per module and ``variant`` (e.g. the dtype it computes in) and rebuilt
     when the module's weights change; thread-safe."""
     key = _state_key(module)
@@ -88,7 +105,8 @@ def inference_copy(module: nn.Module, build: Callable[[nn.Module], nn.Module], v
     return hit[1]
 
 
-def channels_last_copy(module: nn.Module, dtype: torch.dtype = torch.float32) -> nn.Module:
+def channels_last_copy(module: M, dtype: torch.dtype = torch.float32) -> M:
     """A copy in ``dtype`` with 4-d weights in channels-last memory: oneDNN then convolves channels-last
     maps without reordering the weights on every call (and max-pools them on its fast path)."""
-    return copy.deepcopy(module).to(dtype=dtype, memory_format=torch.channels_last)
+    # Module.to's stubs lack memory_format (its runtime signature takes it)
+    return copy.deepcopy(module).to(dtype=dtype, memory_format=torch.channels_last)  # type: ignore[call-overload]

@@ -13,6 +13,7 @@ or held-out split never chooses its own weights.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from facegate.components.embedding.base import FUSION_SEPARATOR, Backbone, to_nchw
+from facegate.components.embedding.position_gate import PositionGatedHead
 from facegate.components.faces.align import ARCFACE_OFFSET, ARCFACE_SIZE, PAIRED_GEOMETRY
 
 WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)  # candidate weights of the last member (two members)
@@ -49,15 +51,23 @@ def member_input(x: Tensor, geometry: str) -> Tensor:
 class FusedHead(nn.Module):
     """Per-member linear heads; each output L2-normalised and scaled by sqrt(weight), concatenated."""
 
-    def __init__(self, heads: Sequence[nn.Linear], in_dims: Sequence[int], weights: Sequence[float]) -> None:
+    weights: Tensor  # a buffer (register_buffer in __init__)
+
+    def __init__(self, heads: Sequence[nn.Module], in_dims: Sequence[int], weights: Sequence[float]) -> None:
         super().__init__()
         self.heads = nn.ModuleList(heads)
         self.in_dims = list(in_dims)
         self.register_buffer("weights", torch.tensor(normalised_weights(weights), dtype=torch.float32))
 
     @property
+    def member_heads(self) -> list[nn.Linear | PositionGatedHead]:
+        """``heads`` as what they are (torch's ModuleList is not generic): linear heads, or a backbone's
+        own (:meth:`Backbone.embedding_head`: SFace's gated one)."""
+        return cast("list[nn.Linear | PositionGatedHead]", list(self.heads))
+
+    @property
     def out_features(self) -> int:
-        return sum(h.out_features for h in self.heads)
+        return sum(h.out_features for h in self.member_heads)
 
     def set_weights(self, weights: Sequence[float]) -> None:
         self.weights.copy_(torch.tensor(normalised_weights(weights), dtype=torch.float32))
@@ -69,7 +79,7 @@ class FusedHead(nn.Module):
     def bare_penalty(self, feats: Tensor) -> Tensor | None:
         """The gated members' penalties (facegate.components.embedding.position_gate), summed; None: no gates."""
         parts = torch.split(feats, self.in_dims, dim=1)
-        found = [h.bare_penalty(p) for h, p in zip(self.heads, parts) if hasattr(h, "bare_penalty")]
+        found = [h.bare_penalty(p) for h, p in zip(self.member_heads, parts) if isinstance(h, PositionGatedHead)]
         return torch.stack(found).sum() if found else None
 
     def forward(self, feats: Tensor) -> Tensor:
@@ -89,18 +99,23 @@ class FusedBackbone(Backbone):
         self.chip_geometry = fused_geometry([m.chip_geometry for m in members])
         self.initial_weights = list(weights or [1.0] * len(members))
 
+    @property
+    def member_backbones(self) -> list[Backbone]:
+        """``members`` as backbones (torch's ModuleList is not generic)."""
+        return cast("list[Backbone]", list(self.members))
+
     def preprocess(self, chips: Tensor) -> Tensor:
         return to_nchw(chips)  # 0..255; each member applies its own preprocessing in features()
 
     def features(self, x: Tensor) -> Tensor:
-        return torch.cat([m.features(m.preprocess(member_input(x, m.chip_geometry))) for m in self.members], 1)
+        return torch.cat([m.features(m.preprocess(member_input(x, m.chip_geometry))) for m in self.member_backbones], 1)
 
     def stages(self) -> list[nn.Module]:
-        return [s for m in self.members for s in m.stages()]
+        return [s for m in self.member_backbones for s in m.stages()]
 
     def freeze_all_but_last(self, n_stages: int) -> None:
         """The deepest ``n_stages`` stages of every member (each member's own depth)."""
-        for m in self.members:
+        for m in self.member_backbones:
             m.freeze_all_but_last(min(n_stages, len(m.stages())))
 
     def train(self, mode: bool = True):
@@ -110,8 +125,8 @@ class FusedBackbone(Backbone):
         return self
 
     def embedding_head(self, dim: int) -> FusedHead:
-        heads = []
-        for m in self.members:
+        heads: list[nn.Module] = []
+        for m in self.member_backbones:
             own = m.embedding_head(dim)
             if own is not None:  # the member's own kind of head (SFace's gated one)
                 heads.append(own)
@@ -124,7 +139,7 @@ class FusedBackbone(Backbone):
                 else:
                     nn.init.xavier_uniform_(head.weight)
             heads.append(head)
-        return FusedHead(heads, [m.feature_dim for m in self.members], self.initial_weights)
+        return FusedHead(heads, [m.feature_dim for m in self.member_backbones], self.initial_weights)
 
 
 def normalised_weights(weights: Sequence[float]) -> list[float]:
@@ -159,15 +174,15 @@ def training_pairs(labels: np.ndarray, rng: np.random.Generator, max_genuine: in
     sorted_labels = labels[order]
     starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
     ends = np.r_[starts[1:], len(labels)]
-    ga, gb = [], []
+    ga_parts, gb_parts = [], []
     for s, e in zip(starts, ends):
         rows = order[s:e]
         if len(rows) > 1:
             i, j = np.triu_indices(len(rows), 1)
-            ga.append(rows[i])
-            gb.append(rows[j])
-    ga = np.concatenate(ga) if ga else np.zeros(0, int)
-    gb = np.concatenate(gb) if gb else np.zeros(0, int)
+            ga_parts.append(rows[i])
+            gb_parts.append(rows[j])
+    ga = np.concatenate(ga_parts) if ga_parts else np.zeros(0, int)
+    gb = np.concatenate(gb_parts) if gb_parts else np.zeros(0, int)
     if len(ga) > max_genuine:
         keep = rng.choice(len(ga), max_genuine, replace=False)
         ga, gb = ga[keep], gb[keep]
@@ -192,7 +207,7 @@ def fit_fusion_weights(head: FusedHead, feats: np.ndarray, labels: np.ndarray, *
     sims = member_similarities(head, feats, a, b)
     if flip_feats is not None:  # the same TTA the model will serve with
         sims = (sims + member_similarities(head, flip_feats, a, b)) / 2
-    best = None
+    best: tuple[tuple[float, float], float] | None = None
     for w in WEIGHT_GRID:
         s = (1 - w) * sims[0] + w * sims[1]
         genuine, impostor = s[same], s[~same]
@@ -200,6 +215,7 @@ def fit_fusion_weights(head: FusedHead, feats: np.ndarray, labels: np.ndarray, *
         score = (tar_at_far(genuine, impostor, far), float(d_prime))
         if best is None or score > best[0]:
             best = (score, w)
+    assert best is not None  # WEIGHT_GRID is not empty
     (tar, _), w = best
     head.set_weights([1 - w, w])
     return {"fusion_weights": [round(1 - float(w), 4), round(float(w), 4)], "fusion_fit_tar": tar,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -19,6 +20,8 @@ from torch import Tensor, nn
 
 from facegate.components.core.devices import module_device
 from facegate.components.embedding.backbones import Backbone, SFaceBackbone, features_tag, make_backbone
+from facegate.components.embedding.fusion import FusedHead
+from facegate.components.embedding.position_gate import PositionGatedHead
 from facegate.components.embedding.precision import inference_dtype, set_precision
 
 EMBEDDING_DIM = 128
@@ -43,6 +46,12 @@ class EmbeddingModel(nn.Module):
     @property
     def name(self) -> str:
         return self.backbone.name
+
+    @property
+    def embedding_dim(self) -> int:
+        """Size of the embeddings: the head's outputs."""
+        # ``head`` is an nn.Module to torch: a linear head, or the backbone's own (gated or fused)
+        return int(cast("nn.Linear | PositionGatedHead | FusedHead", self.head).out_features)
 
     def embed_features(self, feats: Tensor) -> Tensor:
         return F.normalize(self.head(feats), dim=1)
@@ -71,10 +80,12 @@ def upgrade_sface_heads(model: EmbeddingModel) -> EmbeddingModel:
     if members is None:
         model.head = upgraded(model.backbone, model.head)
     else:
+        head = model.head
+        assert isinstance(head, FusedHead)  # a fused backbone's own head (FusedBackbone.embedding_head)
         for i, member in enumerate(members):
-            model.head.heads[i] = upgraded(member, model.head.heads[i])
-        model.head.in_dims = [m.feature_dim for m in members]
-        model.backbone.feature_dim = sum(model.head.in_dims)  # an instance attribute: pickled with revision 1's
+            head.heads[i] = upgraded(member, head.heads[i])
+        head.in_dims = [m.feature_dim for m in members]
+        model.backbone.feature_dim = sum(head.in_dims)  # an instance attribute: pickled with revision 1's
     return model
 
 
@@ -128,7 +139,7 @@ def embed_chips(model: EmbeddingModel, chips: np.ndarray, flip_tta: bool = False
         part = np.asarray(chips[start:start + half])
         feats = chip_features(model.backbone, np.concatenate([part, part[:, :, ::-1]]), 2 * len(part))
         out.append(embed_from_features(model, feats[:len(part)], feats[len(part):]))
-    return np.concatenate(out) if out else np.zeros((0, int(model.head.out_features)), np.float32)
+    return np.concatenate(out) if out else np.zeros((0, model.embedding_dim), np.float32)
 
 
 def _cache_tag(backbone: str, precision: str, device: str | torch.device) -> str:

@@ -23,6 +23,8 @@ GATE_HIDDEN = 32
 class PositionGatedHead(nn.Module):
     """``linear(sum_p gate_p * z_p + bias)`` on N x (positions * dim) per-position shares ``z``."""
 
+    bias: Tensor  # a buffer (register_buffer in __init__)
+
     def __init__(self, positions: int, dim: int, bias: Tensor, out_features: int | None = None,
                  hidden: int = GATE_HIDDEN) -> None:
         super().__init__()
@@ -31,14 +33,15 @@ class PositionGatedHead(nn.Module):
         self.register_buffer("bias", bias.detach().clone().float())  # the backbone's own, not trained
         self.gate_content = nn.Parameter(torch.zeros(dim))
         self.gate_position = nn.Parameter(torch.zeros(positions))
-        self.gate_hidden = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        gate_in, gate_out = nn.Linear(dim, hidden), nn.Linear(hidden, 1)
+        self.gate_hidden = nn.Sequential(gate_in, nn.ReLU(), gate_out)
         self.linear = nn.Linear(dim, self.out_features, bias=False)
         gen = torch.Generator().manual_seed(0)  # fixed: a pretrained model's weights (its fingerprint) never vary
         with torch.no_grad():
-            self.gate_hidden[0].weight.copy_(torch.randn(hidden, dim, generator=gen) / dim ** 0.5)
-            self.gate_hidden[0].bias.zero_()
-            self.gate_hidden[2].weight.zero_()  # the gate starts at exactly 1
-            self.gate_hidden[2].bias.zero_()
+            gate_in.weight.copy_(torch.randn(hidden, dim, generator=gen) / dim ** 0.5)
+            gate_in.bias.zero_()
+            gate_out.weight.zero_()  # the gate starts at exactly 1
+            gate_out.bias.zero_()
             if self.out_features == dim:
                 self.linear.weight.copy_(torch.eye(dim))  # and the head at the identity
             else:

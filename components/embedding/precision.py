@@ -11,10 +11,13 @@ and the weight fingerprint stay float32.
 from __future__ import annotations
 
 from functools import cache
+from typing import TypeVar
 
 import torch
 
 PRECISIONS = ("auto", "float32", "bfloat16")
+
+M = TypeVar("M", bound=torch.nn.Module)
 
 
 @cache
@@ -40,10 +43,11 @@ def inference_dtype(precision: str, device: torch.device | str = "cpu") -> torch
     return torch.float32
 
 
-def set_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:
+def set_precision(model: M, precision: str) -> M:
     """Every backbone inside ``model`` infers at ``precision`` (checked now); returns ``model``."""
     inference_dtype(precision)
     for module in model.modules():
         if hasattr(module, "precision") and hasattr(module, "inference_dtype"):
-            module.precision = precision
+            # nn.Module.__setattr__ is typed Tensor | Module; it takes any value
+            module.precision = precision  # type: ignore[assignment]
     return model

@@ -24,13 +24,20 @@ several times faster on 2 cores. Training and ``state_dict`` see only the module
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facegate.components.embedding.folding import fold_bn_linear, fold_conv_bn, inference_copy, use_inference_copy
+from facegate.components.embedding.folding import (
+    fold_bn_linear,
+    fold_conv_bn,
+    inference_copy,
+    running_stats,
+    use_inference_copy,
+)
 
 INPUT_SIZE = 112
 EMBEDDING_DIM = 128
@@ -72,6 +79,9 @@ class SeparableBlock(nn.Module):
 class SFaceNet(nn.Module):
     """The SFace network on (x - input_mean) * input_scale inputs; see :meth:`embed` for 0..255 RGB."""
 
+    input_mean: torch.Tensor  # buffers (register_buffer in __init__)
+    input_scale: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         self.blocks = nn.ModuleList([ConvBnPrelu(3, 32, 3)] + [SeparableBlock(*b) for b in SEPARABLE_BLOCKS])
@@ -110,8 +120,13 @@ class PointwiseLinear(nn.Module):
     """A 1x1 convolution (bias folded in) as one matrix product over the pixels of a channels-last map:
     MKL's GEMM, where PyTorch's single-thread path for small batches first copies the input."""
 
+    weight: torch.Tensor  # buffers (register_buffer in __init__)
+    bias: torch.Tensor
+
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
+        if conv.bias is None:
+            raise ValueError("PointwiseLinear takes a convolution with its bias (a folded one)")
         self.register_buffer("weight", conv.weight.detach().flatten(1).clone())  # out x in
         self.register_buffer("bias", conv.bias.detach().clone())
 
@@ -122,6 +137,10 @@ class PointwiseLinear(nn.Module):
 class SFaceInference(nn.Module):
     """SFaceNet for inference: conv+BN folded, 1x1 convs as GEMMs, ``bn1`` folded into the linear layer
     (its weights reordered to read the channels-last map without a copy)."""
+
+    position_weight: torch.Tensor  # buffers (register_buffer in __init__)
+    fc_bias: torch.Tensor
+    position_offsets: torch.Tensor
 
     def __init__(self, layers: list[nn.Module], fc: nn.Linear, channels: int, side: int,
                  position_offsets: torch.Tensor) -> None:
@@ -147,12 +166,14 @@ class SFaceInference(nn.Module):
             layers += [PointwiseLinear(conv) if pointwise and dtype == torch.float32 else conv, prelu]
         fc = fold_bn_linear(net.bn1, net.fc)
         bn = net.bn1
-        shift = bn.bias.double() - bn.running_mean.double() * bn.weight.double() / torch.sqrt(
-            bn.running_var.double() + bn.eps)
+        running_mean, running_var = running_stats(bn)
+        shift = bn.bias.double() - running_mean.double() * bn.weight.double() / torch.sqrt(
+            running_var.double() + bn.eps)
         per_position = net.fc.weight.detach().double().view(net.fc.out_features, bn.num_features, -1)
         offsets = torch.einsum("kcp,c->pk", per_position, shift).float()  # what bn1's shift adds at each position
         out = cls(layers, fc, bn.num_features, INPUT_SIZE // 16, offsets)
-        return out.to(dtype=dtype, memory_format=torch.channels_last)
+        # Module.to's stubs lack memory_format (its runtime signature takes it)
+        return out.to(dtype=dtype, memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layers(x.contiguous(memory_format=torch.channels_last))
@@ -172,8 +193,9 @@ class SFaceInference(nn.Module):
 
 def _layer_names(net: SFaceNet) -> list[tuple[str, ConvBnPrelu]]:
     """(ONNX prefix, module) for every conv+BN+PReLU layer, in graph order."""
-    out: list[tuple[str, ConvBnPrelu]] = [("conv_1", net.blocks[0])]
-    for i, block in enumerate(net.blocks[1:], start=2):
+    # torch's ModuleList is not generic: SFaceNet.blocks holds a ConvBnPrelu, then SeparableBlocks
+    out: list[tuple[str, ConvBnPrelu]] = [("conv_1", cast(ConvBnPrelu, net.blocks[0]))]
+    for i, block in enumerate(cast("list[SeparableBlock]", list(net.blocks[1:])), start=2):
         out += [(f"conv_{i}_dw", block.dw), (f"conv_{i}", block.pw)]
     return out
 
@@ -237,10 +259,11 @@ def load_sface(path: Path | str) -> SFaceNet:
 
     def load_bn(bn: nn.BatchNorm2d, prefix: str) -> None:
         n = bn.num_features
+        running_mean, running_var = running_stats(bn)
         bn.weight.copy_(take(f"{prefix}_gamma", (n,)))
         bn.bias.copy_(take(f"{prefix}_beta", (n,)))
-        bn.running_mean.copy_(take(f"{prefix}_moving_mean", (n,)))
-        bn.running_var.copy_(take(f"{prefix}_moving_var", (n,)))
+        running_mean.copy_(take(f"{prefix}_moving_mean", (n,)))
+        running_var.copy_(take(f"{prefix}_moving_var", (n,)))
 
     with torch.no_grad():
         net.input_mean.fill_(float(take("scalar_op1", (1,))[0]))

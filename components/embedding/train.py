@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -23,7 +23,8 @@ from facegate.components.core.devices import resolve_torch_device
 from facegate.components.core.settings import build_config
 from facegate.components.embedding.dataset_mining import mine_dataset_triplets, save_triplets, still_violating
 from facegate.components.embedding.model import EmbeddingModel, embed_from_features
-from facegate.components.embedding.position_gate import gate_parameters
+from facegate.components.embedding.fusion import FusedHead
+from facegate.components.embedding.position_gate import PositionGatedHead, gate_parameters
 from facegate.components.embedding.triplets import (
     PKSampler,
     get_miner,
@@ -171,7 +172,8 @@ def train_head(model: EmbeddingModel, feats: np.ndarray, flip_feats: np.ndarray 
         for b in sampler:
             yield torch.tensor(b, dtype=torch.int64)
 
-    penalised = cfg.gate_bare_penalty > 0 and hasattr(model.head, "bare_penalty")
+    gated = model.head if isinstance(model.head, (PositionGatedHead, FusedHead)) else None  # heads with gates
+    penalised = cfg.gate_bare_penalty > 0 and gated is not None
 
     def embed(idx: torch.Tensor):
         x = feats_t[idx]
@@ -185,9 +187,9 @@ def train_head(model: EmbeddingModel, feats: np.ndarray, flip_feats: np.ndarray 
             x = torch.where(use_aug[:, None], aug_t[copy, idx], x)
         x = x.to(device, non_blocking=True)
         emb = model.embed_features(x)
-        if not penalised or bool(use_aug.all()):
+        if gated is None or not penalised or bool(use_aug.all()):
             return emb
-        return emb, model.head.bare_penalty(x[~use_aug.to(device)])  # bare faces keep their gates near 1
+        return emb, gated.bare_penalty(x[~use_aug.to(device)])  # bare faces keep their gates near 1
 
     return _run_epochs(model, head_parameters(model, cfg.trainable), batches, embed, labels_t, cfg, on_epoch)
 
@@ -258,7 +260,8 @@ def train_head_on_triplets(model: EmbeddingModel, feats: np.ndarray, triplets: "
 
 
 def train_head_dataset_mining(model: EmbeddingModel, feats: np.ndarray, flip_feats: np.ndarray | None,
-                              labels: np.ndarray, cfg: TrainConfig, rounds: int = 3, strategy: str = "semi_hard",
+                              labels: np.ndarray, cfg: TrainConfig, rounds: int = 3,
+                              strategy: Literal["hard", "semi_hard"] = "semi_hard",
                               k: int = 50, artifact_dir=None,
                               on_epoch: Callable[[int, dict], None] | None = None) -> list[dict]:
     """Online rounds alternating with dataset-wide FAISS mining.

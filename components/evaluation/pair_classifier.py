@@ -26,7 +26,7 @@ def pair_features(ea: np.ndarray, eb: np.ndarray, kind: str) -> np.ndarray:
 def sample_training_pairs(labels: np.ndarray, n_pairs: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Half genuine, half impostor pairs of row indices among ``labels`` (identities with >= 2 images)."""
     rng = np.random.default_rng(seed)
-    by_id: dict[int, np.ndarray] = {}
+    by_id: dict[int, list[int]] = {}
     for i, lab in enumerate(labels):
         by_id.setdefault(int(lab), []).append(i)
     multi = [np.array(v) for v in by_id.values() if len(v) >= 2]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -344,7 +345,8 @@ def plot_distance_histograms(
     from matplotlib.figure import Figure  # heavy: plotting only where a figure is written
 
     d, s = _check(dist, same)
-    bins = np.linspace(float(d.min()), float(d.max()), 61) if d.max() > d.min() else 10
+    # matplotlib's stubs take Sequence[float] for bins; hist takes any array
+    bins = cast("Sequence[float]", np.linspace(float(d.min()), float(d.max()), 61)) if d.max() > d.min() else 10
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
     ax.hist(d[s], bins=bins, alpha=0.6, density=True, label=f"same ({int(s.sum())})")

@@ -21,6 +21,7 @@ import pandas as pd
 
 from facegate.components.core.errors import ImageError
 from facegate.components.core.images import load_image
+from facegate.components.core.settings import load_settings
 from facegate.components.faces.align import (
     CHIP_GEOMETRIES,
     CHIP_PADDING,
@@ -29,7 +30,7 @@ from facegate.components.faces.align import (
     FaceAligner,
     chip_channels,
 )
-from facegate.components.faces.detectors import make_detector
+from facegate.components.faces.detectors import detector_from_settings
 from facegate.components.faces.pipeline import FaceFinder
 
 _WORKER: dict = {}
@@ -48,8 +49,11 @@ class ChipSet:
 
 def _init_worker(detector: str, upsample: int, size: int, padding: float, max_pixels: int,
                  geometry: str = "dlib_150", detector_options: dict | None = None) -> None:
-    _WORKER["finder"] = FaceFinder(make_detector(detector, upsample=upsample, **(detector_options or {})),
-                                   FaceAligner(size, padding, geometry))
+    # the detector's other knobs (YuNet's and RetinaFace's score_threshold, max_side) are params' faces
+    # section, unless ``detector_options`` say otherwise; they are not in the cache key
+    faces = load_settings().faces
+    face_detector = detector_from_settings(faces, detector, upsample=upsample, **(detector_options or {}))
+    _WORKER["finder"] = FaceFinder(face_detector, FaceAligner(size, padding, geometry))
     _WORKER["max_pixels"] = max_pixels
     _WORKER["size"] = size
     _WORKER["args"] = (detector, upsample, size, padding, max_pixels, geometry, detector_options)

@@ -7,12 +7,13 @@ chip. Detectors that find landmarks themselves (YuNet) attach them to the box, f
 """
 from __future__ import annotations
 
+import inspect
 import threading
 from collections import OrderedDict
 
 import numpy as np
 
-from facegate.components.core.settings import load_settings
+from facegate.components.core.settings import FaceSettings
 from facegate.components.core.weights import weight_path
 from facegate.components.faces.retinaface import RetinaFaceDetector
 from facegate.components.faces.types import FaceBox, FaceDetector
@@ -23,7 +24,7 @@ class DlibHogDetector:
 
     name = "dlib_hog"
 
-    def __init__(self, upsample: int = 1) -> None:
+    def __init__(self, upsample: int) -> None:
         import dlib  # heavy: dlib's native module; only the dlib detectors and the landmark model need it
 
         self.upsample = upsample
@@ -40,7 +41,7 @@ class DlibMmodDetector:
 
     name = "dlib_mmod"
 
-    def __init__(self, upsample: int = 0) -> None:
+    def __init__(self, upsample: int) -> None:
         import dlib  # heavy: dlib's native module; only the dlib detectors and the landmark model need it
 
         self.upsample = upsample
@@ -62,7 +63,7 @@ class HogThenMmodDetector:
 
     name = "hog_then_mmod"
 
-    def __init__(self, upsample: int = 0) -> None:
+    def __init__(self, upsample: int) -> None:
         self.hog = DlibHogDetector(upsample)
         self.mmod = DlibMmodDetector(upsample=upsample)
 
@@ -77,7 +78,8 @@ class YuNetDetector:
     few ms per LFW image on one core. Size policy: the image is resized by ``2**upsample`` (small
     faces), then shrunk so its long side is at most ``max_side`` (a 4K frame costs what a 1280 one does;
     faces below ~10 px at that scale are lost), and boxes and landmarks are mapped back to the input.
-    ``score_threshold`` and ``max_side`` default to ``faces.score_threshold`` / ``faces.max_side``.
+    ``score_threshold`` and ``max_side`` are params' ``faces.score_threshold`` / ``faces.max_side``
+    (:func:`detector_from_settings` passes them).
     """
 
     name = "yunet"
@@ -85,13 +87,9 @@ class YuNetDetector:
     TOP_K = 5000
     CACHED_SIZES = 4  # input sizes kept per thread
 
-    def __init__(self, upsample: int = 0, score_threshold: float | None = None, max_side: int | None = None) -> None:
+    def __init__(self, upsample: int, *, score_threshold: float, max_side: int) -> None:
         import cv2  # heavy: OpenCV's native module; only the paths that use it load it
 
-        if score_threshold is None or max_side is None:
-            faces = load_settings().faces
-            score_threshold = faces.score_threshold if score_threshold is None else score_threshold
-            max_side = faces.max_side if max_side is None else max_side
         self.upsample, self.score_threshold, self.max_side = upsample, float(score_threshold), int(max_side)
         self._cv2 = cv2
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # a per-model backend WARN line, not ours
@@ -154,8 +152,8 @@ class YuNetThenHogDetector:
 
     name = "yunet_then_hog"
 
-    def __init__(self, upsample: int = 0, **yunet_options) -> None:
-        self.yunet = YuNetDetector(upsample, **yunet_options)
+    def __init__(self, upsample: int, *, score_threshold: float, max_side: int) -> None:
+        self.yunet = YuNetDetector(upsample, score_threshold=score_threshold, max_side=max_side)
         self.hog = DlibHogDetector(upsample)
 
     def detect(self, image: np.ndarray) -> list[FaceBox]:
@@ -175,7 +173,25 @@ def register_detector(cls: type) -> type:
 
 
 def make_detector(name: str, **kwargs) -> FaceDetector:
+    """Detector ``name`` built with exactly ``kwargs`` (a library call: the caller passes every value
+    params hold; :func:`detector_from_settings` is the product's way in)."""
     try:
-        return DETECTORS[name](**kwargs)
+        cls = DETECTORS[name]
     except KeyError:
         raise ValueError(f"unknown face detector {name!r} (known: {sorted(DETECTORS)})") from None
+    return cls(**kwargs)
+
+
+FACE_KNOBS = ("upsample", "score_threshold", "max_side")  # params' faces keys a detector may take
+
+
+def detector_from_settings(faces: FaceSettings, name: str | None = None, **options) -> FaceDetector:
+    """The detector params' ``faces.detector`` names (or ``name``), given the ``faces`` knobs its
+    constructor takes (upsample; score_threshold and max_side for YuNet and RetinaFace), so no detector
+    falls back on a default of its own; ``options`` win over the section."""
+    name = name or faces.detector
+    if name not in DETECTORS:
+        raise ValueError(f"unknown face detector {name!r} (known: {sorted(DETECTORS)})")
+    accepted = inspect.signature(DETECTORS[name]).parameters
+    knobs = {key: getattr(faces, key) for key in FACE_KNOBS if key in accepted}
+    return make_detector(name, **{**knobs, **options})

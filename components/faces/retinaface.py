@@ -235,7 +235,7 @@ class RetinaFaceDetector:
 
     name = "retinaface"
 
-    def __init__(self, upsample: int = 0, score_threshold: float = 0.5, max_side: int = 1600,
+    def __init__(self, upsample: int, *, score_threshold: float, max_side: int,
                  nms_iou: float = 0.4, scale: float | None = None, threads: int | None = None) -> None:
         self.scale = float(2 ** upsample) if scale is None else float(scale)
         self.score_threshold, self.max_side, self.nms_iou = float(score_threshold), int(max_side), float(nms_iou)

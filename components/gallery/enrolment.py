@@ -20,6 +20,7 @@ from facegate.components.calibration.store import ModelCalibration
 from facegate.components.core.errors import DuplicateFace, EmployeeExists, FacegateError, InvalidEmployee
 from facegate.components.core.images import decode_image
 from facegate.components.gallery import Gallery, GalleryNotFound, UnknownEmployee, gallery_lock, purge_old_versions
+from facegate.components.gallery.duplicates import DuplicateRule, find_duplicates
 from facegate.components.recognition.recognizer import FaceRecognizer
 
 EMPLOYEE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -75,26 +76,6 @@ def check_employee_id(employee_id: str) -> str:
     return employee_id
 
 
-@dataclass(frozen=True)
-class DuplicateMatch:
-    photo: int  # index of the new photo
-    other_id: str  # the employee it matches
-    distance: float
-
-
-def duplicate_faces(gallery: Gallery, embeddings: np.ndarray, employee_id: str, tau: float) -> list[DuplicateMatch]:
-    """New photos whose face is within ``tau`` of an employee other than ``employee_id`` (nearest such
-    employee per photo): the same face must not open the door under two ids."""
-    if gallery.n_vectors == 0:
-        return []
-    found = []
-    for i, matches in enumerate(gallery.search(embeddings, k=2)):  # the best two: one may be employee_id
-        other = next(((eid, d) for eid, _, d in matches if eid != employee_id), None)
-        if other is not None and other[1] <= tau:
-            found.append(DuplicateMatch(i, other[0], float(other[1])))
-    return found
-
-
 def embed_photos(recognizer: FaceRecognizer, photos: list[Photo], max_pixels: int) -> tuple[np.ndarray, list[str]]:
     """One face per photo, or a typed error naming the photo; nothing is stored before all pass."""
     embs, digests = [], []
@@ -107,13 +88,14 @@ def embed_photos(recognizer: FaceRecognizer, photos: list[Photo], max_pixels: in
 
 def enrol(store: EnrolmentStore, recognizer: FaceRecognizer, employee_id: str, name: str, photos: list[Photo],
           *, max_pixels: int, new_gallery: Callable[[], Gallery], replace: bool = False,
-          keep_versions: int = 3, force: bool = False,
-          duplicate_tau: Callable[[Gallery], float] | None = None,
+          keep_versions: int, force: bool = False,
+          duplicates: Callable[[Gallery], DuplicateRule] | None = None,
           embedded: tuple[np.ndarray, list[str]] | None = None) -> Gallery:
     """Add (or with ``replace``, re-enrol) one employee; returns the new current gallery.
 
-    A photo whose face is already enrolled under another id (within ``duplicate_tau(gallery)``, default
-    the manifest's 1:1 tau) is refused with DuplicateFace naming that id, unless ``force``. ``embedded``:
+    A photo whose face looks already enrolled under another id (``duplicates(gallery)``'s threshold for the
+    other employees: see ``facegate.components.gallery.duplicates``; default the manifest's tau) is refused
+    with DuplicateFace naming that id, unless ``force``; the employee's own photos never count. ``embedded``:
     ``embed_photos(recognizer, photos, ...)`` already done by the caller, outside its writer lock (the model
     is the slow part; only the load-check-save below needs the lock)."""
     check_employee_id(employee_id)
@@ -126,11 +108,12 @@ def enrol(store: EnrolmentStore, recognizer: FaceRecognizer, employee_id: str, n
         if employee_id in gallery and not replace:
             raise EmployeeExists(f"{employee_id} is already enrolled (use replace to re-enrol)")
         if not force and gallery.n_vectors:
-            tau = duplicate_tau(gallery) if duplicate_tau else gallery.manifest.tau
-            dups = duplicate_faces(gallery, embs, employee_id, tau) if tau is not None else []
-            if dups:
-                d = dups[0]
-                raise DuplicateFace(photos[d.photo].name, employee_id, d.other_id, d.distance, float(tau))
+            rule = duplicates(gallery) if duplicates else DuplicateRule(None, 0.0, gallery.manifest.tau)
+            suspects = find_duplicates(gallery, embs, employee_id, rule)
+            if suspects:
+                d = suspects[0]
+                raise DuplicateFace(photos[d.photo].name, employee_id, d.other_id, d.distance, d.tau,
+                                    d.false_alarm, d.photo)
         target = store.photos_dir / employee_id
         target.mkdir(parents=True, exist_ok=True)
         for photo, fname in zip(photos, files):  # content-addressed: never overwrites a kept photo

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -40,7 +41,7 @@ class Gallery:
             target_far: float | None = None, achieved_far: float | None = None,
             achieved_tar: float | None = None, data_version: str | None = None, device: str = "cpu") -> Gallery:
         """An empty gallery for embeddings of ``dim`` floats from the named model version."""
-        knobs = dict(ivf_nlist=ivf_nlist, ivf_nprobe=ivf_nprobe, hnsw_m=hnsw_m,
+        knobs: dict[str, Any] = dict(ivf_nlist=ivf_nlist, ivf_nprobe=ivf_nprobe, hnsw_m=hnsw_m,
                      hnsw_ef_construction=hnsw_ef_construction, hnsw_ef_search=hnsw_ef_search)
         checks.check_new(dim, index_kind, embedder_name, embedder_version, **knobs)
         m = GalleryManifest(embedder_name=embedder_name, embedder_version=embedder_version, dim=int(dim),

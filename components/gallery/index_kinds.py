@@ -165,7 +165,8 @@ def remove_from_index(index: faiss.IndexIDMap2, m: GalleryManifest, removed_ids:
     centroids (IVF keeps stale internal ids otherwise) or rebuilt (HNSW cannot remove at all)."""
     kind = m.index_kind_effective
     if kind == "flat":
-        n = index.remove_ids(np.ascontiguousarray(removed_ids, dtype=np.int64))
+        # faiss's stubs take an IDSelector; its Python wrapper takes an id array too
+        n = index.remove_ids(np.ascontiguousarray(removed_ids, dtype=np.int64))  # type: ignore[arg-type]
         if n != len(removed_ids):
             raise GalleryError(f"index removed {n} of {len(removed_ids)} vectors of {owner!r}")
         return index

@@ -49,7 +49,7 @@ class GalleryParts(NamedTuple):
     manifest: GalleryManifest
     vectors: np.ndarray
     sidecar: pd.DataFrame
-    index: faiss.IndexIDMap2
+    index: faiss.IndexIDMap2  # type: ignore[assignment]  # shadows tuple.index; callers read parts.index
 
 
 @contextlib.contextmanager

@@ -123,7 +123,10 @@ def add_data(root: Path | None = None, target: str = "data") -> str:
     """``dvc add data``; returns the new data version (the md5 recorded in ``data.dvc``)."""
     root = ensure_repo(root)
     _dvc(["add", target], root)
-    return read_version(root, target)
+    version = read_version(root, target)
+    if version is None:
+        raise DataVersionError(f"dvc add {target} wrote no {target}.dvc in {root}")
+    return version
 
 
 def _dvc_reason(message: str) -> str:

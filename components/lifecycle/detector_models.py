@@ -75,7 +75,7 @@ class YoloFaceMaskDetector:
 
     name = "yolo_facemask"
 
-    def __init__(self, upsample: int = 0, model_uri: str | None = None) -> None:
+    def __init__(self, upsample: int, model_uri: str | None = None) -> None:
         self.upsample = upsample
         self.settings = load_settings().detection
         self.model, self.model_uri = load_detector(self.settings.registered_model, model_uri)

@@ -20,8 +20,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 from facegate.components.core.errors import FacegateError
 from facegate.components.core.paths import gallery_dir, repo_root, state_dir
@@ -84,9 +85,10 @@ def _snapshot_locked(push: bool) -> str | None:
 
 
 PUSH_NICENESS = 10
+T = TypeVar("T")
 
 
-def at_low_priority(fn, *args, **kwargs):
+def at_low_priority(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
     """``fn`` on a thread of its own at nice +``PUSH_NICENESS`` (Linux: niceness is per thread, and the
     ``dvc`` processes it starts inherit it): the push copies to the remote while requests need the cores,
     and takes only what they leave. The ``dvc add`` before it holds the gallery's writer lock, so it keeps

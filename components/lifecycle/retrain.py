@@ -14,7 +14,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -78,6 +78,16 @@ def metric_tags(metrics: dict[str, float]) -> dict[str, str]:
 
 # -------------------------------------------------------------------------------------- the state
 
+T = TypeVar("T")
+
+
+def _from_stage(value: T | None, stage: str) -> T:
+    """What stage ``stage`` left on the state: the chain runs its stages in order (CHAIN), so a later
+    stage finding nothing there is a bug in the chain, not in its data."""
+    if value is None:
+        raise RuntimeError(f"retrain chain: read the output of stage {stage!r} before that stage ran")
+    return value
+
 
 @dataclass
 class ChainState:
@@ -127,23 +137,29 @@ class ChainState:
     # -- evaluate
     def set_incumbent(self, incumbent: Incumbent) -> None:
         self.incumbent = incumbent
-        self.frozen_ok = self.trained.val_feats is not None and same_backbone(incumbent.model, self.trained.model)
+        trained = _from_stage(self.trained, "train")
+        self.frozen_ok = trained.val_feats is not None and same_backbone(incumbent.model, trained.model)
 
     def incumbent_features(self) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Held-out frozen features to reuse for the incumbent (None: it embeds the chips itself)."""
-        return (self.trained.val_feats, self.trained.val_flip) if self.frozen_ok else (None, None)
+        if not self.frozen_ok:
+            return None, None
+        trained = _from_stage(self.trained, "train")
+        return trained.val_feats, trained.val_flip
 
     # -- register and gate
     def version_tags(self, source: str, metrics: dict[str, float]) -> dict[str, str]:
-        return {"data_version": self.data_version, "backbone": self.backbone,
+        # str(): what MLflow stores of a tag value anyway
+        return {"data_version": str(self.data_version), "backbone": self.backbone,
                 "mode": self.mode if source == "trained" else "pretrained", "retrain_run_id": self.run_id,
                 "source": source, **metric_tags(metrics)}
 
     def judge(self) -> registry.GateDecision:
         """The gate: the challenger against the incumbent, on the same held-out pairs."""
         g = self.settings.registry
+        gate_name = _from_stage(self.incumbent, "evaluate").gate_name
         return registry.gate(self.challenger_metrics, self.incumbent_metrics, g.gate_metric, g.min_improvement,
-                             self.incumbent.gate_name, guard_metric=g.guard_metric, max_regression=g.max_regression)
+                             gate_name, guard_metric=g.guard_metric, max_regression=g.max_regression)
 
     def accept(self, decision: registry.GateDecision) -> bool:
         """Record the verdict; True when the pretrained incumbent won and must be registered to serve.
@@ -152,14 +168,16 @@ class ChainState:
         (and its gallery) stays, or, without a champion, the pretrained model in service wins.
         """
         self.decision = decision
-        self.winner, self.winner_model, self.winner_trained = self.version, self.trained.model, True
+        challenger = _from_stage(self.trained, "train").model
+        self.winner, self.winner_model, self.winner_trained = self.version, challenger, True
         if decision.promote:
             return False
-        registry.set_gate_state(self.name, self.version, "rejected", decision.reason)
-        if self.incumbent.version is not None:
+        registry.set_gate_state(self.name, _from_stage(self.version, "register"), "rejected", decision.reason)
+        incumbent = _from_stage(self.incumbent, "evaluate")
+        if incumbent.version is not None:
             self.winner = None
             return False
-        self.winner, self.winner_model, self.winner_trained = None, self.incumbent.model, False
+        self.winner, self.winner_model, self.winner_trained = None, incumbent.model, False
         return True
 
     # -- gallery and promote
@@ -169,10 +187,13 @@ class ChainState:
         s = self.settings
         if s.gallery.calibration_dataset != s.retrain.dataset:
             return None
-        feats_ok = self.winner_trained or self.frozen_ok
-        return (heldout_embeddings(self.winner_model, self.data, s.embedding.flip_tta,
-                                   self.trained.val_feats if feats_ok else None,
-                                   self.trained.val_flip if feats_ok else None), self.data.val_labels)
+        val_feats = val_flip = None
+        if self.winner_trained or self.frozen_ok:
+            trained = _from_stage(self.trained, "train")
+            val_feats, val_flip = trained.val_feats, trained.val_flip
+        data = _from_stage(self.data, "augment")
+        return (heldout_embeddings(_from_stage(self.winner_model, "gate"), data, s.embedding.flip_tta,
+                                   val_feats, val_flip), data.val_labels)
 
     @property
     def actor(self) -> str:
@@ -182,17 +203,19 @@ class ChainState:
 
     @property
     def promotion_reason(self) -> str:
-        return self.decision.reason if self.winner_trained else f"pretrained model kept: {self.decision.reason}"
+        reason = _from_stage(self.decision, "gate").reason
+        return reason if self.winner_trained else f"pretrained model kept: {reason}"
 
     # -- the end
     def result(self, champion_version: str | None, experiment: str) -> dict:
+        decision, incumbent = _from_stage(self.decision, "gate"), _from_stage(self.incumbent, "evaluate")
         return {
             "model": self.name, **self.promoted,
             "run_id": self.run_id, "experiment": experiment, "data_version": self.data_version,
             "challenger_version": self.version, "promoted": self.winner is not None and self.winner == self.version,
-            "champion_version": champion_version, "gate_reason": self.decision.reason,
-            "gate_metric": self.decision.metric, "challenger_metrics": self.challenger_metrics,
-            "incumbent": self.incumbent.label, "incumbent_metrics": self.incumbent_metrics,
+            "champion_version": champion_version, "gate_reason": decision.reason,
+            "gate_metric": decision.metric, "challenger_metrics": self.challenger_metrics,
+            "incumbent": incumbent.label, "incumbent_metrics": self.incumbent_metrics,
             "gallery_version": self.gallery_version, "wall_s": round(time.perf_counter() - self.started, 1),
         }
 

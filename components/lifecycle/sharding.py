@@ -23,7 +23,7 @@ from facegate.components.embedding.model import EmbeddingModel, chip_features, e
 from facegate.components.embedding.precision import set_precision
 from facegate.components.faces.chips import ChipSet, cache_key, extract_chips
 
-_MODELS: dict[str, object] = {}  # per worker process: backbone name -> pretrained EmbeddingModel
+_MODELS: dict[str, EmbeddingModel] = {}  # per worker process: backbone name -> pretrained EmbeddingModel
 
 
 def shard_bounds(n: int, shards: int) -> list[tuple[int, int]]:
@@ -40,8 +40,7 @@ class ShardEmbeddings:
     embeddings: np.ndarray  # N x 128, unit length (flip TTA when asked)
 
 
-def chip_shard(paths: list[str], *, detector: str, upsample: int, geometry: str = "dlib_150",
-               max_pixels: int = 50_000_000) -> ChipSet:
+def chip_shard(paths: list[str], *, detector: str, upsample: int, geometry: str, max_pixels: int) -> ChipSet:
     """Centre-face chips of one shard in ``geometry``, in this process (the shard is the unit of parallelism)."""
     return extract_chips([Path(p) for p in paths], detector=detector, upsample=upsample, max_pixels=max_pixels,
                          geometry=geometry, workers=1)

@@ -96,13 +96,14 @@ def train_embedding(data: TrainingData, backbone: str, mode: str, cfg: TrainConf
     ``head`` and ``pretrained`` return the frozen held-out features (and their mirrors) for reuse.
     """
     model = set_precision(EmbeddingModel(make_backbone(backbone)), settings.embedding.precision)
-    fused = isinstance(model.head, FusedHead)
+    fused = model.head if isinstance(model.head, FusedHead) else None  # fusion weights to fit
     if mode == "finetune":
-        if fused and settings.embedding.fusion_weights == "fit":  # pretrained members, training identities only
+        # pretrained members, training identities only
+        if fused is not None and settings.embedding.fusion_weights == "fit":
             f, ff = cached_features(data.chips.chips, data.chips.key, backbone, state_dir() / "cache",
                                     progress=_feature_progress(log), device=cfg.device,
                                     precision=settings.embedding.precision)
-            log(f"fusion: {fit_fusion_weights(model.head, f[data.train_rows], data.labels, seed=cfg.seed)}")
+            log(f"fusion: {fit_fusion_weights(fused, f[data.train_rows], data.labels, seed=cfg.seed)}")
         history = train_finetune(model, np.asarray(data.chips.chips[data.train_rows]), data.labels, cfg,
                                  augment=as_function(augmentation(settings, backbone, settings.seed)),
                                  on_epoch=on_epoch)
@@ -111,9 +112,9 @@ def train_embedding(data: TrainingData, backbone: str, mode: str, cfg: TrainConf
                                         progress=_feature_progress(log), device=cfg.device,
                                         precision=settings.embedding.precision)
     extra = {}
-    if fused and settings.embedding.fusion_weights == "fit":  # before the heads train: trained heads have
+    if fused is not None and settings.embedding.fusion_weights == "fit":  # before the heads train: trained heads have
         # seen these identities, and weights fitted on their overfit scores swung from 0.8/0.2 to 0.3/0.7
-        extra = fit_fusion_weights(model.head, feats[data.train_rows], data.labels, seed=cfg.seed,
+        extra = fit_fusion_weights(fused, feats[data.train_rows], data.labels, seed=cfg.seed,
                                    flip_feats=flip_feats[data.train_rows] if settings.embedding.flip_tta else None)
         log(f"fusion: {extra}")
     history = (train_head(model, feats[data.train_rows], flip_feats[data.train_rows], data.labels, cfg,

@@ -97,7 +97,8 @@ class MobileNetV2(nn.Module):
                 cin = c
         blocks.append(ConvBNReLU6(cin, _LAST_CHANNELS, kernel=1))
         self.features = nn.Sequential(*blocks)
-        self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(_LAST_CHANNELS, num_classes))
+        # nn.Module: a backbone swaps it for nn.Identity (features only)
+        self.classifier: nn.Module = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(_LAST_CHANNELS, num_classes))
         self.num_features = _LAST_CHANNELS
         self._frozen_stages = 0  # stages whose BN is held in eval mode by train()
         self._init_weights()
@@ -119,7 +120,7 @@ class MobileNetV2(nn.Module):
     @property
     def stages(self) -> list[nn.Sequential]:
         """The feature blocks grouped by output stride, shallowest first (views on ``features``)."""
-        return [nn.Sequential(*self.features[a:b]) for a, b in self.STAGE_SLICES]
+        return [nn.Sequential(*list(self.features)[a:b]) for a, b in self.STAGE_SLICES]
 
     def forward_features(self, x: Tensor) -> Tensor:
         """N x 1280 x H/32 x W/32 activations, before pooling (for custom heads)."""

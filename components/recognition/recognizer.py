@@ -20,7 +20,7 @@ from facegate.components.core.settings import Settings
 from facegate.components.embedding.model import EmbeddingModel, embed_chips
 from facegate.components.embedding.precision import set_precision
 from facegate.components.faces.align import FaceAligner
-from facegate.components.faces.detectors import make_detector
+from facegate.components.faces.detectors import detector_from_settings
 from facegate.components.faces.pipeline import FaceFinder
 from facegate.components.faces.types import FaceBox
 
@@ -44,7 +44,7 @@ class FaceRecognizer:
     def __init__(self, model: EmbeddingModel, settings: Settings, version: str | None = None) -> None:
         self.device = resolve_torch_device(settings.embedding.device)
         self.flip_tta = settings.embedding.flip_tta
-        self.finder = FaceFinder(make_detector(settings.faces.detector, upsample=settings.faces.upsample),
+        self.finder = FaceFinder(detector_from_settings(settings.faces),
                                  FaceAligner(geometry=model.backbone.chip_geometry))
         self.embedder_name = f"{model.name}"
         self.embedder_version = version or f"sha256:{model_fingerprint(model)}"
@@ -53,7 +53,7 @@ class FaceRecognizer:
     @property
     def embedding_dim(self) -> int:
         """Size of this model's embeddings: a gallery is made for exactly one model."""
-        return int(self.model.head.out_features)
+        return self.model.embedding_dim
 
     @torch.inference_mode()
     def embed_one(self, image: np.ndarray, source: str | Path) -> FaceEmbedding:

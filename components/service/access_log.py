@@ -18,13 +18,14 @@ import json
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import DateTime, Float, Integer, String, Text, create_engine, delete, event, func, select
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import CursorResult, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -143,7 +144,7 @@ class AccessLog:
     def from_settings(cls, settings) -> AccessLog:  # noqa: ANN001 - Settings (import cycle-free)
         return cls(default_url(settings.access_log.url), settings.access_log.retention_days)
 
-    def _write(self, rows: list[Base]) -> None:
+    def _write(self, rows: Sequence[Base]) -> None:
         try:
             with Session(self.engine) as s, s.begin():
                 s.add_all(rows)
@@ -184,7 +185,9 @@ class AccessLog:
         """Delete the employee's decision rows (an erasure request); audit rows stay. Rows deleted."""
         try:
             with Session(self.engine) as s, s.begin():
-                n = s.execute(delete(Decision).where(Decision.employee_id == employee_id)).rowcount
+                statement = delete(Decision).where(Decision.employee_id == employee_id)
+                # Session.execute is typed Result; a DELETE gives a CursorResult, which has rowcount
+                n = cast("CursorResult[Any]", s.execute(statement)).rowcount
         except SQLAlchemyError as exc:
             raise AccessLogError(f"access log {safe_url(self.url)}: erasure failed ({type(exc).__name__})") from None
         return int(n or 0)
@@ -195,7 +198,8 @@ class AccessLog:
         with self._purge_lock:
             try:
                 with Session(self.engine) as s, s.begin():
-                    n = s.execute(delete(Decision).where(Decision.at < cutoff)).rowcount
+                    statement = delete(Decision).where(Decision.at < cutoff)
+                    n = cast("CursorResult[Any]", s.execute(statement)).rowcount  # a DELETE's (typed Result)
             except SQLAlchemyError as exc:
                 raise AccessLogError(f"access log {safe_url(self.url)}: purge failed ({type(exc).__name__})") from None
             self._purged_at = time.monotonic()

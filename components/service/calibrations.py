@@ -28,6 +28,7 @@ from facegate.components.core.settings import Settings
 from facegate.components.embedding.backbones import make_backbone
 from facegate.components.embedding.model import EmbeddingModel
 from facegate.components.gallery import Gallery
+from facegate.components.gallery.duplicates import DuplicateRule
 from facegate.components.gallery.enrolment import EnrolmentStore
 from facegate.components.lifecycle.calibration_artifacts import (
     log_version_calibration,
@@ -94,7 +95,8 @@ def calibrated_gallery(recognizer: FaceRecognizer, settings: Settings, store: En
 def gallery_impostor_scores(g: Gallery, stored: ModelCalibration, settings: Settings) -> ImpostorScores:
     """The model's stored impostor sketches blended with this gallery's own impostor pairs (employees
     against each other) once there are ``gallery.recalibration_min_pairs`` of them, and shifted for
-    identification by their bulk (``facegate.components.calibration.thresholds.deployment_scores``, as bench calibration)."""
+    identification by their bulk (``facegate.components.calibration.thresholds.deployment_scores``, as
+    bench calibration)."""
     scores = stored.impostors()
     if g.n_employees < 2:
         return scores
@@ -130,6 +132,14 @@ def calibrate_model(settings, backbone: str | None = None, extra_sets: list[str]
     return {"stored": where, **cal.summary(settings.gallery.target_far)}
 
 
+def verify_threshold(g: Gallery, scores: ImpostorScores | None, target_far: float) -> float:
+    """The 1:1 threshold: the manifest's tau (the model's calibration at ``target_far``), recalibrated
+    when the gallery's own impostor pairs are blended in."""
+    if scores is None or not scores.blended:
+        return float(g.manifest.tau)
+    return scores.tau_for_far(g.manifest.target_far or target_far)
+
+
 class GalleryThresholds:
     """The thresholds a gallery's decisions rest on, cached per gallery snapshot and model.
 
@@ -159,14 +169,14 @@ class GalleryThresholds:
         return scores
 
     def verify_tau(self, g: Gallery) -> float:
-        """The 1:1 threshold: the manifest's tau (the model's calibration at ``target_far``), recalibrated
-        when the gallery's own impostor pairs are blended in."""
-        scores = self.impostor_scores(g)
-        if scores is None or not scores.blended:
-            return float(g.manifest.tau)
-        return scores.tau_for_far(g.manifest.target_far or self.settings.gallery.target_far)
+        return verify_threshold(g, self.impostor_scores(g), self.settings.gallery.target_far)
 
     def identify_tau(self, g: Gallery, target_fpir: float) -> float:
         """1:K: the tau for ``target_fpir`` at this gallery's size."""
         scores = self.impostor_scores(g)
         return scores.tau_for_fpir(target_fpir, g.n_employees) if scores else float(g.manifest.tau)
+
+    def duplicate_rule(self, g: Gallery) -> DuplicateRule:
+        """Enrolment's "already someone here?": identification at ``gallery.duplicate_target`` of new
+        people, on the same impostor scores as identify (``facegate.components.gallery.duplicates``)."""
+        return DuplicateRule(self.impostor_scores(g), self.settings.gallery.duplicate_target, g.manifest.tau)

@@ -225,7 +225,7 @@ class FaceGate:
             g = enrol(self.store, recognizer, employee_id, name or employee_id, list(photos),
                       max_pixels=self.settings.images.max_pixels, new_gallery=self.new_gallery,
                       replace=replace, keep_versions=self.settings.gallery.keep_versions, force=force,
-                      duplicate_tau=self.verify_tau, embedded=embedded)
+                      duplicates=self.thresholds.duplicate_rule, embedded=embedded)
             self.reload()
             self.audit(actor, "enrol", employee_id, photos=len(photos), replace=replace, force=force,
                         gallery_version=self._version, model=self.model_label())

@@ -375,10 +375,10 @@ def stylize(content: np.ndarray, style: np.ndarray, cfg: StyleConfig, features: 
             opt.zero_grad(set_to_none=True)
             parts = costs(G)
             parts[2].backward()
-            seen.append(tuple(p.detach() for p in parts))
+            seen.append((parts[0].detach(), parts[1].detach(), parts[2].detach()))
             return parts[2]
 
-        opt.step(closure)
+        opt.step(closure)  # type: ignore[arg-type]  # torch types closures -> float; a loss tensor is what they return
         with torch.no_grad():
             G.clamp_(0.0, 1.0)
         jc, js, jt = seen[0]  # the costs of G as this iteration found it

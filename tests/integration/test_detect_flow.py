@@ -35,10 +35,10 @@ def facemask_slice(sandbox, images: int = 14) -> None:
 
 
 def test_train_detect_bench_and_face_detector(sandbox, prefect_server, tmp_path):
-    from facegate.components.faces.detectors import make_detector
-    from facegate.components.core.images import load_image
-    from facegate.components.lifecycle.registry import champion
     from facegate.cli.main import app
+    from facegate.components.core.images import load_image
+    from facegate.components.faces.detectors import make_detector
+    from facegate.components.lifecycle.registry import champion
     from facegate.flows.data import ingest_flow
     from facegate.flows.detect import detect_bench_flow, detect_train_flow
 
@@ -95,7 +95,7 @@ def test_train_detect_bench_and_face_detector(sandbox, prefect_server, tmp_path)
     assert bench["per_class_ap50"] == bench["ap50_per_class"] and bench["variant"] == "yolo"
 
     # the face-detector registry entry: every class is a face
-    faces = make_detector("yolo_facemask").detect(load_image(image))
+    faces = make_detector("yolo_facemask", upsample=0).detect(load_image(image))
     assert faces and all(f.right > f.left and f.bottom > f.top for f in faces)
     assert [f.score for f in faces] == sorted((f.score for f in faces), reverse=True)
     assert np.isfinite([f.score for f in faces]).all()

@@ -45,11 +45,11 @@ def test_dask_shards_equal_the_local_run(runs):
 
 def test_the_chain_reads_the_cache_the_dask_run_wrote(runs, monkeypatch):
     """read_training_data and cached_features find every entry: no detection, no backbone."""
-    from facegate.components.embedding import model as model_module
-    from facegate.components.lifecycle.training_data import read_training_data
-    from facegate.components.faces import chips as chips_module
     from facegate.components.core.paths import state_dir
     from facegate.components.core.settings import load_settings
+    from facegate.components.embedding import model as model_module
+    from facegate.components.faces import chips as chips_module
+    from facegate.components.lifecycle.training_data import read_training_data
 
     _, dask = runs
 
@@ -70,15 +70,18 @@ def test_runner_choice_from_params_and_environment(monkeypatch):
     from prefect.task_runners import ThreadPoolTaskRunner
     from prefect_dask import DaskTaskRunner
 
-    from facegate.components.core.settings import DistributedSettings
+    from facegate.components.core.settings import load_settings
     from facegate.flows.distributed import make_task_runner
 
-    assert isinstance(make_task_runner(DistributedSettings()), ThreadPoolTaskRunner)
-    local_cluster = make_task_runner(DistributedSettings(runner="dask", workers=2))
+    def distributed(**overrides):
+        return load_settings(overrides={"distributed": {"runner": "local", "address": None, **overrides}}).distributed
+
+    assert isinstance(make_task_runner(distributed()), ThreadPoolTaskRunner)
+    local_cluster = make_task_runner(distributed(runner="dask", workers=2))
     assert isinstance(local_cluster, DaskTaskRunner) and local_cluster.address is None
     assert local_cluster.cluster_kwargs["n_workers"] == 2
-    by_params = make_task_runner(DistributedSettings(runner="dask", address="tcp://127.0.0.1:18786"))
+    by_params = make_task_runner(distributed(runner="dask", address="tcp://127.0.0.1:18786"))
     assert by_params.address == "tcp://127.0.0.1:18786"
     monkeypatch.setenv("FACEGATE_DASK_ADDRESS", "tcp://127.0.0.1:28786")
-    assert make_task_runner(DistributedSettings(runner="dask", address="tcp://127.0.0.1:18786")).address == \
+    assert make_task_runner(distributed(runner="dask", address="tcp://127.0.0.1:18786")).address == \
         "tcp://127.0.0.1:28786"

@@ -32,7 +32,7 @@ def test_a_burst_of_enrolments_is_one_snapshot_flushed_on_stop(sandbox):
     from facegate.components.service.deployment import gallery_store
     from facegate.components.lifecycle.model_loading import service_recognizer
     from facegate.components.core.settings import load_settings
-    from facegate.components.web.api import create_app
+    from facegate.components.web.api.app import create_app
 
     seed_gallery()  # amy, so the service's recognizer and a gallery exist
     r = service_recognizer(load_settings())

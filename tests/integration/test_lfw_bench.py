@@ -30,8 +30,8 @@ def mini_lfw(tmp_path_factory):
 
 def test_plain_and_masked_protocols(mini_lfw, tmp_path):
     from facegate.benchmarks.lfw import load_lfw, masked_probes, run_lfw_benchmark
-    from facegate.components.embedding.train import TrainConfig
     from facegate.components.core.settings import load_settings
+    from facegate.components.embedding.train import TrainConfig
 
     settings = load_settings()
     cache = tmp_path / "cache"
@@ -57,8 +57,8 @@ def test_plain_and_masked_protocols(mini_lfw, tmp_path):
 
 def test_fused_backbone_fits_weights_per_fold_and_reports_its_members(mini_lfw, tmp_path):
     from facegate.benchmarks.lfw import load_lfw, run_lfw_benchmark
-    from facegate.components.embedding.train import TrainConfig
     from facegate.components.core.settings import load_settings
+    from facegate.components.embedding.train import TrainConfig
 
     cfg = TrainConfig.from_settings(load_settings())
     lfw = load_lfw(mini_lfw, tmp_path, detector="yunet", geometry="dlib_150+arcface_112")
@@ -87,7 +87,7 @@ def test_pipeline_throughput_times_every_image_after_the_warm_up(mini_lfw):
     from facegate.components.faces.pipeline import FaceFinder
 
     model = EmbeddingModel(make_backbone("dlib_resnet")).eval()
-    finder = FaceFinder(YuNetDetector(score_threshold=0.6, max_side=1280), FaceAligner())
+    finder = FaceFinder(YuNetDetector(0, score_threshold=0.6, max_side=1280), FaceAligner())
     files = sorted(mini_lfw.glob("*/*.jpg"))[:10]
     before = torch.get_num_threads(), cv2.getNumThreads()
     out = pipeline_throughput(model, finder, files, flip_tta=True, workers=2, batch=2)

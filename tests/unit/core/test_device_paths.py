@@ -15,14 +15,14 @@ import torch
 import yaml
 from torch import nn
 
-from facegate.components.detection.train import DetectTrainConfig
 from facegate.components.core.devices import cuda_device_count, module_device
-from facegate.components.embedding.backbones import Backbone
-from facegate.components.embedding.model import EmbeddingModel, embed_chips
-from facegate.components.embedding.train import TrainConfig, train_finetune, train_head
 from facegate.components.core.errors import DeviceUnavailable
 from facegate.components.core.paths import repo_root
 from facegate.components.core.settings import load_settings
+from facegate.components.detection.train import DetectTrainConfig
+from facegate.components.embedding.backbones import Backbone
+from facegate.components.embedding.model import EmbeddingModel, embed_chips
+from facegate.components.embedding.train import TrainConfig, train_finetune, train_head
 from tests.conftest import requires_gpu
 
 NO_GPU = pytest.mark.skipif(cuda_device_count() > 0, reason="this machine has a GPU")

@@ -53,8 +53,8 @@ def test_missing_and_malformed_file(tmp_path):
 
 def test_run_configs_come_from_params_alone():
     """TrainConfig and DetectTrainConfig hold no defaults of their own: every value is params'."""
-    from facegate.components.detection.train import DetectTrainConfig
     from facegate.components.core.devices import resolve_torch_device
+    from facegate.components.detection.train import DetectTrainConfig
     from facegate.components.embedding.train import TrainConfig
 
     s = load_settings(repo_root() / "params.yaml")

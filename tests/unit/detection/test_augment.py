@@ -6,9 +6,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from facegate.components.core.settings import load_settings
 from facegate.components.detection.augment import augment_sample, box_augmentation, letterbox_sample
 from facegate.components.detection.train import DetectTrainConfig
-from facegate.components.core.settings import load_settings
 
 PARAMS = DetectTrainConfig.from_settings(load_settings()).augment  # params.yaml's detection section
 OFF = dict(flip_p=0.0, crop_p=0.0, colour_p=0.0)

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
+from facegate.components.core.settings import load_settings
 from facegate.components.embedding.backbones import BACKBONES, make_backbone
 from facegate.components.embedding.model import EmbeddingModel, chip_features, embed_chips, embed_from_features
 from facegate.components.embedding.train import TrainConfig, train_head
-from facegate.components.core.settings import load_settings
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,8 @@ def test_head_training_separates_identities():
         return d[~same].mean() - d[same & off].mean()
 
     before = gap()
-    hist = train_head(model, feats, None, labels, TrainConfig.from_settings(load_settings(), miner="batch_hard", p=6, k=4, epochs=15, lr=3e-3, seed=1))
+    cfg = TrainConfig.from_settings(load_settings(), miner="batch_hard", p=6, k=4, epochs=15, lr=3e-3, seed=1)
+    hist = train_head(model, feats, None, labels, cfg)
     assert len(hist) == 15 and {"loss", "active_fraction", "mean_d_ap", "mean_d_an"} <= set(hist[0])
     assert hist[-1]["loss"] < hist[0]["loss"]
     assert gap() > before + 0.1

@@ -67,13 +67,13 @@ def test_sface_inference_copy_matches_training_graph_and_keeps_state_dict():
 
 @pytest.fixture(scope="module")
 def paired_lfw_chips() -> np.ndarray:
+    from facegate.components.core.images import load_image
     from facegate.components.faces.align import PAIRED_GEOMETRY, FaceAligner
     from facegate.components.faces.detectors import YuNetDetector
     from facegate.components.faces.pipeline import FaceFinder
-    from facegate.components.core.images import load_image
 
     lfw = shared_dataset("lfw")
-    finder = FaceFinder(YuNetDetector(score_threshold=0.6, max_side=1280), FaceAligner(geometry=PAIRED_GEOMETRY))
+    finder = FaceFinder(YuNetDetector(0, score_threshold=0.6, max_side=1280), FaceAligner(geometry=PAIRED_GEOMETRY))
     files = [sorted((lfw / n).glob("*.jpg"))[0] for n in ("George_W_Bush", "Serena_Williams", "Colin_Powell", "AJ_Cook")]
     return np.stack([finder.centre_face(load_image(f)).chip for f in files])
 

@@ -6,11 +6,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from facegate.components.core.settings import load_settings
 from facegate.components.embedding.backbones import Backbone
 from facegate.components.embedding.model import EmbeddingModel, upgrade_sface_heads
 from facegate.components.embedding.position_gate import PositionGatedHead, gate_parameters
 from facegate.components.embedding.train import TrainConfig, train_head
-from facegate.components.core.settings import load_settings
 
 POSITIONS, DIM, MASKED = 4, 8, [2, 3]  # positions 2 and 3: the lower face
 

@@ -34,15 +34,15 @@ def test_settings_refuse_an_unknown_precision():
 
 @pytest.fixture(scope="module")
 def fused_and_chips():
+    from facegate.components.core.images import load_image
     from facegate.components.embedding.backbones import make_backbone
     from facegate.components.embedding.model import EmbeddingModel
     from facegate.components.faces.align import PAIRED_GEOMETRY, FaceAligner
     from facegate.components.faces.detectors import YuNetDetector
     from facegate.components.faces.pipeline import FaceFinder
-    from facegate.components.core.images import load_image
 
     lfw = shared_dataset("lfw")
-    finder = FaceFinder(YuNetDetector(score_threshold=0.6, max_side=1280), FaceAligner(geometry=PAIRED_GEOMETRY))
+    finder = FaceFinder(YuNetDetector(0, score_threshold=0.6, max_side=1280), FaceAligner(geometry=PAIRED_GEOMETRY))
     files = [sorted((lfw / n).glob("*.jpg"))[i] for n in ("George_W_Bush", "Colin_Powell") for i in (0, 1)]
     chips = np.stack([finder.centre_face(load_image(f)).chip for f in files])
     return EmbeddingModel(make_backbone("dlib_resnet+sface")).eval(), chips
@@ -50,8 +50,8 @@ def fused_and_chips():
 
 @requires_dataset("lfw")
 def test_bfloat16_embeddings_of_real_faces_stay_within_a_hair_of_float32(fused_and_chips):
-    from facegate.components.recognition.recognizer import model_fingerprint
     from facegate.components.embedding.model import embed_chips
+    from facegate.components.recognition.recognizer import model_fingerprint
 
     model, chips = fused_and_chips
     before = model_fingerprint(model)

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
+from facegate.components.core.images import load_image
+from facegate.components.core.paths import datasets_root
+from facegate.components.core.weights import weight_path
 from facegate.components.embedding.backbones import SFaceBackbone, chip_geometry
 from facegate.components.embedding.model import EmbeddingModel, embed_chips
 from facegate.components.embedding.sface import SFaceFormatError, SFaceNet, check_graph, load_sface
 from facegate.components.faces.align import arcface_chip
 from facegate.components.faces.detectors import YuNetDetector
-from facegate.components.core.images import load_image
-from facegate.components.core.paths import datasets_root
-from facegate.components.core.weights import weight_path
 
 TOLERANCE = 1e-4  # max abs difference, raw 128-d outputs (norms ~11-14)
 PEOPLE = {"George_W_Bush": 3, "Colin_Powell": 2, "Serena_Williams": 2, "AJ_Cook": 1}  # name -> images
@@ -25,7 +25,7 @@ def chips_and_names() -> tuple[np.ndarray, list[str]]:
     lfw = datasets_root() / "lfw"
     if not lfw.is_dir():
         pytest.skip(f"LFW not found at {lfw} (set FACEGATE_DATASETS to the datasets root)")
-    detector = YuNetDetector(score_threshold=0.6, max_side=1280)
+    detector = YuNetDetector(0, score_threshold=0.6, max_side=1280)
     chips, names = [], []
     for name, n in PEOPLE.items():
         for f in sorted((lfw / name).glob("*.jpg"))[:n]:

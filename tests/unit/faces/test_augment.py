@@ -1,7 +1,7 @@
 import numpy as np
 
-from facegate.components.faces.augment import as_function, describe, face_augmentation
 from facegate.components.core.settings import load_settings
+from facegate.components.faces.augment import as_function, describe, face_augmentation
 
 
 def augment(**overrides):

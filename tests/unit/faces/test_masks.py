@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facegate.components.faces.masks import chip_landmarks, draw_mask, mask_chips, mask_polygon, synthetic_mask
 from facegate.components.core.settings import load_settings
+from facegate.components.faces.masks import chip_landmarks, draw_mask, mask_chips, mask_polygon, synthetic_mask
 
 
 def masks(**overrides):
@@ -92,8 +92,8 @@ def test_paired_chips_get_the_same_mask_on_both_faces(chip):
 
 
 def test_face_augmentation_handles_plain_and_paired_chips(chip):
-    from facegate.components.faces.augment import describe, face_augmentation
     from facegate.components.faces.align import paired_chip
+    from facegate.components.faces.augment import describe, face_augmentation
     aug = face_augmentation(load_settings().augment, 150, seed=3, masks=masks(p=1.0))
     out = aug(image=chip)["image"]
     assert out.shape == chip.shape and not np.array_equal(out, chip)

@@ -10,11 +10,17 @@ import pytest
 import torch
 from onnx import helper
 
-from facegate.components.faces.boxes import iou_matrix
-from facegate.components.faces.retinaface import (RetinaFaceDetector, RetinaFaceFormatError, anchors_for,
-                                             load_retinaface, preprocess, retinaface_onnx)
 from facegate.components.core.images import load_image
 from facegate.components.core.weights import embedded_bytes
+from facegate.components.faces.boxes import iou_matrix
+from facegate.components.faces.retinaface import (
+    RetinaFaceDetector,
+    RetinaFaceFormatError,
+    anchors_for,
+    load_retinaface,
+    preprocess,
+    retinaface_onnx,
+)
 from tests.conftest import SHARED_DATASETS, requires_dataset
 
 TOLERANCE = 1e-4  # max abs difference on every output (box and landmark offsets, softmaxed scores)
@@ -52,7 +58,7 @@ def test_port_matches_opencv_onnx_runtime(net):
 
 @requires_dataset("facemask")
 def test_detector_finds_the_annotated_faces():
-    detector = RetinaFaceDetector(scale=2.0, score_threshold=0.5, threads=2)
+    detector = RetinaFaceDetector(0, scale=2.0, score_threshold=0.5, max_side=1600, threads=2)
     image = load_image(SHARED_DATASETS / "facemask" / "images" / f"{IMAGES[0]}.jpg")
     faces = detector.detect(image)
     truth = _truth(IMAGES[0])

@@ -6,13 +6,18 @@ import cv2
 import numpy as np
 import pytest
 
-from facegate.components.faces.align import (ARCFACE_TEMPLATE, FaceAligner, apply_transform, arcface_chip,
-                                    similarity_transform)
-from facegate.components.faces.detectors import DETECTORS, YuNetDetector, make_detector
-from facegate.components.faces.types import FaceBox
 from facegate.components.core.images import load_image
 from facegate.components.core.paths import datasets_root
 from facegate.components.core.weights import weight_path
+from facegate.components.faces.align import (
+    ARCFACE_TEMPLATE,
+    FaceAligner,
+    apply_transform,
+    arcface_chip,
+    similarity_transform,
+)
+from facegate.components.faces.detectors import DETECTORS, YuNetDetector, make_detector
+from facegate.components.faces.types import FaceBox
 
 LFW_PEOPLE = ("AJ_Cook", "George_W_Bush", "Serena_Williams", "Jean_Chretien", "Colin_Powell", "Laura_Bush")
 
@@ -35,7 +40,7 @@ def lfw_images() -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def yunet() -> YuNetDetector:
-    return YuNetDetector(score_threshold=0.6, max_side=1280)  # explicit: independent of params.yaml
+    return YuNetDetector(0, score_threshold=0.6, max_side=1280)  # explicit: independent of params.yaml
 
 
 def _centre_face(boxes: list[FaceBox], image: np.ndarray) -> FaceBox:

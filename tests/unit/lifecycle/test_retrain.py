@@ -5,11 +5,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from facegate.components.lifecycle import registry
-from facegate.components.embedding.train import TrainConfig
 from facegate.components.core.errors import DatasetError, StageFailed
-from facegate.components.lifecycle.retrain import ChainState, Incumbent, metric_tags, stage_guard
 from facegate.components.core.settings import load_settings
+from facegate.components.embedding.train import TrainConfig
+from facegate.components.lifecycle import registry
+from facegate.components.lifecycle.retrain import ChainState, Incumbent, metric_tags, stage_guard
 
 
 @pytest.fixture

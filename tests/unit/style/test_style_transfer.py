@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from facegate.components.networks.mobilenet_v2 import MobileNetV2
 from facegate.components.core.errors import ImageTooSmall, ImageTooSmallForStyle, SettingsError, UnreadableImage
 from facegate.components.core.settings import load_settings
+from facegate.components.networks.mobilenet_v2 import MobileNetV2
 from facegate.components.style.transfer import (
     StyleConfig,
     StyleFeatures,

@@ -23,12 +23,14 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http.cookies import CookieError, SimpleCookie
 
 from sqlalchemy import DateTime, String, delete, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from facegate.components.core.errors import AccessLogError, AccountError, LoginRateLimited, UnknownAccount
+from facegate.components.core.paths import state_dir
 
 ROLES = ("operator", "viewer", "turnstile")
 # what each role may do; routes name the permission they need
@@ -130,10 +132,11 @@ class Accounts:
 
     def __init__(self, engine, legacy_key: str | None = None) -> None:  # noqa: ANN001 - sqlalchemy Engine
         self.engine = engine
-        try:  # the accounts table lives in the access log's database, created here (the log knows nothing of it)
-            AccountBase.metadata.create_all(engine)
-        except SQLAlchemyError as exc:
-            raise AccessLogError(f"accounts table: cannot create ({type(exc).__name__}: {exc})") from None
+        if engine is not None:  # the accounts table lives in the access log's database, created here
+            try:
+                AccountBase.metadata.create_all(engine)
+            except SQLAlchemyError as exc:
+                raise AccessLogError(f"accounts table: cannot create ({type(exc).__name__}: {exc})") from None
         self.legacy_key = legacy_key.encode() if legacy_key else None
         self._verified: dict[bytes, tuple[str, float]] = {}
         self._lock = threading.Lock()
@@ -228,8 +231,6 @@ class Accounts:
 
 def session_secret() -> bytes:
     """The cookie-signing secret, generated once into the state folder (mode 600)."""
-    from facegate.components.core.paths import state_dir
-
     path = state_dir() / "console_secret"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -248,7 +249,7 @@ class Sessions:
     COOKIE = "facegate_session"
 
     def __init__(self, secret: bytes, max_age_s: float) -> None:
-        from itsdangerous import URLSafeTimedSerializer
+        from itsdangerous import URLSafeTimedSerializer  # optional: sessions only in the server
 
         self.max_age_s = max_age_s
         self._s = URLSafeTimedSerializer(secret, salt="facegate-console")
@@ -257,7 +258,7 @@ class Sessions:
         return self._s.dumps({"n": p.name})
 
     def name_of(self, cookie: str) -> str | None:
-        from itsdangerous import BadSignature
+        from itsdangerous import BadSignature  # optional: sessions only in the server
 
         try:
             return self._s.loads(cookie, max_age=self.max_age_s)["n"]
@@ -282,7 +283,6 @@ class Authenticator:
         cookie = next((v for k, v in headers if k == b"cookie"), None)
         if cookie is None:
             return None
-        from http.cookies import CookieError, SimpleCookie
 
         try:
             jar = SimpleCookie(cookie.decode("latin-1"))

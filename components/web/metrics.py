@@ -6,6 +6,7 @@ the series stay few), decisions by kind and outcome; the gallery's size is read 
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -57,7 +58,6 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        import time
 
         status = {"code": 500}
 

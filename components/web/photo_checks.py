@@ -15,9 +15,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from facegate.components.gallery.enrolment import Photo
 from facegate.components.core.errors import FacegateError
 from facegate.components.core.images import decode_image
+from facegate.components.gallery.enrolment import Photo
 
 SHARPNESS_SIDE = 112  # the face is scaled to this before the Laplacian, so the figure does not follow its size
 

@@ -101,7 +101,7 @@ class RequestGuard:
         limit = self.max_body_bytes
         try:
             if self.authenticate is not None:  # in a worker thread: a key's first check costs a scrypt
-                import anyio
+                import anyio  # optional: only this path needs it
 
                 scope[PRINCIPAL_SCOPE_KEY] = await anyio.to_thread.run_sync(self.authenticate, scope)
             path = scope.get("path", "")

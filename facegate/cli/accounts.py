@@ -6,35 +6,38 @@ password and, as ``NAME.SECRET``, the account's ``X-API-Key``.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
+from facegate.cli.output import friendly
+
 accounts_app = typer.Typer(no_args_is_help=True, help="Console accounts and scoped API keys: add, list, remove.")
-access_log_app = typer.Typer(no_args_is_help=True, help="The access log: recent decisions and gallery changes, purge.")
+access_log_app = typer.Typer(no_args_is_help=True,
+                             help="The access log: recent decisions and gallery changes, purge.")
 
 
 def _log():
-    from facegate.components.service.access_log import AccessLog
-    from facegate.components.core.settings import load_settings
+    from facegate.components.core.settings import load_settings  # heavy: pydantic and the params schema, ~0.15 s
+    from facegate.components.service.access_log import AccessLog  # heavy: SQLAlchemy, ~0.2 s
 
     return AccessLog.from_settings(load_settings())
 
 
 def _accounts():
-    from facegate.components.web.accounts import Accounts
+    from facegate.components.web.accounts import Accounts  # heavy: SQLAlchemy, ~0.2 s
 
     return Accounts(_log().engine)
 
 
-def _friendly(fn):
-    from facegate.cli.main import friendly
+def _actor() -> str:
+    from facegate.components.service.deployment import local_actor  # heavy: torch and the models, ~2 s
 
-    return friendly(fn)
+    return local_actor()
 
 
 @accounts_app.command("add")
-@_friendly
+@friendly
 def accounts_add(name: Annotated[str, typer.Argument(help="account name (letters, digits, _ . -)")],
                  role: Annotated[str, typer.Option(help="operator | viewer | turnstile")] = "viewer") -> None:
     """Create an account; its secret is printed once (the console password; API key NAME.SECRET)."""
@@ -45,14 +48,14 @@ def accounts_add(name: Annotated[str, typer.Argument(help="account name (letters
 
 
 @accounts_app.command("list")
-@_friendly
+@friendly
 def accounts_list() -> None:
     """Accounts and their roles (never their secrets)."""
     typer.echo(json.dumps(_accounts().list(), indent=2))
 
 
 @accounts_app.command("remove")
-@_friendly
+@friendly
 def accounts_remove(name: Annotated[str, typer.Argument(help="account name")]) -> None:
     """Delete an account: its sessions and key stop working at once."""
     _accounts().remove(name)
@@ -61,28 +64,24 @@ def accounts_remove(name: Annotated[str, typer.Argument(help="account name")]) -
 
 
 @access_log_app.command("show")
-@_friendly
-def access_log_show(employee_id: Annotated[Optional[str], typer.Option("--id", help="one employee")] = None,
-                    limit: Annotated[int, typer.Option(help="rows")] = 20,
-                    audit: Annotated[bool, typer.Option("--audit", help="gallery changes, not decisions")] = False) -> None:
+@friendly
+def access_log_show(
+    employee_id: Annotated[str | None, typer.Option("--id", help="one employee")] = None,
+    limit: Annotated[int, typer.Option(help="rows")] = 20,
+    audit: Annotated[bool, typer.Option("--audit", help="gallery changes, not decisions")] = False,
+) -> None:
     """The newest decisions (or gallery changes), as JSON."""
-    from facegate.components.service.access_log import DecisionFilter
+    from facegate.components.service.access_log import DecisionFilter  # heavy: SQLAlchemy, ~0.2 s
 
     log = _log()
-    rows = log.audit_events(employee_id, limit) if audit else log.decisions(DecisionFilter(employee_id=employee_id,
-                                                                                           limit=limit))
+    rows = (log.audit_events(employee_id, limit) if audit
+            else log.decisions(DecisionFilter(employee_id=employee_id, limit=limit)))
     typer.echo(json.dumps(rows, indent=2, default=str))
 
 
 @access_log_app.command("purge")
-@_friendly
+@friendly
 def access_log_purge() -> None:
     """Delete decision rows older than access_log.retention_days now (the service also does it hourly)."""
     log = _log()
     typer.echo(json.dumps({"purged": log.purge(), "retention_days": log.retention.days}))
-
-
-def _actor() -> str:
-    from facegate.components.service.deployment import local_actor
-
-    return local_actor()

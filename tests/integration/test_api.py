@@ -15,7 +15,7 @@ from facegate.components.gallery import Gallery
 from facegate.components.recognition.recognizer import FaceRecognizer
 from facegate.components.service.facade import FaceGate
 from facegate.components.core.settings import load_settings
-from facegate.components.web.api import create_app
+from facegate.components.web.api.app import create_app
 from tests.conftest import shared_dataset
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from facegate.components.core.settings import load_settings
-from facegate.components.web.api import create_app
+from facegate.components.web.api.app import create_app
 from tests.integration import live_server
 from tests.integration.test_api import KEY, TAU, photo, recognizer  # noqa: F401 - the module-scoped fixture
 

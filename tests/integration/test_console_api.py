@@ -11,7 +11,7 @@ from PIL import Image, ImageFilter
 from facegate.components.service.access_log import AccessLog
 from facegate.components.web.accounts import Accounts
 from facegate.components.core.settings import load_settings
-from facegate.components.web.api import create_app
+from facegate.components.web.api.app import create_app
 from tests.conftest import shared_dataset
 from tests.integration.live_server import make_gate
 from tests.integration.test_api import KEY, TAU, photo, recognizer  # noqa: F401 - the module-scoped fixture

@@ -20,7 +20,7 @@ from PIL import Image
 from facegate.components.service.access_log import AccessLog
 from facegate.components.web.accounts import Accounts
 from facegate.components.gallery.enrolment import Photo
-from facegate.components.web.api import create_app
+from facegate.components.web.api.app import create_app
 from tests.conftest import requires_dataset, shared_dataset
 from tests.integration.live_server import make_gate, uvicorn_server
 from tests.integration.test_api import KEY, TAU, recognizer  # noqa: F401 - the module-scoped fixture

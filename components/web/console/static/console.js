@@ -24,6 +24,7 @@ async function call(method, url, body) {
   if (!r.ok) {
     const err = new Error(data && data.code ? data.code + ": " + data.message : "HTTP " + r.status);
     err.status = r.status;
+    err.body = data;
     throw err;
   }
   return data;
@@ -101,16 +102,38 @@ if (enrolForm) {
       say(e.message, "error");
     }
   });
-  enrolForm.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
+  const panel = $("#duplicate");
+  let newPhotoUrl = null;
+  function hideDuplicate() {
+    panel.hidden = true;
+    if (newPhotoUrl) URL.revokeObjectURL(newPhotoUrl);
+    newPhotoUrl = null;
+  }
+  function showDuplicate(d, files) {
+    // a suspected duplicate: both faces side by side, the operator decides (enrol anyway = force)
+    const chance = d.false_alarm == null ? "" :
+      `; a new person comes this close to someone here by chance with probability ~${d.false_alarm.toExponential(1)}`;
+    $("#duplicate-text").textContent = `${d.photo} looks like ${d.other_id}, already enrolled: distance ` +
+      `${d.distance.toFixed(3)} ≤ threshold ${d.tau.toFixed(3)}${chance}.`;
+    hideDuplicate();
+    newPhotoUrl = URL.createObjectURL(files[d.photo_index] || files[0]);
+    $("#duplicate-new").src = newPhotoUrl;
+    $("#duplicate-new-caption").textContent = `new: ${d.employee_id} (${d.photo})`;
+    $("#duplicate-other").src = d.other_photo_url;
+    $("#duplicate-other-caption").textContent = `enrolled: ${d.other_id}`;
+    panel.hidden = false;
+  }
+  async function submitEnrol(force) {
     const files = [...photos.files];
     const big = tooLarge(files);
     if (big) { say(big, "error"); return; }
     const form = new FormData();
     form.append("employee_id", $("#employee_id").value.trim());
     form.append("name", $("#employee_name").value.trim());
+    if (force) form.append("force", "true");
     files.forEach((f) => form.append("images", f, f.name));
     button.disabled = true;
+    hideDuplicate();
     say("enrolling…", "busy");
     try {
       const r = await call("POST", "/employees", form);
@@ -118,9 +141,18 @@ if (enrolForm) {
       enrolForm.reset();
       checks.innerHTML = "";
     } catch (e) {
-      say(e.message, "error");
+      if (e.body && e.body.code === "duplicate_face" && e.body.other_id) {
+        showDuplicate(e.body, files);
+        say("suspected duplicate: compare the two faces before deciding", "error");
+      } else {
+        say(e.message, "error");
+      }
+      button.disabled = false;
     }
-  });
+  }
+  enrolForm.addEventListener("submit", (ev) => { ev.preventDefault(); submitEnrol(false); });
+  $("#duplicate-force").addEventListener("click", () => submitEnrol(true));
+  $("#duplicate-cancel").addEventListener("click", () => { hideDuplicate(); say("not enrolled", ""); });
 }
 
 // ------------------------------------------------------------------------------- identify

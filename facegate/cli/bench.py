@@ -1,0 +1,150 @@
+"""What the ML engineer measures: `facegate bench ...` runs a benchmark on the full data and prints
+its JSON (and writes it with --json). Each loads its flow or benchmark module only when it runs."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from facegate.cli.options import JsonOpt
+from facegate.cli.output import emit, friendly
+
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks on the full data; each prints JSON.")
+
+
+@bench_app.command("lfw")
+@friendly
+def bench_lfw(
+    json_out: JsonOpt = None,
+    backbone: Annotated[str | None, typer.Option(
+        help="dlib_resnet | sface | mobilenet_v2 | dlib_resnet+sface (default: the model in service)")] = None,
+    mode: Annotated[str | None, typer.Option(
+        help="pretrained | head | finetune (default: the model in service's)")] = None,
+    tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="flip TTA (default: params)")] = None,
+    miner: Annotated[str | None, typer.Option(help="override train.miner")] = None,
+    epochs: Annotated[int | None, typer.Option(help="override train.epochs")] = None,
+    groups: Annotated[int | None, typer.Option(help="models per 10 folds (default: head 10, finetune 2)")] = None,
+    lr: Annotated[float | None, typer.Option(help="override train.lr")] = None,
+    mining: Annotated[str, typer.Option(help="head mode: online (in-batch) | dataset (FAISS rounds)")] = "online",
+    speed: Annotated[bool, typer.Option(
+        "--speed/--no-speed", help="also time embedding and the whole pipeline")] = True,
+    masked: Annotated[bool, typer.Option(
+        "--masked", help="the masked protocol: the second image of every pair masked (seeded)")] = False,
+) -> None:
+    """LFW View 2 (10 folds of 600 pairs, threshold chosen on 9) on the shared LFW copy."""
+    from facegate.flows.bench import lfw_benchmark_flow  # heavy: Prefect, MLflow and torch load in seconds
+
+    result = lfw_benchmark_flow(backbone=backbone, mode=mode, flip_tta=tta, miner=miner, epochs=epochs,
+                                groups=groups, lr=lr, mining=mining, speed=speed, masked=masked)
+    emit(result, json_out)
+
+
+@bench_app.command("identify")
+@friendly
+def bench_identify(
+    json_out: JsonOpt = None,
+    backbone: Annotated[str | None, typer.Option(help="default: params")] = None,
+    mode: Annotated[str, typer.Option(
+        help="pretrained | head (trained on the other identity half)")] = "pretrained",
+    frames: Annotated[int, typer.Option(help="frames timed end to end")] = 200,
+) -> None:
+    """LFW open-set identification: one-shot enrolment, strangers, calibrated tau, end-to-end latency."""
+    from facegate.flows.bench import identify_benchmark_flow  # heavy: Prefect, MLflow and torch load in seconds
+
+    result = identify_benchmark_flow(backbone=backbone, mode=mode, timed_frames=frames)
+    emit(result, json_out)
+
+
+@bench_app.command("detect")
+@friendly
+def bench_detect(
+    json_out: JsonOpt = None,
+    model: Annotated[str | None, typer.Option(help="MLflow model URI (default: the detector's champion)")] = None,
+    hog: Annotated[bool, typer.Option("--hog/--no-hog", help="also score dlib HOG on the same images")] = True,
+) -> None:
+    """Detector on the held-out split: VOC/COCO mAP (and pycocotools), speed, face AP beside dlib HOG."""
+    from facegate.flows.detect import detect_bench_flow  # heavy: Prefect, MLflow and torch load in seconds
+
+    emit(detect_bench_flow(model_uri=model, hog=hog), json_out)
+
+
+@bench_app.command("face-detectors")
+@friendly
+def bench_face_detectors(
+    json_out: JsonOpt = None,
+    detector: Annotated[list[str] | None, typer.Option(
+        help="NAME or NAME@UPSAMPLE, repeatable (default: yunet, dlib_hog@1)")] = None,
+) -> None:
+    """Face AP@0.5 of the recognition path's face detectors on the face-mask held-out split."""
+    from facegate.flows.detect import face_detectors_bench_flow  # heavy: Prefect, MLflow and torch load in seconds
+
+    emit(face_detectors_bench_flow(detectors=detector), json_out)
+
+
+@bench_app.command("gallery")
+@friendly
+def bench_gallery(
+    json_out: JsonOpt = None,
+    sizes: Annotated[str, typer.Option(help="gallery sizes, comma separated")] = "1000,10000,100000,1000000",
+    queries: Annotated[int, typer.Option(help="queries per size (half strangers)")] = 2000,
+) -> None:
+    """Search cost as the gallery grows (exact vs HNSW/IVF) on synthetic LFW-like galleries."""
+    import faiss  # heavy: FAISS's native library and numpy; only this benchmark sets its threads
+
+    from facegate.benchmarks import gallery_scaling as gs  # heavy: FAISS and numpy, ~0.4 s
+
+    faiss.omp_set_num_threads(2)
+    t0 = time.perf_counter()
+    result = gs.run_benchmark([int(x) for x in sizes.split(",")], queries,
+                              log=lambda m: print(f"[{time.perf_counter() - t0:7.1f} s] {m}", file=sys.stderr))
+    result["wall_s"] = round(time.perf_counter() - t0, 1)
+    emit(result, json_out)
+
+
+@bench_app.command("calibration")
+@friendly
+def bench_calibration(
+    json_out: JsonOpt = None,
+    backbone: Annotated[str | None, typer.Option(
+        help="a pretrained backbone (default: the model in service)")] = None,
+    splits: Annotated[int, typer.Option(
+        min=1, help="random 20-person ORL galleries (FPIR pooled over them)")] = 100,
+) -> None:
+    """Calibration transfer: thresholds fitted on one LFW identity half; FAR 1e-3 and FPIR 1e-2 achieved
+    on the other half, ORL and the face-mask set's faces (strangers), per score normalisation."""
+    from facegate.benchmarks.calibration import run_from_settings  # heavy: numpy and the calibration modules, ~0.45 s
+    from facegate.components.core.settings import load_settings  # heavy: pydantic and the params schema, ~0.15 s
+
+    emit(run_from_settings(load_settings(), backbone, log=lambda m: typer.echo(m, err=True), splits=splits),
+         json_out)
+
+
+@bench_app.command("duplicates")
+@friendly
+def bench_duplicates(
+    json_out: JsonOpt = None,
+    sizes: Annotated[str, typer.Option(help="gallery sizes, comma separated")] = "100,1000,3000",
+) -> None:
+    """Enrolment's duplicate-face check on LFW's held-out people: strangers falsely refused and returning
+    people caught at each gallery size, the gallery-size threshold beside the 1:1 one."""
+    from facegate.benchmarks.duplicates import run_duplicates_benchmark  # heavy: torch and the models, ~2 s
+    from facegate.components.core.settings import load_settings  # heavy: pydantic and the params schema, ~0.15 s
+
+    emit(run_duplicates_benchmark(load_settings(), tuple(int(x) for x in sizes.split(",")),
+                                  log=lambda m: typer.echo(m, err=True)), json_out)
+
+
+@bench_app.command("style")
+@friendly
+def bench_style(
+    json_out: JsonOpt = None,
+    figure: Annotated[Path | None, typer.Option(help="write content, style and output side by side here")] = None,
+    iterations: Annotated[int | None, typer.Option(help="override style.iterations")] = None,
+) -> None:
+    """Style transfer on a 256x256 content from the shared data and a packaged style image, on 2 threads."""
+    from facegate.flows.style import style_bench_flow  # heavy: Prefect, MLflow and torch load in seconds
+
+    emit(style_bench_flow(figure=str(figure) if figure else None, iterations=iterations), json_out)

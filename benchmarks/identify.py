@@ -16,13 +16,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facegate.benchmarks import cascade_bench
 from facegate.benchmarks.lfw import LfwSet, load_lfw
+from facegate.components.calibration.cascade import CascadeCalibration
 from facegate.components.calibration.thresholds import calibrate_tau, tau_for_fpir
 from facegate.components.core.datasets import unit_hash
 from facegate.components.core.images import load_image
 from facegate.components.core.settings import Settings
 from facegate.components.embedding.backbones import chip_geometry, make_backbone
 from facegate.components.embedding.fusion import FusedHead, fit_fusion_weights
+from facegate.components.embedding.members import member_of_full, member_slice
 from facegate.components.embedding.model import EmbeddingModel, cached_features, embed_from_features
 from facegate.components.embedding.precision import set_precision
 from facegate.components.embedding.train import TrainConfig, train_head
@@ -131,7 +134,8 @@ def multi_image_rows(identities: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def measure_halves(data: LfwFeatures, settings: Settings, backbone: str, mode: str,
-                   log: Log = lambda message: None) -> tuple[list[dict], Gallery, EmbeddingModel]:
+                   log: Log = lambda message: None,
+                   models: list | None = None) -> tuple[list[dict], Gallery, EmbeddingModel]:
     """Each identity half measured with a model (``head``: trained on the other half only; a fused
     model's weights fitted there too) and a tau calibrated on the other half; the metrics of both
     halves, the first half's gallery and the model that made it."""
@@ -159,6 +163,8 @@ def measure_halves(data: LfwFeatures, settings: Settings, backbone: str, mode: s
                                   settings.gallery.index_kind, target_fpir=settings.gallery.target_fpir)
         log(f"half {h}: {({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})}")
         halves.append(metrics)
+        if models is not None:  # each half's model, for the cascade's measurement
+            models.append(model)
         if gallery is None:
             gallery, first_model = g, model
     return halves, gallery, first_model
@@ -178,13 +184,85 @@ def centre_face_embedding(recognizer, path: Path) -> np.ndarray | None:
 def run_identify_benchmark(data: LfwFeatures, settings: Settings, backbone: str, mode: str = "pretrained",
                            timed_frames: int = 200, log: Log = lambda message: None) -> dict:
     """Open-set identification on LFW's two identity halves (averaged), then end-to-end latency on
-    frames of the first half: load, detect, align, embed with the pretrained model, search."""
-    halves, gallery, model = measure_halves(data, settings, backbone, mode, log)
+    frames of the first half: load, detect, align, embed with the pretrained model, search. With
+    ``recognition.cascade`` on, the cascade as served is scored too (cascade_*) and timed beside the full
+    path and OpenCV's own YuNet + SFace (``anchor_opencv_ms_p50``), frame by frame in turn."""
+    models: list[EmbeddingModel] = []
+    halves, gallery, model = measure_halves(data, settings, backbone, mode, log, models)
     keys = [k for k, v in halves[0].items() if isinstance(v, (int, float))]
     result = {"backbone": backbone, "mode": mode, "target_far": settings.gallery.target_far,
               **{k: float(np.mean([m[k] for m in halves])) for k in keys}, "halves": halves}
     recognizer = FaceRecognizer(model, settings)  # the model that embedded the gallery
     half = identity_halves(data.lfw.identities, settings.seed)
     first_half = [data.lfw.root / p for p, hh in zip(data.lfw.paths, half) if hh == 0][:: 7][:timed_frames]
-    result.update(time_identify(lambda path: centre_face_embedding(recognizer, path), gallery, first_half))
+    if settings.recognition.cascade != "on":
+        result.update(time_identify(lambda path: centre_face_embedding(recognizer, path), gallery, first_half))
+        return result
+    cascades = [cascade_half(data, settings, models[h], halves[h], h) for h in (0, 1)]
+    result["cascade"] = {"member": settings.recognition.cascade_member, "halves": [c[0] for c in cascades],
+                         **{k: float(np.mean([c[0][k] for c in cascades])) for k in CASCADE_KEYS}}
+    result.update({f"cascade_{k}": result["cascade"][k] for k in CASCADE_KEYS})
+    result.update(time_side_by_side(recognizer, gallery, cascades[0][1], halves[0]["tau_identify"], first_half))
     return result
+
+
+CASCADE_KEYS = ("rank1", "dir_at_fpir_1e-2", "fpir_at_fpir_1e-2", "agreement", "cheap_share", "dir_at_tau_identify",
+                "fpir_at_tau_identify", "agreement_at_tau_identify", "cheap_share_at_tau_identify")
+
+
+def cascade_half(data: LfwFeatures, settings: Settings, model: EmbeddingModel, metrics: dict,
+                 h: int) -> tuple[dict, CascadeCalibration]:
+    """The cascade on half ``h``: its band fitted on the other half (as its tau), scored at the full
+    model's threshold for FPIR 1e-2 on these strangers (comparable with dir_at_fpir_1e-2) and at the
+    served identify tau."""
+    lfw, member = data.lfw, settings.recognition.cascade_member
+    full = embed_from_features(model, data.feats, data.flips if settings.embedding.flip_tta else None)
+    cheap = cascade_bench.member_embeddings(model, data.feats, member)
+    half = identity_halves(lfw.identities, settings.seed)
+    rows, other = np.flatnonzero(half == h), np.flatnonzero(half != h)
+    calib = multi_image_rows(lfw.identities, other)
+    cal = cascade_bench.fit_on(full[calib], cheap[calib], lfw.identities[calib], member,
+                               settings.gallery.target_fpir, settings.gallery.target_far)
+    taus = {"oracle": metrics["threshold_at_fpir_1e-2"], "served": metrics["tau_identify"]}
+    got = cascade_bench.identify_with_cascade(full, cheap, lfw.identities, enrolment_split(lfw.identities, rows),
+                                              cal, taus, member_slice(model, member))
+    o, s = got["oracle"], got["served"]
+    return ({"rank1": o["rank1"], "dir_at_fpir_1e-2": o["dir"], "fpir_at_fpir_1e-2": o["fpir"],
+             "agreement": o["agreement"], "cheap_share": o["cheap_share"], "dir_at_tau_identify": s["dir"],
+             "fpir_at_tau_identify": s["fpir"], "agreement_at_tau_identify": s["agreement"],
+             "cheap_share_at_tau_identify": s["cheap_share"], "detail": got}, cal)
+
+
+def time_side_by_side(recognizer: FaceRecognizer, gallery: Gallery, cal: CascadeCalibration, tau: float,
+                      files: list[Path]) -> dict:
+    """facegate as served (cascade), facegate's full path and OpenCV's YuNet + SFace, each frame by all
+    three in turn (the same load for each), with load averages before and after."""
+    where = member_slice(recognizer.model, cal.member)
+    runs = {"cascade": cascade_bench.cascade_recognizer(recognizer, cal, member_of_full(gallery.vectors, where),
+                                                        gallery, tau),
+            "full": lambda path: centre_face_embedding(recognizer, path),
+            "anchor_opencv": cascade_bench.opencv_anchor(gallery.n_employees)}
+    load = cascade_bench.load_now()
+    for f in files[:2]:
+        for run in runs.values():
+            run(f)
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    paths = []
+    for i, f in enumerate(files):
+        names = list(runs)[i % 3:] + list(runs)[:i % 3]  # rotate who goes first
+        for name in names:
+            t = time.perf_counter()
+            out = runs[name](f)
+            if name == "full" and out is not None:
+                gallery.identify(out[None], tau)
+            times[name].append((time.perf_counter() - t) * 1000)
+            if name == "cascade":
+                paths.append(out)
+    p = {k: (float(np.percentile(v, 50)), float(np.percentile(v, 99))) for k, v in times.items()}
+    return {"identify_ms_p50": p["cascade"][0], "identify_ms_p99": p["cascade"][1],
+            "full_identify_ms_p50": p["full"][0], "full_identify_ms_p99": p["full"][1],
+            "anchor_opencv_ms_p50": p["anchor_opencv"][0], "anchor_opencv_ms_p99": p["anchor_opencv"][1],
+            "identify_frames_timed": len(files),
+            "identify_cheap_share_timed": paths.count("cheap") / max(len(paths), 1),
+            "identify_torch_threads": torch.get_num_threads(),
+            "identify_loadavg": [load, cascade_bench.load_now()]}

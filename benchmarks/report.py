@@ -12,7 +12,7 @@ Naming convention of a result file (what ``facegate bench KIND --json OUT`` shou
     e.g. lfw-20261201-91b28bd.json, lfw-20261201-91b28bd-masked.json, identify-20261201T1934-91b28bd.json
 
 ``kind`` is the ``facegate bench`` verb (lfw, identify, detect, face-detectors, gallery, calibration,
-style) or a script's name (api-load, pipeline-profile, gpu-paths, distributed); ``commit`` is the short
+style, duplicates) or a script's name (api-load, pipeline-profile, gpu-paths, distributed); ``commit`` is the short
 hash of the code that ran. Tolerated as well: a ``benchmark`` key in the JSON names the kind, ``date``
 (YYYY-MM-DD or YYYYMMDD) and ``commit`` / ``git_commit`` keys override the name's; a name like
 ``lfw-masked-...`` is kind ``lfw`` with note ``masked``. A file that cannot be read is listed, not fatal.
@@ -39,6 +39,7 @@ NAME = re.compile(r"^(?P<kind>[a-z][a-z0-9_]*(?:-[a-z][a-z0-9_]*)*?)-(?P<date>\d
 COMMANDS = {"lfw": "facegate bench lfw", "identify": "facegate bench identify", "detect": "facegate bench detect",
             "face-detectors": "facegate bench face-detectors", "gallery": "facegate bench gallery",
             "calibration": "facegate bench calibration", "style": "facegate bench style",
+            "duplicates": "facegate bench duplicates",
             "api-load": "python -m facegate.benchmarks.api_load",
             "gpu-paths": "python -m facegate.benchmarks.gpu_paths",
             "pipeline-profile": "python -m facegate.benchmarks.pipeline_profile",
@@ -184,6 +185,22 @@ def _gallery_sizes(data: dict) -> str:
     return "; ".join(out)
 
 
+def _duplicate_sizes(data: dict) -> str:
+    """Per gallery size: false refusals of strangers over target and returning people caught, the 1:1
+    check of before in brackets."""
+    out = []
+    for r in data.get("sizes") if isinstance(data.get("sizes"), list) else []:
+        one = r.get("one_to_one") if isinstance(r, dict) and isinstance(r.get("one_to_one"), dict) else None
+        if one is None or _number(r.get("size")) is None:
+            continue
+        over, caught = _number(r.get("false_refusal_over_target")), _number(r.get("true_duplicates_caught"))
+        old_over, old_caught = _number(one.get("false_refusal_over_target")), _number(one.get("true_duplicates_caught"))
+        if None not in (over, caught, old_over, old_caught):
+            out.append(f"{int(r['size']):,}: {over:.2f}x ({old_over:.1f}x), caught {100 * caught:.1f}% "
+                       f"({100 * old_caught:.1f}%)")
+    return "; ".join(out)
+
+
 def _goals(data: dict) -> str:
     goals = data.get("goals") if isinstance(data.get("goals"), dict) else {}
     return f"{sum(bool(v) for v in goals.values())}/{len(goals)}" if goals else ""
@@ -211,6 +228,8 @@ COLUMNS: dict[str, list[Column]] = {
                     ("in service", text("deployment.normalisation")),
                     ("in service worst", num("deployment.worst_ratio", 2)),
                     ("within 2x", text("deployment.within_2x")), ("wall s", num("wall_s", 0))],
+    "duplicates": [("model", text("model")), ("false refusals/target, caught, by size (1:1 check)", _duplicate_sizes),
+                   ("goal met", text("goal_met")), ("wall s", num("wall_s", 0))],
     "style": [("cost reduction", pct("loss_reduction")), ("style cost ratio", num("style_cost_ratio", 0)),
               ("seconds", num("seconds", 1)), ("goals met", _goals)],
     "api-load": [("clients", num("clients", 0)), ("think ms", num("think_ms", 0)),

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import time
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -17,16 +20,24 @@ from facegate.benchmarks import detect as bench
 from facegate.components.core.datasets import read_manifest
 from facegate.components.core.devices import describe
 from facegate.components.core.errors import SettingsError
-from facegate.components.core.paths import data_dir
+from facegate.components.core.paths import data_dir, repo_root
 from facegate.components.core.settings import Settings, load_settings
 from facegate.components.detection.augment import box_augmentation
 from facegate.components.detection.data import load_samples, truths_of
 from facegate.components.detection.plots import draw_truth_and_detections, plot_pr_curves
 from facegate.components.detection.train import DetectTrainConfig, final_evaluation, train_detector
-from facegate.components.detection.two_stage import TwoStageConfig, train_two_stage
+from facegate.components.detection.two_stage import TwoStageConfig
+from facegate.components.detection.two_stage_training import train_two_stage
 from facegate.components.lifecycle import data_version, registry
 from facegate.components.lifecycle.detector_models import load_model_uri
-from facegate.components.lifecycle.tracking import artifact_folder, log_torch_model, numeric_metrics, tracked_run
+from facegate.components.lifecycle.tracking import (
+    artifact_folder,
+    git_commit,
+    log_torch_model,
+    numeric_metrics,
+    tracked_run,
+)
+from facegate.components.lifecycle.unit_grids import log_detector_grids
 
 EXPERIMENT = "detect"
 VARIANTS = {"yolo": "yolo-mobilenet_v2", "two_stage": "two-stage-retinaface-mobilenet_v2"}  # variant -> run name
@@ -116,6 +127,8 @@ def detect_train_flow(frozen_epochs: int | None = None, finetune_epochs: int | N
         run_id = run.info.run_id
         decision = register_and_gate(info.model_uri, run_id, metrics, val, settings, variant)
         mlflow.set_tags({"registered_version": decision["version"], "gate": decision["gate"]})
+        log_detector_grids(result.model, f"{det.registered_model}/{decision['version']}", train, run_id, settings,
+                           log.warning)
     return {"run_id": run_id, "variant": variant, "model_uri": info.model_uri, "metrics": metrics,
             "train_minutes": result.train_minutes, **decision}
 
@@ -169,13 +182,47 @@ def detect_bench_flow(model_uri: str | None = None, hog: bool = True, timed_imag
     return result
 
 
+def resolve_bench_model(model_uri: str | None) -> tuple[str, str | None]:
+    """(uri, source run) of the model ``bench detect`` scores, looked up BEFORE its flow starts: without a
+    champion the RegistryError is the command's one error line, not a failed flow run whose traceback
+    Prefect logs."""
+    return bench.resolve_model(load_settings().detection.registered_model, model_uri)
+
+
+def seeds_result_path() -> Path:
+    """benchmarks/results/detect-<YYYYMMDD>-<short commit>.json (the report's naming)."""
+    commit = git_commit()[:7] if git_commit() != "unknown" else "unknown"
+    return repo_root() / "benchmarks" / "results" / f"detect-{time.strftime('%Y%m%d')}-{commit}.json"
+
+
+@flow(name="bench-detector-seeds", log_prints=True)
+def detect_seeds_bench_flow(seeds: int = 3) -> dict:
+    """The figure to quote: the two-stage detector trained with ``seeds`` seeds (params' seed upwards)
+    on the seeded train split and scored on the held-out one; per seed and mean / spread, one MLflow run."""
+    settings = load_settings()
+    log = get_run_logger()
+    train, val = samples(settings, None, None)
+    cfg = TwoStageConfig.from_settings(settings)
+    eval_cfg = DetectTrainConfig.from_settings(settings)
+    with tracked_run(f"{settings.tracking.experiment_prefix}-bench-detect", "two-stage-seeds",
+                     params={"seeds": seeds, "first_seed": cfg.seed, "train_images": len(train),
+                             "val_images": len(val)}, data_version=data_version.read_version()):
+        result = bench.seeds_benchmark(train, val, cfg, eval_cfg, seeds, log=log.info)
+        result.update(benchmark="detect", commit=git_commit(), date=time.strftime("%Y-%m-%d"),
+                      loadavg_start=result["per_seed"][0]["load_1min"], loadavg_end=os.getloadavg()[0])
+        mlflow.log_metrics({f"{k}_{stat}": v for k, s in result["summary"].items() for stat, v in s.items()})
+        mlflow.log_dict(result, "bench_detect_seeds.json")
+    return result
+
+
 @flow(name="bench-face-detectors", log_prints=True)
 def face_detectors_bench_flow(detectors: list[str] | None = None) -> dict:
     """Class-agnostic face AP@0.5 of the recognition path's face detectors on the detector's held-out
     split (no trained model needed): how many of the masked and bare faces each one finds."""
     settings = load_settings()
     _, val = samples(settings, None, None)
-    chosen = [(d.split("@")[0], int(d.split("@")[1]) if "@" in d else 0) for d in (detectors or ["yunet", "dlib_hog@1"])]
+    chosen = [(d.split("@")[0], int(d.split("@")[1]) if "@" in d else 0)
+              for d in (detectors or ["yunet", "dlib_hog@1"])]
     with tracked_run(f"{settings.tracking.experiment_prefix}-bench-face-detectors", "face-detectors",
                      params={"detectors": ",".join(detectors or ["yunet", "dlib_hog@1"]), "val_images": len(val)},
                      data_version=data_version.read_version()):

@@ -14,12 +14,12 @@ import mlflow
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from facegate.components.core.errors import FacegateError
 from facegate.components.gallery import current_version
 from facegate.components.lifecycle import data_version, gallery_snapshots
 from facegate.components.lifecycle.tracking import tracked_run
 from facegate.components.service.facade import FaceGate
 from facegate.components.service.gallery_changes import (
+    enrol_batch,
     enrol_recorded,
     gallery_experiment,
     log_gallery,
@@ -54,35 +54,33 @@ def remove_flow(employee_id: str) -> dict:
 
 
 @flow(name="enrol-batch", log_prints=True)
-def batch_enrol_flow(source: str, replace: bool = False) -> dict:
+def batch_enrol_flow(source: str, replace: bool = False, force: bool = False) -> dict:
     """Many employees from a folder (``<id>/*.jpg``) or a CSV (``id,name,path``): each row enrolled or
-    reported with its error (a bad row stops nothing), one MLflow run, one DVC snapshot at the end."""
+    reported, suspected duplicates apart from errors (``enrol_batch``; ``force`` enrols the duplicates),
+    one MLflow run, one DVC snapshot at the end."""
     from tqdm import tqdm  # optional: a progress bar only here
 
     gate = FaceGate()
     rows = read_batch(Path(source))
-    report: list[dict] = []
     log = get_run_logger()
+
+    def warn(row: dict) -> None:
+        if row["status"] != "ok":
+            log.warning("%s: %s [%s] %s", row["employee_id"], row["status"], row.get("code", "duplicate_face"),
+                        row["message"])
+
     with tracked_run(gallery_experiment(gate.settings), "enrol-batch",
-                     params={"source": source, "rows": len(rows), "replace": replace},
+                     params={"source": source, "rows": len(rows), "replace": replace, "force": force},
                      data_version=data_version.read_version()):
-        for row in tqdm(rows, desc="enrolling", unit="employee", file=sys.stderr):
-            try:
-                gate.enrol(row.employee_id, row.name, [read_photo(p) for p in row.photos], replace=replace)
-                report.append({"employee_id": row.employee_id, "status": "ok", "photos": len(row.photos)})
-            except FacegateError as exc:
-                report.append({"employee_id": row.employee_id, "status": "error", "code": exc.code,
-                               "message": exc.message})
-                log.warning("%s: error [%s] %s", row.employee_id, exc.code, exc.message)
-        enrolled = sum(r["status"] == "ok" for r in report)
-        mlflow.log_metrics({"enrolled": enrolled, "failed": len(report) - enrolled})
-        mlflow.log_dict(report, "batch_report.json")
+        result = enrol_batch(gate, tqdm(rows, desc="enrolling", unit="employee", file=sys.stderr),
+                             replace=replace, force=force, on_row=warn)
+        mlflow.log_metrics({k: result[k] for k in ("enrolled", "duplicates", "failed")})
+        mlflow.log_dict(result["rows"], "batch_report.json")
         summary = {}
-        if enrolled:
+        if result["enrolled"]:
             version = version_gallery()  # one snapshot for the whole batch
             summary = log_gallery(gate.store.load(), current_version(gate.store.index_dir), version)
-    return {"source": source, "enrolled": enrolled, "failed": len(report) - enrolled, "rows": report,
-            "gallery": summary}
+    return {"source": source, **result, "gallery": summary}
 
 
 @flow(name="gallery-build", log_prints=True)

@@ -20,6 +20,7 @@ subflows and nested MLflow runs under ``facegate.components.lifecycle.retrain.st
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -43,10 +44,12 @@ from facegate.components.lifecycle.retrain import (
     experiment_name,
     stage_guard,
 )
+from facegate.components.lifecycle.retrain_skip import champion_chain_tags, current_fingerprints, skip_reason
 from facegate.components.lifecycle.tracking import log_torch_model, set_data_version, tracked_run
+from facegate.components.lifecycle.unit_grids import log_embedder_grids
 from facegate.components.recognition.recognizer import FaceRecognizer
 from facegate.components.service.facade import FaceGate
-from facegate.flows.data import ingest_flow, validate_flow
+from facegate.flows.data import ingest_flow, select_sources, validate_flow
 from facegate.flows.gallery import version_gallery
 from facegate.flows.train import augment_stage, evaluate_stage, load_training_data, train_stage
 
@@ -122,6 +125,8 @@ def register(s: ChainState) -> None:
     s.version = register_stage(s.model_uri, s.train_run_id, s.name, s.version_tags("trained", s.challenger_metrics))
     s.registered.append(s.version)
     mlflow.set_tag("challenger_version", s.version)
+    log_embedder_grids(s.trained.model, embedder_version_label(s.name, s.version), s.data, s.train_run_id, s.settings,
+                       get_run_logger().warning)
 
 
 def judge(s: ChainState) -> None:
@@ -135,6 +140,8 @@ def judge(s: ChainState) -> None:
         s.winner = register_stage(base_uri, base_run.info.run_id, s.name,
                                   s.version_tags("pretrained", s.incumbent_metrics))
         s.registered.append(s.winner)
+        log_embedder_grids(s.incumbent.model, embedder_version_label(s.name, s.winner), s.data, base_run.info.run_id,
+                           s.settings, get_run_logger().warning)
 
 
 def calibrate_gallery(s: ChainState) -> None:
@@ -181,30 +188,57 @@ def summarise(s: ChainState) -> dict:
 
 
 @flow(name="retrain", log_prints=True)
-def retrain_flow(datasets: list[str] | None = None, limit: int | None = None) -> dict:
-    """The whole chain on the data named in params (``retrain.dataset`` is trained and evaluated on)."""
+def retrain_flow(datasets: list[str] | None = None, limit: int | None = None, force: bool = False) -> dict:
+    """The whole chain on the data named in params (``retrain.dataset`` is trained and evaluated on);
+    skipped in seconds when data, params and code are the champion's chain's (lifecycle/retrain_skip.py)
+    unless ``force``."""
     settings = load_settings()
     with file_lock(state_dir() / "retrain", timeout=0, error=_busy):
-        return _chain(settings, datasets, limit)
+        return _chain(settings, datasets, limit, force)
 
 
 def _busy(lock_dir) -> RetrainBusy:
     return RetrainBusy(f"{lock_dir}: another retraining chain is running")
 
 
-def _chain(settings: Settings, datasets: list[str] | None, limit: int | None) -> dict:
-    log = get_run_logger()
+def _skipped(settings: Settings, reason: str, tags: dict[str, str], started: float) -> dict:
+    """The skipped chain as an MLflow run of its own (FINISHED, ``skipped``, ``skip_reason``)."""
+    name = settings.registry.embedder_model
+    with tracked_run(experiment_name(settings), "retrain-skipped", data_version=data_version.read_version(),
+                     tags={**tags, "skipped": "true", "skip_reason": reason}) as run:
+        champ = registry.champion(name)
+        wall_s = round(time.perf_counter() - started, 1)
+        mlflow.log_metric("skipped_wall_s", wall_s)
+    get_run_logger().info("retrain skipped: %s", reason)
+    return {"model": name, "skipped": True, "skip_reason": reason, "run_id": run.info.run_id,
+            "experiment": experiment_name(settings), "data_version": data_version.read_version(),
+            "challenger_version": None, "promoted": False, "champion_version": champ.version if champ else None,
+            "gallery_version": None, "wall_s": wall_s}
+
+
+def chain_params(settings: Settings, datasets: list[str] | None, limit: int | None) -> dict:
+    """The chain run's MLflow params: every params.yaml key and the run's own options."""
+    return {**settings.flat(), "run.backbone": settings.embedding.backbone, "run.mode": settings.embedding.mode,
+            "run.limit": limit, "run.datasets": ",".join(datasets or [s.name for s in settings.ingest.datasets])}
+
+
+def _chain(settings: Settings, datasets: list[str] | None, limit: int | None, force: bool = False) -> dict:
+    log, started = get_run_logger(), time.perf_counter()
     name, backbone, mode = settings.registry.embedder_model, settings.embedding.backbone, settings.embedding.mode
     mlflow.set_tracking_uri(mlflow_tracking_uri())
     stale, abandoned = close_stale_runs(settings), registry.abandon_pending(name)
     if stale or abandoned:
         log.warning("a previous chain died: closed runs %s, abandoned versions %s", stale, abandoned)
     cfg = TrainConfig.from_settings(settings)
-    params = {**settings.flat(), "run.backbone": backbone, "run.mode": mode, "run.limit": limit,
-              "run.datasets": ",".join(datasets or [s.name for s in settings.ingest.datasets])}
+    params = chain_params(settings, datasets, limit)
     from prefect.runtime import deployment, flow_run  # heavy: Prefect takes seconds to import; only flow runs need it
 
     trigger = {"prefect_flow_run_id": str(flow_run.id), "prefect_deployment": deployment.name or "none"}
+    inputs = current_fingerprints(data_version.read_version(), select_sources(settings, datasets), params)
+    trigger.update({**inputs.tags(), "forced": str(force).lower()})
+    reason = None if force else skip_reason(inputs, *champion_chain_tags(name))
+    if reason:
+        return _skipped(settings, reason, trigger, started)
     with tracked_run(experiment_name(settings), f"retrain-{backbone}-{mode}", params=params,
                      data_version=data_version.read_version(), tags=trigger) as parent:
         state = ChainState(settings, cfg, parent.info.run_id, datasets, limit)

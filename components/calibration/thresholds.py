@@ -145,7 +145,8 @@ class ScoreSketch:
         step = np.diff(v) / np.maximum(length, 1)
         # sums over ranks r_a .. r_b - 1 of va + k * step and of its square (k = 0 .. L - 1), then rank cut
         s1 = length * va + step * length * (length - 1) / 2
-        s2 = length * va ** 2 + va * step * length * (length - 1) + step ** 2 * (length - 1) * length * (2 * length - 1) / 6
+        s2 = (length * va ** 2 + va * step * length * (length - 1)
+              + step ** 2 * (length - 1) * length * (2 * length - 1) / 6)
         mean = (s1.sum() + v[-1]) / (cut + 1)
         return float(mean), float(np.sqrt(max((s2.sum() + v[-1] ** 2) / (cut + 1) - mean ** 2, 0.0)))
 
@@ -348,7 +349,8 @@ def deployment_scores(stored: ImpostorScores, local: np.ndarray, min_pairs: int,
     """What a gallery decides with: the model's stored sketches, its enrolled employees' own impostor
     pairs ``local`` blended in once there are ``min_pairs`` (:func:`recalibration_weight`), and the
     bulk shift they place for identification (``shift_prior_pairs`` None: no shift). The service
-    (``facegate.components.service.facade.gallery_impostor_scores``) and ``bench calibration`` both come through here."""
+    (``facegate.components.service.facade.gallery_impostor_scores``) and ``bench calibration`` both come
+    through here."""
     local = np.asarray(local).ravel()
     w = recalibration_weight(local.size, min_pairs, prior_pairs)
     shift = BulkShift.from_scores(local, shift_prior_pairs) if shift_prior_pairs is not None else None

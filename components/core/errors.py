@@ -352,6 +352,27 @@ class DuplicateFace(FacegateError):
                 "false_alarm": None if self.false_alarm is None else float(f"{self.false_alarm:.3g}")}
 
 
+class PresentationAttack(FacegateError):
+    """An enrolment photo the PAD model judges a presentation attack (a photo of a photo or of a screen):
+    refused unless forced, so a printed picture cannot become someone's enrolled face. Names the photo."""
+
+    code = "presentation_attack"
+    http_status = 422
+
+    def __init__(self, photo: str, score: float, threshold: float, model: str) -> None:
+        self.photo, self.score, self.threshold, self.model = photo, score, threshold, model
+        super().__init__(f"{photo}: judged a presentation attack by {model} (live score {score:.4f} <= threshold "
+                         f"{threshold:.4f}); if the photo is genuine, enrol it anyway with force (--force)")
+
+
+class PadUnavailable(FacegateError):
+    """``pad.mode: enforce`` and the PAD model cannot run (weights missing or wrong, no calibration): the
+    door fails closed instead of deciding without it; ``/status`` says why."""
+
+    code = "pad_unavailable"
+    http_status = 503
+
+
 class CalibrationMissing(FacegateError):
     """The model in service has no stored calibration, so no threshold can be set: ``facegate calibrate``
     computes it once for the model (minutes), then enrolment is immediate."""

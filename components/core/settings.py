@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from facegate.components.core.devices import TORCH_DEVICE_PATTERN
 from facegate.components.core.errors import SettingsError
@@ -87,6 +87,13 @@ class EmbeddingSettings(_Strict):
     fusion_weights: Literal["fit", "equal"]
 
 
+class RecognitionSettings(_Strict):
+    # the confidence cascade (components/service/cascade.py): on = one member decides faces far from its threshold
+    cascade: Literal["on", "off"]
+    # the cascade's cheap first pass: one member of embedding.backbone (the whole model when it has one)
+    cascade_member: str = Field(pattern=rf"^{_ONE_BACKBONE}$")
+
+
 class _CourseAugmentations(_Strict):
     """The course's three augmentations, shared by the face chips and the detector's images."""
 
@@ -136,6 +143,9 @@ class TrainSettings(_Strict):
 class GallerySettings(_Strict):
     target_far: float = Field(gt=0.0, lt=1.0)
     target_fpir: float = Field(gt=0.0, le=1e-2)  # the stored impostor tail covers FAR <= 1e-2
+    # enrolment's duplicate-face check: share of new people refused as someone already enrolled, at any
+    # gallery size (facegate.components.gallery.duplicates); the stored tail covers it as it does target_fpir
+    duplicate_target: float = Field(gt=0.0, le=1e-2)
     index_kind: Literal["flat", "ivf", "hnsw"]  # components/gallery/index_kinds.py INDEX_KINDS
     calibration_dataset: str  # an identity set read from its folder; its held-out identities calibrate a model
     keep_versions: int = Field(ge=1)
@@ -150,6 +160,8 @@ class GallerySettings(_Strict):
     # identification in small galleries: the stored tail moved by the enrolled employees' bulk shift,
     # weighted n / (n + shift_prior_pairs) (facegate.components.calibration.thresholds.BulkShift); None: no shift
     shift_prior_pairs: int | None = Field(ge=0)
+    # templates per employee (enrolment photos + confirmed captures, the most diverse kept); identify takes the nearest
+    max_templates: int = Field(ge=1)
 
 
 class ApiSettings(_Strict):
@@ -166,6 +178,13 @@ class ApiSettings(_Strict):
     port: int = Field(ge=1, le=65535)
     inference_slots: int = Field(ge=0)  # requests running the model at once; 0: one per core (the rest queue)
     inference_threads: int = Field(ge=1)  # torch/OpenCV threads per running request (slots x threads = cores)
+
+
+class CaptureSettings(_Strict):  # deployment captures (components/service/captures.py), for review and templates
+    enabled: bool  # off by default: no chip or embedding is kept unless turned on
+    entrances: tuple[str, ...]  # entrances that capture; empty: every entrance (when enabled)
+    retention_days: int = Field(ge=1)  # captures older than this are purged (with their chips)
+    review_band: float = Field(gt=0.0)  # review priority: distances within this of tau are "near the threshold"
 
 
 class AccessLogSettings(_Strict):
@@ -207,6 +226,10 @@ class RetrainSettings(_Strict):
     timezone: str
     deployment: str
     work_pool: str
+    drift_window_days: float = Field(gt=0)  # drift flow: the window of decisions and captures judged
+    drift_reference_days: float = Field(gt=0)  # ... against this many days before it
+    trigger_drift: float = Field(gt=0)  # drift score (largest PSI, or a share's change x 2.5) that alarms and retrains
+    trigger_confirmed: int = Field(ge=1)  # newly confirmed captures that start a retraining
 
 
 class DistributedSettings(_Strict):
@@ -237,6 +260,7 @@ class TwoStageSettings(_Strict):
     lr_finetune: float = Field(gt=0.0)
     batch_size: int = Field(ge=1)
     balance: Literal["sampling", "loss", "none"]  # the rare mask_weared_incorrect class
+    flip_tta: bool  # test time: mean of the crop's and its mirror's class probabilities and box deltas
 
 
 class DetectionSettings(_CourseAugmentations):
@@ -293,6 +317,51 @@ class StyleSettings(_Strict):
     log_images: bool  # content, style and output in MLflow only when asked (a face photo is biometric)
 
 
+class ExplainSettings(_Strict):
+    """What the units learn (facegate explain units): the top patches of sampled units, per layer."""
+
+    # per network (dlib_resnet, sface, mobilenet_v2, ...): layer names of its named_modules(), early -> deep
+    layers: dict[str, tuple[str, ...]] = Field(min_length=1)
+    units_per_layer: int = Field(ge=1)  # units sampled per layer (seeded: the same units in every version)
+    top_k: int = Field(ge=1, le=64)  # patches kept per unit (Zeiler and Fergus: 9)
+    images: int = Field(ge=1)  # the command's default --images: training images sampled (seeded)
+    batch_size: int = Field(ge=1)
+    patch_px: int = Field(ge=8, le=256)  # a patch's side in the grids
+    log_to_mlflow: bool  # retrain and train-detector log each registered version's grids under explain/
+    mlflow_images: int = Field(ge=1)  # ... over this many training images
+    mlflow_units_per_layer: int = Field(ge=1)  # ... and this many units per layer
+
+
+class PadSettings(_Strict):
+    """Presentation-attack detection (components/pad, components/service/liveness.py, docs/pad.md)."""
+
+    # off | flag (liveness answered and logged, decisions as without PAD) | enforce (an attack is never
+    # recognised: its decision is ``attack``); flag and enforce also refuse an attack photo at enrolment unless forced
+    mode: Literal["off", "flag", "enforce"]
+    # components/pad/models.py PAD_MODELS' names (minifasnet_pair_finetuned: components/lifecycle/pad_models.py)
+    model: Literal["minifasnet_pair", "minifasnet_v2", "minifasnet_v1se", "minifasnet_pair_finetuned"]
+    target_apcer: float = Field(gt=0.0, lt=0.5)  # threshold: at most this share of calibration attacks pass as live
+    registered_model: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")  # MLflow model of the fine-tuned pair
+    dataset: str  # datasets-root folder with live/<subject>/ and print/<subject>/ frames (train-pad, bench pad)
+    heldout_subjects: int = Field(ge=1)  # train-pad: subjects held out (seeded) for the gate and the threshold
+    folds: int = Field(ge=2)  # bench pad: folds of subjects (>= the number of subjects: leave one subject out)
+    finetune_stages: int = Field(ge=0, le=2)  # fine-tuning: deepest stages trained with the head (earlier: cached)
+    epochs: int = Field(ge=1)
+    lr: float = Field(gt=0.0)
+    batch_size: int = Field(ge=1)
+    weight_decay: float = Field(ge=0.0)
+    flip_p: float = Field(ge=0.0, le=1.0)  # mirroring: chance a training sample is its mirrored copy
+    crop_p: float = Field(ge=0.0, le=1.0)  # small crops: chance a training sample is a jittered copy ...
+    crop_copies: int = Field(ge=0, le=8)  # ... of which each frame has this many (features cached)
+    crop_jitter: float = Field(ge=0.0, le=0.3)  # the box moved and resized by up to this share of its size
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _bare_off(cls, value: Any) -> Any:
+        """YAML 1.1 reads a bare ``off`` as false: take it for what was meant."""
+        return "off" if value is False else value
+
+
 class Settings(_Strict):
     seed: int
     images: ImageSettings
@@ -300,11 +369,13 @@ class Settings(_Strict):
     validate_: ValidateSettings = Field(alias="validate")
     faces: FaceSettings
     embedding: EmbeddingSettings
+    recognition: RecognitionSettings
     augment: AugmentSettings
     masks: MaskSettings
     gallery: GallerySettings
     api: ApiSettings
     access_log: AccessLogSettings
+    capture: CaptureSettings
     console: ConsoleSettings
     train: TrainSettings
     tracking: TrackingSettings
@@ -313,6 +384,8 @@ class Settings(_Strict):
     detection: DetectionSettings
     distributed: DistributedSettings
     style: StyleSettings
+    pad: PadSettings
+    explain: ExplainSettings
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -32,6 +32,7 @@ from facegate.components.detection.encoding import GridLayout, encode_targets
 from facegate.components.detection.loss import LossWeights, yolo_loss
 from facegate.components.detection.metrics import evaluate, voc_map
 from facegate.components.detection.model import YoloDetector, build_detector, layout_from
+from facegate.components.detection.seeding import seeded_training
 from facegate.components.networks.mobilenet_v2 import normalise
 
 if TYPE_CHECKING:
@@ -139,122 +140,154 @@ def train_detector(train: list[DetectionSample], val: list[DetectionSample], cfg
                    on_epoch: Callable[[str, int, dict], None] | None = None,
                    log: Callable[[str], None] = lambda m: None) -> TrainResult:
     """Fit anchors, build the model, run both phases; ``on_epoch(phase, global_epoch, row)`` after each.
-    The model trains on ``cfg.device`` and is returned on the CPU."""
-    torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
-    rng = np.random.default_rng(cfg.seed)
-    device = torch.device(cfg.device)
-    start = time.perf_counter()
-    anchors, anchor_iou = fit_anchors(train, cfg)
-    log(f"anchors (w, h): {np.round(anchors, 1).tolist()} mean best IoU {anchor_iou:.3f}")
-    layout = layout_from(cfg.input_size, cfg.strides, anchors, len(cfg.classes))
-    model = build_detector(layout, cfg.classes, width=cfg.width)
-    result = TrainResult(model, anchors, anchor_iou)
-    model.to(device)
-    try:
-        _train_phases(model, result, train, val, cfg, layout, rng, device, on_epoch, log)
-    finally:
-        model.cpu().eval()
-    result.train_minutes = (time.perf_counter() - start) / 60.0
+    The model trains on ``cfg.device`` and is returned on the CPU. Every random stream is seeded from
+    ``cfg.seed`` (the same seed gives the same model on the same device)."""
+    with seeded_training(cfg.seed, cfg.threads) as rng:
+        device = torch.device(cfg.device)
+        start = time.perf_counter()
+        anchors, anchor_iou = fit_anchors(train, cfg)
+        log(f"anchors (w, h): {np.round(anchors, 1).tolist()} mean best IoU {anchor_iou:.3f}")
+        layout = layout_from(cfg.input_size, cfg.strides, anchors, len(cfg.classes))
+        model = build_detector(layout, cfg.classes, width=cfg.width)
+        result = TrainResult(model, anchors, anchor_iou)
+        model.to(device)
+        try:
+            _train_phases(model, result, train, val, cfg, layout, rng, device, on_epoch, log)
+        finally:
+            model.cpu().eval()
+        result.train_minutes = (time.perf_counter() - start) / 60.0
     return result
+
+
+@dataclass
+class _Phases:
+    """What both phases share: the model on its device, the data, the seeded generator and augmentation,
+    and the result they add epochs to."""
+
+    model: YoloDetector
+    result: TrainResult
+    train: list[DetectionSample]
+    val: list[DetectionSample]
+    cfg: DetectTrainConfig
+    layout: GridLayout
+    rng: np.random.Generator
+    device: torch.device
+    pipeline: object
+    on_epoch: Callable[[str, int, dict], None] | None
+    log: Callable[[str], None]
+
+    def finish_epoch(self, phase: str, rows: list[dict], t0: float) -> None:
+        """One epoch's mean losses (held-out mAP@0.5 every ``eval_every`` epochs) in the history, logged."""
+        epoch_no = len(self.result.history) + 1
+        row: dict[str, float | str] = {f"loss_{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
+        row["epoch_s"] = time.perf_counter() - t0
+        if self.val and (epoch_no % self.cfg.eval_every == 0):
+            row["val_map50"] = quick_map50(self.model, self.val, self.cfg)
+        row.update(phase=phase, epoch=epoch_no)
+        self.result.history.append(row)
+        self.log(f"{phase} epoch {epoch_no}: " + ", ".join(f"{k}={v:.4f}" for k, v in row.items()
+                                                            if isinstance(v, float)))
+        if self.on_epoch:
+            self.on_epoch(phase, epoch_no, {k: v for k, v in row.items() if k not in ("phase", "epoch")})
 
 
 def _train_phases(model: YoloDetector, result: TrainResult, train: list[DetectionSample],
                   val: list[DetectionSample], cfg: DetectTrainConfig, layout: GridLayout,
                   rng: np.random.Generator, device: torch.device,
                   on_epoch: Callable[[str, int, dict], None] | None, log: Callable[[str], None]) -> None:
-    pipeline = box_augmentation(cfg.augment, cfg.input_size, seed=cfg.seed)
-    epoch_no = 0
-
-    def finish_epoch(phase: str, rows: list[dict], t0: float) -> None:
-        nonlocal epoch_no
-        epoch_no += 1
-        row: dict[str, float | str] = {f"loss_{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
-        row["epoch_s"] = time.perf_counter() - t0
-        if val and (epoch_no % cfg.eval_every == 0):
-            row["val_map50"] = quick_map50(model, val, cfg)
-        row.update(phase=phase, epoch=epoch_no)
-        result.history.append(row)
-        log(f"{phase} epoch {epoch_no}: " + ", ".join(f"{k}={v:.4f}" for k, v in row.items()
-                                                       if isinstance(v, float)))
-        if on_epoch:
-            on_epoch(phase, epoch_no, {k: v for k, v in row.items() if k not in ("phase", "epoch")})
-
-    # -- phase 1: frozen backbone, cached features of several copies ---------------------------------
+    run = _Phases(model, result, train, val, cfg, layout, rng, device,
+                  box_augmentation(cfg.augment, cfg.input_size, seed=cfg.seed), on_epoch, log)
     if cfg.frozen_epochs > 0:
-        model.freeze_backbone()
-        model.eval()  # backbone BN in eval; the head's BN is switched to train below
-        feats: list[list[torch.Tensor]] = [[], [], []]
-        targets: list[list[np.ndarray]] = []
-        gts: list[torch.Tensor] = []
-        t0 = time.perf_counter()
-        for copy in range(max(1, cfg.frozen_copies)):
-            for a in range(0, len(train), cfg.batch_size):
-                imgs = []
-                for s in train[a:a + cfg.batch_size]:
-                    if copy == 0:
-                        img, boxes = letterbox_sample(s.image, s.boxes, cfg.input_size)
-                        labels = s.labels
-                    else:
-                        img, boxes, labels = augment_sample(pipeline, s.image, s.boxes, s.labels, cfg.input_size)
-                    grids, dropped = _targets(layout, boxes, labels)
-                    result.dropped_targets += dropped
-                    targets.append(grids)
-                    gts.append(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
-                    imgs.append(img)
-                with torch.inference_mode():
-                    for lvl, f in enumerate(model.backbone_features(_images(imgs, device))):
-                        feats[lvl].append(f.half().cpu())
-            log(f"cached backbone features of copy {copy + 1}/{cfg.frozen_copies} "
-                f"({time.perf_counter() - t0:.0f} s)")
-        feats_cat = [torch.cat(f) for f in feats]
-        if loader_options(device)["pin_memory"]:  # page-locked: copies to the GPU run asynchronously
-            feats_cat = [f.pin_memory() for f in feats_cat]
-        head_params = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
-        opt = torch.optim.AdamW(head_params, lr=cfg.lr_head, weight_decay=cfg.weight_decay)
-        steps = cfg.frozen_epochs * math.ceil(len(targets) / cfg.batch_size)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr_head, total_steps=steps, pct_start=0.1)
-        for _ in range(cfg.frozen_epochs):
-            t0 = time.perf_counter()
-            model.train()
-            model.backbone.eval()
-            order = rng.permutation(len(targets))
-            rows = []
-            for a in range(0, len(order), cfg.batch_size):
-                idx = order[a:a + cfg.batch_size]
-                preds = model.head([f[torch.from_numpy(idx)].to(device, non_blocking=True).float()
-                                    for f in feats_cat])
-                rows.append(_step(model, opt, preds, _stack_targets([targets[i] for i in idx]),
-                                  [gts[i] for i in idx], cfg))
-                sched.step()
-            finish_epoch("frozen", rows, t0)
-        del feats, feats_cat, targets, gts
-
-    # -- phase 2: unfrozen deepest stages, online augmentation ---------------------------------------
+        _frozen_phase(run)
     if cfg.finetune_epochs > 0:
-        model.unfreeze_backbone(cfg.finetune_stages)
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=cfg.lr_finetune, weight_decay=cfg.weight_decay)
-        steps = cfg.finetune_epochs * math.ceil(len(train) / cfg.batch_size)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr_finetune, total_steps=steps, pct_start=0.15)
-        for _ in range(cfg.finetune_epochs):
-            t0 = time.perf_counter()
-            model.train()
-            order = rng.permutation(len(train))
-            rows = []
-            for a in range(0, len(order), cfg.batch_size):
-                imgs, tg, gts = [], [], []
-                for i in order[a:a + cfg.batch_size]:
-                    s = train[i]
-                    img, boxes, labels = augment_sample(pipeline, s.image, s.boxes, s.labels, cfg.input_size)
-                    grids, dropped = _targets(layout, boxes, labels)
-                    imgs.append(img)
-                    tg.append(grids)
-                    gts.append(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
-                preds = model(_images(imgs, device))
-                rows.append(_step(model, opt, preds, _stack_targets(tg), gts, cfg))
-                sched.step()
-            finish_epoch("finetune", rows, t0)
+        _finetune_phase(run)
+
+
+def _cached_features(run: _Phases) -> tuple[list[torch.Tensor], list[list[np.ndarray]], list[torch.Tensor]]:
+    """Backbone features (float16, on the CPU; pinned for a GPU) of ``frozen_copies`` versions of every
+    training image (the plain letterboxed one, then augmented ones), with their grid targets and boxes."""
+    cfg, model = run.cfg, run.model
+    feats: list[list[torch.Tensor]] = [[], [], []]
+    targets: list[list[np.ndarray]] = []
+    gts: list[torch.Tensor] = []
+    t0 = time.perf_counter()
+    for copy in range(max(1, cfg.frozen_copies)):
+        for a in range(0, len(run.train), cfg.batch_size):
+            imgs = []
+            for s in run.train[a:a + cfg.batch_size]:
+                if copy == 0:
+                    img, boxes = letterbox_sample(s.image, s.boxes, cfg.input_size)
+                    labels = s.labels
+                else:
+                    img, boxes, labels = augment_sample(run.pipeline, s.image, s.boxes, s.labels, cfg.input_size)
+                grids, dropped = _targets(run.layout, boxes, labels)
+                run.result.dropped_targets += dropped
+                targets.append(grids)
+                gts.append(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+                imgs.append(img)
+            with torch.inference_mode():
+                for lvl, f in enumerate(model.backbone_features(_images(imgs, run.device))):
+                    feats[lvl].append(f.half().cpu())
+        run.log(f"cached backbone features of copy {copy + 1}/{cfg.frozen_copies} "
+                f"({time.perf_counter() - t0:.0f} s)")
+    feats_cat = [torch.cat(f) for f in feats]
+    if loader_options(run.device)["pin_memory"]:  # page-locked: copies to the GPU run asynchronously
+        feats_cat = [f.pin_memory() for f in feats_cat]
+    return feats_cat, targets, gts
+
+
+def _frozen_phase(run: _Phases) -> None:
+    """Phase 1: frozen backbone; the pyramid and head train on the cached features."""
+    cfg, model = run.cfg, run.model
+    model.freeze_backbone()
+    model.eval()  # backbone BN in eval; the head's BN is switched to train below
+    feats_cat, targets, gts = _cached_features(run)
+    head_params = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
+    opt = torch.optim.AdamW(head_params, lr=cfg.lr_head, weight_decay=cfg.weight_decay)
+    steps = cfg.frozen_epochs * math.ceil(len(targets) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr_head, total_steps=steps, pct_start=0.1)
+    for _ in range(cfg.frozen_epochs):
+        t0 = time.perf_counter()
+        model.train()
+        model.backbone.eval()
+        order = run.rng.permutation(len(targets))
+        rows = []
+        for a in range(0, len(order), cfg.batch_size):
+            idx = order[a:a + cfg.batch_size]
+            preds = model.head([f[torch.from_numpy(idx)].to(run.device, non_blocking=True).float()
+                                for f in feats_cat])
+            rows.append(_step(model, opt, preds, _stack_targets([targets[i] for i in idx]),
+                              [gts[i] for i in idx], cfg))
+            sched.step()
+        run.finish_epoch("frozen", rows, t0)
+
+
+def _finetune_phase(run: _Phases) -> None:
+    """Phase 2: the deepest ``finetune_stages`` backbone stages unfrozen, freshly augmented images."""
+    cfg, model, train = run.cfg, run.model, run.train
+    model.unfreeze_backbone(cfg.finetune_stages)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr_finetune, weight_decay=cfg.weight_decay)
+    steps = cfg.finetune_epochs * math.ceil(len(train) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr_finetune, total_steps=steps, pct_start=0.15)
+    for _ in range(cfg.finetune_epochs):
+        t0 = time.perf_counter()
+        model.train()
+        order = run.rng.permutation(len(train))
+        rows = []
+        for a in range(0, len(order), cfg.batch_size):
+            imgs, tg, gts = [], [], []
+            for i in order[a:a + cfg.batch_size]:
+                s = train[i]
+                img, boxes, labels = augment_sample(run.pipeline, s.image, s.boxes, s.labels, cfg.input_size)
+                grids, _ = _targets(run.layout, boxes, labels)
+                imgs.append(img)
+                tg.append(grids)
+                gts.append(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+            preds = model(_images(imgs, run.device))
+            rows.append(_step(model, opt, preds, _stack_targets(tg), gts, cfg))
+            sched.step()
+        run.finish_epoch("finetune", rows, t0)
 
 
 def final_evaluation(model: YoloDetector, val: list[DetectionSample], cfg: DetectTrainConfig) -> tuple[dict, list]:

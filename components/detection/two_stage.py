@@ -24,25 +24,21 @@ from __future__ import annotations
 
 import hashlib
 import math
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from facegate.components.core.settings import build_config
 from facegate.components.detection.decode import Detections
-from facegate.components.faces.augment import colour_shifting
 from facegate.components.faces.boxes import iou_matrix, nms, per_class_nms
 from facegate.components.faces.retinaface import decode, load_retinaface, preprocess
-from facegate.components.networks.mobilenet_v2 import MobileNetV2, load_mobilenet_v2_imagenet, normalise
+from facegate.components.networks.mobilenet_v2 import MobileNetV2, normalise
 
 __all__ = ["TwoStageConfig", "TwoStageDetector", "MaskStateClassifier", "face_crop", "fit_box_correction",
-           "train_two_stage", "TwoStageResult", "crop_items", "box_deltas", "apply_deltas"]
+           "apply_box_correction", "box_deltas", "apply_deltas", "DELTA_SCALE"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +73,7 @@ class TwoStageConfig:
     nms_iou: float
     max_detections: int
     seed: int
+    flip_tta: bool
     threads: int = 2
 
     @classmethod
@@ -180,8 +177,9 @@ class TwoStageDetector(nn.Module):
 
     def __init__(self, classifier: MaskStateClassifier, class_names: tuple[str, ...], crop_size: int,
                  crop_context: float, proposal_scale: float, proposal_score_threshold: float,
-                 proposal_nms_iou: float, box_correction: np.ndarray) -> None:
+                 proposal_nms_iou: float, box_correction: np.ndarray, flip_tta: bool = False) -> None:
         super().__init__()
+        self.flip_tta = bool(flip_tta)
         self.proposer = load_retinaface()
         self.classifier = classifier
         self.class_names = tuple(class_names)
@@ -238,10 +236,23 @@ class TwoStageDetector(nn.Module):
             return np.zeros((0, len(self.class_names))), np.zeros((0, 4))
         crops = np.stack([face_crop(image, b, self.crop_size, self.crop_context) for b in boxes])
         logits, deltas = self.classifier.heads(self.classifier.features(normalise(crops)))
-        probs = logits.softmax(1).numpy().astype(np.float64)[:, :len(self.class_names)]
-        refined = apply_deltas(boxes, deltas.numpy().astype(np.float64) * DELTA_SCALE)
+        probs = logits.softmax(1).numpy().astype(np.float64)
+        deltas = deltas.numpy().astype(np.float64)
+        if getattr(self, "flip_tta", False):  # models logged before flip_tta existed read without it
+            probs, deltas = self._with_mirror(image, boxes, probs, deltas)
+        probs = probs[:, :len(self.class_names)]
+        refined = apply_deltas(boxes, deltas * DELTA_SCALE)
         h, w = image.shape[:2]
         return probs, np.clip(refined, 0, [w, h, w, h])
+
+    def _with_mirror(self, image: np.ndarray, boxes: np.ndarray, probs: np.ndarray,
+                     deltas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Test-time flip: the mean of the crop's and its mirror image's probabilities and box deltas
+        (the mirror's horizontal offset turned back)."""
+        crops = np.stack([face_crop(image, b, self.crop_size, self.crop_context, flip=True) for b in boxes])
+        logits, mirrored = self.classifier.heads(self.classifier.features(normalise(crops)))
+        mirrored = mirrored.numpy().astype(np.float64) * (-1.0, 1.0, 1.0, 1.0)
+        return (probs + logits.softmax(1).numpy().astype(np.float64)) / 2, (deltas + mirrored) / 2
 
     def detect_images(self, images: list[np.ndarray], *, score_threshold: float, iou_threshold: float,
                       max_detections: int = 100, class_agnostic: bool = False, batch_size: int = 8) -> list[Detections]:
@@ -257,8 +268,8 @@ class TwoStageDetector(nn.Module):
                     score = face * probs.sum(1)
                     keep = np.flatnonzero(score >= score_threshold)
                     keep = keep[nms(boxes[keep], score[keep], iou_threshold)][:max_detections] if len(keep) else keep
-                    out.append(Detections(boxes[keep].reshape(-1, 4), score[keep],
-                                          probs[keep].argmax(1).astype(np.int64) if len(keep) else np.zeros(0, np.int64)))
+                    classes = probs[keep].argmax(1).astype(np.int64) if len(keep) else np.zeros(0, np.int64)
+                    out.append(Detections(boxes[keep].reshape(-1, 4), score[keep], classes))
                     continue
                 scored = face[:, None] * probs
                 idx, labels = np.nonzero(scored >= score_threshold)
@@ -267,238 +278,3 @@ class TwoStageDetector(nn.Module):
                 out.append(Detections(b[order].reshape(-1, 4), s[order], labels[order].astype(np.int64)))
         self.train(was_training)
         return out
-
-
-# -- training ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TwoStageResult:
-    model: TwoStageDetector
-    box_correction: np.ndarray
-    class_counts: dict = field(default_factory=dict)
-    history: list[dict] = field(default_factory=list)
-    train_minutes: float = 0.0
-
-
-def _colour(cfg: TwoStageConfig, seed: int):
-    import albumentations as A  # heavy: albumentations pulls in scipy and more; only augmentation needs it
-
-    return A.Compose(colour_shifting(cfg), seed=seed)
-
-
-@dataclass
-class CropItems:
-    """Training crops: image index, the crop's box (a proposal or a ground-truth box), label (C: not a
-    face) and the ground-truth box it should become (the crop box itself for background)."""
-
-    image: np.ndarray
-    box: np.ndarray
-    label: np.ndarray
-    target: np.ndarray
-
-
-def crop_items(samples, proposals: list[np.ndarray], n_classes: int, rng: np.random.Generator,
-               pos_iou: float = 0.4, neg_iou: float = 0.2, negatives_per_image: int = 2) -> CropItems:
-    """Every ground-truth face (its own box), every proposal overlapping one by >= ``pos_iou`` (the
-    errors the refinement must undo) and a few proposals overlapping none by ``neg_iou`` (not a face)."""
-    img, box, lab, tgt = [], [], [], []
-    for i, s in enumerate(samples):
-        for b, lab_ in zip(s.boxes, s.labels):
-            img.append(i)
-            box.append(b)
-            lab.append(int(lab_))
-            tgt.append(b)
-        p = proposals[i] if i < len(proposals) else np.zeros((0, 4))
-        if not len(p):
-            continue
-        ious = iou_matrix(p, s.boxes) if len(s.boxes) else np.zeros((len(p), 1))
-        best, arg = ious.max(1), ious.argmax(1)
-        for j in np.flatnonzero(best >= pos_iou):
-            img.append(i)
-            box.append(p[j])
-            lab.append(int(s.labels[arg[j]]))
-            tgt.append(s.boxes[arg[j]])
-        neg = np.flatnonzero(best < neg_iou)[:negatives_per_image * 3]
-        for j in rng.permutation(neg)[:negatives_per_image]:
-            img.append(i)
-            box.append(p[j])
-            lab.append(n_classes)
-            tgt.append(p[j])
-    return CropItems(np.asarray(img, np.int64), np.asarray(box, np.float64).reshape(-1, 4),
-                     np.asarray(lab, np.int64), np.asarray(tgt, np.float64).reshape(-1, 4))
-
-
-def _crops(samples, items: CropItems, idx: np.ndarray, cfg: TwoStageConfig, rng: np.random.Generator,
-           colour, plain: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Crops of items ``idx`` (jittered, mirrored, colour-shifted unless ``plain``) and their box targets."""
-    crops, deltas = [], []
-    for k in idx:
-        s, box, target = samples[items.image[k]], items.box[k], items.target[k]
-        if not plain:
-            j = cfg.jitter
-            w, h = box[2] - box[0], box[3] - box[1]
-            c = (box[:2] + box[2:]) / 2 + rng.uniform(-j / 2, j / 2, 2) * (w, h)
-            w, h = w * rng.uniform(1 - j, 1 + j), h * rng.uniform(1 - j, 1 + j)
-            box = np.array([c[0] - w / 2, c[1] - h / 2, c[0] + w / 2, c[1] + h / 2])
-        flip = (not plain) and bool(rng.random() < cfg.flip_p)
-        crop = face_crop(s.image, box, cfg.crop_size, cfg.crop_context, flip=flip)
-        d = box_deltas(box[None], target[None])[0]
-        if flip:
-            d[0] = -d[0]
-        crops.append(crop if plain else colour(image=crop)["image"])
-        deltas.append(d / DELTA_SCALE)
-    return np.stack(crops), np.asarray(deltas, np.float32)
-
-
-def _class_weights(labels: np.ndarray, n: int) -> np.ndarray:
-    counts = np.bincount(labels, minlength=n).astype(np.float64)
-    w = counts.sum() / np.maximum(counts, 1) / n
-    return w / w[labels].mean()
-
-
-def _batches(labels: np.ndarray, cfg: TwoStageConfig, rng: np.random.Generator, n_classes: int):
-    """Index batches for one epoch: class-balanced draws with ``balance: sampling``, a shuffle otherwise."""
-    if cfg.balance == "sampling":
-        p = _class_weights(labels, n_classes)[labels]
-        order = rng.choice(len(labels), size=len(labels), replace=True, p=p / p.sum())
-    else:
-        order = rng.permutation(len(labels))
-    return [order[a:a + cfg.batch_size] for a in range(0, len(order), cfg.batch_size)]
-
-
-def _loss(logits, deltas, labels, target, n_cls, loss_w) -> torch.Tensor:
-    cls = F.cross_entropy(logits, labels, weight=loss_w)
-    face = labels < n_cls
-    box = F.smooth_l1_loss(deltas[face], target[face], reduction="mean") if bool(face.any()) else deltas.sum() * 0
-    return cls + box
-
-
-def train_two_stage(train, val, cfg: TwoStageConfig, on_epoch: Callable[[str, int, dict], None] | None = None,
-                    log: Callable[[str], None] = lambda m: None) -> TwoStageResult:
-    """RetinaFace on ``box_fit_images`` training images: the box correction, then the proposals the
-    classifier learns from (with every ground-truth face); the classifier: frozen features of
-    ``frozen_copies`` crops per item, then ``finetune_epochs`` fine-tuned on fresh jittered crops."""
-    torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
-    rng = np.random.default_rng(cfg.seed)
-    start = time.perf_counter()
-    n_cls = len(cfg.classes)
-    classifier = MaskStateClassifier(n_cls, load_mobilenet_v2_imagenet(), cfg.crop_size)
-    model = TwoStageDetector(classifier, cfg.classes, cfg.crop_size, cfg.crop_context, cfg.proposal_scale,
-                             cfg.proposal_score_threshold, cfg.proposal_nms_iou, np.array([0.0, 0.0, 1.0, 1.0]))
-    # 1. RetinaFace on training images: the box correction (its boxes -> the annotators'), then proposals
-    picked = np.sort(rng.permutation(len(train))[:cfg.box_fit_images])
-    raw = [model.propose(train[i].image) for i in picked]
-    corr = fit_box_correction([b[s >= 0.5] for b, s in raw], [train[i].boxes for i in picked])
-    model.box_correction.copy_(torch.tensor(corr))
-    log(f"box correction (dx, dy, sw, sh) {np.round(corr, 3).tolist()} from {len(picked)} training images "
-        f"({time.perf_counter() - start:.0f} s)")
-    proposals = [np.zeros((0, 4))] * len(train)
-    for i, (b, s) in zip(picked, raw):
-        proposals[i] = apply_box_correction(b[s >= 0.1], corr)
-    result = TwoStageResult(model, corr)
-    # 2. the classifier on crops of ground-truth faces, matched proposals and background proposals
-    items = crop_items(train, proposals, n_cls, rng)
-    labels = items.label
-    result.class_counts = {c: int((labels == k).sum()) for k, c in enumerate(cfg.classes + ("background",))}
-    log(f"{len(labels)} training crops: {result.class_counts}; balance={cfg.balance}")
-    loss_w = torch.ones(n_cls + 1)
-    if cfg.balance == "loss":  # inverse frequency, scaled so the mean weight over the samples is 1
-        w = _class_weights(labels, n_cls + 1)
-        loss_w = torch.tensor([w[labels == k][0] if (labels == k).any() else 1.0 for k in range(n_cls + 1)],
-                              dtype=torch.float32)
-    colour = _colour(cfg, cfg.seed)
-    epoch_no = 0
-
-    def finish(phase: str, losses: list[float], t0: float, last: bool) -> None:
-        nonlocal epoch_no
-        epoch_no += 1
-        row = {"loss": float(np.mean(losses)), "epoch_s": time.perf_counter() - t0}
-        if val and last:  # the held-out crops once per phase (CPU time)
-            row.update(crop_accuracy(model.classifier, val, cfg))
-        result.history.append({"phase": phase, "epoch": epoch_no, **row})
-        log(f"{phase} epoch {epoch_no}: " + ", ".join(f"{k}={v:.4f}" for k, v in row.items()))
-        if on_epoch:
-            on_epoch(phase, epoch_no, row)
-
-    all_idx = np.arange(len(labels))
-    if cfg.frozen_epochs > 0:
-        classifier.backbone.freeze_all_but_last(0)
-        classifier.eval()
-        t0 = time.perf_counter()
-        feat_parts, label_parts, target_parts = [], [], []
-        with torch.inference_mode():
-            for copy in range(max(1, cfg.frozen_copies)):
-                for a in range(0, len(all_idx), 64):
-                    crops, d = _crops(train, items, all_idx[a:a + 64], cfg, rng, colour, plain=copy == 0)
-                    feat_parts.append(classifier.features(normalise(crops)).half())
-                    target_parts.append(torch.from_numpy(d))
-                label_parts.append(labels)
-        feats_t, flabels, ftargets = torch.cat(feat_parts), np.concatenate(label_parts), torch.cat(target_parts)
-        log(f"cached features of {len(flabels)} crops ({time.perf_counter() - t0:.0f} s)")
-        head_params = list(classifier.fc.parameters()) + list(classifier.box.parameters())
-        opt = torch.optim.AdamW(head_params, lr=cfg.lr_head, weight_decay=cfg.weight_decay)
-        for ep in range(cfg.frozen_epochs):
-            t0, losses = time.perf_counter(), []
-            for idx in _batches(flabels, cfg, rng, n_cls + 1):
-                t = torch.from_numpy(idx)
-                logits, deltas = classifier.heads(feats_t[t].float())
-                loss = _loss(logits, deltas, torch.from_numpy(flabels[idx]), ftargets[t], n_cls, loss_w)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                losses.append(float(loss.detach()))
-            finish("frozen", losses, t0, ep == cfg.frozen_epochs - 1)
-        del feat_parts, feats_t
-    if cfg.finetune_epochs > 0:
-        classifier.backbone.freeze_all_but_last(cfg.finetune_stages)
-        for p in classifier.backbone.classifier.parameters():  # ImageNet's classifier: unused here
-            p.requires_grad_(False)
-        params = [p for p in classifier.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=cfg.lr_finetune, weight_decay=cfg.weight_decay)
-        steps = cfg.finetune_epochs * math.ceil(len(labels) / cfg.batch_size)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr_finetune, total_steps=steps, pct_start=0.15)
-        for ep in range(cfg.finetune_epochs):
-            t0, losses = time.perf_counter(), []
-            classifier.train()
-            for m in classifier.backbone.modules():  # BN statistics stay ImageNet's: the head learned on them
-                if isinstance(m, nn.BatchNorm2d):
-                    m.eval()
-            for idx in _batches(labels, cfg, rng, n_cls + 1):
-                crops, d = _crops(train, items, idx, cfg, rng, colour)
-                logits, deltas = classifier.heads(classifier.features(normalise(crops)))
-                loss = _loss(logits, deltas, torch.from_numpy(labels[idx]), torch.from_numpy(d), n_cls, loss_w)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                losses.append(float(loss.detach()))
-            finish("finetune", losses, t0, ep == cfg.finetune_epochs - 1)
-    classifier.eval()
-    model.eval()
-    result.train_minutes = (time.perf_counter() - start) / 60.0
-    return result
-
-
-def crop_accuracy(classifier: MaskStateClassifier, samples, cfg: TwoStageConfig) -> dict[str, float]:
-    """Accuracy and per-class recall of the classifier on the ground-truth crops of ``samples``."""
-    crops, label_list = [], []
-    for s in samples:
-        for b, lab in zip(s.boxes, s.labels):
-            crops.append(face_crop(s.image, b, cfg.crop_size, cfg.crop_context))
-            label_list.append(int(lab))
-    if not crops:
-        return {}
-    was = classifier.training
-    classifier.eval()
-    with torch.inference_mode():
-        pred = torch.cat([classifier(normalise(np.stack(crops[a:a + 128])))[:, :len(cfg.classes)].argmax(1)
-                          for a in range(0, len(crops), 128)]).numpy()
-    classifier.train(was)
-    labels = np.asarray(label_list)
-    out = {"val_crop_accuracy": float((pred == labels).mean())}
-    for k, c in enumerate(cfg.classes):
-        if (labels == k).any():
-            out[f"val_crop_recall_{c}"] = float((pred[labels == k] == k).mean())
-    return out

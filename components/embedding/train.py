@@ -22,8 +22,8 @@ import torch
 from facegate.components.core.devices import resolve_torch_device
 from facegate.components.core.settings import build_config
 from facegate.components.embedding.dataset_mining import mine_dataset_triplets, save_triplets, still_violating
-from facegate.components.embedding.model import EmbeddingModel, embed_from_features
 from facegate.components.embedding.fusion import FusedHead
+from facegate.components.embedding.model import EmbeddingModel, embed_from_features
 from facegate.components.embedding.position_gate import PositionGatedHead, gate_parameters
 from facegate.components.embedding.triplets import (
     PKSampler,
@@ -229,7 +229,7 @@ def train_finetune(model: EmbeddingModel, chips: np.ndarray, labels: np.ndarray,
     return _run_epochs(model, params, batches, embed, labels_t, cfg, on_epoch)
 
 
-def train_head_on_triplets(model: EmbeddingModel, feats: np.ndarray, triplets: "pd.DataFrame", cfg: TrainConfig,
+def train_head_on_triplets(model: EmbeddingModel, feats: np.ndarray, triplets: pd.DataFrame, cfg: TrainConfig,
                            batch_size: int = 256) -> dict:
     """One pass of head training over a mined triplet list (dataset-wide mining's training step)."""
     seed_everything(cfg.seed)
@@ -279,7 +279,8 @@ def train_head_dataset_mining(model: EmbeddingModel, feats: np.ndarray, flip_fea
         mined = mine_dataset_triplets(emb, labels, cfg.margin, k=k, strategy=strategy, seed=cfg.seed + r)
         kept = still_violating(carried, emb, cfg.margin) if carried is not None else mined.iloc[:0]
         violating_new = still_violating(mined, emb, cfg.margin)
-        triplets = pd.concat([kept, violating_new], ignore_index=True).drop_duplicates(["anchor", "positive", "negative"])
+        triplets = pd.concat([kept, violating_new], ignore_index=True).drop_duplicates(
+            ["anchor", "positive", "negative"])
         if artifact_dir is not None:
             save_triplets(triplets, artifact_dir / f"triplets-round{r}.parquet")
         row = {"epoch": len(history), "round": r, "mined": int(len(mined)), "carried_still_violating": int(len(kept)),

@@ -9,13 +9,14 @@ same units side by side.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from facegate.components.explain.units import Collected, LayerResult
 
@@ -83,14 +84,24 @@ def _patches(res: LayerResult, input_hw: tuple[int, int], images: _Images,
     return rows, units_json
 
 
+@functools.cache
+def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's scalable default font (its bitmap one drops a ':' after some letters); the bitmap one
+    where Pillow has no FreeType."""
+    try:
+        return ImageFont.load_default(size=11)
+    except (ImportError, OSError):
+        return ImageFont.load_default()
+
+
 def _grid(rows: list[list[np.ndarray]], units: list[int], k: int, patch: int, title: str) -> Image.Image:
     gap, label_w, title_h = 2, 40, 16
     canvas = Image.new("RGB", (label_w + k * (patch + gap), title_h + len(rows) * (patch + gap)), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    draw.text((2, 2), title, fill=(0, 0, 0))
+    draw.text((2, 2), title, fill=(0, 0, 0), font=_font())
     for r, (row, unit) in enumerate(zip(rows, units)):
         top = title_h + r * (patch + gap)
-        draw.text((2, top + patch // 2 - 5), f"{unit}", fill=(0, 0, 0))
+        draw.text((2, top + patch // 2 - 6), f"{unit}", fill=(0, 0, 0), font=_font())
         for c, p in enumerate(row):
             im = Image.fromarray(p).resize((patch, patch), Image.Resampling.BILINEAR)
             canvas.paste(im, (label_w + c * (patch + gap), top))
@@ -108,9 +119,10 @@ def _title(label: str, res: LayerResult) -> str:
 
 
 def render(result: Collected, load: Load, out_dir: str | Path, *, patch: int = 48, prefix: str = "",
-           meta: dict | None = None, name: Name | None = None, write_json: bool = True) -> dict:
-    """One ``<prefix><layer>.png`` grid per layer and, with ``write_json``, ``<prefix>units.json``;
-    returns the JSON document. ``name(index)`` labels each image in the JSON (a path, never pixels)."""
+           meta: dict | None = None, name: Name | None = None, write_json: bool = True, label: str = "") -> dict:
+    """One ``<prefix><layer>.png`` grid per layer (titled ``<label><layer>``) and, with ``write_json``,
+    ``<prefix>units.json``; returns the JSON document. ``name(index)`` labels each image in the JSON (a
+    path, never pixels)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     images = _Images(load)
@@ -120,7 +132,7 @@ def render(result: Collected, load: Load, out_dir: str | Path, *, patch: int = 4
     for layer, res in result.layers.items():
         rows, units_json = _patches(res, result.input_hw, images, name)
         png = out_dir / f"{prefix}{safe_name(layer)}.png"
-        _grid(rows, res.units, max(k, 1), patch, _title(f"{prefix}{layer}", res)).save(png, optimize=True)
+        _grid(rows, res.units, max(k, 1), patch, _title(f"{label}{layer}", res)).save(png)
         doc["layers"][layer] = {**res.geometry.as_json(), "shape": list(res.shape), "grid": png.name,
                                 "units": units_json}
     if write_json:
@@ -138,7 +150,7 @@ def _side_by_side(left: Image.Image, right: Image.Image, sep: int = 12) -> Image
 
 def compare_grids(a: Collected, b: Collected, load: Load, out_dir: str | Path, *, labels: tuple[str, str],
                   patch: int = 48, name: Name | None = None, meta: dict | None = None, prefix: str = "",
-                  write_json: bool = True) -> dict:
+                  write_json: bool = True, label: str = "") -> dict:
     """Per layer ``compare_<prefix><layer>.png``: the same units of two models of one architecture side by
     side; with ``write_json``, ``<prefix>compare.json`` with both top lists and, per unit, how many top
     images the two share. Returns the JSON document."""
@@ -156,8 +168,8 @@ def compare_grids(a: Collected, b: Collected, load: Load, out_dir: str | Path, *
         rows_a, ja = _patches(ra, a.input_hw, images, name)
         rows_b, jb = _patches(rb, b.input_hw, images, name)
         png = out_dir / f"compare_{prefix}{safe_name(layer)}.png"
-        _side_by_side(_grid(rows_a, ra.units, k, patch, _title(f"{labels[0]}: {prefix}{layer}", ra)),
-                      _grid(rows_b, rb.units, k, patch, f"{labels[1]}: {prefix}{layer}")).save(png, optimize=True)
+        _side_by_side(_grid(rows_a, ra.units, k, patch, _title(f"{labels[0]}: {label}{layer}", ra)),
+                      _grid(rows_b, rb.units, k, patch, f"{labels[1]}: {label}{layer}")).save(png)
         shared = [len({t["image_index"] for t in ua["top"]} & {t["image_index"] for t in ub["top"]})
                   for ua, ub in zip(ja, jb)]
         doc["layers"][layer] = {**ra.geometry.as_json(), "shape": list(ra.shape), "grid": png.name,

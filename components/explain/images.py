@@ -1,6 +1,7 @@
 """The images a unit's top patches are cut from: seeded samples of the public training sets only.
 
-LFW's training identities for the embedder (and the PAD models), as aligned chips from the chip cache;
+LFW's training identities for the embedder, as aligned chips from the chip cache, and for the PAD models,
+as each MiniFASNet's own crop around the face the chip cache found;
 the face-mask set's training images for the detector, as its backbone sees them (face crops or the
 letterboxed image). Never enrolment photos or captures: nothing here reads the gallery or the access log.
 The splits are the ingest's own rules (same seed and fraction), read straight from the source folders, so
@@ -25,10 +26,11 @@ from facegate.components.core.images import load_image
 from facegate.components.detection.decode import letterbox
 from facegate.components.detection.two_stage import face_crop
 from facegate.components.explain.networks import DetectorInput
-from facegate.components.faces.chips import cached_chips
+from facegate.components.faces.chips import ChipSet, cached_chips
+from facegate.components.pad.minifasnet import ModelSpec, crop_face
 
 __all__ = ["ImageSet", "chip_images", "detection_images", "facemask_training_faces", "facemask_training_images",
-           "lfw_training_chips", "seeded_sample"]
+           "lfw_training_chips", "lfw_training_crops", "seeded_sample"]
 
 CHIP_CHUNK = 500  # chips extracted (and held in memory) per cache entry
 
@@ -65,31 +67,63 @@ def chip_images(chips: np.ndarray, names: Sequence[str], rows: np.ndarray, n: in
     return ImageSet(description, [str(names[r]) for r in pick], lambda i: np.asarray(chips[pick[i]]))
 
 
-def lfw_training_chips(root: Path, n: int | None, seed: int, *, val_fraction: float, min_train_images: int,
-                       detector: str, upsample: int, geometry: str, cache_dir: Path,
-                       progress: Callable[[str], None] = lambda m: None) -> ImageSet:
-    """``n`` LFW images of training identities (the ingest's identity split), seeded, as aligned chips in
-    ``geometry`` through the chip cache (extracted ``CHIP_CHUNK`` at a time, then memory-mapped)."""
+def _lfw_training_chunks(root: Path, n: int | None, seed: int, val_fraction: float, min_train_images: int,
+                        cache_dir: Path, chip_options: dict) -> Iterator[tuple[list[Path], ChipSet]]:
+    """A seeded sample of LFW's training identities (the ingest's identity split), ``CHIP_CHUNK`` images at a
+    time with their chips from the cache (extracted there on the first run)."""
     face_set = lfw_set(root, seed, val_fraction, min_train_images)
     train = np.flatnonzero(face_set.split == "train")
     pick = train[seeded_sample(len(train), n, seed)]
-    parts: list[np.ndarray] = []
-    names: list[str] = []
     for start in range(0, len(pick), CHIP_CHUNK):
         rows = pick[start:start + CHIP_CHUNK]
-        chips = cached_chips(cache_dir, [face_set.paths[r] for r in rows], [face_set.hashes[r] for r in rows],
-                             detector=detector, upsample=upsample, geometry=geometry)
+        paths = [face_set.paths[r] for r in rows]
+        yield paths, cached_chips(cache_dir, paths, [face_set.hashes[r] for r in rows], **chip_options)
+
+
+def lfw_training_chips(root: Path, n: int | None, seed: int, *, val_fraction: float, min_train_images: int,
+                       detector: str, upsample: int, geometry: str, cache_dir: Path,
+                       progress: Callable[[str], None] = lambda m: None) -> ImageSet:
+    """``n`` LFW images of training identities, seeded, as aligned chips in ``geometry`` (memory-mapped
+    from the chip cache)."""
+    parts: list[np.ndarray] = []
+    names: list[str] = []
+    options = {"detector": detector, "upsample": upsample, "geometry": geometry}
+    for paths, chips in _lfw_training_chunks(root, n, seed, val_fraction, min_train_images, cache_dir, options):
         ok = chips.table["error"].isna().to_numpy()
         mapped = np.load(cache_dir / f"chips-{chips.key}.npy", mmap_mode="r")
         parts.append(mapped if ok.all() else mapped[ok])  # an unreadable file's (blank) chip is left out
-        names += [str(face_set.paths[r].relative_to(root)) for r, good in zip(rows, ok) if good]
-        progress(f"chips {min(start + CHIP_CHUNK, len(pick))}/{len(pick)}")
+        names += [str(p.relative_to(root)) for p, good in zip(paths, ok) if good]
+        progress(f"chips: {len(names)} images")
     offsets = np.cumsum([0] + [len(p) for p in parts])
 
     def item(i: int) -> np.ndarray:
         part = int(np.searchsorted(offsets, i, side="right") - 1)
         return np.asarray(parts[part][i - offsets[part]])
     return ImageSet(f"LFW training identities: {len(names)} aligned chips ({geometry}, {detector})", names, item)
+
+
+def lfw_training_crops(root: Path, n: int | None, seed: int, specs: Sequence[ModelSpec], *, val_fraction: float,
+                       min_train_images: int, detector: str, upsample: int, cache_dir: Path, max_pixels: int,
+                       progress: Callable[[str], None] = lambda m: None) -> ImageSet:
+    """``n`` LFW images of training identities, seeded, as each PAD network's crop of the face the chip
+    cache found (``spec.crop_scale`` x the box, as the service cuts it): the members' RGB crops stacked."""
+    paths: list[Path] = []
+    boxes: list[tuple[int, int, int, int]] = []
+    options = {"detector": detector, "upsample": upsample}
+    for chunk, chips in _lfw_training_chunks(root, n, seed, val_fraction, min_train_images, cache_dir, options):
+        t = chips.table
+        for p, err, left, top, right, bottom in zip(chunk, t["error"], t["left"], t["top"], t["right"], t["bottom"]):
+            if err is None or err != err:  # None or NaN: the file was read
+                paths.append(p)
+                boxes.append((int(left), int(top), int(right) - int(left) + 1, int(bottom) - int(top) + 1))
+        progress(f"faces: {len(paths)} images")
+
+    def item(i: int) -> np.ndarray:
+        image = load_image(paths[i], max_pixels)
+        return np.concatenate([crop_face(image, boxes[i], spec) for spec in specs], axis=-1)
+    scales = ", ".join(f"{s.weights} x{s.crop_scale}" for s in specs)
+    return ImageSet(f"LFW training identities: {len(paths)} face crops ({scales}; {detector})",
+                    [str(p.relative_to(root)) for p in paths], item)
 
 
 @dataclass(frozen=True)

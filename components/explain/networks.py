@@ -7,7 +7,9 @@
 - ``detector``: the MobileNetV2 backbone of the face-mask detector. The two-stage detector's classifier
   sees ``crop_size`` face crops; the one-stage YOLO sees the letterboxed image. With no trained detector,
   the ImageNet MobileNetV2 it starts from, on the two-stage crops.
-- ``pad``: not available until the presentation-attack models (components/pad) are part of the build.
+- ``pad``: each MiniFASNet of the presentation-attack pair, on its own crop of the face (``crop_scale`` x
+  the detected box, 80 x 80, BGR 0..255 as the source trains them); a data item stacks the members'
+  crops in RGB, 3 channels each.
 
 Each adapter runs the network the way its weights expect but through the modules whose names the user
 gives, so forward hooks see them: SFace's and dlib's eval-mode inference copies (BN folded, channels-last)
@@ -31,6 +33,7 @@ from facegate.components.embedding.model import EmbeddingModel
 from facegate.components.explain.receptive_field import Forward, PathStep
 from facegate.components.faces.align import split_paired
 from facegate.components.networks.mobilenet_v2 import MobileNetV2, normalise
+from facegate.components.pad.minifasnet import PadNet, to_input_tensor
 
 __all__ = ["DetectorInput", "Network", "detector_input", "detector_network", "embedder_networks", "pad_networks",
            "resolve_layers"]
@@ -127,9 +130,22 @@ def detector_network(model: nn.Module | None, imagenet: Callable[[], MobileNetV2
     return _mobilenet_network(imagenet())
 
 
-def pad_networks() -> list[Network]:
-    raise ExplainUnavailable("pad: the presentation-attack models (components/pad) are not part of this build "
-                             "yet; --model embedder or detector")
+def _channels(i: int) -> Callable[[np.ndarray], np.ndarray]:
+    def view(item: np.ndarray) -> np.ndarray:
+        return item[..., 3 * i:3 * i + 3]
+    return view
+
+
+def _bgr_input(image: np.ndarray) -> Tensor:
+    return to_input_tensor(image[..., ::-1])[0]  # RGB on screen, BGR 0..255 into the network
+
+
+def pad_networks(net: PadNet | None) -> list[Network]:
+    """Each MiniFASNet of the PAD network (``minifasnet_v2``, ``minifasnet_v1se``), member i seeing
+    channels 3i..3i+2 of an item."""
+    if net is None:
+        raise ExplainUnavailable("pad: no presentation-attack network to look inside")
+    return [Network(m.spec.weights, m, _bgr_input, m, _channels(i)) for i, m in enumerate(net.members)]
 
 
 def resolve_layers(networks: Sequence[Network], requested: Sequence[str] | None,

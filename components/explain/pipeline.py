@@ -54,7 +54,7 @@ def explain_units(networks: Sequence[Network], layers: Mapping[str, Sequence[str
         result = _collect(net, layers[net.name], images, opts)
         doc["networks"][net.name] = render(result, lambda i, net=net: net.image(images.item(i)), out_dir,
                                            patch=opts.patch_px, prefix=f"{net.name}_", name=images.name,
-                                           write_json=False)
+                                           write_json=False, label=f"{net.name}{SEPARATOR}")
     doc["receptive_fields_px"] = receptive_fields(doc)
     doc["seconds"] = round(time.perf_counter() - t0, 2)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -79,7 +79,8 @@ def compare_units(networks_a: Sequence[Network], networks_b: Sequence[Network], 
         res_b = _collect(net_b, layers[net_a.name], images, opts, units={ly: r.units for ly, r in res_a.layers.items()})
         doc["networks"][net_a.name] = compare_grids(
             res_a, res_b, lambda i, net=net_a: net.image(images.item(i)), out_dir, labels=labels,
-            patch=opts.patch_px, name=images.name, prefix=f"{net_a.name}_", write_json=False)
+            patch=opts.patch_px, name=images.name, prefix=f"{net_a.name}_", write_json=False,
+            label=f"{net_a.name}{SEPARATOR}")
     doc["receptive_fields_px"] = receptive_fields(doc)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "compare.json").write_text(json.dumps(doc, indent=1))

@@ -175,11 +175,16 @@ class _Recorder:
     def run(self, model: nn.Module, forward: Forward | None, idx: list[int], x: Tensor) -> None:
         self.indices, self.fired = idx, set()
         with torch.no_grad():
-            run_forward(model, forward, x)
+            run_forward(model, forward, x.to(_device(model)))
 
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
+
+
+def _device(model: nn.Module) -> torch.device:
+    """Where the model's weights are (a model trained on a GPU is looked inside there)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def _chosen_units(geos: Mapping[str, tuple[Geometry, tuple[int, ...]]], units: Mapping[str, Sequence[int]] | None,
@@ -220,7 +225,8 @@ def collect(model: nn.Module, layers: Sequence[str], images: Iterable[Any], to_i
         for idx, x in batches(images, to_input, batch_size):
             if recorder is None:
                 input_hw = (int(x.shape[-2]), int(x.shape[-1]))
-                geos = trace_geometry(model, x[:1], layers, paths=paths, forward=forward, model_name=model_name)
+                geos = trace_geometry(model, x[:1].to(_device(model)), layers, paths=paths, forward=forward,
+                                      model_name=model_name)
                 recorder = _Recorder(mods, TopUnits(_chosen_units(geos, units, units_per_layer, seed), k))
             if tuple(x.shape[-2:]) != input_hw:
                 raise ValueError(f"input size {tuple(x.shape[-2:])} differs from the first batch's {input_hw}")
@@ -238,6 +244,6 @@ def collect(model: nn.Module, layers: Sequence[str], images: Iterable[Any], to_i
     if recorder is None:
         raise ValueError("no images")
     rec = recorder.rec
-    out = {ly: LayerResult(ly, geos[ly][0], geos[ly][1], rec.units[ly], [rec.top(ly, j) for j in range(len(rec.units[ly]))])
-           for ly in layers}
+    out = {ly: LayerResult(ly, geos[ly][0], geos[ly][1], rec.units[ly],
+                           [rec.top(ly, j) for j in range(len(rec.units[ly]))]) for ly in layers}
     return Collected(out, input_hw, n_seen, time.perf_counter() - t0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import threading
 from collections import OrderedDict
+from typing import ClassVar, TypeVar
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from facegate.components.faces.types import FaceBox, FaceDetector
 class DlibHogDetector:
     """dlib's HOG + linear SVM frontal detector: fast on CPU, frontal faces only."""
 
-    name = "dlib_hog"
+    name: ClassVar[str] = "dlib_hog"
 
     def __init__(self, upsample: int) -> None:
         import dlib  # heavy: dlib's native module; only the dlib detectors and the landmark model need it
@@ -39,7 +40,7 @@ class DlibHogDetector:
 class DlibMmodDetector:
     """dlib's CNN (MMOD) detector: finds turned and smaller faces, ~10x slower than HOG on CPU."""
 
-    name = "dlib_mmod"
+    name: ClassVar[str] = "dlib_mmod"
 
     def __init__(self, upsample: int) -> None:
         import dlib  # heavy: dlib's native module; only the dlib detectors and the landmark model need it
@@ -61,7 +62,7 @@ class HogThenMmodDetector:
     with a missed face are 10x more often wrong.
     """
 
-    name = "hog_then_mmod"
+    name: ClassVar[str] = "hog_then_mmod"
 
     def __init__(self, upsample: int) -> None:
         self.hog = DlibHogDetector(upsample)
@@ -82,7 +83,7 @@ class YuNetDetector:
     (:func:`detector_from_settings` passes them).
     """
 
-    name = "yunet"
+    name: ClassVar[str] = "yunet"
     NMS_IOU = 0.3
     TOP_K = 5000
     CACHED_SIZES = 4  # input sizes kept per thread
@@ -150,7 +151,7 @@ class YuNetThenHogDetector:
     first one handles, and the pair misses only what both miss.
     """
 
-    name = "yunet_then_hog"
+    name: ClassVar[str] = "yunet_then_hog"
 
     def __init__(self, upsample: int, *, score_threshold: float, max_side: int) -> None:
         self.yunet = YuNetDetector(upsample, score_threshold=score_threshold, max_side=max_side)
@@ -160,12 +161,15 @@ class YuNetThenHogDetector:
         return self.yunet.detect(image) or self.hog.detect(image)
 
 
-DETECTORS: dict[str, type] = {cls.name: cls for cls in (DlibHogDetector, DlibMmodDetector, HogThenMmodDetector,
-                                                        YuNetDetector, YuNetThenHogDetector,
-                                                        RetinaFaceDetector)}
+DETECTORS: dict[str, type[FaceDetector]] = {
+    cls.name: cls for cls in (DlibHogDetector, DlibMmodDetector, HogThenMmodDetector, YuNetDetector,
+                              YuNetThenHogDetector, RetinaFaceDetector)}
 
 
-def register_detector(cls: type) -> type:
+DetectorClass = TypeVar("DetectorClass", bound=type[FaceDetector])
+
+
+def register_detector(cls: DetectorClass) -> DetectorClass:
     """Add a detector class (by its ``name``) from a layer above this one: the trained YOLO-style detector
     lives with the MLflow model loading (components.lifecycle.detector_models), which this layer must not import."""
     DETECTORS[cls.name] = cls

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import ClassVar, cast
 
 import numpy as np
 import torch
@@ -159,13 +160,16 @@ def decode(loc: np.ndarray, conf: np.ndarray, landmarks: np.ndarray, height: int
 
 def _module_convs(net: RetinaFaceNet) -> list[tuple[str, nn.Conv2d]]:
     """(name, conv) in the ONNX graph's Conv order (SSH's conv5_1 appears twice there: traced twice)."""
+    # torch's containers are not generic: these hold what RetinaFaceNet.__init__ put in them
+    stages = [cast("list[SeparableConv]", list(stage)) for stage in cast("list[nn.Sequential]", list(net.stages))]
+    lateral, merge = cast("list[nn.Conv2d]", list(net.lateral)), cast("list[nn.Conv2d]", list(net.merge))
     out = [("stem", net.stem)]
-    for i, stage in enumerate(net.stages):
+    for i, stage in enumerate(stages):
         for j, block in enumerate(stage):
             out += [(f"stages.{i}.{j}.dw", block.dw), (f"stages.{i}.{j}.pw", block.pw)]
-    out += [(f"lateral.{i}", c) for i, c in enumerate(net.lateral)]
-    out += [("merge.1", net.merge[1]), ("merge.0", net.merge[0])]
-    for i, s in enumerate(net.ssh):
+    out += [(f"lateral.{i}", c) for i, c in enumerate(lateral)]
+    out += [("merge.1", merge[1]), ("merge.0", merge[0])]
+    for i, s in enumerate(cast("list[SSH]", list(net.ssh))):
         out += [(f"ssh.{i}.conv3", s.conv3), (f"ssh.{i}.conv5_1", s.conv5_1), (f"ssh.{i}.conv5_2", s.conv5_2),
                 (f"ssh.{i}.conv5_1", s.conv5_1), (f"ssh.{i}.conv7_2", s.conv7_2), (f"ssh.{i}.conv7_3", s.conv7_3)]
     for head in ("class_head", "bbox_head", "landmark_head"):
@@ -201,6 +205,7 @@ def load_retinaface(model=None) -> RetinaFaceNet:
     loaded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     with torch.no_grad():
         for node, (name, conv) in zip(convs, expected):
+            assert conv.bias is not None  # _conv gives every conv a bias (BN folded in)
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
             got = (list(attrs["kernel_shape"]), list(attrs["strides"]), attrs.get("group", 1), list(attrs["pads"]))
             want = (list(conv.kernel_size), list(conv.stride), conv.groups, list(conv.padding) * 2)
@@ -233,7 +238,7 @@ class RetinaFaceDetector:
     landmarks are mapped back. One class-agnostic NMS at ``nms_iou``.
     """
 
-    name = "retinaface"
+    name: ClassVar[str] = "retinaface"
 
     def __init__(self, upsample: int, *, score_threshold: float, max_side: int,
                  nms_iou: float = 0.4, scale: float | None = None, threads: int | None = None) -> None:

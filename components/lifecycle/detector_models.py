@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -73,7 +74,7 @@ class YoloFaceMaskDetector:
     for the common interface and unused (the network letterboxes to its own input size).
     """
 
-    name = "yolo_facemask"
+    name: ClassVar[str] = "yolo_facemask"
 
     def __init__(self, upsample: int, model_uri: str | None = None) -> None:
         self.upsample = upsample

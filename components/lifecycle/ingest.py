@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -95,7 +96,7 @@ def inspect_item(item: SourceItem, name: str, source_root: Path, max_pixels: int
                  box_clip_tolerance: float) -> dict:
     """One file decoded through the one image loader: a manifest row, or a quarantine row with the reason."""
     src = source_root / item.relpath
-    row = {"path": f"{name}/{item.relpath}", "source": name, "identity": item.identity,
+    row: dict[str, Any] = {"path": f"{name}/{item.relpath}", "source": name, "identity": item.identity,
            "boxes": None if item.boxes is None else json.dumps(list(item.boxes))}
     if item.problem:
         return {**row, "code": "bad_annotation", "reason": item.problem}

@@ -44,6 +44,14 @@ def bpcer_at_apcer(live_scores: np.ndarray, attack_scores: np.ndarray, target_ap
     return {"threshold": t, **error_rates(live_scores, attack_scores, t)}
 
 
+def iso_figures(live_scores: np.ndarray, attack_scores: np.ndarray) -> dict[str, float]:
+    """BPCER20 and BPCER100 with thresholds set on these very scores (ISO's definition), and the AUC."""
+    return {"bpcer20": bpcer_at_apcer(live_scores, attack_scores, 0.05)["bpcer"],
+            "bpcer100": bpcer_at_apcer(live_scores, attack_scores, 0.01)["bpcer"],
+            "auc": roc_auc(live_scores, attack_scores), "n_live": int(len(live_scores)),
+            "n_attack": int(len(attack_scores))}
+
+
 def det_points(live_scores: np.ndarray, attack_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(APCER, BPCER) at every distinct score used as threshold, APCER descending: the DET curve."""
     live, attack = np.asarray(live_scores, np.float64), np.asarray(attack_scores, np.float64)

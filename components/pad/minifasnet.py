@@ -209,12 +209,25 @@ class MiniFASNet(nn.Module):
         self.drop = nn.Dropout(spec.drop_p)
         self.prob = nn.Linear(spec.embedding, spec.num_classes, bias=False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        for block in (self.conv1, self.conv2_dw, self.conv_23, self.conv_3, self.conv_34,
-                      self.conv_4, self.conv_45, self.conv_5, self.conv_6_sep, self.conv_6_dw):
-            x = block(x)
+    #: The convolutional blocks in order; the classifier head (linear, bn, drop, prob) follows them.
+    BLOCKS = ("conv1", "conv2_dw", "conv_23", "conv_3", "conv_34", "conv_4", "conv_45", "conv_5", "conv_6_sep",
+              "conv_6_dw")
+
+    def trunk(self, x: Tensor, stop: int) -> Tensor:
+        """The first ``stop`` blocks: the frozen part of a fine-tuning run, computed once per crop."""
+        for name in self.BLOCKS[:stop]:
+            x = getattr(self, name)(x)
+        return x
+
+    def forward_from(self, x: Tensor, start: int) -> Tensor:
+        """Blocks ``start`` onwards and the head, on what :meth:`trunk` with ``stop=start`` returned."""
+        for name in self.BLOCKS[start:]:
+            x = getattr(self, name)(x)
         x = torch.flatten(x, 1)
         return self.prob(self.drop(self.bn(self.linear(x))))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_from(x, 0)
 
 
 class PadNet(nn.Module):

@@ -11,6 +11,7 @@ fine-tuned pair lives in the MLflow registry and is registered from the lifecycl
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import ClassVar, Protocol
 import numpy as np
 
 from facegate.components.core.paths import REPO_ROOT
+from facegate.components.core.settings import PadSettings
 from facegate.components.faces.types import FaceBox
 from facegate.components.pad.calibration import PadCalibration
 from facegate.components.pad.minifasnet import (
@@ -138,3 +140,14 @@ def make_pad_model(name: str, **kwargs) -> PadModel:
     except KeyError:
         raise ValueError(f"unknown PAD model {name!r} (known: {sorted(PAD_MODELS)})") from None
     return cls(**kwargs)
+
+
+def pad_model_from_settings(pad: PadSettings, name: str | None = None, **options) -> PadModel:
+    """The entry ``pad.model`` names (or ``name``), given the ``pad`` values its constructor takes (the
+    fine-tuned entry: ``registered_model``); ``options`` win."""
+    name = name or pad.model
+    if name not in PAD_MODELS:
+        raise ValueError(f"unknown PAD model {name!r} (known: {sorted(PAD_MODELS)})")
+    accepted = inspect.signature(PAD_MODELS[name]).parameters
+    knobs = {"registered_model": pad.registered_model} if "registered_model" in accepted else {}
+    return make_pad_model(name, **{**knobs, **options})

@@ -9,6 +9,7 @@ backbones inferring at ``embedding.precision`` (bfloat16 on CPUs that have it na
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from facegate.components.embedding.model import EmbeddingModel, embed_chips
 from facegate.components.embedding.precision import set_precision
 from facegate.components.faces.align import FaceAligner
 from facegate.components.faces.detectors import detector_from_settings
-from facegate.components.faces.pipeline import FaceFinder
+from facegate.components.faces.pipeline import FaceCrop, FaceFinder
 from facegate.components.faces.types import FaceBox
 
 
@@ -29,6 +30,7 @@ from facegate.components.faces.types import FaceBox
 class FaceEmbedding:
     box: FaceBox
     embedding: np.ndarray  # 128-d, unit length
+    chip: np.ndarray | None = None  # the aligned face it came from (deployment captures keep it)
 
 
 def model_fingerprint(model: EmbeddingModel) -> str:
@@ -64,8 +66,17 @@ class FaceRecognizer:
     @torch.inference_mode()
     def embed_all(self, image: np.ndarray) -> list[FaceEmbedding]:
         """Every face in a frame (1:K identification)."""
-        crops = self.finder.all_faces(image)
+        return self.embed_crops(self.finder.all_faces(image))
+
+    @torch.inference_mode()
+    def embed_crops(self, crops: Sequence[FaceCrop]) -> list[FaceEmbedding]:
+        """The full embedding of faces already found (the cascade embeds only the undecided ones)."""
         if not crops:
             return []
         embs = embed_chips(self.model, np.stack([c.chip for c in crops]), self.flip_tta)
-        return [FaceEmbedding(c.box, e) for c, e in zip(crops, embs)]
+        return [FaceEmbedding(c.box, e, c.chip) for c, e in zip(crops, embs)]
+
+    @torch.inference_mode()
+    def embed_aligned(self, chips: np.ndarray) -> np.ndarray:
+        """Embeddings of chips already aligned for this model's geometry (captured templates re-embedded)."""
+        return embed_chips(self.model, chips, self.flip_tta)

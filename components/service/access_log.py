@@ -24,7 +24,20 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import DateTime, Float, Integer, String, Text, create_engine, delete, event, func, select
+from sqlalchemy import (
+    DateTime,
+    Float,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    inspect,
+    select,
+    text,
+)
 from sqlalchemy.engine import CursorResult, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -33,7 +46,7 @@ from facegate.components.core.errors import AccessLogError
 from facegate.components.core.paths import state_dir
 
 ENV_URL = "FACEGATE_ACCESS_LOG_URL"
-OUTCOMES = ("recognized", "not_recognized", "no_face", "accepted", "rejected")
+OUTCOMES = ("recognized", "not_recognized", "no_face", "accepted", "rejected", "attack")  # attack: pad.mode enforce
 AUDIT_ACTIONS = ("enrol", "re-enrol", "remove", "erase", "promote", "rollback", "account_add", "account_remove")
 PURGE_EVERY_S = 3600
 
@@ -58,6 +71,18 @@ class Decision(Base):
     gallery_version: Mapped[str | None] = mapped_column(String(64))
     mask: Mapped[str | None] = mapped_column(String(32))
     actor: Mapped[str | None] = mapped_column(String(64))  # the account (turnstile key) that asked
+    # presentation-attack detection (null: pad.mode off): live | attack, the live probability, its threshold
+    liveness: Mapped[str | None] = mapped_column(String(8), nullable=True, index=True)
+    liveness_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    liveness_threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # which pass decided (recognition.cascade): cheap | full; null: logged before the cascade
+    path: Mapped[str | None] = mapped_column(String(8), nullable=True, index=True)
+
+
+# Columns added to ``decisions`` after its first release: a log made before them gets them on open
+# (ALTER TABLE ... ADD COLUMN of a nullable column: the same statement in SQLite and Postgres).
+ADDED_COLUMNS = {"liveness": "VARCHAR(8)", "liveness_score": "FLOAT", "liveness_threshold": "FLOAT",
+                 "path": "VARCHAR(8)"}
 
 
 class AuditEvent(Base):
@@ -109,11 +134,27 @@ def engine_for(url: str) -> Engine:
         else:
             engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
         Base.metadata.create_all(engine)
+        _add_missing_columns(engine)
         if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:":
             os.chmod(u.database, 0o600)  # account hashes and who went where: the owner's only
     except (SQLAlchemyError, OSError, ValueError) as exc:
         raise AccessLogError(f"access log {safe_url(url)}: cannot open ({type(exc).__name__}: {exc})") from None
     return engine
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    have = {c["name"] for c in inspect(engine).get_columns(Decision.__tablename__)}
+    missing = {name: kind for name, kind in ADDED_COLUMNS.items() if name not in have}
+    if missing:
+        with engine.begin() as conn:
+            for name, kind in missing.items():
+                conn.execute(text(f"ALTER TABLE {Decision.__tablename__} ADD COLUMN {name} {kind} NULL"))
+
+
+def _liveness(answer: dict) -> dict:
+    """An answer's liveness as the three nullable columns."""
+    lv = answer.get("liveness") or {}
+    return {"liveness": lv.get("label"), "liveness_score": lv.get("score"), "liveness_threshold": lv.get("threshold")}
 
 
 @dataclass(frozen=True)
@@ -161,9 +202,11 @@ class AccessLog:
         is one ``no_face`` row, so every request leaves a trace. Returns the rows written."""
         at = now()
         faces = result.get("faces") or []
-        rows = [Decision(at=at, kind="identify", outcome="recognized" if f["recognized"] else "not_recognized",
+        rows = [Decision(at=at, kind="identify", outcome=f.get("decision") or ("recognized" if f["recognized"]
+                                                                              else "not_recognized"),
                          entrance=entrance, employee_id=f["employee_id"], distance=f["distance"], threshold=f["tau"],
-                         model=model, gallery_version=gallery_version, mask=f.get("mask"), actor=actor)
+                         model=model, gallery_version=gallery_version, mask=f.get("mask"), actor=actor,
+                         path=f.get("path"), **_liveness(f))
                 for f in faces]
         if not rows:
             rows = [Decision(at=at, kind="identify", outcome="no_face", entrance=entrance, threshold=result.get("tau"),
@@ -173,9 +216,11 @@ class AccessLog:
 
     def record_verification(self, result: dict, *, entrance: str | None, model: str | None,
                             gallery_version: str | None, actor: str | None) -> None:
-        self._write([Decision(at=now(), kind="verify", outcome="accepted" if result["accepted"] else "rejected",
-                              entrance=entrance, employee_id=result["employee_id"], distance=result["distance"],
-                              threshold=result["tau"], model=model, gallery_version=gallery_version, actor=actor)])
+        outcome = result.get("decision") or ("accepted" if result["accepted"] else "rejected")
+        self._write([Decision(at=now(), kind="verify", outcome=outcome, entrance=entrance,
+                              employee_id=result["employee_id"], distance=result["distance"], threshold=result["tau"],
+                              model=model, gallery_version=gallery_version, actor=actor, path=result.get("path"),
+                              **_liveness(result))])
 
     def audit(self, actor: str, action: str, employee_id: str | None = None, **detail: Any) -> None:
         self._write([AuditEvent(at=now(), actor=actor, action=action, employee_id=employee_id,

@@ -11,7 +11,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from facegate.components.core.errors import UnknownEmployee
 from facegate.components.service.answers import Identification, IdentifiedFace, Verification, estimate
+from facegate.components.service.captures import capture_identification, capture_on
+from facegate.components.service.cascade import CHEAP, FULL, served_cascade
 from facegate.components.service.deployment import local_actor
 
 if TYPE_CHECKING:
@@ -23,46 +26,92 @@ def identify(gate: FaceGate, pixels: np.ndarray, *, entrance: str | None = None,
     """Who is this? Every face in the frame against the tau for ``gallery.target_fpir`` at this size,
     with the estimated chance a stranger comes this close (``far_estimate``: FPIR at this distance).
     Each face is an access-log row (entrance, actor) before the answer is returned."""
-    result = identify_faces(gate, pixels)
+    embedded: list | None = [] if capture_on(gate.settings, entrance) and gate.captures is not None else None
+    result = identify_faces(gate, pixels, embedded)
     if gate.access_log is not None:
         gate.access_log.record_identification(result.to_dict(), entrance=entrance, model=gate.model_label(),
                                                gallery_version=gate.gallery_version, actor=actor or local_actor())
+    if embedded:  # capture.enabled for this entrance (service/captures.py): chips and embeddings kept for review
+        capture_identification(gate, result.to_dict(), embedded, entrance)
     return result
 
 
-def identify_faces(gate: FaceGate, pixels: np.ndarray) -> Identification:
-    """The answer for every face, without recording it."""
+def identify_faces(gate: FaceGate, pixels: np.ndarray, embedded: list | None = None) -> Identification:
+    """The answer for every face, without recording it. With ``recognition.cascade`` on, the cheap pass
+    (service/cascade.py) decides the faces outside its band; the rest get the full embedding.
+    ``embedded``, when given (captures), receives each face's full ``FaceEmbedding``, the cheap pass's too."""
     g = gate.gallery()
     recognizer = gate.recognizer
     target = gate.settings.gallery.target_fpir
     tau = gate.identify_tau(g, target)
     scores = gate.impostor_scores(g)
+    cascade = served_cascade(recognizer, gate.settings)
     with gate.inference():
-        found = recognizer.embed_all(pixels)
-        masks = gate.mask_states(pixels, [f.box for f in found])
+        crops = recognizer.finder.all_faces(pixels)
+        boxes = [c.box for c in crops]
+        verdicts = [cascade.identify(g, q, tau, scores) for q in cascade.embed(crops)] if cascade and crops else []
+        undecided = [c for i, c in enumerate(crops) if not verdicts or verdicts[i].decided is None]
+        full = iter(recognizer.embed_crops(undecided))
+        # captures keep the full embedding of every face, the cheap pass's decided ones too
+        cheap = [c for i, c in enumerate(crops) if verdicts and verdicts[i].decided is not None]
+        extra = iter(recognizer.embed_crops(cheap)) if embedded is not None and cheap else iter(())
+        masks = gate.mask_states(pixels, boxes)
+        live = gate.liveness.check(pixels, boxes)  # presentation attacks (service/liveness.py)
     faces = []
-    for face, mask in zip(found, masks):
+    for i, (crop, mask) in enumerate(zip(crops, masks)):
+        v = verdicts[i] if verdicts else None
+        if v is not None and v.decided is not None:
+            eid, name = (v.employee_id, v.name) if v.decided else (None, None)
+            distance = round(v.distance, 6) if math.isfinite(v.distance) else None
+            far = estimate(cascade.fpir(v.distance, g.n_employees)) if cascade and distance is not None else None
+            faces.append(IdentifiedFace(crop.box.as_list(), eid, name, v.decided, distance, v.tau, target, mask,
+                                        far, path=CHEAP))
+            if embedded is not None:
+                embedded.append(next(extra))
+            continue
+        face = next(full)
+        if embedded is not None:
+            embedded.append(face)
         eid, dist, name = g.identify(face.embedding[None], tau)
         distance = round(float(dist), 6) if math.isfinite(dist) else None
         far = estimate(scores.fpir(float(dist), g.n_employees)) if scores and distance is not None else None
-        faces.append(IdentifiedFace(face.box.as_list(), eid, name, eid is not None, distance, tau, target, mask,
-                                    far))
-    return Identification(faces, tau, target)
+        faces.append(IdentifiedFace(crop.box.as_list(), eid, name, eid is not None, distance, tau, target, mask,
+                                    far, path=FULL))
+    return gate.liveness.judge_identification(Identification(faces, tau, target), live)
 
 
 def verify(gate: FaceGate, employee_id: str, pixels: np.ndarray, source: str | Path = "photo", *,
            entrance: str | None = None, actor: str | None = None) -> Verification:
     """Is this the claimed employee? 1:1 at the calibrated false-accept rate (one face required).
     The answer is an access-log row (entrance, actor) before it is returned."""
-    g = gate.gallery()
-    with gate.inference():
-        face = gate.recognizer.embed_one(pixels, source)
-    tau = gate.verify_tau(g)
-    accepted, dist = g.verify(employee_id, face.embedding[None], tau)
-    scores = gate.impostor_scores(g)
-    result = Verification(employee_id, bool(accepted), round(float(dist), 6), tau, g.manifest.target_far,
-                          estimate(scores.far(float(dist))) if scores else None)
+    result = verify_face(gate, employee_id, pixels, source)
     if gate.access_log is not None:
         gate.access_log.record_verification(result.to_dict(), entrance=entrance, model=gate.model_label(),
                                             gallery_version=gate.gallery_version, actor=actor or local_actor())
     return result
+
+
+def verify_face(gate: FaceGate, employee_id: str, pixels: np.ndarray, source: str | Path = "photo") -> Verification:
+    """The 1:1 answer without recording it; the cascade's cheap pass first when it is on."""
+    g = gate.gallery()
+    tau = gate.verify_tau(g)
+    scores = gate.impostor_scores(g)
+    cascade = served_cascade(gate.recognizer, gate.settings)
+    with gate.inference():
+        crop = gate.recognizer.finder.single_face(pixels, source)
+        verdict = None
+        if cascade is not None:
+            if employee_id not in g:
+                raise UnknownEmployee(employee_id)
+            verdict = cascade.verify(g, employee_id, cascade.embed([crop])[0], tau, scores)
+        if verdict is None or verdict.decided is None:
+            face = gate.recognizer.embed_crops([crop])[0]
+        live = gate.liveness.check(pixels, [crop.box])
+    if verdict is not None and verdict.decided is not None and cascade is not None:
+        answer = Verification(employee_id, verdict.decided, round(verdict.distance, 6), verdict.tau,
+                              g.manifest.target_far, estimate(cascade.far(verdict.distance)), path=CHEAP)
+    else:
+        accepted, dist = g.verify(employee_id, face.embedding[None], tau)
+        answer = Verification(employee_id, bool(accepted), round(float(dist), 6), tau, g.manifest.target_far,
+                              estimate(scores.far(float(dist))) if scores else None, path=FULL)
+    return gate.liveness.judge_verification(answer, live)

@@ -17,6 +17,17 @@ class IdentifiedFace:
     # estimated chance that a stranger's nearest employee in a gallery of this size is this close (the
     # FPIR at this distance); None without a stored calibration or against an empty gallery
     far_estimate: float | None = None
+    # presentation-attack detection: {score, label: live | attack, threshold}; None when pad.mode is off
+    liveness: dict | None = None
+    # recognized | not_recognized | attack (pad.mode enforce: a presentation attack is never recognised)
+    decision: str = ""
+    # which pass decided (recognition.cascade): cheap (one member, no mirror; distance and tau are that
+    # member's) or full (the fused, flip-averaged embedding)
+    path: str = "full"
+
+    def __post_init__(self) -> None:
+        if not self.decision:
+            object.__setattr__(self, "decision", "recognized" if self.recognized else "not_recognized")
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,13 @@ class Verification:
     tau: float
     target_far: float | None
     far_estimate: float | None = None  # share of the stored impostor distances at least this close
+    liveness: dict | None = None  # as IdentifiedFace.liveness
+    decision: str = ""  # accepted | rejected | attack (pad.mode enforce)
+    path: str = "full"  # which pass decided: cheap | full (as IdentifiedFace.path)
+
+    def __post_init__(self) -> None:
+        if not self.decision:
+            object.__setattr__(self, "decision", "accepted" if self.accepted else "rejected")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facegate.components.calibration.cascade import cascade_file
 from facegate.components.calibration.face_sets import read_face_set
 from facegate.components.calibration.store import (
     ModelCalibration,
@@ -26,6 +27,7 @@ from facegate.components.core.errors import CalibrationMissing
 from facegate.components.core.paths import datasets_root, state_dir
 from facegate.components.core.settings import Settings
 from facegate.components.embedding.backbones import make_backbone
+from facegate.components.embedding.members import member_names
 from facegate.components.embedding.model import EmbeddingModel
 from facegate.components.gallery import Gallery
 from facegate.components.gallery.duplicates import DuplicateRule
@@ -37,6 +39,7 @@ from facegate.components.lifecycle.calibration_artifacts import (
 )
 from facegate.components.lifecycle.model_loading import service_recognizer
 from facegate.components.recognition.recognizer import FaceRecognizer
+from facegate.components.service.cascade import fit_served_cascade
 
 
 def calibrate(recognizer: FaceRecognizer, settings: Settings,
@@ -129,14 +132,35 @@ def calibrate_model(settings, backbone: str | None = None, extra_sets: list[str]
         where = log_version_calibration(*reg, cal, settings.gallery.target_far)
     else:
         where = str(cal.save(pretrained_file(recognizer.embedder_name, recognizer.embedder_version)))
-    return {"stored": where, **cal.summary(settings.gallery.target_far)}
+    return {"stored": where, **cal.summary(settings.gallery.target_far), **calibrate_cascade(recognizer, settings)}
+
+
+def calibrate_cascade(recognizer: FaceRecognizer, settings: Settings) -> dict:
+    """The cascade's band for the model (recognition.cascade on and the member in the model), stored
+    beside the model's calibration: the committed file for a pretrained fingerprint, else the state folder."""
+    member = settings.recognition.cascade_member
+    if settings.recognition.cascade != "on" or member not in member_names(recognizer.model):
+        return {}
+    cal = fit_served_cascade(recognizer, settings, member)
+    name, version = recognizer.embedder_name, recognizer.embedder_version
+    base = pretrained_file(name, version) if version.startswith("sha256:") else local_file(name, version)
+    return {"cascade": {"stored": str(cal.save(cascade_file(base, member))), **cal.meta,
+                        "bands": {k: [b.below, b.above] for k, b in cal.bands.items()}}}
+
+
+def manifest_tau(g: Gallery) -> float:
+    """The tau the gallery was made with (its model's calibration); a gallery without one cannot decide."""
+    if g.manifest.tau is None:
+        raise CalibrationMissing(f"the gallery of {g.manifest.embedder_name} {g.manifest.embedder_version} "
+                                 "records no threshold (tau): its model was never calibrated")
+    return float(g.manifest.tau)
 
 
 def verify_threshold(g: Gallery, scores: ImpostorScores | None, target_far: float) -> float:
     """The 1:1 threshold: the manifest's tau (the model's calibration at ``target_far``), recalibrated
     when the gallery's own impostor pairs are blended in."""
     if scores is None or not scores.blended:
-        return float(g.manifest.tau)
+        return manifest_tau(g)
     return scores.tau_for_far(g.manifest.target_far or target_far)
 
 
@@ -174,7 +198,7 @@ class GalleryThresholds:
     def identify_tau(self, g: Gallery, target_fpir: float) -> float:
         """1:K: the tau for ``target_fpir`` at this gallery's size."""
         scores = self.impostor_scores(g)
-        return scores.tau_for_fpir(target_fpir, g.n_employees) if scores else float(g.manifest.tau)
+        return scores.tau_for_fpir(target_fpir, g.n_employees) if scores else manifest_tau(g)
 
     def duplicate_rule(self, g: Gallery) -> DuplicateRule:
         """Enrolment's "already someone here?": identification at ``gallery.duplicate_target`` of new

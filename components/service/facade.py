@@ -26,15 +26,18 @@ from facegate.components.core.inference import InferenceSlots
 from facegate.components.core.settings import Settings, load_settings
 from facegate.components.embedding.model import EmbeddingModel
 from facegate.components.gallery import Gallery, current_version
-from facegate.components.gallery.enrolment import EnrolmentStore, Photo, check_employee_id, embed_photos, enrol
+from facegate.components.gallery.enrolment import EnrolmentStore, Photo, check_employee_id, enrol
 from facegate.components.lifecycle.data_version import read_version
 from facegate.components.lifecycle.model_loading import gallery_recognizer, service_recognizer
+from facegate.components.pad.models import PadModel
 from facegate.components.recognition.recognizer import FaceRecognizer
 from facegate.components.service import answering, erasure, promotion
 from facegate.components.service.access_log import AccessLog
 from facegate.components.service.answers import Identification, Verification
 from facegate.components.service.calibrations import GalleryThresholds, calibrated_gallery
+from facegate.components.service.captures import CaptureStore
 from facegate.components.service.deployment import gallery_store, local_actor
+from facegate.components.service.liveness import LivenessCheck
 from facegate.components.service.mask_state import MaskStateReader
 
 
@@ -54,7 +57,7 @@ class FaceGate:
     def __init__(self, settings: Settings | None = None, *, store: EnrolmentStore | None = None,
                  recognizer: FaceRecognizer | None = None, new_gallery: Callable[[], Gallery] | None = None,
                  recognizer_for: Callable[[str], FaceRecognizer] | None = None, access_log=None,
-                 inference: InferenceSlots | None = None) -> None:
+                 inference: InferenceSlots | None = None, pad_model: PadModel | None = None) -> None:
         self.settings = settings or load_settings()
         self.inference = inference or InferenceSlots(0)  # the API bounds concurrent model runs; 0: no limit
         self._access_log = access_log if access_log is not None else (store is None)
@@ -66,9 +69,10 @@ class FaceGate:
         self.write_lock = threading.Lock()  # one writer per process; the file lock serialises processes
         self._refresh_lock = threading.Lock()
         self._snapshot: Gallery | None = None
-        self._mask_reader = None
+        self._mask_reader: MaskStateReader | None = None  # built on the first frame that asks
         self._version: str | None = None
         self.thresholds = GalleryThresholds(self.settings, self.store)
+        self.liveness = LivenessCheck(self.settings, pad_model)  # pad.mode; pad_model: a caller's own (a test)
 
     # -------------------------------------------------------------------------- state in service
 
@@ -78,6 +82,13 @@ class FaceGate:
         if self._access_log is True:
             self._access_log = AccessLog.from_settings(self.settings)
         return self._access_log or None
+
+    @property
+    def captures(self) -> CaptureStore | None:
+        """Deployment captures (service/captures.py), in the access log's database; None without one."""
+        if getattr(self, "_captures", None) is None and self.access_log is not None:
+            self._captures = CaptureStore(self.access_log.url, self.settings.capture.retention_days)
+        return getattr(self, "_captures", None)
 
     def model_label(self) -> str:
         """The model in service as the access log names it."""
@@ -154,7 +165,8 @@ class FaceGate:
     def status(self) -> dict:
         g, r = self.snapshot(), self.recognizer
         return {"status": "ok", "embedder": f"{r.embedder_name}@{r.embedder_version}",
-                "employees": g.n_employees if g else 0, "tau": g.manifest.tau if g else None}
+                "employees": g.n_employees if g else 0, "tau": g.manifest.tau if g else None,
+                "pad": self.liveness.status()}
 
     def employees(self) -> list[dict]:
         g = self.snapshot()
@@ -211,7 +223,8 @@ class FaceGate:
     def enrol(self, employee_id: str, name: str, photos: Sequence[Photo], replace: bool = False,
               force: bool = False, *, actor: str | None = None) -> Gallery:
         """One employee from one or more photos (one face each): a new gallery version, no retraining.
-        A face already enrolled under another id is refused (DuplicateFace) unless ``force``."""
+        A face already enrolled under another id (DuplicateFace) or, under ``pad.mode: enforce``, a photo judged
+        a presentation attack (PresentationAttack) is refused unless ``force``."""
         check_employee_id(employee_id)
         self.check_name(name or employee_id)
         if not photos:
@@ -219,7 +232,8 @@ class FaceGate:
         self.refresh()
         recognizer = self.recognizer  # the gallery check under the lock refuses it if a switch came between
         with self.inference():  # the model runs outside the writer lock: writers wait only for each other's I/O
-            embedded = embed_photos(recognizer, list(photos), self.settings.images.max_pixels)
+            embedded = self.liveness.embed_checked(recognizer, list(photos), self.settings.images.max_pixels,
+                                                   force=force)  # pad.mode enforce: an attack photo is refused
         with self.write_lock:
             self.refresh()
             g = enrol(self.store, recognizer, employee_id, name or employee_id, list(photos),

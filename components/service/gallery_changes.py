@@ -3,8 +3,8 @@
 One path for the CLI's single-item commands (no Prefect server: a one-person enrolment takes seconds)
 and for the Prefect gallery flows (batch enrolment, rebuild). The run goes to the ``<prefix>-gallery``
 experiment and holds counts and calibration only: no face images, no embeddings. The DVC snapshot of
-``gallery/`` is asked for, not made here (``facegate.components.lifecycle.gallery_snapshots``): the caller decides whether
-it happens now, in a background worker or in a detached process.
+``gallery/`` is asked for, not made here (``facegate.components.lifecycle.gallery_snapshots``): the caller
+decides whether it happens now, in a background worker or in a detached process.
 """
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facegate.components.core.errors import DatasetError, UnreadableImage
+from facegate.components.core.errors import DatasetError, DuplicateFace, FacegateError, UnreadableImage
 from facegate.components.core.paths import state_dir
 from facegate.components.core.settings import Settings
 from facegate.components.gallery import Gallery, current_version
@@ -185,6 +185,26 @@ def enrol_recorded(gate: FaceGate, employee_id: str, name: str, photo_paths: Seq
     params = {"replace": replace, "photos": len(photos), "force": force}
     summary = record_later(gate, "enrol", gallery, params) if later else record(gate, "enrol", gallery, params)
     return {"employee_id": employee_id, "photos": len(photos), **summary}
+
+
+def enrol_batch(gate: FaceGate, rows: Iterable[BatchRow], replace: bool = False, force: bool = False,
+                on_row: Callable[[dict], None] = lambda row: None) -> dict:
+    """Each row enrolled (``force``: even a face that looks already enrolled under another id), or reported:
+    a suspected duplicate apart from an error, since the operator decides it (enrol anyway with force,
+    or skip a person already enrolled) while an error is the row's to fix. A bad row stops nothing."""
+    report: list[dict] = []
+    for row in rows:
+        try:
+            gate.enrol(row.employee_id, row.name, [read_photo(p) for p in row.photos], replace=replace, force=force)
+            report.append({"employee_id": row.employee_id, "status": "ok", "photos": len(row.photos)})
+        except DuplicateFace as exc:
+            report.append({**exc.details(), "status": "duplicate", "message": exc.message})
+        except FacegateError as exc:
+            report.append({"employee_id": row.employee_id, "status": "error", "code": exc.code, "message": exc.message})
+        on_row(report[-1])
+    by = {status: [r for r in report if r["status"] == status] for status in ("ok", "duplicate", "error")}
+    return {"enrolled": len(by["ok"]), "duplicates": len(by["duplicate"]), "failed": len(by["error"]),
+            "suspected_duplicates": by["duplicate"], "errors": by["error"], "rows": report}
 
 
 def remove_recorded(gate: FaceGate, employee_id: str) -> dict:

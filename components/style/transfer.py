@@ -375,7 +375,7 @@ def stylize(content: np.ndarray, style: np.ndarray, cfg: StyleConfig, features: 
             opt.zero_grad(set_to_none=True)
             parts = costs(G)
             parts[2].backward()
-            seen.append((parts[0].detach(), parts[1].detach(), parts[2].detach()))
+            seen.append((parts[0].detach(), parts[1].detach(), parts[2].detach()))  # noqa: B023 - opt.step runs it now
             return parts[2]
 
         opt.step(closure)  # type: ignore[arg-type]  # torch types closures -> float; a loss tensor is what they return

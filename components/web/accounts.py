@@ -35,7 +35,7 @@ from facegate.components.core.paths import state_dir
 ROLES = ("operator", "viewer", "turnstile")
 # what each role may do; routes name the permission they need
 PERMISSIONS = {
-    "operator": frozenset({"read", "enrol", "remove", "decide", "check"}),
+    "operator": frozenset({"read", "enrol", "remove", "decide", "check", "review"}),  # review: captures (biometrics)
     "viewer": frozenset({"read"}),
     "turnstile": frozenset({"decide"}),
 }

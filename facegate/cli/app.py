@@ -37,8 +37,10 @@ for command in (data.weights, data.ingest, data.validate, training.demo, trainin
                 images.detect):
     app.command()(command)
 app.command("train-detector")(training.train_detector)
+app.command("train-pad")(training.train_pad)
 for command in (recognition.verify, serve.serve, models.calibrate, images.stylize):
     app.command()(command)
+app.command("calibrate-pad")(models.calibrate_pad)
 
 app.add_typer(data.data_app, name="data")
 app.add_typer(bench_app, name="bench")

@@ -2,6 +2,7 @@
 its JSON (and writes it with --json). Each loads its flow or benchmark module only when it runs."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -64,11 +65,22 @@ def bench_detect(
     json_out: JsonOpt = None,
     model: Annotated[str | None, typer.Option(help="MLflow model URI (default: the detector's champion)")] = None,
     hog: Annotated[bool, typer.Option("--hog/--no-hog", help="also score dlib HOG on the same images")] = True,
+    seeds: Annotated[int | None, typer.Option(
+        min=1, help="train the two-stage detector with seeds seed .. seed+N-1 and score each: per-seed mAP@0.5 "
+                    "(and pycocotools'), mask_weared_incorrect AP, mean and spread, training minutes; the figure "
+                    "to quote (JSON also to benchmarks/results/detect-<YYYYMMDD>-<commit>.json)")] = None,
 ) -> None:
-    """Detector on the held-out split: VOC/COCO mAP (and pycocotools), speed, face AP beside dlib HOG."""
-    from facegate.flows.detect import detect_bench_flow  # heavy: Prefect, MLflow and torch load in seconds
+    """Detector on the held-out split: VOC/COCO mAP (and pycocotools), speed, face AP beside dlib HOG.
+    With --seeds N: N trainings from scratch, the figure to quote (mean and spread over the seeds)."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no INFO lines (a new store's tables) before an error
+    from facegate.flows import detect as flows  # heavy: Prefect, MLflow and torch load in seconds
 
-    emit(detect_bench_flow(model_uri=model, hog=hog), json_out)
+    if seeds:
+        result = flows.detect_seeds_bench_flow(seeds=seeds)
+        emit(result, json_out or flows.seeds_result_path())
+        return
+    flows.resolve_bench_model(model)  # no champion: the one-line error before Prefect starts a flow run
+    emit(flows.detect_bench_flow(model_uri=model, hog=hog), json_out)
 
 
 @bench_app.command("face-detectors")
@@ -148,3 +160,40 @@ def bench_style(
     from facegate.flows.style import style_bench_flow  # heavy: Prefect, MLflow and torch load in seconds
 
     emit(style_bench_flow(figure=str(figure) if figure else None, iterations=iterations), json_out)
+
+
+def _attack_folders(specs: list[str] | None) -> dict[str, str]:
+    """``KIND=DIR`` options as {kind: dir}; a malformed one is a bad parameter, named."""
+    out = {}
+    for spec in specs or []:
+        kind, sep, folder = spec.partition("=")
+        if not sep or not kind or not folder:
+            raise typer.BadParameter(f"{spec!r}: expected KIND=DIR (e.g. print=/data/site/print)", param_hint="--attack")
+        out[kind] = folder
+    return out
+
+
+@bench_app.command("pad")
+@friendly
+def bench_pad(
+    json_out: JsonOpt = None,
+    live: Annotated[Path | None, typer.Option(
+        help="a site's own live frames (a folder; sub-folders name subjects): score the model in service "
+             "on them, no training, no folds")] = None,
+    attack: Annotated[list[str] | None, typer.Option(
+        help="KIND=DIR: a site's attack frames of one kind (print, screen, ...), with --live; repeatable")] = None,
+    folds: Annotated[int | None, typer.Option(min=2, help="folds of subjects (default: params pad.folds)")] = None,
+    row: Annotated[list[str] | None, typer.Option(
+        help="models to measure, repeatable (default: the zero-shot pair, each member, the fine-tuned pair)")] = None,
+    iapmr: Annotated[bool, typer.Option("--iapmr/--no-iapmr", help="enrol each subject and count attacks that "
+                                                                  "get in (IAPMR)")] = True,
+) -> None:
+    """Presentation-attack detection, ISO/IEC 30107-3: APCER, BPCER, BPCER20/100, IAPMR, DET curve (beside
+    --json as .det.png), ms per face; on params' pad.dataset with folds by subject, or a site's folders."""
+    from facegate.flows.pad import pad_bench_flow  # heavy: Prefect, MLflow and torch load in seconds
+
+    attacks = _attack_folders(attack)
+    if bool(live) != bool(attacks):
+        raise typer.BadParameter("--live and --attack go together (a site's own folders)", param_hint="--live")
+    emit(pad_bench_flow(json_out=str(json_out) if json_out else None, live=str(live) if live else None,
+                        attacks=attacks or None, folds=folds, rows=row, iapmr=iapmr), None)

@@ -2,6 +2,7 @@
 transfer (`stylize`). Each writes its picture only where --out says."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,7 @@ def detect(
     model: Annotated[str | None, typer.Option(help="MLflow model URI (default: the detector's champion)")] = None,
 ) -> None:
     """Face-mask detection (YOLO-style): every box with its class and score; --out draws them."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no INFO lines (a new store's tables) beside the answer
     from facegate.components.lifecycle.detector_models import detect_file  # heavy: torch, ~1.3 s
 
     print_json(detect_file(image, out, model_uri=model))

@@ -58,3 +58,16 @@ def calibrate(
     from facegate.components.service.calibrations import calibrate_model  # heavy: torch and the models, ~2 s
 
     print_json(calibrate_model(load_settings(), backbone, sets or [], out, log=lambda m: typer.echo(m, err=True)))
+
+
+@friendly
+def calibrate_pad(
+    model: Annotated[list[str] | None, typer.Option(
+        help="shipped PAD model(s) to calibrate, repeatable (default: the pair and each member)")] = None,
+) -> None:
+    """Calibrate the shipped PAD weights once: their scores on params' pad.dataset (every subject: the
+    weights never saw them), stored as calibration/pad/<model>-<fingerprint>.json, to commit; the threshold
+    for pad.target_apcer comes from them."""
+    from facegate.flows.pad import pad_calibrate_flow  # heavy: Prefect, MLflow and torch load in seconds
+
+    print_json(pad_calibrate_flow(models=model))

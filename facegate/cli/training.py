@@ -32,6 +32,11 @@ def _check_training_device(detector: bool = False) -> None:
 
 def _report_chain(result: dict) -> None:
     """Where to look after a chain: the MLflow run, the registered version and alias, the gallery."""
+    if result.get("skipped"):
+        typer.echo(f"skipped: {result['skip_reason']}")
+        typer.echo(f"MLflow run: {result['run_id']} in experiment {result['experiment']}; "
+                   f"wall time: {result['wall_s']:.1f} s")
+        return
     typer.echo(f"data version: {result['data_version']} (data.dvc; `dvc pull` restores it)")
     typer.echo(f"challenger: {result['gate_metric']} {result['challenger_metrics'][result['gate_metric']]:.4f}"
                f" vs {result['incumbent']} {result['incumbent_metrics'][result['gate_metric']]:.4f}")
@@ -59,12 +64,15 @@ def demo(dataset: DatasetOpt = None, limit: LimitOpt = None) -> None:
 
 
 @friendly
-def retrain(dataset: DatasetOpt = None, limit: LimitOpt = None, json_out: JsonOpt = None) -> None:
+def retrain(dataset: DatasetOpt = None, limit: LimitOpt = None, json_out: JsonOpt = None,
+            force: Annotated[bool, typer.Option(
+                "--force", help="run even when data, params and code are unchanged since the champion's chain "
+                "(otherwise such a run is skipped and recorded as skipped in MLflow)")] = False) -> None:
     """ingest -> validate -> augment -> train -> evaluate -> register -> gate -> gallery -> promote."""
     _check_training_device()
     from facegate.flows.retrain import retrain_flow  # heavy: Prefect and MLflow load in seconds
 
-    result = retrain_flow(datasets=dataset, limit=limit)
+    result = retrain_flow(datasets=dataset, limit=limit, force=force)
     if json_out:
         emit(result, json_out)
     _report_chain(result)
@@ -101,6 +109,19 @@ def train_detector(
 
     print_json(detect_train_flow(frozen_epochs=frozen_epochs, finetune_epochs=finetune_epochs,
                                  log_sample_images=log_sample_images))
+
+
+@friendly
+def train_pad(
+    epochs: Annotated[int | None, typer.Option(help="override pad.epochs")] = None,
+    lr: Annotated[float | None, typer.Option(help="override pad.lr")] = None,
+) -> None:
+    """Fine-tune the MiniFASNet pair on params' pad.dataset (mirroring and small crops, no colour shifts),
+    calibrate its threshold on held-out subjects, register it (pad.registered_model) and promote it only
+    if its held-out BPCER100 is no worse than the zero-shot pair's."""
+    from facegate.flows.pad import pad_train_flow  # heavy: Prefect, MLflow and torch load in seconds
+
+    print_json(pad_train_flow(epochs=epochs, lr=lr))
 
 
 @friendly

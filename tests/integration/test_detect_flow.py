@@ -67,6 +67,9 @@ def test_train_detect_bench_and_face_detector(sandbox, prefect_server, tmp_path)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"augmentation.json", "detector.json", "plots", "samples"} <= artifacts
     assert "plots/pr_curves.png" in {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    # the registered version's unit grids (explain.log_to_mlflow), over the letterboxed training images
+    assert "explain/units.json" in {a.path for a in client.list_artifacts(run.info.run_id, "explain")}
+    assert m["explain_seconds"] > 0
     assert mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/augmentation.json")["transform"]["bbox_params"]
 
     best = champion("facegate-detector")
@@ -108,6 +111,8 @@ def test_train_detect_bench_and_face_detector(sandbox, prefect_server, tmp_path)
     assert {"val_map50", "val_ap50_with_mask", "val_pycocotools_map50", "train_minutes"} <= set(
         run2.data.metrics)
     assert client.get_model_version("facegate-detector", "2").tags["variant"] == "two_stage"
+    explained = mlflow.artifacts.load_dict(f"runs:/{second['run_id']}/explain/units.json")
+    assert explained["version"] == "facegate-detector/2" and "face crops of 32 px" in explained["images"]
     assert champion("facegate-detector").version == ("2" if second["promoted"] else "1")
     bench2 = detect_bench_flow(model_uri=second["model_uri"], hog=False, timed_images=2)
     assert bench2["variant"] == "two_stage" and set(bench2["per_class_ap50"]) == set(model.class_names)

@@ -36,9 +36,17 @@ from facegate.components.core.paths import state_dir
 from facegate.components.service.facade import FaceGate
 from facegate.components.web import console as console_pages
 from facegate.components.web.accounts import Accounts
-from facegate.components.web.api import routes_accounts, routes_employees, routes_log, routes_recognition, routes_status
+from facegate.components.web.api import (
+    routes_accounts,
+    routes_captures,
+    routes_employees,
+    routes_log,
+    routes_recognition,
+    routes_status,
+)
 from facegate.components.web.api.dependencies import ApiState, public_without_key
 from facegate.components.web.api.error_handlers import install_error_handlers
+from facegate.components.web.console import review as console_review
 from facegate.components.web.metrics import MetricsMiddleware
 from facegate.components.web.request_guard import RequestGuard
 
@@ -88,10 +96,11 @@ def create_app(gate: FaceGate, key: str | None = None, after_write: Callable[[],
     limits = gate.settings.api  # the order of the routes is the order of the published schema's paths
     for router in (routes_status.router, routes_recognition.recognition_router(limits),
                    routes_employees.reading_router(limits), routes_log.router, routes_accounts.router,
-                   routes_employees.writing_router(limits)):
+                   routes_employees.writing_router(limits), routes_captures.router):
         app.include_router(router)
     if console:
         app.include_router(console_pages.router)
+        app.include_router(console_review.router)
         app.mount(CONSOLE_STATIC, StaticFiles(directory=str(console_pages.CONSOLE_DIR / "static")),
                   name="console-static")
     return app

@@ -18,9 +18,15 @@ from facegate.components.web.api.schemas import IdentificationOut, VerificationO
 from facegate.components.web.metrics import ServiceMetrics
 
 
-def count_decisions(metrics: ServiceMetrics, kind: str, outcomes: list[str]) -> None:
-    for o in outcomes:
-        metrics.decision(kind, o)
+def count_decisions(metrics: ServiceMetrics, kind: str, answers: list[dict], mode: str) -> None:
+    """Each answer's decision (recognized, not_recognized, accepted, rejected, attack; none: no_face), and
+    each face judged a presentation attack, whatever ``pad.mode`` did with it."""
+    for a in answers:
+        metrics.decision(kind, a["decision"])
+        if (a.get("liveness") or {}).get("label") == "attack":
+            metrics.attack(kind, mode)
+    if not answers:
+        metrics.decision(kind, "no_face")
 
 
 def recognition_router(limits: ApiSettings) -> APIRouter:
@@ -35,9 +41,9 @@ def recognition_router(limits: ApiSettings) -> APIRouter:
         Each face is an access-log row (with ``entrance``) before the answer."""
         pixels = decoded_pixels(read_upload(image, limits.max_upload_bytes), state.settings.images.max_pixels)
         result = state.gate.identify(pixels, entrance=entrance, actor=who.name).to_dict()
-        count_decisions(state.metrics, "identify",
-                        [("recognized" if f["recognized"] else "not_recognized") for f in result["faces"]]
-                        or ["no_face"])
+        count_decisions(state.metrics, "identify", result["faces"], state.settings.pad.mode)
+        for f in result["faces"]:
+            state.metrics.decision_path("identify", f["path"])
         return IdentificationOut(**result)
 
     @router.post("/verify", responses=error_responses(400, 403, 404, 409, 415))
@@ -49,7 +55,8 @@ def recognition_router(limits: ApiSettings) -> APIRouter:
         photo = read_upload(image, limits.max_upload_bytes)
         result = state.gate.verify(employee_id, decoded_pixels(photo, state.settings.images.max_pixels), photo.name,
                                    entrance=entrance, actor=who.name).to_dict()
-        count_decisions(state.metrics, "verify", ["accepted" if result["accepted"] else "rejected"])
+        count_decisions(state.metrics, "verify", [result], state.settings.pad.mode)
+        state.metrics.decision_path("verify", result["path"])
         return VerificationOut(**result)
 
     return router

@@ -38,6 +38,8 @@ class Status(BaseModel):
     embedder: str
     employees: int
     tau: float | None
+    # presentation-attack detection: mode, model, threshold, available (and why not: error, note)
+    pad: dict | None = None
 
 
 # the service's own answer types: the API's schema cannot drift from what FaceGate returns
@@ -62,6 +64,7 @@ class Removed(BaseModel):
     vectors_removed: int
     access_rows_erased: int = 0  # the employee's decision rows deleted (access_log.erase_on_remove)
     access_rows_kept: int = 0
+    captures_erased: int = 0  # the employee's deployment captures (chips, embeddings) deleted
     kept: str | None = None  # what the access log keeps about the employee
 
 
@@ -90,6 +93,10 @@ class DecisionOut(BaseModel):
     gallery_version: str | None
     mask: str | None
     actor: str | None
+    liveness: str | None = None  # live | attack; null: pad.mode off
+    liveness_score: float | None = None
+    liveness_threshold: float | None = None
+    path: str | None = None  # which cascade pass decided: cheap | full
 
 
 class AuditOut(BaseModel):

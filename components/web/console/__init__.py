@@ -26,7 +26,7 @@ from facegate.components.web.request_guard import PRINCIPAL_SCOPE_KEY
 
 CONSOLE_DIR = Path(__file__).resolve().parent
 PAGES = [("employees", "Employees", "read"), ("enrol", "Enrol", "enrol"), ("identify", "Identify", "decide"),
-         ("log", "Access log", "read"), ("status", "Status", "read")]
+         ("log", "Access log", "read"), ("review", "Review", "review"), ("status", "Status", "read")]
 TEMPLATES = Jinja2Templates(directory=str(CONSOLE_DIR / "templates"))
 
 router = APIRouter(route_class=LimitedFormRoute, include_in_schema=False)
@@ -138,7 +138,7 @@ def log_page(request: Request, employee_id: str = Query("", max_length=64), outc
 def status_page(request: Request, state: ApiState = Depends(api_state)):
     from facegate.components.service.status import gallery_report, model_report  # heavy: MLflow registry, ~1.5 s
 
-    report = ({"gallery": gallery_report(state.gate), "model": model_report(state.settings)}
-              if may(request, "read") else {})
+    report = ({"gallery": gallery_report(state.gate), "model": model_report(state.settings),
+               "pad": state.gate.liveness.status()} if may(request, "read") else {})
     return page(request, state, "read", "status.html", report=report,
                 now=datetime.now(UTC).isoformat(timespec="seconds"))

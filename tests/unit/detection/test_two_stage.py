@@ -10,11 +10,19 @@ import numpy as np
 import pytest
 import torch
 
+from facegate.components.core.images import load_image
 from facegate.components.detection.data import DetectionSample
 from facegate.components.detection.decode import detect_images
-from facegate.components.detection.two_stage import (TwoStageConfig, apply_box_correction, apply_deltas, box_deltas,
-                                            face_crop, fit_box_correction, train_two_stage)
-from facegate.components.core.images import load_image
+from facegate.components.detection.two_stage import (
+    TwoStageConfig,
+    apply_box_correction,
+    apply_deltas,
+    box_deltas,
+    face_crop,
+    fit_box_correction,
+)
+from facegate.components.detection.two_stage_training import train_two_stage
+from facegate.components.networks.mobilenet_v2 import normalise
 from tests.conftest import SHARED_DATASETS, requires_dataset
 
 COLOURS = np.array([[220, 30, 30], [30, 200, 30], [30, 30, 220]], np.uint8)  # one "mask state" per class
@@ -26,7 +34,7 @@ def _cfg(**kw) -> TwoStageConfig:
                 box_fit_images=2, frozen_epochs=12, frozen_copies=2, finetune_epochs=0, finetune_stages=1, lr_head=0.01,
                 lr_finetune=1e-4, weight_decay=0.0, batch_size=16, balance="sampling", flip_p=0.5, colour_p=0.0,
                 rgb_shift=0, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, eval_score_threshold=0.01,
-                nms_iou=0.45, max_detections=100, seed=0, threads=2)
+                nms_iou=0.45, max_detections=100, seed=0, flip_tta=False, threads=2)
     return TwoStageConfig(**{**base, **kw})
 
 
@@ -104,3 +112,32 @@ def test_detector_interface_on_a_real_image(trained):
     model.clear_proposal_cache()
     fresh = detect_images(model, [image], score_threshold=0.3, iou_threshold=0.45, class_agnostic=True)[0]
     assert np.allclose(fresh.boxes, faces.boxes)
+
+
+def test_same_seed_trains_the_same_classifier():
+    """Sampling, jitter, colour shifts, initialisation and both phases seeded: identical weights."""
+    cfg = _cfg(frozen_epochs=2, finetune_epochs=1, colour_p=1.0, rgb_shift=10, brightness=0.2)
+    first, second = (train_two_stage(_samples(6, 0), [], cfg).model.classifier.state_dict() for _ in range(2))
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    other = train_two_stage(_samples(6, 0), [], _cfg(frozen_epochs=2, finetune_epochs=1, colour_p=1.0, rgb_shift=10,
+                                                      brightness=0.2, seed=1)).model.classifier.state_dict()
+    assert not torch.equal(first["fc.weight"], other["fc.weight"])
+
+
+@requires_dataset("facemask")
+def test_flip_tta_averages_the_crop_and_its_mirror(trained):
+    model = trained.model
+    image = load_image(SHARED_DATASETS / "facemask" / "images" / "maksssksksss0.jpg")
+    boxes, _ = model.propose(image)
+    boxes = boxes[:3]
+    plain_probs, _ = model.classify(image, boxes)
+    mirrored = np.stack([face_crop(image, b, model.crop_size, model.crop_context, flip=True) for b in boxes])
+    with torch.inference_mode():
+        mirror_probs = model.classifier(normalise(mirrored)).softmax(1).numpy()[:, :3]
+    model.flip_tta = True
+    try:
+        tta_probs, tta_boxes = model.classify(image, boxes)
+    finally:
+        model.flip_tta = False
+    assert np.allclose(tta_probs, (plain_probs + mirror_probs) / 2, atol=1e-4)
+    assert tta_boxes.shape == boxes.shape

@@ -9,16 +9,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facegate.components.calibration.thresholds import ScoreSketch
 from facegate.components.calibration.store import ModelCalibration, SetScores, pretrained_file
-from facegate.components.gallery.enrolment import EnrolmentStore, Photo, duplicate_faces
+from facegate.components.calibration.thresholds import ScoreSketch
 from facegate.components.core.errors import CalibrationMissing, DuplicateFace
+from facegate.components.core.settings import load_settings
 from facegate.components.faces.types import FaceBox
 from facegate.components.gallery import Gallery
+from facegate.components.gallery.duplicates import DuplicateRule, find_duplicates
+from facegate.components.gallery.enrolment import EnrolmentStore, Photo
 from facegate.components.recognition.recognizer import FaceEmbedding
-from facegate.components.service.facade import FaceGate
 from facegate.components.service.calibrations import gallery_impostor_scores
-from facegate.components.core.settings import load_settings
+from facegate.components.service.facade import FaceGate
 
 DIM = 8
 
@@ -110,10 +111,11 @@ def test_duplicate_faces_names_the_nearest_other_employee():
     gal.add("amy", "Amy", face_of(10)[None], [""])
     gal.add("raj", "Raj", face_of(20)[None], [""])
     new = np.stack([face_of(20), face_of(30), face_of(10)])
-    found = duplicate_faces(gal, new, "newbie", tau=0.5)
-    assert [(d.photo, d.other_id) for d in found] == [(0, "raj"), (2, "amy")]
-    assert duplicate_faces(gal, new, "raj", tau=0.5)[0].other_id == "amy"  # raj's own face is no duplicate
-    assert duplicate_faces(Gallery.new(DIM, "fake", "v1", tau=0.5), new, "x", 0.5) == []
+    rule = DuplicateRule(None, 1e-3, fixed_tau=0.5)
+    found = find_duplicates(gal, new, "newbie", rule)
+    assert sorted((d.photo, d.other_id) for d in found) == [(0, "raj"), (2, "amy")]
+    assert find_duplicates(gal, new, "raj", rule)[0].other_id == "amy"  # raj's own face is no duplicate
+    assert find_duplicates(Gallery.new(DIM, "fake", "v1", tau=0.5), new, "x", rule) == []
 
 
 def test_enough_enrolled_pairs_recalibrate_the_thresholds(tmp_path, committed):

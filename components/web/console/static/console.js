@@ -176,10 +176,16 @@ if (idForm) {
       const list = $("#faces");
       for (const f of r.faces) {
         const li = document.createElement("li");
-        li.className = f.recognized ? "recognized" : "stranger";
-        li.textContent = f.recognized
+        const lv = f.liveness;
+        const attack = lv && lv.label === "attack";
+        li.className = f.decision === "attack" ? "attack" : f.recognized ? "recognized" : "stranger";
+        li.textContent = (f.decision === "attack"
+          ? "presentation attack: refused"
+          : f.recognized
           ? `${f.name} (${f.employee_id}), distance ${f.distance.toFixed(3)} ≤ ${f.tau.toFixed(3)}`
-          : `not recognized` + (f.distance != null ? `, nearest at ${f.distance.toFixed(3)} > ${f.tau.toFixed(3)}` : "");
+          : `not recognized` + (f.distance != null ? `, nearest at ${f.distance.toFixed(3)} > ${f.tau.toFixed(3)}` : ""))
+          + (lv ? `; liveness ${lv.score.toFixed(3)} ${attack ? "≤" : ">"} ${lv.threshold.toFixed(3)}`
+                  + (attack && f.decision !== "attack" ? " (ATTACK, flagged)" : "") : "");
         list.appendChild(li);
       }
       const n = r.faces.filter((f) => f.recognized).length;
@@ -203,7 +209,9 @@ async function draw(file, faces) {
   for (const f of faces) {
     const [l, t, r, b] = f.box.map((v) => v * scale);
     const colour = f.recognized ? "#1a9850" : "#d73027";
-    const label = f.recognized ? f.name : "not recognized";
+    const attack = f.liveness && f.liveness.label === "attack";
+    const label = (f.decision === "attack" ? "presentation attack" : f.recognized ? f.name : "not recognized")
+      + (attack && f.decision !== "attack" ? " (attack?)" : "");
     g.strokeStyle = colour;
     g.strokeRect(l, t, r - l, b - t);
     const w = g.measureText(label).width + 8;
@@ -213,3 +221,25 @@ async function draw(file, faces) {
     g.fillText(label, l + 4, Math.max(16, t - 6));
   }
 }
+
+// review page: label a capture, then drop its row; update templates from confirmed captures
+document.querySelectorAll("#review button.label").forEach((b) => b.addEventListener("click", async () => {
+  const row = b.closest("tr");
+  const form = new FormData();
+  form.append("label", b.dataset.label);
+  const who = row.querySelector("input.who").value.trim();
+  if (b.dataset.label === "employee" && who) form.append("employee_id", who);
+  try {
+    await call("POST", `/captures/${b.dataset.id}/label`, form);
+    row.remove();
+    say(`capture ${b.dataset.id}: ${b.dataset.label}${b.dataset.label === "employee" ? " " + who : ""}`, "ok");
+  } catch (e) { say(e.message, "error"); }
+}));
+const templatesForm = $("#templates");
+if (templatesForm) templatesForm.addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  try {
+    const r = await call("POST", "/captures/templates", new FormData());
+    say(`templates updated for ${Object.keys(r.employees).length} employee(s); gallery ${r.gallery_version}`, "ok");
+  } catch (e) { say(e.message, "error"); }
+});

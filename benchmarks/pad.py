@@ -1,0 +1,267 @@
+"""`facegate bench pad`: presentation-attack detection measured the ISO/IEC 30107-3 way.
+
+On ``pad.dataset`` (nuaa-dev: printed-photo attacks only), with folds BY SUBJECT (a subject's frames
+are near-duplicates): every threshold is chosen without the fold's test subjects, then applied to them.
+
+- zero-shot rows (the shipped pair, each member alone): thresholds from the other folds' scores;
+- the fine-tuned pair: per test fold, fine-tuned on the subjects of all folds but two, its threshold
+  calibrated on the next fold (as ``train-pad`` calibrates on held-out subjects), tested on the fold.
+
+Figures, pooled over folds: APCER and BPCER at ``pad.target_apcer``'s threshold; BPCER20 and BPCER100 at
+the thresholds where the threshold subjects' APCER is 5% and 1% (with the test APCER those reach); the
+ISO figures on the pooled test scores (threshold on the test scores themselves) and the AUC; IAPMR under
+``enforce``: attacks that pass PAD AND are identified as the employee shown, each subject enrolled from
+one live frame through the real service; the time per face of the served (OpenCV) path. Faces come
+from the product's detector (``faces.detector``). The JSON's top level is the model in service's row.
+
+``--live DIR --attack KIND=DIR``: the model in service on a site's own folders — no training, no folds:
+its threshold as served, APCER per attack kind, BPCER, and the ISO figures on the site's scores.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from facegate.components.core.errors import FaceError
+from facegate.components.core.images import load_image
+from facegate.components.core.paths import datasets_root
+from facegate.components.core.settings import Settings
+from facegate.components.gallery.enrolment import EnrolmentStore, Photo
+from facegate.components.lifecycle.pad_models import FINETUNED, pad_model_in_service
+from facegate.components.pad.calibration import error_rates, iso_figures, threshold_for_apcer
+from facegate.components.pad.data import (
+    PadFaces,
+    folder_samples,
+    nuaa_samples,
+    product_faces,
+    subject_folds,
+    subjects_of,
+)
+from facegate.components.pad.finetune import PadFinetuneConfig, augmented_copies, finetune_pad
+from facegate.components.pad.minifasnet import LIVE_CLASS, V1SE_SPEC, V2_SPEC, PadNet, load_pad_net
+from facegate.components.pad.models import MiniFasNetPad
+from facegate.components.pad.plots import plot_det
+from facegate.components.pad.runtime import OpenCvPadRunner
+from facegate.components.service.facade import FaceGate
+
+Log = Callable[[str], None]
+SHIPPED = {"minifasnet_pair": (V2_SPEC, V1SE_SPEC), "minifasnet_v2": (V2_SPEC,), "minifasnet_v1se": (V1SE_SPEC,)}
+ROWS = (*SHIPPED, FINETUNED)
+ATTACKS_NOTE = "printed photographs only, one webcam (NUAA); screens, masks and 3-D attacks are not measured"
+
+
+@dataclass
+class Fold:
+    """One test fold of one model: the scores its thresholds come from, and its test scores."""
+
+    test_rows: np.ndarray
+    test_scores: np.ndarray
+    thr_live: np.ndarray
+    thr_attack: np.ndarray
+
+
+def fold_plan(subjects: Sequence[str], k: int, seed: int) -> list[tuple[list[str], list[str], list[str]]]:
+    """(test, calibration, training) subjects per fold: calibration is the next fold, training the rest."""
+    folds = subject_folds(subjects, k, seed)
+    plan = []
+    for i, test in enumerate(folds):
+        calib = folds[(i + 1) % len(folds)]
+        train = sorted(s for j, f in enumerate(folds) if j not in (i, (i + 1) % len(folds)) for s in f)
+        plan.append((test, calib, train))
+    return plan
+
+
+def net_scores(net: PadNet, faces: PadFaces, rows: np.ndarray, batch: int = 64) -> np.ndarray:
+    """Live probabilities of ``rows`` through the served (OpenCV) path, in batches."""
+    runner = OpenCvPadRunner(net)
+    out = [runner(faces.member_crops(net.specs, rows[i:i + batch]))[:, LIVE_CLASS] for i in range(0, len(rows), batch)]
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def zero_shot_folds(scores: np.ndarray, faces: PadFaces, plan) -> list[Fold]:
+    live = faces.live
+    folds = []
+    for test, _, _ in plan:
+        t_rows = faces.rows(test)
+        other = np.setdiff1d(np.arange(len(live)), t_rows)
+        folds.append(Fold(t_rows, scores[t_rows], scores[other][live[other]], scores[other][~live[other]]))
+    return folds
+
+
+def finetuned_folds(base: PadNet, faces: PadFaces, plan, cfg: PadFinetuneConfig, max_pixels: int,
+                    log: Log) -> tuple[list[Fold], PadNet]:
+    """Per fold: fine-tune on its training subjects, calibrate on its calibration fold, score its test fold.
+    The frozen trunk's features of every frame's augmented copies are computed once for all folds."""
+    live, folds, net = faces.live, [], base
+    copies = augmented_copies(base, faces.samples, faces.boxes, cfg, max_pixels, log)
+    for i, (test, calib, train) in enumerate(plan):
+        c_rows, t_rows = faces.rows(calib), faces.rows(test)
+        log(f"fold {i + 1}/{len(plan)}: fine-tune on {train}, calibrate on {calib}, test on {test}")
+        net, _ = finetune_pad(base, copies, faces.rows(train), live, cfg, log=log)
+        c_scores = net_scores(net, faces, c_rows)
+        folds.append(Fold(t_rows, net_scores(net, faces, t_rows), c_scores[live[c_rows]], c_scores[~live[c_rows]]))
+    return folds, net
+
+
+def pooled_figures(folds: Sequence[Fold], live: np.ndarray, target_apcer: float,
+                   matches: np.ndarray | None) -> dict:
+    """APCER/BPCER at the operating threshold, BPCER20/100 at the threshold subjects' 5%/1%, IAPMR, ISO."""
+    sums: dict[str, list[float]] = {}
+    per_fold = []
+    for f in folds:
+        is_live = live[f.test_rows]
+        lv, at = f.test_scores[is_live], f.test_scores[~is_live]
+        row = {"n_live": int(len(lv)), "n_attack": int(len(at))}
+        for key, target in (("", target_apcer), ("20", 0.05), ("100", 0.01)):
+            t = threshold_for_apcer(f.thr_attack, target)
+            rates = error_rates(lv, at, t)
+            row.update({f"threshold{key}": t, f"apcer{key}": rates["apcer"], f"bpcer{key}": rates["bpcer"]})
+            sums.setdefault(f"apcer{key}", []).append(rates["apcer"] * len(at))
+            sums.setdefault(f"bpcer{key}", []).append(rates["bpcer"] * len(lv))
+        if matches is not None:
+            m = matches[f.test_rows][~is_live]
+            sums.setdefault("iapmr", []).append(float(np.sum(m & (at > row["threshold"]))))
+        per_fold.append(row)
+    n_live = sum(r["n_live"] for r in per_fold)
+    n_attack = sum(r["n_attack"] for r in per_fold)
+    all_rows = np.concatenate([f.test_rows for f in folds])
+    all_scores = np.concatenate([f.test_scores for f in folds])
+    out = {"apcer": sum(sums["apcer"]) / n_attack, "bpcer": sum(sums["bpcer"]) / n_live,
+           "bpcer20": sum(sums["bpcer20"]) / n_live, "apcer_at_bpcer20_threshold": sum(sums["apcer20"]) / n_attack,
+           "bpcer100": sum(sums["bpcer100"]) / n_live, "apcer_at_bpcer100_threshold": sum(sums["apcer100"]) / n_attack,
+           "iapmr_enforce": sum(sums["iapmr"]) / n_attack if matches is not None else None,
+           "iso_pooled": iso_figures(all_scores[live[all_rows]], all_scores[~live[all_rows]]), "per_fold": per_fold}
+    return out
+
+
+def attack_matches(settings: Settings, faces: PadFaces, log: Log) -> np.ndarray:
+    """Per sample: an attack identified as the subject it shows, through the real service with PAD off,
+    each subject enrolled from its first live frame (False for live samples)."""
+    quiet = settings.replace({"pad": {"mode": "off"}})
+    matches = np.zeros(len(faces.samples), bool)
+    with tempfile.TemporaryDirectory(prefix="pad-iapmr-") as tmp:
+        gate = FaceGate(quiet, store=EnrolmentStore(Path(tmp)), access_log=False)
+        for subject in subjects_of([s for s in faces.samples if s.live]):
+            for first in (s for s in faces.samples if s.live and s.subject == subject):
+                try:  # the subject's first live frame with exactly one face
+                    gate.enrol(subject, subject, [Photo(first.path.name, first.path.read_bytes())], force=True)
+                    break
+                except FaceError:
+                    continue
+        attacks = [i for i, s in enumerate(faces.samples) if not s.live]
+        log(f"IAPMR: {len(faces.samples) - len(attacks)} live frames, {len(attacks)} attacks against "
+            f"{gate.snapshot().n_employees} enrolled subjects")
+        for i in attacks:
+            found = gate.identify(load_image(faces.samples[i].path, quiet.images.max_pixels)).faces
+            matches[i] = any(f.employee_id == faces.samples[i].subject for f in found)
+    return matches
+
+
+def time_per_face(model: MiniFasNetPad, faces: PadFaces, max_pixels: int, n: int = 100) -> dict:
+    """p50 and mean ms of ``model.score`` per face (crop + network), one thread as a served request."""
+    threads = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    try:
+        rows = np.linspace(0, len(faces.samples) - 1, min(n, len(faces.samples))).astype(int)
+        frames = [(load_image(faces.samples[r].path, max_pixels), faces.boxes[r]) for r in rows]
+        for frame, box in frames[:5]:
+            model.score(frame, box)
+        load = os.getloadavg()[0]
+        ms = []
+        for frame, box in frames:
+            t = time.perf_counter()
+            model.score(frame, box)
+            ms.append((time.perf_counter() - t) * 1e3)
+    finally:
+        torch.set_num_threads(threads[0])
+        cv2.setNumThreads(threads[1])
+    return {"ms_per_face": float(np.median(ms)), "ms_per_face_mean": float(np.mean(ms)), "faces_timed": len(ms),
+            "loadavg_1min": [round(load, 2), round(os.getloadavg()[0], 2)]}
+
+
+def run_pad_benchmark(settings: Settings, *, root: Path | None = None, folds: int | None = None,
+                      rows: Sequence[str] = ROWS, iapmr: bool = True, det_png: Path | None = None,
+                      log: Log = lambda message: None) -> dict:
+    """Every row of ``rows`` on ``pad.dataset`` by subject folds; the top level is the model in service's."""
+    pad = settings.pad
+    root = root or datasets_root() / pad.dataset
+    faces = product_faces(settings, nuaa_samples(root), log)
+    subjects = subjects_of(faces.samples)
+    plan = fold_plan(subjects, folds or pad.folds, settings.seed)
+    matches = attack_matches(settings, faces, log) if iapmr else None
+    live, all_rows = faces.live, np.arange(len(faces.samples))
+    base = load_pad_net((V2_SPEC, V1SE_SPEC))
+    results, curves = {}, {}
+    for name in rows:
+        if name == FINETUNED:
+            fold_list, net = finetuned_folds(base, faces, plan, PadFinetuneConfig.from_settings(settings),
+                                             settings.images.max_pixels, log)
+        else:
+            net = base if name == "minifasnet_pair" else load_pad_net(SHIPPED[name])
+            fold_list = zero_shot_folds(net_scores(net, faces, all_rows), faces, plan)
+        fig = pooled_figures(fold_list, live, pad.target_apcer, matches)
+        fig.update(time_per_face(MiniFasNetPad(net), faces, settings.images.max_pixels))
+        results[name] = fig
+        test_rows = np.concatenate([f.test_rows for f in fold_list])
+        test_scores = np.concatenate([f.test_scores for f in fold_list])
+        curves[name] = (test_scores[live[test_rows]], test_scores[~live[test_rows]])
+        log(f"{name}: APCER {fig['apcer']:.4f} BPCER {fig['bpcer']:.4f} BPCER20 {fig['bpcer20']:.4f} "
+            f"BPCER100 {fig['bpcer100']:.4f} IAPMR {fig['iapmr_enforce']} {fig['ms_per_face']:.2f} ms/face")
+    served = pad.model if pad.model in results else next(iter(results))
+    out = {key: results[served][key] for key in ("bpcer20", "bpcer100", "apcer", "bpcer", "iapmr_enforce",
+                                                 "ms_per_face")}
+    out.update({"model_in_service": served, "dataset": str(root), "attacks": ATTACKS_NOTE,
+                "target_apcer": pad.target_apcer, "detector": settings.faces.detector, "subjects": subjects,
+                "folds": [{"test": t, "calibration": c, "train": tr} for t, c, tr in plan],
+                "frames": {"live": int(live.sum()), "attack": int((~live).sum()),
+                           "no_face": len(faces.no_face)},
+                "detect_ms_mean": float(np.mean(faces.detect_ms)) if faces.detect_ms else None,
+                "iapmr_pad_off": float(matches[~live].mean()) if matches is not None else None,
+                "rows": results})
+    if det_png is not None:
+        out["det_png"] = str(plot_det(curves, det_png, "DET, nuaa-dev, folds by subject (printed photos)"))
+    return out
+
+
+def run_site_benchmark(settings: Settings, live_dir: Path, attacks: Mapping[str, Path], *,
+                       det_png: Path | None = None, log: Log = lambda message: None) -> dict:
+    """The model in service, as served (its stored threshold), on a site's own live and attack folders."""
+    pad = settings.pad
+    model = pad_model_in_service(pad)
+    if not isinstance(model, MiniFasNetPad) or model.calibration is None:
+        raise ValueError(f"PAD model {pad.model} has no stored calibration to take its threshold from")
+    faces = product_faces(settings, folder_samples(live_dir, attacks), log)
+    scores = net_scores(model.net, faces, np.arange(len(faces.samples)))
+    threshold = model.calibration.threshold(pad.target_apcer)
+    kinds = np.array([s.kind for s in faces.samples])
+    live_scores = scores[kinds == "live"]
+    per_kind = {k: {**error_rates(live_scores, scores[kinds == k], threshold),
+                    **iso_figures(live_scores, scores[kinds == k])} for k in attacks}
+    every = error_rates(live_scores, scores[kinds != "live"], threshold)
+    iso = iso_figures(live_scores, scores[kinds != "live"])
+    out = {"bpcer20": iso["bpcer20"], "bpcer100": iso["bpcer100"], "apcer": every["apcer"], "bpcer": every["bpcer"],
+           "iapmr_enforce": None, "model_in_service": pad.model, "threshold": threshold,
+           "target_apcer": pad.target_apcer, "calibration": model.calibration.source,
+           "apcer_per_kind": {k: v["apcer"] for k, v in per_kind.items()}, "per_kind": per_kind, "iso": iso,
+           "frames": {k: int(np.sum(kinds == k)) for k in ("live", *attacks)},
+           "no_face": len(faces.no_face), "detector": settings.faces.detector}
+    subjects = {s.subject for s in faces.samples if s.live} & {s.subject for s in faces.samples if not s.live}
+    if subjects - {None}:  # subject folders on both sides: enrol each from a live frame, count attacks that get in
+        matches = attack_matches(settings, faces, log)
+        attack = kinds != "live"
+        out["iapmr_enforce"] = float(np.mean(matches[attack] & (scores[attack] > threshold)))
+        out["iapmr_pad_off"] = float(np.mean(matches[attack]))
+    out.update(time_per_face(model, faces, settings.images.max_pixels))
+    if det_png is not None:
+        curves = {f"{pad.model}: {k}": (live_scores, scores[kinds == k]) for k in attacks}
+        out["det_png"] = str(plot_det(curves, det_png, "DET, site folders"))
+    return out

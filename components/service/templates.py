@@ -1,0 +1,116 @@
+"""Template update: confirmed deployment captures become extra gallery vectors of their employee.
+
+Most deployment error comes from the gap between the one clean enrolment photo and what the entrance
+camera sees (its lighting, its angle, the masks of winter). An operator-confirmed capture closes it.
+
+- Each employee keeps at most ``gallery.max_templates`` vectors: the enrolment photos always, then
+  the confirmed captures chosen for diversity (farthest-point: each next template is the capture
+  farthest, in embedding space, from everything already kept), so ten near-identical captures from
+  one morning do not crowd out the one masked capture.
+- A template's sidecar ``photo`` is ``capture:<id>``: traceable to its capture (and its label's audit
+  row); ``remove_template`` takes it out. Every update is a new gallery version, as an enrolment.
+- The gallery holds the model in service's embeddings: a capture embedded by another model is
+  re-embedded from its chip when the chip's geometry is the model's, else left out (counted). A
+  promotion re-embeds enrolment photos only (``reembed_all``): the next update puts the templates back.
+- Identify takes the nearest vector of each employee, so thresholds need no change in form; the
+  calibration (``tau_for_fpir(target, n_employees)``) assumes one impostor draw per employee, while an
+  employee with m templates offers a stranger m correlated chances: the achieved FPIR can rise with m,
+  at most as if the gallery had ``n_vectors`` employees (docs/decisions/templates.md).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from facegate.components.gallery import gallery_lock
+from facegate.components.service.captures import Labelled, decode_chip
+from facegate.components.service.deployment import local_actor
+
+if TYPE_CHECKING:
+    from facegate.components.service.facade import FaceGate
+
+CAPTURE_PREFIX = "capture:"
+
+
+def farthest_point(base: np.ndarray, candidates: np.ndarray, k: int) -> list[int]:
+    """Indices of up to ``k`` candidates, each the farthest (cosine) from ``base`` and those already chosen."""
+    if k <= 0 or not len(candidates):
+        return []
+    chosen: list[int] = []
+    nearest = (1.0 - candidates @ base.T).min(axis=1) if len(base) else np.full(len(candidates), np.inf)
+    for _ in range(min(k, len(candidates))):
+        nearest_free = np.where(np.isin(np.arange(len(candidates)), chosen), -np.inf, nearest)
+        best = int(np.argmax(nearest_free))
+        chosen.append(best)
+        nearest = np.minimum(nearest, 1.0 - candidates @ candidates[best])
+    return chosen
+
+
+def _embeddings(gate: FaceGate, confirmed: list[Labelled]) -> tuple[list[Labelled], np.ndarray]:
+    """The confirmed captures usable with the model in service, and their embeddings by it."""
+    label, recognizer = gate.model_label(), gate.recognizer
+    geometry = recognizer.model.backbone.chip_geometry
+    same = [c for c in confirmed if c.model == label]
+    again = [c for c in confirmed if c.model != label and c.chip_geometry == geometry]
+    embs = [c.embedding for c in same]
+    if again:
+        embs += list(recognizer.embed_aligned(np.stack([decode_chip(c.chip) for c in again])))
+    usable = same + again
+    return usable, (np.stack(embs).astype(np.float32) if embs else np.zeros((0, recognizer.embedding_dim), np.float32))
+
+
+def update_templates(gate: FaceGate, employee_id: str | None = None, *, actor: str | None = None) -> dict:
+    """Re-choose every employee's captured templates (or one employee's): a new gallery version when any
+    changed. Returns per employee the templates kept, added and removed."""
+    store, limit = gate.captures, gate.settings.gallery.max_templates
+    if store is None:
+        return {"employees": {}, "gallery_version": gate.gallery_version}
+    by_employee: dict[str, list[Labelled]] = {}
+    for c in store.confirmed(employee_id):
+        by_employee.setdefault(c.employee_id, []).append(c)
+    if employee_id:
+        by_employee.setdefault(employee_id, [])
+    changes: dict[str, dict] = {}
+    with gate.write_lock, gallery_lock(gate.store.index_dir):
+        g = gate.store.load()
+        g.check_model(gate.recognizer.embedder_name, gate.recognizer.embedder_version)
+        side, vectors = g.sidecar, g.vectors
+        for eid, confirmed in sorted(by_employee.items()):
+            rows = np.flatnonzero(side["employee_id"].to_numpy() == eid)
+            if not len(rows):
+                continue  # a confirmed capture of someone no longer enrolled waits for a re-enrolment
+            photos = [r for r in rows if not str(side["photo"].iloc[r]).startswith(CAPTURE_PREFIX)]
+            before = sorted(int(str(side["photo"].iloc[r])[len(CAPTURE_PREFIX):]) for r in rows if r not in photos)
+            usable, embs = _embeddings(gate, confirmed)
+            picked = farthest_point(vectors[photos], embs, limit - len(photos))
+            after = sorted(usable[i].id for i in picked)
+            store.set_templates(eid, after)
+            if after == before:
+                continue
+            order = sorted(picked, key=lambda i: usable[i].id)
+            g.replace(eid, str(side["name"].iloc[rows[0]]),
+                      np.concatenate([vectors[photos], embs[order]]) if order else vectors[photos],
+                      [str(side["photo"].iloc[r]) for r in photos] + [f"{CAPTURE_PREFIX}{usable[i].id}" for i in order])
+            changes[eid] = {"templates": after, "added": sorted(set(after) - set(before)),
+                            "removed": sorted(set(before) - set(after)),
+                            "skipped_other_model": len(confirmed) - len(usable)}
+        if changes:
+            g.save(gate.store.index_dir, keep=gate.settings.gallery.keep_versions)
+    if changes:
+        gate.reload()
+        for eid, change in changes.items():
+            gate.audit(actor, "template_update", eid, gallery_version=gate.gallery_version, **change)
+    return {"employees": changes, "gallery_version": gate.gallery_version}
+
+
+def remove_template(gate: FaceGate, capture_id: int, *, actor: str | None = None) -> dict:
+    """Take a captured template out: its capture is relabelled ``skip`` (never a template again unless
+    relabelled) and its employee's templates are chosen again (a new gallery version)."""
+    store = gate.captures
+    if store is None:
+        raise RuntimeError("no capture store: this gate keeps no access log")
+    row = store.get(capture_id)
+    store.label(capture_id, "skip", None, actor or local_actor())
+    gate.audit(actor, "template_remove", row["label_employee_id"], capture_id=capture_id)
+    return update_templates(gate, row["label_employee_id"], actor=actor) if row["label_employee_id"] else {}

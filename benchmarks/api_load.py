@@ -256,7 +256,7 @@ def run(clients: int, seconds: float, enrol_share: float, think_ms: float, lfw: 
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
     stop_s = time.perf_counter() - t_stop
-    check = f"""
+    check = """
 import json, subprocess, sys
 from facegate.components.service.deployment import gallery_store
 from facegate.components.lifecycle import gallery_snapshots
@@ -264,13 +264,13 @@ from facegate.components.service.access_log import AccessLog, DecisionFilter
 from facegate.components.core.settings import load_settings
 g = gallery_store().load()
 log = AccessLog.from_settings(load_settings())
-rows = {{}}
+rows = {}
 for d in log.decisions(DecisionFilter(limit=10_000_000)):
     rows[d["entrance"]] = rows.get(d["entrance"], 0) + 1
-audited = sorted({{a["employee_id"] for a in log.audit_events(limit=10_000_000) if a["action"] == "enrol"}})
+audited = sorted({a["employee_id"] for a in log.audit_events(limit=10_000_000) if a["action"] == "enrol"})
 status = subprocess.run([sys.executable, "-m", "dvc", "status", "gallery.dvc"], capture_output=True, text=True).stdout
-print(json.dumps({{"ids": sorted(g.employees()["employee_id"]), "dirty": gallery_snapshots.is_dirty(),
-                  "dvc_status": status.strip(), "rows": rows, "audited": audited}}))
+print(json.dumps({"ids": sorted(g.employees()["employee_id"]), "dirty": gallery_snapshots.is_dirty(),
+                  "dvc_status": status.strip(), "rows": rows, "audited": audited}))
 """
     out = subprocess.run([sys.executable, "-c", check], cwd=env["FACEGATE_REPO"],
                          env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facegate.components.calibration.cascade import Band, CascadeCalibration, fit_cascade
+from facegate.components.calibration.cascade import Band, CascadeCalibration, fit_band, fit_cascade
 from facegate.components.core.images import load_image
 from facegate.components.core.weights import weight_path
 from facegate.components.embedding.members import (
@@ -26,6 +26,7 @@ from facegate.components.embedding.members import (
 )
 from facegate.components.embedding.members import member_slice as find_member
 from facegate.components.embedding.model import EmbeddingModel
+from facegate.components.evaluation.verification import best_threshold
 
 
 def nearest(probes: np.ndarray, gallery: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -165,3 +166,28 @@ def opencv_anchor(gallery_size: int, seed: int = 0) -> Callable[[Path], object]:
 
 def load_now() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
+
+
+def lfw_pairs_cascade(full_rows: np.ndarray, cheap_rows: np.ndarray, same: np.ndarray, folds: np.ndarray) -> dict:
+    """LFW View 2 with the cascade: per fold, the full model's threshold and the band (with the member's
+    threshold at the same FAR) chosen on the other folds' pairs, then the held-out fold decided by the
+    cascade. ``full_rows``/``cheap_rows``: one row of pair distances per fold (that fold's model)."""
+    acc, full_acc, agree, cheap_share = [], [], [], []
+    for f in np.unique(folds):
+        d_f, d_c, test = full_rows[f], cheap_rows[f], folds == f
+        tau = best_threshold(d_f[~test], same[~test])
+        imp_f, imp_c = d_f[~test & ~same], np.sort(d_c[~test & ~same])
+        allowed = int(np.floor(float((imp_f <= tau).mean()) * len(imp_c)))
+        tau_m = float(np.nextafter(imp_c[min(allowed, len(imp_c) - 1)], -np.inf))
+        band = fit_band((d_f[~test & same], imp_f), (d_c[~test & same], d_c[~test & ~same]), tau, tau_m, 1)
+        accept, reject = d_c[test] < tau_m - band.below, d_c[test] > tau_m + band.above
+        cheap = accept | reject
+        full_decision = d_f[test] <= tau
+        decision = np.where(cheap, accept, full_decision)
+        acc.append(float((decision == same[test]).mean()))
+        full_acc.append(float((full_decision == same[test]).mean()))
+        agree.append(float((decision == full_decision).mean()))
+        cheap_share.append(float(cheap.mean()))
+    return {"accuracy_mean": float(np.mean(acc)), "accuracy_std": float(np.std(acc)),
+            "full_accuracy_mean": float(np.mean(full_acc)), "agreement": float(np.mean(agree)),
+            "agreement_min_fold": float(np.min(agree)), "cheap_share": float(np.mean(cheap_share))}

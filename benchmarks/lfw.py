@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facegate.benchmarks import cascade_bench
 from facegate.components.core.images import load_image
 from facegate.components.core.settings import AugmentSettings, MaskSettings, Settings, load_settings
 from facegate.components.embedding.backbones import FUSION_SEPARATOR, chip_geometry, make_backbone
@@ -144,7 +145,8 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
                       mining: str = "online", mining_rounds: int = 3, artifact_dir: Path | None = None,
                       on_epoch: Callable[[int, int, dict], None] | None = None,
                       masked: MaskedProbes | None = None, aug_feats: list[np.ndarray] | tuple = (),
-                      aug_prob: float = 0.0, precision: str = "float32", fit_fusion: bool = True) -> dict:
+                      aug_prob: float = 0.0, precision: str = "float32", fit_fusion: bool = True,
+                      cascade_member: str | None = None) -> dict:
     """Accuracy (10-fold), ROC figures and training history for one backbone/mode/TTA setting; with
     ``masked``, on the masked protocol (same keys). ``aug_feats``: frozen features of augmented copies
     of every LFW chip (one array per copy), which ``head`` training reads as the chain does (masked
@@ -167,6 +169,7 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
     member_rows: dict[str, dict[bool, dict[int, np.ndarray]]] = {}  # fused: each member alone, same chips
     dist_rows: dict[bool, dict[int, np.ndarray]] = {False: {}, True: {}}  # by flip TTA, then fold
     tta_only_rows: dict[str, dict[int, np.ndarray]] = {}  # fused: flip TTA on that member alone
+    cheap_rows: dict[int, np.ndarray] = {}  # the cascade's cheap pass (cascade_member), by fold
     logreg: dict[str, list[float]] = {kind: [] for kind in FEATURES}
     histories, train_sizes = [], []
     train_seconds = 0.0
@@ -207,6 +210,10 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
                 model.head, f_all[rows], labels, seed=cfg.seed + gi, flip_feats=ff_all[rows] if flip_tta else None)})
         embs = {tta: embed_from_features(model, f_all, ff_all if tta else None) for tta in (False, True)}
         emb = embs[flip_tta]
+        if cascade_member and masked is None:  # the cascade's cheap pass: the member alone, no mirror
+            cheap = cascade_bench.member_embeddings(model, f_all, cascade_member)
+            for f in group:
+                cheap_rows[f] = pair_distances(cheap, lfw)
         m_embs = {}
         if masked is not None:
             mf, mff = (m_feats, m_flip) if mode != "finetune" else (
@@ -269,6 +276,9 @@ def run_lfw_benchmark(lfw: LfwSet, cache_dir: Path, *, backbone: str, mode: str,
                            for tta in (True, False)} for name, rows in member_rows.items()},
         "flip_tta_on_one_member": {name: _member_summary(rows, lfw) for name, rows in tta_only_rows.items()},
         "history": histories, "_distances": combined,
+        **({"cascade": {"member": cascade_member, **cascade_bench.lfw_pairs_cascade(
+            np.stack([dist_rows[flip_tta][f] for f in range(10)]), np.stack([cheap_rows[f] for f in range(10)]),
+            lfw.same, lfw.folds)}} if cheap_rows else {}),
     }
 
 
@@ -387,6 +397,7 @@ class LfwBenchmark:
     masked: bool = False  # the masked protocol: the second image of every pair masked (seeded)
     precision: str = "float32"  # embedding.precision: the number format the backbones infer in
     fusion_weights: str = "fit"  # embedding.fusion_weights: fitted per fold group, or equal (as served)
+    cascade_member: str | None = None  # recognition.cascade on: the cheap pass's member, scored as served
 
     @classmethod
     def from_settings(cls, settings: Settings, *, backbone: str | None = None, mode: str | None = None,
@@ -398,7 +409,8 @@ class LfwBenchmark:
                    groups=groups, speed=speed, detector=settings.faces.detector, upsample=settings.faces.upsample,
                    cfg=TrainConfig.from_settings(settings, miner=miner, epochs=epochs, lr=lr),
                    augment=settings.augment, masks=settings.masks, masked=masked,
-                   precision=settings.embedding.precision, fusion_weights=settings.embedding.fusion_weights)
+                   precision=settings.embedding.precision, fusion_weights=settings.embedding.fusion_weights,
+                   cascade_member=settings.recognition.cascade_member if settings.recognition.cascade == "on" else None)
 
     @property
     def run_name(self) -> str:
@@ -446,7 +458,7 @@ class LfwBenchmark:
                                    augment=as_function(self.augmentation()), mining=self.mining,
                                    artifact_dir=artifact_dir, masked=masked, pair_classifiers=not self.masked,
                                    aug_feats=aug_feats, aug_prob=self.augment.copy_p, precision=self.precision,
-                                   fit_fusion=self.fusion_weights == "fit")
+                                   fit_fusion=self.fusion_weights == "fit", cascade_member=self.cascade_member)
         dist = result.pop("_distances")
         if self.speed:
             result.update(measure_speed(lfw, self.backbone, detector=self.detector, upsample=self.upsample,

@@ -31,7 +31,7 @@ def masked_photo(path: Path, style: str, seed: int, scale: int = 2) -> np.ndarra
     img = cv2.resize(img, (img.shape[1] * scale, img.shape[0] * scale), interpolation=cv2.INTER_CUBIC)
     rects = dlib.get_frontal_face_detector()(img, 0)
     if not rects:
-        raise NoFaceFound(f"{path}: no face for the mask")
+        raise NoFaceFound(path, "no face for the mask")
     box = max(rects, key=lambda r: r.area())
     pts = np.array([[p.x, p.y] for p in _predictor()(img, box).parts()], np.float32)
     cfg = MaskSettings(p=1.0, styles=[style], below_nose_p=0.0, tilt_deg=4.0, strap_p=1.0)

@@ -142,27 +142,70 @@ def pooled_figures(folds: Sequence[Fold], live: np.ndarray, target_apcer: float,
     return out
 
 
+def enrolled_gate(settings: Settings, faces: PadFaces, store: Path, mode: str = "off") -> FaceGate:
+    """A service on a temporary store, each subject enrolled (forced) from its first live frame with one face."""
+    gate = FaceGate(settings.replace({"pad": {"mode": mode}}), store=EnrolmentStore(store), access_log=False)
+    for subject in subjects_of([s for s in faces.samples if s.live]):
+        for first in (s for s in faces.samples if s.live and s.subject == subject):
+            try:
+                gate.enrol(subject, subject, [Photo(first.path.name, first.path.read_bytes())], force=True)
+                break
+            except FaceError:
+                continue
+    return gate
+
+
 def attack_matches(settings: Settings, faces: PadFaces, log: Log) -> np.ndarray:
     """Per sample: an attack identified as the subject it shows, through the real service with PAD off,
     each subject enrolled from its first live frame (False for live samples)."""
-    quiet = settings.replace({"pad": {"mode": "off"}})
     matches = np.zeros(len(faces.samples), bool)
     with tempfile.TemporaryDirectory(prefix="pad-iapmr-") as tmp:
-        gate = FaceGate(quiet, store=EnrolmentStore(Path(tmp)), access_log=False)
-        for subject in subjects_of([s for s in faces.samples if s.live]):
-            for first in (s for s in faces.samples if s.live and s.subject == subject):
-                try:  # the subject's first live frame with exactly one face
-                    gate.enrol(subject, subject, [Photo(first.path.name, first.path.read_bytes())], force=True)
-                    break
-                except FaceError:
-                    continue
+        gate = enrolled_gate(settings, faces, Path(tmp))
         attacks = [i for i, s in enumerate(faces.samples) if not s.live]
-        log(f"IAPMR: {len(faces.samples) - len(attacks)} live frames, {len(attacks)} attacks against "
-            f"{gate.snapshot().n_employees} enrolled subjects")
+        log(f"IAPMR: {len(attacks)} attacks against {gate.snapshot().n_employees} subjects enrolled from a live frame")
         for i in attacks:
-            found = gate.identify(load_image(faces.samples[i].path, quiet.images.max_pixels)).faces
+            found = gate.identify(load_image(faces.samples[i].path, settings.images.max_pixels)).faces
             matches[i] = any(f.employee_id == faces.samples[i].subject for f in found)
     return matches
+
+
+def identify_cost(settings: Settings, faces: PadFaces, log: Log, n: int = 100) -> dict:
+    """What PAD adds to ``identify``: the service's whole answer (detect, align, embed, search, and PAD for
+    ``enforce``) on the same frames, PAD off and on interleaved frame by frame (load drifts cancel), one
+    thread as a served request; p50 of each and the p50 of the per-frame difference."""
+    threads = torch.get_num_threads(), cv2.getNumThreads()
+    rows = np.linspace(0, len(faces.samples) - 1, min(n, len(faces.samples))).astype(int)
+    frames = [load_image(faces.samples[r].path, settings.images.max_pixels) for r in rows]
+    with tempfile.TemporaryDirectory(prefix="pad-cost-") as tmp:
+        off = enrolled_gate(settings, faces, Path(tmp))
+        on = FaceGate(settings.replace({"pad": {"mode": "enforce"}}), store=off.store, recognizer=off.recognizer,
+                      access_log=False)
+        torch.set_num_threads(1)
+        cv2.setNumThreads(1)
+        try:
+            for px in frames[:3]:  # first calls: model copies, the detector for this size, the PAD graph
+                off.identify(px), on.identify(px)
+            load, n_faces = os.getloadavg()[0], 0
+            ms: dict[str, list[float]] = {"off": [], "on": [], "cpu_off": [], "cpu_on": []}
+            for i, px in enumerate(frames):
+                for name, gate in ((("off", off), ("on", on)) if i % 2 else (("on", on), ("off", off))):
+                    t, c = time.perf_counter(), time.process_time()
+                    answer = gate.identify(px)
+                    ms[name].append((time.perf_counter() - t) * 1e3)
+                    ms[f"cpu_{name}"].append((time.process_time() - c) * 1e3)
+                n_faces += len(answer.faces)
+        finally:
+            torch.set_num_threads(threads[0])
+            cv2.setNumThreads(threads[1])
+    p50 = {k: float(np.median(v)) for k, v in ms.items()}
+    log(f"identify p50: PAD off {p50['off']:.1f} ms, on {p50['on']:.1f} ms (CPU {p50['cpu_off']:.1f} / "
+        f"{p50['cpu_on']:.1f} ms)")
+    return {"frames": len(frames), "faces_per_frame": n_faces / len(frames), "pad_model": settings.pad.model,
+            "identify_ms_p50_pad_off": p50["off"], "identify_ms_p50_pad_on": p50["on"],
+            "pad_added_ms_p50": float(np.median(np.array(ms["on"]) - np.array(ms["off"]))),
+            "identify_cpu_ms_p50_pad_off": p50["cpu_off"], "identify_cpu_ms_p50_pad_on": p50["cpu_on"],
+            "pad_added_cpu_ms_p50": float(np.median(np.array(ms["cpu_on"]) - np.array(ms["cpu_off"]))),
+            "threads": 1, "loadavg_1min": [round(load, 2), round(os.getloadavg()[0], 2)]}
 
 
 def time_per_face(model: MiniFasNetPad, faces: PadFaces, max_pixels: int, n: int = 100) -> dict:
@@ -176,21 +219,23 @@ def time_per_face(model: MiniFasNetPad, faces: PadFaces, max_pixels: int, n: int
         for frame, box in frames[:5]:
             model.score(frame, box)
         load = os.getloadavg()[0]
-        ms = []
+        ms, cpu = [], []
         for frame, box in frames:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             model.score(frame, box)
             ms.append((time.perf_counter() - t) * 1e3)
+            cpu.append((time.process_time() - c) * 1e3)  # what a face costs, whatever else runs on the machine
     finally:
         torch.set_num_threads(threads[0])
         cv2.setNumThreads(threads[1])
-    return {"ms_per_face": float(np.median(ms)), "ms_per_face_mean": float(np.mean(ms)), "faces_timed": len(ms),
+    return {"ms_per_face": float(np.median(ms)), "ms_per_face_mean": float(np.mean(ms)),
+            "cpu_ms_per_face": float(np.median(cpu)), "faces_timed": len(ms),
             "loadavg_1min": [round(load, 2), round(os.getloadavg()[0], 2)]}
 
 
 def run_pad_benchmark(settings: Settings, *, root: Path | None = None, folds: int | None = None,
-                      rows: Sequence[str] = ROWS, iapmr: bool = True, det_png: Path | None = None,
-                      log: Log = lambda message: None) -> dict:
+                      rows: Sequence[str] = ROWS, iapmr: bool = True, cost: bool = True,
+                      det_png: Path | None = None, log: Log = lambda message: None) -> dict:
     """Every row of ``rows`` on ``pad.dataset`` by subject folds; the top level is the model in service's."""
     pad = settings.pad
     root = root or datasets_root() / pad.dataset
@@ -227,6 +272,8 @@ def run_pad_benchmark(settings: Settings, *, root: Path | None = None, folds: in
                 "detect_ms_mean": float(np.mean(faces.detect_ms)) if faces.detect_ms else None,
                 "iapmr_pad_off": float(matches[~live].mean()) if matches is not None else None,
                 "rows": results})
+    if cost:
+        out["identify_cost"] = identify_cost(settings, faces, log)
     if det_png is not None:
         out["det_png"] = str(plot_det(curves, det_png, "DET, nuaa-dev, folds by subject (printed photos)"))
     return out

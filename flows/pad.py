@@ -135,7 +135,8 @@ def pad_calibrate_flow(models: list[str] | None = None) -> dict:
 
 @flow(name="bench-pad", log_prints=True)
 def pad_bench_flow(json_out: str | None = None, live: str | None = None, attacks: dict[str, str] | None = None,
-                   folds: int | None = None, rows: list[str] | None = None, iapmr: bool = True) -> dict:
+                   folds: int | None = None, rows: list[str] | None = None, iapmr: bool = True,
+                   cost: bool = True) -> dict:
     """``bench pad``: the ISO protocol on ``pad.dataset`` (folds by subject), or with ``live`` and
     ``attacks`` the model in service on a site's own folders; logged to MLflow, the DET curve as artifact."""
     settings = load_settings()
@@ -156,7 +157,7 @@ def pad_bench_flow(json_out: str | None = None, live: str | None = None, attacks
                 result = bench.run_site_benchmark(settings, Path(live), folders, det_png=png, log=log.info)
             else:
                 result = bench.run_pad_benchmark(settings, folds=folds, rows=rows or bench.ROWS, iapmr=iapmr,
-                                                 det_png=png, log=log.info)
+                                                 cost=cost, det_png=png, log=log.info)
             if det_png:
                 (folder / "det.png").write_bytes(det_png.read_bytes())
         mlflow.log_metrics(numeric_metrics(result))

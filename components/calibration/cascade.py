@@ -18,6 +18,7 @@ size up) and for 1:1 verification at the target FAR. Stored beside the model's c
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from facegate.components.calibration.thresholds import ScoreSketch, all_pair_dis
 
 BAND_SIZES = (1, 10, 100, 1_000, 10_000, 100_000)
 FIT_AGREEMENT = 0.9998  # the fit's own target: stricter than the 0.999 goal, held on unseen faces
+MIN_TAIL_PAIRS = 10  # a size's band needs this many calibration impostor pairs under its FAR, else full decides
 FORMAT = 1
 
 
@@ -158,6 +160,9 @@ def fit_cascade(full_emb: np.ndarray, member_emb: np.ndarray, identities: np.nda
     for size in BAND_SIZES:
         far = far_per_comparison(target_fpir, size)
         taus = full_sketch.threshold_for_share(far), member_sketch.threshold_for_share(far)
+        if far * len(full[1]) < MIN_TAIL_PAIRS:  # the calibration faces cannot tell: the full model decides
+            bands[size] = Band(math.inf, math.inf)
+            continue
         bands[size] = fit_band(full, cheap, *taus, size, agreement)
         measured[str(size)] = cascade_agreement(full, cheap, *taus, bands[size])
     taus = full_sketch.threshold_for_share(target_far), member_sketch.threshold_for_share(target_far)

@@ -12,12 +12,12 @@ def draw_boxes(image: np.ndarray, boxes: list[tuple[list[int], str, bool]], out:
     img = Image.fromarray(image)
     draw = ImageDraw.Draw(img)
     width = max(2, round(min(img.size) / 200))
-    for (l, t, r, b), label, known in boxes:
+    for (left, top, right, bottom), label, known in boxes:
         colour = (40, 200, 60) if known else (220, 40, 40)
-        draw.rectangle([l, t, r, b], outline=colour, width=width)
+        draw.rectangle([left, top, right, bottom], outline=colour, width=width)
         tw = draw.textlength(label)
-        draw.rectangle([l, max(0, t - 14), l + tw + 6, t], fill=colour)
-        draw.text((l + 3, max(0, t - 13)), label, fill=(255, 255, 255))
+        draw.rectangle([left, max(0, top - 14), left + tw + 6, top], fill=colour)
+        draw.text((left + 3, max(0, top - 13)), label, fill=(255, 255, 255))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     img.save(out)

@@ -54,12 +54,12 @@ def draw_detections(image: np.ndarray, det: Detections, class_names: tuple[str, 
             draw.rectangle([float(v) for v in box], outline=(255, 255, 255), width=1)
     for box, score, label in zip(det.boxes, det.scores, det.labels):
         colour = CLASS_COLOURS[int(label) % len(CLASS_COLOURS)]
-        l, t, r, b = (float(v) for v in box)
-        draw.rectangle([l, t, r, b], outline=colour, width=width)
+        left, top, right, bottom = (float(v) for v in box)
+        draw.rectangle([left, top, right, bottom], outline=colour, width=width)
         text = f"{class_names[int(label)]} {score:.2f}"
         tw = draw.textlength(text)
-        draw.rectangle([l, max(0, t - 12), l + tw + 4, t], fill=colour)
-        draw.text((l + 2, max(0, t - 12)), text, fill=(255, 255, 255))
+        draw.rectangle([left, max(0, top - 12), left + tw + 4, top], fill=colour)
+        draw.text((left + 2, max(0, top - 12)), text, fill=(255, 255, 255))
     return img
 
 

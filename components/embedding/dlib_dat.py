@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 
@@ -149,7 +148,7 @@ class Fc:
     offset: int
 
 
-LayerRecord = Union[Con, Affine, Relu, Pool, AddPrev, TagOrSkip, Fc]
+LayerRecord = Con | Affine | Relu | Pool | AddPrev | TagOrSkip | Fc
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """The images a unit's top patches are cut from: seeded samples of the public training sets only.
 
-LFW's training identities for the embedder, as aligned chips from the chip cache, and for the PAD models,
-as each MiniFASNet's own crop around the face the chip cache found;
-the face-mask set's training images for the detector, as its backbone sees them (face crops or the
-letterboxed image). Never enrolment photos or captures: nothing here reads the gallery or the access log.
+LFW's training identities for the embedder (aligned chips from the chip cache) and for the PAD models
+(each MiniFASNet's own crop around the face the chip cache found); the face-mask set's training images
+for the detector, as its backbone sees them (face crops or the letterboxed image). Never enrolment photos
+or captures: nothing here reads the gallery or the access log.
 The splits are the ingest's own rules (same seed and fraction), read straight from the source folders, so
 no ingest is needed and "training split" means the same images everywhere.
 
@@ -16,6 +16,7 @@ import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -151,12 +152,12 @@ class _LastImage:
         self.pixels: np.ndarray | None = None
 
     def __call__(self, j: int) -> np.ndarray:
-        if self.key != j:
+        if self.key != j or self.pixels is None:
             self.key, self.pixels = j, self.load(j)
         return self.pixels
 
 
-def detection_images(load: Callable[[int], np.ndarray], names: Sequence[str], boxes: Sequence[Sequence],
+def detection_images(load: Callable[[int], np.ndarray], names: Sequence[str], boxes: Sequence[Any],
                      inp: DetectorInput, n: int | None, seed: int, description: str) -> ImageSet:
     """What the detector's backbone sees of a seeded sample: ``n`` face crops (every box of every image is
     a candidate) or ``n`` letterboxed images. ``boxes[j]``: image j's boxes, VOC dicts or xyxy rows."""

@@ -17,8 +17,9 @@ are bypassed, which changes nothing but speed.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ from facegate.components.embedding.model import EmbeddingModel
 from facegate.components.explain.receptive_field import Forward, PathStep
 from facegate.components.faces.align import split_paired
 from facegate.components.networks.mobilenet_v2 import MobileNetV2, normalise
-from facegate.components.pad.minifasnet import PadNet, to_input_tensor
+from facegate.components.pad.minifasnet import MiniFASNet, PadNet, to_input_tensor
 
 __all__ = ["DetectorInput", "Network", "detector_input", "detector_network", "embedder_networks", "pad_networks",
            "resolve_layers"]
@@ -71,7 +72,8 @@ def _member_view(geometry: str) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _backbone_network(member: Backbone) -> Network:
-    net = member.net
+    net: Any = member.net  # each registered backbone keeps its torch network as ``net``
+    forward: Forward
 
     def to_input(image: np.ndarray) -> Tensor:
         return member.preprocess(_chip_tensor(image))[0]
@@ -89,7 +91,7 @@ def _backbone_network(member: Backbone) -> Network:
 def embedder_networks(model: EmbeddingModel) -> list[Network]:
     """The embedding model's backbone networks: each member of a fused model, or the one backbone."""
     backbone = model.backbone
-    members = list(backbone.members) if isinstance(backbone, FusedBackbone) else [backbone]
+    members = cast("list[Backbone]", list(backbone.members) if isinstance(backbone, FusedBackbone) else [backbone])
     return [_backbone_network(m) for m in members]
 
 
@@ -106,7 +108,8 @@ class DetectorInput:
 def detector_input(model: nn.Module | None, crop_size: int, crop_context: float) -> DetectorInput:
     """The input of ``model``'s backbone; with no model, the two-stage crops of params (the ImageNet network)."""
     if isinstance(model, YoloDetector):
-        return DetectorInput("letterbox", int(model.input_size))
+        size = model.input_size  # (height, width) of a square letterbox
+        return DetectorInput("letterbox", int(max(size) if isinstance(size, (tuple, list)) else size))
     if isinstance(model, TwoStageDetector):
         return DetectorInput("crops", model.crop_size, model.crop_context)
     return DetectorInput("crops", crop_size, crop_context)
@@ -145,11 +148,12 @@ def pad_networks(net: PadNet | None) -> list[Network]:
     channels 3i..3i+2 of an item."""
     if net is None:
         raise ExplainUnavailable("pad: no presentation-attack network to look inside")
-    return [Network(m.spec.weights, m, _bgr_input, m, _channels(i)) for i, m in enumerate(net.members)]
+    members = cast("list[MiniFASNet]", list(net.members))
+    return [Network(m.spec.weights, m, _bgr_input, m, _channels(i)) for i, m in enumerate(members)]
 
 
 def resolve_layers(networks: Sequence[Network], requested: Sequence[str] | None,
-                   defaults: dict[str, Sequence[str]]) -> dict[str, list[str]]:
+                   defaults: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     """``{network name: [layer, ...]}`` from ``requested`` (``net:layer``, or a bare ``layer`` when there is
     one network) or each network's ``defaults``. Names are checked here, before any image is read."""
     by_name = {n.name: n for n in networks}

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from facegate.components.explain.grids import compare_grids, render
 from facegate.components.explain.images import ImageSet
@@ -34,6 +36,11 @@ def _collect(net: Network, layers: Sequence[str], images: ImageSet, opts: Explai
                    model_name=net.name)
 
 
+def _loader(net: Network, images: ImageSet) -> Callable[[int], np.ndarray]:
+    """Image ``i`` of the sample as ``net`` sees it (its part of a paired item)."""
+    return lambda i: net.image(images.item(i))
+
+
 def receptive_fields(doc: dict) -> dict[str, int]:
     """``{"net:layer": receptive field side in input pixels}`` of an explain or compare document."""
     return {f"{net}{SEPARATOR}{layer}": v["receptive_field_px"] if isinstance(v["receptive_field_px"], int)
@@ -52,7 +59,7 @@ def explain_units(networks: Sequence[Network], layers: Mapping[str, Sequence[str
         if not layers.get(net.name):
             continue
         result = _collect(net, layers[net.name], images, opts)
-        doc["networks"][net.name] = render(result, lambda i, net=net: net.image(images.item(i)), out_dir,
+        doc["networks"][net.name] = render(result, _loader(net, images), out_dir,
                                            patch=opts.patch_px, prefix=f"{net.name}_", name=images.name,
                                            write_json=False, label=f"{net.name}{SEPARATOR}")
     doc["receptive_fields_px"] = receptive_fields(doc)
@@ -78,7 +85,7 @@ def compare_units(networks_a: Sequence[Network], networks_b: Sequence[Network], 
         res_a = _collect(net_a, layers[net_a.name], images, opts)
         res_b = _collect(net_b, layers[net_a.name], images, opts, units={ly: r.units for ly, r in res_a.layers.items()})
         doc["networks"][net_a.name] = compare_grids(
-            res_a, res_b, lambda i, net=net_a: net.image(images.item(i)), out_dir, labels=labels,
+            res_a, res_b, _loader(net_a, images), out_dir, labels=labels,
             patch=opts.patch_px, name=images.name, prefix=f"{net_a.name}_", write_json=False,
             label=f"{net_a.name}{SEPARATOR}")
     doc["receptive_fields_px"] = receptive_fields(doc)

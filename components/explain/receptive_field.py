@@ -164,7 +164,7 @@ class _GeometryMode(TorchFunctionMode):
 
     def _geometry(self, name: str, args: tuple, kwargs: dict, mapped: list[Tensor], out: Tensor) -> Any:
         x = args[0] if args and isinstance(args[0], Tensor) else None
-        g_in = self.geo.get(id(x), _UNKNOWN) if x is not None else _UNKNOWN
+        g_in: Any = self.geo.get(id(x), _UNKNOWN) if x is not None else _UNKNOWN
         if name in SPATIAL_OPS:
             if g_in is _UNKNOWN:
                 return _UNKNOWN
@@ -287,7 +287,7 @@ def gradient_support(model: nn.Module, layer: str, example: Tensor, channel: int
     Always inside the traced box (clipped to the input); can be smaller (dead ReLUs, max-pool routing).
     ``channel=None``: the channel most active at (y, x) (a dead unit has no gradient at all)."""
     mod = check_layers(model, [layer])[layer]
-    grabbed: list[Tensor] = []
+    grabbed: list[Any] = []
 
     def hook(_m, _i, out):
         if not grabbed:
@@ -302,7 +302,10 @@ def gradient_support(model: nn.Module, layer: str, example: Tensor, channel: int
             out[int(out.argmax()) if channel is None else channel].backward()
     finally:
         h.remove()
-    nz = (inp.grad[0].abs().sum(0) > 0).nonzero()
+    grad = inp.grad
+    if grad is None:  # the unit does not depend on the input at all
+        return None
+    nz = (grad[0].abs().sum(0) > 0).nonzero()
     if len(nz) == 0:
         return None
     (y0, x0), (y1, x1) = nz.min(0).values.tolist(), nz.max(0).values.tolist()

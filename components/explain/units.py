@@ -61,8 +61,8 @@ class TopUnits:
         n, u, _, w = a.shape
         best, where = a.flatten(2).max(dim=2)  # N x U
         kk = min(self.k, n)
-        top_v, top_n = best.topk(kk, dim=0)  # only a batch's own top k can enter a top k
-        top_v, top_n, where_l = top_v.tolist(), top_n.tolist(), where.tolist()
+        values, rows = best.topk(kk, dim=0)  # only a batch's own top k can enter a top k
+        top_v, top_n, where_l = values.tolist(), rows.tolist(), where.tolist()
         for j in range(u):
             heap = self.heaps[layer][j]
             for r in range(kk):

@@ -57,8 +57,8 @@ def chip_landmarks(chip: np.ndarray, geometry: str | None = None) -> np.ndarray:
     import dlib  # heavy: dlib's native module; only the dlib detectors and the landmark model need it
 
     geometry = geometry or ("arcface_112" if chip.shape[0] == 112 else "dlib_150")
-    l, t, r, b = CHIP_FACE_BOX[geometry]
-    shape = _predictor()(np.ascontiguousarray(chip), dlib.rectangle(l, t, r, b))
+    left, top, right, bottom = CHIP_FACE_BOX[geometry]
+    shape = _predictor()(np.ascontiguousarray(chip), dlib.rectangle(left, top, right, bottom))
     return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
 
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from torch import nn
 
@@ -47,7 +48,7 @@ from facegate.components.lifecycle.model_loading import load_registered_model, t
 from facegate.components.lifecycle.pad_models import FINETUNED, load_pad_version
 from facegate.components.lifecycle.training_data import TrainingData
 from facegate.components.networks.mobilenet_v2 import load_mobilenet_v2_imagenet
-from facegate.components.pad.minifasnet import PadNet, load_pad_net
+from facegate.components.pad.minifasnet import MiniFASNet, PadNet, load_pad_net
 from facegate.components.pad.models import PAD_MODELS
 
 __all__ = ["KINDS", "PRETRAINED", "Subject", "explain_model", "log_detector_grids", "log_embedder_grids"]
@@ -120,7 +121,7 @@ def _pad(settings: Settings, version: str | None) -> Subject:
         version = champ.version
     if version is None or version == PRETRAINED:
         shipped = pad.model if version is None else "minifasnet_pair"
-        net, label = load_pad_net(PAD_MODELS[shipped].specs), f"shipped {shipped}"
+        net, label = load_pad_net(getattr(PAD_MODELS[shipped], "specs")), f"shipped {shipped}"  # noqa: B009
     else:
         net, label = load_pad_version(pad.registered_model, version)[0], f"{pad.registered_model}/{version}"
     return Subject("pad", label, pad_networks(net), net)
@@ -148,16 +149,16 @@ def _source(settings: Settings, name: str, kind: str) -> Path:
 def training_images(settings: Settings, subject: Subject, n: int, log: Log = lambda m: None) -> ImageSet:
     """A seeded sample of the public training set of ``subject`` (read from the source folder)."""
     if subject.kind == "embedder":
-        backbone = subject.model.backbone.name  # type: ignore[union-attr]
+        backbone = cast(EmbeddingModel, subject.model).backbone.name
         return lfw_training_chips(_source(settings, settings.retrain.dataset, "lfw"), n, settings.seed,
                                   val_fraction=settings.ingest.val_fraction,
                                   min_train_images=settings.validate_.min_images_per_train_identity,
                                   detector=settings.faces.detector, upsample=settings.faces.upsample,
                                   geometry=chip_geometry(backbone), cache_dir=state_dir() / "cache", progress=log)
     if subject.kind == "pad":
-        net: PadNet = subject.model  # type: ignore[assignment]
+        members = cast("list[MiniFASNet]", list(cast(PadNet, subject.model).members))
         return lfw_training_crops(_source(settings, settings.retrain.dataset, "lfw"), n, settings.seed,
-                                  [m.spec for m in net.members], val_fraction=settings.ingest.val_fraction,
+                                  [m.spec for m in members], val_fraction=settings.ingest.val_fraction,
                                   min_train_images=settings.validate_.min_images_per_train_identity,
                                   detector=settings.faces.detector, upsample=settings.faces.upsample,
                                   cache_dir=state_dir() / "cache", max_pixels=settings.images.max_pixels, progress=log)
@@ -192,12 +193,16 @@ def explain_model(settings: Settings, kind: str, out_dir: Path, *, version: str 
     return doc
 
 
-def _log_grids(run_id: str, subject: Subject, images: ImageSet, settings: Settings, warn: Log) -> float | None:
-    """Explain ``subject`` over ``images`` (params' small MLflow run) into ``run_id``'s ``explain/``: the
-    seconds it took, also logged as the run's ``explain_seconds``. The grids are a diagnostic of a model
-    already registered: a failure is reported through ``warn`` and never fails the caller."""
+def _log_grids(run_id: str, label: str, make: Callable[[], tuple[Subject, ImageSet]], settings: Settings,
+               warn: Log) -> float | None:
+    """Explain what ``make()`` returns (params' small MLflow run) into ``run_id``'s ``explain/``: the seconds
+    it took, also logged as the run's ``explain_seconds``. The grids are a diagnostic of a model already
+    registered: any failure is reported through ``warn`` and never fails the caller."""
+    if not settings.explain.log_to_mlflow:
+        return None
     t0 = time.perf_counter()
     try:
+        subject, images = make()
         chosen = resolve_layers(subject.networks, None, settings.explain.layers)
         with tempfile.TemporaryDirectory() as tmp:
             explain_units(subject.networks, chosen, images, tmp, options(settings, small=True, progress=False),
@@ -207,7 +212,7 @@ def _log_grids(run_id: str, subject: Subject, images: ImageSet, settings: Settin
             seconds = time.perf_counter() - t0
             client.log_metric(run_id, "explain_seconds", seconds)
     except Exception as exc:  # noqa: BLE001 - a diagnostic must not undo a registration
-        warn(f"explain: the grids of {subject.label} were not logged: {type(exc).__name__}: {exc}")
+        warn(f"explain: the grids of {label} were not logged: {type(exc).__name__}: {exc}")
         return None
     return seconds
 
@@ -215,22 +220,21 @@ def _log_grids(run_id: str, subject: Subject, images: ImageSet, settings: Settin
 def log_embedder_grids(model: EmbeddingModel, label: str, data: TrainingData, run_id: str, settings: Settings,
                        warn: Log = lambda m: None) -> float | None:
     """The chain's registered embedder: grids over its own training chips into ``run_id``; None when off."""
-    if not settings.explain.log_to_mlflow:
-        return None
-    images = chip_images(data.chips.chips, data.chips.table["path"].tolist(), data.train_rows,
-                         settings.explain.mlflow_images, settings.seed, f"{data.dataset} training identities' chips")
-    subject = Subject("embedder", label, embedder_networks(model), model)
-    return _log_grids(run_id, subject, images, settings, warn)
+    def make() -> tuple[Subject, ImageSet]:
+        images = chip_images(data.chips.chips, data.chips.table["path"].tolist(), data.train_rows,
+                             settings.explain.mlflow_images, settings.seed,
+                             f"{data.dataset} training identities' chips")
+        return Subject("embedder", label, embedder_networks(model), model), images
+    return _log_grids(run_id, label, make, settings, warn)
 
 
 def log_detector_grids(model: nn.Module, label: str, train: list[DetectionSample], run_id: str,
                        settings: Settings, warn: Log = lambda m: None) -> float | None:
     """``train-detector``'s registered detector: grids over its training images into ``run_id``; None when off."""
-    if not settings.explain.log_to_mlflow:
-        return None
-    two = settings.detection.two_stage
-    images = detection_images(lambda j: train[j].image, [s.path for s in train], [s.boxes for s in train],
-                              detector_input(model, two.crop_size, two.crop_context), settings.explain.mlflow_images,
-                              settings.seed, "face-mask training images")
-    subject = Subject("detector", label, [detector_network(model, load_mobilenet_v2_imagenet)], model)
-    return _log_grids(run_id, subject, images, settings, warn)
+    def make() -> tuple[Subject, ImageSet]:
+        two = settings.detection.two_stage
+        images = detection_images(lambda j: train[j].image, [s.path for s in train], [s.boxes for s in train],
+                                  detector_input(model, two.crop_size, two.crop_context),
+                                  settings.explain.mlflow_images, settings.seed, "face-mask training images")
+        return Subject("detector", label, [detector_network(model, load_mobilenet_v2_imagenet)], model), images
+    return _log_grids(run_id, label, make, settings, warn)

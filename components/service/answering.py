@@ -46,25 +46,30 @@ def identify_faces(gate: FaceGate, pixels: np.ndarray, embedded: list | None = N
     tau = gate.identify_tau(g, target)
     scores = gate.impostor_scores(g)
     cascade = served_cascade(recognizer, gate.settings)
+    verdicts: list = []
+    extra = iter(())
     with gate.inference():
-        crops = recognizer.finder.all_faces(pixels)
-        boxes = [c.box for c in crops]
-        verdicts = [cascade.identify(g, q, tau, scores) for q in cascade.embed(crops)] if cascade and crops else []
-        undecided = [c for i, c in enumerate(crops) if not verdicts or verdicts[i].decided is None]
-        full = iter(recognizer.embed_crops(undecided))
-        # captures keep the full embedding of every face, the cheap pass's decided ones too
-        cheap = [c for i, c in enumerate(crops) if verdicts and verdicts[i].decided is not None]
-        extra = iter(recognizer.embed_crops(cheap)) if embedded is not None and cheap else iter(())
+        if cascade is None:  # every face gets the full embedding (any recognizer that embeds frames)
+            found = recognizer.embed_all(pixels)
+            boxes, full = [f.box for f in found], iter(found)
+        else:
+            crops = recognizer.finder.all_faces(pixels)
+            boxes = [c.box for c in crops]
+            verdicts = [cascade.identify(g, q, tau, scores) for q in cascade.embed(crops)] if crops else []
+            full = iter(recognizer.embed_crops([c for c, v in zip(crops, verdicts) if v.decided is None]))
+            # captures keep the full embedding of every face, the cheap pass's decided ones too
+            cheap = [c for c, v in zip(crops, verdicts) if v.decided is not None]
+            extra = iter(recognizer.embed_crops(cheap)) if embedded is not None and cheap else iter(())
         masks = gate.mask_states(pixels, boxes)
         live = gate.liveness.check(pixels, boxes)  # presentation attacks (service/liveness.py)
     faces = []
-    for i, (crop, mask) in enumerate(zip(crops, masks)):
+    for i, (box, mask) in enumerate(zip(boxes, masks)):
         v = verdicts[i] if verdicts else None
-        if v is not None and v.decided is not None:
+        if cascade is not None and v is not None and v.decided is not None:
             eid, name = (v.employee_id, v.name) if v.decided else (None, None)
             distance = round(v.distance, 6) if math.isfinite(v.distance) else None
-            far = estimate(cascade.fpir(v.distance, g.n_employees)) if cascade and distance is not None else None
-            faces.append(IdentifiedFace(crop.box.as_list(), eid, name, v.decided, distance, v.tau, target, mask,
+            far = estimate(cascade.fpir(v.distance, g.n_employees)) if distance is not None else None
+            faces.append(IdentifiedFace(box.as_list(), eid, name, v.decided, distance, v.tau, target, mask,
                                         far, path=CHEAP))
             if embedded is not None:
                 embedded.append(next(extra))
@@ -75,7 +80,7 @@ def identify_faces(gate: FaceGate, pixels: np.ndarray, embedded: list | None = N
         eid, dist, name = g.identify(face.embedding[None], tau)
         distance = round(float(dist), 6) if math.isfinite(dist) else None
         far = estimate(scores.fpir(float(dist), g.n_employees)) if scores and distance is not None else None
-        faces.append(IdentifiedFace(crop.box.as_list(), eid, name, eid is not None, distance, tau, target, mask,
+        faces.append(IdentifiedFace(box.as_list(), eid, name, eid is not None, distance, tau, target, mask,
                                     far, path=FULL))
     return gate.liveness.judge_identification(Identification(faces, tau, target), live)
 
@@ -98,16 +103,18 @@ def verify_face(gate: FaceGate, employee_id: str, pixels: np.ndarray, source: st
     scores = gate.impostor_scores(g)
     cascade = served_cascade(gate.recognizer, gate.settings)
     with gate.inference():
-        crop = gate.recognizer.finder.single_face(pixels, source)
-        verdict = None
-        if cascade is not None:
+        if cascade is None:
+            face = gate.recognizer.embed_one(pixels, source)
+            verdict, box = None, face.box
+        else:
+            crop = gate.recognizer.finder.single_face(pixels, source)
             if employee_id not in g:
                 raise UnknownEmployee(employee_id)
-            verdict = cascade.verify(g, employee_id, cascade.embed([crop])[0], tau, scores)
-        if verdict is None or verdict.decided is None:
-            face = gate.recognizer.embed_crops([crop])[0]
-        live = gate.liveness.check(pixels, [crop.box])
-    if verdict is not None and verdict.decided is not None and cascade is not None:
+            verdict, box = cascade.verify(g, employee_id, cascade.embed([crop])[0], tau, scores), crop.box
+            if verdict.decided is None:
+                face = gate.recognizer.embed_crops([crop])[0]
+        live = gate.liveness.check(pixels, [box])
+    if cascade is not None and verdict is not None and verdict.decided is not None:
         answer = Verification(employee_id, verdict.decided, round(verdict.distance, 6), verdict.tau,
                               g.manifest.target_far, estimate(cascade.far(verdict.distance)), path=CHEAP)
     else:

@@ -90,21 +90,31 @@ def capture_on(settings: Settings, entrance: str | None) -> bool:
 
 
 def chip_sharpness(chip: np.ndarray) -> float:
-    grey = cv2.cvtColor(np.ascontiguousarray(chip, dtype=np.uint8), cv2.COLOR_RGB2GRAY)
+    """On the chip's first RGB image (a fused model's chip stacks two geometries as 6 channels)."""
+    grey = cv2.cvtColor(np.ascontiguousarray(chip[..., :3], dtype=np.uint8), cv2.COLOR_RGB2GRAY)
     grey = cv2.resize(grey, (SHARPNESS_SIDE, SHARPNESS_SIDE), interpolation=cv2.INTER_AREA)
     return float(cv2.Laplacian(grey, cv2.CV_64F).var())
 
 
 def encode_chip(chip: np.ndarray) -> bytes:
-    ok, png = cv2.imencode(".png", np.ascontiguousarray(chip[..., ::-1], dtype=np.uint8))
+    """PNG of the chip; a fused model's 6-channel chip (two geometries stacked) is laid out side by side,
+    as PNG holds at most 4 channels (chips are square, so a 2:1 PNG is always a stacked one)."""
+    chip = np.ascontiguousarray(chip, dtype=np.uint8)
+    if chip.ndim == 3 and chip.shape[2] > 4:
+        chip = np.concatenate([chip[..., i:i + 3] for i in range(0, chip.shape[2], 3)], axis=1)
+    ok, png = cv2.imencode(".png", np.ascontiguousarray(chip[..., ::-1]))
     if not ok:
         raise ValueError("chip: PNG encoding failed")
     return png.tobytes()
 
 
 def decode_chip(png: bytes) -> np.ndarray:
-    """The aligned chip, uint8 RGB."""
-    return cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)[..., ::-1].copy()
+    """The aligned chip, uint8 RGB (a 2:1 PNG: the fused model's two geometries, stacked back to 6 channels)."""
+    img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+    h, w = img.shape[:2]
+    if w == 2 * h:
+        img = np.concatenate([img[:, :h], img[:, h:]], axis=2)
+    return img.copy()
 
 
 @dataclass(frozen=True)

@@ -129,8 +129,8 @@ def served_cascade(recognizer: FaceRecognizer, settings: Settings) -> ServedCasc
     """The cascade for the model in service, or None: ``recognition.cascade`` off, or a model without
     the member or without a stored cascade calibration (then the full model answers every face, said
     once in the log: never silently another model)."""
-    if settings.recognition.cascade != "on":
-        return None
+    if settings.recognition.cascade != "on" or not isinstance(recognizer, FaceRecognizer):
+        return None  # off, or a stand-in recognizer (tests) that only embeds
     key = (settings.recognition.cascade_member, settings.gallery.target_fpir, settings.gallery.target_far)
     hit = _SERVED.get(recognizer, {}).get(key, _MISSING)
     if hit is _MISSING:

@@ -168,7 +168,8 @@ def _attack_folders(specs: list[str] | None) -> dict[str, str]:
     for spec in specs or []:
         kind, sep, folder = spec.partition("=")
         if not sep or not kind or not folder:
-            raise typer.BadParameter(f"{spec!r}: expected KIND=DIR (e.g. print=/data/site/print)", param_hint="--attack")
+            raise typer.BadParameter(f"{spec!r}: expected KIND=DIR (e.g. print=/data/site/print)",
+                                     param_hint="--attack")
         out[kind] = folder
     return out
 
@@ -187,6 +188,8 @@ def bench_pad(
         help="models to measure, repeatable (default: the zero-shot pair, each member, the fine-tuned pair)")] = None,
     iapmr: Annotated[bool, typer.Option("--iapmr/--no-iapmr", help="enrol each subject and count attacks that "
                                                                   "get in (IAPMR)")] = True,
+    cost: Annotated[bool, typer.Option("--identify-cost/--no-identify-cost",
+                                       help="identify's p50 with PAD off and on, same frames")] = True,
 ) -> None:
     """Presentation-attack detection, ISO/IEC 30107-3: APCER, BPCER, BPCER20/100, IAPMR, DET curve (beside
     --json as .det.png), ms per face; on params' pad.dataset with folds by subject, or a site's folders."""
@@ -196,4 +199,33 @@ def bench_pad(
     if bool(live) != bool(attacks):
         raise typer.BadParameter("--live and --attack go together (a site's own folders)", param_hint="--live")
     emit(pad_bench_flow(json_out=str(json_out) if json_out else None, live=str(live) if live else None,
-                        attacks=attacks or None, folds=folds, rows=row, iapmr=iapmr), None)
+                        attacks=attacks or None, folds=folds, rows=row, iapmr=iapmr, cost=cost), None)
+
+
+@bench_app.command("flywheel")
+@friendly
+def bench_flywheel(
+    json_out: JsonOpt = None,
+    days: Annotated[int, typer.Option(min=1, help="simulated days")] = 10,
+    employees: Annotated[int, typer.Option(min=1, help="held-out LFW people enrolled from one clean photo")] = 60,
+    passes: Annotated[int, typer.Option(min=1, help="passes per employee per day")] = 3,
+    strangers: Annotated[int, typer.Option(min=0, help="stranger passes per day")] = 100,
+    review: Annotated[int, typer.Option(min=0, help="captures the operator labels per day")] = 40,
+    mask_onset: Annotated[int | None, typer.Option(help="first masked day (default: day 6, or 3 with --quick)")] = None,
+    mask_share: Annotated[float, typer.Option(min=0.0, max=1.0, help="share of people masked from the onset")] = 0.5,
+    quick: Annotated[bool, typer.Option(
+        "--quick", help="a tiny entrance for tests: 6 employees, 2 passes, 10 strangers, 8 reviews, 3 days")] = False,
+) -> None:
+    """The deployment flywheel, simulated: captures, operator review, template update and drift, day by day,
+    through the real service on held-out LFW people seen by a degraded camera (masks from --mask-onset)."""
+    from facegate.benchmarks.flywheel import FlywheelConfig, run_flywheel  # heavy: torch and the models, ~2 s
+    from facegate.components.core.settings import load_settings  # heavy: pydantic and the params schema, ~0.15 s
+
+    settings = load_settings()
+    if quick:
+        cfg = FlywheelConfig(days=min(days, 3), employees=6, passes=2, strangers=10, review=8,
+                             mask_onset=mask_onset or 3, mask_share=mask_share, seed=settings.seed)
+    else:
+        cfg = FlywheelConfig(days=days, employees=employees, passes=passes, strangers=strangers, review=review,
+                             mask_onset=mask_onset or 6, mask_share=mask_share, seed=settings.seed)
+    emit(run_flywheel(settings, cfg, log=lambda m: typer.echo(m, err=True)), json_out)

@@ -56,7 +56,9 @@ def enroll(
     replace: Annotated[bool, typer.Option(help="re-enrol an existing employee with these photos")] = False,
     force: Annotated[bool, typer.Option("--force", help="enrol even if the face looks already enrolled under "
                                                         "another id (duplicate_face otherwise; with --from: every "
-                                                        "suspected duplicate of the batch)")] = False,
+                                                        "suspected duplicate of the batch) or, under pad.mode "
+                                                        "enforce, looks like a photo of a photo "
+                                                        "(presentation_attack otherwise)")] = False,
     source: Annotated[Path | None, typer.Option(
         "--from", help="batch: a folder of <id>/*.jpg|png or a CSV with columns id,name,path")] = None,
 ) -> None:

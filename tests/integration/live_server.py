@@ -7,10 +7,10 @@ import socket
 import threading
 import time
 
-from facegate.components.gallery.enrolment import EnrolmentStore
-from facegate.components.gallery import Gallery
-from facegate.components.service.facade import FaceGate
 from facegate.components.core.settings import load_settings
+from facegate.components.gallery import Gallery
+from facegate.components.gallery.enrolment import EnrolmentStore
+from facegate.components.service.facade import FaceGate
 
 START_TIMEOUT_S = 30
 

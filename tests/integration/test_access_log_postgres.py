@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
+from facegate.components.core.errors import AccessLogError
 from facegate.components.service.access_log import AccessLog, DecisionFilter, engine_for
 from facegate.components.web.accounts import Accounts, Principal
-from facegate.components.core.errors import AccessLogError
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(
     not glob.glob("/usr/lib/postgresql/*/bin/postgres"),

@@ -8,13 +8,13 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from facegate.components.core.settings import load_settings
 from facegate.components.embedding.backbones import make_backbone
 from facegate.components.embedding.model import EmbeddingModel
-from facegate.components.gallery.enrolment import EnrolmentStore
 from facegate.components.gallery import Gallery
+from facegate.components.gallery.enrolment import EnrolmentStore
 from facegate.components.recognition.recognizer import FaceRecognizer
 from facegate.components.service.facade import FaceGate
-from facegate.components.core.settings import load_settings
 from facegate.components.web.api.app import create_app
 from tests.conftest import shared_dataset
 
@@ -155,9 +155,9 @@ def test_cli_and_api_identify_are_one_code_path(sandbox, tmp_path):
 
     from typer.testing import CliRunner
 
-    from facegate.components.service.deployment import gallery_store
-    from facegate.components.lifecycle.model_loading import service_recognizer
     from facegate.cli.main import app as cli_app
+    from facegate.components.lifecycle.model_loading import service_recognizer
+    from facegate.components.service.deployment import gallery_store
 
     settings = load_settings()
     recognizer = service_recognizer(settings)  # the model the CLI's FaceGate serves

@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, settings
 from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from facegate.components.gallery.enrolment import EnrolmentStore, Photo
-from facegate.components.gallery import Gallery
-from facegate.components.service.facade import FaceGate
 from facegate.components.core.settings import load_settings
+from facegate.components.gallery import Gallery
+from facegate.components.gallery.enrolment import EnrolmentStore, Photo
+from facegate.components.service.facade import FaceGate
 from facegate.components.web.api.app import create_app
 from tests.integration.test_api import KEY, TAU, photo, recognizer  # noqa: F401 - the module-scoped fixture
 

@@ -41,12 +41,12 @@ def seeded(sandbox):
 def seed_gallery() -> None:
     """The sandbox's gallery with amy enrolled by the model the CLI serves (tau fixed: no calibration
     data needed)."""
-    from facegate.components.gallery.enrolment import Photo
-    from facegate.components.gallery import Gallery
-    from facegate.components.service.facade import FaceGate
-    from facegate.components.service.deployment import gallery_store
-    from facegate.components.lifecycle.model_loading import service_recognizer
     from facegate.components.core.settings import load_settings
+    from facegate.components.gallery import Gallery
+    from facegate.components.gallery.enrolment import Photo
+    from facegate.components.lifecycle.model_loading import service_recognizer
+    from facegate.components.service.deployment import gallery_store
+    from facegate.components.service.facade import FaceGate
 
     settings = load_settings()
     r = service_recognizer(settings)

@@ -8,9 +8,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageFilter
 
+from facegate.components.core.settings import load_settings
 from facegate.components.service.access_log import AccessLog
 from facegate.components.web.accounts import Accounts
-from facegate.components.core.settings import load_settings
 from facegate.components.web.api.app import create_app
 from tests.conftest import shared_dataset
 from tests.integration.live_server import make_gate

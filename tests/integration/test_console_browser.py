@@ -8,7 +8,6 @@ clear message and write nothing; a viewer gets 403 on the enrol page and from th
 """
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import time
@@ -17,9 +16,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from facegate.components.gallery.enrolment import Photo
 from facegate.components.service.access_log import AccessLog
 from facegate.components.web.accounts import Accounts
-from facegate.components.gallery.enrolment import Photo
 from facegate.components.web.api.app import create_app
 from tests.conftest import requires_dataset, shared_dataset
 from tests.integration.live_server import make_gate, uvicorn_server

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from facegate.components.lifecycle import data_version
 from facegate.components.core.errors import ValidationFailed
 from facegate.components.core.paths import mlflow_tracking_uri, state_dir
+from facegate.components.lifecycle import data_version
 from tests import images_factory as f
 from tests.conftest import link_or_copy, requires_dataset, shared_dataset
 

@@ -121,3 +121,28 @@ def test_train_detect_bench_and_face_detector(sandbox, prefect_server, tmp_path)
 
     two = YoloFaceMaskDetector(model_uri=second["model_uri"]).detect(load_image(image))
     assert all(f.right > f.left and f.bottom > f.top for f in two)
+
+
+@pytest.mark.slow
+def test_bench_detect_seeds_trains_and_scores_each_seed(sandbox, prefect_server, tmp_path):
+    """`facegate bench detect --seeds 2`: two two-stage trainings (params' seed and the next), per seed
+    and mean / spread in the JSON, no registered model needed or made."""
+    from facegate.cli.main import app
+    from facegate.components.core.settings import load_settings
+    from facegate.components.lifecycle.registry import champion
+    from facegate.flows.data import ingest_flow
+
+    facemask_slice(sandbox)
+    ingest_flow(datasets=["facemask"])
+    out = tmp_path / "seeds.json"
+    r = CliRunner().invoke(app, ["bench", "detect", "--seeds", "2", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    result = json.loads(out.read_text())
+    seed = load_settings().seed
+    assert result["seeds"] == [seed, seed + 1] and len(result["per_seed"]) == 2
+    for row in result["per_seed"]:
+        assert 0 <= row["map50"] <= 1 and 0 <= row["pycocotools_map50"] <= 1 and row["train_minutes"] > 0
+        assert "ap50_mask_weared_incorrect" in row and row["load_1min"] >= 0
+    assert {"map50", "pycocotools_map50", "train_minutes"} <= set(result["summary"])
+    assert result["benchmark"] == "detect" and result["commit"]
+    assert champion("facegate-detector") is None

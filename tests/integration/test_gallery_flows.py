@@ -26,8 +26,8 @@ def crop(person, n=1):
 
 
 def test_enrol_identify_remove_and_model_mismatch(sandbox, prefect_server, tmp_path):
-    from facegate.flows.data import ingest_flow
     from facegate.components.service.deployment import gallery_store
+    from facegate.flows.data import ingest_flow
 
     lfw_slice(sandbox)  # its held-out identities calibrate tau
     set_params(sandbox, gallery={"snapshot": "manual"})  # no detached snapshot process in this test
@@ -48,8 +48,8 @@ def test_enrol_identify_remove_and_model_mismatch(sandbox, prefect_server, tmp_p
     # identification uses the tau for the target FPIR at this gallery size, from the model's stored
     # calibration (its copy beside the gallery) read through the enrolled employees' bulk shift
     from facegate.components.calibration.store import ModelCalibration
-    from facegate.components.service.calibrations import gallery_impostor_scores
     from facegate.components.core.settings import load_settings
+    from facegate.components.service.calibrations import gallery_impostor_scores
 
     cal = ModelCalibration.load(next((store.root / "calibration").glob("*.npz")))
     scores = gallery_impostor_scores(store.load(), cal, load_settings())

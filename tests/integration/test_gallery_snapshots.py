@@ -25,13 +25,13 @@ def dvc_status() -> str:
 
 
 def test_a_burst_of_enrolments_is_one_snapshot_flushed_on_stop(sandbox):
+    from facegate.components.core.settings import load_settings
+    from facegate.components.gallery import Gallery
     from facegate.components.lifecycle import gallery_snapshots
     from facegate.components.lifecycle.data_version import read_version
-    from facegate.components.gallery import Gallery
-    from facegate.components.service.facade import FaceGate
-    from facegate.components.service.deployment import gallery_store
     from facegate.components.lifecycle.model_loading import service_recognizer
-    from facegate.components.core.settings import load_settings
+    from facegate.components.service.deployment import gallery_store
+    from facegate.components.service.facade import FaceGate
     from facegate.components.web.api.app import create_app
 
     seed_gallery()  # amy, so the service's recognizer and a gallery exist

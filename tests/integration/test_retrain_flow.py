@@ -19,12 +19,11 @@ import mlflow
 import pytest
 import yaml
 
-from facegate.components.lifecycle import data_version
-from facegate.components.lifecycle import registry
 from facegate.components.core.errors import StageFailed
-from facegate.components.gallery import current_version
 from facegate.components.core.paths import mlflow_tracking_uri, repo_root
 from facegate.components.core.settings import load_settings
+from facegate.components.gallery import current_version
+from facegate.components.lifecycle import data_version, registry
 from tests.conftest import requires_dataset, shared_dataset
 from tests.integration.test_train_flow import lfw_slice
 
@@ -204,6 +203,9 @@ def test_two_chains_line_up_in_mlflow(world, two_chains):
     train_run = next(c for c in children if c.info.run_name == "train")
     assert {a.path for a in client.list_artifacts(train_run.info.run_id, "plots")} == {"plots/training_curves.png"}
     assert len(client.get_metric_history(train_run.info.run_id, "train_active_fraction")) == 3
+    # the registered challenger's unit grids, in the run its model was logged in (explain.log_to_mlflow)
+    assert "explain/units.json" in {a.path for a in client.list_artifacts(train_run.info.run_id, "explain")}
+    assert train_run.data.metrics["explain_seconds"] > 0
 
 
 def test_champion_and_gallery_follow_the_gate(world, two_chains):
@@ -246,8 +248,8 @@ def test_operator_promotes_and_rolls_back_and_the_gallery_follows(world, trainin
     """4. Humans: list, promote a version by hand, roll back; the gallery follows each move."""
     from typer.testing import CliRunner
 
-    from facegate.components.service.deployment import local_actor
     from facegate.cli.main import app
+    from facegate.components.service.deployment import local_actor
 
     def cli(*args):
         result = CliRunner().invoke(app, list(args))

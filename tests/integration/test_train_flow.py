@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from facegate.components.core.devices import describe, resolve_torch_device
-from facegate.components.embedding.model import embed_chips
 from facegate.components.core.paths import mlflow_tracking_uri
+from facegate.components.embedding.model import embed_chips
 from tests.conftest import link_or_copy, requires_dataset, shared_dataset
 
 pytestmark = [pytest.mark.integration, requires_dataset("lfw")]

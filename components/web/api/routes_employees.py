@@ -64,7 +64,9 @@ def writing_router(limits: ApiSettings) -> APIRouter:
                        name: str = Form("", max_length=limits.max_name_length, description="display name"),
                        replace: bool = Form(False, description="re-enrol an existing employee with these photos"),
                        force: bool = Form(False, description="enrol even if the face looks already enrolled "
-                                                             "under another id (409 duplicate_face otherwise)"),
+                                                             "under another id (409 duplicate_face otherwise) or, "
+                                                             "under pad.mode enforce, is judged a presentation "
+                                                             "attack (422 presentation_attack otherwise)"),
                        images: list[UploadFile] = File(..., min_length=1, max_length=limits.max_files,
                                                        description=f"1 to {limits.max_files} photos, "
                                                                    "exactly one face each"),

@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facegate.components.calibration.thresholds import (BulkShift, ImpostorScores, ScoreSketch, bulk_moments, deployment_scores,
-                                    far_per_comparison)
+from facegate.components.calibration.thresholds import (
+    BulkShift,
+    ImpostorScores,
+    ScoreSketch,
+    bulk_moments,
+    deployment_scores,
+    far_per_comparison,
+)
 
 
 def stored_scores(n=300_000, seed=0):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from facegate.components.calibration.face_sets import FaceSet, crop_box, image_folder_set, lfw_set, voc_face_set
 from facegate.components.calibration.store import parse_set
 from facegate.components.core.errors import DatasetError
-from facegate.components.calibration.face_sets import FaceSet, crop_box, image_folder_set, lfw_set, voc_face_set
 from tests.images_factory import write_jpeg
 
 

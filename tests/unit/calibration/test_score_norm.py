@@ -4,7 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facegate.components.calibration.score_norm import CohortStats, cohort_stats, cross_scores, normalised_pair_scores, s_norm_distance
+from facegate.components.calibration.score_norm import (
+    CohortStats,
+    cohort_stats,
+    cross_scores,
+    normalised_pair_scores,
+    s_norm_distance,
+)
 
 
 def unit(x):

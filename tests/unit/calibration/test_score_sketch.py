@@ -4,8 +4,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facegate.components.calibration.thresholds import (ImpostorScores, ScoreSketch, calibrate_tau, far_per_comparison, fpir_of_far,
-                                    local_impostor_distances, recalibration_weight)
+from facegate.components.calibration.thresholds import (
+    ImpostorScores,
+    ScoreSketch,
+    calibrate_tau,
+    far_per_comparison,
+    fpir_of_far,
+    local_impostor_distances,
+    recalibration_weight,
+)
 
 
 def scores(n=200_000, seed=0):

@@ -6,11 +6,11 @@ import pytest
 import torch
 import yaml
 
-from facegate.components.detection.model import build_detector, layout_from
-from facegate.components.detection.train import DetectTrainConfig
 from facegate.components.core.errors import SettingsError
 from facegate.components.core.paths import repo_root
 from facegate.components.core.settings import parse_settings
+from facegate.components.detection.model import build_detector, layout_from
+from facegate.components.detection.train import DetectTrainConfig
 
 ANCHORS = np.array([[8, 9], [16, 18], [25, 27], [40, 43], [64, 71], [112, 132]], float)
 

@@ -128,16 +128,15 @@ def test_same_seed_trains_the_same_classifier():
 def test_flip_tta_averages_the_crop_and_its_mirror(trained):
     model = trained.model
     image = load_image(SHARED_DATASETS / "facemask" / "images" / "maksssksksss0.jpg")
-    boxes, _ = model.propose(image)
-    boxes = boxes[:3]
-    plain_probs, _ = model.classify(image, boxes)
+    boxes = model.propose(image)[0][:3]
     mirrored = np.stack([face_crop(image, b, model.crop_size, model.crop_context, flip=True) for b in boxes])
-    with torch.inference_mode():
+    with torch.inference_mode():  # as detect_images calls it
+        plain_probs, _ = model.classify(image, boxes)
         mirror_probs = model.classifier(normalise(mirrored)).softmax(1).numpy()[:, :3]
-    model.flip_tta = True
-    try:
-        tta_probs, tta_boxes = model.classify(image, boxes)
-    finally:
-        model.flip_tta = False
+        model.flip_tta = True
+        try:
+            tta_probs, tta_boxes = model.classify(image, boxes)
+        finally:
+            model.flip_tta = False
     assert np.allclose(tta_probs, (plain_probs + mirror_probs) / 2, atol=1e-4)
     assert tta_boxes.shape == boxes.shape

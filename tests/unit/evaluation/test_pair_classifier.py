@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
 
-from facegate.components.evaluation.pair_classifier import fit_pair_classifier, pair_accuracy, pair_features, sample_training_pairs
+from facegate.components.evaluation.pair_classifier import (
+    fit_pair_classifier,
+    pair_accuracy,
+    pair_features,
+    sample_training_pairs,
+)
 
 
 def test_features_by_hand():

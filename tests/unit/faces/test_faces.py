@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 
 from facegate.components.core.errors import MultipleFaces, NoFaceFound
+from facegate.components.core.images import load_image
 from facegate.components.faces.align import FaceAligner
 from facegate.components.faces.chips import cached_chips
 from facegate.components.faces.detectors import DETECTORS, make_detector
 from facegate.components.faces.pipeline import FaceFinder
-from facegate.components.core.images import load_image
 from tests.conftest import requires_dataset, shared_dataset
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+
 import yaml
 
 from facegate.components.core.paths import repo_root

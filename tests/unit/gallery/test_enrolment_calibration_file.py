@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from facegate.components.calibration import store as calibration_store
-from facegate.components.calibration.thresholds import ScoreSketch
 from facegate.components.calibration.store import ModelCalibration, SetScores
+from facegate.components.calibration.thresholds import ScoreSketch
 from facegate.components.gallery.enrolment import EnrolmentStore
 
 
@@ -61,9 +61,13 @@ def test_a_registered_version_keeps_its_calibration_in_mlflow(tmp_path, monkeypa
     import mlflow
     import torch
 
-    from facegate.components.lifecycle import registry
-    from facegate.components.lifecycle.calibration_artifacts import load_version_calibration, log_version_calibration, stored_calibration
     from facegate.components.core.paths import mlflow_tracking_uri
+    from facegate.components.lifecycle import registry
+    from facegate.components.lifecycle.calibration_artifacts import (
+        load_version_calibration,
+        log_version_calibration,
+        stored_calibration,
+    )
     from facegate.components.lifecycle.tracking import ensure_experiment
 
     mlflow.set_tracking_uri(mlflow_tracking_uri())

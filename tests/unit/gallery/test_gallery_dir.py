@@ -2,8 +2,8 @@
 outside it (FACEGATE_HOME), or wherever FACEGATE_GALLERY says; DVC snapshots only inside the repository."""
 from __future__ import annotations
 
-from facegate.components.lifecycle import gallery_snapshots
 from facegate.components.core.paths import gallery_dir
+from facegate.components.lifecycle import gallery_snapshots
 
 
 def test_gallery_follows_the_state_folder_out_of_the_repository(tmp_path, monkeypatch):

@@ -8,9 +8,9 @@ import sys
 
 import numpy as np
 
-from facegate.components.gallery.enrolment import EnrolmentStore
-from facegate.components.gallery import Gallery
 from facegate.components.core.settings import load_settings
+from facegate.components.gallery import Gallery
+from facegate.components.gallery.enrolment import EnrolmentStore
 
 
 def _gate_with_gallery(tmp_path):

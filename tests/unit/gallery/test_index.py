@@ -15,8 +15,8 @@ from facegate.components.gallery import (
     GalleryModelMismatch,
     InvalidGalleryInput,
     UnknownEmployee,
+    index_kinds,
 )
-from facegate.components.gallery import index_kinds
 from tests.unit.gallery.synthetic import DIM, Population, brute_force, unit
 
 # ------------------------------------------------------------------------------------ in memory

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from facegate.components.core.paths import repo_root
 from facegate.components.gallery import (
     CURRENT_FILE,
     Gallery,
@@ -26,8 +27,8 @@ from facegate.components.gallery import (
     list_versions,
     purge_old_versions,
 )
-from facegate.components.core.paths import repo_root
 from tests.unit.gallery.synthetic import Population
+
 
 def test_round_trip_flat(tmp_path: Path, gallery: Gallery, pop: Population) -> None:
     gallery.manifest.data_version = "abc123"

@@ -9,8 +9,8 @@ import subprocess
 import pytest
 from configobj import ConfigObj
 
-from facegate.components.lifecycle import data_version
 from facegate.components.core.errors import DataVersionError
+from facegate.components.lifecycle import data_version
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from facegate.components.lifecycle import model_copies
 from facegate.components.embedding.backbones import make_backbone
 from facegate.components.embedding.model import EmbeddingModel
+from facegate.components.lifecycle import model_copies
 from facegate.components.recognition.recognizer import model_fingerprint
 
 NAME = "facegate-embedder"
@@ -72,10 +72,10 @@ def test_a_changed_or_damaged_copy_is_a_miss(state, trained):
 
 
 def test_gallery_made_by_a_registered_version_is_served_from_its_copy_without_mlflow(state, trained, monkeypatch):
-    from facegate.components.gallery.enrolment import EnrolmentStore
-    from facegate.components.gallery import Gallery
-    from facegate.components.lifecycle.model_loading import embedder_version_label, gallery_recognizer
     from facegate.components.core.settings import load_settings
+    from facegate.components.gallery import Gallery
+    from facegate.components.gallery.enrolment import EnrolmentStore
+    from facegate.components.lifecycle.model_loading import embedder_version_label, gallery_recognizer
 
     settings = load_settings()
     store = EnrolmentStore(state / "gallery")

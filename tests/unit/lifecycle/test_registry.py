@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from facegate.components.lifecycle import registry
 from facegate.components.core.errors import RegistryError
+from facegate.components.lifecycle import registry
 
 
 @pytest.fixture

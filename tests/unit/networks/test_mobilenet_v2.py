@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from facegate.components.core.images import load_image
+from facegate.components.core.weights import weight_path
 from facegate.components.networks.mobilenet_v2 import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -19,8 +21,6 @@ from facegate.components.networks.mobilenet_v2 import (
     load_mobilenet_v2_imagenet,
     normalise,
 )
-from facegate.components.core.images import load_image
-from facegate.components.core.weights import weight_path
 
 N_PHOTOS = 5
 # ImageNet classes a masked face should evoke: mask, gas mask, oxygen mask, ski mask.

@@ -7,14 +7,14 @@ from __future__ import annotations
 import mlflow
 import pytest
 
-from facegate.components.lifecycle import registry
-from facegate.components.embedding.train import TrainConfig
 from facegate.components.core.errors import FacegateError
+from facegate.components.core.settings import load_settings
+from facegate.components.embedding.train import TrainConfig
+from facegate.components.lifecycle import registry
 from facegate.components.lifecycle.retrain import ChainState
-from facegate.components.service.facade import FaceGate
 from facegate.components.service.calibrations import calibrated_gallery
 from facegate.components.service.deployment import local_actor
-from facegate.components.core.settings import load_settings
+from facegate.components.service.facade import FaceGate
 from facegate.flows.retrain import promote_stage
 from tests.unit.lifecycle.test_registry import store  # noqa: F401 - fixture: real registered versions
 from tests.unit.service.test_service_calibration import FakeRecognizer, committed, photo  # noqa: F401 - fixture

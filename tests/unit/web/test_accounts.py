@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
+from facegate.components.core.errors import AccountError, LoginRateLimited, UnknownAccount
 from facegate.components.service.access_log import engine_for
 from facegate.components.web.accounts import Accounts, LoginLimiter, Principal, Sessions, hash_secret, secret_matches
-from facegate.components.core.errors import AccountError, LoginRateLimited, UnknownAccount
 
 
 @pytest.fixture

@@ -101,6 +101,9 @@ def test_batch_enrolment_from_a_folder_and_a_csv(sandbox, prefect_server, tmp_pa
     row stops nothing, one DVC snapshot at the end, one MLflow run."""
     import shutil
 
+    # Prefect's log handlers bind the streams of the process that first imports it; a real CLI process has
+    # one pair, CliRunner swaps them per call, so load Prefect here, as a CLI process would once
+    import facegate.flows.gallery  # noqa: F401
     from facegate.components.lifecycle import gallery_snapshots
     from facegate.components.lifecycle.data_version import read_version
     from facegate.components.service.deployment import gallery_store

@@ -36,7 +36,7 @@ import threading
 import time
 from pathlib import Path
 
-from facegate.components.core.paths import datasets_root
+from facegate.components.core.paths import QUIET_ENV, datasets_root
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -98,8 +98,6 @@ def centre_crop(path: Path, side: int = 160) -> bytes:
 def prepare_repo(repo: Path, seed_photo: Path, params: Path | None = None) -> dict:
     """A scratch repository (git + DVC) whose gallery holds one employee, embedded by the model the
     server will serve, with a fixed tau: no calibration data needed."""
-    from facegate.components.core.paths import QUIET_ENV  # no telemetry from the scratch repository's dvc/MLflow calls
-
     env = {**QUIET_ENV, "FACEGATE_REPO": str(repo), "FACEGATE_HOME": str(repo / ".facegate"),
            "FACEGATE_PARAMS": str(repo / "params.yaml"), "FACEGATE_API_KEY": KEY}
     repo.mkdir(parents=True)

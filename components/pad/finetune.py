@@ -21,6 +21,7 @@ import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -103,7 +104,8 @@ def augmented_copies(net: PadNet, samples: Sequence[PadSample], boxes: Sequence[
     """Each frame decoded once, cropped as the detector's box and ``crop_copies`` jittered boxes, each crop
     also mirrored; every member's frozen trunk run once per copy (OpenCV, the served path's speed)."""
     rng = np.random.default_rng(cfg.seed)
-    trunks = [OpenCvGraph(_Trunk(m, cfg.start), [(3, *s.input_hw)]) for m, s in zip(net.members, net.specs)]
+    trunks = [OpenCvGraph(_Trunk(cast(MiniFASNet, m), cfg.start), [(3, *s.input_hw)])
+              for m, s in zip(net.members, net.specs)]
     per_member: list[list[np.ndarray]] = [[] for _ in net.specs]
     t0 = time.perf_counter()
     for i, (sample, box) in enumerate(zip(samples, boxes)):
@@ -179,8 +181,9 @@ def finetune_pad(net: PadNet, copies: FeatureCopies, rows: np.ndarray, live: np.
             batch = order[begin:begin + cfg.batch_size]
             which = _draw_copies(rng, len(batch), copies, cfg)
             target = torch.from_numpy(live[batch].astype(np.float32))
-            loss = sum(live_log_loss(m.forward_from(torch.from_numpy(f[batch, which]), cfg.start), target)
-                       for m, f in zip(model.members, copies.feats))
+            loss = torch.stack([live_log_loss(cast(MiniFASNet, m).forward_from(torch.from_numpy(f[batch, which]),
+                                                                              cfg.start), target)
+                                for m, f in zip(model.members, copies.feats)]).sum()
             opt.zero_grad()
             loss.backward()
             opt.step()

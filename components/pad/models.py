@@ -124,10 +124,11 @@ class MiniFasNetV1SEPad(MiniFasNetPad):
     specs = (V1SE_SPEC,)
 
 
-PAD_MODELS: dict[str, type] = {cls.name: cls for cls in (MiniFasNetPairPad, MiniFasNetV2Pad, MiniFasNetV1SEPad)}
+PAD_MODELS: dict[str, type[MiniFasNetPad]] = {cls.name: cls for cls in (MiniFasNetPairPad, MiniFasNetV2Pad,
+                                                                          MiniFasNetV1SEPad)}
 
 
-def register_pad_model(cls: type) -> type:
+def register_pad_model(cls: type[MiniFasNetPad]) -> type[MiniFasNetPad]:
     """Add an entry (by its ``name``) from a layer above this one (the fine-tuned pair in MLflow)."""
     PAD_MODELS[cls.name] = cls
     return cls

@@ -14,6 +14,7 @@ import io
 import threading
 import warnings
 from collections.abc import Sequence
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -31,7 +32,8 @@ def export_onnx(module: nn.Module, input_shapes: Sequence[tuple[int, ...]]) -> b
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter warns it is legacy; the new one needs onnxscript
-        torch.onnx.export(module, dummies, buffer, dynamo=False, opset_version=13, input_names=names,
+        target = cast(Any, buffer)  # typed as a path; a stream works
+        torch.onnx.export(module, dummies, target, dynamo=False, opset_version=13, input_names=names,
                           output_names=["output"], dynamic_axes={n: {0: "batch"} for n in names + ["output"]})
     return _copy_shared_initializers(buffer.getvalue())
 

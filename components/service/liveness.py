@@ -55,7 +55,7 @@ class LivenessCheck:
     def __init__(self, settings: Settings, model: PadModel | None = None) -> None:
         self.pad = settings.pad
         self._model = model
-        self._threshold: float | None = None
+        self._loaded: tuple[PadModel, float] | None = None  # the model and its threshold, once loaded
         self._error: str | None = None
         self._lock = threading.Lock()
 
@@ -67,33 +67,32 @@ class LivenessCheck:
     def enforcing(self) -> bool:
         return self.pad.mode == "enforce"
 
-    def _load(self) -> PadModel | None:
+    def _load(self) -> tuple[PadModel, float] | None:
         """The model and its threshold, or None with ``_error`` saying why (tried once per process)."""
-        if self._threshold is not None or self._error is not None:
-            return self._model if self._threshold is not None else None
-        with self._lock:
-            if self._threshold is None and self._error is None:
-                try:
-                    model = self._model or pad_model_in_service(self.pad)
-                    if model.calibration is None:
-                        raise PadUnavailable(f"PAD model {model.name} has no stored calibration: run "
-                                             "`facegate calibrate-pad` (shipped weights) or `facegate train-pad`")
-                    self._model, self._threshold = model, model.calibration.threshold(self.pad.target_apcer)
-                except (FacegateError, ValueError) as exc:
-                    self._error = getattr(exc, "message", None) or str(exc)
-        return self._model if self._threshold is not None else None
+        if self._loaded is None and self._error is None:
+            with self._lock:
+                if self._loaded is None and self._error is None:
+                    try:
+                        model = self._model or pad_model_in_service(self.pad)
+                        if model.calibration is None:
+                            raise PadUnavailable(f"PAD model {model.name} has no stored calibration: run `facegate "
+                                                 "calibrate-pad` (shipped weights) or `facegate train-pad`")
+                        self._loaded = model, model.calibration.threshold(self.pad.target_apcer)
+                    except (FacegateError, ValueError) as exc:
+                        self._error = getattr(exc, "message", None) or str(exc)
+        return self._loaded
 
     def check(self, pixels: np.ndarray, boxes: Sequence[FaceBox]) -> list[Liveness | None]:
         """Each face's liveness (None: PAD off, or unavailable under ``flag``); unavailable under
         ``enforce`` raises PadUnavailable."""
         if self.pad.mode == "off" or not len(boxes):
             return [None] * len(boxes)
-        model = self._load()
-        if model is None:
+        loaded = self._load()
+        if loaded is None:
             if self.enforcing:
                 raise PadUnavailable(f"pad.mode is enforce and PAD cannot run: {self._error}")
             return [None] * len(boxes)
-        t = float(self._threshold)
+        model, t = loaded
         return [Liveness(round(float(s), 6), "live" if s > t else "attack", round(t, 6))
                 for s in model.score_faces(pixels, boxes)]
 
@@ -134,14 +133,15 @@ class LivenessCheck:
         if self.pad.mode == "off":
             out["note"] = "PAD is off (pad.mode): printed photos and screens are not checked"
             return out
-        model = self._load()
-        if model is None:
+        loaded = self._load()
+        if loaded is None:
             out["error"] = self._error
             out["note"] = ("every identify and verify is refused (pad_unavailable) until PAD can run"
                            if self.enforcing else "answers carry no liveness until PAD can run")
             return out
+        model, threshold = loaded
         cal = model.calibration
-        out.update(available=True, threshold=round(float(self._threshold), 6), fingerprint=model.fingerprint,
+        out.update(available=True, threshold=round(threshold, 6), fingerprint=model.fingerprint,
                    calibration=cal.source if cal else None,
-                   expected_on_calibration=cal.expected(float(self._threshold)) if cal else None)
+                   expected_on_calibration=cal.expected(threshold) if cal else None)
         return out

@@ -97,7 +97,8 @@ def test_flag_recognises_and_flags_the_printed_photo(tmp_path, recognizer) -> No
         rows = client.get("/access-log", params={"entrance": "door-1"}, headers=H).json()
         assert [(r["outcome"], r["liveness"], r["employee_id"]) for r in rows[::-1]] == [
             ("recognized", "live", "E0001"), ("recognized", "attack", "E0001")]
-        assert 'facegate_presentation_attacks_total{kind="identify",mode="flag"} 1.0' in client.get("/metrics", headers=H).text
+        metrics = client.get("/metrics", headers=H).text
+        assert 'facegate_presentation_attacks_total{kind="identify",mode="flag"} 1.0' in metrics
 
 
 def test_missing_weights_under_enforce_fail_closed_and_status_says_why(tmp_path, recognizer, monkeypatch) -> None:

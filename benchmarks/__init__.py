@@ -6,4 +6,5 @@ through the Prefect flows in ``flows/bench.py`` and ``flows/detect.py``, which l
 ``gallery_scaling`` (search cost as the gallery grows) runs from ``facegate bench gallery`` or as
 ``python -m facegate.benchmarks.gallery_scaling``; ``dlib_port_speed.py`` runs standalone. Each prints JSON.
 """
+
 import facegate.components  # noqa: F401,E402  (first: its thread settings must precede torch's import)

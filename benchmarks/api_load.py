@@ -20,6 +20,7 @@ loopback is ever contacted; the run stops by itself.
 
     python benchmarks/api_load.py --clients 20 --seconds 60 --json out/api_load.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -98,8 +99,13 @@ def centre_crop(path: Path, side: int = 160) -> bytes:
 def prepare_repo(repo: Path, seed_photo: Path, params: Path | None = None) -> dict:
     """A scratch repository (git + DVC) whose gallery holds one employee, embedded by the model the
     server will serve, with a fixed tau: no calibration data needed."""
-    env = {**QUIET_ENV, "FACEGATE_REPO": str(repo), "FACEGATE_HOME": str(repo / ".facegate"),
-           "FACEGATE_PARAMS": str(repo / "params.yaml"), "FACEGATE_API_KEY": KEY}
+    env = {
+        **QUIET_ENV,
+        "FACEGATE_REPO": str(repo),
+        "FACEGATE_HOME": str(repo / ".facegate"),
+        "FACEGATE_PARAMS": str(repo / "params.yaml"),
+        "FACEGATE_API_KEY": KEY,
+    }
     repo.mkdir(parents=True)
     (repo / "params.yaml").write_text((params or ROOT / "params.yaml").read_text())
     (repo / ".gitignore").write_text("/.facegate/\n/data/\n")
@@ -128,14 +134,23 @@ except CalibrationMissing:
 g = gate.enrol("seed", "Seed", [Photo({seed_photo.name!r}, open({str(seed_photo)!r}, "rb").read())])
 print("TAU", g.manifest.tau)
 """
-    out = subprocess.run([sys.executable, "-c", seed], cwd=ROOT, env={**os.environ, **env}, check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", seed], cwd=ROOT, env={**os.environ, **env}, check=True, capture_output=True, text=True
+    ).stdout
     env["TAU"] = out.split("TAU")[-1].strip()
     return env
 
 
-def run(clients: int, seconds: float, enrol_share: float, think_ms: float, lfw: Path, workdir: Path,
-        kill: bool = False, params: Path | None = None) -> dict:
+def run(
+    clients: int,
+    seconds: float,
+    enrol_share: float,
+    think_ms: float,
+    lfw: Path,
+    workdir: Path,
+    kill: bool = False,
+    params: Path | None = None,
+) -> dict:
     import httpx  # heavy: an HTTP client only for this call
 
     to_enrol, strangers = lfw_people(lfw)
@@ -144,9 +159,14 @@ def run(clients: int, seconds: float, enrol_share: float, think_ms: float, lfw: 
     tau = float(env.pop("TAU"))
     port = free_port()
     log = open(workdir / "server.log", "wb")
-    server = subprocess.Popen([sys.executable, "-m", "facegate.cli.main", "serve", "--port", str(port)], cwd=ROOT,
-                              env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "facegate.cli.main", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while True:
@@ -159,8 +179,12 @@ def run(clients: int, seconds: float, enrol_share: float, think_ms: float, lfw: 
             raise SystemExit(f"the server did not start: {(workdir / 'server.log').read_text()[-2000:]}")
         time.sleep(0.5)
     # warm-up, not measured: the first identify loads the model and the gallery
-    httpx.post(f"{base}/identify", files={"image": ("seed.jpg", seed_person[1].read_bytes(), "image/jpeg")},
-               headers={"X-API-Key": KEY}, timeout=180).raise_for_status()
+    httpx.post(
+        f"{base}/identify",
+        files={"image": ("seed.jpg", seed_person[1].read_bytes(), "image/jpeg")},
+        headers={"X-API-Key": KEY},
+        timeout=180,
+    ).raise_for_status()
     lat: dict[str, list[float]] = {"identify": [], "enrol": []}
     statuses: dict[str, dict[int, int]] = {"identify": {}, "enrol": {}}
     acked: list[str] = []
@@ -195,13 +219,17 @@ def run(clients: int, seconds: float, enrol_share: float, think_ms: float, lfw: 
                     if kind == "enrol":
                         counter += 1
                         eid = f"c{n}-{counter}"
-                        r = c.post("/employees", data={"employee_id": eid, "name": path.parent.name},
-                                   files=[("images", (path.name, data, "image/jpeg"))])
+                        r = c.post(
+                            "/employees",
+                            data={"employee_id": eid, "name": path.parent.name},
+                            files=[("images", (path.name, data, "image/jpeg"))],
+                        )
                     else:
                         counter += 1
                         entrance = f"c{n}-{counter}"
-                        r = c.post("/identify", data={"entrance": entrance},
-                                   files={"image": (path.name, data, "image/jpeg")})
+                        r = c.post(
+                            "/identify", data={"entrance": entrance}, files={"image": (path.name, data, "image/jpeg")}
+                        )
                 except httpx.HTTPError as exc:
                     if killed.is_set():
                         break  # the server is gone: a request cut off is not acknowledged
@@ -270,33 +298,56 @@ status = subprocess.run([sys.executable, "-m", "dvc", "status", "gallery.dvc"], 
 print(json.dumps({"ids": sorted(g.employees()["employee_id"]), "dirty": gallery_snapshots.is_dirty(),
                   "dvc_status": status.strip(), "rows": rows, "audited": audited}))
 """
-    out = subprocess.run([sys.executable, "-c", check], cwd=env["FACEGATE_REPO"],
-                         env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", check],
+        cwd=env["FACEGATE_REPO"],
+        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     on_disk = json.loads(out.stdout.strip().splitlines()[-1])
     lost = sorted(set(acked) - set(on_disk["ids"]))
     lost_rows = sorted(e for e, n in acked_identify.items() if on_disk["rows"].get(e, 0) < n)
     lost_audit = sorted(set(acked) - set(on_disk["audited"]))
     total = sum(len(v) for v in lat.values())
     return {
-        "clients": clients, "seconds": seconds, "enrol_share": enrol_share, "think_ms": think_ms,
+        "clients": clients,
+        "seconds": seconds,
+        "enrol_share": enrol_share,
+        "think_ms": think_ms,
         "stopped_by": "SIGKILL" if kill else "SIGTERM",
-        "wall_s": round(wall, 1), "requests": total, "throughput_rps": round(total / wall, 2),
+        "wall_s": round(wall, 1),
+        "requests": total,
+        "throughput_rps": round(total / wall, 2),
         "identify": {**percentiles(lat["identify"]), "statuses": statuses["identify"]},
         "enrol": {**percentiles(lat["enrol"]), "statuses": statuses["enrol"]},
-        "tau": tau, "error_codes": error_codes, "identify_probes": identified, "enrol_people_left": len(queue),
+        "tau": tau,
+        "error_codes": error_codes,
+        "identify_probes": identified,
+        "enrol_people_left": len(queue),
         "server_cpu_s": round(cpu_used, 1) if cpu_used is not None else None,
         "server_cpu_ms_per_request": round(1000 * cpu_used / total, 1) if cpu_used and total else None,
-        "acknowledged_enrolments": len(acked), "enrolled_on_disk": len(on_disk["ids"]) - 1, "lost": lost,
-        "access_log": {"acknowledged_identify": len(acked_identify), "rows_expected": sum(acked_identify.values()),
-                       "rows_found": sum(on_disk["rows"].get(e, 0) for e in acked_identify),
-                       "lost_rows": lost_rows[:10], "n_lost_rows": len(lost_rows),
-                       "audit_enrol_rows": len(on_disk["audited"]), "lost_audit": lost_audit[:10],
-                       "n_lost_audit": len(lost_audit)},
-        "client_errors": errors[:10], "n_client_errors": len(errors),
-        "stop_s": round(stop_s, 1), "gallery_dirty_after_stop": on_disk["dirty"],
+        "acknowledged_enrolments": len(acked),
+        "enrolled_on_disk": len(on_disk["ids"]) - 1,
+        "lost": lost,
+        "access_log": {
+            "acknowledged_identify": len(acked_identify),
+            "rows_expected": sum(acked_identify.values()),
+            "rows_found": sum(on_disk["rows"].get(e, 0) for e in acked_identify),
+            "lost_rows": lost_rows[:10],
+            "n_lost_rows": len(lost_rows),
+            "audit_enrol_rows": len(on_disk["audited"]),
+            "lost_audit": lost_audit[:10],
+            "n_lost_audit": len(lost_audit),
+        },
+        "client_errors": errors[:10],
+        "n_client_errors": len(errors),
+        "stop_s": round(stop_s, 1),
+        "gallery_dirty_after_stop": on_disk["dirty"],
         "dvc_status_after_stop": on_disk["dvc_status"],
-        "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in load_after],
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in load_after],
         "cpus": os.cpu_count(),
     }
 
@@ -308,11 +359,19 @@ def main() -> None:
     ap.add_argument("--enrol-share", type=float, default=0.2, help="share of requests that enrol (the rest identify)")
     ap.add_argument("--think-ms", type=float, default=0.0, help="pause of each client between requests")
     ap.add_argument("--lfw", type=Path, default=None, help="LFW folder of <person>/*.jpg (default: datasets root)")
-    ap.add_argument("--kill", action="store_true", help="stop the server with SIGKILL the moment the clients "
-                                                        "stop (requests may be in flight): no acknowledged "
-                                                        "enrolment may be missing from the gallery on disk")
-    ap.add_argument("--params", type=Path, default=None, help="the server's params.yaml (default: the "
-                                                                "repository's), e.g. other api.inference_* values")
+    ap.add_argument(
+        "--kill",
+        action="store_true",
+        help="stop the server with SIGKILL the moment the clients "
+        "stop (requests may be in flight): no acknowledged "
+        "enrolment may be missing from the gallery on disk",
+    )
+    ap.add_argument(
+        "--params",
+        type=Path,
+        default=None,
+        help="the server's params.yaml (default: the repository's), e.g. other api.inference_* values",
+    )
     ap.add_argument("--json", type=Path, default=None, help="write the result here too")
     args = ap.parse_args()
     if not 1 <= args.clients <= 64 or not 1 <= args.seconds <= 600:
@@ -320,7 +379,9 @@ def main() -> None:
 
     lfw = args.lfw or datasets_root() / "lfw"
     with tempfile.TemporaryDirectory(prefix="facegate-load-") as tmp:
-        result = run(args.clients, args.seconds, args.enrol_share, args.think_ms, lfw, Path(tmp), args.kill, args.params)
+        result = run(
+            args.clients, args.seconds, args.enrol_share, args.think_ms, lfw, Path(tmp), args.kill, args.params
+        )
     text = json.dumps(result, indent=2)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ those pairs place (``facegate.components.calibration.thresholds.BulkShift``): wh
 (``facegate.components.calibration.thresholds.deployment_scores``). ``dlib_own`` is dlib's unnormalised
 128-d descriptor (no flip TTA) with Euclidean distance, on the same probes, as a reference.
 """
+
 from __future__ import annotations
 
 import os
@@ -93,7 +94,7 @@ class Faces:
         """Dissimilarities, rows: these faces, columns: ``other``'s."""
         if self.euclidean:
             a, b = self.emb.astype(np.float64), other.emb.astype(np.float64)
-            sq = (a ** 2).sum(1)[:, None] + (b ** 2).sum(1)[None, :] - 2 * a @ b.T
+            sq = (a**2).sum(1)[:, None] + (b**2).sum(1)[None, :] - 2 * a @ b.T
             return np.sqrt(np.maximum(sq, 0.0))
         sims = self.emb @ other.emb.T
         if self.stats is None:
@@ -125,10 +126,18 @@ def open_set(gallery: Faces, genuine: Faces, strangers: Faces, tau: float) -> di
     best = g.argmin(1)
     correct = gallery.ids[best] == genuine.ids
     m = open_set_metrics(correct, g.min(1), s.min(1), tau, fpirs=(TARGET_FPIR,))
-    return {"gallery_size": len(gallery.ids), "genuine_probes": m["genuine_probes"],
-            "strangers": m["impostor_probes"], "tau": tau, "fpir": m["fpir_at_tau"], "fnir": m["fnir_at_tau"],
-            "fnir_at_fpir_1e-2": 1.0 - m["dir_at_fpir_1e-2"], "rank1": m["rank1"],
-            "_accepted": s.min(1) <= tau, "_nearest": gallery.ids[s.argmin(1)]}
+    return {
+        "gallery_size": len(gallery.ids),
+        "genuine_probes": m["genuine_probes"],
+        "strangers": m["impostor_probes"],
+        "tau": tau,
+        "fpir": m["fpir_at_tau"],
+        "fnir": m["fnir_at_tau"],
+        "fnir_at_fpir_1e-2": 1.0 - m["dir_at_fpir_1e-2"],
+        "rank1": m["rank1"],
+        "_accepted": s.min(1) <= tau,
+        "_nearest": gallery.ids[s.argmin(1)],
+    }
 
 
 def stranger_interval(accepted: np.ndarray, clusters: np.ndarray, seed: int = 0) -> dict:
@@ -138,9 +147,13 @@ def stranger_interval(accepted: np.ndarray, clusters: np.ndarray, seed: int = 0)
     names, inv = np.unique(clusters, return_inverse=True)
     acc = np.bincount(inv, weights=np.asarray(accepted, float), minlength=len(names))
     n = np.bincount(inv, minlength=len(names)).astype(float)
-    out = {"distinct_strangers": int(len(names)), "strangers_with_accepts": int((acc > 0).sum()),
-           "accepts_by_stranger": {str(k): int(v) for k, v in sorted(zip(names[acc > 0], acc[acc > 0]),
-                                                                       key=lambda kv: -kv[1])}}
+    out = {
+        "distinct_strangers": int(len(names)),
+        "strangers_with_accepts": int((acc > 0).sum()),
+        "accepts_by_stranger": {
+            str(k): int(v) for k, v in sorted(zip(names[acc > 0], acc[acc > 0]), key=lambda kv: -kv[1])
+        },
+    }
     if acc.sum() == 0:
         out["fpir_95"] = [0.0, float(1.0 - 0.05 ** (1.0 / len(names)))]
         return out
@@ -175,14 +188,25 @@ def load_sets(settings: Settings, model, datasets: Path, cache_dir: Path, log: L
     geometry = model.backbone.chip_geometry
     det = settings.faces.detector
     sets = {}
-    for name, kind, folder in (("lfw", "lfw", "lfw"), ("orl", "image_folder", "orl"),
-                               ("facemask", "voc_faces", "facemask")):
+    for name, kind, folder in (
+        ("lfw", "lfw", "lfw"),
+        ("orl", "image_folder", "orl"),
+        ("facemask", "voc_faces", "facemask"),
+    ):
         t = time.perf_counter()
-        fs = read_face_set(kind, datasets / folder, cache_dir=cache_dir, seed=settings.seed,
-                           val_fraction=settings.ingest.val_fraction, name=name)
+        fs = read_face_set(
+            kind,
+            datasets / folder,
+            cache_dir=cache_dir,
+            seed=settings.seed,
+            val_fraction=settings.ingest.val_fraction,
+            name=name,
+        )
         attach_chips(fs, cache_dir, detector=det, upsample=settings.faces.upsample, geometry=geometry)
-        log(f"{name}: {len(fs)} images, {int(fs.fallback.sum())} without a detected face "
-            f"({time.perf_counter() - t:.0f} s)")
+        log(
+            f"{name}: {len(fs)} images, {int(fs.fallback.sum())} without a detected face "
+            f"({time.perf_counter() - t:.0f} s)"
+        )
         sets[name] = fs
     return sets
 
@@ -196,14 +220,15 @@ def dlib_own_descriptors(model, fs: FaceSet, cache_dir: Path) -> np.ndarray | No
     if "dlib_resnet" not in names:
         return None
     feats, _ = set_features(model, fs, cache_dir)
-    start = sum(BACKBONES[n].feature_dim for n in names[:names.index("dlib_resnet")])
+    start = sum(BACKBONES[n].feature_dim for n in names[: names.index("dlib_resnet")])
     fc = DlibResNetBackbone().pretrained_head()
     with torch.inference_mode():
-        return fc(torch.from_numpy(np.ascontiguousarray(feats[:, start:start + 256]))).numpy()
+        return fc(torch.from_numpy(np.ascontiguousarray(feats[:, start : start + 256]))).numpy()
 
 
-def measure(faces: SetFaces, orl_folds: list[np.ndarray], fit_sketch: ScoreSketch,
-            recal: tuple[int, int, int | None] | None) -> dict:
+def measure(
+    faces: SetFaces, orl_folds: list[np.ndarray], fit_sketch: ScoreSketch, recal: tuple[int, int, int | None] | None
+) -> dict:
     """Every evaluation of one normalisation (``recal``: (min_pairs, prior_pairs, shift_prior_pairs):
     each gallery's own impostor pairs blended with the fitted tail and shifting it for identification,
     as the service does, through the same ``deployment_scores``)."""
@@ -221,14 +246,17 @@ def measure(faces: SetFaces, orl_folds: list[np.ndarray], fit_sketch: ScoreSketc
     lfw1_gen, lfw1_imp = faces.lfw1.pairs()
     orl_gen, orl_imp = faces.orl.pairs()
     mask_vs_lfw = faces.mask.against(lfw_gallery).ravel()
-    orl_taus = [scores_for(faces.orl.take(first_of_each(faces.orl.ids, f)[0])).tau_for_far(TARGET_FAR)
-                for f in orl_folds]
-    out: dict = {"far_1e-3": {
-        "tau": tau_lfw_far,
-        "lfw_half1": _far(lfw1_imp, lfw1_gen, tau_lfw_far),
-        "orl": {**_far(orl_imp, orl_gen, float(np.mean(orl_taus))), "tau": float(np.mean(orl_taus))},
-        "facemask_vs_lfw_half1": _far(mask_vs_lfw, None, tau_lfw_far),
-    }}
+    orl_taus = [
+        scores_for(faces.orl.take(first_of_each(faces.orl.ids, f)[0])).tau_for_far(TARGET_FAR) for f in orl_folds
+    ]
+    out: dict = {
+        "far_1e-3": {
+            "tau": tau_lfw_far,
+            "lfw_half1": _far(lfw1_imp, lfw1_gen, tau_lfw_far),
+            "orl": {**_far(orl_imp, orl_gen, float(np.mean(orl_taus))), "tau": float(np.mean(orl_taus))},
+            "facemask_vs_lfw_half1": _far(mask_vs_lfw, None, tau_lfw_far),
+        }
+    }
     # 1:K FPIR at the fitted tau for each gallery's size
     tau_lfw = imp_lfw.tau_for_fpir(TARGET_FPIR, len(enrolled))
     lfw = open_set(lfw_gallery, faces.lfw1.take(genuine), faces.lfw1.take(strangers), tau_lfw)
@@ -241,30 +269,39 @@ def measure(faces: SetFaces, orl_folds: list[np.ndarray], fit_sketch: ScoreSketc
         tau_orl = scores_for(gal).tau_for_fpir(TARGET_FPIR, len(e))
         run = open_set(gal, faces.orl.take(g), faces.orl.take(others), tau_orl)
         orl_who.append(faces.orl.ids[others])
-        orl_pairs |= {(str(a), str(b)) for a, b in zip(faces.orl.ids[others][run["_accepted"]],
-                                                       run["_nearest"][run["_accepted"]])}
+        orl_pairs |= {
+            (str(a), str(b)) for a, b in zip(faces.orl.ids[others][run["_accepted"]], run["_nearest"][run["_accepted"]])
+        }
         orl_runs.append(run)
         mask_orl_runs.append(strangers_only(gal, faces.mask, tau_orl))
     mask_faces = np.arange(len(faces.mask.ids))
     out["fpir_1e-2"] = {
         "lfw_half1": {**_strip(lfw), **stranger_interval(lfw["_accepted"], faces.lfw1.ids[strangers])},
-        "orl": {**_pool(orl_runs), **stranger_interval(np.concatenate([r["_accepted"] for r in orl_runs]),
-                                                       np.concatenate(orl_who)),
-                "accepting_pairs": sorted(f"{a} ~ {b}" for a, b in orl_pairs)},
+        "orl": {
+            **_pool(orl_runs),
+            **stranger_interval(np.concatenate([r["_accepted"] for r in orl_runs]), np.concatenate(orl_who)),
+            "accepting_pairs": sorted(f"{a} ~ {b}" for a, b in orl_pairs),
+        },
         "facemask_vs_lfw_half1": {**_strip(mask_lfw), **stranger_interval(mask_lfw["_accepted"], mask_faces)},
-        "facemask_vs_orl": {"gallery_size": mask_orl_runs[0]["gallery_size"], "splits": len(mask_orl_runs),
-                            "strangers": mask_orl_runs[0]["strangers"],
-                            "accepted": sum(r["accepted"] for r in mask_orl_runs),
-                            "tau": float(np.mean([r["tau"] for r in mask_orl_runs])),
-                            "fpir": float(np.mean([r["fpir"] for r in mask_orl_runs])),
-                            **stranger_interval(np.concatenate([r["_accepted"] for r in mask_orl_runs]),
-                                                np.tile(mask_faces, len(mask_orl_runs)))},
+        "facemask_vs_orl": {
+            "gallery_size": mask_orl_runs[0]["gallery_size"],
+            "splits": len(mask_orl_runs),
+            "strangers": mask_orl_runs[0]["strangers"],
+            "accepted": sum(r["accepted"] for r in mask_orl_runs),
+            "tau": float(np.mean([r["tau"] for r in mask_orl_runs])),
+            "fpir": float(np.mean([r["fpir"] for r in mask_orl_runs])),
+            **stranger_interval(
+                np.concatenate([r["_accepted"] for r in mask_orl_runs]), np.tile(mask_faces, len(mask_orl_runs))
+            ),
+        },
     }
     if recal:
         orl0 = scores_for(faces.orl.take(first_of_each(faces.orl.ids, orl_folds[0])[0]))
         out["recalibration_weight"] = {"lfw_half1": imp_lfw.local_weight, "orl": orl0.local_weight}
-        out["shift_weight"] = {"lfw_half1": imp_lfw.shift.weight if imp_lfw.shifted else 0.0,
-                               "orl": orl0.shift.weight if orl0.shifted else 0.0}
+        out["shift_weight"] = {
+            "lfw_half1": imp_lfw.shift.weight if imp_lfw.shifted else 0.0,
+            "orl": orl0.shift.weight if orl0.shifted else 0.0,
+        }
     return out
 
 
@@ -272,8 +309,14 @@ SMALL_SIZES = (5, 10, 20, 50)  # gallery sizes of the small-gallery check
 SMALL_SPLITS, SMALL_STRANGERS = 100, 2000
 
 
-def small_galleries(faces: Faces, fit_sketch: ScoreSketch, recal: tuple[int, int, int | None], seed: int,
-                    sizes: tuple[int, ...] = SMALL_SIZES, splits: int = SMALL_SPLITS) -> dict:
+def small_galleries(
+    faces: Faces,
+    fit_sketch: ScoreSketch,
+    recal: tuple[int, int, int | None],
+    seed: int,
+    sizes: tuple[int, ...] = SMALL_SIZES,
+    splits: int = SMALL_SPLITS,
+) -> dict:
     """FPIR / target of random K-person galleries (each person's first image) of one LFW half, the
     other people's images (a seeded ``SMALL_STRANGERS``) as strangers, with the stored tail alone and
     with the deployment's recalibration (blend + bulk shift). On the fit half this is in-domain: the
@@ -312,23 +355,33 @@ def _far(impostor: np.ndarray, genuine: np.ndarray | None, tau: float) -> dict:
 def strangers_only(gallery: Faces, strangers: Faces, tau: float) -> dict:
     """FPIR of stranger probes (nobody enrolled) against ``gallery`` at ``tau``."""
     nearest = strangers.against(gallery).min(1)
-    return {"gallery_size": len(gallery.ids), "strangers": len(nearest), "tau": tau,
-            "accepted": int((nearest <= tau).sum()), "fpir": float((nearest <= tau).mean()),
-            "_accepted": nearest <= tau}
+    return {
+        "gallery_size": len(gallery.ids),
+        "strangers": len(nearest),
+        "tau": tau,
+        "accepted": int((nearest <= tau).sum()),
+        "fpir": float((nearest <= tau).mean()),
+        "_accepted": nearest <= tau,
+    }
 
 
 def _pool(runs: list[dict]) -> dict:
     """Folds together: rates weighted by their probe counts (FNIR at the FPIR 1e-2 threshold averaged)."""
     n_g = sum(r["genuine_probes"] for r in runs)
     n_s = sum(r["strangers"] for r in runs)
-    return {"gallery_size": runs[0]["gallery_size"], "splits": len(runs), "genuine_probes": n_g, "strangers": n_s,
-            "tau_range": [float(min(r["tau"] for r in runs)), float(max(r["tau"] for r in runs))],
-            "accepted": int(round(sum(r["fpir"] * r["strangers"] for r in runs))),
-            "tau": float(np.mean([r["tau"] for r in runs])),
-            "fpir": sum(r["fpir"] * r["strangers"] for r in runs) / n_s,
-            "fnir": sum(r["fnir"] * r["genuine_probes"] for r in runs) / n_g,
-            "fnir_at_fpir_1e-2": float(np.mean([r["fnir_at_fpir_1e-2"] for r in runs])),
-            "rank1": sum(r["rank1"] * r["genuine_probes"] for r in runs) / n_g}
+    return {
+        "gallery_size": runs[0]["gallery_size"],
+        "splits": len(runs),
+        "genuine_probes": n_g,
+        "strangers": n_s,
+        "tau_range": [float(min(r["tau"] for r in runs)), float(max(r["tau"] for r in runs))],
+        "accepted": int(round(sum(r["fpir"] * r["strangers"] for r in runs))),
+        "tau": float(np.mean([r["tau"] for r in runs])),
+        "fpir": sum(r["fpir"] * r["strangers"] for r in runs) / n_s,
+        "fnir": sum(r["fnir"] * r["genuine_probes"] for r in runs) / n_g,
+        "fnir_at_fpir_1e-2": float(np.mean([r["fnir_at_fpir_1e-2"] for r in runs])),
+        "rank1": sum(r["rank1"] * r["genuine_probes"] for r in runs) / n_g,
+    }
 
 
 def verdict(result: dict) -> dict:
@@ -338,9 +391,15 @@ def verdict(result: dict) -> dict:
     return {"ratios": ratios, "worst_ratio": max(ratios.values()), "within_2x": all(r <= 2.0 for r in ratios.values())}
 
 
-def run_calibration_benchmark(settings: Settings, model, datasets: Path, cache_dir: Path,
-                              log: Log = lambda message: None, recal: tuple[int, int, int | None] | None = None,
-                              splits: int = ORL_SPLITS) -> dict:
+def run_calibration_benchmark(
+    settings: Settings,
+    model,
+    datasets: Path,
+    cache_dir: Path,
+    log: Log = lambda message: None,
+    recal: tuple[int, int, int | None] | None = None,
+    splits: int = ORL_SPLITS,
+) -> dict:
     t0 = time.perf_counter()
     sets = load_sets(settings, model, datasets, cache_dir, log)
     flip = settings.embedding.flip_tta
@@ -353,36 +412,56 @@ def run_calibration_benchmark(settings: Settings, model, datasets: Path, cache_d
     half = np.array([int(unit_hash(i, settings.seed) >= 0.5) for i in lfw.identities])
     rows0, rows1 = lfw.rows(half == 0), lfw.rows(half == 1)
     singles = first_of_each(lfw.identities, rows0)[2]
-    cohort = np.sort(np.random.default_rng(settings.seed).choice(singles, min(COHORT_SIZE, len(singles)),
-                                                                  replace=False))
+    cohort = np.sort(
+        np.random.default_rng(settings.seed).choice(singles, min(COHORT_SIZE, len(singles)), replace=False)
+    )
     fit_rows = np.setdiff1d(rows0, cohort)
     orl_rows, mask_rows = orl.rows(), mask.rows()
     orl_people = np.unique(orl.identities)
     orl_ids = orl.identities[orl_rows]
     rng = np.random.default_rng(settings.seed)
-    orl_folds = [np.flatnonzero(np.isin(orl_ids, rng.permutation(orl_people)[:len(orl_people) // 2]))
-                 for _ in range(splits)]
+    orl_folds = [
+        np.flatnonzero(np.isin(orl_ids, rng.permutation(orl_people)[: len(orl_people) // 2])) for _ in range(splits)
+    ]
 
     def faces_in(norm: str | None, top_k: int | None, vectors: dict, euclidean: bool = False) -> SetFaces:
         def f(name, rows, ids):
             v = vectors[name][rows]
             stats = cohort_stats(v, vectors["lfw"][cohort], top_k) if norm not in (None, "raw") else None
             return Faces(v, ids, stats, euclidean)
-        return SetFaces(fit=f("lfw", fit_rows, lfw.identities[fit_rows]), lfw1=f("lfw", rows1, lfw.identities[rows1]),
-                        orl=f("orl", orl_rows, orl.identities[orl_rows]),
-                        mask=f("facemask", mask_rows, mask.identities[mask_rows]))
 
-    result = {"model": {"embedder": model.name, "detector": settings.faces.detector,
-                        "chip_geometry": model.backbone.chip_geometry, "flip_tta": flip},
-              "targets": {"far": TARGET_FAR, "fpir": TARGET_FPIR},
-              "sets": {"fit": {"name": "lfw_half0", "images": int(len(fit_rows)),
-                               "people": int(len(np.unique(lfw.identities[fit_rows]))), "cohort": int(len(cohort))},
-                       "lfw_half1": {"images": int(len(rows1)), "people": int(len(np.unique(lfw.identities[rows1])))},
-                       "orl": {"images": int(len(orl_rows)), "people": int(len(orl_people)),
-                               "no_face": int(orl.fallback.sum())},
-                       "facemask": {"faces": int(len(mask_rows)), "boxes_min_side_px": mask.meta["min_side"],
-                                    "no_face": int(mask.fallback.sum())}},
-              "normalisations": {}}
+        return SetFaces(
+            fit=f("lfw", fit_rows, lfw.identities[fit_rows]),
+            lfw1=f("lfw", rows1, lfw.identities[rows1]),
+            orl=f("orl", orl_rows, orl.identities[orl_rows]),
+            mask=f("facemask", mask_rows, mask.identities[mask_rows]),
+        )
+
+    result = {
+        "model": {
+            "embedder": model.name,
+            "detector": settings.faces.detector,
+            "chip_geometry": model.backbone.chip_geometry,
+            "flip_tta": flip,
+        },
+        "targets": {"far": TARGET_FAR, "fpir": TARGET_FPIR},
+        "sets": {
+            "fit": {
+                "name": "lfw_half0",
+                "images": int(len(fit_rows)),
+                "people": int(len(np.unique(lfw.identities[fit_rows]))),
+                "cohort": int(len(cohort)),
+            },
+            "lfw_half1": {"images": int(len(rows1)), "people": int(len(np.unique(lfw.identities[rows1])))},
+            "orl": {"images": int(len(orl_rows)), "people": int(len(orl_people)), "no_face": int(orl.fallback.sum())},
+            "facemask": {
+                "faces": int(len(mask_rows)),
+                "boxes_min_side_px": mask.meta["min_side"],
+                "no_face": int(mask.fallback.sum()),
+            },
+        },
+        "normalisations": {},
+    }
     for norm, top_k in NORMALISATIONS.items():
         t = time.perf_counter()
         faces = faces_in(norm, top_k, emb)
@@ -394,14 +473,15 @@ def run_calibration_benchmark(settings: Settings, model, datasets: Path, cache_d
             r["fit_impostor_pairs"] = fit_sketch.n
             r["verdict"] = verdict(r)
             result["normalisations"][variant] = r
-            log(f"{variant}: worst achieved/target {r['verdict']['worst_ratio']} "
-                f"({time.perf_counter() - t:.0f} s)")
+            log(f"{variant}: worst achieved/target {r['verdict']['worst_ratio']} ({time.perf_counter() - t:.0f} s)")
     if recal is not None:  # the small-gallery check of the kept raw distances (in-domain, then unseen)
         t = time.perf_counter()
         raw = faces_in(None, None, emb)
         sketch = ScoreSketch.from_scores(raw.fit.pairs()[1])
-        result["small_galleries"] = {"fit_half0": small_galleries(raw.fit, sketch, recal, settings.seed),
-                                     "lfw_half1": small_galleries(raw.lfw1, sketch, recal, settings.seed)}
+        result["small_galleries"] = {
+            "fit_half0": small_galleries(raw.fit, sketch, recal, settings.seed),
+            "lfw_half1": small_galleries(raw.lfw1, sketch, recal, settings.seed),
+        }
         log(f"small galleries: {result['small_galleries']} ({time.perf_counter() - t:.0f} s)")
     own = {name: dlib_own_descriptors(model, fs, cache_dir) for name, fs in sets.items()}
     if all(v is not None for v in own.values()):
@@ -425,21 +505,27 @@ def choose(rows: dict) -> dict:
     """The normalisation whose worst achieved/target ratio over the unseen sets is smallest, among those
     that do not lose accuracy (mean FNIR at FPIR 1e-2 within ``FNIR_SLACK`` of the raw distances'); ties:
     lower FNIR. ``dlib_own`` is a reference, ``+recal`` rows a deployment option, not candidates."""
+
     def mean_fnir(name):
-        return float(np.mean([v["fnir_at_fpir_1e-2"] for v in rows[name]["fpir_1e-2"].values()
-                              if "fnir_at_fpir_1e-2" in v]))
+        return float(
+            np.mean([v["fnir_at_fpir_1e-2"] for v in rows[name]["fpir_1e-2"].values() if "fnir_at_fpir_1e-2" in v])
+        )
 
     candidates = [n for n in rows if n != "dlib_own" and not n.endswith("+recal")]
     kept = [n for n in candidates if mean_fnir(n) <= mean_fnir("raw") + FNIR_SLACK]
     best = min(kept, key=lambda n: (rows[n]["verdict"]["worst_ratio"], mean_fnir(n)))
-    return {"normalisation": best, "worst_ratio": rows[best]["verdict"]["worst_ratio"],
-            "mean_fnir_at_fpir_1e-2": {n: round(mean_fnir(n), 4) for n in candidates},
-            "rule": "smallest worst achieved/target over unseen sets, among normalisations within "
-                    f"{FNIR_SLACK} mean FNIR at FPIR 1e-2 of raw distances"}
+    return {
+        "normalisation": best,
+        "worst_ratio": rows[best]["verdict"]["worst_ratio"],
+        "mean_fnir_at_fpir_1e-2": {n: round(mean_fnir(n), 4) for n in candidates},
+        "rule": "smallest worst achieved/target over unseen sets, among normalisations within "
+        f"{FNIR_SLACK} mean FNIR at FPIR 1e-2 of raw distances",
+    }
 
 
-def run_from_settings(settings: Settings, backbone: str | None = None, log: Log = lambda message: None,
-                      splits: int = ORL_SPLITS) -> dict:
+def run_from_settings(
+    settings: Settings, backbone: str | None = None, log: Log = lambda message: None, splits: int = ORL_SPLITS
+) -> dict:
     """The benchmark for the model in service (the champion, else params' pretrained backbone) or for
     the pretrained ``backbone``, on the shared datasets, with params' detector and recalibration."""
     if backbone:
@@ -449,8 +535,14 @@ def run_from_settings(settings: Settings, backbone: str | None = None, log: Log 
         r = service_recognizer(settings)
         model, label = r.model, f"{r.embedder_name}@{r.embedder_version}"
     g = settings.gallery
-    result = run_calibration_benchmark(settings, model, datasets_root(), state_dir() / "cache", log,
-                                       recal=(g.recalibration_min_pairs, g.recalibration_prior_pairs,
-                                              g.shift_prior_pairs), splits=splits)
+    result = run_calibration_benchmark(
+        settings,
+        model,
+        datasets_root(),
+        state_dir() / "cache",
+        log,
+        recal=(g.recalibration_min_pairs, g.recalibration_prior_pairs, g.shift_prior_pairs),
+        splits=splits,
+    )
     result["model"]["in_service"] = label
     return result

@@ -6,6 +6,7 @@ Why here: the benchmarks score the cascade with the same decision rule the servi
 for the gallery size), from cached features, so agreement with the full model is measured on every
 probe rather than estimated.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,14 +37,26 @@ def nearest(probes: np.ndarray, gallery: np.ndarray) -> tuple[np.ndarray, np.nda
     return row, np.sqrt(np.maximum(2.0 - 2.0 * sims[np.arange(len(probes)), row], 0.0))
 
 
-def cascade_decisions(full_d: np.ndarray, full_row: np.ndarray, cheap_d: np.ndarray, cheap_row: np.ndarray,
-                      tau_full: float, tau_member: float, band: Band) -> dict[str, np.ndarray]:
+def cascade_decisions(
+    full_d: np.ndarray,
+    full_row: np.ndarray,
+    cheap_d: np.ndarray,
+    cheap_row: np.ndarray,
+    tau_full: float,
+    tau_member: float,
+    band: Band,
+) -> dict[str, np.ndarray]:
     """Per probe: the cascade's (accepted, row, decided cheap) and the full model's (accepted, row)."""
     accept, reject = cheap_d < tau_member - band.below, cheap_d > tau_member + band.above
     cheap = accept | reject
     full_accept = full_d <= tau_full
-    return {"cheap": cheap, "accepted": np.where(cheap, accept, full_accept),
-            "row": np.where(cheap, cheap_row, full_row), "full_accepted": full_accept, "full_row": full_row}
+    return {
+        "cheap": cheap,
+        "accepted": np.where(cheap, accept, full_accept),
+        "row": np.where(cheap, cheap_row, full_row),
+        "full_accepted": full_accept,
+        "full_row": full_row,
+    }
 
 
 def agreement(dec: dict[str, np.ndarray]) -> np.ndarray:
@@ -55,8 +68,15 @@ def member_embeddings(model: EmbeddingModel, feats: np.ndarray, member: str) -> 
     return member_from_features(model, feats, find_member(model, member))
 
 
-def identify_with_cascade(full: np.ndarray, cheap: np.ndarray, identities: np.ndarray, split: tuple,
-                          cal: CascadeCalibration, taus: dict[str, float], where: MemberSlice) -> dict:
+def identify_with_cascade(
+    full: np.ndarray,
+    cheap: np.ndarray,
+    identities: np.ndarray,
+    split: tuple,
+    cal: CascadeCalibration,
+    taus: dict[str, float],
+    where: MemberSlice,
+) -> dict:
     """Open-set identification with the cascade (one-shot gallery ``enrolled``, probes ``genuine`` and
     ``strangers``) at each full-model threshold in ``taus``: rank-1, DIR and FPIR, agreement, cheap share."""
     enrolled, genuine, strangers = split
@@ -73,38 +93,51 @@ def identify_with_cascade(full: np.ndarray, cheap: np.ndarray, identities: np.nd
         dec = cascade_decisions(f_d, f_row, c_d, c_row, tau, tau_m, cal.band(len(enrolled)))
         correct = right[np.arange(len(probes)), dec["row"]]
         agree = agreement(dec)
-        out[name] = {"tau_full": tau, "tau_member": tau_m, "rank1": float(correct[is_gen].mean()),
-                     "dir": float((correct & dec["accepted"])[is_gen].mean()),
-                     "fpir": float(dec["accepted"][~is_gen].mean()),
-                     "full_dir": float((right[np.arange(len(probes)), f_row] & dec["full_accepted"])[is_gen].mean()),
-                     "full_fpir": float(dec["full_accepted"][~is_gen].mean()),
-                     "agreement": float(agree.mean()), "agreement_genuine": float(agree[is_gen].mean()),
-                     "agreement_strangers": float(agree[~is_gen].mean()), "cheap_share": float(dec["cheap"].mean())}
+        out[name] = {
+            "tau_full": tau,
+            "tau_member": tau_m,
+            "rank1": float(correct[is_gen].mean()),
+            "dir": float((correct & dec["accepted"])[is_gen].mean()),
+            "fpir": float(dec["accepted"][~is_gen].mean()),
+            "full_dir": float((right[np.arange(len(probes)), f_row] & dec["full_accepted"])[is_gen].mean()),
+            "full_fpir": float(dec["full_accepted"][~is_gen].mean()),
+            "agreement": float(agree.mean()),
+            "agreement_genuine": float(agree[is_gen].mean()),
+            "agreement_strangers": float(agree[~is_gen].mean()),
+            "cheap_share": float(dec["cheap"].mean()),
+        }
     return out
 
 
-def fit_on(full: np.ndarray, cheap: np.ndarray, identities: np.ndarray, member: str, target_fpir: float,
-           target_far: float) -> CascadeCalibration:
+def fit_on(
+    full: np.ndarray, cheap: np.ndarray, identities: np.ndarray, member: str, target_fpir: float, target_far: float
+) -> CascadeCalibration:
     return fit_cascade(full, cheap, identities, member, "benchmark", target_fpir, target_far)
 
 
-def lfw_pairs_with_cascade(full_d: np.ndarray, cheap_d: np.ndarray, same: np.ndarray, cal: CascadeCalibration,
-                           tau_full: float) -> dict:
+def lfw_pairs_with_cascade(
+    full_d: np.ndarray, cheap_d: np.ndarray, same: np.ndarray, cal: CascadeCalibration, tau_full: float
+) -> dict:
     """LFW's pairs decided at the 1:1 threshold ``tau_full`` by the cascade (the verify band)."""
     tau_m = cal.member_tau(cal.full_impostor.share_at_most(tau_full))
     band = cal.verify_band
     accept, reject = cheap_d < tau_m - band.below, cheap_d > tau_m + band.above
     cheap = accept | reject
     decision = np.where(cheap, accept, full_d <= tau_full)
-    return {"accuracy": float((decision == same).mean()), "agreement": float((decision == (full_d <= tau_full)).mean()),
-            "cheap_share": float(cheap.mean()), "full_accuracy": float(((full_d <= tau_full) == same).mean())}
+    return {
+        "accuracy": float((decision == same).mean()),
+        "agreement": float((decision == (full_d <= tau_full)).mean()),
+        "cheap_share": float(cheap.mean()),
+        "full_accuracy": float(((full_d <= tau_full) == same).mean()),
+    }
 
 
 # ------------------------------------------------------------------------------------------ timing
 
 
-def cascade_recognizer(recognizer, cal: CascadeCalibration, member_gallery: np.ndarray, full_gallery,
-                       tau_full: float) -> Callable[[Path], str]:
+def cascade_recognizer(
+    recognizer, cal: CascadeCalibration, member_gallery: np.ndarray, full_gallery, tau_full: float
+) -> Callable[[Path], str]:
     """The served identify path on one frame's centre face: cheap pass, full only inside the band.
     Returns which path decided ('none' without a face)."""
     model = recognizer.model
@@ -125,6 +158,7 @@ def cascade_recognizer(recognizer, cal: CascadeCalibration, member_gallery: np.n
             return "cheap"
         full_gallery.identify(recognizer.embed_crops([crop])[0].embedding[None], tau_full)
         return "full"
+
     return run
 
 
@@ -161,6 +195,7 @@ def opencv_anchor(gallery_size: int, seed: int = 0) -> Callable[[Path], object]:
         feat = recognizer.feature(recognizer.alignCrop(image, face)).ravel()
         feat = feat / np.linalg.norm(feat)
         return int(np.argmax(gallery @ feat))
+
     return run
 
 
@@ -188,6 +223,11 @@ def lfw_pairs_cascade(full_rows: np.ndarray, cheap_rows: np.ndarray, same: np.nd
         full_acc.append(float((full_decision == same[test]).mean()))
         agree.append(float((decision == full_decision).mean()))
         cheap_share.append(float(cheap.mean()))
-    return {"accuracy_mean": float(np.mean(acc)), "accuracy_std": float(np.std(acc)),
-            "full_accuracy_mean": float(np.mean(full_acc)), "agreement": float(np.mean(agree)),
-            "agreement_min_fold": float(np.min(agree)), "cheap_share": float(np.mean(cheap_share))}
+    return {
+        "accuracy_mean": float(np.mean(acc)),
+        "accuracy_std": float(np.std(acc)),
+        "full_accuracy_mean": float(np.mean(full_acc)),
+        "agreement": float(np.mean(agree)),
+        "agreement_min_fold": float(np.min(agree)),
+        "cheap_share": float(np.mean(cheap_share)),
+    }

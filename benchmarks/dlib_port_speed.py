@@ -5,6 +5,7 @@ carries the max abs difference between the two on those chips as a sanity check.
 
     python benchmarks/dlib_port_speed.py --batch 64 --threads 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,9 @@ import torch  # noqa: E402
 from facegate.components.embedding.dlib_resnet import default_model_path, load_dlib_resnet  # noqa: E402
 
 
-def time_torch(variants: dict[str, tuple[torch.nn.Module, torch.Tensor]], warmup: int,
-               repeats: int) -> dict[str, dict[str, float]]:
+def time_torch(
+    variants: dict[str, tuple[torch.nn.Module, torch.Tensor]], warmup: int, repeats: int
+) -> dict[str, dict[str, float]]:
     """Batches of each variant interleaved, so all see the same background load.
 
     Reports the best and the median batch; ``cores_used`` (process CPU time / wall time during the best
@@ -46,9 +48,12 @@ def time_torch(variants: dict[str, tuple[torch.nn.Module, torch.Tensor]], warmup
     for name, (_, x) in variants.items():
         best_wall, best_cores = min(runs[name])
         median_wall = statistics.median(w for w, _ in runs[name])
-        out[name] = {"best_batch_s": round(best_wall, 4), "chips_per_s_best": round(x.shape[0] / best_wall, 1),
-                     "chips_per_s_median": round(x.shape[0] / median_wall, 1),
-                     "cores_used_best": round(best_cores, 2)}
+        out[name] = {
+            "best_batch_s": round(best_wall, 4),
+            "chips_per_s_best": round(x.shape[0] / best_wall, 1),
+            "chips_per_s_median": round(x.shape[0] / median_wall, 1),
+            "cores_used_best": round(best_cores, 2),
+        }
     return out
 
 
@@ -69,15 +74,18 @@ def main() -> None:
 
     model = load_dlib_resnet()
     result: dict[str, object] = {
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                    "loadavg_1min_at_start": round(os.getloadavg()[0], 2)},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "loadavg_1min_at_start": round(os.getloadavg()[0], 2),
+        },
         "batch": args.batch,
     }
     model_cl = load_dlib_resnet().to(memory_format=torch.channels_last)
     x_cl = x.contiguous(memory_format=torch.channels_last)
-    timings = time_torch({"torch_nchw": (model, x), "torch_channels_last": (model_cl, x_cl)},
-                         args.warmup, args.repeats)
+    timings = time_torch({"torch_nchw": (model, x), "torch_channels_last": (model_cl, x_cl)}, args.warmup, args.repeats)
     result.update(timings)
 
     import dlib  # heavy: dlib's native module; only the dlib detectors and the landmark model need it
@@ -92,10 +100,13 @@ def main() -> None:
         wall = time.perf_counter() - t0
         runs.append((wall, (time.process_time() - c0) / wall))
     best_wall, best_cores = min(runs)
-    result["dlib"] = {"version": dlib.__version__, "best_batch_s": round(best_wall, 4),
-                      "chips_per_s_best": round(args.batch / best_wall, 1),
-                      "chips_per_s_median": round(args.batch / statistics.median(w for w, _ in runs), 1),
-                      "cores_used_best": round(best_cores, 2)}
+    result["dlib"] = {
+        "version": dlib.__version__,
+        "best_batch_s": round(best_wall, 4),
+        "chips_per_s_best": round(args.batch / best_wall, 1),
+        "chips_per_s_median": round(args.batch / statistics.median(w for w, _ in runs), 1),
+        "cores_used_best": round(best_cores, 2),
+    }
     with torch.inference_mode():
         ours = model(x).double().numpy()
     result["max_abs_diff_vs_dlib"] = float(np.abs(ours - np.array([np.array(d) for d in ref])).max())

@@ -24,6 +24,7 @@ Faces are embedded as the service embeds them (params' detector and the model's 
 TTA), through the chip and feature caches under the state folder's ``cache/``: a rerun skips the embedding
 (minutes on 2 cores) and spends its time enrolling the 3,000 people one by one into the real gallery.
 """
+
 from __future__ import annotations
 
 import math
@@ -79,13 +80,17 @@ def choose_images(fs: FaceSet, seed: int, pretrained: bool, calibration_photos: 
     heldout = fs.split != "train"
     if pretrained:  # never trained on LFW: its training split is as unseen as the held-out one
         measured, calibration = heldout, ~heldout
-        why = ("the model in service is pretrained and never trained on LFW; its training split (disjoint "
-               "people) calibrates, the held-out split is measured")
+        why = (
+            "the model in service is pretrained and never trained on LFW; its training split (disjoint "
+            "people) calibrates, the held-out split is measured"
+        )
     else:  # a chain-trained model saw the training split: calibrate on one half of the held-out people
         half = np.array([unit_hash(str(n), seed + 1) < 0.5 for n in fs.identities])
         measured, calibration = heldout & ~half, heldout & half
-        why = ("a registered model trained on LFW's training split: half the held-out people calibrate, "
-               "the other half is measured")
+        why = (
+            "a registered model trained on LFW's training split: half the held-out people calibrate, "
+            "the other half is measured"
+        )
     order = np.argsort(np.array([str(p) for p in fs.paths]), kind="stable")
     rank = np.empty(len(fs), int)
     seen: dict[str, int] = {}
@@ -96,16 +101,24 @@ def choose_images(fs: FaceSet, seed: int, pretrained: bool, calibration_photos: 
     rows = np.flatnonzero(keep)
     chosen = fs.subset(rows)
     chosen.meta = {"role": np.where(measured[rows], "measured", "calibration"), "rank": rank[rows], "why": why}
-    return chosen, {"measured_people": int(len(np.unique(fs.identities[measured]))),
-                    "calibration_people": int(len(np.unique(fs.identities[calibration])))}
+    return chosen, {
+        "measured_people": int(len(np.unique(fs.identities[measured]))),
+        "calibration_people": int(len(np.unique(fs.identities[calibration]))),
+    }
 
 
 def embed(recognizer: FaceRecognizer, settings: Settings, fs: FaceSet, cache_dir: Path, log: Log) -> np.ndarray:
     """Unit embeddings of ``fs`` as the service computes them (chips and features cached; the embeddings
     too, under the model's version, for a model whose features cannot come from the feature cache)."""
     model = recognizer.model
-    attach_chips(fs, cache_dir, detector=settings.faces.detector, upsample=settings.faces.upsample,
-                 geometry=model.backbone.chip_geometry, progress=lambda i, n: log(f"chips {i}/{n}"))
+    attach_chips(
+        fs,
+        cache_dir,
+        detector=settings.faces.detector,
+        upsample=settings.faces.upsample,
+        geometry=model.backbone.chip_geometry,
+        progress=lambda i, n: log(f"chips {i}/{n}"),
+    )
     every = max(len(fs) // 8, 1)  # the feature pass reports every batch: a few lines are enough
 
     def features_progress(stage: str, i: int, n: int) -> None:
@@ -116,8 +129,7 @@ def embed(recognizer: FaceRecognizer, settings: Settings, fs: FaceSet, cache_dir
     path = cache_dir / f"duplicates-emb-{fs.chip_key}-{tag}-tta{int(settings.embedding.flip_tta)}.npy"
     if path.is_file():
         return np.load(path)
-    emb = embed_face_set(model, fs, settings.embedding.flip_tta, cache_dir,
-                         progress=features_progress)
+    emb = embed_face_set(model, fs, settings.embedding.flip_tta, cache_dir, progress=features_progress)
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, emb)
     tmp.replace(path)
@@ -145,24 +157,36 @@ def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
     return [round(max(0.0, c - h), 6), round(min(1.0, c + h), 6)]
 
 
-def decide(g: Gallery, rule: DuplicateRule, target: float, strangers: np.ndarray, stranger_names: np.ndarray,
-           again: np.ndarray, again_names: np.ndarray) -> dict:
+def decide(
+    g: Gallery,
+    rule: DuplicateRule,
+    target: float,
+    strangers: np.ndarray,
+    stranger_names: np.ndarray,
+    again: np.ndarray,
+    again_names: np.ndarray,
+) -> dict:
     """False refusals of strangers and catches of returning people under one rule; the refused strangers
     by name (the first ``LISTED``), so a reader can see whether a "stranger" is someone LFW names twice."""
     refused = find_duplicates(g, strangers, NEW_ID, rule)
     flagged = {s.photo: s.other_id for s in find_duplicates(g, again, NEW_ID, rule)}
     caught = sum(flagged.get(i) == n for i, n in enumerate(again_names))
     rate = len(refused) / max(len(strangers), 1)
-    return {"tau": round(float(rule.tau(g.n_employees)), 6), "false_refusals": len(refused),
-            "false_refusal_rate": round(rate, 6), "false_refusal_over_target": round(rate / target, 3),
-            "false_refusal_95ci": wilson(len(refused), len(strangers)),
-            "true_duplicates_caught": round(caught / max(len(again), 1), 6),
-            "true_duplicates_refused_as_someone_else": int(len(flagged) - caught),
-            "refused_strangers": [{"stranger": str(stranger_names[s.photo]), **s.to_dict()} for s in refused[:LISTED]]}
+    return {
+        "tau": round(float(rule.tau(g.n_employees)), 6),
+        "false_refusals": len(refused),
+        "false_refusal_rate": round(rate, 6),
+        "false_refusal_over_target": round(rate / target, 3),
+        "false_refusal_95ci": wilson(len(refused), len(strangers)),
+        "true_duplicates_caught": round(caught / max(len(again), 1), 6),
+        "true_duplicates_refused_as_someone_else": int(len(flagged) - caught),
+        "refused_strangers": [{"stranger": str(stranger_names[s.photo]), **s.to_dict()} for s in refused[:LISTED]],
+    }
 
 
-def measure_size(g: Gallery, cal: ModelCalibration, settings: Settings, target: float, emb: np.ndarray,
-                 people: People, n: int) -> dict:
+def measure_size(
+    g: Gallery, cal: ModelCalibration, settings: Settings, target: float, emb: np.ndarray, people: People, n: int
+) -> dict:
     """One gallery size: the first ``n`` people enrolled in ``g``, everyone after them the strangers."""
     scores = gallery_impostor_scores(g, cal, settings)
     probes = (emb[people.enrol[n:]], people.names[n:])
@@ -171,14 +195,25 @@ def measure_size(g: Gallery, cal: ModelCalibration, settings: Settings, target: 
     new = decide(g, DuplicateRule(scores, target, g.manifest.tau), target, *probes)
     one_tau = verify_threshold(g, scores, settings.gallery.target_far)
     old = decide(g, DuplicateRule(None, target, one_tau), target, *probes)
-    return {"size": n, "strangers": int(len(probes[0])), "true_duplicates": int(len(returning)), **new,
-            "local_blend_weight": round(scores.local_weight, 4),
-            "one_to_one": {k: v for k, v in old.items() if k != "refused_strangers"}}
+    return {
+        "size": n,
+        "strangers": int(len(probes[0])),
+        "true_duplicates": int(len(returning)),
+        **new,
+        "local_blend_weight": round(scores.local_weight, 4),
+        "one_to_one": {k: v for k, v in old.items() if k != "refused_strangers"},
+    }
 
 
-def run_duplicates_benchmark(settings: Settings, sizes: tuple[int, ...] = SIZES, target: float | None = None,
-                             calibration_photos: int = CALIBRATION_PHOTOS, log: Log = lambda message: None,
-                             face_set: FaceSet | None = None, cache_dir: Path | None = None) -> dict:
+def run_duplicates_benchmark(
+    settings: Settings,
+    sizes: tuple[int, ...] = SIZES,
+    target: float | None = None,
+    calibration_photos: int = CALIBRATION_PHOTOS,
+    log: Log = lambda message: None,
+    face_set: FaceSet | None = None,
+    cache_dir: Path | None = None,
+) -> dict:
     """The benchmark for the model in service on the calibration dataset of params (LFW; ``face_set``: a
     slice of it, for a quick check)."""
     t0, load0 = time.perf_counter(), os.getloadavg()
@@ -190,30 +225,60 @@ def run_duplicates_benchmark(settings: Settings, sizes: tuple[int, ...] = SIZES,
     log(f"{len(chosen)} images to embed ({counts})")
     emb = embed(recognizer, settings, chosen, cache_dir or state_dir() / "cache", log)
     calib = np.flatnonzero((chosen.meta["role"] == "calibration") & ~chosen.fallback)
-    cal = ModelCalibration(recognizer.embedder_name, recognizer.embedder_version,
-                           (set_scores("lfw", emb[calib], chosen.identities[calib]),),
-                           settings.faces.detector, recognizer.model.backbone.chip_geometry,
-                           settings.embedding.flip_tta, "raw", {"created_by": "bench duplicates"})
+    cal = ModelCalibration(
+        recognizer.embedder_name,
+        recognizer.embedder_version,
+        (set_scores("lfw", emb[calib], chosen.identities[calib]),),
+        settings.faces.detector,
+        recognizer.model.backbone.chip_geometry,
+        settings.embedding.flip_tta,
+        "raw",
+        {"created_by": "bench duplicates"},
+    )
     people = measured_people(chosen, settings.seed)
     fitted = cal.calibration(settings.gallery.target_far)
-    g = Gallery.new(emb.shape[1], recognizer.embedder_name, recognizer.embedder_version, "flat", tau=fitted.tau,
-                    target_far=fitted.target_far, achieved_far=fitted.achieved_far, achieved_tar=fitted.achieved_tar)
+    g = Gallery.new(
+        emb.shape[1],
+        recognizer.embedder_name,
+        recognizer.embedder_version,
+        "flat",
+        tau=fitted.tau,
+        target_far=fitted.target_far,
+        achieved_far=fitted.achieved_far,
+        achieved_tar=fitted.achieved_tar,
+    )
     results, skipped = [], [n for n in sizes if n >= len(people.names)]
     for i in range(max((n for n in sizes if n < len(people.names)), default=0)):
         g.add(str(people.names[i]), str(people.names[i]), emb[people.enrol[i]][None], [""])
         if i + 1 in sizes:
             results.append(measure_size(g, cal, settings, target, emb, people, i + 1))
             log(f"size {i + 1}: {results[-1]}")
-    return {"benchmark": "duplicates", "model": f"{recognizer.embedder_name}@{recognizer.embedder_version}",
-            "model_source": "pretrained (never trained on LFW)" if pretrained else "registered champion",
-            "target": target, "one_to_one_target_far": settings.gallery.target_far,
-            "goal": "false_refusal_over_target <= 2 at every size",
-            "goal_met": all(r["false_refusal_over_target"] <= 2 for r in results),
-            "people": {"measured": int(len(people.names)), "with_second_photo": int((people.again >= 0).sum()),
-                       **counts, "why_identity_disjoint": chosen.meta["why"],
-                       "images_embedded": len(chosen), "images_without_a_face": int(chosen.fallback.sum())},
-            "calibration": {"images": int(len(calib)), "people": cal.sets[0].identities,
-                            "impostor_pairs": cal.sets[0].impostor.n, "tau_one_to_one": round(fitted.tau, 6),
-                            "tar_at_tau_one_to_one": round(fitted.achieved_tar, 4)},
-            "sizes": results, "sizes_skipped": skipped, "loadavg_start": [round(x, 2) for x in load0],
-            "loadavg_end": [round(x, 2) for x in os.getloadavg()], "wall_s": round(time.perf_counter() - t0, 1)}
+    return {
+        "benchmark": "duplicates",
+        "model": f"{recognizer.embedder_name}@{recognizer.embedder_version}",
+        "model_source": "pretrained (never trained on LFW)" if pretrained else "registered champion",
+        "target": target,
+        "one_to_one_target_far": settings.gallery.target_far,
+        "goal": "false_refusal_over_target <= 2 at every size",
+        "goal_met": all(r["false_refusal_over_target"] <= 2 for r in results),
+        "people": {
+            "measured": int(len(people.names)),
+            "with_second_photo": int((people.again >= 0).sum()),
+            **counts,
+            "why_identity_disjoint": chosen.meta["why"],
+            "images_embedded": len(chosen),
+            "images_without_a_face": int(chosen.fallback.sum()),
+        },
+        "calibration": {
+            "images": int(len(calib)),
+            "people": cal.sets[0].identities,
+            "impostor_pairs": cal.sets[0].impostor.n,
+            "tau_one_to_one": round(fitted.tau, 6),
+            "tar_at_tau_one_to_one": round(fitted.achieved_tar, 4),
+        },
+        "sizes": results,
+        "sizes_skipped": skipped,
+        "loadavg_start": [round(x, 2) for x in load0],
+        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }

@@ -34,6 +34,7 @@ day's face would (an employee at the same door looks much the same every day; st
 as an upper bound). Frames are embedded once: each (photo, camera draw, mask) is a frame whose faces and
 embeddings are kept under the state folder's ``cache/flywheel/`` by pixel hash, so a rerun skips the model.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -99,8 +100,9 @@ def camera(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     out = cv2.GaussianBlur(cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR), (0, 0), rng.uniform(0.6, 1.1))
     dark = out.astype(np.float32) * rng.uniform(0.35, 0.55) + rng.normal(0, rng.uniform(3, 7), out.shape)
     out = np.clip(dark, 0, 255).astype(np.uint8)
-    ok, jpg = cv2.imencode(".jpg", np.ascontiguousarray(out[..., ::-1]),
-                           [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(12, 25))])
+    ok, jpg = cv2.imencode(
+        ".jpg", np.ascontiguousarray(out[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(12, 25))]
+    )
     return cv2.imdecode(jpg, cv2.IMREAD_COLOR)[..., ::-1].copy()
 
 
@@ -198,8 +200,10 @@ class SimulatedGate(FaceGate):
 @contextmanager
 def simulated_clock(clock: list[datetime]):  # noqa: ANN201 - a context manager
     """Rows of the access log and the capture store stamped with the simulated time ``clock[0]``."""
-    with mock.patch.object(access_log_module, "now", lambda: clock[0]), \
-            mock.patch.object(captures_module, "now", lambda: clock[0]):
+    with (
+        mock.patch.object(access_log_module, "now", lambda: clock[0]),
+        mock.patch.object(captures_module, "now", lambda: clock[0]),
+    ):
         yield
 
 
@@ -212,14 +216,13 @@ class People:
 
 def choose_people(settings: Settings, cfg: FlywheelConfig, root: Path) -> People:
     """Held-out LFW people: employees (>= MIN_PHOTOS photos, seeded order), strangers (everyone else)."""
-    fs = lfw_set(root, settings.seed, settings.ingest.val_fraction,
-                 settings.validate_.min_images_per_train_identity)
+    fs = lfw_set(root, settings.seed, settings.ingest.val_fraction, settings.validate_.min_images_per_train_identity)
     held = fs.split == "val"
     photos: dict[str, list[Path]] = {}
     for p, who in zip(fs.paths, fs.identities):
         photos.setdefault(str(who), []).append(p)
     names = sorted({str(n) for n in fs.identities[held]}, key=lambda n: unit_hash(n, cfg.seed))
-    staff = [n for n in names if len(photos[n]) >= MIN_PHOTOS][:cfg.employees]
+    staff = [n for n in names if len(photos[n]) >= MIN_PHOTOS][: cfg.employees]
     others = [n for n in names if n not in set(staff)]
     employees = {n: sorted(photos[n]) for n in staff}
     strangers = [sorted(photos[n])[0] for n in others]
@@ -264,8 +267,11 @@ def subject(faces: list[dict], shape: tuple[int, ...]) -> int | None:
     if not faces:
         return None
     cy, cx = shape[0] / 2, shape[1] / 2
-    return int(np.argmin([((f["box"][0] + f["box"][2]) / 2 - cx) ** 2 + ((f["box"][1] + f["box"][3]) / 2 - cy) ** 2
-                          for f in faces]))
+    return int(
+        np.argmin(
+            [((f["box"][0] + f["box"][2]) / 2 - cx) ** 2 + ((f["box"][1] + f["box"][3]) / 2 - cy) ** 2 for f in faces]
+        )
+    )
 
 
 @dataclass
@@ -280,8 +286,14 @@ class Day:
     taus: list[float] = field(default_factory=list)
 
 
-def pass_door(gate: SimulatedGate, store: RecordingCaptures, pixels: np.ndarray, who: str | None,
-              truth: dict[int, tuple[str, str | None]], day: Day) -> None:
+def pass_door(
+    gate: SimulatedGate,
+    store: RecordingCaptures,
+    pixels: np.ndarray,
+    who: str | None,
+    truth: dict[int, tuple[str, str | None]],
+    day: Day,
+) -> None:
     """One pass through the real identify (access-log row, captures); scored against ``who`` (None: a stranger)."""
     store.last = []
     result = gate.identify(pixels, entrance=ENTRANCE, actor="turnstile-sim").to_dict()
@@ -342,28 +354,48 @@ def skip_check_seconds(settings: Settings) -> float:
 
 def sim_settings(settings: Settings) -> Settings:
     """Captures on at the simulated entrance; the simplifications of the module docstring."""
-    return settings.replace({"capture": {"enabled": True, "entrances": [ENTRANCE]},
-                             "recognition": {"cascade": "off"}, "pad": {"mode": "off"},
-                             "faces": {"mask_state": "off"}, "gallery": {"snapshot": "manual"}})
+    return settings.replace(
+        {
+            "capture": {"enabled": True, "entrances": [ENTRANCE]},
+            "recognition": {"cascade": "off"},
+            "pad": {"mode": "off"},
+            "faces": {"mask_state": "off"},
+            "gallery": {"snapshot": "manual"},
+        }
+    )
 
 
-def day_row(d: int, day: Day, reviewed: int, templates: dict, report: dict, trigger: str | None,
-            gate: FaceGate, target: float) -> dict:
+def day_row(
+    d: int, day: Day, reviewed: int, templates: dict, report: dict, trigger: str | None, gate: FaceGate, target: float
+) -> dict:
     fpir = day.false_accepts / max(day.stranger_passes, 1)
-    return {"day": d, "fnir": round(day.misses / max(day.employee_passes, 1), 4),
-            "fpir": round(fpir, 4), "fpir_over_target": round(fpir / target, 2),
-            "employee_passes": day.employee_passes, "misses": day.misses,
-            "stranger_passes": day.stranger_passes, "false_accepts": day.false_accepts, "no_face": day.no_face,
-            "tau_mean": round(float(np.mean(day.taus)), 4) if day.taus else None,
-            "captures_reviewed": reviewed,
-            "templates_added": sum(len(c["added"]) for c in templates["employees"].values()),
-            "templates_removed": sum(len(c["removed"]) for c in templates["employees"].values()),
-            "drift_score": report["score"], "drift_alarm": bool(report["alarm"]),
-            "drift_signals": {k: (v or {}).get("psi") for k, v in report["scopes"]["all"].items()
-                              if k in ("distance", "face_px", "sharpness")},
-            "not_recognised_change": report["scopes"]["all"]["rates"]["not_recognised"]["change"],
-            "retraining": "triggered" if trigger else None, "trigger_reason": trigger,
-            "champion": gate.model_label(), "gallery_version": gate.gallery_version}
+    return {
+        "day": d,
+        "fnir": round(day.misses / max(day.employee_passes, 1), 4),
+        "fpir": round(fpir, 4),
+        "fpir_over_target": round(fpir / target, 2),
+        "employee_passes": day.employee_passes,
+        "misses": day.misses,
+        "stranger_passes": day.stranger_passes,
+        "false_accepts": day.false_accepts,
+        "no_face": day.no_face,
+        "tau_mean": round(float(np.mean(day.taus)), 4) if day.taus else None,
+        "captures_reviewed": reviewed,
+        "templates_added": sum(len(c["added"]) for c in templates["employees"].values()),
+        "templates_removed": sum(len(c["removed"]) for c in templates["employees"].values()),
+        "drift_score": report["score"],
+        "drift_alarm": bool(report["alarm"]),
+        "drift_signals": {
+            k: (v or {}).get("psi")
+            for k, v in report["scopes"]["all"].items()
+            if k in ("distance", "face_px", "sharpness")
+        },
+        "not_recognised_change": report["scopes"]["all"]["rates"]["not_recognised"]["change"],
+        "retraining": "triggered" if trigger else None,
+        "trigger_reason": trigger,
+        "champion": gate.model_label(),
+        "gallery_version": gate.gallery_version,
+    }
 
 
 def simulate(settings: Settings, cfg: FlywheelConfig, work: Path, log: Log) -> dict:
@@ -404,9 +436,11 @@ def simulate(settings: Settings, cfg: FlywheelConfig, work: Path, log: Log) -> d
             if trigger:
                 confirmed_at_trigger = report["confirmed_captures"]
             days.append(day_row(d, day, reviewed, templates, report, trigger, gate, s.gallery.target_fpir))
-            log(f"day {d}: {days[-1]['fnir']=} {days[-1]['fpir']=} reviewed {reviewed} "
+            log(
+                f"day {d}: {days[-1]['fnir']=} {days[-1]['fpir']=} reviewed {reviewed} "
                 f"templates +{days[-1]['templates_added']} drift {report['score']} alarm {report['alarm']} "
-                f"({time.perf_counter() - t0:.0f} s, frames cached {cache.hits}, embedded {cache.misses})")
+                f"({time.perf_counter() - t0:.0f} s, frames cached {cache.hits}, embedded {cache.misses})"
+            )
     return {"days": days, "employees": len(staff), "frames_embedded": cache.misses, "frames_cached": cache.hits}
 
 
@@ -419,25 +453,40 @@ def run_flywheel(settings: Settings, cfg: FlywheelConfig, log: Log = lambda mess
     first, last = days[0]["fnir"], days[-1]["fnir"]
     alarms = [d["day"] for d in days if d["drift_alarm"]]
     # the signals no gallery change moves (face size, chip sharpness): what the alarm would be on those alone
-    quality = [d["day"] for d in days if max((d["drift_signals"].get(k) or 0.0) for k in ("face_px", "sharpness"))
-               >= settings.retrain.trigger_drift]
+    quality = [
+        d["day"]
+        for d in days
+        if max((d["drift_signals"].get(k) or 0.0) for k in ("face_px", "sharpness")) >= settings.retrain.trigger_drift
+    ]
     triggered = [d["day"] for d in days if d["retraining"]]
     return {
-        "benchmark": "flywheel", "config": cfg.__dict__, "target_fpir": target, "entrance": ENTRANCE,
-        "champion": days[-1]["champion"], "days": days,
-        "fnir_first_day": first, "fnir_last_day": last,
+        "benchmark": "flywheel",
+        "config": cfg.__dict__,
+        "target_fpir": target,
+        "entrance": ENTRANCE,
+        "champion": days[-1]["champion"],
+        "days": days,
+        "fnir_first_day": first,
+        "fnir_last_day": last,
         "fnir_relative_change": round((last - first) / first, 4) if first else None,
         "fpir_over_target_last_day": days[-1]["fpir_over_target"],
-        "fpir_all_days": round(sum(d["false_accepts"] for d in days)
-                               / max(sum(d["stranger_passes"] for d in days), 1), 4),
-        "mask_onset_day": cfg.mask_onset, "drift_alarm_days": alarms,
-        "drift_alarm_days_quality_signals": quality, "retraining_triggered_days": triggered,
+        "fpir_all_days": round(
+            sum(d["false_accepts"] for d in days) / max(sum(d["stranger_passes"] for d in days), 1), 4
+        ),
+        "mask_onset_day": cfg.mask_onset,
+        "drift_alarm_days": alarms,
+        "drift_alarm_days_quality_signals": quality,
+        "retraining_triggered_days": triggered,
         "retraining_note": "triggered retrainings are recorded, not run: the chain takes 7-17 min of CPU per run",
         "skipped_run_seconds": skip_check_seconds(settings),
         "skipped_run_note": "the chain's skip path (fingerprints vs the champion chain's); the Prefect flow run and "
-                            "MLflow run around it: tests/integration/test_retrain_skip.py",
-        "goals": {"fnir_down_30pct": bool(first and (first - last) / first >= 0.3),
-                  "fpir_within_2x": days[-1]["fpir_over_target"] <= 2,
-                  "alarm_within_a_day_of_onset": any(cfg.mask_onset <= a <= cfg.mask_onset + 1 for a in alarms),
-                  "no_alarm_before_onset": not any(a < cfg.mask_onset for a in alarms)},
-        **sim, "wall_s": round(time.perf_counter() - t0, 1)}
+        "MLflow run around it: tests/integration/test_retrain_skip.py",
+        "goals": {
+            "fnir_down_30pct": bool(first and (first - last) / first >= 0.3),
+            "fpir_within_2x": days[-1]["fpir_over_target"] <= 2,
+            "alarm_within_a_day_of_onset": any(cfg.mask_onset <= a <= cfg.mask_onset + 1 for a in alarms),
+            "no_alarm_before_onset": not any(a < cfg.mask_onset for a in alarms),
+        },
+        **sim,
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }

@@ -16,6 +16,7 @@ GPU's place (a check of the script itself before GPU time is spent on it; its fi
 
     .venv/bin/python -m facegate.benchmarks.gpu_paths --images 512 --steps 10 --gallery 100000 --json gpu.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,8 +67,14 @@ def lfw_chips(n: int, settings, backbone: str) -> tuple[np.ndarray, np.ndarray, 
         if len(paths) >= n:
             break
     hashes = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
-    chips = cached_chips(state_dir() / "cache", paths, hashes, detector=settings.faces.detector,
-                         upsample=settings.faces.upsample, geometry=geometry)
+    chips = cached_chips(
+        state_dir() / "cache",
+        paths,
+        hashes,
+        detector=settings.faces.detector,
+        upsample=settings.faces.upsample,
+        geometry=geometry,
+    )
     return np.asarray(chips.chips), np.asarray(labels), f"LFW: first {len(paths)} images of people with >= 2"
 
 
@@ -110,8 +117,11 @@ def training(settings, chips: np.ndarray, labels: np.ndarray, steps: int, p: int
     for name, step in (("head", head), ("finetune", finetune)):
         step(accel)  # warm-up: CUDA context, kernels
         cpu, gpu = time_epoch(step, "cpu"), time_epoch(step, accel)
-        out[name] = {"cpu_steps_per_s": round(cpu, 3), "cuda_steps_per_s": round(gpu, 3),
-                     "speedup": round(gpu / cpu, 2)}
+        out[name] = {
+            "cpu_steps_per_s": round(cpu, 3),
+            "cuda_steps_per_s": round(gpu, 3),
+            "speedup": round(gpu / cpu, 2),
+        }
     return out
 
 
@@ -144,17 +154,27 @@ def faiss_flat(n: int, n_queries: int, dim: int) -> dict:
     cpu = faiss.IndexFlatIP(dim)
     cpu.add(xb)
     ids_cpu, t_cpu = timed_search(cpu, xq)
-    out = {"n": n, "dim": dim, "queries": n_queries, "cpu_queries_per_s": round(n_queries / t_cpu, 1),
-           "cpu_single_query_ms": round(single_query_ms(cpu, xq), 3)}
+    out = {
+        "n": n,
+        "dim": dim,
+        "queries": n_queries,
+        "cpu_queries_per_s": round(n_queries / t_cpu, 1),
+        "cpu_single_query_ms": round(single_query_ms(cpu, xq), 3),
+    }
     if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
         out["gpu"] = "unavailable: faiss without GPU support (faiss-cpu); install the gpu extra (faiss-gpu-cu12)"
         return out
     res = faiss.StandardGpuResources()
     gpu = faiss.index_cpu_to_gpu(res, 0, cpu)
     ids_gpu, t_gpu = timed_search(gpu, xq)
-    out.update({"gpu_queries_per_s": round(n_queries / t_gpu, 1), "gpu_single_query_ms":
-                round(single_query_ms(gpu, xq), 3), "speedup": round(t_cpu / t_gpu, 2),
-                "top1_agreement": float(np.mean(ids_cpu[:, 0] == ids_gpu[:, 0]))})
+    out.update(
+        {
+            "gpu_queries_per_s": round(n_queries / t_gpu, 1),
+            "gpu_single_query_ms": round(single_query_ms(gpu, xq), 3),
+            "speedup": round(t_cpu / t_gpu, 2),
+            "top1_agreement": float(np.mean(ids_cpu[:, 0] == ids_gpu[:, 0])),
+        }
+    )
     return out
 
 
@@ -169,23 +189,30 @@ def gallery_gpu_path(stand_in: bool = False, n_employees: int = 500, dim: int = 
     rng = np.random.default_rng(1)
     vecs = rng.standard_normal((n_employees, dim), dtype=np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    galleries = {"cpu": Gallery.new(dim, "m", "1", device="cpu", tau=0.6),
-                 "gpu": Gallery.new(dim, "m", "1", device="cpu" if stand_in else "gpu", tau=0.6)}
+    galleries = {
+        "cpu": Gallery.new(dim, "m", "1", device="cpu", tau=0.6),
+        "gpu": Gallery.new(dim, "m", "1", device="cpu" if stand_in else "gpu", tau=0.6),
+    }
     for g in galleries.values():
         for i in range(n_employees):
-            g.add(f"e{i}", f"n{i}", vecs[i:i + 1])
+            g.add(f"e{i}", f"n{i}", vecs[i : i + 1])
     queries = vecs[:200] + 0.05 * rng.standard_normal((200, dim), dtype=np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     on_gpu = galleries["gpu"].search(queries, k=3)
-    same = [[m[0] for m in row] for row in on_gpu] == [[m[0] for m in row] for row in galleries["cpu"].search(queries, k=3)]
+    same = [[m[0] for m in row] for row in on_gpu] == [
+        [m[0] for m in row] for row in galleries["cpu"].search(queries, k=3)
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         version = galleries["gpu"].save(Path(tmp))
         saved = type(faiss.read_index(str(Path(version) / INDEX_FILE))).__name__  # a GPU index cannot be written
         reloaded = Gallery.load(Path(tmp), device="cpu").search(queries, k=3)
-    return {"device": galleries["gpu"].device,
-            "gpu_mirror": isinstance(galleries["gpu"]._gpu_index, GpuFlatMirror),
-            "same_answers_as_cpu": bool(same), "saved_index_type": saved,
-            "reloaded_on_cpu_same_answers": [[m[0] for m in r] for r in reloaded] == [[m[0] for m in r] for r in on_gpu]}
+    return {
+        "device": galleries["gpu"].device,
+        "gpu_mirror": isinstance(galleries["gpu"]._gpu_index, GpuFlatMirror),
+        "same_answers_as_cpu": bool(same),
+        "saved_index_type": saved,
+        "reloaded_on_cpu_same_answers": [[m[0] for m in r] for r in reloaded] == [[m[0] for m in r] for r in on_gpu],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,13 +226,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gallery", type=int, default=100_000, help="vectors in the FAISS flat index")
     parser.add_argument("--queries", type=int, default=10_000)
     parser.add_argument("--json", type=Path, help="write the result here too")
-    parser.add_argument("--cpu-stand-in", action="store_true",
-                        help="no GPU: run every step with the CPU in its place (checks the script; figures meaningless)")
+    parser.add_argument(
+        "--cpu-stand-in",
+        action="store_true",
+        help="no GPU: run every step with the CPU in its place (checks the script; figures meaningless)",
+    )
     args = parser.parse_args(argv)
 
     if cuda_device_count() == 0 and not args.cpu_stand_in:
-        print("error [device_unavailable]: facegate.benchmarks.gpu_paths needs a CUDA GPU, but torch sees no CUDA GPU "
-              "here; run it where one is lent", file=sys.stderr)
+        print(
+            "error [device_unavailable]: facegate.benchmarks.gpu_paths needs a CUDA GPU, but torch sees no CUDA GPU "
+            "here; run it where one is lent",
+            file=sys.stderr,
+        )
         return 2
     import faiss  # heavy: FAISS's native module; only gallery paths need it
     import torch  # heavy: torch loads ~1 s of native code; only the paths that run a model need it
@@ -219,18 +252,30 @@ def main(argv: list[str] | None = None) -> int:
     model = EmbeddingModel(make_backbone(settings.embedding.backbone)).eval()
     n_cpu = min(args.cpu_images, len(chips))
     emb_cpu, cpu_rate = time_embedding(model, chips[:n_cpu], settings.embedding.flip_tta, args.batch_size)
-    emb_gpu, gpu_rate = time_embedding(copy.deepcopy(model).to(cuda), chips, settings.embedding.flip_tta,
-                                       args.batch_size)
+    emb_gpu, gpu_rate = time_embedding(
+        copy.deepcopy(model).to(cuda), chips, settings.embedding.flip_tta, args.batch_size
+    )
     result = {
         "device": describe(cuda) + (" (CPU stand-in: figures meaningless)" if args.cpu_stand_in else ""),
-        "torch": torch.__version__, "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version(), "faiss": faiss.__version__, "cpu_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(), "loadavg_before": before,
-        "embedding": {"backbone": settings.embedding.backbone, "flip_tta": settings.embedding.flip_tta,
-                      "chips": source, "batch_size": args.batch_size, "cpu_images": n_cpu, "cuda_images": len(chips),
-                      "cpu_images_per_s": round(cpu_rate, 1), "cuda_images_per_s": round(gpu_rate, 1),
-                      "speedup": round(gpu_rate / cpu_rate, 2),
-                      "max_abs_diff_cpu_vs_cuda": float(np.abs(emb_cpu - emb_gpu[:n_cpu]).max())},
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+        "faiss": faiss.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_before": before,
+        "embedding": {
+            "backbone": settings.embedding.backbone,
+            "flip_tta": settings.embedding.flip_tta,
+            "chips": source,
+            "batch_size": args.batch_size,
+            "cpu_images": n_cpu,
+            "cuda_images": len(chips),
+            "cpu_images_per_s": round(cpu_rate, 1),
+            "cuda_images_per_s": round(gpu_rate, 1),
+            "speedup": round(gpu_rate / cpu_rate, 2),
+            "max_abs_diff_cpu_vs_cuda": float(np.abs(emb_cpu - emb_gpu[:n_cpu]).max()),
+        },
         "training": training(settings, chips, labels, args.steps, args.p, args.k, str(cuda)),
         "faiss_flat": faiss_flat(args.gallery, args.queries, 128),
         "gallery_gpu": gallery_gpu_path(stand_in=args.cpu_stand_in),

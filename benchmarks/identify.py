@@ -5,6 +5,7 @@ Identities are split into two seeded halves. Each half is measured with a model 
 it (for trained models: trained on the other half) and with tau calibrated on the other half's
 impostor pairs, so neither the model nor the threshold has seen the people it is measured on.
 """
+
 from __future__ import annotations
 
 import os
@@ -56,31 +57,58 @@ def enrolment_split(identities: np.ndarray, rows: np.ndarray) -> tuple[np.ndarra
     return enrolled, genuine, strangers
 
 
-def measure_half(emb: np.ndarray, identities: np.ndarray, rows: np.ndarray, calib_rows: np.ndarray,
-                 target_far: float, embedder: tuple[str, str], index_kind: str = "flat",
-                 target_fpir: float = 1e-2) -> tuple[dict, Gallery]:
+def measure_half(
+    emb: np.ndarray,
+    identities: np.ndarray,
+    rows: np.ndarray,
+    calib_rows: np.ndarray,
+    target_far: float,
+    embedder: tuple[str, str],
+    index_kind: str = "flat",
+    target_fpir: float = 1e-2,
+) -> tuple[dict, Gallery]:
     enrolled, genuine, strangers = enrolment_split(identities, rows)
     calib = calibrate_tau(emb[calib_rows], identities[calib_rows], target_far)
-    gallery = Gallery.new(emb.shape[1], embedder[0], embedder[1], index_kind, tau=calib.tau,
-                          target_far=target_far, achieved_far=calib.achieved_far, achieved_tar=calib.achieved_tar)
+    gallery = Gallery.new(
+        emb.shape[1],
+        embedder[0],
+        embedder[1],
+        index_kind,
+        tau=calib.tau,
+        target_far=target_far,
+        achieved_far=calib.achieved_far,
+        achieved_tar=calib.achieved_tar,
+    )
     for r in enrolled:
-        gallery.add(str(identities[r]), str(identities[r]), emb[r:r + 1], [""])
+        gallery.add(str(identities[r]), str(identities[r]), emb[r : r + 1], [""])
     g = gallery.search(emb[genuine], k=1)
     s = gallery.search(emb[strangers], k=1)
     correct = np.array([m[0][0] == identities[r] for m, r in zip(g, genuine)])
     gdist, sdist = np.array([m[0][2] for m in g]), np.array([m[0][2] for m in s])
     metrics = open_set_metrics(correct, gdist, sdist, calib.tau)
     tau_id = tau_for_fpir(calib.impostor_tail, calib.n_impostor_pairs, len(enrolled), target_fpir)
-    metrics.update({"tau_identify": tau_id, "target_fpir": target_fpir,
-                    "fpir_at_tau_identify": float((sdist <= tau_id).mean()),
-                    "fnir_at_tau_identify": float(1.0 - (correct & (gdist <= tau_id)).mean())})
-    metrics.update({"gallery_size": int(len(enrolled)), "calibration_far": calib.achieved_far,
-                    "calibration_tar": calib.achieved_tar, "calibration_impostor_pairs": calib.n_impostor_pairs})
+    metrics.update(
+        {
+            "tau_identify": tau_id,
+            "target_fpir": target_fpir,
+            "fpir_at_tau_identify": float((sdist <= tau_id).mean()),
+            "fnir_at_tau_identify": float(1.0 - (correct & (gdist <= tau_id)).mean()),
+        }
+    )
+    metrics.update(
+        {
+            "gallery_size": int(len(enrolled)),
+            "calibration_far": calib.achieved_far,
+            "calibration_tar": calib.achieved_tar,
+            "calibration_impostor_pairs": calib.n_impostor_pairs,
+        }
+    )
     return metrics, gallery
 
 
-def time_identify(recognize: Callable[[Path], np.ndarray | None], gallery: Gallery, files: list[Path],
-                  warmup: int = 2) -> dict:
+def time_identify(
+    recognize: Callable[[Path], np.ndarray | None], gallery: Gallery, files: list[Path], warmup: int = 2
+) -> dict:
     """End-to-end per frame: load, detect, align, embed (``recognize``), then search; the first ``warmup``
     frames are run untimed (a serving process pays its one-off set-up once: inference copies of the
     model, the detector for a frame size, oneDNN's kernels), then every frame is timed."""
@@ -95,10 +123,14 @@ def time_identify(recognize: Callable[[Path], np.ndarray | None], gallery: Galle
             gallery.identify(q[None])
         times.append((time.perf_counter() - t) * 1000)
         cpu.append((time.process_time() - c) * 1000)  # all threads: what a frame costs, whatever the load
-    return {"identify_ms_p50": float(np.percentile(times, 50)), "identify_ms_p99": float(np.percentile(times, 99)),
-            "identify_frames_timed": len(times), "identify_cpu_ms_p50": float(np.percentile(cpu, 50)),
-            "identify_torch_threads": torch.get_num_threads(),
-            "identify_loadavg_1min": [round(load, 2), round(os.getloadavg()[0], 2)]}
+    return {
+        "identify_ms_p50": float(np.percentile(times, 50)),
+        "identify_ms_p99": float(np.percentile(times, 99)),
+        "identify_frames_timed": len(times),
+        "identify_cpu_ms_p50": float(np.percentile(cpu, 50)),
+        "identify_torch_threads": torch.get_num_threads(),
+        "identify_loadavg_1min": [round(load, 2), round(os.getloadavg()[0], 2)],
+    }
 
 
 # ------------------------------------------------------------------------------------- the driver
@@ -114,17 +146,28 @@ class LfwFeatures:
 
 
 def load_lfw_features(lfw_root: Path, cache_dir: Path, backbone: str, settings: Settings) -> LfwFeatures:
-    lfw = load_lfw(lfw_root, cache_dir, detector=settings.faces.detector, upsample=settings.faces.upsample,
-                   geometry=chip_geometry(backbone))
-    feats, flips = cached_features(lfw.chips.chips, lfw.chip_key, backbone, cache_dir,
-                                   precision=settings.embedding.precision)
+    lfw = load_lfw(
+        lfw_root,
+        cache_dir,
+        detector=settings.faces.detector,
+        upsample=settings.faces.upsample,
+        geometry=chip_geometry(backbone),
+    )
+    feats, flips = cached_features(
+        lfw.chips.chips, lfw.chip_key, backbone, cache_dir, precision=settings.embedding.precision
+    )
     return LfwFeatures(lfw, feats, flips)
 
 
 def run_params(settings: Settings, backbone: str, mode: str) -> dict:
-    return {"backbone": backbone, "mode": mode, "target_far": settings.gallery.target_far,
-            "detector": settings.faces.detector, "flip_tta": settings.embedding.flip_tta,
-            "precision": settings.embedding.precision}
+    return {
+        "backbone": backbone,
+        "mode": mode,
+        "target_far": settings.gallery.target_far,
+        "detector": settings.faces.detector,
+        "flip_tta": settings.embedding.flip_tta,
+        "precision": settings.embedding.precision,
+    }
 
 
 def multi_image_rows(identities: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -133,9 +176,14 @@ def multi_image_rows(identities: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return rows[np.isin(identities[rows], names[counts >= 2])]
 
 
-def measure_halves(data: LfwFeatures, settings: Settings, backbone: str, mode: str,
-                   log: Log = lambda message: None,
-                   models: list | None = None) -> tuple[list[dict], Gallery, EmbeddingModel]:
+def measure_halves(
+    data: LfwFeatures,
+    settings: Settings,
+    backbone: str,
+    mode: str,
+    log: Log = lambda message: None,
+    models: list | None = None,
+) -> tuple[list[dict], Gallery, EmbeddingModel]:
     """Each identity half measured with a model (``head``: trained on the other half only; a fused
     model's weights fitted there too) and a tau calibrated on the other half; the metrics of both
     halves, the first half's gallery and the model that made it."""
@@ -154,14 +202,22 @@ def measure_halves(data: LfwFeatures, settings: Settings, backbone: str, mode: s
         if isinstance(model.head, FusedHead) and settings.embedding.fusion_weights == "fit":  # else equal, as served
             multi = multi_image_rows(lfw.identities, other)
             _, labels = np.unique(lfw.identities[multi], return_inverse=True)
-            fit = fit_fusion_weights(model.head, feats[multi], labels, seed=settings.seed, flip_feats=None
-                                     if flip is None else flips[multi])
+            fit = fit_fusion_weights(
+                model.head, feats[multi], labels, seed=settings.seed, flip_feats=None if flip is None else flips[multi]
+            )
             log(f"half {h}: fusion {fit}")
         emb = embed_from_features(model, feats, flip)
-        metrics, g = measure_half(emb, lfw.identities, rows, multi_image_rows(lfw.identities, other),
-                                  settings.gallery.target_far, (backbone, f"{mode}-half{1 - h}"),
-                                  settings.gallery.index_kind, target_fpir=settings.gallery.target_fpir)
-        log(f"half {h}: {({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})}")
+        metrics, g = measure_half(
+            emb,
+            lfw.identities,
+            rows,
+            multi_image_rows(lfw.identities, other),
+            settings.gallery.target_far,
+            (backbone, f"{mode}-half{1 - h}"),
+            settings.gallery.index_kind,
+            target_fpir=settings.gallery.target_fpir,
+        )
+        log(f"half {h}: { ({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}) }")
         halves.append(metrics)
         if models is not None:  # each half's model, for the cascade's measurement
             models.append(model)
@@ -181,8 +237,14 @@ def centre_face_embedding(recognizer, path: Path) -> np.ndarray | None:
     return best.embedding
 
 
-def run_identify_benchmark(data: LfwFeatures, settings: Settings, backbone: str, mode: str = "pretrained",
-                           timed_frames: int = 200, log: Log = lambda message: None) -> dict:
+def run_identify_benchmark(
+    data: LfwFeatures,
+    settings: Settings,
+    backbone: str,
+    mode: str = "pretrained",
+    timed_frames: int = 200,
+    log: Log = lambda message: None,
+) -> dict:
     """Open-set identification on LFW's two identity halves (averaged), then end-to-end latency on
     frames of the first half: load, detect, align, embed with the pretrained model, search. With
     ``recognition.cascade`` on, the cascade as served is scored too (cascade_*) and timed beside the full
@@ -190,28 +252,46 @@ def run_identify_benchmark(data: LfwFeatures, settings: Settings, backbone: str,
     models: list[EmbeddingModel] = []
     halves, gallery, model = measure_halves(data, settings, backbone, mode, log, models)
     keys = [k for k, v in halves[0].items() if isinstance(v, (int, float))]
-    result = {"backbone": backbone, "mode": mode, "target_far": settings.gallery.target_far,
-              **{k: float(np.mean([m[k] for m in halves])) for k in keys}, "halves": halves}
+    result = {
+        "backbone": backbone,
+        "mode": mode,
+        "target_far": settings.gallery.target_far,
+        **{k: float(np.mean([m[k] for m in halves])) for k in keys},
+        "halves": halves,
+    }
     recognizer = FaceRecognizer(model, settings)  # the model that embedded the gallery
     half = identity_halves(data.lfw.identities, settings.seed)
-    first_half = [data.lfw.root / p for p, hh in zip(data.lfw.paths, half) if hh == 0][:: 7][:timed_frames]
+    first_half = [data.lfw.root / p for p, hh in zip(data.lfw.paths, half) if hh == 0][::7][:timed_frames]
     if settings.recognition.cascade != "on":
         result.update(time_identify(lambda path: centre_face_embedding(recognizer, path), gallery, first_half))
         return result
     cascades = [cascade_half(data, settings, models[h], halves[h], h) for h in (0, 1)]
-    result["cascade"] = {"member": settings.recognition.cascade_member, "halves": [c[0] for c in cascades],
-                         **{k: float(np.mean([c[0][k] for c in cascades])) for k in CASCADE_KEYS}}
+    result["cascade"] = {
+        "member": settings.recognition.cascade_member,
+        "halves": [c[0] for c in cascades],
+        **{k: float(np.mean([c[0][k] for c in cascades])) for k in CASCADE_KEYS},
+    }
     result.update({f"cascade_{k}": result["cascade"][k] for k in CASCADE_KEYS})
     result.update(time_side_by_side(recognizer, gallery, cascades[0][1], halves[0]["tau_identify"], first_half))
     return result
 
 
-CASCADE_KEYS = ("rank1", "dir_at_fpir_1e-2", "fpir_at_fpir_1e-2", "agreement", "cheap_share", "dir_at_tau_identify",
-                "fpir_at_tau_identify", "agreement_at_tau_identify", "cheap_share_at_tau_identify")
+CASCADE_KEYS = (
+    "rank1",
+    "dir_at_fpir_1e-2",
+    "fpir_at_fpir_1e-2",
+    "agreement",
+    "cheap_share",
+    "dir_at_tau_identify",
+    "fpir_at_tau_identify",
+    "agreement_at_tau_identify",
+    "cheap_share_at_tau_identify",
+)
 
 
-def cascade_half(data: LfwFeatures, settings: Settings, model: EmbeddingModel, metrics: dict,
-                 h: int) -> tuple[dict, CascadeCalibration]:
+def cascade_half(
+    data: LfwFeatures, settings: Settings, model: EmbeddingModel, metrics: dict, h: int
+) -> tuple[dict, CascadeCalibration]:
     """The cascade on half ``h``: its band fitted on the other half (as its tau), scored at the full
     model's threshold for FPIR 1e-2 on these strangers (comparable with dir_at_fpir_1e-2) and at the
     served identify tau."""
@@ -221,27 +301,49 @@ def cascade_half(data: LfwFeatures, settings: Settings, model: EmbeddingModel, m
     half = identity_halves(lfw.identities, settings.seed)
     rows, other = np.flatnonzero(half == h), np.flatnonzero(half != h)
     calib = multi_image_rows(lfw.identities, other)
-    cal = cascade_bench.fit_on(full[calib], cheap[calib], lfw.identities[calib], member,
-                               settings.gallery.target_fpir, settings.gallery.target_far)
+    cal = cascade_bench.fit_on(
+        full[calib],
+        cheap[calib],
+        lfw.identities[calib],
+        member,
+        settings.gallery.target_fpir,
+        settings.gallery.target_far,
+    )
     taus = {"oracle": metrics["threshold_at_fpir_1e-2"], "served": metrics["tau_identify"]}
-    got = cascade_bench.identify_with_cascade(full, cheap, lfw.identities, enrolment_split(lfw.identities, rows),
-                                              cal, taus, member_slice(model, member))
+    got = cascade_bench.identify_with_cascade(
+        full, cheap, lfw.identities, enrolment_split(lfw.identities, rows), cal, taus, member_slice(model, member)
+    )
     o, s = got["oracle"], got["served"]
-    return ({"rank1": o["rank1"], "dir_at_fpir_1e-2": o["dir"], "fpir_at_fpir_1e-2": o["fpir"],
-             "agreement": o["agreement"], "cheap_share": o["cheap_share"], "dir_at_tau_identify": s["dir"],
-             "fpir_at_tau_identify": s["fpir"], "agreement_at_tau_identify": s["agreement"],
-             "cheap_share_at_tau_identify": s["cheap_share"], "detail": got}, cal)
+    return (
+        {
+            "rank1": o["rank1"],
+            "dir_at_fpir_1e-2": o["dir"],
+            "fpir_at_fpir_1e-2": o["fpir"],
+            "agreement": o["agreement"],
+            "cheap_share": o["cheap_share"],
+            "dir_at_tau_identify": s["dir"],
+            "fpir_at_tau_identify": s["fpir"],
+            "agreement_at_tau_identify": s["agreement"],
+            "cheap_share_at_tau_identify": s["cheap_share"],
+            "detail": got,
+        },
+        cal,
+    )
 
 
-def time_side_by_side(recognizer: FaceRecognizer, gallery: Gallery, cal: CascadeCalibration, tau: float,
-                      files: list[Path]) -> dict:
+def time_side_by_side(
+    recognizer: FaceRecognizer, gallery: Gallery, cal: CascadeCalibration, tau: float, files: list[Path]
+) -> dict:
     """facegate as served (cascade), facegate's full path and OpenCV's YuNet + SFace, each frame by all
     three in turn (the same load for each), with load averages before and after."""
     where = member_slice(recognizer.model, cal.member)
-    runs = {"cascade": cascade_bench.cascade_recognizer(recognizer, cal, member_of_full(gallery.vectors, where),
-                                                        gallery, tau),
-            "full": lambda path: centre_face_embedding(recognizer, path),
-            "anchor_opencv": cascade_bench.opencv_anchor(gallery.n_employees)}
+    runs = {
+        "cascade": cascade_bench.cascade_recognizer(
+            recognizer, cal, member_of_full(gallery.vectors, where), gallery, tau
+        ),
+        "full": lambda path: centre_face_embedding(recognizer, path),
+        "anchor_opencv": cascade_bench.opencv_anchor(gallery.n_employees),
+    }
     load = cascade_bench.load_now()
     for f in files[:2]:
         for run in runs.values():
@@ -249,7 +351,7 @@ def time_side_by_side(recognizer: FaceRecognizer, gallery: Gallery, cal: Cascade
     times: dict[str, list[float]] = {k: [] for k in runs}
     paths = []
     for i, f in enumerate(files):
-        names = list(runs)[i % 3:] + list(runs)[:i % 3]  # rotate who goes first
+        names = list(runs)[i % 3 :] + list(runs)[: i % 3]  # rotate who goes first
         for name in names:
             t = time.perf_counter()
             out = runs[name](f)
@@ -259,10 +361,15 @@ def time_side_by_side(recognizer: FaceRecognizer, gallery: Gallery, cal: Cascade
             if name == "cascade":
                 paths.append(out)
     p = {k: (float(np.percentile(v, 50)), float(np.percentile(v, 99))) for k, v in times.items()}
-    return {"identify_ms_p50": p["cascade"][0], "identify_ms_p99": p["cascade"][1],
-            "full_identify_ms_p50": p["full"][0], "full_identify_ms_p99": p["full"][1],
-            "anchor_opencv_ms_p50": p["anchor_opencv"][0], "anchor_opencv_ms_p99": p["anchor_opencv"][1],
-            "identify_frames_timed": len(files),
-            "identify_cheap_share_timed": paths.count("cheap") / max(len(paths), 1),
-            "identify_torch_threads": torch.get_num_threads(),
-            "identify_loadavg": [load, cascade_bench.load_now()]}
+    return {
+        "identify_ms_p50": p["cascade"][0],
+        "identify_ms_p99": p["cascade"][1],
+        "full_identify_ms_p50": p["full"][0],
+        "full_identify_ms_p99": p["full"][1],
+        "anchor_opencv_ms_p50": p["anchor_opencv"][0],
+        "anchor_opencv_ms_p99": p["anchor_opencv"][1],
+        "identify_frames_timed": len(files),
+        "identify_cheap_share_timed": paths.count("cheap") / max(len(paths), 1),
+        "identify_torch_threads": torch.get_num_threads(),
+        "identify_loadavg": [load, cascade_bench.load_now()],
+    }

@@ -9,6 +9,7 @@ from the HOG-like box the YuNet landmarks place (mean error / eye distance).
 
     python benchmarks/landmark_templates.py --root /work/shared/datasets/lfw --images 1000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,13 +59,21 @@ def main() -> None:
         for box, errors in ((plain, err_yunet_box), (yb, err_placed_box)):
             points = aligner.landmark_points(image, box)
             errors.append(float(np.linalg.norm(points - reference, axis=1).mean()) / eye_distance)
-    print(json.dumps({
-        "images": len(files), "used": len(dlib_pts),
-        "dlib5_in_arcface": np.round(np.median(dlib_pts, axis=0), 2).tolist(),
-        "hog_box_in_arcface": np.round(np.median(hog_corners, axis=0), 2).tolist(),
-        "dlib5_error_over_eye_distance": {"from_yunet_box": round(float(np.mean(err_yunet_box)), 4),
-                                          "from_placed_hog_like_box": round(float(np.mean(err_placed_box)), 4)},
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "images": len(files),
+                "used": len(dlib_pts),
+                "dlib5_in_arcface": np.round(np.median(dlib_pts, axis=0), 2).tolist(),
+                "hog_box_in_arcface": np.round(np.median(hog_corners, axis=0), 2).tolist(),
+                "dlib5_error_over_eye_distance": {
+                    "from_yunet_box": round(float(np.mean(err_yunet_box)), 4),
+                    "from_placed_hog_like_box": round(float(np.mean(err_placed_box)), 4),
+                },
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ landmarks (dlib's HOG box on the photo), at 2x so the faces sit well above YuNet
 Then enrol a bare-faced photo of the first person and run ``facegate identify`` on the frame: the boxes
 and names come from the service, as for any camera frame.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -17,6 +17,7 @@ from the product's detector (``faces.detector``). The JSON's top level is the mo
 ``--live DIR --attack KIND=DIR``: the model in service on a site's own folders — no training, no folds:
 its threshold as served, APCER per attack kind, BPCER, and the ISO figures on the site's scores.
 """
+
 from __future__ import annotations
 
 import os
@@ -82,7 +83,9 @@ def fold_plan(subjects: Sequence[str], k: int, seed: int) -> list[tuple[list[str
 def net_scores(net: PadNet, faces: PadFaces, rows: np.ndarray, batch: int = 64) -> np.ndarray:
     """Live probabilities of ``rows`` through the served (OpenCV) path, in batches."""
     runner = OpenCvPadRunner(net)
-    out = [runner(faces.member_crops(net.specs, rows[i:i + batch]))[:, LIVE_CLASS] for i in range(0, len(rows), batch)]
+    out = [
+        runner(faces.member_crops(net.specs, rows[i : i + batch]))[:, LIVE_CLASS] for i in range(0, len(rows), batch)
+    ]
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -96,8 +99,9 @@ def zero_shot_folds(scores: np.ndarray, faces: PadFaces, plan) -> list[Fold]:
     return folds
 
 
-def finetuned_folds(base: PadNet, faces: PadFaces, plan, cfg: PadFinetuneConfig, max_pixels: int,
-                    log: Log) -> tuple[list[Fold], PadNet]:
+def finetuned_folds(
+    base: PadNet, faces: PadFaces, plan, cfg: PadFinetuneConfig, max_pixels: int, log: Log
+) -> tuple[list[Fold], PadNet]:
     """Per fold: fine-tune on its training subjects, calibrate on its calibration fold, score its test fold.
     The frozen trunk's features of every frame's augmented copies are computed once for all folds."""
     live, folds, net = faces.live, [], base
@@ -111,8 +115,7 @@ def finetuned_folds(base: PadNet, faces: PadFaces, plan, cfg: PadFinetuneConfig,
     return folds, net
 
 
-def pooled_figures(folds: Sequence[Fold], live: np.ndarray, target_apcer: float,
-                   matches: np.ndarray | None) -> dict:
+def pooled_figures(folds: Sequence[Fold], live: np.ndarray, target_apcer: float, matches: np.ndarray | None) -> dict:
     """APCER/BPCER at the operating threshold, BPCER20/100 at the threshold subjects' 5%/1%, IAPMR, ISO."""
     sums: dict[str, list[float]] = {}
     per_fold = []
@@ -134,11 +137,17 @@ def pooled_figures(folds: Sequence[Fold], live: np.ndarray, target_apcer: float,
     n_attack = sum(r["n_attack"] for r in per_fold)
     all_rows = np.concatenate([f.test_rows for f in folds])
     all_scores = np.concatenate([f.test_scores for f in folds])
-    out = {"apcer": sum(sums["apcer"]) / n_attack, "bpcer": sum(sums["bpcer"]) / n_live,
-           "bpcer20": sum(sums["bpcer20"]) / n_live, "apcer_at_bpcer20_threshold": sum(sums["apcer20"]) / n_attack,
-           "bpcer100": sum(sums["bpcer100"]) / n_live, "apcer_at_bpcer100_threshold": sum(sums["apcer100"]) / n_attack,
-           "iapmr_enforce": sum(sums["iapmr"]) / n_attack if matches is not None else None,
-           "iso_pooled": iso_figures(all_scores[live[all_rows]], all_scores[~live[all_rows]]), "per_fold": per_fold}
+    out = {
+        "apcer": sum(sums["apcer"]) / n_attack,
+        "bpcer": sum(sums["bpcer"]) / n_live,
+        "bpcer20": sum(sums["bpcer20"]) / n_live,
+        "apcer_at_bpcer20_threshold": sum(sums["apcer20"]) / n_attack,
+        "bpcer100": sum(sums["bpcer100"]) / n_live,
+        "apcer_at_bpcer100_threshold": sum(sums["apcer100"]) / n_attack,
+        "iapmr_enforce": sum(sums["iapmr"]) / n_attack if matches is not None else None,
+        "iso_pooled": iso_figures(all_scores[live[all_rows]], all_scores[~live[all_rows]]),
+        "per_fold": per_fold,
+    }
     return out
 
 
@@ -178,8 +187,9 @@ def identify_cost(settings: Settings, faces: PadFaces, log: Log, n: int = 100) -
     frames = [load_image(faces.samples[r].path, settings.images.max_pixels) for r in rows]
     with tempfile.TemporaryDirectory(prefix="pad-cost-") as tmp:
         off = enrolled_gate(settings, faces, Path(tmp))
-        on = FaceGate(settings.replace({"pad": {"mode": "enforce"}}), store=off.store, recognizer=off.recognizer,
-                      access_log=False)
+        on = FaceGate(
+            settings.replace({"pad": {"mode": "enforce"}}), store=off.store, recognizer=off.recognizer, access_log=False
+        )
         torch.set_num_threads(1)
         cv2.setNumThreads(1)
         try:
@@ -188,7 +198,7 @@ def identify_cost(settings: Settings, faces: PadFaces, log: Log, n: int = 100) -
             load, n_faces = os.getloadavg()[0], 0
             ms: dict[str, list[float]] = {"off": [], "on": [], "cpu_off": [], "cpu_on": []}
             for i, px in enumerate(frames):
-                for name, gate in ((("off", off), ("on", on)) if i % 2 else (("on", on), ("off", off))):
+                for name, gate in (("off", off), ("on", on)) if i % 2 else (("on", on), ("off", off)):
                     t, c = time.perf_counter(), time.process_time()
                     answer = gate.identify(px)
                     ms[name].append((time.perf_counter() - t) * 1e3)
@@ -198,14 +208,23 @@ def identify_cost(settings: Settings, faces: PadFaces, log: Log, n: int = 100) -
             torch.set_num_threads(threads[0])
             cv2.setNumThreads(threads[1])
     p50 = {k: float(np.median(v)) for k, v in ms.items()}
-    log(f"identify p50: PAD off {p50['off']:.1f} ms, on {p50['on']:.1f} ms (CPU {p50['cpu_off']:.1f} / "
-        f"{p50['cpu_on']:.1f} ms)")
-    return {"frames": len(frames), "faces_per_frame": n_faces / len(frames), "pad_model": settings.pad.model,
-            "identify_ms_p50_pad_off": p50["off"], "identify_ms_p50_pad_on": p50["on"],
-            "pad_added_ms_p50": float(np.median(np.array(ms["on"]) - np.array(ms["off"]))),
-            "identify_cpu_ms_p50_pad_off": p50["cpu_off"], "identify_cpu_ms_p50_pad_on": p50["cpu_on"],
-            "pad_added_cpu_ms_p50": float(np.median(np.array(ms["cpu_on"]) - np.array(ms["cpu_off"]))),
-            "threads": 1, "loadavg_1min": [round(load, 2), round(os.getloadavg()[0], 2)]}
+    log(
+        f"identify p50: PAD off {p50['off']:.1f} ms, on {p50['on']:.1f} ms (CPU {p50['cpu_off']:.1f} / "
+        f"{p50['cpu_on']:.1f} ms)"
+    )
+    return {
+        "frames": len(frames),
+        "faces_per_frame": n_faces / len(frames),
+        "pad_model": settings.pad.model,
+        "identify_ms_p50_pad_off": p50["off"],
+        "identify_ms_p50_pad_on": p50["on"],
+        "pad_added_ms_p50": float(np.median(np.array(ms["on"]) - np.array(ms["off"]))),
+        "identify_cpu_ms_p50_pad_off": p50["cpu_off"],
+        "identify_cpu_ms_p50_pad_on": p50["cpu_on"],
+        "pad_added_cpu_ms_p50": float(np.median(np.array(ms["cpu_on"]) - np.array(ms["cpu_off"]))),
+        "threads": 1,
+        "loadavg_1min": [round(load, 2), round(os.getloadavg()[0], 2)],
+    }
 
 
 def time_per_face(model: MiniFasNetPad, faces: PadFaces, max_pixels: int, n: int = 100) -> dict:
@@ -228,14 +247,26 @@ def time_per_face(model: MiniFasNetPad, faces: PadFaces, max_pixels: int, n: int
     finally:
         torch.set_num_threads(threads[0])
         cv2.setNumThreads(threads[1])
-    return {"ms_per_face": float(np.median(ms)), "ms_per_face_mean": float(np.mean(ms)),
-            "cpu_ms_per_face": float(np.median(cpu)), "faces_timed": len(ms),
-            "loadavg_1min": [round(load, 2), round(os.getloadavg()[0], 2)]}
+    return {
+        "ms_per_face": float(np.median(ms)),
+        "ms_per_face_mean": float(np.mean(ms)),
+        "cpu_ms_per_face": float(np.median(cpu)),
+        "faces_timed": len(ms),
+        "loadavg_1min": [round(load, 2), round(os.getloadavg()[0], 2)],
+    }
 
 
-def run_pad_benchmark(settings: Settings, *, root: Path | None = None, folds: int | None = None,
-                      rows: Sequence[str] = ROWS, iapmr: bool = True, cost: bool = True,
-                      det_png: Path | None = None, log: Log = lambda message: None) -> dict:
+def run_pad_benchmark(
+    settings: Settings,
+    *,
+    root: Path | None = None,
+    folds: int | None = None,
+    rows: Sequence[str] = ROWS,
+    iapmr: bool = True,
+    cost: bool = True,
+    det_png: Path | None = None,
+    log: Log = lambda message: None,
+) -> dict:
     """Every row of ``rows`` on ``pad.dataset`` by subject folds; the top level is the model in service's."""
     pad = settings.pad
     root = root or datasets_root() / pad.dataset
@@ -248,8 +279,9 @@ def run_pad_benchmark(settings: Settings, *, root: Path | None = None, folds: in
     results, curves = {}, {}
     for name in rows:
         if name == FINETUNED:
-            fold_list, net = finetuned_folds(base, faces, plan, PadFinetuneConfig.from_settings(settings),
-                                             settings.images.max_pixels, log)
+            fold_list, net = finetuned_folds(
+                base, faces, plan, PadFinetuneConfig.from_settings(settings), settings.images.max_pixels, log
+            )
         else:
             net = base if name == "minifasnet_pair" else load_pad_net(SHIPPED[name])
             fold_list = zero_shot_folds(net_scores(net, faces, all_rows), faces, plan)
@@ -259,19 +291,29 @@ def run_pad_benchmark(settings: Settings, *, root: Path | None = None, folds: in
         test_rows = np.concatenate([f.test_rows for f in fold_list])
         test_scores = np.concatenate([f.test_scores for f in fold_list])
         curves[name] = (test_scores[live[test_rows]], test_scores[~live[test_rows]])
-        log(f"{name}: APCER {fig['apcer']:.4f} BPCER {fig['bpcer']:.4f} BPCER20 {fig['bpcer20']:.4f} "
-            f"BPCER100 {fig['bpcer100']:.4f} IAPMR {fig['iapmr_enforce']} {fig['ms_per_face']:.2f} ms/face")
+        log(
+            f"{name}: APCER {fig['apcer']:.4f} BPCER {fig['bpcer']:.4f} BPCER20 {fig['bpcer20']:.4f} "
+            f"BPCER100 {fig['bpcer100']:.4f} IAPMR {fig['iapmr_enforce']} {fig['ms_per_face']:.2f} ms/face"
+        )
     served = pad.model if pad.model in results else next(iter(results))
-    out = {key: results[served][key] for key in ("bpcer20", "bpcer100", "apcer", "bpcer", "iapmr_enforce",
-                                                 "ms_per_face")}
-    out.update({"model_in_service": served, "dataset": str(root), "attacks": ATTACKS_NOTE,
-                "target_apcer": pad.target_apcer, "detector": settings.faces.detector, "subjects": subjects,
-                "folds": [{"test": t, "calibration": c, "train": tr} for t, c, tr in plan],
-                "frames": {"live": int(live.sum()), "attack": int((~live).sum()),
-                           "no_face": len(faces.no_face)},
-                "detect_ms_mean": float(np.mean(faces.detect_ms)) if faces.detect_ms else None,
-                "iapmr_pad_off": float(matches[~live].mean()) if matches is not None else None,
-                "rows": results})
+    out = {
+        key: results[served][key] for key in ("bpcer20", "bpcer100", "apcer", "bpcer", "iapmr_enforce", "ms_per_face")
+    }
+    out.update(
+        {
+            "model_in_service": served,
+            "dataset": str(root),
+            "attacks": ATTACKS_NOTE,
+            "target_apcer": pad.target_apcer,
+            "detector": settings.faces.detector,
+            "subjects": subjects,
+            "folds": [{"test": t, "calibration": c, "train": tr} for t, c, tr in plan],
+            "frames": {"live": int(live.sum()), "attack": int((~live).sum()), "no_face": len(faces.no_face)},
+            "detect_ms_mean": float(np.mean(faces.detect_ms)) if faces.detect_ms else None,
+            "iapmr_pad_off": float(matches[~live].mean()) if matches is not None else None,
+            "rows": results,
+        }
+    )
     if cost:
         out["identify_cost"] = identify_cost(settings, faces, log)
     if det_png is not None:
@@ -279,8 +321,14 @@ def run_pad_benchmark(settings: Settings, *, root: Path | None = None, folds: in
     return out
 
 
-def run_site_benchmark(settings: Settings, live_dir: Path, attacks: Mapping[str, Path], *,
-                       det_png: Path | None = None, log: Log = lambda message: None) -> dict:
+def run_site_benchmark(
+    settings: Settings,
+    live_dir: Path,
+    attacks: Mapping[str, Path],
+    *,
+    det_png: Path | None = None,
+    log: Log = lambda message: None,
+) -> dict:
     """The model in service, as served (its stored threshold), on a site's own live and attack folders."""
     pad = settings.pad
     model = pad_model_in_service(pad)
@@ -291,16 +339,29 @@ def run_site_benchmark(settings: Settings, live_dir: Path, attacks: Mapping[str,
     threshold = model.calibration.threshold(pad.target_apcer)
     kinds = np.array([s.kind for s in faces.samples])
     live_scores = scores[kinds == "live"]
-    per_kind = {k: {**error_rates(live_scores, scores[kinds == k], threshold),
-                    **iso_figures(live_scores, scores[kinds == k])} for k in attacks}
+    per_kind = {
+        k: {**error_rates(live_scores, scores[kinds == k], threshold), **iso_figures(live_scores, scores[kinds == k])}
+        for k in attacks
+    }
     every = error_rates(live_scores, scores[kinds != "live"], threshold)
     iso = iso_figures(live_scores, scores[kinds != "live"])
-    out = {"bpcer20": iso["bpcer20"], "bpcer100": iso["bpcer100"], "apcer": every["apcer"], "bpcer": every["bpcer"],
-           "iapmr_enforce": None, "model_in_service": pad.model, "threshold": threshold,
-           "target_apcer": pad.target_apcer, "calibration": model.calibration.source,
-           "apcer_per_kind": {k: v["apcer"] for k, v in per_kind.items()}, "per_kind": per_kind, "iso": iso,
-           "frames": {k: int(np.sum(kinds == k)) for k in ("live", *attacks)},
-           "no_face": len(faces.no_face), "detector": settings.faces.detector}
+    out = {
+        "bpcer20": iso["bpcer20"],
+        "bpcer100": iso["bpcer100"],
+        "apcer": every["apcer"],
+        "bpcer": every["bpcer"],
+        "iapmr_enforce": None,
+        "model_in_service": pad.model,
+        "threshold": threshold,
+        "target_apcer": pad.target_apcer,
+        "calibration": model.calibration.source,
+        "apcer_per_kind": {k: v["apcer"] for k, v in per_kind.items()},
+        "per_kind": per_kind,
+        "iso": iso,
+        "frames": {k: int(np.sum(kinds == k)) for k in ("live", *attacks)},
+        "no_face": len(faces.no_face),
+        "detector": settings.faces.detector,
+    }
     subjects = {s.subject for s in faces.samples if s.live} & {s.subject for s in faces.samples if not s.live}
     if subjects - {None}:  # subject folders on both sides: enrol each from a live frame, count attacks that get in
         matches = attack_matches(settings, faces, log)

@@ -7,6 +7,7 @@ torch on 1 and on 2 threads, and prints JSON (median and mean ms per image, per 
     .venv/bin/python -m facegate.benchmarks.pipeline_profile --images 50 --threads 1,2
     .venv/bin/python -m facegate.benchmarks.pipeline_profile --images 400 --throughput dlib_resnet+sface:tta,sface:plain
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,7 +53,7 @@ def profile(files: list[Path], backbone: str, threads: int, settings, gallery_si
     vecs = rng.standard_normal((gallery_size, dim)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     for i in range(gallery_size):
-        gallery.add(f"E{i}", f"E{i}", vecs[i:i + 1], [""])
+        gallery.add(f"E{i}", f"E{i}", vecs[i : i + 1], [""])
     members = list(getattr(model.backbone, "members", [model.backbone]))
     rows: dict[str, list[float]] = {}
 
@@ -101,23 +102,37 @@ def profile(files: list[Path], backbone: str, threads: int, settings, gallery_si
         rec("search", t)
         _, t = _ms(lambda: finder.all_faces(image))
         rec("detect_align_all_faces", t)
-    return {"threads": threads, "images": len(files), "faces": len(rows.get("search", [])),
-            "stages_ms": {k: {"wall_median": round(float(np.median(v)), 2), "wall_mean": round(float(np.mean(v)), 2),
-                              "cpu_median": round(float(np.median(cpu[k])), 2),
-                              "cpu_mean": round(float(np.mean(cpu[k])), 2)} for k, v in rows.items()}}
+    return {
+        "threads": threads,
+        "images": len(files),
+        "faces": len(rows.get("search", [])),
+        "stages_ms": {
+            k: {
+                "wall_median": round(float(np.median(v)), 2),
+                "wall_mean": round(float(np.mean(v)), 2),
+                "cpu_median": round(float(np.median(cpu[k])), 2),
+                "cpu_mean": round(float(np.mean(cpu[k])), 2),
+            }
+            for k, v in rows.items()
+        },
+    }
 
 
-def throughput(files: list[Path], configs: list[tuple[str, bool]], settings, workers: int | None,
-               batch: int) -> list[dict]:
+def throughput(
+    files: list[Path], configs: list[tuple[str, bool]], settings, workers: int | None, batch: int
+) -> list[dict]:
     """``pipeline_images_per_s`` (facegate.benchmarks.lfw.pipeline_throughput) for each (backbone, flip TTA)."""
     out = []
     for backbone, tta in configs:
         model = set_precision(EmbeddingModel(make_backbone(backbone)).eval(), settings.embedding.precision)
-        finder = FaceFinder(detector_from_settings(settings.faces),
-                            FaceAligner(geometry=model.backbone.chip_geometry))
+        finder = FaceFinder(detector_from_settings(settings.faces), FaceAligner(geometry=model.backbone.chip_geometry))
         c = time.process_time()
-        row = {"backbone": backbone, "flip_tta": tta, "loadavg_before": os.getloadavg()[0],
-               **pipeline_throughput(model, finder, files, tta, workers=workers, batch=batch)}
+        row = {
+            "backbone": backbone,
+            "flip_tta": tta,
+            "loadavg_before": os.getloadavg()[0],
+            **pipeline_throughput(model, finder, files, tta, workers=workers, batch=batch),
+        }
         row["cpu_s_total"] = round(time.process_time() - c, 2)
         print(json.dumps(row), flush=True)
         out.append(row)
@@ -129,13 +144,20 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=50)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--backbone", default=None)
-    ap.add_argument("--throughput", default=None,
-                    help="instead of the stage profile: pipeline images/s of BACKBONE:tta|plain,... (e.g. "
-                         "dlib_resnet+sface:tta,sface:plain)")
+    ap.add_argument(
+        "--throughput",
+        default=None,
+        help="instead of the stage profile: pipeline images/s of BACKBONE:tta|plain,... (e.g. "
+        "dlib_resnet+sface:tta,sface:plain)",
+    )
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default=None,
-                    help="instead of params' embedding.precision")
+    ap.add_argument(
+        "--precision",
+        choices=("auto", "float32", "bfloat16"),
+        default=None,
+        help="instead of params' embedding.precision",
+    )
     args = ap.parse_args()
 
     settings = load_settings()
@@ -144,13 +166,18 @@ def main() -> None:
     backbone = args.backbone or settings.embedding.backbone
     root = datasets_root() / "lfw"
     files = sorted(root.glob("*/*.jpg"))
-    files = files[:: max(1, len(files) // args.images)][:args.images]
+    files = files[:: max(1, len(files) // args.images)][: args.images]
     if args.throughput:
         configs = [(c.split(":")[0], c.split(":")[1] == "tta") for c in args.throughput.split(",")]
         print(json.dumps({"throughput": throughput(files, configs, settings, args.workers, args.batch)}, indent=1))
         return
-    out = {"backbone": backbone, "torch": torch.__version__, "precision": settings.embedding.precision,
-           "loadavg_before": os.getloadavg(), "runs": []}
+    out = {
+        "backbone": backbone,
+        "torch": torch.__version__,
+        "precision": settings.embedding.precision,
+        "loadavg_before": os.getloadavg(),
+        "runs": [],
+    }
     for n in (int(x) for x in args.threads.split(",")):
         out["runs"].append(profile(files, backbone, n, settings))
         print(json.dumps(out["runs"][-1]), flush=True)

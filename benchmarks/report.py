@@ -20,6 +20,7 @@ hash of the code that ran. Tolerated as well: a ``benchmark`` key in the JSON na
 Benchmarks layer: the standard library and ``facegate.components.core`` only (no numpy, no torch), so
 the report runs in a second on a fresh checkout.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,19 +35,32 @@ from pathlib import Path
 from facegate.components.core.paths import repo_root
 
 START, END = "<!-- headline:start -->", "<!-- headline:end -->"
-NAME = re.compile(r"^(?P<kind>[a-z][a-z0-9_]*(?:-[a-z][a-z0-9_]*)*?)-(?P<date>\d{8})(?:T(?P<time>\d{4,6}))?"
-                  r"(?:-(?P<commit>[0-9a-f]{7,40}))?(?:-(?P<note>[A-Za-z0-9_.-]+))?$")
-COMMANDS = {"lfw": "facegate bench lfw", "identify": "facegate bench identify", "detect": "facegate bench detect",
-            "face-detectors": "facegate bench face-detectors", "gallery": "facegate bench gallery",
-            "calibration": "facegate bench calibration", "style": "facegate bench style",
-            "duplicates": "facegate bench duplicates",
-            "api-load": "python -m facegate.benchmarks.api_load",
-            "gpu-paths": "python -m facegate.benchmarks.gpu_paths",
-            "pipeline-profile": "python -m facegate.benchmarks.pipeline_profile",
-            "distributed": "python -m facegate.flows.distributed_bench"}
-LOAD_KEYS = (("speed_loadavg_1min", None), ("identify_loadavg_1min", None), ("loadavg_start", "loadavg_end"),
-             ("loadavg_before", "loadavg_after"), ("loadavg_1min_at_start", "loadavg_1min_at_end"),
-             ("load_average", None))
+NAME = re.compile(
+    r"^(?P<kind>[a-z][a-z0-9_]*(?:-[a-z][a-z0-9_]*)*?)-(?P<date>\d{8})(?:T(?P<time>\d{4,6}))?"
+    r"(?:-(?P<commit>[0-9a-f]{7,40}))?(?:-(?P<note>[A-Za-z0-9_.-]+))?$"
+)
+COMMANDS = {
+    "lfw": "facegate bench lfw",
+    "identify": "facegate bench identify",
+    "detect": "facegate bench detect",
+    "face-detectors": "facegate bench face-detectors",
+    "gallery": "facegate bench gallery",
+    "calibration": "facegate bench calibration",
+    "style": "facegate bench style",
+    "duplicates": "facegate bench duplicates",
+    "api-load": "python -m facegate.benchmarks.api_load",
+    "gpu-paths": "python -m facegate.benchmarks.gpu_paths",
+    "pipeline-profile": "python -m facegate.benchmarks.pipeline_profile",
+    "distributed": "python -m facegate.flows.distributed_bench",
+}
+LOAD_KEYS = (
+    ("speed_loadavg_1min", None),
+    ("identify_loadavg_1min", None),
+    ("loadavg_start", "loadavg_end"),
+    ("loadavg_before", "loadavg_after"),
+    ("loadavg_1min_at_start", "loadavg_1min_at_end"),
+    ("load_average", None),
+)
 
 
 @dataclass
@@ -55,7 +69,7 @@ class Run:
 
     path: Path
     kind: str
-    date: str = ""          # YYYY-MM-DD, "" when neither the name nor the JSON says
+    date: str = ""  # YYYY-MM-DD, "" when neither the name nor the JSON says
     time: str = ""
     commit: str = ""
     note: str = ""
@@ -82,7 +96,7 @@ def parse_name(stem: str) -> dict:
         known = [k for k in COMMANDS if kind.startswith(k + "-")]
         if known:
             base = max(known, key=len)
-            note = "-".join(x for x in (kind[len(base) + 1:], note) if x)
+            note = "-".join(x for x in (kind[len(base) + 1 :], note) if x)
             kind = base
     return {"kind": kind, "date": _iso(m["date"]), "time": m["time"] or "", "commit": m["commit"] or "", "note": note}
 
@@ -130,6 +144,7 @@ def num(key: str, digits: int = 3, scale: float = 1.0, suffix: str = "") -> Call
     def cell(data: dict) -> str:
         v = _number(value(data, key))
         return "" if v is None else f"{v * scale:.{digits}f}{suffix}"
+
     return cell
 
 
@@ -139,17 +154,20 @@ def pct(key: str, std: str | None = None) -> Callable[[dict], str]:
         if v is None:
             return ""
         return f"{100 * v:.2f}%" + (f" ± {100 * s:.2f}" if s is not None else "")
+
     return cell
 
 
 def text(*keys: str, sep: str = "/") -> Callable[[dict], str]:
     def cell(data: dict) -> str:
         return sep.join(str(v) for v in (value(data, k) for k in keys) if v not in (None, ""))
+
     return cell
 
 
 def load_average(data: dict) -> str:
     """The 1-minute load average beside the figures (before -> after when both were kept)."""
+
     def one_min(key: str, v) -> list[float]:
         if isinstance(v, list):
             nums = [x for x in (_number(y) for y in v) if x is not None]
@@ -170,8 +188,11 @@ def _model(data: dict) -> str:
 
 def _face_detectors(data: dict) -> str:
     rows = data.get("detectors") if isinstance(data.get("detectors"), dict) else {}
-    return "; ".join(f"{name} {_number(r.get('face_ap50')):.3f}" for name, r in rows.items()
-                     if isinstance(r, dict) and _number(r.get("face_ap50")) is not None)
+    return "; ".join(
+        f"{name} {_number(r.get('face_ap50')):.3f}"
+        for name, r in rows.items()
+        if isinstance(r, dict) and _number(r.get("face_ap50")) is not None
+    )
 
 
 def _gallery_sizes(data: dict) -> str:
@@ -180,8 +201,11 @@ def _gallery_sizes(data: dict) -> str:
     for r in rows:
         if isinstance(r, dict) and _number(r.get("n_identities")) is not None:
             qps, p99 = _number(r.get("exact_batch_qps")), _number(r.get("exact_single_p99_ms"))
-            out.append(f"{int(r['n_identities']):,}: " + (f"{qps:,.0f} q/s" if qps is not None else "?")
-                       + (f", p99 {p99:.1f} ms" if p99 is not None else ""))
+            out.append(
+                f"{int(r['n_identities']):,}: "
+                + (f"{qps:,.0f} q/s" if qps is not None else "?")
+                + (f", p99 {p99:.1f} ms" if p99 is not None else "")
+            )
     return "; ".join(out)
 
 
@@ -196,8 +220,10 @@ def _duplicate_sizes(data: dict) -> str:
         over, caught = _number(r.get("false_refusal_over_target")), _number(r.get("true_duplicates_caught"))
         old_over, old_caught = _number(one.get("false_refusal_over_target")), _number(one.get("true_duplicates_caught"))
         if None not in (over, caught, old_over, old_caught):
-            out.append(f"{int(r['size']):,}: {over:.2f}x ({old_over:.1f}x), caught {100 * caught:.1f}% "
-                       f"({100 * old_caught:.1f}%)")
+            out.append(
+                f"{int(r['size']):,}: {over:.2f}x ({old_over:.1f}x), caught {100 * caught:.1f}% "
+                f"({100 * old_caught:.1f}%)"
+            )
     return "; ".join(out)
 
 
@@ -208,34 +234,74 @@ def _goals(data: dict) -> str:
 
 Column = tuple[str, Callable[[dict], str]]
 COLUMNS: dict[str, list[Column]] = {
-    "lfw": [("model", _model), ("protocol", text("protocol")), ("flip TTA", text("flip_tta")),
-            ("accuracy", pct("accuracy_mean", "accuracy_std")), ("AUC", num("auc", 4)),
-            ("TAR@FAR 1e-3", num("tar_at_far_1e-3")), ("TAR@FAR 1e-4", num("tar_at_far_1e-4")),
-            ("pipeline images/s", num("pipeline_images_per_s", 1)),
-            ("CPU ms/image", num("pipeline_cpu_ms_per_image", 1))],
-    "identify": [("model", _model), ("gallery", num("gallery_size", 0)), ("rank-1", num("rank1")),
-                 ("DIR@FPIR 1e-2", num("dir_at_fpir_1e-2")), ("FPIR at tau", num("fpir_at_tau_identify", 4)),
-                 ("FNIR at tau", num("fnir_at_tau_identify", 4)), ("p50 ms", num("identify_ms_p50", 1)),
-                 ("p99 ms", num("identify_ms_p99", 1)), ("CPU ms p50", num("identify_cpu_ms_p50", 1))],
-    "detect": [("variant", text("variant")), ("mAP@0.5", num("map50")), ("mAP@[.5:.95]", num("map50_95")),
-               ("pycocotools mAP@0.5", num("pycocotools_map50")), ("face AP@0.5", num("face_ap50")),
-               ("dlib HOG face AP@0.5", num("hog_face_ap50")), ("images/s", num("images_per_s", 1)),
-               ("weakest class", text("weakest_class"))],
+    "lfw": [
+        ("model", _model),
+        ("protocol", text("protocol")),
+        ("flip TTA", text("flip_tta")),
+        ("accuracy", pct("accuracy_mean", "accuracy_std")),
+        ("AUC", num("auc", 4)),
+        ("TAR@FAR 1e-3", num("tar_at_far_1e-3")),
+        ("TAR@FAR 1e-4", num("tar_at_far_1e-4")),
+        ("pipeline images/s", num("pipeline_images_per_s", 1)),
+        ("CPU ms/image", num("pipeline_cpu_ms_per_image", 1)),
+    ],
+    "identify": [
+        ("model", _model),
+        ("gallery", num("gallery_size", 0)),
+        ("rank-1", num("rank1")),
+        ("DIR@FPIR 1e-2", num("dir_at_fpir_1e-2")),
+        ("FPIR at tau", num("fpir_at_tau_identify", 4)),
+        ("FNIR at tau", num("fnir_at_tau_identify", 4)),
+        ("p50 ms", num("identify_ms_p50", 1)),
+        ("p99 ms", num("identify_ms_p99", 1)),
+        ("CPU ms p50", num("identify_cpu_ms_p50", 1)),
+    ],
+    "detect": [
+        ("variant", text("variant")),
+        ("mAP@0.5", num("map50")),
+        ("mAP@[.5:.95]", num("map50_95")),
+        ("pycocotools mAP@0.5", num("pycocotools_map50")),
+        ("face AP@0.5", num("face_ap50")),
+        ("dlib HOG face AP@0.5", num("hog_face_ap50")),
+        ("images/s", num("images_per_s", 1)),
+        ("weakest class", text("weakest_class")),
+    ],
     "face-detectors": [("held-out images", num("val_images", 0)), ("face AP@0.5 per detector", _face_detectors)],
-    "gallery": [("exact search by gallery size", _gallery_sizes), ("1M goal met", text("goal_met_at_1m")),
-                ("wall s", num("wall_s", 0))],
-    "calibration": [("chosen", text("chosen.normalisation")), ("worst achieved/target", num("chosen.worst_ratio", 2)),
-                    ("in service", text("deployment.normalisation")),
-                    ("in service worst", num("deployment.worst_ratio", 2)),
-                    ("within 2x", text("deployment.within_2x")), ("wall s", num("wall_s", 0))],
-    "duplicates": [("model", text("model")), ("false refusals/target, caught, by size (1:1 check)", _duplicate_sizes),
-                   ("goal met", text("goal_met")), ("wall s", num("wall_s", 0))],
-    "style": [("cost reduction", pct("loss_reduction")), ("style cost ratio", num("style_cost_ratio", 0)),
-              ("seconds", num("seconds", 1)), ("goals met", _goals)],
-    "api-load": [("clients", num("clients", 0)), ("think ms", num("think_ms", 0)),
-                 ("requests/s", num("throughput_rps", 1)), ("identify p50 ms", num("identify.p50_ms", 1)),
-                 ("identify p99 ms", num("identify.p99_ms", 1)), ("enrol p50 ms", num("enrol.p50_ms", 1)),
-                 ("lost", text("lost", sep=",")), ("server CPU ms/request", num("server_cpu_ms_per_request", 1))],
+    "gallery": [
+        ("exact search by gallery size", _gallery_sizes),
+        ("1M goal met", text("goal_met_at_1m")),
+        ("wall s", num("wall_s", 0)),
+    ],
+    "calibration": [
+        ("chosen", text("chosen.normalisation")),
+        ("worst achieved/target", num("chosen.worst_ratio", 2)),
+        ("in service", text("deployment.normalisation")),
+        ("in service worst", num("deployment.worst_ratio", 2)),
+        ("within 2x", text("deployment.within_2x")),
+        ("wall s", num("wall_s", 0)),
+    ],
+    "duplicates": [
+        ("model", text("model")),
+        ("false refusals/target, caught, by size (1:1 check)", _duplicate_sizes),
+        ("goal met", text("goal_met")),
+        ("wall s", num("wall_s", 0)),
+    ],
+    "style": [
+        ("cost reduction", pct("loss_reduction")),
+        ("style cost ratio", num("style_cost_ratio", 0)),
+        ("seconds", num("seconds", 1)),
+        ("goals met", _goals),
+    ],
+    "api-load": [
+        ("clients", num("clients", 0)),
+        ("think ms", num("think_ms", 0)),
+        ("requests/s", num("throughput_rps", 1)),
+        ("identify p50 ms", num("identify.p50_ms", 1)),
+        ("identify p99 ms", num("identify.p99_ms", 1)),
+        ("enrol p50 ms", num("enrol.p50_ms", 1)),
+        ("lost", text("lost", sep=",")),
+        ("server CPU ms/request", num("server_cpu_ms_per_request", 1)),
+    ],
 }
 
 
@@ -271,8 +337,16 @@ def kind_table(kind: str, runs: list[Run], page: Path) -> list[str]:
     columns = COLUMNS.get(kind) or generic_columns(runs)
     header = ["date", "commit", "load avg (1 min)", *[c[0] for c in columns], "file"]
     newest_first = sorted(runs, key=lambda r: r.order, reverse=True)
-    rows = [[r.date or "?", r.commit or "?", load_average(r.data), *[fn(r.data) for _, fn in columns],
-             link(r, page) + (f" ({r.note})" if r.note else "")] for r in newest_first]
+    rows = [
+        [
+            r.date or "?",
+            r.commit or "?",
+            load_average(r.data),
+            *[fn(r.data) for _, fn in columns],
+            link(r, page) + (f" ({r.note})" if r.note else ""),
+        ]
+        for r in newest_first
+    ]
     return markdown_table(header, rows)
 
 
@@ -282,20 +356,33 @@ class Headline:
     kind: str
     cell: Callable[[dict], str]
     accept: Callable[[dict], bool] = lambda data: True
-    command: str = ""       # what to run when no file has it (default: the kind's command)
+    command: str = ""  # what to run when no file has it (default: the kind's command)
 
 
 HEADLINES = [
-    Headline("LFW verification accuracy (View 2, 10 folds)", "lfw", pct("accuracy_mean", "accuracy_std"),
-             lambda d: d.get("protocol", "plain") == "plain"),
-    Headline("LFW accuracy, masked protocol", "lfw", pct("accuracy_mean", "accuracy_std"),
-             lambda d: d.get("protocol") == "masked", "facegate bench lfw --masked"),
+    Headline(
+        "LFW verification accuracy (View 2, 10 folds)",
+        "lfw",
+        pct("accuracy_mean", "accuracy_std"),
+        lambda d: d.get("protocol", "plain") == "plain",
+    ),
+    Headline(
+        "LFW accuracy, masked protocol",
+        "lfw",
+        pct("accuracy_mean", "accuracy_std"),
+        lambda d: d.get("protocol") == "masked",
+        "facegate bench lfw --masked",
+    ),
     Headline("TAR at FAR 1e-3 (LFW)", "lfw", num("tar_at_far_1e-3"), lambda d: d.get("protocol", "plain") == "plain"),
     Headline("rank-1, open-set one-shot (LFW)", "identify", num("rank1")),
     Headline("DIR at FPIR 1e-2 (LFW)", "identify", num("dir_at_fpir_1e-2")),
-    Headline("identify latency p50 / p99", "identify",
-             lambda d: f"{num('identify_ms_p50', 1)(d)} / {num('identify_ms_p99', 1)(d)} ms"
-             if num("identify_ms_p50")(d) else ""),
+    Headline(
+        "identify latency p50 / p99",
+        "identify",
+        lambda d: (
+            f"{num('identify_ms_p50', 1)(d)} / {num('identify_ms_p99', 1)(d)} ms" if num("identify_ms_p50")(d) else ""
+        ),
+    ),
     Headline("face-mask detector mAP@0.5 (held-out)", "detect", num("map50")),
     Headline("pipeline images/s (load, detect, align, embed)", "lfw", num("pipeline_images_per_s", 1)),
 ]
@@ -318,29 +405,44 @@ def headline_block(runs: list[Run], page: Path, results: Path) -> str:
     where = os.path.relpath(results.resolve(), page.resolve().parent).replace(os.sep, "/")
     header = ["figure", "value", "load avg (1 min)", "date", "commit", "result file"]
     if not runs:
-        lines = [f"No results yet: run a benchmark with `--json {where}/<kind>-<YYYYMMDD>-<commit>.json`,",
-                 "then `python -m facegate.benchmarks.report`.", "",
-                 *markdown_table(header, [["no results yet", "", "", "", "", ""]])]
+        lines = [
+            f"No results yet: run a benchmark with `--json {where}/<kind>-<YYYYMMDD>-<commit>.json`,",
+            "then `python -m facegate.benchmarks.report`.",
+            "",
+            *markdown_table(header, [["no results yet", "", "", "", "", ""]]),
+        ]
     else:
         newest = max(runs, key=lambda r: r.order)
-        lines = [f"Newest run {newest.date or '?'} at commit {newest.commit or '?'}; each row is the newest "
-                 f"run that measured it, from `{where}/` (generated by `python -m facegate.benchmarks.report`, "
-                 "do not edit between the markers).", "", *markdown_table(header, headline_rows(runs, page))]
+        lines = [
+            f"Newest run {newest.date or '?'} at commit {newest.commit or '?'}; each row is the newest "
+            f"run that measured it, from `{where}/` (generated by `python -m facegate.benchmarks.report`, "
+            "do not edit between the markers).",
+            "",
+            *markdown_table(header, headline_rows(runs, page)),
+        ]
     return "\n".join(lines)
 
 
 def benchmarks_page(runs: list[Run], problems: list[str], page: Path) -> str:
-    lines = ["# Benchmark results", "",
-             "Generated by `python -m facegate.benchmarks.report` from the JSON files in `benchmarks/results/`:",
-             "do not edit by hand. Every run is a row, newest first, with the date and commit it ran on and the",
-             "1-minute load average it recorded (timings on a shared machine move with the neighbours' load:",
-             "compare systems side by side in one run, not across rows). The README's headline table comes",
-             "from the same files.", "",
-             "A result file is named `<kind>-<YYYYMMDD>[T<HHMM>]-<commit>[-<note>].json`, e.g.",
-             "`lfw-20261201-91b28bd.json` or `lfw-20261201-91b28bd-masked.json`; `kind` is the `facegate bench`",
-             "verb or the script's name (a `benchmark` key in the JSON wins). To add a run:", "", "```bash",
-             'out=benchmarks/results/lfw-$(date +%Y%m%d)-$(git rev-parse --short HEAD).json',
-             ".venv/bin/facegate bench lfw --json $out && .venv/bin/python -m facegate.benchmarks.report", "```", ""]
+    lines = [
+        "# Benchmark results",
+        "",
+        "Generated by `python -m facegate.benchmarks.report` from the JSON files in `benchmarks/results/`:",
+        "do not edit by hand. Every run is a row, newest first, with the date and commit it ran on and the",
+        "1-minute load average it recorded (timings on a shared machine move with the neighbours' load:",
+        "compare systems side by side in one run, not across rows). The README's headline table comes",
+        "from the same files.",
+        "",
+        "A result file is named `<kind>-<YYYYMMDD>[T<HHMM>]-<commit>[-<note>].json`, e.g.",
+        "`lfw-20261201-91b28bd.json` or `lfw-20261201-91b28bd-masked.json`; `kind` is the `facegate bench`",
+        "verb or the script's name (a `benchmark` key in the JSON wins). To add a run:",
+        "",
+        "```bash",
+        "out=benchmarks/results/lfw-$(date +%Y%m%d)-$(git rev-parse --short HEAD).json",
+        ".venv/bin/facegate bench lfw --json $out && .venv/bin/python -m facegate.benchmarks.report",
+        "```",
+        "",
+    ]
     if not runs:
         lines += ["## Results", "", *markdown_table(["kind", "runs"], [["no results yet", "0"]]), ""]
     known = list(COLUMNS)
@@ -359,7 +461,7 @@ def replace_headline(readme: str, block: str) -> str:
     start, end = readme.find(START), readme.find(END)
     if start < 0 or end < start:
         raise ValueError(f"the README has no {START} ... {END} markers")
-    return readme[:start + len(START)] + "\n" + block + "\n" + readme[end:]
+    return readme[: start + len(START)] + "\n" + block + "\n" + readme[end:]
 
 
 def write_report(results: Path, docs: Path, readme: Path | None) -> list[Run]:
@@ -384,8 +486,10 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{len(runs)} result file(s) from {args.results} -> {args.docs}"
-          + ("" if args.no_readme else f" and {args.readme}'s headline table"))
+    print(
+        f"{len(runs)} result file(s) from {args.results} -> {args.docs}"
+        + ("" if args.no_readme else f" and {args.readme}'s headline table")
+    )
     return 0
 
 

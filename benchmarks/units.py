@@ -11,6 +11,7 @@ kept beside them, with the load average.
     .venv/bin/python -m facegate.benchmarks.units --images 2000 --out docs/units \\
         --json benchmarks/results/units-YYYYMMDD-<commit>.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,19 +56,39 @@ def run_one(network: str, n_images: int, out: Path, threads: int) -> dict:
     images_s = time.perf_counter() - t0
     layers = resolve_layers(subject.networks, None, settings.explain.layers)
     cpu0 = time.process_time()
-    doc = explain_units(subject.networks, layers, images, out, options(settings, progress=False),
-                        {"model": subject.kind, "version": subject.label, **({"note": subject.note} if subject.note
-                                                                              else {})})
+    doc = explain_units(
+        subject.networks,
+        layers,
+        images,
+        out,
+        options(settings, progress=False),
+        {"model": subject.kind, "version": subject.label, **({"note": subject.note} if subject.note else {})},
+    )
     net = doc["networks"][subject.networks[0].name]
-    return {"network": network, "version": subject.label, "note": subject.note, "images": images.description,
-            "n_images": len(images), "torch_threads": threads, "load_model_s": round(load_s, 2),
-            "sample_images_s": round(images_s, 2), "pass_s": net["seconds"],
-            "ms_per_image": round(1000 * net["seconds"] / max(len(images), 1), 2),
-            "explain_s": doc["seconds"], "explain_cpu_s": round(time.process_time() - cpu0, 2),
-            "peak_rss_mb": _peak_mb(),
-            "layers": {ly: {"receptive_field_px": v["receptive_field_px"], "jump_px": v["jump_px"],
-                            "shape": v["shape"], "grid": f"{out.name}/{v['grid']}"}
-                       for ly, v in net["layers"].items()}}
+    return {
+        "network": network,
+        "version": subject.label,
+        "note": subject.note,
+        "images": images.description,
+        "n_images": len(images),
+        "torch_threads": threads,
+        "load_model_s": round(load_s, 2),
+        "sample_images_s": round(images_s, 2),
+        "pass_s": net["seconds"],
+        "ms_per_image": round(1000 * net["seconds"] / max(len(images), 1), 2),
+        "explain_s": doc["seconds"],
+        "explain_cpu_s": round(time.process_time() - cpu0, 2),
+        "peak_rss_mb": _peak_mb(),
+        "layers": {
+            ly: {
+                "receptive_field_px": v["receptive_field_px"],
+                "jump_px": v["jump_px"],
+                "shape": v["shape"],
+                "grid": f"{out.name}/{v['grid']}",
+            }
+            for ly, v in net["layers"].items()
+        },
+    }
 
 
 def run_all(networks: list[str], n_images: int, out: Path, threads: int) -> dict:
@@ -75,8 +96,19 @@ def run_all(networks: list[str], n_images: int, out: Path, threads: int) -> dict
     load_start, t0 = os.getloadavg(), time.perf_counter()
     results = {}
     for network in networks:
-        cmd = [sys.executable, "-m", "facegate.benchmarks.units", "--one", network, "--images", str(n_images),
-               "--out", str(out / network), "--threads", str(threads)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "facegate.benchmarks.units",
+            "--one",
+            network,
+            "--images",
+            str(n_images),
+            "--out",
+            str(out / network),
+            "--threads",
+            str(threads),
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"{network}: {done.stderr.strip()[-2000:]}")
@@ -84,13 +116,21 @@ def run_all(networks: list[str], n_images: int, out: Path, threads: int) -> dict
         print(json.dumps({network: results[network]}), file=sys.stderr, flush=True)
     commit = git_commit()
     short = commit if commit == "unknown" else commit[:7]
-    return {"benchmark": "units", "date": time.strftime("%Y-%m-%d"), "commit": short, "git_commit": commit,
-            "images_requested": n_images, "networks": results,
-            **{f"{k}_pass_s": v["pass_s"] for k, v in results.items()},
-            **{f"{k}_explain_cpu_s": v["explain_cpu_s"] for k, v in results.items()},
-            **{f"{k}_peak_rss_mb": v["peak_rss_mb"] for k, v in results.items()},
-            "wall_s": round(time.perf_counter() - t0, 1), "cpus": os.cpu_count(),
-            "loadavg_start": [round(x, 2) for x in load_start], "loadavg_end": [round(x, 2) for x in os.getloadavg()]}
+    return {
+        "benchmark": "units",
+        "date": time.strftime("%Y-%m-%d"),
+        "commit": short,
+        "git_commit": commit,
+        "images_requested": n_images,
+        "networks": results,
+        **{f"{k}_pass_s": v["pass_s"] for k, v in results.items()},
+        **{f"{k}_explain_cpu_s": v["explain_cpu_s"] for k, v in results.items()},
+        **{f"{k}_peak_rss_mb": v["peak_rss_mb"] for k, v in results.items()},
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "cpus": os.cpu_count(),
+        "loadavg_start": [round(x, 2) for x in load_start],
+        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,5 @@
 """facegate's library: pure, typed building blocks with no Prefect imports."""
+
 import os as _os
 
 # torch's OpenMP threads (libgomp) spin between parallel regions by default. On a shared or busy 2-core

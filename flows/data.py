@@ -1,4 +1,5 @@
 """Data flows: ingest (sources -> manifests under data/, versioned by DVC) and validate (GX suites)."""
+
 from __future__ import annotations
 
 import json
@@ -42,12 +43,19 @@ def ingest_dataset(source: DatasetSource, settings: Settings, limit: int | None)
     root = datasets_root() / source.path
     log.info("ingesting %s (%s) from %s", source.name, source.kind, root)
     result = ingest_source(
-        source.name, source.kind, root, data_dir(),
-        val_fraction=settings.ingest.val_fraction, seed=settings.seed,
-        max_pixels=settings.images.max_pixels, min_side=settings.images.min_side,
+        source.name,
+        source.kind,
+        root,
+        data_dir(),
+        val_fraction=settings.ingest.val_fraction,
+        seed=settings.seed,
+        max_pixels=settings.images.max_pixels,
+        min_side=settings.images.min_side,
         min_train_images=settings.validate_.min_images_per_train_identity,
-        link_mode=settings.ingest.link_mode, box_clip_tolerance=settings.ingest.box_clip_tolerance_px,
-        limit=limit, progress=lambda i, n: log.info("%s: %d/%d images inspected", source.name, i, n),
+        link_mode=settings.ingest.link_mode,
+        box_clip_tolerance=settings.ingest.box_clip_tolerance_px,
+        limit=limit,
+        progress=lambda i, n: log.info("%s: %d/%d images inspected", source.name, i, n),
     )
     summary = result.summary()
     log.info("%s: %s", source.name, json.dumps(summary))
@@ -72,8 +80,7 @@ def ingest_flow(datasets: list[str] | None = None, limit: int | None = None) -> 
     """Sources -> manifests under data/ -> a new DVC data version, recorded in MLflow."""
     settings = load_settings()
     sources = select_sources(settings, datasets)
-    with tracked_run(_experiment(settings), "ingest", params=settings.flat(),
-                     data_version=data_version.read_version()):
+    with tracked_run(_experiment(settings), "ingest", params=settings.flat(), data_version=data_version.read_version()):
         summaries = [ingest_dataset(s, settings, limit) for s in sources]
         version = version_data()
         set_data_version(version)
@@ -84,16 +91,24 @@ def ingest_flow(datasets: list[str] | None = None, limit: int | None = None) -> 
     create_table_artifact(key="ingest-summary", table=rows, description=f"data version {version}")
     quarantined = [q for s in summaries for q in s["quarantine"]]
     if quarantined:
-        create_table_artifact(key="ingest-quarantine", table=quarantined,
-                              description="files that could not be used, kept under data/<name>/_quarantine/")
+        create_table_artifact(
+            key="ingest-quarantine",
+            table=quarantined,
+            description="files that could not be used, kept under data/<name>/_quarantine/",
+        )
     return {"data_version": version, "datasets": summaries}
 
 
 @task(name="validate-dataset", cache_policy=NO_CACHE)
 def validate_dataset(source: DatasetSource, settings: Settings, gx_root: Path) -> ValidationReport:
     report = validate_manifest(
-        source.name, source.kind, read_manifest(data_dir(), source.name),
-        read_quarantine(data_dir(), source.name), data_dir(), settings, gx_root,
+        source.name,
+        source.kind,
+        read_manifest(data_dir(), source.name),
+        read_quarantine(data_dir(), source.name),
+        data_dir(),
+        settings,
+        gx_root,
     )
     log = get_run_logger()
     (log.info if report.success else log.error)(report.describe())
@@ -105,14 +120,21 @@ def validate_flow(datasets: list[str] | None = None) -> list[dict]:
     """GX suites on each manifest; a failure stops here with the failing expectations and rows."""
     settings = load_settings()
     sources = select_sources(settings, datasets)
-    with (gx_project(state_dir()) as gx_root,  # removed after the run, failed or not (Data Docs are in MLflow)
-          tracked_run(_experiment(settings), "validate", params=settings.flat(),
-                      data_version=data_version.read_version())):
+    with (
+        gx_project(state_dir()) as gx_root,  # removed after the run, failed or not (Data Docs are in MLflow)
+        tracked_run(
+            _experiment(settings), "validate", params=settings.flat(), data_version=data_version.read_version()
+        ),
+    ):
         reports = [validate_dataset(s, settings, gx_root) for s in sources]
         for r in reports:
-            mlflow.log_metrics({f"{r.dataset}.validation_success": float(r.success),
-                                f"{r.dataset}.failed_expectations": float(len(r.failures)),
-                                f"{r.dataset}.quarantined": float(len(r.quarantined))})
+            mlflow.log_metrics(
+                {
+                    f"{r.dataset}.validation_success": float(r.success),
+                    f"{r.dataset}.failed_expectations": float(len(r.failures)),
+                    f"{r.dataset}.quarantined": float(len(r.quarantined)),
+                }
+            )
         mlflow.log_dict([r.to_dict() for r in reports], "validation_report.json")
         docs = next((r.data_docs for r in reports if r.data_docs), None)
         if docs:
@@ -121,8 +143,10 @@ def validate_flow(datasets: list[str] | None = None) -> list[dict]:
         create_markdown_artifact(key="validation-report", markdown=f"# Validation\n\n{text}")
         failed = [r for r in reports if not r.success]
         if failed:
-            raise ValidationFailed("validation failed:\n" + "\n".join(r.describe() for r in failed),
-                                   failures=[f.__dict__ for r in failed for f in r.failures])
+            raise ValidationFailed(
+                "validation failed:\n" + "\n".join(r.describe() for r in failed),
+                failures=[f.__dict__ for r in failed for f in r.failures],
+            )
     return [r.to_dict() for r in reports]
 
 
@@ -130,8 +154,9 @@ def validate_flow(datasets: list[str] | None = None) -> list[dict]:
 def data_pipeline_flow(datasets: list[str] | None = None, limit: int | None = None) -> dict:
     """The data half of the retraining chain: ingest -> validate, one parent MLflow run."""
     settings = load_settings()
-    with tracked_run(_experiment(settings), "data-pipeline", params=settings.flat(),
-                     data_version=data_version.read_version()):
+    with tracked_run(
+        _experiment(settings), "data-pipeline", params=settings.flat(), data_version=data_version.read_version()
+    ):
         ingested = ingest_flow(datasets=datasets, limit=limit)
         set_data_version(ingested["data_version"])
         reports = validate_flow(datasets=datasets)

@@ -12,6 +12,7 @@ the runner in ``distributed.runner``:
 The shards come back in order and are written as the chain's own cache entries (chips, and plain and
 mirrored features under the chip key), so a retraining chain afterwards recomputes nothing.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -38,10 +39,12 @@ def chips_task(paths: list[str], detector: str, upsample: int, geometry: str, ma
 
 
 @task(name="embed-shard", retries=1, cache_policy=NO_CACHE)
-def embed_task(chipset: ChipSet, backbone: str, flip_tta: bool, threads: int | None,
-               precision: str) -> sharding.ShardEmbeddings:
-    return sharding.embed_shard(chipset.chips, backbone=backbone, flip_tta=flip_tta, threads=threads,
-                                precision=precision)
+def embed_task(
+    chipset: ChipSet, backbone: str, flip_tta: bool, threads: int | None, precision: str
+) -> sharding.ShardEmbeddings:
+    return sharding.embed_shard(
+        chipset.chips, backbone=backbone, flip_tta=flip_tta, threads=threads, precision=precision
+    )
 
 
 def dask_address(cfg: DistributedSettings) -> str | None:
@@ -64,9 +67,15 @@ def make_task_runner(cfg: DistributedSettings, runner: str | None = None, api_ur
     if address:
         return DaskTaskRunner(address=address)
     workers = cfg.workers or os.cpu_count() or 1
-    return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": cfg.threads_per_worker,
-                                          "processes": True, "dashboard_address": None,
-                                          **({"env": {"PREFECT_API_URL": api_url}} if api_url else {})})
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": workers,
+            "threads_per_worker": cfg.threads_per_worker,
+            "processes": True,
+            "dashboard_address": None,
+            **({"env": {"PREFECT_API_URL": api_url}} if api_url else {}),
+        }
+    )
 
 
 @contextlib.contextmanager
@@ -106,26 +115,47 @@ def _shard_everything(dataset: str, shards: int | None, runner: str, write_cache
     bounds = sharding.shard_bounds(len(paths), shards or cfg.shards)
     threads = cfg.threads_per_worker if runner == "dask" else None
     started = time.perf_counter()
-    chip_futures = [chips_task.submit(paths[a:b], faces.detector, faces.upsample, geometry, settings.images.max_pixels)
-                    for a, b in bounds]
+    chip_futures = [
+        chips_task.submit(paths[a:b], faces.detector, faces.upsample, geometry, settings.images.max_pixels)
+        for a, b in bounds
+    ]
     precision = settings.embedding.precision
-    emb_futures = [embed_task.submit(f, backbone, settings.embedding.flip_tta, threads, precision)
-                   for f in chip_futures]
-    key = sharding.chips_key(manifest["sha256"].tolist(), detector=faces.detector, upsample=faces.upsample,
-                             geometry=geometry)
+    emb_futures = [
+        embed_task.submit(f, backbone, settings.embedding.flip_tta, threads, precision) for f in chip_futures
+    ]
+    key = sharding.chips_key(
+        manifest["sha256"].tolist(), detector=faces.detector, upsample=faces.upsample, geometry=geometry
+    )
     chips = sharding.assemble_chips([f.result() for f in chip_futures], key)
     result = sharding.assemble_embeddings([f.result() for f in emb_futures])
     wall = time.perf_counter() - started
-    log.info("%d images in %d shards on the %s runner: %.1f s (%.1f images/s)", len(paths), len(bounds), runner,
-             wall, len(paths) / wall if wall else 0.0)
+    log.info(
+        "%d images in %d shards on the %s runner: %.1f s (%.1f images/s)",
+        len(paths),
+        len(bounds),
+        runner,
+        wall,
+        len(paths) / wall if wall else 0.0,
+    )
     cache = state_dir() / "cache"
     if write_cache:
         sharding.store_chips(cache, chips)
         sharding.store_features(cache, key, backbone, result, precision)
-    return {"dataset": dataset, "runner": runner, "images": len(paths), "shards": len(bounds), "chip_key": key,
-            "backbone": backbone, "wall_s": round(wall, 2), "chips": chips.chips, "chip_table": chips.table,
-            "features": result.features, "flip_features": result.flip_features, "embeddings": result.embeddings,
-            "cache_dir": str(cache) if write_cache else None}
+    return {
+        "dataset": dataset,
+        "runner": runner,
+        "images": len(paths),
+        "shards": len(bounds),
+        "chip_key": key,
+        "backbone": backbone,
+        "wall_s": round(wall, 2),
+        "chips": chips.chips,
+        "chip_table": chips.table,
+        "features": result.features,
+        "flip_features": result.flip_features,
+        "embeddings": result.embeddings,
+        "cache_dir": str(cache) if write_cache else None,
+    }
 
 
 @flow(name="distributed-embedding", log_prints=True)
@@ -133,8 +163,9 @@ def _embedding_flow(dataset: str, shards: int | None, runner: str, write_cache: 
     return _shard_everything(dataset, shards, runner, write_cache)
 
 
-def distributed_embedding(dataset: str | None = None, runner: str | None = None, shards: int | None = None,
-                          write_cache: bool = True) -> dict:
+def distributed_embedding(
+    dataset: str | None = None, runner: str | None = None, shards: int | None = None, write_cache: bool = True
+) -> dict:
     """Chips, features and pretrained embeddings of ``dataset`` (default: params' ``retrain.dataset``) over
     shards on ``runner`` (default: params' ``distributed.runner``); the arrays and timing, and the cache
     entries written when asked."""
@@ -143,7 +174,9 @@ def distributed_embedding(dataset: str | None = None, runner: str | None = None,
     runner = runner or cfg.runner
     if runner == "local" or dask_address(cfg):
         return _embedding_flow.with_options(task_runner=make_task_runner(cfg, runner))(
-            dataset=dataset, shards=shards, runner=runner, write_cache=write_cache)
+            dataset=dataset, shards=shards, runner=runner, write_cache=write_cache
+        )
     with prefect_api_for_workers() as api_url:
         return _embedding_flow.with_options(task_runner=make_task_runner(cfg, runner, api_url))(
-            dataset=dataset, shards=shards, runner=runner, write_cache=write_cache)
+            dataset=dataset, shards=shards, runner=runner, write_cache=write_cache
+        )

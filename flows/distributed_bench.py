@@ -2,14 +2,15 @@
 
 An LFW slice of ``--images`` images is ingested into a temporary repository (nothing of the real one
 is touched); ``flows/distributed.py`` then runs it once on the local runner (one shard, in order: the
-reference; again with torch on one thread) and once on a local Dask cluster (``--workers`` processes, one thread each, ``--shards``
-shards). Prints JSON: both wall times (shard work only, and with the runner's start-up), the speed-up,
-images per second per core, the largest differences (chips must be identical, features and
-embeddings within 1e-6) and the 1/5/15-minute load averages before and after (the machine is shared:
+reference; again with torch on one thread) and once on a local Dask cluster (``--workers`` processes,
+one thread each, ``--shards`` shards). Prints JSON: both wall times (shard work only, and with the
+runner's start-up), the speed-up, images per second per core, the largest differences (chips must be
+identical, features and embeddings within 1e-6) and the 1/5/15-minute load averages before and after (the machine is shared:
 with ``--wait-load`` it first waits, up to ``--wait-max`` seconds, for the 1-minute load to drop).
 
     .venv/bin/python -m facegate.flows.distributed_bench --images 300 --workers 2 --shards 8 --wait-load 1.5
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,11 +62,16 @@ def sandbox(base: Path, images: int, shared_lfw: Path, workers: int) -> None:
     params["ingest"]["datasets"] = [{"name": "lfw", "kind": "lfw", "path": "lfw"}]
     params["distributed"].update({"workers": workers, "threads_per_worker": 1})
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    os.environ.update({"FACEGATE_REPO": str(repo), "FACEGATE_HOME": str(repo / ".facegate"),
-                       "FACEGATE_DATASETS": str(base / "datasets"), "FACEGATE_PARAMS": str(repo / "params.yaml"),
-                       "PREFECT_HOME": str(base / "prefect")})
-    ingest_source("lfw", "lfw", datasets, repo / "data", val_fraction=0.2, seed=1, max_pixels=50_000_000,
-                  min_side=32)
+    os.environ.update(
+        {
+            "FACEGATE_REPO": str(repo),
+            "FACEGATE_HOME": str(repo / ".facegate"),
+            "FACEGATE_DATASETS": str(base / "datasets"),
+            "FACEGATE_PARAMS": str(repo / "params.yaml"),
+            "PREFECT_HOME": str(base / "prefect"),
+        }
+    )
+    ingest_source("lfw", "lfw", datasets, repo / "data", val_fraction=0.2, seed=1, max_pixels=50_000_000, min_side=32)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,21 +105,33 @@ def main(argv: list[str] | None = None) -> int:
         dask = distributed_embedding("lfw", runner="dask", shards=args.shards, write_cache=False)
         dask_total = time.perf_counter() - t
         load_after = loadavg()
-    diffs = {name: float(np.abs(dask[name] - local[name]).max()) for name in ("features", "flip_features", "embeddings")}
+    diffs = {
+        name: float(np.abs(dask[name] - local[name]).max()) for name in ("features", "flip_features", "embeddings")
+    }
     cores = os.cpu_count() or 1
     result = {
-        "images": local["images"], "cores": cores, "dask_workers": args.workers, "shards": dask["shards"],
-        "local_wall_s": local["wall_s"], "local_torch_threads": default_threads,
-        "local_1thread_wall_s": local_1["wall_s"], "dask_wall_s": dask["wall_s"],
+        "images": local["images"],
+        "cores": cores,
+        "dask_workers": args.workers,
+        "shards": dask["shards"],
+        "local_wall_s": local["wall_s"],
+        "local_torch_threads": default_threads,
+        "local_1thread_wall_s": local_1["wall_s"],
+        "dask_wall_s": dask["wall_s"],
         "speedup": round(local["wall_s"] / dask["wall_s"], 2) if dask["wall_s"] else None,
         "speedup_vs_1thread": round(local_1["wall_s"] / dask["wall_s"], 2) if dask["wall_s"] else None,
-        "local_total_s": round(local_total, 1), "dask_total_s_with_cluster_start": round(dask_total, 1),
+        "local_total_s": round(local_total, 1),
+        "dask_total_s_with_cluster_start": round(dask_total, 1),
         "local_images_per_s": round(local["images"] / local["wall_s"], 2),
         "dask_images_per_s": round(dask["images"] / dask["wall_s"], 2),
         "dask_images_per_s_per_core": round(dask["images"] / dask["wall_s"] / min(cores, args.workers), 2),
         "chips_identical": bool(np.array_equal(dask["chips"], local["chips"])),
-        "max_abs_diff": diffs, "within_1e-6": all(v < 1e-6 for v in diffs.values()),
-        "load_before": load_before, "load_between": load_mid, "load_after": load_after, "waited_for_load_s": waited,
+        "max_abs_diff": diffs,
+        "within_1e-6": all(v < 1e-6 for v in diffs.values()),
+        "load_before": load_before,
+        "load_between": load_mid,
+        "load_after": load_after,
+        "waited_for_load_s": waited,
     }
     text = json.dumps(result, indent=2)
     print(text)

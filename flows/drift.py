@@ -2,6 +2,7 @@
 per entrance (components/service/drift.py), logged to MLflow (aggregates only: no image, no embedding,
 no employee id), saved for ``/metrics``, and a retraining started when drift or newly confirmed captures
 cross ``retrain.trigger_*``. Meant to run on a schedule (daily) beside the weekly retraining."""
+
 from __future__ import annotations
 
 import mlflow
@@ -29,14 +30,18 @@ def drift_flow(retrain: bool = True) -> dict:
     reason = retrain_trigger(report, settings, baseline)
     report["trigger"] = reason
     report["confirmed_at_last_trigger"] = report["confirmed_captures"] if reason else baseline
-    with tracked_run(f"{settings.tracking.experiment_prefix}-{DRIFT_EXPERIMENT}", "drift",
-                     tags={"alarm": str(report["alarm"]).lower(), "trigger": reason or "none"}):
+    with tracked_run(
+        f"{settings.tracking.experiment_prefix}-{DRIFT_EXPERIMENT}",
+        "drift",
+        tags={"alarm": str(report["alarm"]).lower(), "trigger": reason or "none"},
+    ):
         for scope, s in report["scopes"].items():
             mlflow.log_metric(f"{scope}.score", s["score"])
             for signal in ("distance", "face_px", "sharpness"):
                 if s.get(signal):
-                    mlflow.log_metrics({f"{scope}.{signal}.psi": s[signal]["psi"],
-                                        f"{scope}.{signal}.ks": s[signal]["ks"]})
+                    mlflow.log_metrics(
+                        {f"{scope}.{signal}.psi": s[signal]["psi"], f"{scope}.{signal}.ks": s[signal]["ks"]}
+                    )
         mlflow.log_dict(report, "drift_report.json")
     save_report(report)
     log.info("drift score %.3f (alarm: %s); trigger: %s", report["score"], report["alarm"], reason or "none")

@@ -5,6 +5,7 @@ no embeddings).
 The CLI's single-item commands do not come here (no Prefect server for one person): they call
 ``facegate.components.service.gallery_changes`` directly, the same functions these flows use.
 """
+
 from __future__ import annotations
 
 import sys
@@ -41,8 +42,9 @@ def version_gallery() -> str:
 def enrol_flow(employee_id: str, name: str, photo_paths: list[str], replace: bool = False) -> dict:
     result = enrol_recorded(FaceGate(), employee_id, name, photo_paths, replace=replace)
     result["gallery_data_version"] = version_gallery()
-    get_run_logger().info("enrolled %s with %d photo(s); gallery %s", employee_id, result["photos"],
-                          result["gallery_data_version"])
+    get_run_logger().info(
+        "enrolled %s with %d photo(s); gallery %s", employee_id, result["photos"], result["gallery_data_version"]
+    )
     return result
 
 
@@ -66,14 +68,23 @@ def batch_enrol_flow(source: str, replace: bool = False, force: bool = False) ->
 
     def warn(row: dict) -> None:
         if row["status"] != "ok":
-            log.warning("%s: %s [%s] %s", row["employee_id"], row["status"], row.get("code", "duplicate_face"),
-                        row["message"])
+            log.warning(
+                "%s: %s [%s] %s", row["employee_id"], row["status"], row.get("code", "duplicate_face"), row["message"]
+            )
 
-    with tracked_run(gallery_experiment(gate.settings), "enrol-batch",
-                     params={"source": source, "rows": len(rows), "replace": replace, "force": force},
-                     data_version=data_version.read_version()):
-        result = enrol_batch(gate, tqdm(rows, desc="enrolling", unit="employee", file=sys.stderr),
-                             replace=replace, force=force, on_row=warn)
+    with tracked_run(
+        gallery_experiment(gate.settings),
+        "enrol-batch",
+        params={"source": source, "rows": len(rows), "replace": replace, "force": force},
+        data_version=data_version.read_version(),
+    ):
+        result = enrol_batch(
+            gate,
+            tqdm(rows, desc="enrolling", unit="employee", file=sys.stderr),
+            replace=replace,
+            force=force,
+            on_row=warn,
+        )
         mlflow.log_metrics({k: result[k] for k in ("enrolled", "duplicates", "failed")})
         mlflow.log_dict(result["rows"], "batch_report.json")
         summary = {}
@@ -91,8 +102,9 @@ def build_gallery_flow() -> dict:
     with tracked_run(gallery_experiment(gate.settings), "gallery-build", data_version=data_version.read_version()):
         fresh = gate.rebuild_gallery(data_version=data_version.read_version())
         m = fresh.manifest
-        get_run_logger().info("tau %.4f for FAR %.0e (achieved FAR %.2e, TAR %.4f)", m.tau, m.target_far,
-                              m.achieved_far, m.achieved_tar)
+        get_run_logger().info(
+            "tau %.4f for FAR %.0e (achieved FAR %.2e, TAR %.4f)", m.tau, m.target_far, m.achieved_far, m.achieved_tar
+        )
         version = version_gallery()
         summary = log_gallery(fresh, current_version(gate.store.index_dir), version)
     return summary

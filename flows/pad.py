@@ -4,6 +4,7 @@ shipped weights, and `bench pad`.
 Wiring only: data, training, figures and plots come from facegate.components.pad, storage from
 facegate.components.lifecycle.pad_models, the benchmark from facegate.benchmarks.pad.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,11 @@ def held_out_figures(net: PadNet, faces: PadFaces, rows: np.ndarray, target_apce
     scores = bench.net_scores(net, faces, rows)
     live = faces.live[rows]
     t = threshold_for_apcer(scores[~live], target_apcer)
-    return {**iso_figures(scores[live], scores[~live]), "threshold": t,
-            **error_rates(scores[live], scores[~live], t)}, (scores[live], scores[~live])
+    return {
+        **iso_figures(scores[live], scores[~live]),
+        "threshold": t,
+        **error_rates(scores[live], scores[~live], t),
+    }, (scores[live], scores[~live])
 
 
 @flow(name="train-pad", log_prints=True)
@@ -63,20 +67,48 @@ def pad_train_flow(epochs: int | None = None, lr: float | None = None) -> dict:
     train, held = heldout_subjects(subjects_of(faces.samples), pad.heldout_subjects, settings.seed)
     tr, ho = faces.rows(train), faces.rows(held)
     cfg = PadFinetuneConfig.from_settings(settings, epochs=epochs, lr=lr)
-    params = {**{k: v for k, v in settings.flat().items() if k.startswith(("pad.", "seed", "faces.detector"))},
-              "run.epochs": cfg.epochs, "run.lr": cfg.lr, "run.train_subjects": ",".join(train),
-              "run.heldout_subjects": ",".join(held), "run.train_frames": len(tr), "run.heldout_frames": len(ho)}
-    with tracked_run(f"{settings.tracking.experiment_prefix}-{EXPERIMENT}", "minifasnet-pair-finetune",
-                     params=params, data_version=data_version.read_version()) as run:
-        mlflow.log_dict({"mirroring": {"p": cfg.flip_p},
-                         "small_crops": {"p": cfg.crop_p, "copies": cfg.crop_copies, "jitter": cfg.crop_jitter},
-                         "colour_shifts": "none: they erase the print artefacts PAD looks for"}, "augmentation.json")
+    params = {
+        **{k: v for k, v in settings.flat().items() if k.startswith(("pad.", "seed", "faces.detector"))},
+        "run.epochs": cfg.epochs,
+        "run.lr": cfg.lr,
+        "run.train_subjects": ",".join(train),
+        "run.heldout_subjects": ",".join(held),
+        "run.train_frames": len(tr),
+        "run.heldout_frames": len(ho),
+    }
+    with tracked_run(
+        f"{settings.tracking.experiment_prefix}-{EXPERIMENT}",
+        "minifasnet-pair-finetune",
+        params=params,
+        data_version=data_version.read_version(),
+    ) as run:
+        mlflow.log_dict(
+            {
+                "mirroring": {"p": cfg.flip_p},
+                "small_crops": {"p": cfg.crop_p, "copies": cfg.crop_copies, "jitter": cfg.crop_jitter},
+                "colour_shifts": "none: they erase the print artefacts PAD looks for",
+            },
+            "augmentation.json",
+        )
         base = load_pad_net((V2_SPEC, V1SE_SPEC))
         t0 = time.perf_counter()
-        copies = augmented_copies(base, [faces.samples[r] for r in tr], [faces.boxes[r] for r in tr], cfg,
-                                  settings.images.max_pixels, log.info)
-        net, history = finetune_pad(base, copies, np.arange(len(tr)), faces.live[tr], cfg, log=log.info,
-                                    on_epoch=lambda e, row: mlflow.log_metrics({"train_loss": row["loss"]}, step=e))
+        copies = augmented_copies(
+            base,
+            [faces.samples[r] for r in tr],
+            [faces.boxes[r] for r in tr],
+            cfg,
+            settings.images.max_pixels,
+            log.info,
+        )
+        net, history = finetune_pad(
+            base,
+            copies,
+            np.arange(len(tr)),
+            faces.live[tr],
+            cfg,
+            log=log.info,
+            on_epoch=lambda e, row: mlflow.log_metrics({"train_loss": row["loss"]}, step=e),
+        )
         train_minutes = (time.perf_counter() - t0) / 60
         ft, ft_scores = held_out_figures(net, faces, ho, pad.target_apcer)
         zs, zs_scores = held_out_figures(base, faces, ho, pad.target_apcer)
@@ -85,29 +117,60 @@ def pad_train_flow(epochs: int | None = None, lr: float | None = None) -> dict:
         champ = registry.champion(pad.registered_model)
         if champ is not None:  # re-scored on this run's held-out frames: the same evaluation data
             champ_fig, curves[f"champion v{champ.version}"] = held_out_figures(
-                load_pad_version(pad.registered_model, champ.version)[0], faces, ho, pad.target_apcer)
+                load_pad_version(pad.registered_model, champ.version)[0], faces, ho, pad.target_apcer
+            )
             baselines[f"champion v{champ.version}"] = champ_fig["bpcer100"]
-        mlflow.log_metrics({**{f"val_{k}": v for k, v in numeric_metrics(ft).items()},
-                            **{f"zero_shot_{k}": v for k, v in numeric_metrics(zs).items()},
-                            "train_minutes": train_minutes})
+        mlflow.log_metrics(
+            {
+                **{f"val_{k}": v for k, v in numeric_metrics(ft).items()},
+                **{f"zero_shot_{k}": v for k, v in numeric_metrics(zs).items()},
+                "train_minutes": train_minutes,
+            }
+        )
         with artifact_folder("plots") as folder:
             plot_det(curves, folder / "det.png", f"DET, held-out subjects {','.join(held)}")
             plot_roc(curves, folder / "roc.png", f"ROC, held-out subjects {','.join(held)}")
         cal = PadCalibration.from_scores(
-            "minifasnet_pair_finetuned", "", f"{pad.dataset} held-out subjects {','.join(held)} (printed photos), "
-            f"{settings.faces.detector} boxes", *ft_scores, created=time.strftime("%Y-%m-%d"))
+            "minifasnet_pair_finetuned",
+            "",
+            f"{pad.dataset} held-out subjects {','.join(held)} (printed photos), {settings.faces.detector} boxes",
+            *ft_scores,
+            created=time.strftime("%Y-%m-%d"),
+        )
         decision = pad_gate(ft["bpcer100"], baselines)
         version = register_pad_version(
-            log_pad_model(net, cal), pad.registered_model, run.info.run_id, decision,
-            {"val_bpcer100": f"{ft['bpcer100']:.4f}", "val_bpcer20": f"{ft['bpcer20']:.4f}",
-             "threshold": f"{ft['threshold']:.6f}", "target_apcer": f"{pad.target_apcer:g}",
-             "heldout_subjects": ",".join(held)})
+            log_pad_model(net, cal),
+            pad.registered_model,
+            run.info.run_id,
+            decision,
+            {
+                "val_bpcer100": f"{ft['bpcer100']:.4f}",
+                "val_bpcer20": f"{ft['bpcer20']:.4f}",
+                "threshold": f"{ft['threshold']:.6f}",
+                "target_apcer": f"{pad.target_apcer:g}",
+                "heldout_subjects": ",".join(held),
+            },
+        )
         mlflow.set_tags({"registered_version": version, "gate": decision.reason, "promoted": str(decision.promote)})
-        log.info("registered %s version %s: %s (%s)", pad.registered_model, version,
-                 "champion" if decision.promote else "rejected", decision.reason)
-    return {"run_id": run.info.run_id, "registered_model": pad.registered_model, "version": version,
-            "promoted": decision.promote, "gate": decision.reason, "heldout_subjects": held,
-            "fine_tuned": ft, "zero_shot": zs, "history": history, "train_minutes": train_minutes}
+        log.info(
+            "registered %s version %s: %s (%s)",
+            pad.registered_model,
+            version,
+            "champion" if decision.promote else "rejected",
+            decision.reason,
+        )
+    return {
+        "run_id": run.info.run_id,
+        "registered_model": pad.registered_model,
+        "version": version,
+        "promoted": decision.promote,
+        "gate": decision.reason,
+        "heldout_subjects": held,
+        "fine_tuned": ft,
+        "zero_shot": zs,
+        "history": history,
+        "train_minutes": train_minutes,
+    }
 
 
 @flow(name="calibrate-pad", log_prints=True)
@@ -123,9 +186,14 @@ def pad_calibrate_flow(models: list[str] | None = None) -> dict:
         scores = bench.net_scores(model.net, faces, np.arange(len(faces.samples)))
         live = faces.live
         cal = PadCalibration.from_scores(
-            name, model.fingerprint, f"{settings.pad.dataset}: {len(subjects_of(faces.samples))} subjects, "
+            name,
+            model.fingerprint,
+            f"{settings.pad.dataset}: {len(subjects_of(faces.samples))} subjects, "
             f"{int(live.sum())} live and {int((~live).sum())} printed-photo frames, {settings.faces.detector} boxes",
-            scores[live], scores[~live], created=time.strftime("%Y-%m-%d"))
+            scores[live],
+            scores[~live],
+            created=time.strftime("%Y-%m-%d"),
+        )
         path = cal.save(committed_calibration_file(name, model.fingerprint))
         t = cal.threshold(settings.pad.target_apcer)
         out[name] = {"file": str(path), "threshold": t, **cal.expected(t)}
@@ -134,9 +202,15 @@ def pad_calibrate_flow(models: list[str] | None = None) -> dict:
 
 
 @flow(name="bench-pad", log_prints=True)
-def pad_bench_flow(json_out: str | None = None, live: str | None = None, attacks: dict[str, str] | None = None,
-                   folds: int | None = None, rows: list[str] | None = None, iapmr: bool = True,
-                   cost: bool = True) -> dict:
+def pad_bench_flow(
+    json_out: str | None = None,
+    live: str | None = None,
+    attacks: dict[str, str] | None = None,
+    folds: int | None = None,
+    rows: list[str] | None = None,
+    iapmr: bool = True,
+    cost: bool = True,
+) -> dict:
     """``bench pad``: the ISO protocol on ``pad.dataset`` (folds by subject), or with ``live`` and
     ``attacks`` the model in service on a site's own folders; logged to MLflow, the DET curve as artifact."""
     settings = load_settings()
@@ -147,17 +221,26 @@ def pad_bench_flow(json_out: str | None = None, live: str | None = None, attacks
     out_path = Path(json_out) if json_out else None
     det_png = out_path.with_suffix(".det.png") if out_path else None
     name = "site-folders" if live else "nuaa-folds"
-    with tracked_run(f"{settings.tracking.experiment_prefix}-bench-pad", name,
-                     params={"pad.model": settings.pad.model, "pad.target_apcer": settings.pad.target_apcer,
-                             "live": live, "attacks": json.dumps(attacks or {}), "folds": folds or settings.pad.folds}):
+    with tracked_run(
+        f"{settings.tracking.experiment_prefix}-bench-pad",
+        name,
+        params={
+            "pad.model": settings.pad.model,
+            "pad.target_apcer": settings.pad.target_apcer,
+            "live": live,
+            "attacks": json.dumps(attacks or {}),
+            "folds": folds or settings.pad.folds,
+        },
+    ):
         with artifact_folder("plots") as folder:
             png = det_png or folder / "det.png"
             if live:
                 folders = {k: Path(v) for k, v in (attacks or {}).items()}
                 result = bench.run_site_benchmark(settings, Path(live), folders, det_png=png, log=log.info)
             else:
-                result = bench.run_pad_benchmark(settings, folds=folds, rows=rows or bench.ROWS, iapmr=iapmr,
-                                                 cost=cost, det_png=png, log=log.info)
+                result = bench.run_pad_benchmark(
+                    settings, folds=folds, rows=rows or bench.ROWS, iapmr=iapmr, cost=cost, det_png=png, log=log.info
+                )
             if det_png:
                 (folder / "det.png").write_bytes(det_png.read_bytes())
         mlflow.log_metrics(numeric_metrics(result))

@@ -18,6 +18,7 @@ subflows and nested MLflow runs under ``facegate.components.lifecycle.retrain.st
   MLflow runs are closed as KILLED and its registered version marked ``abandoned`` by the next chain,
   which reuses every cached chip and feature and so resumes where the work was.
 """
+
 from __future__ import annotations
 
 import time
@@ -62,21 +63,25 @@ def register_stage(model_uri: str, run_id: str, name: str, tags: dict[str, str])
 
 
 @task(name="gallery", cache_policy=NO_CACHE)
-def gallery_stage(model: EmbeddingModel, label: str, settings: Settings, version: str | None,
-                  heldout) -> tuple[FaceRecognizer, Gallery]:
+def gallery_stage(
+    model: EmbeddingModel, label: str, settings: Settings, version: str | None, heldout
+) -> tuple[FaceRecognizer, Gallery]:
     """The new model's calibrated, still empty gallery (nothing in service changes here)."""
     recognizer, fresh = FaceGate(settings).prepare_gallery(model, label, version, heldout)
     m = fresh.manifest
-    mlflow.log_metrics({"tau": m.tau, "target_far": m.target_far, "achieved_far": m.achieved_far,
-                        "achieved_tar": m.achieved_tar})
-    get_run_logger().info("tau %.4f for FAR %.0e (achieved %.2e, TAR %.4f)", m.tau, m.target_far,
-                          m.achieved_far, m.achieved_tar)
+    mlflow.log_metrics(
+        {"tau": m.tau, "target_far": m.target_far, "achieved_far": m.achieved_far, "achieved_tar": m.achieved_tar}
+    )
+    get_run_logger().info(
+        "tau %.4f for FAR %.0e (achieved %.2e, TAR %.4f)", m.tau, m.target_far, m.achieved_far, m.achieved_tar
+    )
     return recognizer, fresh
 
 
 @task(name="promote", cache_policy=NO_CACHE)
-def promote_stage(recognizer: FaceRecognizer, fresh: Gallery, version: str, reason: str,
-                  settings: Settings, actor: str) -> dict:
+def promote_stage(
+    recognizer: FaceRecognizer, fresh: Gallery, version: str, reason: str, settings: Settings, actor: str
+) -> dict:
     """Under the gallery lock: re-embed every enrolled employee, move ``champion``, switch the gallery;
     the audit row names ``actor`` (the chain's run), not the account the worker runs as."""
     promoted = FaceGate(settings).promote(recognizer, fresh, version, reason, actor=actor)
@@ -103,20 +108,23 @@ def augment(s: ChainState) -> None:
 
 
 def train(s: ChainState) -> None:
-    with tracked_run("", "train", data_version=s.data_version,
-                     params={f"run.train.{k}": v for k, v in s.cfg.__dict__.items()}) as run:
+    with tracked_run(
+        "", "train", data_version=s.data_version, params={f"run.train.{k}": v for k, v in s.cfg.__dict__.items()}
+    ) as run:
         s.trained = train_stage(s.data, s.backbone, s.mode, s.cfg, s.settings, s.aug_feats)
         s.model_uri, s.train_run_id = log_torch_model(s.trained.model).model_uri, run.info.run_id
 
 
 def evaluate(s: ChainState) -> None:
     with tracked_run("", "evaluate-challenger", data_version=s.data_version):
-        s.challenger_metrics = evaluate_stage(s.trained.model, s.data, s.settings, "challenger",
-                                              s.trained.val_feats, s.trained.val_flip)
+        s.challenger_metrics = evaluate_stage(
+            s.trained.model, s.data, s.settings, "challenger", s.trained.val_feats, s.trained.val_flip
+        )
     s.set_incumbent(current_incumbent(s.settings, s.backbone))
     with tracked_run("", "evaluate-incumbent", data_version=s.data_version, tags={"incumbent": s.incumbent.label}):
-        s.incumbent_metrics = evaluate_stage(s.incumbent.model, s.data, s.settings, s.incumbent.label,
-                                             *s.incumbent_features())
+        s.incumbent_metrics = evaluate_stage(
+            s.incumbent.model, s.data, s.settings, s.incumbent.label, *s.incumbent_features()
+        )
     mlflow.log_metrics(s.challenger_metrics)
     mlflow.log_metrics({f"incumbent_{k}": v for k, v in s.incumbent_metrics.items()})
 
@@ -125,8 +133,14 @@ def register(s: ChainState) -> None:
     s.version = register_stage(s.model_uri, s.train_run_id, s.name, s.version_tags("trained", s.challenger_metrics))
     s.registered.append(s.version)
     mlflow.set_tag("challenger_version", s.version)
-    log_embedder_grids(s.trained.model, embedder_version_label(s.name, s.version), s.data, s.train_run_id, s.settings,
-                       get_run_logger().warning)
+    log_embedder_grids(
+        s.trained.model,
+        embedder_version_label(s.name, s.version),
+        s.data,
+        s.train_run_id,
+        s.settings,
+        get_run_logger().warning,
+    )
 
 
 def judge(s: ChainState) -> None:
@@ -137,11 +151,18 @@ def judge(s: ChainState) -> None:
     if s.accept(decision):  # the pretrained model in service won: registered, so the service is a version
         with tracked_run("", "register-pretrained", data_version=s.data_version) as base_run:
             base_uri = log_torch_model(s.incumbent.model).model_uri
-        s.winner = register_stage(base_uri, base_run.info.run_id, s.name,
-                                  s.version_tags("pretrained", s.incumbent_metrics))
+        s.winner = register_stage(
+            base_uri, base_run.info.run_id, s.name, s.version_tags("pretrained", s.incumbent_metrics)
+        )
         s.registered.append(s.winner)
-        log_embedder_grids(s.incumbent.model, embedder_version_label(s.name, s.winner), s.data, base_run.info.run_id,
-                           s.settings, get_run_logger().warning)
+        log_embedder_grids(
+            s.incumbent.model,
+            embedder_version_label(s.name, s.winner),
+            s.data,
+            base_run.info.run_id,
+            s.settings,
+            get_run_logger().warning,
+        )
 
 
 def calibrate_gallery(s: ChainState) -> None:
@@ -170,17 +191,24 @@ class Stage(NamedTuple):
 
 
 CHAIN: tuple[Stage, ...] = (
-    Stage("ingest", ingest), Stage("validate", validate), Stage("augment", augment), Stage("train", train),
-    Stage("evaluate", evaluate), Stage("register", register), Stage("gate", judge),
-    Stage("gallery", calibrate_gallery, needs_winner=True), Stage("promote", promote, needs_winner=True),
+    Stage("ingest", ingest),
+    Stage("validate", validate),
+    Stage("augment", augment),
+    Stage("train", train),
+    Stage("evaluate", evaluate),
+    Stage("register", register),
+    Stage("gate", judge),
+    Stage("gallery", calibrate_gallery, needs_winner=True),
+    Stage("promote", promote, needs_winner=True),
     Stage("version", snapshot_gallery, needs_winner=True),
 )
 
 
 def summarise(s: ChainState) -> dict:
     champ = registry.champion(s.name)
-    mlflow.set_tags({"champion_version": champ.version if champ else "none",
-                     "gallery_version": s.gallery_version or "unchanged"})
+    mlflow.set_tags(
+        {"champion_version": champ.version if champ else "none", "gallery_version": s.gallery_version or "unchanged"}
+    )
     return s.result(champ.version if champ else None, experiment_name(s.settings))
 
 
@@ -204,22 +232,40 @@ def _busy(lock_dir) -> RetrainBusy:
 def _skipped(settings: Settings, reason: str, tags: dict[str, str], started: float) -> dict:
     """The skipped chain as an MLflow run of its own (FINISHED, ``skipped``, ``skip_reason``)."""
     name = settings.registry.embedder_model
-    with tracked_run(experiment_name(settings), "retrain-skipped", data_version=data_version.read_version(),
-                     tags={**tags, "skipped": "true", "skip_reason": reason}) as run:
+    with tracked_run(
+        experiment_name(settings),
+        "retrain-skipped",
+        data_version=data_version.read_version(),
+        tags={**tags, "skipped": "true", "skip_reason": reason},
+    ) as run:
         champ = registry.champion(name)
         wall_s = round(time.perf_counter() - started, 1)
         mlflow.log_metric("skipped_wall_s", wall_s)
     get_run_logger().info("retrain skipped: %s", reason)
-    return {"model": name, "skipped": True, "skip_reason": reason, "run_id": run.info.run_id,
-            "experiment": experiment_name(settings), "data_version": data_version.read_version(),
-            "challenger_version": None, "promoted": False, "champion_version": champ.version if champ else None,
-            "gallery_version": None, "wall_s": wall_s}
+    return {
+        "model": name,
+        "skipped": True,
+        "skip_reason": reason,
+        "run_id": run.info.run_id,
+        "experiment": experiment_name(settings),
+        "data_version": data_version.read_version(),
+        "challenger_version": None,
+        "promoted": False,
+        "champion_version": champ.version if champ else None,
+        "gallery_version": None,
+        "wall_s": wall_s,
+    }
 
 
 def chain_params(settings: Settings, datasets: list[str] | None, limit: int | None) -> dict:
     """The chain run's MLflow params: every params.yaml key and the run's own options."""
-    return {**settings.flat(), "run.backbone": settings.embedding.backbone, "run.mode": settings.embedding.mode,
-            "run.limit": limit, "run.datasets": ",".join(datasets or [s.name for s in settings.ingest.datasets])}
+    return {
+        **settings.flat(),
+        "run.backbone": settings.embedding.backbone,
+        "run.mode": settings.embedding.mode,
+        "run.limit": limit,
+        "run.datasets": ",".join(datasets or [s.name for s in settings.ingest.datasets]),
+    }
 
 
 def _chain(settings: Settings, datasets: list[str] | None, limit: int | None, force: bool = False) -> dict:
@@ -239,8 +285,13 @@ def _chain(settings: Settings, datasets: list[str] | None, limit: int | None, fo
     reason = None if force else skip_reason(inputs, *champion_chain_tags(name))
     if reason:
         return _skipped(settings, reason, trigger, started)
-    with tracked_run(experiment_name(settings), f"retrain-{backbone}-{mode}", params=params,
-                     data_version=data_version.read_version(), tags=trigger) as parent:
+    with tracked_run(
+        experiment_name(settings),
+        f"retrain-{backbone}-{mode}",
+        params=params,
+        data_version=data_version.read_version(),
+        tags=trigger,
+    ) as parent:
         state = ChainState(settings, cfg, parent.info.run_id, datasets, limit)
         with state.runs:  # a run left open by a failed stage ends FAILED with it
             for stage in CHAIN:
@@ -267,9 +318,16 @@ def switch_champion_flow(version: str | None = None, rollback: bool = False, rea
         mlflow.log_params({"version": switched["champion"], "previous": switched["previous"]})
         g = service.snapshot()
         m = g.manifest
-        mlflow.log_metrics({"tau": m.tau, "target_far": m.target_far, "achieved_far": m.achieved_far,
-                            "achieved_tar": m.achieved_tar, "gallery_employees": float(g.n_employees),
-                            "gallery_vectors": float(g.n_vectors)})
+        mlflow.log_metrics(
+            {
+                "tau": m.tau,
+                "target_far": m.target_far,
+                "achieved_far": m.achieved_far,
+                "achieved_tar": m.achieved_tar,
+                "gallery_employees": float(g.n_employees),
+                "gallery_vectors": float(g.n_vectors),
+            }
+        )
         gallery_version = version_gallery()
         mlflow.set_tags({"champion_version": switched["champion"], "gallery_version": gallery_version})
     promoted = {k: v for k, v in switched.items() if k not in ("reason", "previous", "tau")}

@@ -5,6 +5,7 @@ nothing), so ``facegate schedule`` connects to the server in PREFECT_API_URL, or
 listening on 127.0.0.1:<port>, or starts one there (its PID in the state dir) and says which. Server
 mode with a work pool and a worker instead of this process runner: infra/prefect.yaml.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,12 +50,15 @@ def start_server(port: int, home: Path, timeout: float = 180.0) -> PrefectServer
     """``prefect server start`` on loopback as a child process; waits until /api/health answers."""
     home.mkdir(parents=True, exist_ok=True)
     log = home / "server.log"
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_API_URL": ""}
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_API_URL": ""}
     with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                                 "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}/api"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -90,6 +94,10 @@ def serve_retraining(server: PrefectServer, cron: str, timezone: str, deployment
     )
 
     with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-        retrain_flow.serve(name=deployment, schedule=Cron(cron, timezone=timezone), limit=1,
-                           tags=["facegate", "retrain"],
-                           description="facegate retraining chain (ingest -> ... -> gallery), on a cron schedule")
+        retrain_flow.serve(
+            name=deployment,
+            schedule=Cron(cron, timezone=timezone),
+            limit=1,
+            tags=["facegate", "retrain"],
+            description="facegate retraining chain (ingest -> ... -> gallery), on a cron schedule",
+        )

@@ -5,6 +5,7 @@ as content is biometric data, so the input and output images reach MLflow only w
 (or the flow's argument) says so; without it the run records the images' sha256, never their pixels
 or names.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -81,6 +82,7 @@ def _progress(cfg: StyleConfig):
         bar.update(1)
         if step.iteration % 10 == 0 or step.iteration == cfg.iterations - 1:
             bar.set_postfix(total=f"{step.total:.4g}", content=f"{step.content:.3g}", style=f"{step.style:.3g}")
+
     return bar, on_step
 
 
@@ -92,14 +94,24 @@ def log_result(result: StyleResult, cfg: StyleConfig, images: dict | None = None
 
     run_id = mlflow.active_run().info.run_id
     now = int(time.time() * 1000)
-    rows = [Metric(name, value, now, s.iteration) for s in result.curve
-            for name, value in (("content_cost", s.content), ("style_cost", s.style), ("total_cost", s.total))]
+    rows = [
+        Metric(name, value, now, s.iteration)
+        for s in result.curve
+        for name, value in (("content_cost", s.content), ("style_cost", s.style), ("total_cost", s.total))
+    ]
     client = mlflow.tracking.MlflowClient()
     for i in range(0, len(rows), METRIC_BATCH):
-        client.log_batch(run_id, metrics=rows[i:i + METRIC_BATCH])
-    mlflow.log_metrics({"loss_start": result.loss_start, "loss_end": result.loss_end,
-                        "loss_reduction": result.loss_reduction, "style_cost_output": result.style_cost_output,
-                        "style_cost_content": result.style_cost_content, "optimise_seconds": result.seconds})
+        client.log_batch(run_id, metrics=rows[i : i + METRIC_BATCH])
+    mlflow.log_metrics(
+        {
+            "loss_start": result.loss_start,
+            "loss_end": result.loss_end,
+            "loss_reduction": result.loss_reduction,
+            "style_cost_output": result.style_cost_output,
+            "style_cost_content": result.style_cost_content,
+            "optimise_seconds": result.seconds,
+        }
+    )
     mlflow.log_dict({"curve": [s.as_dict() for s in result.curve]}, "cost_curve.json")
     with tempfile.TemporaryDirectory() as tmp:
         plot_cost_curve(result.curve, cfg.alpha, cfg.beta, Path(tmp) / "cost_curve.png")
@@ -117,13 +129,15 @@ def check_inputs(content: str | Path, style: str | Path, out: str | Path) -> Non
     check_output_path(out)
     settings = load_settings()
     cfg = config_from_settings(settings.style)
-    load_style_inputs(content, style, cfg.image_size, StyleFeatures(MobileNetV2(), cfg.layers).min_side,
-                      settings.images.max_pixels)
+    load_style_inputs(
+        content, style, cfg.image_size, StyleFeatures(MobileNetV2(), cfg.layers).min_side, settings.images.max_pixels
+    )
 
 
 @flow(name="stylize", log_prints=True)
-def stylize_flow(content: str, style: str, out: str, iterations: int | None = None,
-                 log_images: bool | None = None) -> dict:
+def stylize_flow(
+    content: str, style: str, out: str, iterations: int | None = None, log_images: bool | None = None
+) -> dict:
     """G with C's content and S's style, written to ``out``; costs, curve and plot in MLflow."""
     settings = load_settings()
     log = get_run_logger()
@@ -132,10 +146,23 @@ def stylize_flow(content: str, style: str, out: str, iterations: int | None = No
     images = settings.style.log_images if log_images is None else log_images
     features = StyleFeatures.imagenet(cfg.layers)
     c, s = load_style_inputs(content, style, cfg.image_size, features.min_side, settings.images.max_pixels)
-    log.info("G: %dx%d, %d %s iterations, layers %s", c.shape[1], c.shape[0], cfg.iterations, cfg.optimizer,
-             ", ".join(cfg.layers))
-    params = _params(settings, cfg, content_sha256=_sha256(content), style_sha256=_sha256(style),
-                     height=c.shape[0], width=c.shape[1], log_images=images)
+    log.info(
+        "G: %dx%d, %d %s iterations, layers %s",
+        c.shape[1],
+        c.shape[0],
+        cfg.iterations,
+        cfg.optimizer,
+        ", ".join(cfg.layers),
+    )
+    params = _params(
+        settings,
+        cfg,
+        content_sha256=_sha256(content),
+        style_sha256=_sha256(style),
+        height=c.shape[0],
+        width=c.shape[1],
+        log_images=images,
+    )
     with tracked_run(f"{settings.tracking.experiment_prefix}-{EXPERIMENT}", RUN_NAME, params=params) as run:
         bar, on_step = _progress(cfg)
         with bar:
@@ -143,18 +170,33 @@ def stylize_flow(content: str, style: str, out: str, iterations: int | None = No
         log_result(result, cfg, {"content": c, "style": s, "output": result.image} if images else None)
         written = save_image(result.image, out)
         run_id = run.info.run_id
-    log.info("cost %.4g -> %.4g (%.1f%% lower); style cost vs S: output %.4g, content %.4g; %.1f s",
-             result.loss_start, result.loss_end, 100 * result.loss_reduction, result.style_cost_output,
-             result.style_cost_content, result.seconds)
-    return {"out": str(written), "run_id": run_id, "loss_start": result.loss_start, "loss_end": result.loss_end,
-            "loss_reduction": result.loss_reduction, "style_cost_output": result.style_cost_output,
-            "style_cost_content": result.style_cost_content, "seconds": result.seconds,
-            "iterations": cfg.iterations, "images_logged": images}
+    log.info(
+        "cost %.4g -> %.4g (%.1f%% lower); style cost vs S: output %.4g, content %.4g; %.1f s",
+        result.loss_start,
+        result.loss_end,
+        100 * result.loss_reduction,
+        result.style_cost_output,
+        result.style_cost_content,
+        result.seconds,
+    )
+    return {
+        "out": str(written),
+        "run_id": run_id,
+        "loss_start": result.loss_start,
+        "loss_end": result.loss_end,
+        "loss_reduction": result.loss_reduction,
+        "style_cost_output": result.style_cost_output,
+        "style_cost_content": result.style_cost_content,
+        "seconds": result.seconds,
+        "iterations": cfg.iterations,
+        "images_logged": images,
+    }
 
 
 @flow(name="bench-style", log_prints=True)
-def style_bench_flow(figure: str | None = None, iterations: int | None = None, threads: int = 2,
-                     log_images: bool | None = None) -> dict:
+def style_bench_flow(
+    figure: str | None = None, iterations: int | None = None, threads: int = 2, log_images: bool | None = None
+) -> dict:
     """The issue's case: a 256x256 content from the shared data and a packaged style image, timed on
     ``threads`` CPU threads; the load average at the start says how quiet the machine was."""
     settings = load_settings()
@@ -166,24 +208,44 @@ def style_bench_flow(figure: str | None = None, iterations: int | None = None, t
     images = settings.style.log_images if log_images is None else log_images
     content, style = datasets_root() / BENCH_CONTENT, bench_style_image()
     load_start = os.getloadavg()
-    params = _params(settings, cfg, content=BENCH_CONTENT, style="/".join(BENCH_STYLE), threads=threads,
-                     log_images=images)
+    params = _params(
+        settings, cfg, content=BENCH_CONTENT, style="/".join(BENCH_STYLE), threads=threads, log_images=images
+    )
     with tracked_run(f"{settings.tracking.experiment_prefix}-bench-{EXPERIMENT}", RUN_NAME, params=params):
         bar, on_step = _progress(cfg)
         with bar:
             result, styled, c, s = run_benchmark(content, style, cfg, settings.images.max_pixels, on_step=on_step)
-        result.update({"threads": threads, "loadavg_start": [round(x, 2) for x in load_start],
-                       "loadavg_end": [round(x, 2) for x in os.getloadavg()], "optimizer": cfg.optimizer,
-                       "content": BENCH_CONTENT, "style": "/".join(BENCH_STYLE)})
-        result["goals"] = {"loss_reduction >= 0.9": result["loss_reduction"] >= 0.9,
-                           "style_cost_ratio >= 10": result["style_cost_ratio"] >= 10,
-                           "seconds <= 60": result["seconds"] <= 60}
+        result.update(
+            {
+                "threads": threads,
+                "loadavg_start": [round(x, 2) for x in load_start],
+                "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+                "optimizer": cfg.optimizer,
+                "content": BENCH_CONTENT,
+                "style": "/".join(BENCH_STYLE),
+            }
+        )
+        result["goals"] = {
+            "loss_reduction >= 0.9": result["loss_reduction"] >= 0.9,
+            "style_cost_ratio >= 10": result["style_cost_ratio"] >= 10,
+            "seconds <= 60": result["seconds"] <= 60,
+        }
         log_result(styled, cfg, {"content": c, "style": s, "output": styled.image} if images else None)
-        mlflow.log_metrics({"seconds": result["seconds"], "style_cost_ratio": result["style_cost_ratio"],
-                            "loadavg_start_1min": load_start[0]})
+        mlflow.log_metrics(
+            {
+                "seconds": result["seconds"],
+                "style_cost_ratio": result["style_cost_ratio"],
+                "loadavg_start_1min": load_start[0],
+            }
+        )
         mlflow.log_dict(result, "bench_style.json")
     if figure:
         result["figure"] = str(save_image(side_by_side([c, s, styled.image]), figure, quality=85))
-    log.info("loss -%.1f%%, style cost ratio %.1f, %.1f s (load average %.2f at start)",
-             100 * result["loss_reduction"], result["style_cost_ratio"], result["seconds"], load_start[0])
+    log.info(
+        "loss -%.1f%%, style cost ratio %.1f, %.1f s (load average %.2f at start)",
+        100 * result["loss_reduction"],
+        result["style_cost_ratio"],
+        result["seconds"],
+        load_start[0],
+    )
     return result

@@ -4,6 +4,7 @@ Wiring only: each task calls ``facegate.components.lifecycle.stages`` and logs w
 log to whichever MLflow run is active, so ``train_flow`` runs them in one run and the retraining chain
 (flows/retrain.py) gives each its own nested run.
 """
+
 from __future__ import annotations
 
 import mlflow
@@ -39,8 +40,9 @@ def augment_stage(data: TrainingData, backbone: str, mode: str, settings: Settin
     ``augment.copies`` augmented copies of every training chip (one array per copy), else none."""
     mlflow.log_dict(stages.augmentation_description(settings, backbone), "augmentation.json")
     copies = stages.cached_copies(mode, settings)
-    mlflow.log_params({"augment.applied": "online" if mode == "finetune" else f"{copies} cached copies"
-                       if copies else "none"})
+    mlflow.log_params(
+        {"augment.applied": "online" if mode == "finetune" else f"{copies} cached copies" if copies else "none"}
+    )
     if not copies:
         return []
     feats = stages.augmented_copy_features(data, backbone, settings, log=get_run_logger().info)
@@ -49,8 +51,9 @@ def augment_stage(data: TrainingData, backbone: str, mode: str, settings: Settin
 
 
 @task(name="train", cache_policy=NO_CACHE)
-def train_stage(data: TrainingData, backbone: str, mode: str, cfg: TrainConfig, settings: Settings,
-                aug_feats: list[np.ndarray]) -> Trained:
+def train_stage(
+    data: TrainingData, backbone: str, mode: str, cfg: TrainConfig, settings: Settings, aug_feats: list[np.ndarray]
+) -> Trained:
     """Triplet training with online mining; per-epoch loss and mining statistics into MLflow, and the
     device it ran on as the ``device`` tag (``cuda:0 (NVIDIA ...)`` or ``cpu``)."""
     mlflow.set_tag("device", describe(torch.device(cfg.device)))
@@ -61,8 +64,9 @@ def train_stage(data: TrainingData, backbone: str, mode: str, cfg: TrainConfig, 
         bar.update(1)
         bar.set_postfix(loss=f"{row['loss']:.4f}", active=f"{row['active_fraction']:.2f}")
 
-    trained = stages.train_embedding(data, backbone, mode, cfg, settings, aug_feats, on_epoch=on_epoch,
-                                     log=get_run_logger().info)
+    trained = stages.train_embedding(
+        data, backbone, mode, cfg, settings, aug_feats, on_epoch=on_epoch, log=get_run_logger().info
+    )
     bar.close()
     if trained.history:
         with artifact_folder("plots") as folder:
@@ -75,13 +79,20 @@ def train_stage(data: TrainingData, backbone: str, mode: str, cfg: TrainConfig, 
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate_stage(model: EmbeddingModel, data: TrainingData, settings: Settings, label: str = "",
-                   val_feats: np.ndarray | None = None, val_flip: np.ndarray | None = None) -> dict:
+def evaluate_stage(
+    model: EmbeddingModel,
+    data: TrainingData,
+    settings: Settings,
+    label: str = "",
+    val_feats: np.ndarray | None = None,
+    val_flip: np.ndarray | None = None,
+) -> dict:
     """Held-out verification: metrics under the same names in every run (``val_accuracy``...), so
     MLflow's compare view lines them up; ROC and genuine/impostor distance histograms as plots."""
     metrics, dist, same = stages.evaluate_heldout(model, data, settings, val_feats, val_flip)
-    get_run_logger().info("%s held-out verification: %s", label or "model",
-                          {k: round(v, 4) for k, v in metrics.items()})
+    get_run_logger().info(
+        "%s held-out verification: %s", label or "model", {k: round(v, 4) for k, v in metrics.items()}
+    )
     mlflow.log_metrics(metrics)
     with artifact_folder("plots") as folder:
         write_verification_plots(dist, same, folder, threshold=metrics["val_threshold"])
@@ -89,8 +100,14 @@ def evaluate_stage(model: EmbeddingModel, data: TrainingData, settings: Settings
 
 
 @flow(name="train-embedding", log_prints=True)
-def train_flow(dataset: str | None = None, backbone: str | None = None, mode: str | None = None,
-               epochs: int | None = None, lr: float | None = None, miner: str | None = None) -> dict:
+def train_flow(
+    dataset: str | None = None,
+    backbone: str | None = None,
+    mode: str | None = None,
+    epochs: int | None = None,
+    lr: float | None = None,
+    miner: str | None = None,
+) -> dict:
     """Train on the ``train`` split of ``dataset`` (default: params' ``retrain.dataset``), evaluate on the
     held-out identities, log everything to one MLflow run."""
     settings = load_settings()
@@ -99,14 +116,29 @@ def train_flow(dataset: str | None = None, backbone: str | None = None, mode: st
     mode = mode or settings.embedding.mode
     cfg = TrainConfig.from_settings(settings, epochs=epochs, lr=lr, miner=miner)
     data = load_training_data(dataset, settings, backbone)
-    params = {**settings.flat(), "run.dataset": dataset, "run.backbone": backbone, "run.mode": mode,
-              **{f"run.train.{k}": v for k, v in cfg.__dict__.items()}}
-    with tracked_run(f"{settings.tracking.experiment_prefix}-{TRAIN_EXPERIMENT}", f"{backbone}-{mode}",
-                     params=params, data_version=data_version.read_version()) as run:
+    params = {
+        **settings.flat(),
+        "run.dataset": dataset,
+        "run.backbone": backbone,
+        "run.mode": mode,
+        **{f"run.train.{k}": v for k, v in cfg.__dict__.items()},
+    }
+    with tracked_run(
+        f"{settings.tracking.experiment_prefix}-{TRAIN_EXPERIMENT}",
+        f"{backbone}-{mode}",
+        params=params,
+        data_version=data_version.read_version(),
+    ) as run:
         aug_feats = augment_stage(data, backbone, mode, settings)
         trained = train_stage(data, backbone, mode, cfg, settings, aug_feats)
         metrics = evaluate_stage(trained.model, data, settings, "trained", trained.val_feats, trained.val_flip)
         info = log_torch_model(trained.model)
         run_id = run.info.run_id
-    return {"run_id": run_id, "model_uri": info.model_uri, "model_id": info.model_id, "metrics": metrics,
-            "backbone": backbone, "mode": mode}
+    return {
+        "run_id": run_id,
+        "model_uri": info.model_uri,
+        "model_id": info.model_id,
+        "metrics": metrics,
+        "backbone": backbone,
+        "mode": mode,
+    }

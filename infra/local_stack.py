@@ -17,6 +17,7 @@ is the one failure type: the service's name and one line.
 Used by ``infra/server_check.py`` (``make server-check``); a person can also run it by hand:
 ``.venv/bin/python infra/local_stack.py`` starts everything and prints the environment to export.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,9 +47,14 @@ WORK_POOL = "facegate-process"
 ACCESS_LOG_DB = "facegate"  # facegate's access log and accounts (components/service/access_log.py)
 GRACE_S = {"s3": 3.0}  # seconds between SIGTERM and SIGKILL; weed takes its time over a graceful stop
 QUIET = {
-    "NO_ALBUMENTATIONS_UPDATE": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "GX_ANALYTICS_ENABLED": "false",
-    "DVC_NO_ANALYTICS": "1", "DVC_NO_UPDATE_CHECK": "1", "DO_NOT_TRACK": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_CLI_PROMPT": "false",
+    "NO_ALBUMENTATIONS_UPDATE": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "GX_ANALYTICS_ENABLED": "false",
+    "DVC_NO_ANALYTICS": "1",
+    "DVC_NO_UPDATE_CHECK": "1",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_CLI_PROMPT": "false",
 }
 
 
@@ -100,9 +106,12 @@ def tail(path: Path, lines: int = 3) -> str:
 def postgres_bindir(install: bool = True) -> Path:
     """Debian's PostgreSQL binaries (the newest installed major version); ``apt-get install postgresql``
     first when they are missing and we are root."""
+
     def find() -> Path | None:
-        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"),
-                       key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
+        found = sorted(
+            glob.glob("/usr/lib/postgresql/*/bin/postgres"),
+            key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
+        )
         if found:
             return Path(found[-1]).parent
         exe = shutil.which("postgres") or shutil.which("initdb")
@@ -134,8 +143,11 @@ def os_user_for_postgres() -> pwd.struct_passwd | None:
     for name in OS_USER_CANDIDATES:
         with contextlib.suppress(KeyError):
             return pwd.getpwnam(name)
-    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                    OS_USER_CANDIDATES[-1]], check=True, capture_output=True)
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", OS_USER_CANDIDATES[-1]],
+        check=True,
+        capture_output=True,
+    )
     return pwd.getpwnam(OS_USER_CANDIDATES[-1])
 
 
@@ -156,16 +168,31 @@ class LocalStack:
 
     # ------------------------------------------------------------------------------ processes
 
-    def _spawn(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path | None = None,
-               user: pwd.struct_passwd | None = None, url: str = "") -> Service:
+    def _spawn(
+        self,
+        name: str,
+        cmd: list[str],
+        env: dict[str, str],
+        cwd: Path | None = None,
+        user: pwd.struct_passwd | None = None,
+        url: str = "",
+    ) -> Service:
         log = self.root / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         kwargs = {}
         if user is not None:
             kwargs = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
         with open(log, "ab") as out:
-            proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True, **kwargs)
+            proc = subprocess.Popen(
+                cmd,
+                env=env,
+                cwd=cwd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                **kwargs,
+            )
         service = Service(name, proc, log, url)
         self.services[name] = service
         return service
@@ -176,8 +203,11 @@ class LocalStack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if service.proc.poll() is not None:
-                raise ServiceError(name, f"exited with code {service.proc.returncode} before {what} "
-                                         f"(log {service.log}: {tail(service.log)})")
+                raise ServiceError(
+                    name,
+                    f"exited with code {service.proc.returncode} before {what} "
+                    f"(log {service.log}: {tail(service.log)})",
+                )
             with contextlib.suppress(Exception):
                 if ready():
                     return
@@ -246,19 +276,57 @@ class LocalStack:
             if user is not None:
                 for p in (pgroot, pwfile, pgroot / "sock"):
                     os.chown(p, user.pw_uid, user.pw_gid)
-            init = subprocess.run([str(bindir / "initdb"), "-D", str(data), "-U", PG_USER, "--pwfile", str(pwfile),
-                                   "--auth=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8" if _has_c_utf8() else "--no-locale"],
-                                  capture_output=True, text=True, env=self._pg_env(user),
-                                  **({"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []} if user else {}))
+            init = subprocess.run(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    PG_USER,
+                    "--pwfile",
+                    str(pwfile),
+                    "--auth=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8" if _has_c_utf8() else "--no-locale",
+                ],
+                capture_output=True,
+                text=True,
+                env=self._pg_env(user),
+                **({"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []} if user else {}),
+            )
             pwfile.unlink()
             if init.returncode != 0:
                 raise ServiceError("postgres", f"initdb failed: {tail_text(init.stderr or init.stdout)}")
-        cmd = [str(bindir / "postgres"), "-D", str(data), "-c", "listen_addresses=127.0.0.1",
-               "-c", f"port={self.pg_port}", "-c", f"unix_socket_directories={pgroot / 'sock'}",
-               "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-               "-c", "max_connections=200", "-c", "shared_buffers=64MB"]
-        self._spawn("postgres", cmd, self._pg_env(user), cwd=pgroot, user=user,
-                    url=f"postgresql://{PG_USER}@127.0.0.1:{self.pg_port}")
+        cmd = [
+            str(bindir / "postgres"),
+            "-D",
+            str(data),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"port={self.pg_port}",
+            "-c",
+            f"unix_socket_directories={pgroot / 'sock'}",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=200",
+            "-c",
+            "shared_buffers=64MB",
+        ]
+        self._spawn(
+            "postgres",
+            cmd,
+            self._pg_env(user),
+            cwd=pgroot,
+            user=user,
+            url=f"postgresql://{PG_USER}@127.0.0.1:{self.pg_port}",
+        )
         self._wait("postgres", self._pg_ready, timeout, "accepting connections")
         if first:
             for db in ("mlflow", "prefect", ACCESS_LOG_DB):
@@ -266,8 +334,12 @@ class LocalStack:
 
     def _pg_env(self, user) -> dict[str, str]:
         home = user.pw_dir if user else os.environ.get("HOME", "/tmp")
-        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home, "LC_ALL": "C.UTF-8"
-                if _has_c_utf8() else "C", "LANG": "C"}
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": home,
+            "LC_ALL": "C.UTF-8" if _has_c_utf8() else "C",
+            "LANG": "C",
+        }
 
     def _pg_ready(self) -> bool:
         import psycopg2
@@ -281,8 +353,10 @@ class LocalStack:
     def access_log_env(self) -> dict[str, str]:
         """facegate's access log on this Postgres, by environment: a URL without the password, which
         libpq (psycopg2 under SQLAlchemy) takes from ``PGPASSWORD``."""
-        return {"FACEGATE_ACCESS_LOG_URL": f"postgresql://{PG_USER}@127.0.0.1:{self.pg_port}/{ACCESS_LOG_DB}",
-                "PGPASSWORD": self.pg_password}
+        return {
+            "FACEGATE_ACCESS_LOG_URL": f"postgresql://{PG_USER}@127.0.0.1:{self.pg_port}/{ACCESS_LOG_DB}",
+            "PGPASSWORD": self.pg_password,
+        }
 
     def sql(self, db: str, statement: str, args: tuple = ()) -> list[tuple]:
         import psycopg2
@@ -305,22 +379,53 @@ class LocalStack:
         s3root = self.root / "seaweedfs"
         (s3root / "data").mkdir(parents=True, exist_ok=True)
         if not self.ports.get("s3"):
-            self.ports.update({k: free_port() for k in ("master", "master_grpc", "volume", "volume_grpc", "filer",
-                                                         "filer_grpc", "s3", "s3_grpc")})
+            self.ports.update(
+                {
+                    k: free_port()
+                    for k in ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3", "s3_grpc")
+                }
+            )
         config = s3root / "s3.json"
-        config.write_text(json.dumps({"identities": [{
-            "name": "facegate", "credentials": [{"accessKey": self.s3_key, "secretKey": self.s3_secret}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+        config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "facegate",
+                            "credentials": [{"accessKey": self.s3_key, "secretKey": self.s3_secret}],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        }
+                    ]
+                }
+            )
+        )
         os.chmod(config, 0o600)
         p = self.ports
-        cmd = [weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={s3root / 'data'}",
-               f"-master.port={p['master']}", f"-master.port.grpc={p['master_grpc']}",
-               f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume_grpc']}", "-volume.max=0",
-               "-volume.preStopSeconds=0", "-master.volumeSizeLimitMB=64",
-               "-filer", f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer_grpc']}",
-               f"-filer.localSocket={s3root / 'filer.sock'}",
-               "-s3", f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3_grpc']}", "-s3.port.iceberg=0",
-               "-s3.port.lance=0", f"-s3.config={config}", f"-s3.localSocket={s3root / 's3.sock'}"]
+        cmd = [
+            weed,
+            "server",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-dir={s3root / 'data'}",
+            f"-master.port={p['master']}",
+            f"-master.port.grpc={p['master_grpc']}",
+            f"-volume.port={p['volume']}",
+            f"-volume.port.grpc={p['volume_grpc']}",
+            "-volume.max=0",
+            "-volume.preStopSeconds=0",
+            "-master.volumeSizeLimitMB=64",
+            "-filer",
+            f"-filer.port={p['filer']}",
+            f"-filer.port.grpc={p['filer_grpc']}",
+            f"-filer.localSocket={s3root / 'filer.sock'}",
+            "-s3",
+            f"-s3.port={p['s3']}",
+            f"-s3.port.grpc={p['s3_grpc']}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-s3.config={config}",
+            f"-s3.localSocket={s3root / 's3.sock'}",
+        ]
         env = {"PATH": os.environ.get("PATH", ""), "HOME": str(s3root)}
         self._spawn("s3", cmd, env, cwd=s3root, url=self.s3_endpoint)
         self._wait("s3", lambda: self.s3().list_buckets() is not None, timeout, "answering S3 requests")
@@ -329,8 +434,12 @@ class LocalStack:
             if bucket not in existing:
                 self.s3().create_bucket(Bucket=bucket)
         # a write needs a volume server that has registered with the master: wait for the whole path
-        self._wait("s3", lambda: self.s3().put_object(Bucket=DVC_BUCKET, Key=".ready", Body=b"1") is not None,
-                   timeout, "accepting writes")
+        self._wait(
+            "s3",
+            lambda: self.s3().put_object(Bucket=DVC_BUCKET, Key=".ready", Body=b"1") is not None,
+            timeout,
+            "accepting writes",
+        )
 
     @property
     def s3_endpoint(self) -> str:
@@ -340,9 +449,14 @@ class LocalStack:
         import boto3
         from botocore.config import Config
 
-        return boto3.client("s3", endpoint_url=self.s3_endpoint, aws_access_key_id=self.s3_key,
-                            aws_secret_access_key=self.s3_secret, region_name="us-east-1",
-                            config=Config(connect_timeout=3, read_timeout=20, retries={"max_attempts": 2}))
+        return boto3.client(
+            "s3",
+            endpoint_url=self.s3_endpoint,
+            aws_access_key_id=self.s3_key,
+            aws_secret_access_key=self.s3_secret,
+            region_name="us-east-1",
+            config=Config(connect_timeout=3, read_timeout=20, retries={"max_attempts": 2}),
+        )
 
     def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
         keys, token = [], None
@@ -358,19 +472,44 @@ class LocalStack:
 
     def start_mlflow(self, timeout: float = 180.0) -> None:
         port = self.ports.setdefault("mlflow", free_port())
-        env = {**os.environ, **QUIET, "PGPASSWORD": self.pg_password, "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint,
-               "AWS_ACCESS_KEY_ID": self.s3_key, "AWS_SECRET_ACCESS_KEY": self.s3_secret,
-               "AWS_DEFAULT_REGION": "us-east-1"}
+        env = {
+            **os.environ,
+            **QUIET,
+            "PGPASSWORD": self.pg_password,
+            "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint,
+            "AWS_ACCESS_KEY_ID": self.s3_key,
+            "AWS_SECRET_ACCESS_KEY": self.s3_secret,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
         for k in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL"):
             env.pop(k, None)
-        cmd = [self.python, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-               "--backend-store-uri", f"postgresql://{PG_USER}@127.0.0.1:{self.pg_port}/mlflow",
-               "--artifacts-destination", f"s3://{MLFLOW_BUCKET}/artifacts"]
+        cmd = [
+            self.python,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"postgresql://{PG_USER}@127.0.0.1:{self.pg_port}/mlflow",
+            "--artifacts-destination",
+            f"s3://{MLFLOW_BUCKET}/artifacts",
+        ]
         url = f"http://127.0.0.1:{port}"
         self._spawn("mlflow", cmd, env, cwd=self.root, url=url)
-        self._wait("mlflow", lambda: http_status(f"{url}/health") == 200
-                   and http_status(f"{url}/api/2.0/mlflow/experiments/search?max_results=1") == 200,
-                   timeout, "answering on /health")
+        self._wait(
+            "mlflow",
+            lambda: (
+                http_status(f"{url}/health") == 200
+                and http_status(f"{url}/api/2.0/mlflow/experiments/search?max_results=1") == 200
+            ),
+            timeout,
+            "answering on /health",
+        )
 
     # ------------------------------------------------------------------------------ prefect
 
@@ -378,11 +517,16 @@ class LocalStack:
         port = self.ports.setdefault("prefect", free_port())
         home = self.root / "prefect-server"
         home.mkdir(exist_ok=True)
-        env = {**os.environ, **QUIET, "PREFECT_HOME": str(home), "PGPASSWORD": self.pg_password,
-               "PREFECT_API_DATABASE_CONNECTION_URL":
-                   f"postgresql+asyncpg://{PG_USER}@127.0.0.1:{self.pg_port}/prefect",
-               "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port),
-               "PREFECT_UI_ENABLED": "false"}
+        env = {
+            **os.environ,
+            **QUIET,
+            "PREFECT_HOME": str(home),
+            "PGPASSWORD": self.pg_password,
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://{PG_USER}@127.0.0.1:{self.pg_port}/prefect",
+            "PREFECT_SERVER_API_HOST": "127.0.0.1",
+            "PREFECT_SERVER_API_PORT": str(port),
+            "PREFECT_UI_ENABLED": "false",
+        }
         env.pop("PREFECT_API_URL", None)
         cmd = [self.python, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"]
         url = f"http://127.0.0.1:{port}/api"
@@ -415,10 +559,29 @@ class LocalStack:
             if "409" not in exc.message:
                 raise
 
-    def start_worker(self, cwd: Path, env: dict[str, str], pool: str = WORK_POOL, name: str = "server-check-worker",
-                     timeout: float = 120.0) -> None:
-        cmd = [self.python, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process",
-               "--name", name, "--limit", "1"]
+    def start_worker(
+        self,
+        cwd: Path,
+        env: dict[str, str],
+        pool: str = WORK_POOL,
+        name: str = "server-check-worker",
+        timeout: float = 120.0,
+    ) -> None:
+        cmd = [
+            self.python,
+            "-m",
+            "prefect",
+            "worker",
+            "start",
+            "--pool",
+            pool,
+            "--type",
+            "process",
+            "--name",
+            name,
+            "--limit",
+            "1",
+        ]
         self._spawn("worker", cmd, env, cwd=cwd)
         self.services["worker"].extra["name"] = name
 
@@ -440,13 +603,15 @@ class LocalStack:
             env["PREFECT_API_URL"] = self._prefect_url
         if "postgres" in self.services:
             env.update(self.access_log_env())
-        env.update({
-            "FACEGATE_DVC_REMOTE": f"s3://{DVC_BUCKET}/data",
-            "AWS_ENDPOINT_URL": self.s3_endpoint,
-            "AWS_ACCESS_KEY_ID": self.s3_key,
-            "AWS_SECRET_ACCESS_KEY": self.s3_secret,
-            "AWS_DEFAULT_REGION": "us-east-1",
-        })
+        env.update(
+            {
+                "FACEGATE_DVC_REMOTE": f"s3://{DVC_BUCKET}/data",
+                "AWS_ENDPOINT_URL": self.s3_endpoint,
+                "AWS_ACCESS_KEY_ID": self.s3_key,
+                "AWS_SECRET_ACCESS_KEY": self.s3_secret,
+                "AWS_DEFAULT_REGION": "us-east-1",
+            }
+        )
         return env
 
 
@@ -486,9 +651,17 @@ if __name__ == "__main__":  # start the stack by hand; Ctrl-C stops it
         stack.start_s3()
         stack.start_mlflow()
         stack.start_prefect()
-        keys = ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "FACEGATE_DVC_REMOTE", "AWS_ENDPOINT_URL",
-                "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "FACEGATE_ACCESS_LOG_URL",
-                "PGPASSWORD")
+        keys = (
+            "MLFLOW_TRACKING_URI",
+            "PREFECT_API_URL",
+            "FACEGATE_DVC_REMOTE",
+            "AWS_ENDPOINT_URL",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_DEFAULT_REGION",
+            "FACEGATE_ACCESS_LOG_URL",
+            "PGPASSWORD",
+        )
         env = stack.client_env()
         print("\n".join(f"export {k}={env[k]}" for k in keys), flush=True)
         print(f"# logs under {stack.root / 'logs'}; Ctrl-C stops every server", flush=True)

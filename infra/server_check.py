@@ -22,6 +22,7 @@ the servers' own APIs, then everything stopped.
 On failure: one line naming the step and the service (no traceback; logs are kept and named).
 Everything started is stopped by PID in ``finally`` (SIGTERM/SIGINT included).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,8 +72,13 @@ def expect(cond: bool, service: str, message: str) -> None:
 
 def copy_working_tree(dest: Path) -> None:
     """Tracked and untracked-but-not-ignored files of this working tree, as one git commit in ``dest``."""
-    files = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=REPO, check=True,
-                           capture_output=True).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=REPO, check=True, capture_output=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, files):
         src = REPO / rel
         if src.is_file():
@@ -118,8 +124,15 @@ def write_params(dest: Path) -> None:
 # ------------------------------------------------------------------------------------ API helpers
 
 
-def rest(base: str, method: str, path: str, body: dict | None = None, service: str = "mlflow",
-         query: dict | None = None, timeout: float = 30.0):
+def rest(
+    base: str,
+    method: str,
+    path: str,
+    body: dict | None = None,
+    service: str = "mlflow",
+    query: dict | None = None,
+    timeout: float = 30.0,
+):
     url = f"{base}{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
@@ -127,8 +140,9 @@ def rest(base: str, method: str, path: str, body: dict | None = None, service: s
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             raw = resp.read()
     except urllib.error.HTTPError as exc:
-        raise CheckFailed(service, f"{method} {path}: HTTP {exc.code}: {exc.read()[:300].decode(errors='replace')}") \
-            from None
+        raise CheckFailed(
+            service, f"{method} {path}: HTTP {exc.code}: {exc.read()[:300].decode(errors='replace')}"
+        ) from None
     except (urllib.error.URLError, OSError) as exc:
         raise CheckFailed(service, f"{method} {path}: {exc}") from None
     return json.loads(raw) if raw else {}
@@ -175,16 +189,24 @@ class Check:
         remote = env["FACEGATE_DVC_REMOTE"]
         for key in [k for k in env if k.startswith(("FACEGATE_", "PREFECT_")) and k != "PREFECT_API_URL"]:
             env.pop(key)
-        env.update({
-            "FACEGATE_REPO": str(self.repo), "FACEGATE_HOME": str(self.repo / ".facegate"),
-            "FACEGATE_DATASETS": str(self.work / "datasets"), "FACEGATE_PARAMS": str(self.work / "params.yaml"),
-            "FACEGATE_DVC_REMOTE": remote, **self.stack.access_log_env(),
-            "PREFECT_HOME": str(self.work / "prefect-client"), "PREFECT_CLI_PROMPT": "false",
-            "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
-            # how long a chain rides out an outage before it fails (defaults: minutes of retries)
-            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-            "MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "AWS_MAX_ATTEMPTS": "3",
-        })
+        env.update(
+            {
+                "FACEGATE_REPO": str(self.repo),
+                "FACEGATE_HOME": str(self.repo / ".facegate"),
+                "FACEGATE_DATASETS": str(self.work / "datasets"),
+                "FACEGATE_PARAMS": str(self.work / "params.yaml"),
+                "FACEGATE_DVC_REMOTE": remote,
+                **self.stack.access_log_env(),
+                "PREFECT_HOME": str(self.work / "prefect-client"),
+                "PREFECT_CLI_PROMPT": "false",
+                "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
+                # how long a chain rides out an outage before it fails (defaults: minutes of retries)
+                "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+                "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+                "AWS_MAX_ATTEMPTS": "3",
+            }
+        )
         env.pop("MLFLOW_S3_ENDPOINT_URL", None)  # facegate logs artifacts through MLflow's proxy
         return env
 
@@ -199,9 +221,14 @@ class Check:
 
     def deploy(self) -> None:
         self.stack.create_work_pool(self.repo / "infra" / "work-pool-process.json")
-        proc = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file",
-                               "infra/prefect.yaml", "--all"], cwd=self.repo, env=self.env,
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file", "infra/prefect.yaml", "--all"],
+            cwd=self.repo,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         expect(proc.returncode == 0, "prefect", f"prefect deploy failed: {(proc.stderr or proc.stdout)[-400:]}")
         dep = self.stack.prefect_api("GET", f"/deployments/name/{DEPLOYMENT}")
         self.deployment_id = dep["id"]
@@ -214,8 +241,11 @@ class Check:
     # -------------------------------------------------------------------------------- runs
 
     def run_chain(self, label: str) -> str:
-        run = self.stack.prefect_api("POST", f"/deployments/{self.deployment_id}/create_flow_run",
-                                     {"parameters": {"datasets": ["lfw"], "limit": None}, "name": f"server-check-{label}"})
+        run = self.stack.prefect_api(
+            "POST",
+            f"/deployments/{self.deployment_id}/create_flow_run",
+            {"parameters": {"datasets": ["lfw"], "limit": None}, "name": f"server-check-{label}"},
+        )
         return run["id"]
 
     def flow_run(self, run_id: str) -> dict:
@@ -233,8 +263,11 @@ class Check:
             if fr["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
                 return fr
             time.sleep(2)
-        raise CheckFailed("prefect", f"flow run {run_id} not finished within {timeout:.0f} s "
-                                     f"(worker log {self.stack.root / 'logs' / 'worker.log'})")
+        raise CheckFailed(
+            "prefect",
+            f"flow run {run_id} not finished within {timeout:.0f} s "
+            f"(worker log {self.stack.root / 'logs' / 'worker.log'})",
+        )
 
     def assert_alive(self) -> None:
         for name, svc in self.stack.services.items():
@@ -243,8 +276,15 @@ class Check:
 
     def error_logs(self, run_id: str) -> str:
         try:
-            logs = self.stack.prefect_api("POST", "/logs/filter", {
-                "logs": {"flow_run_id": {"any_": [run_id]}, "level": {"ge_": 40}}, "limit": 3, "sort": "TIMESTAMP_DESC"})
+            logs = self.stack.prefect_api(
+                "POST",
+                "/logs/filter",
+                {
+                    "logs": {"flow_run_id": {"any_": [run_id]}, "level": {"ge_": 40}},
+                    "limit": 3,
+                    "sort": "TIMESTAMP_DESC",
+                },
+            )
         except ServiceError:
             return ""
         return " | ".join(entry["message"].strip().splitlines()[0][:400] for entry in logs)
@@ -253,8 +293,11 @@ class Check:
         run_id = self.run_chain(label)
         fr = self.wait_terminal(run_id, self.run_timeout)
         if fr["state_type"] != "COMPLETED":
-            raise CheckFailed("retrain chain", f"flow run {fr['name']} {fr['state_type']}: "
-                                               f"{(fr['state'] or {}).get('message', '')[:300]} {self.error_logs(run_id)}")
+            raise CheckFailed(
+                "retrain chain",
+                f"flow run {fr['name']} {fr['state_type']}: "
+                f"{(fr['state'] or {}).get('message', '')[:300]} {self.error_logs(run_id)}",
+            )
         return fr
 
     # -------------------------------------------------------------------------------- checks
@@ -265,14 +308,26 @@ class Check:
     def chain_runs(self, flow_run_id: str) -> tuple[dict, list[dict]]:
         """The chain's parent MLflow run (tagged with the flow run id) and its child runs."""
         exp = self.mlflow_api("GET", "/experiments/get-by-name", query={"experiment_name": EXPERIMENT})["experiment"]
-        found = self.mlflow_api("POST", "/runs/search", {
-            "experiment_ids": [exp["experiment_id"]], "max_results": 5,
-            "filter": f"tags.prefect_flow_run_id = '{flow_run_id}'"}).get("runs", [])
+        found = self.mlflow_api(
+            "POST",
+            "/runs/search",
+            {
+                "experiment_ids": [exp["experiment_id"]],
+                "max_results": 5,
+                "filter": f"tags.prefect_flow_run_id = '{flow_run_id}'",
+            },
+        ).get("runs", [])
         expect(len(found) == 1, "mlflow", f"{len(found)} MLflow runs tagged with flow run {flow_run_id}")
         parent = found[0]
-        children = self.mlflow_api("POST", "/runs/search", {
-            "experiment_ids": [exp["experiment_id"]], "max_results": 100,
-            "filter": f"tags.mlflow.parentRunId = '{parent['info']['run_id']}'"}).get("runs", [])
+        children = self.mlflow_api(
+            "POST",
+            "/runs/search",
+            {
+                "experiment_ids": [exp["experiment_id"]],
+                "max_results": 100,
+                "filter": f"tags.mlflow.parentRunId = '{parent['info']['run_id']}'",
+            },
+        ).get("runs", [])
         return parent, children
 
     def champion(self) -> str | None:
@@ -310,15 +365,23 @@ class Check:
         ids = [pid] + [c["info"]["run_id"] for c in children]
         keys = self.stack.list_keys("facegate-mlflow", "artifacts/")
         in_bucket = [k for k in keys if any(f"/{i}/" in k for i in ids)]
-        expect(bool(in_bucket), "object store", f"no artifact of the chain's runs in s3://facegate-mlflow ({len(keys)} keys)")
+        expect(
+            bool(in_bucket),
+            "object store",
+            f"no artifact of the chain's runs in s3://facegate-mlflow ({len(keys)} keys)",
+        )
         listed_run = next(i for i in ids if any(f"/{i}/" in k for k in in_bucket))
         listed = self.mlflow_api("GET", "/artifacts/list", query={"run_id": listed_run}).get("files", [])
         expect(bool(listed), "mlflow", f"MLflow lists no artifact for run {listed_run}")
         self.champion_version = self.champion()
         expect(self.champion_version is not None, "mlflow", "no champion alias after the first chain")
         self.first_chain_run = pid
-        self.summary = {"mlflow_runs": len(ids), "artifact_objects": len(in_bucket), "metric_rows": n_metrics,
-                        "champion": self.champion_version}
+        self.summary = {
+            "mlflow_runs": len(ids),
+            "artifact_objects": len(in_bucket),
+            "metric_rows": n_metrics,
+            "champion": self.champion_version,
+        }
 
     def check_dvc_roundtrip(self) -> None:
         import yaml
@@ -326,18 +389,33 @@ class Check:
         pointer = yaml.safe_load((self.repo / "data.dvc").read_text())["outs"][0]
         md5 = pointer["md5"].removesuffix(".dir")
         keys = self.stack.list_keys("facegate-dvc", "data/")
-        expect(any(md5 in k.replace("/", "") for k in keys), "object store",
-               f"the data version {pointer['md5']} is not in s3://facegate-dvc/data ({len(keys)} objects)")
+        expect(
+            any(md5 in k.replace("/", "") for k in keys),
+            "object store",
+            f"the data version {pointer['md5']} is not in s3://facegate-dvc/data ({len(keys)} objects)",
+        )
         data, kept = self.repo / "data", self.work / "data.before-pull"
         before = tree_digest(data)
         shutil.move(data, kept)
         shutil.rmtree(self.repo / ".dvc" / "cache", ignore_errors=True)  # the pull must come from S3
-        proc = subprocess.run([sys.executable, "-m", "facegate.cli.main", "data", "pull"], cwd=self.repo, env=self.env,
-                              capture_output=True, text=True, timeout=300)
-        expect(proc.returncode == 0, "object store", f"facegate data pull: {(proc.stderr or proc.stdout).strip()[-300:]}")
+        proc = subprocess.run(
+            [sys.executable, "-m", "facegate.cli.main", "data", "pull"],
+            cwd=self.repo,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        expect(
+            proc.returncode == 0, "object store", f"facegate data pull: {(proc.stderr or proc.stdout).strip()[-300:]}"
+        )
         after = tree_digest(data)
-        expect(after == before, "dvc", f"dvc pull restored {len(after)} files, {len(before)} expected, "
-                                       f"{sum(after.get(k) != v for k, v in before.items())} differ")
+        expect(
+            after == before,
+            "dvc",
+            f"dvc pull restored {len(after)} files, {len(before)} expected, "
+            f"{sum(after.get(k) != v for k, v in before.items())} differ",
+        )
         shutil.rmtree(kept)
         self.summary["dvc_files_identical"] = len(after)
 
@@ -349,8 +427,14 @@ class Check:
         if not photo.is_file():
             say(f"enrol: skipped ({photo} missing)")
             return
-        proc = subprocess.run([sys.executable, "-m", "facegate.cli.main", "enroll", "--id", ENROL_PERSON, "--name", "Amy",
-                               str(photo)], cwd=self.repo, env=self.env, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", "facegate.cli.main", "enroll", "--id", ENROL_PERSON, "--name", "Amy", str(photo)],
+            cwd=self.repo,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         expect(proc.returncode == 0, "facegate enroll", (proc.stderr or proc.stdout).strip()[-300:])
         self.enrolled_photo = photo
 
@@ -364,46 +448,76 @@ class Check:
             try:
                 return self.stack.sql(ACCESS_LOG_DB, statement, args)
             except Exception as exc:  # noqa: BLE001 - psycopg2's errors: one line naming the database
-                raise CheckFailed("postgres", f"access log database {ACCESS_LOG_DB!r}: {type(exc).__name__}: "
-                                              f"{str(exc).strip()[:200]}") from None
+                raise CheckFailed(
+                    "postgres", f"access log database {ACCESS_LOG_DB!r}: {type(exc).__name__}: {str(exc).strip()[:200]}"
+                ) from None
 
         moves = sql("SELECT actor, action, detail FROM audit WHERE action IN ('promote', 'rollback')")
         expect(len(moves) == 1, "access log", f"{len(moves)} champion moves audited after one chain: {moves}")
         actor, _, detail = moves[0]
-        expect(actor == f"chain:{self.first_chain_run}", "access log",
-               f"the chain's promotion is audited as {actor!r}, not chain:{self.first_chain_run}")
-        expect(json.loads(detail).get("version") == self.champion_version, "access log",
-               f"promotion audited as {detail}, champion is {self.champion_version}")
+        expect(
+            actor == f"chain:{self.first_chain_run}",
+            "access log",
+            f"the chain's promotion is audited as {actor!r}, not chain:{self.first_chain_run}",
+        )
+        expect(
+            json.loads(detail).get("version") == self.champion_version,
+            "access log",
+            f"promotion audited as {detail}, champion is {self.champion_version}",
+        )
         enrolments = sql("SELECT actor FROM audit WHERE action = 'enrol' AND employee_id = %s", (ENROL_PERSON,))
-        expect(len(enrolments) == 1 and enrolments[0][0].startswith("local:"), "access log",
-               f"enrolment audit rows for {ENROL_PERSON}: {enrolments}")
-        proc = subprocess.run([sys.executable, "-m", "facegate.cli.main", "identify", str(self.enrolled_photo)],
-                              cwd=self.repo, env=self.env, capture_output=True, text=True, timeout=300)
+        expect(
+            len(enrolments) == 1 and enrolments[0][0].startswith("local:"),
+            "access log",
+            f"enrolment audit rows for {ENROL_PERSON}: {enrolments}",
+        )
+        proc = subprocess.run(
+            [sys.executable, "-m", "facegate.cli.main", "identify", str(self.enrolled_photo)],
+            cwd=self.repo,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         expect(proc.returncode == 0, "facegate identify", (proc.stderr or proc.stdout).strip()[-300:])
         try:
-            faces = json.loads(proc.stdout[proc.stdout.find("{"):])["faces"]
+            faces = json.loads(proc.stdout[proc.stdout.find("{") :])["faces"]
         except (ValueError, KeyError) as exc:
             raise CheckFailed("facegate identify", f"no JSON answer ({exc}): {proc.stdout[-200:]}") from None
         rows = sql("SELECT outcome, employee_id, gallery_version FROM decisions WHERE kind = 'identify'")
         expect(len(rows) == max(1, len(faces)), "access log", f"{len(rows)} decision rows for {len(faces)} faces")
-        expect(("recognized", ENROL_PERSON) in {r[:2] for r in rows}, "access log",
-               f"no row recognizing {ENROL_PERSON}: {rows}")
-        expect(not (self.repo / ".facegate" / "access.db").exists(), "access log",
-               "a SQLite access log was written beside the Postgres one")
-        self.summary["access_log"] = {"promote_actor": actor, "enrol_actor": enrolments[0][0],
-                                      "decision_rows": len(rows), "faces": len(faces)}
+        expect(
+            ("recognized", ENROL_PERSON) in {r[:2] for r in rows},
+            "access log",
+            f"no row recognizing {ENROL_PERSON}: {rows}",
+        )
+        expect(
+            not (self.repo / ".facegate" / "access.db").exists(),
+            "access log",
+            "a SQLite access log was written beside the Postgres one",
+        )
+        self.summary["access_log"] = {
+            "promote_actor": actor,
+            "enrol_actor": enrolments[0][0],
+            "decision_rows": len(rows),
+            "faces": len(faces),
+        }
 
     # -------------------------------------------------------------------------------- faults
 
-    def wait_for_stage(self, run_id: str, stage_run: tuple[str, ...] = ("augment", "train"),
-                       timeout: float = 300.0) -> None:
+    def wait_for_stage(
+        self, run_id: str, stage_run: tuple[str, ...] = ("augment", "train"), timeout: float = 300.0
+    ) -> None:
         """Until one of the chain's MLflow child runs ``stage_run`` is RUNNING: the chain is mid-way,
         before anything in service can move (that happens after evaluate, register and gate)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             fr = self.flow_run(run_id)
-            expect(fr["state_type"] not in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"), "retrain chain",
-                   f"the chain ended ({fr['state_type']}) before its {stage_run} stage")
+            expect(
+                fr["state_type"] not in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"),
+                "retrain chain",
+                f"the chain ended ({fr['state_type']}) before its {stage_run} stage",
+            )
             try:
                 parent, children = self.chain_runs(run_id)
             except CheckFailed:
@@ -443,13 +557,16 @@ class Check:
             time.sleep(1)
         self.stack.start_postgres()
         expect(bool(line), "retrain chain", "no stage failure logged within 240 s of stopping Postgres")
-        expect("Postgres" in line or "database" in line, "retrain chain",
-               f"the error does not name Postgres: {line[-400:]}")
+        expect(
+            "Postgres" in line or "database" in line,
+            "retrain chain",
+            f"the error does not name Postgres: {line[-400:]}",
+        )
         fr = self.wait_terminal(run_id, 240)
         expect(fr["state_type"] in ("FAILED", "CRASHED"), "retrain chain", f"with Postgres down: {fr['state_type']}")
         after = (self.champion(), self.gallery_state())
         expect(after == before, "retrain chain", f"champion/gallery moved: {before} -> {after}")
-        self.summary["postgres_fault_error"] = line[line.index("retrain failed"):][:300]
+        self.summary["postgres_fault_error"] = line[line.index("retrain failed") :][:300]
         self.summary["postgres_fault_flow_state"] = fr["state_type"]
 
     def assert_alive_except(self, name: str) -> None:
@@ -460,12 +577,15 @@ class Check:
 
 def first_failure_line(message: str) -> str:
     at = message.find("retrain stopped at stage")
-    return " ".join(message[at if at >= 0 else 0:].split())[:300]
+    return " ".join(message[at if at >= 0 else 0 :].split())[:300]
 
 
 def tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
 """Shared test set-up: quiet environment, the datasets root, a sandbox repository for real flow runs."""
+
 from __future__ import annotations
 
 import os
@@ -134,7 +135,8 @@ def make_sandbox(base: Path, monkeypatch: pytest.MonkeyPatch):
 
         @staticmethod
         def head() -> str:
-            return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
-                                  text=True, check=True).stdout.strip()
+            return subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+            ).stdout.strip()
 
     return Sandbox

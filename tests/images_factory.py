@@ -1,4 +1,5 @@
 """Generators of tiny real image files, good and bad, for tests (no fixtures on disk)."""
+
 from __future__ import annotations
 
 import io

@@ -15,6 +15,7 @@ each side's share at most half of ``1 - agreement`` (fitted at a stricter agreem
 holds on faces the fit never saw). Bands are kept for a grid of gallery sizes (a gallery uses the next
 size up) and for 1:1 verification at the target FAR. Stored beside the model's calibration file.
 """
+
 from __future__ import annotations
 
 import json
@@ -74,10 +75,16 @@ class CascadeCalibration:
         return self.bands[size]
 
     def save(self, path: Path) -> Path:
-        header = {"format": FORMAT, "member": self.member, "embedder_version": self.embedder_version,
-                  "bands": {str(k): [b.below, b.above] for k, b in self.bands.items()},
-                  "verify_band": [self.verify_band.below, self.verify_band.above],
-                  "target_fpir": self.target_fpir, "target_far": self.target_far, "meta": self.meta}
+        header = {
+            "format": FORMAT,
+            "member": self.member,
+            "embedder_version": self.embedder_version,
+            "bands": {str(k): [b.below, b.above] for k, b in self.bands.items()},
+            "verify_band": [self.verify_band.below, self.verify_band.above],
+            "target_fpir": self.target_fpir,
+            "target_far": self.target_far,
+            "meta": self.meta,
+        }
         arrays = {**self.member_impostor.to_arrays("member"), **self.full_impostor.to_arrays("full")}
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,9 +103,17 @@ class CascadeCalibration:
         with np.load(path, allow_pickle=False) as z:
             h = json.loads(str(z["header"]))
             member, full = ScoreSketch.from_arrays(z, "member"), ScoreSketch.from_arrays(z, "full")
-        return cls(h["member"], h["embedder_version"], member, full,
-                   {int(k): Band(*v) for k, v in h["bands"].items()}, Band(*h["verify_band"]),
-                   h["target_fpir"], h["target_far"], h.get("meta", {}))
+        return cls(
+            h["member"],
+            h["embedder_version"],
+            member,
+            full,
+            {int(k): Band(*v) for k, v in h["bands"].items()},
+            Band(*h["verify_band"]),
+            h["target_fpir"],
+            h["target_far"],
+            h.get("meta", {}),
+        )
 
 
 def cascade_file(model_calibration_file: Path, member: str) -> Path:
@@ -118,8 +133,14 @@ def narrowest_half_width(needed: np.ndarray, weights: np.ndarray, budget: float)
     return float(max(needed[order[k]], 0.0)) if k < len(order) else 0.0
 
 
-def fit_band(full: tuple[np.ndarray, np.ndarray], cheap: tuple[np.ndarray, np.ndarray], tau_full: float,
-             tau_member: float, gallery_size: int, agreement: float = FIT_AGREEMENT) -> Band:
+def fit_band(
+    full: tuple[np.ndarray, np.ndarray],
+    cheap: tuple[np.ndarray, np.ndarray],
+    tau_full: float,
+    tau_member: float,
+    gallery_size: int,
+    agreement: float = FIT_AGREEMENT,
+) -> Band:
     """The band for one threshold pair: ``full`` and ``cheap`` are (genuine, impostor) distances of the
     same pairs under the full model and the member."""
     budget = (1.0 - agreement) / 2
@@ -136,8 +157,13 @@ def fit_band(full: tuple[np.ndarray, np.ndarray], cheap: tuple[np.ndarray, np.nd
     return Band(*sides)
 
 
-def cascade_agreement(full: tuple[np.ndarray, np.ndarray], cheap: tuple[np.ndarray, np.ndarray],
-                      tau_full: float, tau_member: float, band: Band) -> dict:
+def cascade_agreement(
+    full: tuple[np.ndarray, np.ndarray],
+    cheap: tuple[np.ndarray, np.ndarray],
+    tau_full: float,
+    tau_member: float,
+    band: Band,
+) -> dict:
     """On pairs: share decided by the cheap pass, and agreement with the full model (genuine, impostor)."""
     out = {}
     for name, f, c in (("genuine", full[0], cheap[0]), ("impostor", full[1], cheap[1])):
@@ -149,9 +175,16 @@ def cascade_agreement(full: tuple[np.ndarray, np.ndarray], cheap: tuple[np.ndarr
     return out
 
 
-def fit_cascade(full_emb: np.ndarray, member_emb: np.ndarray, identities: np.ndarray, member: str,
-                embedder_version: str, target_fpir: float, target_far: float,
-                agreement: float = FIT_AGREEMENT) -> CascadeCalibration:
+def fit_cascade(
+    full_emb: np.ndarray,
+    member_emb: np.ndarray,
+    identities: np.ndarray,
+    member: str,
+    embedder_version: str,
+    target_fpir: float,
+    target_far: float,
+    agreement: float = FIT_AGREEMENT,
+) -> CascadeCalibration:
     """Bands and the member's impostor sketch from held-out faces embedded by both (rows aligned)."""
     full = all_pair_distances(full_emb, identities)
     cheap = all_pair_distances(member_emb, identities)
@@ -167,8 +200,13 @@ def fit_cascade(full_emb: np.ndarray, member_emb: np.ndarray, identities: np.nda
         measured[str(size)] = cascade_agreement(full, cheap, *taus, bands[size])
     taus = full_sketch.threshold_for_share(target_far), member_sketch.threshold_for_share(target_far)
     verify_band = fit_band(full, cheap, *taus, 1, agreement)
-    meta = {"fit_agreement": agreement, "images": int(len(full_emb)),
-            "identities": int(len(np.unique(identities))), "measured_on_fit": measured,
-            "verify_measured_on_fit": cascade_agreement(full, cheap, *taus, verify_band)}
-    return CascadeCalibration(member, embedder_version, member_sketch, full_sketch, bands, verify_band,
-                              target_fpir, target_far, meta)
+    meta = {
+        "fit_agreement": agreement,
+        "images": int(len(full_emb)),
+        "identities": int(len(np.unique(identities))),
+        "measured_on_fit": measured,
+        "verify_measured_on_fit": cascade_agreement(full, cheap, *taus, verify_band),
+    }
+    return CascadeCalibration(
+        member, embedder_version, member_sketch, full_sketch, bands, verify_band, target_fpir, target_far, meta
+    )

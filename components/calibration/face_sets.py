@@ -15,6 +15,7 @@ params, flip TTA). Three layouts, as the shared datasets come:
 Chips come from the chip cache (the face nearest the centre of each image; images where the detector
 found nothing are marked ``fallback`` and left out by :meth:`FaceSet.detected`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -57,8 +58,14 @@ class FaceSet:
     def subset(self, rows: np.ndarray) -> FaceSet:
         """The images at ``rows`` (before chips are attached)."""
         rows = np.asarray(rows, int)
-        return FaceSet(self.name, [self.paths[i] for i in rows], [self.hashes[i] for i in rows],
-                       self.identities[rows], None if self.split is None else self.split[rows], meta=dict(self.meta))
+        return FaceSet(
+            self.name,
+            [self.paths[i] for i in rows],
+            [self.hashes[i] for i in rows],
+            self.identities[rows],
+            None if self.split is None else self.split[rows],
+            meta=dict(self.meta),
+        )
 
     def rows(self, mask: np.ndarray | None = None) -> np.ndarray:
         """Row indices where ``mask`` holds and a face was detected."""
@@ -86,8 +93,7 @@ def image_folder_set(root: Path, name: str | None = None) -> FaceSet:
     """``<identity>/<image>`` folders: the folder name is the identity."""
     items, _ = list_image_folder(root)
     paths = [root / i.relpath for i in items]
-    return FaceSet(name or root.name, paths, [_sha256(p) for p in paths],
-                   np.array([i.identity for i in items]))
+    return FaceSet(name or root.name, paths, [_sha256(p) for p in paths], np.array([i.identity for i in items]))
 
 
 def crop_box(pixels: np.ndarray, box: dict, context: float = CROP_CONTEXT, face_px: int = FACE_PX) -> np.ndarray:
@@ -101,9 +107,10 @@ def crop_box(pixels: np.ndarray, box: dict, context: float = CROP_CONTEXT, face_
     h, w = pixels.shape[:2]
     left, top, right, bottom = (int(round(v)) for v in (cx - half, cy - half, cx + half, cy + half))
     pad = max(0, -left, -top, right - w, bottom - h)
-    padded = (cv2.copyMakeBorder(np.ascontiguousarray(pixels), pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-              if pad else pixels)
-    crop = padded[top + pad:bottom + pad, left + pad:right + pad]
+    padded = (
+        cv2.copyMakeBorder(np.ascontiguousarray(pixels), pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else pixels
+    )
+    crop = padded[top + pad : bottom + pad, left + pad : right + pad]
     size = max(1, int(round(face_px * context)))
     return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if side > face_px else cv2.INTER_CUBIC)
 
@@ -138,8 +145,16 @@ def voc_face_set(root: Path, cache_dir: Path, min_side: float = 40.0, name: str 
     return FaceSet(name or root.name, paths, hashes, np.array(ids), meta={"labels": labels, "min_side": min_side})
 
 
-def read_face_set(kind: str, root: Path, *, cache_dir: Path, seed: int, val_fraction: float,
-                  name: str | None = None, min_side: float = 40.0) -> FaceSet:
+def read_face_set(
+    kind: str,
+    root: Path,
+    *,
+    cache_dir: Path,
+    seed: int,
+    val_fraction: float,
+    name: str | None = None,
+    min_side: float = 40.0,
+) -> FaceSet:
     if kind == "lfw":
         return lfw_set(root, seed, val_fraction)
     if kind == "image_folder":
@@ -158,11 +173,19 @@ def chips_cached(face_set: FaceSet, cache_dir: Path, *, detector: str, upsample:
     return (cache_dir / f"chips-{key}.npy").is_file() and (cache_dir / f"chips-{key}.parquet").is_file()
 
 
-def attach_chips(face_set: FaceSet, cache_dir: Path, *, detector: str, upsample: int, geometry: str,
-                 progress=None) -> FaceSet:
+def attach_chips(
+    face_set: FaceSet, cache_dir: Path, *, detector: str, upsample: int, geometry: str, progress=None
+) -> FaceSet:
     """The centre face of every image, aligned in ``geometry``, through the chip cache."""
-    chips = cached_chips(cache_dir, face_set.paths, face_set.hashes, detector=detector, upsample=upsample,
-                         geometry=geometry, progress=progress)
+    chips = cached_chips(
+        cache_dir,
+        face_set.paths,
+        face_set.hashes,
+        detector=detector,
+        upsample=upsample,
+        geometry=geometry,
+        progress=progress,
+    )
     face_set.chips, face_set.chip_key = chips.chips, chips.key
     face_set.fallback = chips.table["fallback"].to_numpy(bool)
     return face_set
@@ -181,8 +204,9 @@ def backbone_is_pretrained(model) -> bool:
     return mine.keys() == fresh.keys() and all(torch.equal(mine[k], fresh[k]) for k in mine)
 
 
-def embed_face_set(model, face_set: FaceSet, flip_tta: bool, cache_dir: Path, pretrained: bool | None = None,
-                   progress=None) -> np.ndarray:
+def embed_face_set(
+    model, face_set: FaceSet, flip_tta: bool, cache_dir: Path, pretrained: bool | None = None, progress=None
+) -> np.ndarray:
     """Unit embeddings of every chip of ``face_set`` as the service computes them (flip TTA as in params).
 
     A model whose backbone is the pretrained one embeds from the frozen-feature cache (shared with the
@@ -192,9 +216,15 @@ def embed_face_set(model, face_set: FaceSet, flip_tta: bool, cache_dir: Path, pr
         raise ValueError(f"{face_set.name}: chips not attached")
     pretrained = backbone_is_pretrained(model) if pretrained is None else pretrained
     if pretrained:
-        feats, flips = cached_features(face_set.chips, face_set.chip_key, model.backbone.name, cache_dir,
-                                       progress=progress, device=module_device(model),
-                                       precision=model.backbone.precision)
+        feats, flips = cached_features(
+            face_set.chips,
+            face_set.chip_key,
+            model.backbone.name,
+            cache_dir,
+            progress=progress,
+            device=module_device(model),
+            precision=model.backbone.precision,
+        )
         return embed_from_features(model, feats, flips if flip_tta else None)
     return embed_chips(model, np.asarray(face_set.chips), flip_tta)
 
@@ -203,5 +233,6 @@ def set_features(model, face_set: FaceSet, cache_dir: Path) -> tuple[np.ndarray,
     """The pretrained backbone's cached (plain, mirrored) features of the set's chips."""
     if face_set.chips is None:
         raise ValueError(f"{face_set.name}: chips not attached")
-    return cached_features(face_set.chips, face_set.chip_key, model.backbone.name, cache_dir,
-                           precision=model.backbone.precision)
+    return cached_features(
+        face_set.chips, face_set.chip_key, model.backbone.name, cache_dir, precision=model.backbone.precision
+    )

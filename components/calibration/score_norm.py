@@ -12,6 +12,7 @@ Every score here is a dissimilarity (smaller = closer, as the gallery's distance
 sketches and thresholds treat raw and normalised scores alike: ``-s_norm`` is returned.
 The calibration-transfer benchmark (``benchmarks/calibration.py``) decides whether the service uses it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,13 +39,15 @@ def cohort_stats(emb: np.ndarray, cohort: np.ndarray, top_k: int | None = None, 
     k = None if top_k is None or top_k >= len(cohort) else int(top_k)
     means, stds = [], []
     for start in range(0, len(emb), chunk):
-        sims = emb[start:start + chunk] @ cohort.T
+        sims = emb[start : start + chunk] @ cohort.T
         if k is not None:
             sims = np.partition(sims, -k, axis=1)[:, -k:]
         means.append(sims.mean(1))
         stds.append(sims.std(1))
-    return CohortStats(np.concatenate(means) if means else np.zeros(0, np.float32),
-                       np.maximum(np.concatenate(stds), EPS) if stds else np.zeros(0, np.float32))
+    return CohortStats(
+        np.concatenate(means) if means else np.zeros(0, np.float32),
+        np.maximum(np.concatenate(stds), EPS) if stds else np.zeros(0, np.float32),
+    )
 
 
 def s_norm_distance(sim: np.ndarray, a: CohortStats, b: CohortStats) -> np.ndarray:
@@ -55,8 +58,9 @@ def s_norm_distance(sim: np.ndarray, a: CohortStats, b: CohortStats) -> np.ndarr
     return -(z + t) / 2.0
 
 
-def normalised_pair_scores(emb: np.ndarray, labels: np.ndarray, stats: CohortStats,
-                           chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+def normalised_pair_scores(
+    emb: np.ndarray, labels: np.ndarray, stats: CohortStats, chunk: int = 2048
+) -> tuple[np.ndarray, np.ndarray]:
     """S-norm dissimilarities of every unordered pair, split into (genuine, impostor)."""
     emb = np.asarray(emb, np.float32)
     labels = np.asarray(labels)
@@ -73,8 +77,9 @@ def normalised_pair_scores(emb: np.ndarray, labels: np.ndarray, stats: CohortSta
     return np.concatenate(genuine), np.concatenate(impostor)
 
 
-def cross_scores(probes: np.ndarray, gallery: np.ndarray, probe_stats: CohortStats | None,
-                 gallery_stats: CohortStats | None) -> np.ndarray:
+def cross_scores(
+    probes: np.ndarray, gallery: np.ndarray, probe_stats: CohortStats | None, gallery_stats: CohortStats | None
+) -> np.ndarray:
     """Probe x gallery dissimilarities: raw Euclidean distances of unit vectors when no stats are given,
     else s-norm."""
     sims = np.asarray(probes, np.float32) @ np.asarray(gallery, np.float32).T

@@ -17,6 +17,7 @@ Where it lives, so enrolment never waits for it:
 - a copy beside the gallery (``gallery/calibration/``), written when a gallery is made for the model,
   so a gallery version and its thresholds travel together in DVC.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,9 +54,15 @@ class SetScores:
 
     def summary(self, target_far: float) -> dict:
         tau = self.impostor.threshold_for_share(target_far)
-        return {"set": self.name, "images": self.images, "identities": self.identities,
-                "impostor_pairs": self.impostor.n, "genuine_pairs": self.genuine.n if self.genuine else 0,
-                "tau": tau, "tar_at_tau": (self.genuine.share_at_most(tau) if self.genuine else None)}
+        return {
+            "set": self.name,
+            "images": self.images,
+            "identities": self.identities,
+            "impostor_pairs": self.impostor.n,
+            "genuine_pairs": self.genuine.n if self.genuine else 0,
+            "tau": tau,
+            "tar_at_tau": (self.genuine.share_at_most(tau) if self.genuine else None),
+        }
 
 
 @dataclass(frozen=True)
@@ -87,17 +94,29 @@ class ModelCalibration:
         imp = self.impostors()
         tau = imp.tau_for_far(target_far)
         ref = self.reference()
-        return Calibration(tau=tau, target_far=target_far, achieved_far=imp.far(tau),
-                           achieved_tar=ref.genuine.share_at_most(tau) if ref.genuine else float("nan"),
-                           n_impostor_pairs=sum(s.impostor.n for s in self.sets),
-                           n_genuine_pairs=sum(s.genuine.n for s in self.sets if s.genuine))
+        return Calibration(
+            tau=tau,
+            target_far=target_far,
+            achieved_far=imp.far(tau),
+            achieved_tar=ref.genuine.share_at_most(tau) if ref.genuine else float("nan"),
+            n_impostor_pairs=sum(s.impostor.n for s in self.sets),
+            n_genuine_pairs=sum(s.genuine.n for s in self.sets if s.genuine),
+        )
 
     def summary(self, target_far: float) -> dict:
         cal = self.calibration(target_far)
-        return {"embedder": self.embedder_name, "embedder_version": self.embedder_version,
-                "detector": self.detector, "normalisation": self.normalisation, "target_far": target_far,
-                "tau": cal.tau, "achieved_far": cal.achieved_far, "achieved_tar": cal.achieved_tar,
-                "sets": [s.summary(target_far) for s in self.sets], **self.meta}
+        return {
+            "embedder": self.embedder_name,
+            "embedder_version": self.embedder_version,
+            "detector": self.detector,
+            "normalisation": self.normalisation,
+            "target_far": target_far,
+            "tau": cal.tau,
+            "achieved_far": cal.achieved_far,
+            "achieved_tar": cal.achieved_tar,
+            "sets": [s.summary(target_far) for s in self.sets],
+            **self.meta,
+        }
 
     # ------------------------------------------------------------------------------------ file
 
@@ -105,12 +124,21 @@ class ModelCalibration:
         """One ``.npz`` (sketch arrays and a JSON header), written atomically."""
         arrays: dict[str, np.ndarray | np.int64] = {}
         sets: list[dict] = []
-        header = {"format": FORMAT, "embedder_name": self.embedder_name, "embedder_version": self.embedder_version,
-                  "detector": self.detector, "chip_geometry": self.chip_geometry, "flip_tta": self.flip_tta,
-                  "normalisation": self.normalisation, "meta": self.meta, "sets": sets}
+        header = {
+            "format": FORMAT,
+            "embedder_name": self.embedder_name,
+            "embedder_version": self.embedder_version,
+            "detector": self.detector,
+            "chip_geometry": self.chip_geometry,
+            "flip_tta": self.flip_tta,
+            "normalisation": self.normalisation,
+            "meta": self.meta,
+            "sets": sets,
+        }
         for i, s in enumerate(self.sets):
-            sets.append({"name": s.name, "images": s.images, "identities": s.identities,
-                         "genuine": s.genuine is not None})
+            sets.append(
+                {"name": s.name, "images": s.images, "identities": s.identities, "genuine": s.genuine is not None}
+            )
             arrays.update(s.impostor.to_arrays(f"s{i}_impostor"))
             if s.genuine is not None:
                 arrays.update(s.genuine.to_arrays(f"s{i}_genuine"))
@@ -134,12 +162,26 @@ class ModelCalibration:
             if "header" not in z:
                 return _legacy(z, path)
             h = json.loads(str(z["header"]))
-            sets = tuple(SetScores(s["name"], ScoreSketch.from_arrays(z, f"s{i}_impostor"),
-                                   ScoreSketch.from_arrays(z, f"s{i}_genuine") if s["genuine"] else None,
-                                   int(s["images"]), int(s["identities"])) for i, s in enumerate(h["sets"]))
-        return cls(h["embedder_name"], h["embedder_version"], sets, h.get("detector", ""),
-                   h.get("chip_geometry", ""), bool(h.get("flip_tta", True)), h.get("normalisation", "raw"),
-                   h.get("meta", {}))
+            sets = tuple(
+                SetScores(
+                    s["name"],
+                    ScoreSketch.from_arrays(z, f"s{i}_impostor"),
+                    ScoreSketch.from_arrays(z, f"s{i}_genuine") if s["genuine"] else None,
+                    int(s["images"]),
+                    int(s["identities"]),
+                )
+                for i, s in enumerate(h["sets"])
+            )
+        return cls(
+            h["embedder_name"],
+            h["embedder_version"],
+            sets,
+            h.get("detector", ""),
+            h.get("chip_geometry", ""),
+            bool(h.get("flip_tta", True)),
+            h.get("normalisation", "raw"),
+            h.get("meta", {}),
+        )
 
 
 def _legacy(z, path: Path) -> ModelCalibration:
@@ -161,9 +203,13 @@ def set_scores(name: str, emb: np.ndarray, identities: np.ndarray) -> SetScores:
     genuine, impostor = all_pair_distances(emb, identities)
     if impostor.size == 0:
         raise ValueError(f"{name}: calibration needs at least two identities")
-    return SetScores(name, ScoreSketch.from_scores(impostor, "low"),
-                     ScoreSketch.from_scores(genuine, "high") if genuine.size else None,
-                     int(len(emb)), int(len(np.unique(identities))))
+    return SetScores(
+        name,
+        ScoreSketch.from_scores(impostor, "low"),
+        ScoreSketch.from_scores(genuine, "high") if genuine.size else None,
+        int(len(emb)),
+        int(len(np.unique(identities))),
+    )
 
 
 def default_face_sets(settings) -> list:
@@ -179,23 +225,34 @@ def default_face_sets(settings) -> list:
     if not root.is_dir():
         raise DatasetError(f"{root}: the calibration set {name!r} is not there (FACEGATE_DATASETS?)")
     if kind == "lfw":  # the ingest's own split rule, with its minimum images per training identity
-        fs = lfw_set(root, settings.seed, settings.ingest.val_fraction,
-                     settings.validate_.min_images_per_train_identity)
+        fs = lfw_set(
+            root, settings.seed, settings.ingest.val_fraction, settings.validate_.min_images_per_train_identity
+        )
         fs.name = name
     else:
-        fs = read_face_set(kind, root, cache_dir=state_dir() / "cache", seed=settings.seed,
-                           val_fraction=settings.ingest.val_fraction, name=name)
+        fs = read_face_set(
+            kind,
+            root,
+            cache_dir=state_dir() / "cache",
+            seed=settings.seed,
+            val_fraction=settings.ingest.val_fraction,
+            name=name,
+        )
     return [fs]
 
 
-def compute_model_calibration(recognizer, settings, face_sets: list, cache_dir: Path,
-                              log: Callable[[str], None] = lambda message: None) -> ModelCalibration:
+def compute_model_calibration(
+    recognizer, settings, face_sets: list, cache_dir: Path, log: Callable[[str], None] = lambda message: None
+) -> ModelCalibration:
     """Embed each face set as the service does (params' detector, the model's chip geometry, flip
     TTA) and sketch its distances. LFW contributes its held-out (``val``) identities only: the ones a
     model trained by the chain never saw; other sets count whole."""
     model = recognizer.model
-    chip_settings = {"detector": settings.faces.detector, "upsample": settings.faces.upsample,
-                     "geometry": model.backbone.chip_geometry}
+    chip_settings = {
+        "detector": settings.faces.detector,
+        "upsample": settings.faces.upsample,
+        "geometry": model.backbone.chip_geometry,
+    }
     sets = []
     for fs in face_sets:
         if fs.split is not None and not chips_cached(fs, cache_dir, **chip_settings):
@@ -205,9 +262,16 @@ def compute_model_calibration(recognizer, settings, face_sets: list, cache_dir: 
         emb = embed_face_set(model, fs, settings.embedding.flip_tta, cache_dir)
         sets.append(set_scores(fs.name, emb[rows], fs.identities[rows]))
         log(f"{fs.name}: {sets[-1].summary(settings.gallery.target_far)}")
-    return ModelCalibration(recognizer.embedder_name, recognizer.embedder_version, tuple(sets),
-                            settings.faces.detector, model.backbone.chip_geometry, settings.embedding.flip_tta,
-                            "raw", {"created_by": "facegate calibrate"})
+    return ModelCalibration(
+        recognizer.embedder_name,
+        recognizer.embedder_version,
+        tuple(sets),
+        settings.faces.detector,
+        model.backbone.chip_geometry,
+        settings.embedding.flip_tta,
+        "raw",
+        {"created_by": "facegate calibrate"},
+    )
 
 
 # --------------------------------------------------------------------------------- where it lives
@@ -235,14 +299,6 @@ def local_file(embedder_name: str, embedder_version: str) -> Path:
     return state_dir() / "calibration" / pretrained_file(embedder_name, embedder_version).name
 
 
-
-
-
-
-
-
-
-
 # ------------------------------------------------------------------------------ `facegate calibrate`
 
 
@@ -255,8 +311,7 @@ def parse_set(spec: str) -> tuple[str, str, str]:
     name, _, rest = spec.partition("=")
     kind, _, path = rest.partition(":")
     if not name or kind not in LABELLED_KINDS or not path:
-        raise DatasetError(f"--set {spec!r}: use NAME=KIND:PATH with KIND one of {', '.join(LABELLED_KINDS)} "
-                           "(a set with identities)")
+        raise DatasetError(
+            f"--set {spec!r}: use NAME=KIND:PATH with KIND one of {', '.join(LABELLED_KINDS)} (a set with identities)"
+        )
     return name, kind, path
-
-

@@ -9,6 +9,7 @@ thresholds read, geometric ranks elsewhere), so one file per model carries them 
 :class:`ImpostorScores` turns them into the FAR of a distance, the tau of a FAR or an FPIR, blended with
 the deployment's own impostor pairs (enrolled employees against each other) once there are enough.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -40,8 +41,10 @@ def tau_for_fpir(impostor_tail: np.ndarray, n_impostor_pairs: int, gallery_size:
     gallery of this size. A fixed 1:1 tau lets in a stranger with probability ~ 1-(1-FAR)^K."""
     allowed = int(np.floor(far_per_comparison(target_fpir, gallery_size) * n_impostor_pairs))
     if allowed >= len(impostor_tail):
-        raise ValueError(f"FAR {far_per_comparison(target_fpir, gallery_size):.2e} is beyond the stored "
-                         f"impostor tail (FAR <= {len(impostor_tail) / n_impostor_pairs:.2e})")
+        raise ValueError(
+            f"FAR {far_per_comparison(target_fpir, gallery_size):.2e} is beyond the stored "
+            f"impostor tail (FAR <= {len(impostor_tail) / n_impostor_pairs:.2e})"
+        )
     return float(np.nextafter(impostor_tail[allowed], -np.inf))
 
 
@@ -51,11 +54,11 @@ def all_pair_distances(emb: np.ndarray, labels: np.ndarray, chunk: int = 2048) -
     labels = np.asarray(labels)
     genuine, impostor = [], []
     for start in range(0, len(emb), chunk):
-        block = emb[start:start + chunk]
+        block = emb[start : start + chunk]
         sims = block @ emb.T
         rows = np.arange(start, start + len(block))[:, None]
         upper = np.arange(len(emb))[None, :] > rows  # each unordered pair once
-        same = labels[start:start + len(block), None] == labels[None, :]
+        same = labels[start : start + len(block), None] == labels[None, :]
         d = np.sqrt(np.maximum(2.0 - 2.0 * sims, 0.0))
         genuine.append(d[upper & same])
         impostor.append(d[upper & ~same])
@@ -72,10 +75,13 @@ def calibrate_tau(emb: np.ndarray, labels: np.ndarray, target_far: float) -> Cal
     tau = float(np.nextafter(imp_sorted[allowed], -np.inf)) if allowed < imp_sorted.size else float(imp_sorted[-1])
     tail = imp_sorted[: max(1, int(np.ceil(TAIL_MAX_FAR * impostor.size)) + 1)].astype(np.float32)
     return Calibration(
-        tau=tau, target_far=target_far,
+        tau=tau,
+        target_far=target_far,
         achieved_far=float((impostor <= tau).mean()),
         achieved_tar=float((genuine <= tau).mean()) if genuine.size else float("nan"),
-        n_impostor_pairs=int(impostor.size), n_genuine_pairs=int(genuine.size), impostor_tail=tail,
+        n_impostor_pairs=int(impostor.size),
+        n_genuine_pairs=int(genuine.size),
+        impostor_tail=tail,
     )
 
 
@@ -102,8 +108,9 @@ class ScoreSketch:
     n: int
 
     @classmethod
-    def from_scores(cls, scores: np.ndarray, dense: str = "low", exact: int = SKETCH_EXACT,
-                    knots: int = SKETCH_KNOTS) -> ScoreSketch:
+    def from_scores(
+        cls, scores: np.ndarray, dense: str = "low", exact: int = SKETCH_EXACT, knots: int = SKETCH_KNOTS
+    ) -> ScoreSketch:
         s = np.sort(np.asarray(scores, np.float64).ravel())
         if s.size == 0:
             raise ValueError("a score sketch needs at least one score")
@@ -145,10 +152,9 @@ class ScoreSketch:
         step = np.diff(v) / np.maximum(length, 1)
         # sums over ranks r_a .. r_b - 1 of va + k * step and of its square (k = 0 .. L - 1), then rank cut
         s1 = length * va + step * length * (length - 1) / 2
-        s2 = (length * va ** 2 + va * step * length * (length - 1)
-              + step ** 2 * (length - 1) * length * (2 * length - 1) / 6)
+        s2 = length * va**2 + va * step * length * (length - 1) + step**2 * (length - 1) * length * (2 * length - 1) / 6
         mean = (s1.sum() + v[-1]) / (cut + 1)
-        return float(mean), float(np.sqrt(max((s2.sum() + v[-1] ** 2) / (cut + 1) - mean ** 2, 0.0)))
+        return float(mean), float(np.sqrt(max((s2.sum() + v[-1] ** 2) / (cut + 1) - mean**2, 0.0)))
 
     def value_at_rank(self, rank: float) -> float:
         return float(np.interp(rank, self.ranks, self.values))
@@ -164,13 +170,19 @@ class ScoreSketch:
         return float(np.nextafter(np.float32(self.value_at_rank(allowed)), np.float32(-np.inf)))
 
     def to_arrays(self, prefix: str) -> dict[str, np.ndarray | np.int64]:
-        return {f"{prefix}_ranks": self.ranks, f"{prefix}_values": self.values.astype(np.float64),
-                f"{prefix}_n": np.int64(self.n)}
+        return {
+            f"{prefix}_ranks": self.ranks,
+            f"{prefix}_values": self.values.astype(np.float64),
+            f"{prefix}_n": np.int64(self.n),
+        }
 
     @classmethod
     def from_arrays(cls, arrays, prefix: str) -> ScoreSketch:
-        return cls(np.asarray(arrays[f"{prefix}_ranks"], np.int64), np.asarray(arrays[f"{prefix}_values"], np.float64),
-                   int(arrays[f"{prefix}_n"]))
+        return cls(
+            np.asarray(arrays[f"{prefix}_ranks"], np.int64),
+            np.asarray(arrays[f"{prefix}_values"], np.float64),
+            int(arrays[f"{prefix}_n"]),
+        )
 
 
 def fpir_of_far(far: float, gallery_size: int) -> float:
@@ -191,7 +203,7 @@ def bulk_moments(scores: np.ndarray, keep: float = BULK_KEEP) -> tuple[float, fl
     """(mean, standard deviation) of the smallest ``keep`` share of ``scores``, as
     :meth:`ScoreSketch.bulk_moments` reads them off a sketch."""
     s = np.sort(np.asarray(scores, np.float64).ravel())
-    s = s[:int(np.floor(keep * (s.size - 1))) + 1]
+    s = s[: int(np.floor(keep * (s.size - 1))) + 1]
     return float(s.mean()), float(s.std())
 
 
@@ -313,13 +325,18 @@ class ImpostorScores:
         blend = self._local_speaks_for(target_far)
         shifted = shifted and self.shifted
         if not blend and shifted:  # each sketch's own threshold, mapped (r > 0 keeps the order): the strictest
-            return min(_float32_at_most(mu + (s.threshold_for_share(target_far) - m) * r)
-                       for s, (m, mu, r) in zip(self.stored, self._shift_maps))
+            return min(
+                _float32_at_most(mu + (s.threshold_for_share(target_far) - m) * r)
+                for s, (m, mu, r) in zip(self.stored, self._shift_maps)
+            )
         if len(self.stored) == 1 and not blend:
             return self.stored[0].threshold_for_share(target_far)
         # FAR(d) is non-decreasing: bracket the crossing between knot values, then bisect
-        parts = ([mu + (s.values - m) * r for s, (m, mu, r) in zip(self.stored, self._shift_maps)] if shifted
-                 else [s.values for s in self.stored]) + ([self._local_sketch.values] if blend else [])
+        parts = (
+            [mu + (s.values - m) * r for s, (m, mu, r) in zip(self.stored, self._shift_maps)]
+            if shifted
+            else [s.values for s in self.stored]
+        ) + ([self._local_sketch.values] if blend else [])
         cand = np.unique(np.concatenate(parts))
         ok = np.array([self._far(c, blend, shifted) <= target_far for c in cand])
         if not ok[0]:
@@ -344,8 +361,9 @@ def _float32_at_most(x: float) -> float:
     return float(np.nextafter(f, np.float32(-np.inf)) if float(f) > x else f)
 
 
-def deployment_scores(stored: ImpostorScores, local: np.ndarray, min_pairs: int, prior_pairs: int,
-                      shift_prior_pairs: float | None) -> ImpostorScores:
+def deployment_scores(
+    stored: ImpostorScores, local: np.ndarray, min_pairs: int, prior_pairs: int, shift_prior_pairs: float | None
+) -> ImpostorScores:
     """What a gallery decides with: the model's stored sketches, its enrolled employees' own impostor
     pairs ``local`` blended in once there are ``min_pairs`` (:func:`recalibration_weight`), and the
     bulk shift they place for identification (``shift_prior_pairs`` None: no shift). The service
@@ -354,12 +372,14 @@ def deployment_scores(stored: ImpostorScores, local: np.ndarray, min_pairs: int,
     local = np.asarray(local).ravel()
     w = recalibration_weight(local.size, min_pairs, prior_pairs)
     shift = BulkShift.from_scores(local, shift_prior_pairs) if shift_prior_pairs is not None else None
-    return ImpostorScores(stored.stored, ScoreSketch.from_scores(local) if w > 0 else None, w, stored.min_local_tail,
-                          shift)
+    return ImpostorScores(
+        stored.stored, ScoreSketch.from_scores(local) if w > 0 else None, w, stored.min_local_tail, shift
+    )
 
 
-def local_impostor_distances(vectors: np.ndarray, labels: np.ndarray, max_people: int = 2000,
-                             seed: int = 0) -> np.ndarray:
+def local_impostor_distances(
+    vectors: np.ndarray, labels: np.ndarray, max_people: int = 2000, seed: int = 0
+) -> np.ndarray:
     """Distances of every pair of vectors of different people (a deployment's enrolled employees);
     above ``max_people`` a seeded sample of people keeps the cost bounded (~2M pairs)."""
     labels = np.asarray(labels)

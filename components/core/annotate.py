@@ -1,4 +1,5 @@
 """Draw boxes and labels on a frame (identify and detect outputs)."""
+
 from __future__ import annotations
 
 from pathlib import Path

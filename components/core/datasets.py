@@ -4,6 +4,7 @@ Read by ingest (lifecycle/ingest.py, which writes data/), by calibration's label
 the training data: one reading of each layout and one identity-level split rule (seeded), so
 "held-out" means the same people everywhere.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,8 +31,6 @@ class SourceItem:
     identity: str | None = None
     boxes: tuple[dict, ...] | None = None
     problem: str | None = None  # an annotation problem found while listing (e.g. malformed XML)
-
-
 
 
 # ---------------------------------------------------------------- sources
@@ -112,9 +111,7 @@ def unit_hash(key: str, seed: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def assign_identity_splits(
-    manifest: pd.DataFrame, val_fraction: float, seed: int, min_train_images: int
-) -> pd.Series:
+def assign_identity_splits(manifest: pd.DataFrame, val_fraction: float, seed: int, min_train_images: int) -> pd.Series:
     """Identity-level split; identities that share an image (duplicates) are kept together.
 
     Identities with fewer than ``min_train_images`` images cannot form triplets, so they go to the
@@ -150,10 +147,6 @@ def assign_image_splits(manifest: pd.DataFrame, val_fraction: float, seed: int) 
 
 
 # ---------------------------------------------------------------- ingest
-
-
-
-
 
 
 def read_manifest(data_root: Path, name: str) -> pd.DataFrame:

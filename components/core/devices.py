@@ -9,6 +9,7 @@ fallback, so a deployment that expects GPU speed learns at start that it has non
 The caller moves its model and batches: ``model.to(device)``, ``batch.to(device, non_blocking=True)``,
 and results back with ``.cpu()``; ``loader_options(device)`` gives the matching DataLoader options.
 """
+
 from __future__ import annotations
 
 import re
@@ -52,9 +53,11 @@ def resolve_torch_device(setting: str, *, key: str = DEFAULT_KEY, gpus: int | No
         return torch.device("cuda", 0) if count > 0 else torch.device("cpu")
     wanted = int(index.group(1)) if index else 0
     if count == 0:
-        raise DeviceUnavailable(f"{key}: {setting}, but torch sees no CUDA GPU here "
-                                f"({'a CPU build of torch' if not torch.backends.cuda.is_built() else 'no device visible'}); "
-                                "set cpu or auto")
+        raise DeviceUnavailable(
+            f"{key}: {setting}, but torch sees no CUDA GPU here "
+            f"({'a CPU build of torch' if not torch.backends.cuda.is_built() else 'no device visible'}); "
+            "set cpu or auto"
+        )
     if wanted >= count:
         raise DeviceUnavailable(f"{key}: {setting}, but torch sees only {count} CUDA GPU(s) (cuda:0..cuda:{count - 1})")
     return torch.device("cuda", wanted)

@@ -4,6 +4,7 @@ The CLI and the API render these as one-line messages (or JSON with ``code``), n
 Every class facegate raises on purpose lives here and carries its HTTP status, so an adapter needs no
 table of codes: the API answers ``{code, message}`` with ``exc.http_status``.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -126,14 +127,17 @@ class WeightFileError(WeightsError):
     code = "bad_weights_file"
     http_status = 503
 
-    def __init__(self, path: Path | str, expected_sha256: str, actual_sha256: str | None = None,
-                 reason: str | None = None) -> None:
+    def __init__(
+        self, path: Path | str, expected_sha256: str, actual_sha256: str | None = None, reason: str | None = None
+    ) -> None:
         self.path = str(path)
         self.expected_sha256 = expected_sha256
         self.actual_sha256 = actual_sha256
         self.reason = reason or ("missing" if actual_sha256 is None else f"sha256 is {actual_sha256}")
-        super().__init__(f"{self.path}: {self.reason}; expected the file with sha256 {expected_sha256} "
-                         "(set FACEGATE_WEIGHTS to the folder that holds it)")
+        super().__init__(
+            f"{self.path}: {self.reason}; expected the file with sha256 {expected_sha256} "
+            "(set FACEGATE_WEIGHTS to the folder that holds it)"
+        )
 
 
 class DataVersionError(FacegateError):
@@ -333,8 +337,16 @@ class DuplicateFace(FacegateError):
     code = "duplicate_face"
     http_status = 409
 
-    def __init__(self, photo: str, employee_id: str, other_id: str, distance: float, tau: float,
-                 false_alarm: float | None = None, photo_index: int = 0) -> None:
+    def __init__(
+        self,
+        photo: str,
+        employee_id: str,
+        other_id: str,
+        distance: float,
+        tau: float,
+        false_alarm: float | None = None,
+        photo_index: int = 0,
+    ) -> None:
         self.photo = photo
         self.photo_index = photo_index
         self.employee_id = employee_id
@@ -343,13 +355,21 @@ class DuplicateFace(FacegateError):
         self.tau = tau
         self.false_alarm = false_alarm
         chance = f"; a new person comes this close by chance ~{false_alarm:.1e}" if false_alarm is not None else ""
-        super().__init__(f"{photo}: this face looks already enrolled as {other_id!r} (distance {distance:.3f} <= "
-                         f"{tau:.3f}{chance}); enrol it as {employee_id!r} anyway with force (--force)")
+        super().__init__(
+            f"{photo}: this face looks already enrolled as {other_id!r} (distance {distance:.3f} <= "
+            f"{tau:.3f}{chance}); enrol it as {employee_id!r} anyway with force (--force)"
+        )
 
     def details(self) -> dict:
-        return {"photo": self.photo, "photo_index": self.photo_index, "employee_id": self.employee_id,
-                "other_id": self.other_id, "distance": round(self.distance, 6), "tau": round(self.tau, 6),
-                "false_alarm": None if self.false_alarm is None else float(f"{self.false_alarm:.3g}")}
+        return {
+            "photo": self.photo,
+            "photo_index": self.photo_index,
+            "employee_id": self.employee_id,
+            "other_id": self.other_id,
+            "distance": round(self.distance, 6),
+            "tau": round(self.tau, 6),
+            "false_alarm": None if self.false_alarm is None else float(f"{self.false_alarm:.3g}"),
+        }
 
 
 class PresentationAttack(FacegateError):
@@ -361,8 +381,10 @@ class PresentationAttack(FacegateError):
 
     def __init__(self, photo: str, score: float, threshold: float, model: str) -> None:
         self.photo, self.score, self.threshold, self.model = photo, score, threshold, model
-        super().__init__(f"{photo}: judged a presentation attack by {model} (live score {score:.4f} <= threshold "
-                         f"{threshold:.4f}); if the photo is genuine, enrol it anyway with force (--force)")
+        super().__init__(
+            f"{photo}: judged a presentation attack by {model} (live score {score:.4f} <= threshold "
+            f"{threshold:.4f}); if the photo is genuine, enrol it anyway with force (--force)"
+        )
 
 
 class PadUnavailable(FacegateError):

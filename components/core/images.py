@@ -4,6 +4,7 @@ Whatever arrives — EXIF-rotated, greyscale, palette, RGBA, 16-bit, CMYK — co
 array in display orientation, or as a typed error that names the file. Size is checked from the header
 before any pixel is decoded, so a decompression bomb costs nothing.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -7,6 +7,7 @@ against 0.31 s on 1. ``InferenceSlots`` lets ``slots`` requests run the model at
 in arrival order) and ``configure_threads`` sets the libraries' thread counts once, at start: the cores
 stay busy, nothing oversubscribes them, and a queued request costs waiting, not CPU.
 """
+
 from __future__ import annotations
 
 import os

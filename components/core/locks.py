@@ -3,6 +3,7 @@
 flock, not a pid file: the kernel drops the lock when its holder dies, so a killed process never
 leaves a stale lock behind. Used by the gallery's writers and by the retraining chain.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,8 +27,9 @@ def _busy(directory: Path) -> FacegateError:
 
 
 @contextlib.contextmanager
-def file_lock(directory: Path | str, timeout: float | None = None, *,
-              error: Callable[[Path], FacegateError] = _busy) -> Iterator[None]:
+def file_lock(
+    directory: Path | str, timeout: float | None = None, *, error: Callable[[Path], FacegateError] = _busy
+) -> Iterator[None]:
     """Hold the exclusive lock on ``directory`` (created if missing) for the ``with`` block.
 
     Re-entrant within a thread, so a function that locks can be called by one already holding the
@@ -58,8 +60,7 @@ def file_lock(directory: Path | str, timeout: float | None = None, *,
         os.close(fd)
 
 
-def _acquire(fd: int, directory: Path, timeout: float | None,
-             error: Callable[[Path], FacegateError]) -> None:
+def _acquire(fd: int, directory: Path, timeout: float | None, error: Callable[[Path], FacegateError]) -> None:
     if timeout is None:
         fcntl.flock(fd, fcntl.LOCK_EX)
         return

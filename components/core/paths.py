@@ -6,6 +6,7 @@ see :func:`gallery_dir`), FACEGATE_DATASETS (the read-only datasets root), FACEG
 root of pretrained weights no package ships, see :func:`weights_root`), FACEGATE_PARAMS,
 MLFLOW_TRACKING_URI, PREFECT_HOME / PREFECT_API_URL.
 """
+
 from __future__ import annotations
 
 import os

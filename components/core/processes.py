@@ -6,6 +6,7 @@ thread (so ``finally`` blocks run), and on the way out every descendant is asked
 its group and to each process), given ``grace_s`` seconds, then killed. Descendants are found through
 psutil, so a grandchild that made its own session is not missed.
 """
+
 from __future__ import annotations
 
 import contextlib

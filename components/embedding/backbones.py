@@ -2,6 +2,7 @@
 
 ``make_backbone("a+b")`` fuses registered backbones side by side (fusion.py).
 """
+
 from __future__ import annotations
 
 import copy
@@ -42,8 +43,9 @@ class DlibResNetBackbone(Backbone):
     def preprocess(self, chips: Tensor) -> Tensor:
         x = to_nchw(chips)
         if x.shape[-1] != self.input_size:
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", antialias=True,
-                              align_corners=False)
+            x = F.interpolate(
+                x, size=(self.input_size, self.input_size), mode="bilinear", antialias=True, align_corners=False
+            )
         return x  # 0..255: features() applies dlib's own input normalisation
 
     def features(self, x: Tensor) -> Tensor:
@@ -79,8 +81,13 @@ class MobileNetV2Backbone(Backbone):
         self.net.classifier = nn.Identity()
 
     def preprocess(self, chips: Tensor) -> Tensor:
-        x = F.interpolate(to_nchw(chips), size=(self.input_size, self.input_size), mode="bilinear",
-                          antialias=True, align_corners=False)
+        x = F.interpolate(
+            to_nchw(chips),
+            size=(self.input_size, self.input_size),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )
         return normalise(x / 255.0)
 
     def features(self, x: Tensor) -> Tensor:
@@ -125,8 +132,9 @@ class SFaceBackbone(Backbone):
     def preprocess(self, chips: Tensor) -> Tensor:
         x = to_nchw(chips)
         if x.shape[-1] != self.input_size:
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", antialias=True,
-                              align_corners=False)
+            x = F.interpolate(
+                x, size=(self.input_size, self.input_size), mode="bilinear", antialias=True, align_corners=False
+            )
         return x  # 0..255 RGB: features() applies SFace's own (x - 127.5) / 128
 
     def features(self, x: Tensor) -> Tensor:
@@ -155,16 +163,21 @@ def _members(name: str) -> list[str]:
     members = name.split(FUSION_SEPARATOR)
     unknown = [m for m in members if m not in BACKBONES]
     if unknown or len(set(members)) != len(members):
-        raise ValueError(f"unknown backbone {name!r} (known: {sorted(BACKBONES)}, or several joined by "
-                         f"'{FUSION_SEPARATOR}', each once)")
+        raise ValueError(
+            f"unknown backbone {name!r} (known: {sorted(BACKBONES)}, or several joined by "
+            f"'{FUSION_SEPARATOR}', each once)"
+        )
     return members
 
 
 def chip_geometry(backbone: str) -> str:
     """The chip geometry backbone ``backbone`` needs (class attributes: no weights are loaded)."""
     members = _members(backbone)
-    return BACKBONES[members[0]].chip_geometry if len(members) == 1 else fused_geometry(
-        [BACKBONES[m].chip_geometry for m in members])
+    return (
+        BACKBONES[members[0]].chip_geometry
+        if len(members) == 1
+        else fused_geometry([BACKBONES[m].chip_geometry for m in members])
+    )
 
 
 def features_tag(name: str) -> str:

@@ -8,6 +8,7 @@ backbone's own embedding layer where it has one (dlib's fc), used to initialise 
 ``dlib_150`` or ``arcface_112``). In its own module so a fused backbone (fusion.py) and the registry
 can both build on it without importing each other.
 """
+
 from __future__ import annotations
 
 from typing import ClassVar
@@ -57,7 +58,7 @@ class Backbone(nn.Module):
             raise ValueError(f"n_stages must be in [0, {len(stages)}], got {n_stages}")
         for p in self.parameters():
             p.requires_grad_(False)
-        for stage in stages[len(stages) - n_stages:]:
+        for stage in stages[len(stages) - n_stages :]:
             for p in stage.parameters():
                 p.requires_grad_(True)
         self._frozen = stages[: len(stages) - n_stages]

@@ -9,6 +9,7 @@ is a versioned artifact of the run.
 Conventions as in :mod:`.triplets`: embeddings are L2-normalised and distances are squared
 Euclidean, computed as ``2 - 2 <a, b>`` (exact for unit vectors, and what an inner-product index gives).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -148,9 +149,7 @@ def mine_dataset_triplets(
                 any_semi = semi.any(axis=1)
                 col[s : s + _PAIR_CHUNK] = np.where(any_semi, semi.argmax(axis=1), col[s : s + _PAIR_CHUNK])
         n = nbrs[rows, col].astype(np.int64)
-        out = pd.DataFrame(
-            {"anchor": a, "positive": p, "negative": n, "d_ap": d_ap, "d_an": d_nbr[rows, col]}
-        )
+        out = pd.DataFrame({"anchor": a, "positive": p, "negative": n, "d_ap": d_ap, "d_an": d_nbr[rows, col]})
     out.attrs.update(
         {
             "margin": float(margin),

@@ -23,6 +23,7 @@ first and then the int16 exponent (value = mantissa * 2**exponent; exponents 320
 Tensors (version 2) are four longs (n, k, nr, nc) and raw little-endian float32 data; version-1
 tensors store every element as a ``float_details`` pair.
 """
+
 from __future__ import annotations
 
 import math
@@ -161,20 +162,19 @@ class DlibNet:
     loss: LossMetric | None
 
 
-
-
 # --------------------------------------------------------------------------------------------------
 # Layer details (dlib/dnn/layers.h, input.h, loss.h)
 
 
-def _slice_params(s: DlibStream, params: np.ndarray, dims: tuple[int, ...], at: int, what: str,
-                  start: int) -> np.ndarray:
+def _slice_params(
+    s: DlibStream, params: np.ndarray, dims: tuple[int, ...], at: int, what: str, start: int
+) -> np.ndarray:
     """An alias_tensor view into the flat params at ``at`` (dlib keeps weights+biases in one tensor)."""
     n = math.prod(dims)
     flat = params.reshape(-1)
     if at + n > flat.size:
         s.fail(f"{what} {dims} at {at} does not fit in {flat.size} params", start)
-    return flat[at:at + n].reshape(dims).copy()
+    return flat[at : at + n].reshape(dims).copy()
 
 
 def _read_con(s: DlibStream, tag: str, start: int) -> Con:
@@ -190,8 +190,12 @@ def _read_con(s: DlibStream, tag: str, start: int) -> Con:
     pad_x = s.read_int(what="padding_x", size=4)
     fdims = s.read_alias_tensor("con filters")
     bdims = s.read_alias_tensor("con biases")
-    for name in ("learning_rate_multiplier", "weight_decay_multiplier",
-                 "bias_learning_rate_multiplier", "bias_weight_decay_multiplier"):
+    for name in (
+        "learning_rate_multiplier",
+        "weight_decay_multiplier",
+        "bias_learning_rate_multiplier",
+        "bias_weight_decay_multiplier",
+    ):
         s.read_float(name)
     use_bias = s.read_bool("use_bias") if tag in ("con_5", "con_6") else True
     use_relu = s.read_bool("use_relu") if tag == "con_6" else False
@@ -208,14 +212,19 @@ def _read_con(s: DlibStream, tag: str, start: int) -> Con:
     expected = filters.size + (0 if bias is None else bias.size)
     if params.size != expected:
         s.fail(f"con params hold {params.size} values, filters+bias need {expected}", start)
-    return Con(filters=filters, bias=bias, stride=(stride_y, stride_x), padding=(pad_y, pad_x),
-               fused_relu=use_relu, offset=start)
+    return Con(
+        filters=filters,
+        bias=bias,
+        stride=(stride_y, stride_x),
+        padding=(pad_y, pad_x),
+        fused_relu=use_relu,
+        offset=start,
+    )
 
 
 def _read_affine(s: DlibStream, tag: str, start: int) -> Affine:
     if tag.startswith("bn_"):
-        s.fail(f"found batch-norm {tag!r}: only inference nets (bn_ already turned into affine_) "
-               "are supported", start)
+        s.fail(f"found batch-norm {tag!r}: only inference nets (bn_ already turned into affine_) are supported", start)
     if tag not in ("affine_", "affine_2"):
         s.fail(f"unsupported affine version {tag!r}", start)
     params = s.read_tensor("affine params")
@@ -231,8 +240,7 @@ def _read_affine(s: DlibStream, tag: str, start: int) -> Affine:
     beta = _slice_params(s, params, bdims, gamma.size, "beta", start)
     if params.size != gamma.size + beta.size:
         s.fail(f"affine params hold {params.size} values, gamma+beta need {2 * gamma.size}", start)
-    return Affine(gamma=gamma[0], beta=beta[0], conv_mode=mode == _CONV_MODE, disabled=disabled,
-                  offset=start)
+    return Affine(gamma=gamma[0], beta=beta[0], conv_mode=mode == _CONV_MODE, disabled=disabled, offset=start)
 
 
 def _read_pool(s: DlibStream, tag: str, start: int) -> Pool:
@@ -246,10 +254,8 @@ def _read_pool(s: DlibStream, tag: str, start: int) -> Pool:
     pad_y = s.read_int(what="pool padding_y", size=4)
     pad_x = s.read_int(what="pool padding_x", size=4)
     if min(nr, nc, pad_y, pad_x) < 0 or min(stride_y, stride_x) < 1:
-        s.fail(f"bad pooling geometry {nr}x{nc} stride ({stride_y},{stride_x}) "
-               f"padding ({pad_y},{pad_x})", start)
-    return Pool(kind=kind, nr=nr, nc=nc, stride=(stride_y, stride_x), padding=(pad_y, pad_x),
-                offset=start)
+        s.fail(f"bad pooling geometry {nr}x{nc} stride ({stride_y},{stride_x}) padding ({pad_y},{pad_x})", start)
+    return Pool(kind=kind, nr=nr, nc=nc, stride=(stride_y, stride_x), padding=(pad_y, pad_x), offset=start)
 
 
 def _read_fc(s: DlibStream, tag: str, start: int) -> Fc:
@@ -261,8 +267,12 @@ def _read_fc(s: DlibStream, tag: str, start: int) -> Fc:
     wdims = s.read_alias_tensor("fc weights")
     bdims = s.read_alias_tensor("fc biases")
     bias_mode = s.read_int(what="fc bias_mode", size=4)
-    for name in ("learning_rate_multiplier", "weight_decay_multiplier",
-                 "bias_learning_rate_multiplier", "bias_weight_decay_multiplier"):
+    for name in (
+        "learning_rate_multiplier",
+        "weight_decay_multiplier",
+        "bias_learning_rate_multiplier",
+        "bias_weight_decay_multiplier",
+    ):
         s.read_float(name)
     use_bias = s.read_bool("use_bias") if tag == "fc_3" else True
     if bias_mode not in (_FC_HAS_BIAS, _FC_NO_BIAS):
@@ -316,15 +326,13 @@ def _read_loss(s: DlibStream) -> LossMetric:
     if tag == "loss_metric_":  # these were hard coded before loss_metric_2 (dlib/dnn/loss.h)
         return LossMetric(margin=0.1, dist_thresh=0.75, offset=start)
     if tag == "loss_metric_2":
-        return LossMetric(margin=s.read_float32("margin"), dist_thresh=s.read_float32("dist_thresh"),
-                          offset=start)
+        return LossMetric(margin=s.read_float32("margin"), dist_thresh=s.read_float32("dist_thresh"), offset=start)
     s.fail(f"unsupported loss layer {tag!r} (expected loss_metric_)", start)
 
 
 def _read_layer_state(s: DlibStream, n_tensors: int) -> None:
     """The training state after each layer's details: 3 bools and cached tensors (normally empty)."""
-    for name in ("this_layer_setup_called", "gradient_input_is_stale",
-                 "get_output_and_gradient_input_disabled"):
+    for name in ("this_layer_setup_called", "gradient_input_is_stale", "get_output_and_gradient_input_disabled"):
         s.read_bool(name)
     for i in range(n_tensors):
         s.read_tensor(f"layer state tensor {i}")

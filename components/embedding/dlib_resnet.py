@@ -11,6 +11,7 @@ shapes by zero-padding the smaller one (channels, and also rows/cols: at 8x8 -> 
 average pool and a 128-output fc without bias. The output is NOT normalised (dlib's descriptor is raw);
 use :func:`l2_normalize` when a unit vector is wanted.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -162,8 +163,7 @@ def _sequential(records: list[LayerRecord], fuse_affine: bool, net: DlibNet) -> 
         rec = records[i]
         if isinstance(rec, Con):
             nxt = records[i + 1] if i + 1 < len(records) else None
-            fold = (fuse_affine and isinstance(nxt, Affine) and nxt.conv_mode and not nxt.disabled
-                    and not rec.fused_relu)
+            fold = fuse_affine and isinstance(nxt, Affine) and nxt.conv_mode and not nxt.disabled and not rec.fused_relu
             mods.extend(_conv(rec, nxt if fold else None))  # type: ignore[arg-type]
             i += 2 if fold else 1
             continue
@@ -182,8 +182,7 @@ def _sequential(records: list[LayerRecord], fuse_affine: bool, net: DlibNet) -> 
                     lin.bias.copy_(torch.from_numpy(rec.bias))
             mods.extend([nn.Flatten(), lin])
         else:
-            raise DlibFormatError(net.source, rec.offset,
-                                  f"{type(rec).__name__} outside a residual block pattern")
+            raise DlibFormatError(net.source, rec.offset, f"{type(rec).__name__} outside a residual block pattern")
         i += 1
     return nn.Sequential(*mods)
 
@@ -218,29 +217,33 @@ class DlibResNet(nn.Module):
         layers = list(self.head) or list(self.stem)
         last = layers[-1] if layers else None
         if not isinstance(last, nn.Linear):
-            raise DlibFormatError(net.source, recs[-1].offset if recs else 0,
-                                  "network does not end in an fc layer")
+            raise DlibFormatError(net.source, recs[-1].offset if recs else 0, "network does not end in an fc layer")
 
     @staticmethod
-    def _match_block(recs: list[LayerRecord], i: int, fuse: bool,
-                     net: DlibNet) -> tuple[_Residual, int]:
+    def _match_block(recs: list[LayerRecord], i: int, fuse: bool, net: DlibNet) -> tuple[_Residual, int]:
         """``T body AddPrev [Relu]`` or ``T body T T Pool(avg) AddPrev [Relu]`` starting at ``recs[i]``."""
         start = recs[i].offset
         j = i + 1
         while j < len(recs) and not isinstance(recs[j], (TagOrSkip, AddPrev)):
             j += 1
-        body = _sequential(recs[i + 1:j], fuse, net)
-        tail = recs[j:j + 4]
+        body = _sequential(recs[i + 1 : j], fuse, net)
+        tail = recs[j : j + 4]
         shortcut: nn.Module | None
         if tail and isinstance(tail[0], AddPrev):
             shortcut, k = None, j + 1
-        elif (len(tail) == 4 and isinstance(tail[0], TagOrSkip) and isinstance(tail[1], TagOrSkip)
-              and isinstance(tail[2], Pool) and tail[2].kind == "avg" and isinstance(tail[3], AddPrev)):
+        elif (
+            len(tail) == 4
+            and isinstance(tail[0], TagOrSkip)
+            and isinstance(tail[1], TagOrSkip)
+            and isinstance(tail[2], Pool)
+            and tail[2].kind == "avg"
+            and isinstance(tail[3], AddPrev)
+        ):
             shortcut, k = _Pool(tail[2]), j + 4
         else:
-            raise DlibFormatError(net.source, start,
-                                  "records after this tag match neither dlib's residual nor "
-                                  "residual_down pattern")
+            raise DlibFormatError(
+                net.source, start, "records after this tag match neither dlib's residual nor residual_down pattern"
+            )
         post_relu = k < len(recs) and isinstance(recs[k], Relu)
         return _Residual(body, shortcut, post_relu), k + int(post_relu)
 

@@ -2,6 +2,7 @@
 integers, floats, bools, strings and tensors from a ``.dat`` stream, naming the source and byte offset
 in every error. The layer records built from them are in dlib_dat.py.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,9 +33,8 @@ class DlibStream:
 
     def take(self, n: int, what: str) -> memoryview:
         if n < 0 or self.pos + n > len(self.data):
-            self.fail(f"unexpected end of data reading {what} ({n} bytes wanted, "
-                      f"{len(self.data) - self.pos} left)")
-        out = self.data[self.pos:self.pos + n]
+            self.fail(f"unexpected end of data reading {what} ({n} bytes wanted, {len(self.data) - self.pos} left)")
+        out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
 
@@ -101,7 +101,7 @@ class DlibStream:
             n = self.read_int(signed=False, size=8)
             if not 1 <= n <= 64 or self.pos + n > len(self.data):
                 return None
-            raw = bytes(self.data[self.pos:self.pos + n])
+            raw = bytes(self.data[self.pos : self.pos + n])
             return raw.decode("ascii") if all(32 <= b < 127 for b in raw) else None
         except DlibFormatError:
             return None

@@ -9,6 +9,7 @@ inside it, so ``state_dict``, the weight fingerprint and pickling are unchanged)
 whenever a parameter or buffer of the original changes (optimiser steps, ``load_state_dict``,
 ``.to(device)``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -40,8 +41,17 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     # torch types _ConvNd's sizes tuple[int, ...]; a Conv2d's are pairs
     kernel, stride, dilation = (cast("tuple[int, int]", v) for v in (conv.kernel_size, conv.stride, conv.dilation))
     padding = cast("str | tuple[int, int]", conv.padding)
-    out = nn.Conv2d(conv.in_channels, conv.out_channels, kernel, stride, padding,
-                    dilation, conv.groups, bias=True, padding_mode=conv.padding_mode)
+    out = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        kernel,
+        stride,
+        padding,
+        dilation,
+        conv.groups,
+        bias=True,
+        padding_mode=conv.padding_mode,
+    )
     out = out.to(device=conv.weight.device, dtype=conv.weight.dtype)
     assert out.bias is not None  # built with bias=True
     out.weight.copy_(conv.weight.double() * s.view(-1, *([1] * (conv.weight.dim() - 1))))
@@ -75,8 +85,7 @@ def _version(t: torch.Tensor) -> int:
 
 def _state_key(module: nn.Module) -> tuple:
     """Changes whenever a parameter or buffer of ``module`` is written or moved."""
-    return tuple((t.data_ptr(), _version(t), t.device.type, t.dtype)
-                 for t in (*module.parameters(), *module.buffers()))
+    return tuple((t.data_ptr(), _version(t), t.device.type, t.dtype) for t in (*module.parameters(), *module.buffers()))
 
 
 _COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> {variant: (state key, copy)}

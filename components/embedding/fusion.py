@@ -10,6 +10,7 @@ and a gallery built by any other model is still refused by name and version).
 The weights are fitted on training identities only (:func:`fit_fusion_weights`), so a benchmark fold
 or held-out split never chooses its own weights.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -42,7 +43,7 @@ def member_input(x: Tensor, geometry: str) -> Tensor:
     if x.shape[1] == 6:
         if geometry == "arcface_112":
             o = ARCFACE_OFFSET
-            x = x[:, 3:, o:o + ARCFACE_SIZE, o:o + ARCFACE_SIZE]
+            x = x[:, 3:, o : o + ARCFACE_SIZE, o : o + ARCFACE_SIZE]
         else:
             x = x[:, :3]
     return x.permute(0, 2, 3, 1)
@@ -150,12 +151,15 @@ def normalised_weights(weights: Sequence[float]) -> list[float]:
 
 
 @torch.inference_mode()
-def member_similarities(head: FusedHead, feats: np.ndarray, a: np.ndarray, b: np.ndarray,
-                        chunk: int = 8192) -> np.ndarray:
+def member_similarities(
+    head: FusedHead, feats: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int = 8192
+) -> np.ndarray:
     """M x n cosine similarities of the members for n pairs (rows ``a``, ``b`` of ``feats``): each row
     embedded once (220,000 pairs of 6,528-value features would be 11 GB gathered)."""
-    parts = [head.member_embeddings(torch.from_numpy(np.ascontiguousarray(feats[i:i + chunk])))
-             for i in range(0, len(feats), chunk)]
+    parts = [
+        head.member_embeddings(torch.from_numpy(np.ascontiguousarray(feats[i : i + chunk])))
+        for i in range(0, len(feats), chunk)
+    ]
     members = [np.concatenate([p[m].numpy() for p in parts]) for m in range(len(head.heads))]
     return np.stack([(e[a] * e[b]).sum(1) for e in members])
 
@@ -167,8 +171,9 @@ def tar_at_far(sim_genuine: np.ndarray, sim_impostor: np.ndarray, far: float) ->
     return float((sim_genuine > threshold).mean())
 
 
-def training_pairs(labels: np.ndarray, rng: np.random.Generator, max_genuine: int = 20000,
-                   impostor_per_genuine: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def training_pairs(
+    labels: np.ndarray, rng: np.random.Generator, max_genuine: int = 20000, impostor_per_genuine: int = 10
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row a, row b, same) over labelled rows: all genuine pairs up to a cap, random impostor pairs."""
     order = np.argsort(labels, kind="stable")
     sorted_labels = labels[order]
@@ -194,8 +199,15 @@ def training_pairs(labels: np.ndarray, rng: np.random.Generator, max_genuine: in
     return a, b, np.r_[np.ones(len(ga), bool), np.zeros(len(ia), bool)]
 
 
-def fit_fusion_weights(head: FusedHead, feats: np.ndarray, labels: np.ndarray, *, far: float = 1e-4,
-                       seed: int = 0, flip_feats: np.ndarray | None = None) -> dict:
+def fit_fusion_weights(
+    head: FusedHead,
+    feats: np.ndarray,
+    labels: np.ndarray,
+    *,
+    far: float = 1e-4,
+    seed: int = 0,
+    flip_feats: np.ndarray | None = None,
+) -> dict:
     """Choose the members' weights on labelled training faces (identities the evaluation never sees):
     the grid point with the highest TAR at ``far`` (ties: the larger d', the genuine-impostor gap in
     pooled standard deviations). Training identities are easy at FAR 1e-3 (every weight scores ~0.999
@@ -218,5 +230,9 @@ def fit_fusion_weights(head: FusedHead, feats: np.ndarray, labels: np.ndarray, *
     assert best is not None  # WEIGHT_GRID is not empty
     (tar, _), w = best
     head.set_weights([1 - w, w])
-    return {"fusion_weights": [round(1 - float(w), 4), round(float(w), 4)], "fusion_fit_tar": tar,
-            "fusion_fit_pairs": int(len(same)), "fusion_fit_genuine": int(same.sum())}
+    return {
+        "fusion_weights": [round(1 - float(w), 4), round(float(w), 4)],
+        "fusion_fit_tar": tar,
+        "fusion_fit_pairs": int(len(same)),
+        "fusion_fit_genuine": int(same.sum()),
+    }

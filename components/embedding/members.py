@@ -7,6 +7,7 @@ member's slice of every stored full (flip-averaged) embedding, re-normalised, is
 flip-averaged embedding of that face, so the small index can never disagree with the full one.
 A model with one backbone is its own only member (the cheap pass is then that model without mirror).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -47,12 +48,12 @@ def member_slice(model: EmbeddingModel, member: str) -> MemberSlice:
     outs = [h.out_features for h in head.member_heads]
     if float(head.weights[i]) <= 0:
         raise ValueError(f"member {member!r} has fusion weight 0: its slice of the embedding is empty")
-    return MemberSlice(i, sum(outs[:i]), sum(outs[:i + 1]), sum(head.in_dims[:i]), sum(head.in_dims[:i + 1]))
+    return MemberSlice(i, sum(outs[:i]), sum(outs[: i + 1]), sum(head.in_dims[:i]), sum(head.in_dims[: i + 1]))
 
 
 def member_of_full(full: np.ndarray, where: MemberSlice) -> np.ndarray:
     """The member's own unit embeddings out of full ones (n x D): its slice, re-normalised."""
-    part = np.ascontiguousarray(np.asarray(full, np.float32)[:, where.start:where.end])
+    part = np.ascontiguousarray(np.asarray(full, np.float32)[:, where.start : where.end])
     norms = np.linalg.norm(part, axis=1, keepdims=True)
     return part / np.maximum(norms, 1e-12)
 
@@ -63,7 +64,7 @@ def member_from_features(model: EmbeddingModel, feats: np.ndarray, where: Member
     head = model.head
     if not isinstance(head, FusedHead):
         return embed_from_features(model, feats)
-    part = torch.from_numpy(np.ascontiguousarray(feats[:, where.feature_start:where.feature_end]))
+    part = torch.from_numpy(np.ascontiguousarray(feats[:, where.feature_start : where.feature_end]))
     return F.normalize(head.heads[where.index](part.to(module_device(model))), dim=1).cpu().numpy()
 
 

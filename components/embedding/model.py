@@ -6,6 +6,7 @@ never change and are computed once). The functions below run where the model's w
 (``devices.module_device``): whoever places the model (``embedding.device``) decides, batches follow it
 and results come back as CPU numpy arrays.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -65,9 +66,13 @@ def upgrade_sface_heads(model: EmbeddingModel) -> EmbeddingModel:
     """A model pickled before SFace's features became per-position shares (``features_revision`` 1: its
     head was a linear layer on SFace's summed 128-d embedding) as today's exact equivalent: the gated
     head with every gate at 1 and that linear layer. Anything else is returned unchanged."""
+
     def upgraded(member: Backbone, head: nn.Module) -> nn.Module:
-        if not isinstance(member, SFaceBackbone) or not isinstance(head, nn.Linear) \
-                or head.in_features != member.embedding_dim:
+        if (
+            not isinstance(member, SFaceBackbone)
+            or not isinstance(head, nn.Linear)
+            or head.in_features != member.embedding_dim
+        ):
             return head
         if "_identity" in member._modules:
             del member._modules["_identity"]  # revision 1's initial head, kept on the backbone
@@ -98,19 +103,20 @@ def ensure_eval(module: nn.Module) -> None:
 
 
 @torch.inference_mode()
-def chip_features(backbone: Backbone, chips: np.ndarray, batch_size: int = 64, flip: bool = False,
-                  progress=None) -> np.ndarray:
+def chip_features(
+    backbone: Backbone, chips: np.ndarray, batch_size: int = 64, flip: bool = False, progress=None
+) -> np.ndarray:
     """Pooled backbone features of uint8 chips (optionally of their mirror images), float32."""
     ensure_eval(backbone)
     device = module_device(backbone)
     out = np.zeros((len(chips), backbone.feature_dim), np.float32)
     for start in range(0, len(chips), batch_size):
-        batch = torch.from_numpy(np.array(chips[start:start + batch_size]))  # a copy: chips may be a read-only memmap
+        batch = torch.from_numpy(np.array(chips[start : start + batch_size]))  # a copy: chips may be a read-only memmap
         batch = batch.to(device, non_blocking=True)  # uint8 travels: 4x fewer bytes than float
         if flip:
             batch = batch.flip(2)  # N x H x W x C: mirror along W
         x = backbone.preprocess(batch).contiguous(memory_format=torch.channels_last)
-        out[start:start + len(batch)] = backbone.features(x).cpu().numpy()
+        out[start : start + len(batch)] = backbone.features(x).cpu().numpy()
         if progress:
             progress(min(start + batch_size, len(chips)), len(chips))
     return out
@@ -136,9 +142,9 @@ def embed_chips(model: EmbeddingModel, chips: np.ndarray, flip_tta: bool = False
     half = max(1, batch_size // 2)
     out = []
     for start in range(0, len(chips), half):
-        part = np.asarray(chips[start:start + half])
+        part = np.asarray(chips[start : start + half])
         feats = chip_features(model.backbone, np.concatenate([part, part[:, :, ::-1]]), 2 * len(part))
-        out.append(embed_from_features(model, feats[:len(part)], feats[len(part):]))
+        out.append(embed_from_features(model, feats[: len(part)], feats[len(part) :]))
     return np.concatenate(out) if out else np.zeros((0, model.embedding_dim), np.float32)
 
 
@@ -149,16 +155,28 @@ def _cache_tag(backbone: str, precision: str, device: str | torch.device) -> str
     return features_tag(backbone) + ("-bf16" if inference_dtype(precision, device) == torch.bfloat16 else "")
 
 
-def feature_cache_path(cache_dir: Path, chip_key: str, backbone: str, flip: bool, precision: str = "float32",
-                       device: str | torch.device = "cpu") -> Path:
+def feature_cache_path(
+    cache_dir: Path,
+    chip_key: str,
+    backbone: str,
+    flip: bool,
+    precision: str = "float32",
+    device: str | torch.device = "cpu",
+) -> Path:
     """Where the frozen features of a chip set live: by chip key, backbone, resolved dtype, plain or mirrored."""
     tag = _cache_tag(backbone, precision, device)
     return Path(cache_dir) / f"features-{chip_key}-{backbone}{tag}-{'flip' if flip else 'plain'}.npy"
 
 
-def cached_features(chips: np.ndarray, chip_key: str, backbone_name: str, cache_dir: Path,
-                    progress=None, device: str | torch.device = "cpu",
-                    precision: str = "float32") -> tuple[np.ndarray, np.ndarray]:
+def cached_features(
+    chips: np.ndarray,
+    chip_key: str,
+    backbone_name: str,
+    cache_dir: Path,
+    progress=None,
+    device: str | torch.device = "cpu",
+    precision: str = "float32",
+) -> tuple[np.ndarray, np.ndarray]:
     """Frozen-backbone features of every chip and of its mirror image, cached on disk by chip key;
     computed on ``device`` when missing (the cache does not depend on it: GPU features differ from CPU
     ones in their last bits only). ``precision`` (facegate.components.embedding.precision) is part of the key
@@ -172,8 +190,12 @@ def cached_features(chips: np.ndarray, chip_key: str, backbone_name: str, cache_
                 backbone = make_backbone(backbone_name).to(device)
                 set_precision(backbone, precision)
             stage = "features-flip" if flip else "features"
-            feats = chip_features(backbone, chips, flip=flip,
-                                  progress=(lambda i, n, stage=stage: progress(stage, i, n)) if progress else None)
+            feats = chip_features(
+                backbone,
+                chips,
+                flip=flip,
+                progress=(lambda i, n, stage=stage: progress(stage, i, n)) if progress else None,
+            )
             tmp = path.with_suffix(".tmp.npy")
             np.save(tmp, feats)
             tmp.replace(path)
@@ -181,10 +203,20 @@ def cached_features(chips: np.ndarray, chip_key: str, backbone_name: str, cache_
     return out[0], out[1]
 
 
-def cached_augmented_features(chips: np.ndarray, chip_key: str, backbone_name: str, cache_dir: Path,
-                              make_pipeline, description: dict, copies: int, seed: int,
-                              batch_size: int = 64, progress=None,
-                              device: str | torch.device = "cpu", precision: str = "float32") -> list[np.ndarray]:
+def cached_augmented_features(
+    chips: np.ndarray,
+    chip_key: str,
+    backbone_name: str,
+    cache_dir: Path,
+    make_pipeline,
+    description: dict,
+    copies: int,
+    seed: int,
+    batch_size: int = 64,
+    progress=None,
+    device: str | torch.device = "cpu",
+    precision: str = "float32",
+) -> list[np.ndarray]:
     """Frozen-backbone features of ``copies`` albumentations copies of every chip, cached on disk.
 
     The key covers the chips, the backbone, the pipeline's serialised form and the seed, so a changed
@@ -204,9 +236,10 @@ def cached_augmented_features(chips: np.ndarray, chip_key: str, backbone_name: s
             pipeline = make_pipeline(seed + c)
             feats = np.zeros((len(chips), backbone.feature_dim), np.float32)
             for start in range(0, len(chips), batch_size):
-                batch = np.stack([pipeline(image=np.ascontiguousarray(chip))["image"]
-                                  for chip in chips[start:start + batch_size]])
-                feats[start:start + len(batch)] = chip_features(backbone, batch, batch_size)
+                batch = np.stack(
+                    [pipeline(image=np.ascontiguousarray(chip))["image"] for chip in chips[start : start + batch_size]]
+                )
+                feats[start : start + len(batch)] = chip_features(backbone, batch, batch_size)
                 if progress:
                     progress(f"augmented copy {c + 1}/{copies}", min(start + batch_size, len(chips)), len(chips))
             tmp = path.with_suffix(".tmp.npy")

@@ -11,6 +11,7 @@ Measured on the chain's held-out LFW identities (2026-12-01, cached bfloat16 fea
 TAR at FAR 1e-3 0.966 -> 0.969-0.970 with plain accuracy -0.0005 and plain TAR unchanged (penalty 0.3);
 penalty 0.1 gave +0.006 masked for -0.0017 plain accuracy.
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,8 +26,9 @@ class PositionGatedHead(nn.Module):
 
     bias: Tensor  # a buffer (register_buffer in __init__)
 
-    def __init__(self, positions: int, dim: int, bias: Tensor, out_features: int | None = None,
-                 hidden: int = GATE_HIDDEN) -> None:
+    def __init__(
+        self, positions: int, dim: int, bias: Tensor, out_features: int | None = None, hidden: int = GATE_HIDDEN
+    ) -> None:
         super().__init__()
         self.positions, self.dim = positions, dim
         self.out_features = out_features or dim
@@ -38,7 +40,7 @@ class PositionGatedHead(nn.Module):
         self.linear = nn.Linear(dim, self.out_features, bias=False)
         gen = torch.Generator().manual_seed(0)  # fixed: a pretrained model's weights (its fingerprint) never vary
         with torch.no_grad():
-            gate_in.weight.copy_(torch.randn(hidden, dim, generator=gen) / dim ** 0.5)
+            gate_in.weight.copy_(torch.randn(hidden, dim, generator=gen) / dim**0.5)
             gate_in.bias.zero_()
             gate_out.weight.zero_()  # the gate starts at exactly 1
             gate_out.bias.zero_()

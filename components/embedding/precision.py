@@ -8,6 +8,7 @@ so ``auto`` means bfloat16 only where it is native. Training never sees it: only
 (facegate.components.embedding.folding, eval mode without autograd) are cast; parameters, gradients, checkpoints
 and the weight fingerprint stay float32.
 """
+
 from __future__ import annotations
 
 from functools import cache

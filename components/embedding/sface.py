@@ -21,6 +21,7 @@ Inference (eval mode, no autograd) runs :class:`SFaceInference`, a cached copy w
 the same function within float rounding (a test holds it to 1e-5 on unit embeddings of real chips),
 several times faster on 2 cores. Training and ``state_dict`` see only the module with its BNs.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -44,9 +45,21 @@ EMBEDDING_DIM = 128
 BODY_EPS = 1e-3
 OUTPUT_EPS = 2e-5
 # conv_2 .. conv_14: (in channels, out channels, depthwise stride)
-SEPARABLE_BLOCKS = ((32, 64, 1), (64, 128, 2), (128, 128, 1), (128, 256, 2), (256, 256, 1), (256, 512, 2),
-                    (512, 512, 1), (512, 512, 1), (512, 512, 1), (512, 512, 1), (512, 512, 1), (512, 1024, 2),
-                    (1024, 1024, 1))
+SEPARABLE_BLOCKS = (
+    (32, 64, 1),
+    (64, 128, 2),
+    (128, 128, 1),
+    (128, 256, 2),
+    (256, 256, 1),
+    (256, 512, 2),
+    (512, 512, 1),
+    (512, 512, 1),
+    (512, 512, 1),
+    (512, 512, 1),
+    (512, 512, 1),
+    (512, 1024, 2),
+    (1024, 1024, 1),
+)
 
 
 class SFaceFormatError(ValueError):
@@ -142,8 +155,9 @@ class SFaceInference(nn.Module):
     fc_bias: torch.Tensor
     position_offsets: torch.Tensor
 
-    def __init__(self, layers: list[nn.Module], fc: nn.Linear, channels: int, side: int,
-                 position_offsets: torch.Tensor) -> None:
+    def __init__(
+        self, layers: list[nn.Module], fc: nn.Linear, channels: int, side: int, position_offsets: torch.Tensor
+    ) -> None:
         super().__init__()
         self.layers = nn.Sequential(*layers)
         # positions x channels x 128, contiguous: a channels-last map, viewed per position, multiplies it
@@ -168,7 +182,8 @@ class SFaceInference(nn.Module):
         bn = net.bn1
         running_mean, running_var = running_stats(bn)
         shift = bn.bias.double() - running_mean.double() * bn.weight.double() / torch.sqrt(
-            running_var.double() + bn.eps)
+            running_var.double() + bn.eps
+        )
         per_position = net.fc.weight.detach().double().view(net.fc.out_features, bn.num_features, -1)
         offsets = torch.einsum("kcp,c->pk", per_position, shift).float()  # what bn1's shift adds at each position
         out = cls(layers, fc, bn.num_features, INPUT_SIZE // 16, offsets)
@@ -214,10 +229,18 @@ def check_graph(graph, path: Path) -> None:
     expected: list[tuple] = [("Sub",), ("Mul",)]
     for prefix, layer in _layer_names(net):
         c = layer.conv
-        expected += [("Conv", f"{prefix}_conv2d_weight", c.stride[0], c.groups, c.padding[0]),
-                     ("BatchNormalization", f"{prefix}_batchnorm_gamma", BODY_EPS), ("PRelu", f"{prefix}_relu_gamma")]
-    expected += [("BatchNormalization", "bn1_gamma", OUTPUT_EPS), ("Dropout",), ("Flatten",),
-                 ("Gemm", "pre_fc1_weight"), ("BatchNormalization", "fc1_gamma", OUTPUT_EPS)]
+        expected += [
+            ("Conv", f"{prefix}_conv2d_weight", c.stride[0], c.groups, c.padding[0]),
+            ("BatchNormalization", f"{prefix}_batchnorm_gamma", BODY_EPS),
+            ("PRelu", f"{prefix}_relu_gamma"),
+        ]
+    expected += [
+        ("BatchNormalization", "bn1_gamma", OUTPUT_EPS),
+        ("Dropout",),
+        ("Flatten",),
+        ("Gemm", "pre_fc1_weight"),
+        ("BatchNormalization", "fc1_gamma", OUTPUT_EPS),
+    ]
     nodes = list(graph.node)
     if len(nodes) != len(expected):
         raise SFaceFormatError(f"{path}: {len(nodes)} nodes, expected {len(expected)}")

@@ -9,6 +9,7 @@ when the config is built, so a missing GPU fails before any data is read): sampl
 stay on the CPU with the same random streams, batches move to the device, and the model comes back to
 the CPU when training ends (what is logged and registered loads anywhere).
 """
+
 from __future__ import annotations
 
 import random
@@ -65,10 +66,12 @@ class TrainConfig:
     def from_settings(cls, settings: Settings, **overrides) -> TrainConfig:
         """``train.*``, ``seed`` and ``embedding.device`` from the settings; ``overrides`` (epochs=...,
         lr=..., device=...) win when not None. A GPU asked for but missing is ``DeviceUnavailable`` here."""
-        device = resolve_torch_device(overrides.pop("device", None) or settings.embedding.device,
-                                      key="embedding.device")
-        return build_config(cls, {**settings.train.model_dump(), "seed": settings.seed, "device": str(device)},
-                            **overrides)
+        device = resolve_torch_device(
+            overrides.pop("device", None) or settings.embedding.device, key="embedding.device"
+        )
+        return build_config(
+            cls, {**settings.train.model_dump(), "seed": settings.seed, "device": str(device)}, **overrides
+        )
 
 
 def seed_everything(seed: int) -> None:
@@ -77,8 +80,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _run_epochs(model, params, batches_fn, embed_fn, labels_t, cfg: TrainConfig,
-                on_epoch: Callable[[int, dict], None] | None) -> list[dict]:
+def _run_epochs(
+    model, params, batches_fn, embed_fn, labels_t, cfg: TrainConfig, on_epoch: Callable[[int, dict], None] | None
+) -> list[dict]:
     """The epochs on ``cfg.device`` (the model is already there); the model ends on the CPU, in eval mode.
     ``params``: what learns at ``cfg.lr`` with the pretrained decay; the position gates among them learn
     at ``cfg.gate_lr`` without it."""
@@ -103,8 +107,9 @@ def _decay_toward(params, start, rate: float) -> None:
         p.sub_(p - p0, alpha=rate)
 
 
-def _epochs(model, params, batches_fn, embed_fn, labels_t, cfg: TrainConfig,
-            on_epoch: Callable[[int, dict], None] | None) -> list[dict]:
+def _epochs(
+    model, params, batches_fn, embed_fn, labels_t, cfg: TrainConfig, on_epoch: Callable[[int, dict], None] | None
+) -> list[dict]:
     miner = get_miner(cfg.miner, seed=cfg.seed) if cfg.miner == "random" else get_miner(cfg.miner)
     params, gates = _param_groups(model, params)
     groups = [{"params": params}] + ([{"params": gates, "lr": cfg.gate_lr, "weight_decay": 0.0}] if gates else [])
@@ -144,9 +149,16 @@ def _epochs(model, params, batches_fn, embed_fn, labels_t, cfg: TrainConfig,
     return history
 
 
-def train_head(model: EmbeddingModel, feats: np.ndarray, flip_feats: np.ndarray | None, labels: np.ndarray,
-               cfg: TrainConfig, on_epoch: Callable[[int, dict], None] | None = None,
-               aug_feats: list[np.ndarray] | tuple = (), aug_prob: float = 0.0) -> list[dict]:
+def train_head(
+    model: EmbeddingModel,
+    feats: np.ndarray,
+    flip_feats: np.ndarray | None,
+    labels: np.ndarray,
+    cfg: TrainConfig,
+    on_epoch: Callable[[int, dict], None] | None = None,
+    aug_feats: list[np.ndarray] | tuple = (),
+    aug_prob: float = 0.0,
+) -> list[dict]:
     """Head-only training on cached features.
 
     Augmentation happens in feature space because the backbone is frozen: each sample uses its
@@ -201,9 +213,14 @@ def head_parameters(model: EmbeddingModel, trainable: str) -> list:
     return gates or list(model.head.parameters())
 
 
-def train_finetune(model: EmbeddingModel, chips: np.ndarray, labels: np.ndarray, cfg: TrainConfig,
-                   augment: Callable[[np.ndarray], np.ndarray] | None = None,
-                   on_epoch: Callable[[int, dict], None] | None = None) -> list[dict]:
+def train_finetune(
+    model: EmbeddingModel,
+    chips: np.ndarray,
+    labels: np.ndarray,
+    cfg: TrainConfig,
+    augment: Callable[[np.ndarray], np.ndarray] | None = None,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> list[dict]:
     """Head plus the last ``cfg.finetune_stages`` backbone stages, on (augmented) uint8 chips."""
     seed_everything(cfg.seed)
     device = torch.device(cfg.device)
@@ -229,8 +246,9 @@ def train_finetune(model: EmbeddingModel, chips: np.ndarray, labels: np.ndarray,
     return _run_epochs(model, params, batches, embed, labels_t, cfg, on_epoch)
 
 
-def train_head_on_triplets(model: EmbeddingModel, feats: np.ndarray, triplets: pd.DataFrame, cfg: TrainConfig,
-                           batch_size: int = 256) -> dict:
+def train_head_on_triplets(
+    model: EmbeddingModel, feats: np.ndarray, triplets: pd.DataFrame, cfg: TrainConfig, batch_size: int = 256
+) -> dict:
     """One pass of head training over a mined triplet list (dataset-wide mining's training step)."""
     seed_everything(cfg.seed)
     device = torch.device(cfg.device)
@@ -243,9 +261,11 @@ def train_head_on_triplets(model: EmbeddingModel, feats: np.ndarray, triplets: p
     losses, active = [], []
     try:
         for start in range(0, len(order), batch_size):
-            sel = order[start:start + batch_size]
-            ea, ep, en = (model.embed_features(feats_t[idx[c][sel]].to(device, non_blocking=True))
-                          for c in ("anchor", "positive", "negative"))
+            sel = order[start : start + batch_size]
+            ea, ep, en = (
+                model.embed_features(feats_t[idx[c][sel]].to(device, non_blocking=True))
+                for c in ("anchor", "positive", "negative")
+            )
             d_ap, d_an = ((ea - ep) ** 2).sum(1), ((ea - en) ** 2).sum(1)
             loss = triplet_loss(d_ap, d_an, cfg.margin)
             opt.zero_grad(set_to_none=True)
@@ -255,15 +275,25 @@ def train_head_on_triplets(model: EmbeddingModel, feats: np.ndarray, triplets: p
             active.append(float(mining_stats(d_ap.detach(), d_an.detach(), cfg.margin)["active_fraction"]))
     finally:
         model.cpu().eval()
-    return {"loss": float(np.mean(losses)) if losses else 0.0,
-            "active_fraction": float(np.mean(active)) if active else 0.0, "n_triplets": int(len(triplets))}
+    return {
+        "loss": float(np.mean(losses)) if losses else 0.0,
+        "active_fraction": float(np.mean(active)) if active else 0.0,
+        "n_triplets": int(len(triplets)),
+    }
 
 
-def train_head_dataset_mining(model: EmbeddingModel, feats: np.ndarray, flip_feats: np.ndarray | None,
-                              labels: np.ndarray, cfg: TrainConfig, rounds: int = 3,
-                              strategy: Literal["hard", "semi_hard"] = "semi_hard",
-                              k: int = 50, artifact_dir=None,
-                              on_epoch: Callable[[int, dict], None] | None = None) -> list[dict]:
+def train_head_dataset_mining(
+    model: EmbeddingModel,
+    feats: np.ndarray,
+    flip_feats: np.ndarray | None,
+    labels: np.ndarray,
+    cfg: TrainConfig,
+    rounds: int = 3,
+    strategy: Literal["hard", "semi_hard"] = "semi_hard",
+    k: int = 50,
+    artifact_dir=None,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> list[dict]:
     """Online rounds alternating with dataset-wide FAISS mining.
 
     Round 0 trains with in-batch mining; each later round embeds the training set, mines triplets
@@ -280,11 +310,17 @@ def train_head_dataset_mining(model: EmbeddingModel, feats: np.ndarray, flip_fea
         kept = still_violating(carried, emb, cfg.margin) if carried is not None else mined.iloc[:0]
         violating_new = still_violating(mined, emb, cfg.margin)
         triplets = pd.concat([kept, violating_new], ignore_index=True).drop_duplicates(
-            ["anchor", "positive", "negative"])
+            ["anchor", "positive", "negative"]
+        )
         if artifact_dir is not None:
             save_triplets(triplets, artifact_dir / f"triplets-round{r}.parquet")
-        row = {"epoch": len(history), "round": r, "mined": int(len(mined)), "carried_still_violating": int(len(kept)),
-               **train_head_on_triplets(model, feats, triplets, cfg)}
+        row = {
+            "epoch": len(history),
+            "round": r,
+            "mined": int(len(mined)),
+            "carried_still_violating": int(len(kept)),
+            **train_head_on_triplets(model, feats, triplets, cfg),
+        }
         history.append(row)
         if on_epoch:
             on_epoch(row["epoch"], row)

@@ -8,6 +8,7 @@ Conventions: embeddings are L2-normalised and every distance is the SQUARED Eucl
 Miners work on a detached distance matrix and return indices only; the loss is then computed from
 the differentiable matrix with :func:`triplet_distances`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -257,9 +258,7 @@ class PKSampler(Sampler[list[int]]):
         ids, inverse, counts = np.unique(arr, return_inverse=True, return_counts=True)
         order = np.argsort(inverse, kind="stable")
         groups = np.split(order, np.cumsum(counts)[:-1])
-        self.by_identity: dict[int, np.ndarray] = {
-            int(i): g for i, g, c in zip(ids, groups, counts) if c >= 2
-        }
+        self.by_identity: dict[int, np.ndarray] = {int(i): g for i, g, c in zip(ids, groups, counts) if c >= 2}
         self.identities = np.array(sorted(self.by_identity), dtype=np.int64)
         if len(self.identities) < p:
             raise ValueError(f"only {len(self.identities)} identities with >= 2 images; need p={p}")

@@ -8,6 +8,7 @@ TAR at FAR 1e-3 (the gate's metric) is measured against every impostor pair the 
 with the pairs' second faces (millions), not the 3000 sampled ones: at 3000 impostors FAR 1e-3 is set
 by the three closest, and two models' TAR then differed by +-0.005 from those three alone.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,9 +23,15 @@ def heldout_pairs(labels: np.ndarray, n_pairs: int, seed: int) -> tuple[np.ndarr
     return ia, ib, same, folds
 
 
-def evaluate_verification(emb: np.ndarray, labels: np.ndarray, n_pairs: int = 6000, seed: int = 0,
-                          target_far: float = 1e-3, masked_emb: np.ndarray | None = None,
-                          prefix: str = "val_") -> tuple[dict, np.ndarray, np.ndarray]:
+def evaluate_verification(
+    emb: np.ndarray,
+    labels: np.ndarray,
+    n_pairs: int = 6000,
+    seed: int = 0,
+    target_far: float = 1e-3,
+    masked_emb: np.ndarray | None = None,
+    prefix: str = "val_",
+) -> tuple[dict, np.ndarray, np.ndarray]:
     """Metrics (same names across runs), plus the distances and labels for plots.
 
     With ``masked_emb`` (embeddings of masked copies of the same held-out faces), the second face of
@@ -39,24 +46,29 @@ def evaluate_verification(emb: np.ndarray, labels: np.ndarray, n_pairs: int = 60
     tau = threshold_for_far(impostors, target_far)
     tau_1e3 = tau if target_far == 1e-3 else threshold_for_far(impostors, 1e-3)
     metrics = {
-        "accuracy": acc["accuracy_mean"], "accuracy_std": acc["accuracy_std"],
-        "threshold": acc["threshold_mean"], "auc": roc["auc"], "eer": roc["eer"],
+        "accuracy": acc["accuracy_mean"],
+        "accuracy_std": acc["accuracy_std"],
+        "threshold": acc["threshold_mean"],
+        "auc": roc["auc"],
+        "eer": roc["eer"],
         "tar_at_far_1e-3": float((dist[same] <= tau_1e3).mean()),
-        "tau_at_target_far": float(tau), "pairs": float(len(same)), "impostor_pairs": float(len(impostors)),
+        "tau_at_target_far": float(tau),
+        "pairs": float(len(same)),
+        "impostor_pairs": float(len(impostors)),
     }
     return {prefix + k: v for k, v in metrics.items()}, dist, same
 
 
-def all_impostor_distances(emb: np.ndarray, second: np.ndarray, labels: np.ndarray, probes: np.ndarray,
-                           chunk: int = 1024) -> np.ndarray:
+def all_impostor_distances(
+    emb: np.ndarray, second: np.ndarray, labels: np.ndarray, probes: np.ndarray, chunk: int = 1024
+) -> np.ndarray:
     """Distances (float32) from every held-out face in ``emb`` to every ``second[probes]`` face of
     another identity: the pairs' second faces (masked ones in the masked protocol) against everyone."""
     targets, target_labels = second[probes], labels[probes]
     out = []
     for start in range(0, len(emb), chunk):
-        block = emb[start:start + chunk]
-        sq = (block ** 2).sum(1)[:, None] + (targets ** 2).sum(1)[None, :] - 2 * block @ targets.T
-        other = labels[start:start + chunk, None] != target_labels[None, :]
+        block = emb[start : start + chunk]
+        sq = (block**2).sum(1)[:, None] + (targets**2).sum(1)[None, :] - 2 * block @ targets.T
+        other = labels[start : start + chunk, None] != target_labels[None, :]
         out.append(np.sqrt(np.maximum(sq[other], 0)).astype(np.float32))
     return np.concatenate(out) if out else np.zeros(0, np.float32)
-

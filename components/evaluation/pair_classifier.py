@@ -4,6 +4,7 @@ Features per pair: the element-wise |f(x1) - f(x2)| or the chi-square feature
 (f1 - f2)^2 / (f1 + f2), the latter on embeddings shifted to be positive. The classifier is trained on
 pairs drawn from training identities only and scored beside the plain distance threshold.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Training-curve plots (per-epoch loss and mining statistics) as PNG files for MLflow."""
+
 from __future__ import annotations
 
 from pathlib import Path

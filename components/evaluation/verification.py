@@ -4,6 +4,7 @@ Distances are "smaller = more alike": a pair is accepted when ``dist <= threshol
 vectorised over sorted distances (O(n log n)) so the 10-fold protocol and ROC run in milliseconds on
 the 6000 LFW pairs. Pure numpy/matplotlib: no Prefect, no MLflow.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -74,23 +75,41 @@ def read_lfw_pairs(path: Path | str) -> list[Pair]:
         if same:
             if len(fields) != 3:
                 raise PairsFormatError(
-                    path, lineno, f"expected a matched pair 'Name idx1 idx2' (fold {fold}), got {line!r}")
+                    path, lineno, f"expected a matched pair 'Name idx1 idx2' (fold {fold}), got {line!r}"
+                )
             name, i, j = fields
-            pairs.append(Pair(fold, lfw_image_path(name, _parse_index(i, path, lineno)),
-                              lfw_image_path(name, _parse_index(j, path, lineno)), True, name, name))
+            pairs.append(
+                Pair(
+                    fold,
+                    lfw_image_path(name, _parse_index(i, path, lineno)),
+                    lfw_image_path(name, _parse_index(j, path, lineno)),
+                    True,
+                    name,
+                    name,
+                )
+            )
         else:
             if len(fields) != 4:
                 raise PairsFormatError(
-                    path, lineno,
-                    f"expected a mismatched pair 'Name1 idx1 Name2 idx2' (fold {fold}), got {line!r}")
+                    path, lineno, f"expected a mismatched pair 'Name1 idx1 Name2 idx2' (fold {fold}), got {line!r}"
+                )
             name_a, i, name_b, j = fields
-            pairs.append(Pair(fold, lfw_image_path(name_a, _parse_index(i, path, lineno)),
-                              lfw_image_path(name_b, _parse_index(j, path, lineno)), False, name_a, name_b))
+            pairs.append(
+                Pair(
+                    fold,
+                    lfw_image_path(name_a, _parse_index(i, path, lineno)),
+                    lfw_image_path(name_b, _parse_index(j, path, lineno)),
+                    False,
+                    name_a,
+                    name_b,
+                )
+            )
     if len(pairs) != expected:
         raise PairsFormatError(
-            path, len(lines) + 1,
-            f"file ends after {len(pairs)} pairs; "
-            f"the header announces {n_folds} folds x {2 * n_per} = {expected}")
+            path,
+            len(lines) + 1,
+            f"file ends after {len(pairs)} pairs; the header announces {n_folds} folds x {2 * n_per} = {expected}",
+        )
     return pairs
 
 
@@ -286,9 +305,7 @@ def roc_metrics(dist: np.ndarray, same: np.ndarray) -> dict:
 # Identity-disjoint training
 
 
-def identity_disjoint_training_identities(
-    pairs: Sequence[Pair], fold: int, all_identities: Iterable[str]
-) -> set[str]:
+def identity_disjoint_training_identities(pairs: Sequence[Pair], fold: int, all_identities: Iterable[str]) -> set[str]:
     """Identities a model may train on when it is tested on ``fold``: all minus those in its pairs.
 
     Training on a test identity leaks: the model has already seen that face, so accuracy is inflated.
@@ -324,8 +341,9 @@ def plot_roc(dist: np.ndarray, same: np.ndarray, path: Path | str) -> Path:
     floor = metrics["far_resolution"] / 2.0
     fig = Figure(figsize=(5.5, 4.5))
     ax = fig.add_subplot()
-    ax.step(np.maximum(far, floor), tar, where="post", lw=1.5,
-            label=f"AUC {metrics['auc']:.4f}, EER {metrics['eer']:.4f}")
+    ax.step(
+        np.maximum(far, floor), tar, where="post", lw=1.5, label=f"AUC {metrics['auc']:.4f}, EER {metrics['eer']:.4f}"
+    )
     ax.axvline(metrics["far_resolution"], color="grey", ls=":", lw=1, label="FAR resolution (1/impostors)")
     ax.set_xscale("log")
     ax.set_xlim(floor, 1.0)
@@ -360,9 +378,12 @@ def plot_distance_histograms(
     return _save(fig, path)
 
 
-def write_verification_plots(dist: np.ndarray, same: np.ndarray, folder: Path | str,
-                             threshold: float | None = None) -> list[Path]:
+def write_verification_plots(
+    dist: np.ndarray, same: np.ndarray, folder: Path | str, threshold: float | None = None
+) -> list[Path]:
     """``roc.png`` and ``distances.png`` in ``folder``: the two plots every verification run logs."""
     folder = Path(folder)
-    return [plot_roc(dist, same, folder / "roc.png"),
-            plot_distance_histograms(dist, same, folder / "distances.png", threshold=threshold)]
+    return [
+        plot_roc(dist, same, folder / "roc.png"),
+        plot_distance_histograms(dist, same, folder / "distances.png", threshold=threshold),
+    ]

@@ -7,6 +7,7 @@ is grey. One PNG per layer (a row per unit, its ``k`` patches best first) and on
 receptive field, the units shown and their top activations; for two versions of one architecture, the
 same units side by side.
 """
+
 from __future__ import annotations
 
 import functools
@@ -27,14 +28,19 @@ Load = Callable[[int], np.ndarray]
 Name = Callable[[int], str]
 
 
-def input_box_to_image(box: tuple[int, int, int, int], input_hw: tuple[int, int],
-                       image_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+def input_box_to_image(
+    box: tuple[int, int, int, int], input_hw: tuple[int, int], image_hw: tuple[int, int]
+) -> tuple[int, int, int, int]:
     """An input-pixel box ``(y0, x0, y1, x1)`` in image pixels, the input being the image resized to
     ``input_hw`` (rounded outwards)."""
     sy, sx = image_hw[0] / input_hw[0], image_hw[1] / input_hw[1]
     y0, x0, y1, x1 = box
-    return (math.floor(y0 * sy + 1e-9), math.floor(x0 * sx + 1e-9), math.ceil(y1 * sy - 1e-9),
-            math.ceil(x1 * sx - 1e-9))
+    return (
+        math.floor(y0 * sy + 1e-9),
+        math.floor(x0 * sx + 1e-9),
+        math.ceil(y1 * sy - 1e-9),
+        math.ceil(x1 * sx - 1e-9),
+    )
 
 
 def cut_patch(image: np.ndarray, box: tuple[int, int, int, int], fill: int = GREY) -> np.ndarray:
@@ -44,7 +50,7 @@ def cut_patch(image: np.ndarray, box: tuple[int, int, int, int], fill: int = GRE
     out = np.full((y1 - y0, x1 - x0, 3), fill, np.uint8)
     cy0, cx0, cy1, cx1 = max(y0, 0), max(x0, 0), min(y1, h), min(x1, w)
     if cy1 > cy0 and cx1 > cx0:
-        out[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = image[cy0:cy1, cx0:cx1, :3]
+        out[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = image[cy0:cy1, cx0:cx1, :3]
     return out
 
 
@@ -63,8 +69,9 @@ class _Images:
         return self.cache[index]
 
 
-def _patches(res: LayerResult, input_hw: tuple[int, int], images: _Images,
-             name: Name | None) -> tuple[list[list[np.ndarray]], list[dict]]:
+def _patches(
+    res: LayerResult, input_hw: tuple[int, int], images: _Images, name: Name | None
+) -> tuple[list[list[np.ndarray]], list[dict]]:
     rows, units_json = [], []
     for unit, top in zip(res.units, res.top):
         row, tops = [], []
@@ -73,9 +80,13 @@ def _patches(res: LayerResult, input_hw: tuple[int, int], images: _Images,
             ibox = res.geometry.box(y, x)
             box = input_box_to_image(ibox, input_hw, img.shape[:2])
             row.append(cut_patch(img, box))
-            entry = {"activation": round(act, 5), "image_index": index, "position": [y, x],
-                     "box_xyxy": [box[1], box[0], box[3], box[2]],  # image pixels, half-open
-                     "box_input_xyxy": [ibox[1], ibox[0], ibox[3], ibox[2]]}
+            entry = {
+                "activation": round(act, 5),
+                "image_index": index,
+                "position": [y, x],
+                "box_xyxy": [box[1], box[0], box[3], box[2]],  # image pixels, half-open
+                "box_input_xyxy": [ibox[1], ibox[0], ibox[3], ibox[2]],
+            }
             if name is not None:
                 entry["image"] = name(index)
             tops.append(entry)
@@ -118,23 +129,42 @@ def _title(label: str, res: LayerResult) -> str:
     return f"{label}  rf {g.rf[0]}x{g.rf[1]} px  stride {g.jump[0]}  ({res.shape[0]} units)"
 
 
-def render(result: Collected, load: Load, out_dir: str | Path, *, patch: int = 48, prefix: str = "",
-           meta: dict | None = None, name: Name | None = None, write_json: bool = True, label: str = "") -> dict:
+def render(
+    result: Collected,
+    load: Load,
+    out_dir: str | Path,
+    *,
+    patch: int = 48,
+    prefix: str = "",
+    meta: dict | None = None,
+    name: Name | None = None,
+    write_json: bool = True,
+    label: str = "",
+) -> dict:
     """One ``<prefix><layer>.png`` grid per layer (titled ``<label><layer>``) and, with ``write_json``,
     ``<prefix>units.json``; returns the JSON document. ``name(index)`` labels each image in the JSON (a
     path, never pixels)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     images = _Images(load)
-    doc: dict = {**(meta or {}), "input_size": list(result.input_hw), "n_images": result.n_images,
-                 "seconds": round(result.seconds, 2), "layers": {}}
+    doc: dict = {
+        **(meta or {}),
+        "input_size": list(result.input_hw),
+        "n_images": result.n_images,
+        "seconds": round(result.seconds, 2),
+        "layers": {},
+    }
     k = max((len(t) for r in result.layers.values() for t in r.top), default=1)
     for layer, res in result.layers.items():
         rows, units_json = _patches(res, result.input_hw, images, name)
         png = out_dir / f"{prefix}{safe_name(layer)}.png"
         _grid(rows, res.units, max(k, 1), patch, _title(f"{label}{layer}", res)).save(png)
-        doc["layers"][layer] = {**res.geometry.as_json(), "shape": list(res.shape), "grid": png.name,
-                                "units": units_json}
+        doc["layers"][layer] = {
+            **res.geometry.as_json(),
+            "shape": list(res.shape),
+            "grid": png.name,
+            "units": units_json,
+        }
     if write_json:
         (out_dir / f"{prefix}units.json").write_text(json.dumps(doc, indent=1))
     return doc
@@ -148,32 +178,59 @@ def _side_by_side(left: Image.Image, right: Image.Image, sep: int = 12) -> Image
     return canvas
 
 
-def compare_grids(a: Collected, b: Collected, load: Load, out_dir: str | Path, *, labels: tuple[str, str],
-                  patch: int = 48, name: Name | None = None, meta: dict | None = None, prefix: str = "",
-                  write_json: bool = True, label: str = "") -> dict:
+def compare_grids(
+    a: Collected,
+    b: Collected,
+    load: Load,
+    out_dir: str | Path,
+    *,
+    labels: tuple[str, str],
+    patch: int = 48,
+    name: Name | None = None,
+    meta: dict | None = None,
+    prefix: str = "",
+    write_json: bool = True,
+    label: str = "",
+) -> dict:
     """Per layer ``compare_<prefix><layer>.png``: the same units of two models of one architecture side by
     side; with ``write_json``, ``<prefix>compare.json`` with both top lists and, per unit, how many top
     images the two share. Returns the JSON document."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     images = _Images(load)
-    doc: dict = {**(meta or {}), "models": list(labels), "input_size": list(a.input_hw), "n_images": a.n_images,
-                 "layers": {}}
+    doc: dict = {
+        **(meta or {}),
+        "models": list(labels),
+        "input_size": list(a.input_hw),
+        "n_images": a.n_images,
+        "layers": {},
+    }
     k = max((len(t) for r in (*a.layers.values(), *b.layers.values()) for t in r.top), default=1)
     for layer, ra in a.layers.items():
         rb = b.layers[layer]
         if ra.geometry != rb.geometry or ra.shape != rb.shape or ra.units != rb.units:
-            raise ValueError(f"{layer}: the two models differ in architecture here ({ra.geometry}, {ra.shape} vs "
-                             f"{rb.geometry}, {rb.shape})")
+            raise ValueError(
+                f"{layer}: the two models differ in architecture here ({ra.geometry}, {ra.shape} vs "
+                f"{rb.geometry}, {rb.shape})"
+            )
         rows_a, ja = _patches(ra, a.input_hw, images, name)
         rows_b, jb = _patches(rb, b.input_hw, images, name)
         png = out_dir / f"compare_{prefix}{safe_name(layer)}.png"
-        _side_by_side(_grid(rows_a, ra.units, k, patch, _title(f"{labels[0]}: {label}{layer}", ra)),
-                      _grid(rows_b, rb.units, k, patch, f"{labels[1]}: {label}{layer}")).save(png)
-        shared = [len({t["image_index"] for t in ua["top"]} & {t["image_index"] for t in ub["top"]})
-                  for ua, ub in zip(ja, jb)]
-        doc["layers"][layer] = {**ra.geometry.as_json(), "shape": list(ra.shape), "grid": png.name,
-                                labels[0]: ja, labels[1]: jb, "shared_top_images": shared}
+        _side_by_side(
+            _grid(rows_a, ra.units, k, patch, _title(f"{labels[0]}: {label}{layer}", ra)),
+            _grid(rows_b, rb.units, k, patch, f"{labels[1]}: {label}{layer}"),
+        ).save(png)
+        shared = [
+            len({t["image_index"] for t in ua["top"]} & {t["image_index"] for t in ub["top"]}) for ua, ub in zip(ja, jb)
+        ]
+        doc["layers"][layer] = {
+            **ra.geometry.as_json(),
+            "shape": list(ra.shape),
+            "grid": png.name,
+            labels[0]: ja,
+            labels[1]: jb,
+            "shared_top_images": shared,
+        }
     if write_json:
         (out_dir / f"{prefix}compare.json").write_text(json.dumps(doc, indent=1))
     return doc

@@ -10,6 +10,7 @@ no ingest is needed and "training split" means the same images everywhere.
 Items are read lazily (chips from a memory-mapped cache, crops from their image when asked), so a run
 over thousands of images holds one batch at a time.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,8 +31,16 @@ from facegate.components.explain.networks import DetectorInput
 from facegate.components.faces.chips import ChipSet, cached_chips
 from facegate.components.pad.minifasnet import ModelSpec, crop_face
 
-__all__ = ["ImageSet", "chip_images", "detection_images", "facemask_training_faces", "facemask_training_images",
-           "lfw_training_chips", "lfw_training_crops", "seeded_sample"]
+__all__ = [
+    "ImageSet",
+    "chip_images",
+    "detection_images",
+    "facemask_training_faces",
+    "facemask_training_images",
+    "lfw_training_chips",
+    "lfw_training_crops",
+    "seeded_sample",
+]
 
 CHIP_CHUNK = 500  # chips extracted (and held in memory) per cache entry
 
@@ -61,29 +70,47 @@ def seeded_sample(n_total: int, n: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n_total, size=n, replace=False))
 
 
-def chip_images(chips: np.ndarray, names: Sequence[str], rows: np.ndarray, n: int | None, seed: int,
-                description: str) -> ImageSet:
+def chip_images(
+    chips: np.ndarray, names: Sequence[str], rows: np.ndarray, n: int | None, seed: int, description: str
+) -> ImageSet:
     """A seeded sample of ``rows`` of an (often memory-mapped) N x S x S x C chip array."""
     pick = np.asarray(rows)[seeded_sample(len(rows), n, seed)]
     return ImageSet(description, [str(names[r]) for r in pick], lambda i: np.asarray(chips[pick[i]]))
 
 
-def _lfw_training_chunks(root: Path, n: int | None, seed: int, val_fraction: float, min_train_images: int,
-                        cache_dir: Path, chip_options: dict) -> Iterator[tuple[list[Path], ChipSet]]:
+def _lfw_training_chunks(
+    root: Path,
+    n: int | None,
+    seed: int,
+    val_fraction: float,
+    min_train_images: int,
+    cache_dir: Path,
+    chip_options: dict,
+) -> Iterator[tuple[list[Path], ChipSet]]:
     """A seeded sample of LFW's training identities (the ingest's identity split), ``CHIP_CHUNK`` images at a
     time with their chips from the cache (extracted there on the first run)."""
     face_set = lfw_set(root, seed, val_fraction, min_train_images)
     train = np.flatnonzero(face_set.split == "train")
     pick = train[seeded_sample(len(train), n, seed)]
     for start in range(0, len(pick), CHIP_CHUNK):
-        rows = pick[start:start + CHIP_CHUNK]
+        rows = pick[start : start + CHIP_CHUNK]
         paths = [face_set.paths[r] for r in rows]
         yield paths, cached_chips(cache_dir, paths, [face_set.hashes[r] for r in rows], **chip_options)
 
 
-def lfw_training_chips(root: Path, n: int | None, seed: int, *, val_fraction: float, min_train_images: int,
-                       detector: str, upsample: int, geometry: str, cache_dir: Path,
-                       progress: Callable[[str], None] = lambda m: None) -> ImageSet:
+def lfw_training_chips(
+    root: Path,
+    n: int | None,
+    seed: int,
+    *,
+    val_fraction: float,
+    min_train_images: int,
+    detector: str,
+    upsample: int,
+    geometry: str,
+    cache_dir: Path,
+    progress: Callable[[str], None] = lambda m: None,
+) -> ImageSet:
     """``n`` LFW images of training identities, seeded, as aligned chips in ``geometry`` (memory-mapped
     from the chip cache)."""
     parts: list[np.ndarray] = []
@@ -100,12 +127,24 @@ def lfw_training_chips(root: Path, n: int | None, seed: int, *, val_fraction: fl
     def item(i: int) -> np.ndarray:
         part = int(np.searchsorted(offsets, i, side="right") - 1)
         return np.asarray(parts[part][i - offsets[part]])
+
     return ImageSet(f"LFW training identities: {len(names)} aligned chips ({geometry}, {detector})", names, item)
 
 
-def lfw_training_crops(root: Path, n: int | None, seed: int, specs: Sequence[ModelSpec], *, val_fraction: float,
-                       min_train_images: int, detector: str, upsample: int, cache_dir: Path, max_pixels: int,
-                       progress: Callable[[str], None] = lambda m: None) -> ImageSet:
+def lfw_training_crops(
+    root: Path,
+    n: int | None,
+    seed: int,
+    specs: Sequence[ModelSpec],
+    *,
+    val_fraction: float,
+    min_train_images: int,
+    detector: str,
+    upsample: int,
+    cache_dir: Path,
+    max_pixels: int,
+    progress: Callable[[str], None] = lambda m: None,
+) -> ImageSet:
     """``n`` LFW images of training identities, seeded, as each PAD network's crop of the face the chip
     cache found (``spec.crop_scale`` x the box, as the service cuts it): the members' RGB crops stacked."""
     paths: list[Path] = []
@@ -122,9 +161,13 @@ def lfw_training_crops(root: Path, n: int | None, seed: int, specs: Sequence[Mod
     def item(i: int) -> np.ndarray:
         image = load_image(paths[i], max_pixels)
         return np.concatenate([crop_face(image, boxes[i], spec) for spec in specs], axis=-1)
+
     scales = ", ".join(f"{s.weights} x{s.crop_scale}" for s in specs)
-    return ImageSet(f"LFW training identities: {len(paths)} face crops ({scales}; {detector})",
-                    [str(p.relative_to(root)) for p in paths], item)
+    return ImageSet(
+        f"LFW training identities: {len(paths)} face crops ({scales}; {detector})",
+        [str(p.relative_to(root)) for p in paths],
+        item,
+    )
 
 
 @dataclass(frozen=True)
@@ -157,21 +200,32 @@ class _LastImage:
         return self.pixels
 
 
-def detection_images(load: Callable[[int], np.ndarray], names: Sequence[str], boxes: Sequence[Any],
-                     inp: DetectorInput, n: int | None, seed: int, description: str) -> ImageSet:
+def detection_images(
+    load: Callable[[int], np.ndarray],
+    names: Sequence[str],
+    boxes: Sequence[Any],
+    inp: DetectorInput,
+    n: int | None,
+    seed: int,
+    description: str,
+) -> ImageSet:
     """What the detector's backbone sees of a seeded sample: ``n`` face crops (every box of every image is
     a candidate) or ``n`` letterboxed images. ``boxes[j]``: image j's boxes, VOC dicts or xyxy rows."""
     images = _LastImage(load)
     if inp.kind == "letterbox":
         pick = seeded_sample(len(names), n, seed)
-        return ImageSet(f"{description}: {len(pick)} images letterboxed to {inp.size}", [str(names[j]) for j in pick],
-                        lambda i: letterbox(images(int(pick[i])), inp.size)[0])
+        return ImageSet(
+            f"{description}: {len(pick)} images letterboxed to {inp.size}",
+            [str(names[j]) for j in pick],
+            lambda i: letterbox(images(int(pick[i])), inp.size)[0],
+        )
     faces = [Face(j, _xyxy(b)) for j, bs in enumerate(boxes) for b in bs]
     chosen = [faces[i] for i in seeded_sample(len(faces), n, seed)]
 
     def item(i: int) -> np.ndarray:
         f = chosen[i]
         return face_crop(images(f.image), f.box, inp.size, inp.context)
+
     labels = [f"{names[f.image]}#{','.join(str(round(v)) for v in f.box)}" for f in chosen]
     return ImageSet(f"{description}: {len(chosen)} face crops of {inp.size} px (context {inp.context})", labels, item)
 
@@ -183,10 +237,12 @@ def _xyxy(box) -> tuple[float, float, float, float]:
     return x0, y0, x1, y1
 
 
-def facemask_training_images(root: Path, n: int | None, seed: int, *, val_fraction: float, inp: DetectorInput,
-                             max_pixels: int) -> ImageSet:
+def facemask_training_images(
+    root: Path, n: int | None, seed: int, *, val_fraction: float, inp: DetectorInput, max_pixels: int
+) -> ImageSet:
     """The detector's view of a seeded sample of the face-mask set's training images."""
     paths, boxes = facemask_training_faces(root, seed, val_fraction)
     names = [str(p.relative_to(root)) for p in paths]
-    return detection_images(lambda j: load_image(paths[j], max_pixels), names, boxes, inp, n, seed,
-                            "face-mask training images")
+    return detection_images(
+        lambda j: load_image(paths[j], max_pixels), names, boxes, inp, n, seed, "face-mask training images"
+    )

@@ -15,6 +15,7 @@ Each adapter runs the network the way its weights expect but through the modules
 gives, so forward hooks see them: SFace's and dlib's eval-mode inference copies (BN folded, channels-last)
 are bypassed, which changes nothing but speed.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
@@ -36,8 +37,15 @@ from facegate.components.faces.align import split_paired
 from facegate.components.networks.mobilenet_v2 import MobileNetV2, normalise
 from facegate.components.pad.minifasnet import MiniFASNet, PadNet, to_input_tensor
 
-__all__ = ["DetectorInput", "Network", "detector_input", "detector_network", "embedder_networks", "pad_networks",
-           "resolve_layers"]
+__all__ = [
+    "DetectorInput",
+    "Network",
+    "detector_input",
+    "detector_network",
+    "embedder_networks",
+    "pad_networks",
+    "resolve_layers",
+]
 
 SEPARATOR = ":"  # "dlib_resnet:blocks.3": a member network's layer
 
@@ -68,6 +76,7 @@ def _member_view(geometry: str) -> Callable[[np.ndarray], np.ndarray]:
 
     def view(item: np.ndarray) -> np.ndarray:
         return item if item.shape[-1] == 3 else split_paired(item[None])[part][0]
+
     return view
 
 
@@ -79,6 +88,7 @@ def _backbone_network(member: Backbone) -> Network:
         return member.preprocess(_chip_tensor(image))[0]
 
     if member.name == "sface":  # SFaceNet.forward runs a folded copy in eval mode: run the graph as written
+
         def forward(x: Tensor) -> Tensor:
             return net.reference_forward((x - net.input_mean) * net.input_scale)
     elif member.name == "mobilenet_v2":
@@ -118,6 +128,7 @@ def detector_input(model: nn.Module | None, crop_size: int, crop_context: float)
 def _mobilenet_network(net: MobileNetV2, name: str = "mobilenet_v2") -> Network:
     def to_input(image: np.ndarray) -> Tensor:
         return normalise(np.ascontiguousarray(image))[0]
+
     return Network(name, net, to_input, net.forward_features)
 
 
@@ -135,7 +146,8 @@ def detector_network(model: nn.Module | None, imagenet: Callable[[], MobileNetV2
 
 def _channels(i: int) -> Callable[[np.ndarray], np.ndarray]:
     def view(item: np.ndarray) -> np.ndarray:
-        return item[..., 3 * i:3 * i + 3]
+        return item[..., 3 * i : 3 * i + 3]
+
     return view
 
 
@@ -152,8 +164,9 @@ def pad_networks(net: PadNet | None) -> list[Network]:
     return [Network(m.spec.weights, m, _bgr_input, m, _channels(i)) for i, m in enumerate(members)]
 
 
-def resolve_layers(networks: Sequence[Network], requested: Sequence[str] | None,
-                   defaults: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+def resolve_layers(
+    networks: Sequence[Network], requested: Sequence[str] | None, defaults: Mapping[str, Sequence[str]]
+) -> dict[str, list[str]]:
     """``{network name: [layer, ...]}`` from ``requested`` (``net:layer``, or a bare ``layer`` when there is
     one network) or each network's ``defaults``. Names are checked here, before any image is read."""
     by_name = {n.name: n for n in networks}
@@ -164,9 +177,11 @@ def resolve_layers(networks: Sequence[Network], requested: Sequence[str] | None,
         net_name, sep, layer = spec.rpartition(SEPARATOR)
         if not sep:
             if len(networks) != 1:
-                raise UnknownLayer(spec, [f"{n.name}{SEPARATOR}{m}" for n in networks
-                                          for m, _ in n.module.named_modules() if m][:200],
-                                   "+".join(by_name))
+                raise UnknownLayer(
+                    spec,
+                    [f"{n.name}{SEPARATOR}{m}" for n in networks for m, _ in n.module.named_modules() if m][:200],
+                    "+".join(by_name),
+                )
             net_name = networks[0].name
         if net_name not in by_name:
             raise UnknownLayer(spec, [f"{n}{SEPARATOR}..." for n in by_name], "+".join(by_name))

@@ -23,6 +23,7 @@ ones too, so dlib's pooling module that calls ``F.avg_pool2d`` counts, which a w
 ``Geometry.box(y, x)`` maps a feature-map position to its box of input pixels; :func:`gradient_support`
 checks it empirically (where d(unit)/d(input) is non-zero lies inside the box).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
@@ -35,8 +36,18 @@ from torch.overrides import TorchFunctionMode
 
 from facegate.components.core.errors import ReceptiveFieldUntraceable, UnknownLayer
 
-__all__ = ["Geometry", "PathStep", "Stop", "check_layers", "first_tensor", "geometry_from_path",
-           "gradient_support", "receptive_field", "run_forward", "trace_geometry"]
+__all__ = [
+    "Geometry",
+    "PathStep",
+    "Stop",
+    "check_layers",
+    "first_tensor",
+    "geometry_from_path",
+    "gradient_support",
+    "receptive_field",
+    "run_forward",
+    "trace_geometry",
+]
 
 PathStep = tuple  # (kernel, stride, padding, dilation), each an int or a (y, x) pair; the last ones optional
 Forward = Callable[[Tensor], Any]
@@ -67,8 +78,10 @@ class Geometry:
         return Geometry(
             rf=(self.rf[0] + (k[0] - 1) * d[0] * self.jump[0], self.rf[1] + (k[1] - 1) * d[1] * self.jump[1]),
             jump=(self.jump[0] * s[0], self.jump[1] * s[1]),
-            start=(self.start[0] + ((k[0] - 1) / 2 * d[0] - p[0]) * self.jump[0],
-                   self.start[1] + ((k[1] - 1) / 2 * d[1] - p[1]) * self.jump[1]),
+            start=(
+                self.start[0] + ((k[0] - 1) / 2 * d[0] - p[0]) * self.jump[0],
+                self.start[1] + ((k[1] - 1) / 2 * d[1] - p[1]) * self.jump[1],
+            ),
         )
 
     def shifted(self, top: int, left: int) -> Geometry:
@@ -84,8 +97,9 @@ class Geometry:
             return self if self.area() >= other.area() else other
         lo = [min(self.start[a] - (self.rf[a] - 1) / 2, other.start[a] - (other.rf[a] - 1) / 2) for a in (0, 1)]
         hi = [max(self.start[a] + (self.rf[a] - 1) / 2, other.start[a] + (other.rf[a] - 1) / 2) for a in (0, 1)]
-        return Geometry((round(hi[0] - lo[0]) + 1, round(hi[1] - lo[1]) + 1), self.jump,
-                        ((lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2))
+        return Geometry(
+            (round(hi[0] - lo[0]) + 1, round(hi[1] - lo[1]) + 1), self.jump, ((lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2)
+        )
 
     def box(self, y: int, x: int) -> tuple[int, int, int, int]:
         """Input-pixel box ``(y0, x0, y1, x1)``, half-open, of position (y, x); not clamped to the input."""
@@ -96,6 +110,7 @@ class Geometry:
     def as_json(self) -> dict:
         def one(t: tuple) -> Any:
             return t[0] if t[0] == t[1] else list(t)
+
         return {"receptive_field_px": one(self.rf), "jump_px": one(self.jump), "start_px": one(self.start)}
 
 
@@ -216,17 +231,20 @@ def run_forward(model: nn.Module, forward: Forward | None, x: Tensor) -> None:
         pass
 
 
-def _first_outputs(model: nn.Module, mods: dict[str, nn.Module], forward: Forward | None, x: Tensor,
-                   mode: _GeometryMode) -> dict[str, Tensor | None]:
+def _first_outputs(
+    model: nn.Module, mods: dict[str, nn.Module], forward: Forward | None, x: Tensor, mode: _GeometryMode
+) -> dict[str, Tensor | None]:
     """Each layer's first output in one forward of ``x`` under ``mode``."""
     seen: dict[str, Tensor | None] = {}
     handles = []
     for name, mod in mods.items():
+
         def hook(_m, _i, out, name=name):
             if name not in seen:  # a module called twice: its first call
                 seen[name] = first_tensor(out)
             if len(seen) == len(mods):
                 raise Stop
+
         handles.append(mod.register_forward_hook(hook))
     try:
         with torch.no_grad(), mode:
@@ -239,9 +257,15 @@ def _first_outputs(model: nn.Module, mods: dict[str, nn.Module], forward: Forwar
     return seen
 
 
-def trace_geometry(model: nn.Module, example: Tensor, layers: Iterable[str], *,
-                   paths: Mapping[str, Iterable[PathStep]] | None = None, forward: Forward | None = None,
-                   model_name: str = "") -> dict[str, tuple[Geometry, tuple[int, ...]]]:
+def trace_geometry(
+    model: nn.Module,
+    example: Tensor,
+    layers: Iterable[str],
+    *,
+    paths: Mapping[str, Iterable[PathStep]] | None = None,
+    forward: Forward | None = None,
+    model_name: str = "",
+) -> dict[str, tuple[Geometry, tuple[int, ...]]]:
     """``{layer: (geometry, output shape C x H x W)}`` from one forward of ``example`` (N x 3 x H x W or
     3 x H x W; its first item).
 
@@ -258,30 +282,48 @@ def trace_geometry(model: nn.Module, example: Tensor, layers: Iterable[str], *,
     result = {}
     for name in layers:
         if name not in seen:
-            raise ReceptiveFieldUntraceable(f"layer {name!r} did not run in the forward pass (is another module, "
-                                            "e.g. a cached inference copy, run instead?)")
+            raise ReceptiveFieldUntraceable(
+                f"layer {name!r} did not run in the forward pass (is another module, "
+                "e.g. a cached inference copy, run instead?)"
+            )
         t = seen[name]
         if t is None or t.dim() != 4:
-            raise ReceptiveFieldUntraceable(f"layer {name!r} outputs {None if t is None else tuple(t.shape)}, "
-                                            "not an N x C x H x W feature map")
+            raise ReceptiveFieldUntraceable(
+                f"layer {name!r} outputs {None if t is None else tuple(t.shape)}, not an N x C x H x W feature map"
+            )
         g = geometry_from_path(paths[name]) if name in paths else mode.geo.get(id(t), _UNKNOWN)
         if g is _UNKNOWN:
             raise ReceptiveFieldUntraceable(
                 f"receptive field of {name!r} cannot be traced (an op on the way changes the map size and is "
-                f"not a conv, pool or pad); give its path: paths={{{name!r}: [(kernel, stride, padding), ...]}}")
+                f"not a conv, pool or pad); give its path: paths={{{name!r}: [(kernel, stride, padding), ...]}}"
+            )
         result[name] = (g, tuple(t.shape[1:]))
     return result
 
 
-def receptive_field(model: nn.Module, layer: str, example: Tensor, *, path: Iterable[PathStep] | None = None,
-                    forward: Forward | None = None) -> Geometry:
+def receptive_field(
+    model: nn.Module,
+    layer: str,
+    example: Tensor,
+    *,
+    path: Iterable[PathStep] | None = None,
+    forward: Forward | None = None,
+) -> Geometry:
     """The receptive field of ``layer`` (side ``.rf``, effective stride ``.jump``, offset ``.start``)."""
     paths = {layer: path} if path is not None else None
     return trace_geometry(model, example, [layer], paths=paths, forward=forward)[layer][0]
 
 
-def gradient_support(model: nn.Module, layer: str, example: Tensor, channel: int | None, y: int, x: int, *,
-                     forward: Forward | None = None) -> tuple[int, int, int, int] | None:
+def gradient_support(
+    model: nn.Module,
+    layer: str,
+    example: Tensor,
+    channel: int | None,
+    y: int,
+    x: int,
+    *,
+    forward: Forward | None = None,
+) -> tuple[int, int, int, int] | None:
     """Empirical check: the input box ``(y0, x0, y1, x1)`` where d(unit at y, x)/d(input) is non-zero.
 
     Always inside the traced box (clipped to the input); can be smaller (dead ReLUs, max-pool routing).
@@ -293,6 +335,7 @@ def gradient_support(model: nn.Module, layer: str, example: Tensor, channel: int
         if not grabbed:
             grabbed.append(first_tensor(out))
             raise Stop
+
     h = mod.register_forward_hook(hook)
     try:
         with torch.enable_grad():

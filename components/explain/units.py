@@ -8,6 +8,7 @@ come from an iterator and are dropped after their update: no activation map outl
 forward stops once the deepest requested layer has run. Only python numbers stay, so memory is bounded by
 the batch, whatever the number of images.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -137,8 +138,9 @@ class Progress:
             print(f"\r{self.desc}: {self.n}/{self.total or '?'} images", file=sys.stderr)
 
 
-def batches(images: Iterable[Any], to_input: Callable[[Any], Tensor],
-            batch_size: int) -> Iterator[tuple[list[int], Tensor]]:
+def batches(
+    images: Iterable[Any], to_input: Callable[[Any], Tensor], batch_size: int
+) -> Iterator[tuple[list[int], Tensor]]:
     """(positions, N x 3 x H x W) batches of ``to_input(image)``."""
     idx: list[int] = []
     xs: list[Tensor] = []
@@ -170,6 +172,7 @@ class _Recorder:
             self.rec.update(name, first_tensor(out), self.indices)
             if len(self.fired) == len(self.mods):
                 raise Stop
+
         return hook
 
     def run(self, model: nn.Module, forward: Forward | None, idx: list[int], x: Tensor) -> None:
@@ -187,8 +190,12 @@ def _device(model: nn.Module) -> torch.device:
     return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
-def _chosen_units(geos: Mapping[str, tuple[Geometry, tuple[int, ...]]], units: Mapping[str, Sequence[int]] | None,
-                  units_per_layer: int | None, seed: int) -> dict[str, list[int]]:
+def _chosen_units(
+    geos: Mapping[str, tuple[Geometry, tuple[int, ...]]],
+    units: Mapping[str, Sequence[int]] | None,
+    units_per_layer: int | None,
+    seed: int,
+) -> dict[str, list[int]]:
     chosen = {}
     for ly, (_g, shape) in geos.items():
         chosen[ly] = list(units[ly]) if units and ly in units else sample_units(shape[0], units_per_layer, seed, ly)
@@ -198,11 +205,24 @@ def _chosen_units(geos: Mapping[str, tuple[Geometry, tuple[int, ...]]], units: M
     return chosen
 
 
-def collect(model: nn.Module, layers: Sequence[str], images: Iterable[Any], to_input: Callable[[Any], Tensor], *,
-            units_per_layer: int | None = 16, seed: int = 0, units: Mapping[str, Sequence[int]] | None = None,
-            k: int = 9, batch_size: int = 32, paths: Mapping[str, Iterable[PathStep]] | None = None,
-            forward: Forward | None = None, total: int | None = None, progress: bool = True, model_name: str = "",
-            on_batch: Callable[[TopUnits, int], None] | None = None) -> Collected:
+def collect(
+    model: nn.Module,
+    layers: Sequence[str],
+    images: Iterable[Any],
+    to_input: Callable[[Any], Tensor],
+    *,
+    units_per_layer: int | None = 16,
+    seed: int = 0,
+    units: Mapping[str, Sequence[int]] | None = None,
+    k: int = 9,
+    batch_size: int = 32,
+    paths: Mapping[str, Iterable[PathStep]] | None = None,
+    forward: Forward | None = None,
+    total: int | None = None,
+    progress: bool = True,
+    model_name: str = "",
+    on_batch: Callable[[TopUnits, int], None] | None = None,
+) -> Collected:
     """One streaming pass: the top ``k`` images of each sampled unit of each layer.
 
     ``images``: an iterable (index = position in it); ``to_input(image)`` -> 3 x H x W (or 1 x 3 x H x W)
@@ -225,8 +245,9 @@ def collect(model: nn.Module, layers: Sequence[str], images: Iterable[Any], to_i
         for idx, x in batches(images, to_input, batch_size):
             if recorder is None:
                 input_hw = (int(x.shape[-2]), int(x.shape[-1]))
-                geos = trace_geometry(model, x[:1].to(_device(model)), layers, paths=paths, forward=forward,
-                                      model_name=model_name)
+                geos = trace_geometry(
+                    model, x[:1].to(_device(model)), layers, paths=paths, forward=forward, model_name=model_name
+                )
                 recorder = _Recorder(mods, TopUnits(_chosen_units(geos, units, units_per_layer, seed), k))
             if tuple(x.shape[-2:]) != input_hw:
                 raise ValueError(f"input size {tuple(x.shape[-2:])} differs from the first batch's {input_hw}")
@@ -244,6 +265,10 @@ def collect(model: nn.Module, layers: Sequence[str], images: Iterable[Any], to_i
     if recorder is None:
         raise ValueError("no images")
     rec = recorder.rec
-    out = {ly: LayerResult(ly, geos[ly][0], geos[ly][1], rec.units[ly],
-                           [rec.top(ly, j) for j in range(len(rec.units[ly]))]) for ly in layers}
+    out = {
+        ly: LayerResult(
+            ly, geos[ly][0], geos[ly][1], rec.units[ly], [rec.top(ly, j) for j in range(len(rec.units[ly]))]
+        )
+        for ly in layers
+    }
     return Collected(out, input_hw, n_seen, time.perf_counter() - t0)

@@ -13,6 +13,7 @@ the YuNet landmarks (the model's starting shape depends on the box; that box hal
 points found from a HOG box: 1.5% vs 3.0% of the eye distance on LFW). A box without landmarks (dlib's
 detectors, the centred fallback) gets ArcFace landmarks from dlib's 5 points instead.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,12 +27,14 @@ CHIP_PADDING = 0.25
 ARCFACE_SIZE = 112
 # ArcFace / InsightFace 5-point reference for 112x112 chips (as in OpenCV's face_recognize.cpp):
 # right eye, left eye, nose tip, right and left mouth corner (YuNet's order).
-ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
-                             [41.5493, 92.3655], [70.7299, 92.2041]], np.float64)
+ARCFACE_TEMPLATE = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]], np.float64
+)
 # Measured on 998 LFW images (benchmarks/landmark_templates.py): where dlib's 5 points (from a HOG box) and the
 # HOG box itself sit, median over images, in the ArcFace frame set by YuNet's landmarks.
-DLIB5_IN_ARCFACE = np.array([[78.65, 53.51], [65.08, 53.93], [30.60, 53.87], [44.19, 54.03], [55.03, 80.32]],
-                            np.float64)
+DLIB5_IN_ARCFACE = np.array(
+    [[78.65, 53.51], [65.08, 53.93], [30.60, 53.87], [44.19, 54.03], [55.03, 80.32]], np.float64
+)
 HOG_BOX_IN_ARCFACE = np.array([[10.48, 25.87], [96.70, 114.70]], np.float64)  # (left, top), (right, bottom)
 
 PAIRED_GEOMETRY = "dlib_150+arcface_112"  # a fused model's chip: both geometries of one face, stacked
@@ -52,14 +55,14 @@ def paired_chip(dlib_chip: np.ndarray, arcface: np.ndarray) -> np.ndarray:
     out = np.zeros((CHIP_SIZE, CHIP_SIZE, 6), np.uint8)
     out[..., :3] = dlib_chip
     o = ARCFACE_OFFSET
-    out[o:o + ARCFACE_SIZE, o:o + ARCFACE_SIZE, 3:] = arcface
+    out[o : o + ARCFACE_SIZE, o : o + ARCFACE_SIZE, 3:] = arcface
     return out
 
 
 def split_paired(chips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(dlib chips, ArcFace chips) of N x 150 x 150 x 6 paired chips (views, no copy)."""
     o = ARCFACE_OFFSET
-    return chips[..., :3], chips[..., o:o + ARCFACE_SIZE, o:o + ARCFACE_SIZE, 3:]
+    return chips[..., :3], chips[..., o : o + ARCFACE_SIZE, o : o + ARCFACE_SIZE, 3:]
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -73,7 +76,7 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     u, sv, vt = np.linalg.svd(cov)
     sign = np.array([1.0, -1.0 if np.linalg.det(cov) < 0 else 1.0])
     rot = u @ np.diag(sign) @ vt
-    scale = float((sv * sign).sum() / ((s ** 2).sum() / len(src)))
+    scale = float((sv * sign).sum() / ((s**2).sum() / len(src)))
     return np.hstack([scale * rot, (mu_d - scale * rot @ mu_s)[:, None]])
 
 
@@ -90,8 +93,14 @@ def arcface_chip(image: np.ndarray, landmarks: np.ndarray, size: int = ARCFACE_S
     import cv2  # heavy: OpenCV's native module; only the paths that use it load it
 
     matrix = similarity_transform(landmarks, ARCFACE_TEMPLATE * (size / ARCFACE_SIZE))
-    return cv2.warpAffine(np.ascontiguousarray(image), matrix, (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.warpAffine(
+        np.ascontiguousarray(image),
+        matrix,
+        (size, size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
 
 
 class FaceAligner:
@@ -133,8 +142,7 @@ class FaceAligner:
         if box.landmarks is not None:
             return np.asarray(box.landmarks, np.float64)
         dlib_points = self.landmark_points(image, box)
-        return apply_transform(invert_transform(similarity_transform(dlib_points, DLIB5_IN_ARCFACE)),
-                               ARCFACE_TEMPLATE)
+        return apply_transform(invert_transform(similarity_transform(dlib_points, DLIB5_IN_ARCFACE)), ARCFACE_TEMPLATE)
 
     def arcface_chip(self, image: np.ndarray, box: FaceBox) -> np.ndarray:
         return arcface_chip(image, self.arcface_landmarks(image, box))

@@ -6,6 +6,7 @@ which training logs to MLflow so a run can be reproduced exactly. A fused model'
 chip geometries of one face, 6 channels) get one draw for both halves: the mask, flip and crop act on
 the 6-channel chip, the colour shift on each half with the same parameters.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,17 +26,20 @@ class FaceAugmentation:
     """Chip -> augmented chip of the same size (alignment is preserved on average); called like an
     albumentations pipeline (``aug(image=chip)["image"]``) so feature caches can drive it."""
 
-    def __init__(self, cfg: AugmentSettings, size: int, seed: int | None = None,
-                 masks: MaskSettings | None = None) -> None:
+    def __init__(
+        self, cfg: AugmentSettings, size: int, seed: int | None = None, masks: MaskSettings | None = None
+    ) -> None:
         import albumentations as A  # heavy: albumentations pulls in scipy and more; only augmentation needs it
 
         shape = [synthetic_mask(masks)] if masks is not None and masks.p > 0 else []
-        shape += [A.HorizontalFlip(p=cfg.flip_p),
-                  A.RandomResizedCrop(size=(size, size), scale=(cfg.crop_scale_min, 1.0), ratio=(0.9, 1.1),
-                                      p=cfg.crop_p)]
+        shape += [
+            A.HorizontalFlip(p=cfg.flip_p),
+            A.RandomResizedCrop(size=(size, size), scale=(cfg.crop_scale_min, 1.0), ratio=(0.9, 1.1), p=cfg.crop_p),
+        ]
         self.shape = A.Compose(shape, seed=seed)
-        self.colour = A.Compose(colour_shifting(cfg), seed=None if seed is None else seed + 1,
-                                additional_targets={ARCFACE_HALF: "image"})
+        self.colour = A.Compose(
+            colour_shifting(cfg), seed=None if seed is None else seed + 1, additional_targets={ARCFACE_HALF: "image"}
+        )
 
     def __call__(self, image: np.ndarray) -> dict:
         chip = self.shape(image=np.ascontiguousarray(image))["image"]
@@ -50,8 +54,9 @@ class FaceAugmentation:
         return {"shape": A.to_dict(self.shape), "colour": A.to_dict(self.colour)}
 
 
-def face_augmentation(cfg: AugmentSettings, size: int, seed: int | None = None,
-                      masks: MaskSettings | None = None) -> FaceAugmentation:
+def face_augmentation(
+    cfg: AugmentSettings, size: int, seed: int | None = None, masks: MaskSettings | None = None
+) -> FaceAugmentation:
     """Chip-level augmentation; ``masks`` adds the synthetic mask step (first: it needs the aligned face)."""
     return FaceAugmentation(cfg, size, seed, masks)
 
@@ -65,10 +70,12 @@ def colour_shifting(cfg) -> list:
     import albumentations as A  # heavy: albumentations pulls in scipy and more; only augmentation needs it
 
     return [
-        A.RGBShift(r_shift_limit=cfg.rgb_shift, g_shift_limit=cfg.rgb_shift, b_shift_limit=cfg.rgb_shift,
-                   p=cfg.colour_p),
-        A.ColorJitter(brightness=cfg.brightness, contrast=cfg.contrast, saturation=cfg.saturation, hue=cfg.hue,
-                      p=cfg.colour_p),
+        A.RGBShift(
+            r_shift_limit=cfg.rgb_shift, g_shift_limit=cfg.rgb_shift, b_shift_limit=cfg.rgb_shift, p=cfg.colour_p
+        ),
+        A.ColorJitter(
+            brightness=cfg.brightness, contrast=cfg.contrast, saturation=cfg.saturation, hue=cfg.hue, p=cfg.colour_p
+        ),
     ]
 
 
@@ -80,6 +87,8 @@ def describe(pipeline) -> dict:
 
 def as_function(pipeline):
     """A ``chip -> chip`` callable for the training loop."""
+
     def apply(chip: np.ndarray) -> np.ndarray:
         return pipeline(image=np.ascontiguousarray(chip))["image"]
+
     return apply

@@ -3,6 +3,7 @@
 Boxes are ``(x1, y1, x2, y2)`` in continuous pixel coordinates (width = x2 - x1, no "+1"), the
 convention of COCO and of albumentations' ``pascal_voc`` format, so IoUs here equal pycocotools'.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -60,8 +61,10 @@ def per_class_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou
     """NMS run separately for each class: a with-mask box never suppresses a without-mask box."""
     labels = np.asarray(labels).reshape(-1)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    kept = [np.flatnonzero(labels == c)[nms(boxes[labels == c], scores[labels == c], iou_threshold)]
-            for c in np.unique(labels)]
+    kept = [
+        np.flatnonzero(labels == c)[nms(boxes[labels == c], scores[labels == c], iou_threshold)]
+        for c in np.unique(labels)
+    ]
     if not kept:
         return np.zeros(0, dtype=np.int64)
     idx = np.concatenate(kept)

@@ -6,6 +6,7 @@ built from the images' sha256 and the detector settings: new bytes or settings m
 ``geometry`` is the chip geometry the backbone was trained on (``Backbone.chip_geometry``: dlib_150 or
 arcface_112); the default, dlib_150, is left out of the key so existing cache entries stay valid.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -47,8 +48,15 @@ class ChipSet:
         return len(self.table)
 
 
-def _init_worker(detector: str, upsample: int, size: int, padding: float, max_pixels: int,
-                 geometry: str = "dlib_150", detector_options: dict | None = None) -> None:
+def _init_worker(
+    detector: str,
+    upsample: int,
+    size: int,
+    padding: float,
+    max_pixels: int,
+    geometry: str = "dlib_150",
+    detector_options: dict | None = None,
+) -> None:
     # the detector's other knobs (YuNet's and RetinaFace's score_threshold, max_side) are params' faces
     # section, unless ``detector_options`` say otherwise; they are not in the cache key
     faces = load_settings().faces
@@ -64,18 +72,39 @@ def _chip_one(path: str) -> tuple[np.ndarray, dict]:
     try:
         image = load_image(path, _WORKER["max_pixels"])
     except ImageError as exc:  # kept as a row with an error, never dropped
-        return np.zeros((size, size, 3), np.uint8), {"fallback": True, "error": exc.message,
-                                                      "left": 0, "top": 0, "right": 0, "bottom": 0}
+        return np.zeros((size, size, 3), np.uint8), {
+            "fallback": True,
+            "error": exc.message,
+            "left": 0,
+            "top": 0,
+            "right": 0,
+            "bottom": 0,
+        }
     crop = _WORKER["finder"].centre_face(image)
     b = crop.box
-    return crop.chip, {"fallback": crop.fallback, "error": None, "left": b.left, "top": b.top,
-                       "right": b.right, "bottom": b.bottom}
+    return crop.chip, {
+        "fallback": crop.fallback,
+        "error": None,
+        "left": b.left,
+        "top": b.top,
+        "right": b.right,
+        "bottom": b.bottom,
+    }
 
 
-def extract_chips(paths: list[Path], *, detector: str = "dlib_hog", upsample: int = 0,
-                  size: int = CHIP_SIZE, padding: float = CHIP_PADDING, max_pixels: int = 50_000_000,
-                  workers: int | None = None, progress=None, geometry: str = "dlib_150",
-                  detector_options: dict | None = None) -> ChipSet:
+def extract_chips(
+    paths: list[Path],
+    *,
+    detector: str = "dlib_hog",
+    upsample: int = 0,
+    size: int = CHIP_SIZE,
+    padding: float = CHIP_PADDING,
+    max_pixels: int = 50_000_000,
+    workers: int | None = None,
+    progress=None,
+    geometry: str = "dlib_150",
+    detector_options: dict | None = None,
+) -> ChipSet:
     """Centre face of every image (centred-box fallback where none is detected), aligned in ``geometry``
     (``size`` and ``padding`` apply to dlib_150 only); ``detector_options`` go to the detector (YuNet's
     ``score_threshold``, ``max_side``)."""

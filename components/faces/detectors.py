@@ -5,6 +5,7 @@ landmark model (dlib's 5-point shape predictor) so every detector feeds the embe
 chip. Detectors that find landmarks themselves (YuNet) attach them to the box, for the ArcFace
 112x112 chip (facegate.components.faces.align).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -50,8 +51,9 @@ class DlibMmodDetector:
 
     def detect(self, image: np.ndarray) -> list[FaceBox]:
         found = self._det(image, self.upsample)
-        boxes = [FaceBox(d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom(), float(d.confidence))
-                 for d in found]
+        boxes = [
+            FaceBox(d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom(), float(d.confidence)) for d in found
+        ]
         return sorted(boxes, key=lambda b: -b.score)
 
 
@@ -106,8 +108,9 @@ class YuNetDetector:
             cache = self._local.nets = OrderedDict()
         net = cache.get((width, height))
         if net is None:
-            net = self._cv2.FaceDetectorYN.create(self._weights, "", (width, height), self.score_threshold,
-                                                  self.NMS_IOU, self.TOP_K)
+            net = self._cv2.FaceDetectorYN.create(
+                self._weights, "", (width, height), self.score_threshold, self.NMS_IOU, self.TOP_K
+            )
             cache[(width, height)] = net
             while len(cache) > self.CACHED_SIZES:
                 cache.popitem(last=False)
@@ -117,7 +120,7 @@ class YuNetDetector:
 
     def scale_for(self, height: int, width: int) -> float:
         """Resize factor of the size policy: ``2**upsample``, capped so the long side is <= max_side."""
-        return min(float(2 ** self.upsample), self.max_side / max(height, width))
+        return min(float(2**self.upsample), self.max_side / max(height, width))
 
     def detect(self, image: np.ndarray) -> list[FaceBox]:
         cv2 = self._cv2
@@ -162,8 +165,16 @@ class YuNetThenHogDetector:
 
 
 DETECTORS: dict[str, type[FaceDetector]] = {
-    cls.name: cls for cls in (DlibHogDetector, DlibMmodDetector, HogThenMmodDetector, YuNetDetector,
-                              YuNetThenHogDetector, RetinaFaceDetector)}
+    cls.name: cls
+    for cls in (
+        DlibHogDetector,
+        DlibMmodDetector,
+        HogThenMmodDetector,
+        YuNetDetector,
+        YuNetThenHogDetector,
+        RetinaFaceDetector,
+    )
+}
 
 
 DetectorClass = TypeVar("DetectorClass", bound=type[FaceDetector])

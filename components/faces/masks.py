@@ -9,6 +9,7 @@ face-mask set's ``mask_weared_incorrect``).
 
 Everything is driven by a numpy Generator, so a seeded protocol draws the same masks every run.
 """
+
 from __future__ import annotations
 
 import os
@@ -91,8 +92,9 @@ def _rotate(poly: np.ndarray, deg: float) -> np.ndarray:
     return (poly - c) @ rot.T + c
 
 
-def _texture(shape: tuple[int, int], style: str, colour: np.ndarray, rng: np.random.Generator,
-             poly: np.ndarray) -> np.ndarray:
+def _texture(
+    shape: tuple[int, int], style: str, colour: np.ndarray, rng: np.random.Generator, poly: np.ndarray
+) -> np.ndarray:
     h, w = shape
     tex = np.broadcast_to(colour, (h, w, 3)).astype(np.float32).copy()
     if style == "surgical":  # three pleats
@@ -113,8 +115,9 @@ def _texture(shape: tuple[int, int], style: str, colour: np.ndarray, rng: np.ran
     return tex
 
 
-def draw_mask(chip: np.ndarray, rng: np.random.Generator, cfg: MaskSettings,
-              landmarks: np.ndarray | None = None) -> tuple[np.ndarray, DrawnMask]:
+def draw_mask(
+    chip: np.ndarray, rng: np.random.Generator, cfg: MaskSettings, landmarks: np.ndarray | None = None
+) -> tuple[np.ndarray, DrawnMask]:
     """A masked copy of ``chip`` (uint8 RGB) and what was drawn."""
     pts = chip_landmarks(chip) if landmarks is None else landmarks
     style = str(rng.choice(cfg.styles))
@@ -149,8 +152,8 @@ def mask_chip(chip: np.ndarray, seed, cfg: MaskSettings) -> np.ndarray:
     out = chip.copy()
     out[..., :3] = draw_mask(np.ascontiguousarray(chip[..., :3]), np.random.default_rng(seed), cfg)[0]
     o, n = ARCFACE_OFFSET, ARCFACE_SIZE
-    arc = np.ascontiguousarray(chip[o:o + n, o:o + n, 3:])
-    out[o:o + n, o:o + n, 3:] = draw_mask(arc, np.random.default_rng(seed), cfg)[0]
+    arc = np.ascontiguousarray(chip[o : o + n, o : o + n, 3:])
+    out[o : o + n, o : o + n, 3:] = draw_mask(arc, np.random.default_rng(seed), cfg)[0]
     return out
 
 
@@ -178,8 +181,9 @@ class SyntheticMask(ImageOnlyTransform):
         return {"mask_seed": int(self.random_generator.integers(2**31))}
 
     def apply(self, img: np.ndarray, mask_seed: int = 0, **params) -> np.ndarray:
-        cfg = MaskSettings(p=1.0, styles=self.styles, below_nose_p=self.below_nose_p, tilt_deg=self.tilt_deg,
-                           strap_p=self.strap_p)
+        cfg = MaskSettings(
+            p=1.0, styles=self.styles, below_nose_p=self.below_nose_p, tilt_deg=self.tilt_deg, strap_p=self.strap_p
+        )
         return mask_chip(img, mask_seed, cfg)
 
     def get_transform_init_args_names(self):

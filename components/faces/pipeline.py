@@ -5,6 +5,7 @@ one face (enrolment, verification: otherwise NoFaceFound / MultipleFaces), and t
 centre with a centred-box fallback (pre-cropped benchmark images such as LFW, where the protocol
 requires an answer for every pair).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

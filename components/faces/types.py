@@ -1,4 +1,5 @@
 """What a face detector returns and the interface every detector offers (one registry: faces/detectors.py)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -9,6 +9,7 @@
 
 Everything callers use is importable from ``facegate.components.gallery``.
 """
+
 from facegate.components.core.errors import (
     GalleryCorrupt,
     GalleryError,
@@ -43,10 +44,33 @@ from facegate.components.gallery.store import (
 )
 
 __all__ = [
-    "CURRENT_FILE", "DEFAULT_KEEP_VERSIONS", "FAISS_DEVICES", "FORMAT_VERSION", "GALLERY_FILES", "INDEX_FILE",
-    "INDEX_KINDS", "IVF_MIN_POINTS_PER_CENTROID", "LOCK_FILE", "MANIFEST_FILE", "NORM_TOLERANCE",
-    "SIDECAR_COLUMNS", "SIDECAR_FILE", "VECTORS_FILE",
-    "Gallery", "GalleryCorrupt", "GalleryError", "GalleryLocked", "GalleryManifest", "GalleryModelMismatch",
-    "GalleryNotFound", "InvalidGalleryInput", "Match", "UnknownEmployee",
-    "current_version", "gallery_lock", "list_versions", "purge_old_versions", "resolve_faiss_device",
+    "CURRENT_FILE",
+    "DEFAULT_KEEP_VERSIONS",
+    "FAISS_DEVICES",
+    "FORMAT_VERSION",
+    "GALLERY_FILES",
+    "INDEX_FILE",
+    "INDEX_KINDS",
+    "IVF_MIN_POINTS_PER_CENTROID",
+    "LOCK_FILE",
+    "MANIFEST_FILE",
+    "NORM_TOLERANCE",
+    "SIDECAR_COLUMNS",
+    "SIDECAR_FILE",
+    "VECTORS_FILE",
+    "Gallery",
+    "GalleryCorrupt",
+    "GalleryError",
+    "GalleryLocked",
+    "GalleryManifest",
+    "GalleryModelMismatch",
+    "GalleryNotFound",
+    "InvalidGalleryInput",
+    "Match",
+    "UnknownEmployee",
+    "current_version",
+    "gallery_lock",
+    "list_versions",
+    "purge_old_versions",
+    "resolve_faiss_device",
 ]

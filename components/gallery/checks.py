@@ -2,6 +2,7 @@
 
 Checked before anything changes, so a bad call never leaves a gallery half-modified.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,8 +17,7 @@ from facegate.components.gallery.index_kinds import INDEX_KINDS
 NORM_TOLERANCE = 1e-3
 
 
-def check_new(dim: object, index_kind: str, embedder_name: str, embedder_version: str,
-              **params: int) -> None:
+def check_new(dim: object, index_kind: str, embedder_name: str, embedder_version: str, **params: int) -> None:
     """``Gallery.new``'s arguments; ``params`` are the index knobs (``hnsw_m`` >= 2, others >= 1)."""
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
         raise InvalidGalleryInput("dim", f"must be a positive integer, got {dim!r}")
@@ -51,8 +51,9 @@ def check_vectors(arr: np.ndarray, dim: int, field_name: str) -> np.ndarray:
     norms = np.linalg.norm(a.astype(np.float64), axis=1)
     bad = np.flatnonzero(np.abs(norms - 1.0) > NORM_TOLERANCE)
     if len(bad):
-        raise InvalidGalleryInput(field_name, f"row {int(bad[0])} has L2 norm {norms[bad[0]]:.4f}; "
-                                              "embeddings must be L2-normalised")
+        raise InvalidGalleryInput(
+            field_name, f"row {int(bad[0])} has L2 norm {norms[bad[0]]:.4f}; embeddings must be L2-normalised"
+        )
     return a
 
 
@@ -84,7 +85,7 @@ def check_photos(photos: Sequence[str] | None, n: int) -> list[str]:
             raise InvalidGalleryInput("photos", f"must be strings, got {p!r}")
         # Relative only: galleries move between machines and must not leak host paths.
         if PurePosixPath(p).is_absolute() or PureWindowsPath(p).is_absolute():
-            raise InvalidGalleryInput("photos", f"{p!r} must be a relative path (or \"\")")
+            raise InvalidGalleryInput("photos", f'{p!r} must be a relative path (or "")')
     return photo_list
 
 
@@ -95,8 +96,7 @@ def check_k(k: object) -> None:
 
 def check_tau(tau: object) -> float:
     """A threshold to record: a finite distance >= 0."""
-    if isinstance(tau, bool) or not isinstance(tau, (int, float, np.floating)) or not math.isfinite(tau) \
-            or tau < 0:
+    if isinstance(tau, bool) or not isinstance(tau, (int, float, np.floating)) or not math.isfinite(tau) or tau < 0:
         raise InvalidGalleryInput("tau", f"must be a finite distance >= 0, got {tau!r}")
     return float(tau)
 
@@ -105,8 +105,7 @@ def threshold(tau: object, manifest_tau: float | None) -> float:
     """The threshold a search decides with: the caller's, else the manifest's calibrated one."""
     value = manifest_tau if tau is None else tau
     if value is None:
-        raise InvalidGalleryInput("tau", "no threshold given and the gallery manifest has none "
-                                         "(calibrate it first)")
+        raise InvalidGalleryInput("tau", "no threshold given and the gallery manifest has none (calibrate it first)")
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or math.isnan(value):
         raise InvalidGalleryInput("tau", f"must be a number, got {value!r}")
     return float(value)

@@ -10,6 +10,7 @@ blended with the gallery's own pairs, see ``facegate.components.calibration.thre
 N counts the *other* employees: an employee's own photos (``replace``, more templates for the same id)
 are never a duplicate of themselves.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,8 +56,14 @@ class DuplicateSuspect:
     others: int  # employees it was compared with
 
     def to_dict(self) -> dict:
-        return {"photo": self.photo, "other_id": self.other_id, "distance": round(self.distance, 6),
-                "tau": round(self.tau, 6), "false_alarm": self.false_alarm, "compared_with": self.others}
+        return {
+            "photo": self.photo,
+            "other_id": self.other_id,
+            "distance": round(self.distance, 6),
+            "tau": round(self.tau, 6),
+            "false_alarm": self.false_alarm,
+            "compared_with": self.others,
+        }
 
 
 def nearest_others(gallery: Gallery, embeddings: np.ndarray, employee_id: str) -> list[tuple[str, float] | None]:
@@ -74,15 +81,18 @@ def other_employees(gallery: Gallery, employee_id: str) -> int:
     return gallery.n_employees - int(employee_id in gallery)
 
 
-def find_duplicates(gallery: Gallery, embeddings: np.ndarray, employee_id: str,
-                    rule: DuplicateRule) -> list[DuplicateSuspect]:
+def find_duplicates(
+    gallery: Gallery, embeddings: np.ndarray, employee_id: str, rule: DuplicateRule
+) -> list[DuplicateSuspect]:
     """New photos of ``employee_id`` whose face is within the rule's threshold of another employee,
     closest first (an empty list when nobody else is enrolled)."""
     others = other_employees(gallery, employee_id)
     tau = rule.tau(others) if others else None
     if tau is None:
         return []
-    suspects = [DuplicateSuspect(i, near[0], near[1], float(tau), rule.false_alarm(near[1], others), others)
-                for i, near in enumerate(nearest_others(gallery, embeddings, employee_id))
-                if near is not None and near[1] <= tau]
+    suspects = [
+        DuplicateSuspect(i, near[0], near[1], float(tau), rule.false_alarm(near[1], others), others)
+        for i, near in enumerate(nearest_others(gallery, embeddings, employee_id))
+        if near is not None and near[1] <= tau
+    ]
     return sorted(suspects, key=lambda s: s.distance)

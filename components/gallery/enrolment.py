@@ -6,6 +6,7 @@ new gallery version under the writer lock: a bad photo changes nothing, a crash 
 version current. Removal deletes the employee's photos and every older gallery version, so their
 embeddings are gone from this machine (DVC history is purged separately, see README).
 """
+
 from __future__ import annotations
 
 import re
@@ -86,11 +87,21 @@ def embed_photos(recognizer: FaceRecognizer, photos: list[Photo], max_pixels: in
     return np.stack(embs).astype(np.float32), digests
 
 
-def enrol(store: EnrolmentStore, recognizer: FaceRecognizer, employee_id: str, name: str, photos: list[Photo],
-          *, max_pixels: int, new_gallery: Callable[[], Gallery], replace: bool = False,
-          keep_versions: int, force: bool = False,
-          duplicates: Callable[[Gallery], DuplicateRule] | None = None,
-          embedded: tuple[np.ndarray, list[str]] | None = None) -> Gallery:
+def enrol(
+    store: EnrolmentStore,
+    recognizer: FaceRecognizer,
+    employee_id: str,
+    name: str,
+    photos: list[Photo],
+    *,
+    max_pixels: int,
+    new_gallery: Callable[[], Gallery],
+    replace: bool = False,
+    keep_versions: int,
+    force: bool = False,
+    duplicates: Callable[[Gallery], DuplicateRule] | None = None,
+    embedded: tuple[np.ndarray, list[str]] | None = None,
+) -> Gallery:
     """Add (or with ``replace``, re-enrol) one employee; returns the new current gallery.
 
     A photo whose face looks already enrolled under another id (``duplicates(gallery)``'s threshold for the
@@ -112,8 +123,9 @@ def enrol(store: EnrolmentStore, recognizer: FaceRecognizer, employee_id: str, n
             suspects = find_duplicates(gallery, embs, employee_id, rule)
             if suspects:
                 d = suspects[0]
-                raise DuplicateFace(photos[d.photo].name, employee_id, d.other_id, d.distance, d.tau,
-                                    d.false_alarm, d.photo)
+                raise DuplicateFace(
+                    photos[d.photo].name, employee_id, d.other_id, d.distance, d.tau, d.false_alarm, d.photo
+                )
         target = store.photos_dir / employee_id
         target.mkdir(parents=True, exist_ok=True)
         for photo, fname in zip(photos, files):  # content-addressed: never overwrites a kept photo
@@ -143,8 +155,13 @@ def remove(store: EnrolmentStore, employee_id: str) -> int:
     return n
 
 
-def reembed_all(store: EnrolmentStore, recognizer: FaceRecognizer, fresh: Gallery, max_pixels: int,
-                names: dict[str, str] | None = None) -> Gallery:
+def reembed_all(
+    store: EnrolmentStore,
+    recognizer: FaceRecognizer,
+    fresh: Gallery,
+    max_pixels: int,
+    names: dict[str, str] | None = None,
+) -> Gallery:
     """Every enrolled employee's stored photos embedded by ``recognizer`` into ``fresh`` (not saved).
 
     The only way to a gallery for another model: embeddings of different models never mix. Call it

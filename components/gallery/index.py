@@ -5,6 +5,7 @@ between unit vectors (0 = identical, sqrt(2) = orthogonal) and a face is accepte
 The faiss index (index_kinds), a copy of the vectors (to rebuild any index) and the sidecar naming
 each vector's employee stay aligned; ids are never reused, so an old id never names someone else.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,28 +27,60 @@ class Gallery:
     """Enrolled employees' embeddings, searchable by face; build with ``new`` or ``load``. ``device``
     (cpu | gpu | auto: ``index_kinds.resolve_faiss_device``): gpu searches flat galleries on a GPU copy."""
 
-    def __init__(self, manifest: GalleryManifest, vectors: np.ndarray, sidecar: pd.DataFrame,
-                 index: faiss.IndexIDMap2, *, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        manifest: GalleryManifest,
+        vectors: np.ndarray,
+        sidecar: pd.DataFrame,
+        index: faiss.IndexIDMap2,
+        *,
+        device: str = "cpu",
+    ) -> None:
         self.manifest, self.device = manifest, kinds.resolve_faiss_device(device)
         self._vectors, self._sidecar, self._index = vectors, sidecar.reset_index(drop=True), index
         kinds.apply_search_params(self._index, manifest)
         self._refresh()
 
     @classmethod
-    def new(cls, dim: int, embedder_name: str, embedder_version: str, index_kind: str = "flat", *,
-            ivf_nlist: int = kinds.DEFAULT_IVF_NLIST, ivf_nprobe: int = kinds.DEFAULT_IVF_NPROBE,
-            hnsw_m: int = kinds.HNSW_M, hnsw_ef_construction: int = kinds.HNSW_EF_CONSTRUCTION,
-            hnsw_ef_search: int = kinds.DEFAULT_HNSW_EF_SEARCH, tau: float | None = None,
-            target_far: float | None = None, achieved_far: float | None = None,
-            achieved_tar: float | None = None, data_version: str | None = None, device: str = "cpu") -> Gallery:
+    def new(
+        cls,
+        dim: int,
+        embedder_name: str,
+        embedder_version: str,
+        index_kind: str = "flat",
+        *,
+        ivf_nlist: int = kinds.DEFAULT_IVF_NLIST,
+        ivf_nprobe: int = kinds.DEFAULT_IVF_NPROBE,
+        hnsw_m: int = kinds.HNSW_M,
+        hnsw_ef_construction: int = kinds.HNSW_EF_CONSTRUCTION,
+        hnsw_ef_search: int = kinds.DEFAULT_HNSW_EF_SEARCH,
+        tau: float | None = None,
+        target_far: float | None = None,
+        achieved_far: float | None = None,
+        achieved_tar: float | None = None,
+        data_version: str | None = None,
+        device: str = "cpu",
+    ) -> Gallery:
         """An empty gallery for embeddings of ``dim`` floats from the named model version."""
-        knobs: dict[str, Any] = dict(ivf_nlist=ivf_nlist, ivf_nprobe=ivf_nprobe, hnsw_m=hnsw_m,
-                     hnsw_ef_construction=hnsw_ef_construction, hnsw_ef_search=hnsw_ef_search)
+        knobs: dict[str, Any] = dict(
+            ivf_nlist=ivf_nlist,
+            ivf_nprobe=ivf_nprobe,
+            hnsw_m=hnsw_m,
+            hnsw_ef_construction=hnsw_ef_construction,
+            hnsw_ef_search=hnsw_ef_search,
+        )
         checks.check_new(dim, index_kind, embedder_name, embedder_version, **knobs)
-        m = GalleryManifest(embedder_name=embedder_name, embedder_version=embedder_version, dim=int(dim),
-                            index_kind=index_kind, data_version=data_version, **knobs)
-        m.tau, m.target_far, m.achieved_far, m.achieved_tar = map(checks.opt_float, (tau, target_far,
-                                                                                 achieved_far, achieved_tar))
+        m = GalleryManifest(
+            embedder_name=embedder_name,
+            embedder_version=embedder_version,
+            dim=int(dim),
+            index_kind=index_kind,
+            data_version=data_version,
+            **knobs,
+        )
+        m.tau, m.target_far, m.achieved_far, m.achieved_tar = map(
+            checks.opt_float, (tau, target_far, achieved_far, achieved_tar)
+        )
         vectors = np.empty((0, m.dim), dtype=np.float32)
         index, m.index_kind_effective = kinds.build_gallery_index(m, vectors, np.empty(0, np.int64))
         return cls(m, vectors, table.empty_sidecar(), index, device=device)
@@ -100,8 +133,14 @@ class Gallery:
         """One row per enrolled employee: employee_id, name, n_vectors (sorted by employee_id)."""
         return table.employees(self._sidecar)
 
-    def set_threshold(self, tau: float, *, target_far: float | None = None,
-                      achieved_far: float | None = None, achieved_tar: float | None = None) -> None:
+    def set_threshold(
+        self,
+        tau: float,
+        *,
+        target_far: float | None = None,
+        achieved_far: float | None = None,
+        achieved_tar: float | None = None,
+    ) -> None:
         """Record the calibrated acceptance threshold (and what it achieved) in the manifest."""
         self.manifest.set_threshold(tau, target_far, achieved_far, achieved_tar)
 
@@ -109,20 +148,23 @@ class Gallery:
         """Raise GalleryModelMismatch unless the gallery was embedded by this model (and version)."""
         self.manifest.check_model(expected_embedder_name, expected_version)
 
-    def add(self, employee_id: str, name: str, embeddings: np.ndarray,
-            photos: Sequence[str] | None = None) -> np.ndarray:
+    def add(
+        self, employee_id: str, name: str, embeddings: np.ndarray, photos: Sequence[str] | None = None
+    ) -> np.ndarray:
         """Enrol ``embeddings`` (n x dim) for an employee; returns their new vector ids. An enrolled
         employee gets more vectors, and all their rows take ``name`` (one employee, one name)."""
         return self._enrol(employee_id, name, embeddings, photos, replace=False)
 
-    def replace(self, employee_id: str, name: str, embeddings: np.ndarray,
-                photos: Sequence[str] | None = None) -> np.ndarray:
+    def replace(
+        self, employee_id: str, name: str, embeddings: np.ndarray, photos: Sequence[str] | None = None
+    ) -> np.ndarray:
         """Swap an employee's vectors for new ones (new ids), enrolling them if absent; inputs are
         checked before anything is removed, so bad input never drops an employee."""
         return self._enrol(employee_id, name, embeddings, photos, replace=True)
 
-    def _enrol(self, employee_id: str, name: str, embeddings: np.ndarray, photos: Sequence[str] | None,
-               replace: bool) -> np.ndarray:
+    def _enrol(
+        self, employee_id: str, name: str, embeddings: np.ndarray, photos: Sequence[str] | None, replace: bool
+    ) -> np.ndarray:
         emb = checks.check_vectors(embeddings, self.dim, "embeddings")
         checks.check_identity(employee_id, name)
         photo_list = checks.check_photos(photos, len(emb))
@@ -147,8 +189,7 @@ class Gallery:
         keep = np.ones(len(self._vectors), dtype=bool)
         keep[positions] = False
         kept, ids = np.ascontiguousarray(self._vectors[keep]), self._roster.ids
-        self._index = kinds.remove_from_index(self._index, self.manifest, ids[positions], kept, ids[keep],
-                                              employee_id)
+        self._index = kinds.remove_from_index(self._index, self.manifest, ids[positions], kept, ids[keep], employee_id)
         self._vectors, self._sidecar = kept, self._sidecar.loc[keep].reset_index(drop=True)
         self._refresh()
         return int(len(positions))

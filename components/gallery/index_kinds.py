@@ -5,6 +5,7 @@ Every kind uses the inner-product metric on unit vectors. ``flat`` is exact; ``h
 approximate, for large galleries. HNSW cannot remove vectors and IVF under an id map keeps stale ids,
 so removal rebuilds (HNSW) or refills (IVF) from the gallery's copy of the vectors.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 INDEX_KINDS = ("flat", "ivf", "hnsw")
 FAISS_DEVICES = ("cpu", "gpu", "auto")
 IVF_MIN_POINTS_PER_CENTROID = 39  # faiss k-means warns (and clusters badly) below this
-IVF_TRAIN_POINTS_PER_LIST = 64    # the benchmark's k-means sample: at most this many vectors per list
+IVF_TRAIN_POINTS_PER_LIST = 64  # the benchmark's k-means sample: at most this many vectors per list
 DEFAULT_IVF_NLIST = 64
 DEFAULT_IVF_NPROBE = 8
 HNSW_M = 32
@@ -52,8 +53,9 @@ def ivf_index(dim: int, nlist: int) -> faiss.IndexIVFFlat:
     return faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
 
 
-def train_ivf(index: faiss.IndexIVF, vectors: np.ndarray, *, sample_per_list: int | None = None,
-              seed: int | None = None) -> None:
+def train_ivf(
+    index: faiss.IndexIVF, vectors: np.ndarray, *, sample_per_list: int | None = None, seed: int | None = None
+) -> None:
     """k-means on all ``vectors`` (faiss's defaults), or on a ``seed``-ed sample of at most
     ``sample_per_list * nlist`` of them: training on millions costs minutes and gains little."""
     if seed is not None:
@@ -63,8 +65,11 @@ def train_ivf(index: faiss.IndexIVF, vectors: np.ndarray, *, sample_per_list: in
         return
     n_train = min(len(vectors), sample_per_list * index.nlist)
     index.cp.max_points_per_centroid = max(1, -(-n_train // index.nlist))  # faiss would subsample otherwise
-    sample = vectors if n_train == len(vectors) else \
-        vectors[np.sort(np.random.default_rng(seed).choice(len(vectors), n_train, replace=False))]
+    sample = (
+        vectors
+        if n_train == len(vectors)
+        else vectors[np.sort(np.random.default_rng(seed).choice(len(vectors), n_train, replace=False))]
+    )
     index.train(sample)
 
 
@@ -104,8 +109,7 @@ def index_kind(index: faiss.IndexIDMap) -> str | None:
 # ------------------------------------------------------------------------------ gallery indexes
 
 
-def build_gallery_index(m: GalleryManifest, vectors: np.ndarray,
-                        ids: np.ndarray) -> tuple[faiss.IndexIDMap2, str]:
+def build_gallery_index(m: GalleryManifest, vectors: np.ndarray, ids: np.ndarray) -> tuple[faiss.IndexIDMap2, str]:
     """A fresh IndexIDMap2 holding ``vectors`` under ``ids``, and the kind actually built.
 
     IVF is trained on the current vectors once there are enough of them; until then the gallery
@@ -132,8 +136,9 @@ def apply_search_params(index: faiss.Index, m: GalleryManifest) -> None:
     set_search_params(index, nprobe=min(m.ivf_nprobe, m.ivf_nlist), ef_search=m.hnsw_ef_search)
 
 
-def add_to_index(index: faiss.IndexIDMap2, m: GalleryManifest, vectors: np.ndarray, ids: np.ndarray,
-                 n_new: int) -> faiss.IndexIDMap2:
+def add_to_index(
+    index: faiss.IndexIDMap2, m: GalleryManifest, vectors: np.ndarray, ids: np.ndarray, n_new: int
+) -> faiss.IndexIDMap2:
     """The index with the last ``n_new`` of ``vectors`` (all the gallery's, new ones last) added.
 
     An IVF gallery still searching flat is trained here, on everything, once it has enough vectors;
@@ -142,12 +147,13 @@ def add_to_index(index: faiss.IndexIDMap2, m: GalleryManifest, vectors: np.ndarr
     if m.index_kind == "ivf" and m.index_kind_effective == "flat" and ivf_trainable(len(vectors), m.ivf_nlist):
         index, m.index_kind_effective = build_gallery_index(m, vectors, ids)  # first training
         return index
-    index.add_with_ids(vectors[len(vectors) - n_new:], ids[len(ids) - n_new:])
+    index.add_with_ids(vectors[len(vectors) - n_new :], ids[len(ids) - n_new :])
     return index
 
 
-def rebuild(index: faiss.IndexIDMap2, m: GalleryManifest, vectors: np.ndarray, ids: np.ndarray,
-            retrain: bool = False) -> faiss.IndexIDMap2:
+def rebuild(
+    index: faiss.IndexIDMap2, m: GalleryManifest, vectors: np.ndarray, ids: np.ndarray, retrain: bool = False
+) -> faiss.IndexIDMap2:
     """The index rebuilt from ``vectors``; a trained IVF index keeps its centroids unless ``retrain``.
 
     Sets ``m.index_kind_effective`` (a rebuilt IVF gallery may fall back to flat, or train).
@@ -159,8 +165,14 @@ def rebuild(index: faiss.IndexIDMap2, m: GalleryManifest, vectors: np.ndarray, i
     return index
 
 
-def remove_from_index(index: faiss.IndexIDMap2, m: GalleryManifest, removed_ids: np.ndarray,
-                      kept_vectors: np.ndarray, kept_ids: np.ndarray, owner: str) -> faiss.IndexIDMap2:
+def remove_from_index(
+    index: faiss.IndexIDMap2,
+    m: GalleryManifest,
+    removed_ids: np.ndarray,
+    kept_vectors: np.ndarray,
+    kept_ids: np.ndarray,
+    owner: str,
+) -> faiss.IndexIDMap2:
     """The index without ``removed_ids``: removed in place (flat), refilled keeping the trained
     centroids (IVF keeps stale internal ids otherwise) or rebuilt (HNSW cannot remove at all)."""
     kind = m.index_kind_effective
@@ -205,8 +217,9 @@ def resolve_faiss_device(setting: str) -> str:
     if gpu_available():
         return "gpu"
     if setting == "gpu":
-        raise DeviceUnavailable("gallery.device: gpu, but faiss has no GPU support (faiss-cpu) or sees no GPU; "
-                            "set cpu or auto")
+        raise DeviceUnavailable(
+            "gallery.device: gpu, but faiss has no GPU support (faiss-cpu) or sees no GPU; set cpu or auto"
+        )
     return "cpu"
 
 

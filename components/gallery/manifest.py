@@ -3,6 +3,7 @@
 Parsing is strict (unknown or missing keys, wrong types and other format versions are refused) so a
 damaged or foreign manifest is reported by name instead of loading a gallery that answers wrongly.
 """
+
 from __future__ import annotations
 
 import json
@@ -61,21 +62,27 @@ class GalleryManifest:
     hnsw_ef_search: int = DEFAULT_HNSW_EF_SEARCH
     updated_at: str | None = None
 
-    def set_threshold(self, tau: float, target_far: float | None = None,
-                      achieved_far: float | None = None, achieved_tar: float | None = None) -> None:
+    def set_threshold(
+        self,
+        tau: float,
+        target_far: float | None = None,
+        achieved_far: float | None = None,
+        achieved_tar: float | None = None,
+    ) -> None:
         """Record the calibrated acceptance threshold (and what it achieved)."""
         self.tau = check_tau(tau)
-        self.target_far, self.achieved_far, self.achieved_tar = map(opt_float, (target_far, achieved_far,
-                                                                               achieved_tar))
+        self.target_far, self.achieved_far, self.achieved_tar = map(opt_float, (target_far, achieved_far, achieved_tar))
 
     def check_model(self, expected_embedder_name: str, expected_version: str | None = None) -> None:
         """Raise GalleryModelMismatch unless this model (and version) embedded the gallery."""
         if self.embedder_name != expected_embedder_name or (
-                expected_version is not None and self.embedder_version != expected_version):
+            expected_version is not None and self.embedder_version != expected_version
+        ):
             want = expected_embedder_name + (f" version {expected_version}" if expected_version else "")
             raise GalleryModelMismatch(
                 f"gallery was built with {self.embedder_name} version {self.embedder_version}, but the "
-                f"current model is {want}: re-enrol the employees with the current model")
+                f"current model is {want}: re-enrol the employees with the current model"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,8 +131,16 @@ class GalleryManifest:
             return f"dim must be a positive integer, got {self.dim!r}"
         if self.index_kind not in INDEX_KINDS or self.index_kind_effective not in INDEX_KINDS:
             return f"index_kind {self.index_kind!r}/{self.index_kind_effective!r} not in {INDEX_KINDS}"
-        for name in ("n_vectors", "n_employees", "next_vector_id", "ivf_nlist", "ivf_nprobe",
-                     "hnsw_m", "hnsw_ef_construction", "hnsw_ef_search"):
+        for name in (
+            "n_vectors",
+            "n_employees",
+            "next_vector_id",
+            "ivf_nlist",
+            "ivf_nprobe",
+            "hnsw_m",
+            "hnsw_ef_construction",
+            "hnsw_ef_search",
+        ):
             if not is_int(getattr(self, name)) or getattr(self, name) < 0:
                 return f"{name} must be a non-negative integer, got {getattr(self, name)!r}"
         for name in ("tau", "target_far", "achieved_far", "achieved_tar"):

@@ -10,6 +10,7 @@ current and complete. Readers never lock: they read whichever version ``CURRENT`
 checks every file against the manifest (GalleryCorrupt names the bad file) rather than search a
 gallery whose pieces disagree.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -60,8 +61,7 @@ def gallery_lock(directory: Path | str, timeout: float | None = None) -> Iterato
     load-modify-save cycle. The kernel drops it when the holder dies, so a killed writer never
     leaves the gallery locked. ``timeout`` (seconds) raises GalleryLocked instead of waiting forever.
     """
-    with file_lock(directory, timeout,
-                   error=lambda d: GalleryLocked(f"{d}: another writer holds the gallery lock")):
+    with file_lock(directory, timeout, error=lambda d: GalleryLocked(f"{d}: another writer holds the gallery lock")):
         yield
 
 
@@ -95,8 +95,9 @@ def save(directory: Path | str, parts: GalleryParts, keep: int = DEFAULT_KEEP_VE
                 shutil.rmtree(final, ignore_errors=True)
             if not isinstance(exc, (OSError, RuntimeError)):
                 raise
-            raise GalleryError(f"{directory}: could not save the gallery ({exc}); "
-                               "the previous version is still current") from exc
+            raise GalleryError(
+                f"{directory}: could not save the gallery ({exc}); the previous version is still current"
+            ) from exc
         _prune(directory, keep)
     return final
 
@@ -165,8 +166,9 @@ def _load_vectors(vpath: Path, m: GalleryManifest) -> np.ndarray:
         raise GalleryCorrupt(vpath, f"expected float32 (n x {m.dim}), got {vectors.dtype} {vectors.shape}")
     if len(vectors) != m.n_vectors:
         raise GalleryCorrupt(vpath, f"{len(vectors)} vectors, manifest says {m.n_vectors}")
-    if len(vectors) and (not np.isfinite(vectors).all() or
-                         np.abs(np.linalg.norm(vectors, axis=1) - 1.0).max() > NORM_TOLERANCE):
+    if len(vectors) and (
+        not np.isfinite(vectors).all() or np.abs(np.linalg.norm(vectors, axis=1) - 1.0).max() > NORM_TOLERANCE
+    ):
         raise GalleryCorrupt(vpath, "holds non-finite or non-normalised vectors")
     return np.ascontiguousarray(vectors)
 
@@ -201,11 +203,15 @@ def _load_index(ipath: Path, m: GalleryManifest, ids: np.ndarray) -> faiss.Index
         raise GalleryCorrupt(ipath, f"expected an IndexIDMap2, got {type(index).__name__}")
     kind = index_kind(index)
     if kind != m.index_kind_effective or index.metric_type != faiss.METRIC_INNER_PRODUCT:
-        raise GalleryCorrupt(ipath, f"holds a {kind} index (metric {index.metric_type}), manifest says "
-                                    f"{m.index_kind_effective} with inner product")
+        raise GalleryCorrupt(
+            ipath,
+            f"holds a {kind} index (metric {index.metric_type}), manifest says "
+            f"{m.index_kind_effective} with inner product",
+        )
     if index.d != m.dim or index.ntotal != m.n_vectors:
-        raise GalleryCorrupt(ipath, f"d={index.d}, ntotal={index.ntotal}; manifest says "
-                                    f"dim={m.dim}, n_vectors={m.n_vectors}")
+        raise GalleryCorrupt(
+            ipath, f"d={index.d}, ntotal={index.ntotal}; manifest says dim={m.dim}, n_vectors={m.n_vectors}"
+        )
     if not np.array_equal(np.sort(faiss.vector_to_array(index.id_map)), ids):
         raise GalleryCorrupt(ipath, "its vector ids differ from sidecar.parquet's")
     return index
@@ -221,8 +227,7 @@ def _version_name(number: int) -> str:
 def _version_numbers(directory: Path) -> list[int]:
     if not directory.is_dir():
         return []
-    return sorted(int(m.group(1)) for p in directory.iterdir()
-                  if p.is_dir() and (m := _VERSION_RE.match(p.name)))
+    return sorted(int(m.group(1)) for p in directory.iterdir() if p.is_dir() and (m := _VERSION_RE.match(p.name)))
 
 
 def list_versions(directory: Path | str) -> list[str]:
@@ -291,7 +296,7 @@ def _prune(directory: Path, keep: int) -> list[str]:
     older = [n for n in _version_numbers(directory) if n < current_n]
     # Only complete versions count as kept history (a dead writer may leave an empty one behind).
     older = [n for n in older if all((directory / _version_name(n) / f).is_file() for f in GALLERY_FILES)]
-    kept = {current_n, *older[max(0, len(older) - (keep - 1)):]} if keep > 1 else {current_n}
+    kept = {current_n, *older[max(0, len(older) - (keep - 1)) :]} if keep > 1 else {current_n}
     removed: list[str] = []
     for n in _version_numbers(directory):
         if n not in kept:

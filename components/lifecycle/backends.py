@@ -8,6 +8,7 @@ endpoint in ``AWS_ENDPOINT_URL`` / ``MLFLOW_S3_ENDPOINT_URL``) with short timeou
 defaults (SQLite, files, the ephemeral Prefect server) there is nothing to probe and it returns None
 at once. Secrets are never printed: URLs lose their user-info before they appear in a message.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,11 @@ def _tcp_open(url: str) -> bool:
 
 
 def s3_endpoint() -> str | None:
-    return os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("MLFLOW_S3_ENDPOINT_URL") or \
-        os.environ.get("FACEGATE_S3_ENDPOINT_URL")
+    return (
+        os.environ.get("AWS_ENDPOINT_URL")
+        or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
+        or os.environ.get("FACEGATE_S3_ENDPOINT_URL")
+    )
 
 
 def probe_object_store() -> str | None:
@@ -74,8 +78,10 @@ def probe_mlflow() -> str | None:
     if status is not None and status >= 500:
         lowered = body.lower()
         what = "Postgres" if "psycopg" in lowered or "postgres" in lowered else "database"
-        return f"the MLflow tracking server at {redact(base)} cannot reach its backend store ({what}): " \
-               f"HTTP {status} {_message(body)}"
+        return (
+            f"the MLflow tracking server at {redact(base)} cannot reach its backend store ({what}): "
+            f"HTTP {status} {_message(body)}"
+        )
     return None
 
 

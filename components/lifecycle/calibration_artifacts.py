@@ -4,6 +4,7 @@ version tags), or as a file for a pretrained fingerprint (committed under ``cali
 The calibration package computes and reads the file format; storing it with the MLflow registry is
 lifecycle's concern, so calibration never imports the registry.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -38,9 +39,12 @@ def log_version_calibration(name: str, version: str, cal: ModelCalibration, targ
         client.log_artifact(mv.run_id, str(path), ARTIFACT_PATH)
     uri = f"runs:/{mv.run_id}/{ARTIFACT_PATH}/{ARTIFACT_FILE}"
     summary = cal.summary(target_far)
-    for key, value in {VERSION_TAG: uri, "calibration_tau": f"{summary['tau']:.6f}",
-                       "calibration_target_far": f"{target_far:g}",
-                       "calibration_sets": ",".join(s.name for s in cal.sets)}.items():
+    for key, value in {
+        VERSION_TAG: uri,
+        "calibration_tau": f"{summary['tau']:.6f}",
+        "calibration_target_far": f"{target_far:g}",
+        "calibration_sets": ",".join(s.name for s in cal.sets),
+    }.items():
         client.set_model_version_tag(name, str(version), key, value)
     return uri
 

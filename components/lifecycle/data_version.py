@@ -9,6 +9,7 @@ An S3-compatible store that is not AWS is named by AWS_ENDPOINT_URL (written to 
 AWS_SECRET_ACCESS_KEY), never in a config file. A push or pull that cannot reach the store fails with
 a ``DataVersionError`` that names it.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,7 @@ CLOUD_SCHEMES = ("s3://", "gs://", "azure://", "ssh://", "http://", "https://")
 
 def _dvc(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_NO_UPDATE_CHECK": "1"}
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, capture_output=True, text=True)
     if check and proc.returncode != 0:
         msg = (proc.stderr + "\n" + proc.stdout).strip().splitlines()
         raise DataVersionError(f"dvc {' '.join(args)} failed in {cwd}: {' | '.join(msg[-5:])}")
@@ -74,7 +74,7 @@ def _write_local_remotes(path: Path, remotes: dict[str, str]) -> None:
     before = cfg.dict()
     endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("FACEGATE_S3_ENDPOINT_URL")
     for section in [s for s in cfg if s.startswith('remote "')]:
-        if section[len('remote "'):-1] not in remotes:
+        if section[len('remote "') : -1] not in remotes:
             del cfg[section]
     for name, url in remotes.items():
         section = cfg.setdefault(f'remote "{name}"', {})
@@ -115,8 +115,9 @@ def _transfer(verb: str, root: Path, target: str) -> None:
         if not url.startswith(CLOUD_SCHEMES):
             raise
         endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("FACEGATE_S3_ENDPOINT_URL") or "AWS"
-        raise DataVersionError(f"object store {url} (endpoint {endpoint}): dvc {verb} of {target} failed: "
-                               f"{_dvc_reason(exc.message)}") from None
+        raise DataVersionError(
+            f"object store {url} (endpoint {endpoint}): dvc {verb} of {target} failed: {_dvc_reason(exc.message)}"
+        ) from None
 
 
 def add_data(root: Path | None = None, target: str = "data") -> str:
@@ -132,7 +133,7 @@ def add_data(root: Path | None = None, target: str = "data") -> str:
 def _dvc_reason(message: str) -> str:
     """DVC's ERROR line(s) from a ``_dvc`` failure message, else its last words."""
     parts = [p.strip() for p in message.split(" | ")]
-    errors = [p[p.index("ERROR"):] for p in parts if "ERROR" in p]
+    errors = [p[p.index("ERROR") :] for p in parts if "ERROR" in p]
     return " | ".join(errors) if errors else parts[-1]
 
 

@@ -11,6 +11,7 @@ Who makes them: ``SnapshotWorker``, a thread in the API server (flushed when the
 now (``facegate gallery snapshot``, the end of a batch). Snapshots of all processes are serialised by
 one flock, since DVC refuses to run twice at once in a repository.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -138,9 +139,14 @@ def spawn_pending_snapshot(log: Path | None = None) -> int:
     log = log or state_dir() / "logs" / "gallery-snapshot.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "facegate.cli.main", "gallery", "snapshot", "--pending"],
-                                cwd=repo_root(), stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "facegate.cli.main", "gallery", "snapshot", "--pending"],
+            cwd=repo_root(),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     return proc.pid
 
 
@@ -155,8 +161,9 @@ class SnapshotWorker:
     ``max_delay_s``, not one per write. ``close()`` stops it after a final snapshot of anything pending.
     """
 
-    def __init__(self, debounce_s: float = 2.0, retry_s: float = 10.0, push: bool = True,
-                 log=None, max_delay_s: float = 30.0) -> None:
+    def __init__(
+        self, debounce_s: float = 2.0, retry_s: float = 10.0, push: bool = True, log=None, max_delay_s: float = 30.0
+    ) -> None:
         self.debounce_s = debounce_s
         self.max_delay_s = max(max_delay_s, debounce_s)
         self.retry_s = retry_s

@@ -7,6 +7,7 @@ covers the pixels, not only paths. Files that cannot be used are copied to ``dat
 and listed in ``quarantine.parquet`` with the reason: nothing is silently dropped. Reading a source's
 layout and the split rule live in core (core/datasets.py): calibration and training read them too.
 """
+
 from __future__ import annotations
 
 import json
@@ -92,12 +93,17 @@ def bring_file(src: Path, dst: Path, link_mode: str) -> None:
     shutil.copyfile(src, dst)
 
 
-def inspect_item(item: SourceItem, name: str, source_root: Path, max_pixels: int, min_side: int,
-                 box_clip_tolerance: float) -> dict:
+def inspect_item(
+    item: SourceItem, name: str, source_root: Path, max_pixels: int, min_side: int, box_clip_tolerance: float
+) -> dict:
     """One file decoded through the one image loader: a manifest row, or a quarantine row with the reason."""
     src = source_root / item.relpath
-    row: dict[str, Any] = {"path": f"{name}/{item.relpath}", "source": name, "identity": item.identity,
-           "boxes": None if item.boxes is None else json.dumps(list(item.boxes))}
+    row: dict[str, Any] = {
+        "path": f"{name}/{item.relpath}",
+        "source": name,
+        "identity": item.identity,
+        "boxes": None if item.boxes is None else json.dumps(list(item.boxes)),
+    }
     if item.problem:
         return {**row, "code": "bad_annotation", "reason": item.problem}
     try:
@@ -110,12 +116,12 @@ def inspect_item(item: SourceItem, name: str, source_root: Path, max_pixels: int
         boxes, clipped = clip_boxes(list(item.boxes), decoded.width, decoded.height, box_clip_tolerance)
         row["boxes"] = json.dumps(boxes)
         row["clipped"] = [f"{row['path']}#{i}" for i in clipped]
-    return {**row, "sha256": decoded.sha256, "width": decoded.width, "height": decoded.height,
-            "format": decoded.format}
+    return {**row, "sha256": decoded.sha256, "width": decoded.width, "height": decoded.height, "format": decoded.format}
 
 
-def bring_files(good: list[dict], bad: list[dict], extra: list[str], source_root: Path, work_dir: Path,
-                link_mode: str) -> None:
+def bring_files(
+    good: list[dict], bad: list[dict], extra: list[str], source_root: Path, work_dir: Path, link_mode: str
+) -> None:
     """Usable images (and a source's extra files) into the dataset folder; unusable ones into quarantine."""
     for r in good:
         rel = r["path"].split("/", 1)[1]
@@ -173,8 +179,9 @@ def ingest_source(
 
     rows = []
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        inspected = pool.map(lambda item: inspect_item(item, name, source_root, max_pixels, min_side,
-                                                       box_clip_tolerance), items)
+        inspected = pool.map(
+            lambda item: inspect_item(item, name, source_root, max_pixels, min_side, box_clip_tolerance), items
+        )
         for i, row in enumerate(inspected, 1):
             rows.append(row)
             if progress and (i % 500 == 0 or i == len(items)):
@@ -191,13 +198,26 @@ def ingest_source(
     else:
         manifest["split"] = assign_identity_splits(manifest, val_fraction, seed, min_train_images)
     quarantine = pd.DataFrame(
-        [{"path": f"{name}/{QUARANTINE_DIR}/{r['path'].split('/', 1)[1]}", "source": name,
-          "code": r["code"], "reason": r["reason"]} for r in bad],
+        [
+            {
+                "path": f"{name}/{QUARANTINE_DIR}/{r['path'].split('/', 1)[1]}",
+                "source": name,
+                "code": r["code"],
+                "reason": r["reason"],
+            }
+            for r in bad
+        ],
         columns=QUARANTINE_COLUMNS,
     )
     manifest.to_parquet(work_dir / "manifest.parquet", index=False)
     quarantine.to_parquet(work_dir / "quarantine.parquet", index=False)
     replace_folder(work_dir, final_dir)
-    return IngestResult(name=name, kind=kind, manifest=manifest, quarantine=quarantine,
-                        out_dir=final_dir, extra_files=extra,
-                        clipped_boxes=[c for r in good for c in r.get("clipped", [])])
+    return IngestResult(
+        name=name,
+        kind=kind,
+        manifest=manifest,
+        quarantine=quarantine,
+        out_dir=final_dir,
+        extra_files=extra,
+        clipped_boxes=[c for r in good for c in r.get("clipped", [])],
+    )

@@ -10,6 +10,7 @@ fingerprint; a load checks the fingerprint and anything that does not match is i
 asks MLflow). Weights only (``weights_only`` loading, no pickled code); the structure is rebuilt from
 the backbone's name.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,9 +39,17 @@ def save_copy(model: EmbeddingModel, name: str, version: str) -> Path:
     path = copy_path(name, version)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"format": FORMAT, "name": name, "version": str(version), "backbone": model.backbone.name,
-                "fingerprint": model_fingerprint(model),
-                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, tmp)
+    torch.save(
+        {
+            "format": FORMAT,
+            "name": name,
+            "version": str(version),
+            "backbone": model.backbone.name,
+            "fingerprint": model_fingerprint(model),
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        },
+        tmp,
+    )
     tmp.replace(path)
     return path
 

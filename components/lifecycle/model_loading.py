@@ -4,6 +4,7 @@ model from params while there is none; a registered version from its local copy 
 Lifecycle, not the service facade: the retraining chain asks for the incumbent too, and the facade
 only answers requests with whatever model this module hands it.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,8 @@ def embedder_version_label(name: str, version: str) -> str:
 
 
 def load_registered_model(name: str, version: str) -> EmbeddingModel:
-    """Version ``version`` of ``name``: the local copy when one is kept (facegate.components.lifecycle.model_copies), else
-    from MLflow, keeping a copy for the next process."""
+    """Version ``version`` of ``name``: the local copy when one is kept (lifecycle/model_copies.py),
+    else from MLflow, keeping a copy for the next process."""
     model = load_copy(name, version)
     if model is not None:
         return model
@@ -66,8 +67,11 @@ def service_configuration(settings: Settings) -> dict:
     params' (the pretrained model the service falls back to)."""
     champ = registry.champion(settings.registry.embedder_model)
     if champ is not None and champ.tags.get("backbone"):
-        return {"backbone": champ.tags["backbone"], "mode": champ.tags.get("mode", settings.embedding.mode),
-                "source": f"champion v{champ.version}"}
+        return {
+            "backbone": champ.tags["backbone"],
+            "mode": champ.tags.get("mode", settings.embedding.mode),
+            "source": f"champion v{champ.version}",
+        }
     return {"backbone": settings.embedding.backbone, "mode": "pretrained", "source": "pretrained (no champion)"}
 
 

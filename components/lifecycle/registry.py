@@ -8,6 +8,7 @@ behind by a crashed chain is visible as such instead of looking like a candidate
 
 No Prefect here: flows and the CLI call these functions.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,11 +41,18 @@ class ModelVersionInfo:
         return f"models:/{self.name}/{self.version}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "aliases": list(self.aliases), "run_id": self.run_id,
-                "gate": self.tags.get(GATE_TAG), "created": time.strftime(
-                    "%Y-%m-%d %H:%M:%S", time.gmtime(self.created_ms / 1000)) if self.created_ms else None,
-                "metrics": {k: float(v) for k, v in self.tags.items() if k.startswith("val_")},
-                "tags": {k: v for k, v in self.tags.items() if k != GATE_TAG and not k.startswith("val_")}}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "aliases": list(self.aliases),
+            "run_id": self.run_id,
+            "gate": self.tags.get(GATE_TAG),
+            "created": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(self.created_ms / 1000))
+            if self.created_ms
+            else None,
+            "metrics": {k: float(v) for k, v in self.tags.items() if k.startswith("val_")},
+            "tags": {k: v for k, v in self.tags.items() if k != GATE_TAG and not k.startswith("val_")},
+        }
 
 
 @dataclass(frozen=True)
@@ -63,9 +71,15 @@ class GateDecision:
         return None if self.champion_value is None else self.challenger_value - self.champion_value
 
 
-def gate(challenger: dict[str, float], champion: dict[str, float] | None, metric: str,
-         min_improvement: float, incumbent: str = "the champion", guard_metric: str | None = None,
-         max_regression: float = 0.0) -> GateDecision:
+def gate(
+    challenger: dict[str, float],
+    champion: dict[str, float] | None,
+    metric: str,
+    min_improvement: float,
+    incumbent: str = "the champion",
+    guard_metric: str | None = None,
+    max_regression: float = 0.0,
+) -> GateDecision:
     """Promote only a challenger that beats the champion on ``metric`` by at least ``min_improvement``
     and, with ``guard_metric``, loses no more than ``max_regression`` on it (a model that wins on
     masked faces must not pay for it on bare ones).
@@ -80,15 +94,18 @@ def gate(challenger: dict[str, float], champion: dict[str, float] | None, metric
             raise RegistryError(f"guard metric {guard_metric!r} missing from the {side}'s metrics ({sorted(values)})")
     loss = float(champion[guard_metric]) - float(challenger[guard_metric])
     if not loss <= max_regression:  # NaN fails too
-        why = (f"{decision.reason}, but {guard_metric} {float(challenger[guard_metric]):.4f} loses "
-               f"{loss:.4f} to {incumbent}'s {float(champion[guard_metric]):.4f} (> {max_regression} allowed)")
+        why = (
+            f"{decision.reason}, but {guard_metric} {float(challenger[guard_metric]):.4f} loses "
+            f"{loss:.4f} to {incumbent}'s {float(champion[guard_metric]):.4f} (> {max_regression} allowed)"
+        )
         return GateDecision(False, why, metric, decision.challenger_value, decision.champion_value, min_improvement)
     why = f"{decision.reason}; {guard_metric} within {max_regression} ({-loss:+.4f})"
     return GateDecision(True, why, metric, decision.challenger_value, decision.champion_value, min_improvement)
 
 
-def _gate_one(challenger: dict[str, float], champion: dict[str, float] | None, metric: str,
-              min_improvement: float, incumbent: str) -> GateDecision:
+def _gate_one(
+    challenger: dict[str, float], champion: dict[str, float] | None, metric: str, min_improvement: float, incumbent: str
+) -> GateDecision:
     if metric not in challenger:
         raise RegistryError(f"gate metric {metric!r} missing from the challenger's metrics ({sorted(challenger)})")
     value = float(challenger[metric])
@@ -115,8 +132,15 @@ def mlflow_client():
 
 
 def _info(mv) -> ModelVersionInfo:
-    return ModelVersionInfo(mv.name, str(mv.version), mv.run_id, mv.source, tuple(getattr(mv, "aliases", []) or ()),
-                            dict(mv.tags or {}), int(mv.creation_timestamp or 0))
+    return ModelVersionInfo(
+        mv.name,
+        str(mv.version),
+        mv.run_id,
+        mv.source,
+        tuple(getattr(mv, "aliases", []) or ()),
+        dict(mv.tags or {}),
+        int(mv.creation_timestamp or 0),
+    )
 
 
 def register(model_uri: str, name: str, *, run_id: str, tags: dict[str, str] | None = None) -> str:

@@ -8,6 +8,7 @@ Nothing in service moves before the promote stage, so a failure leaves the champ
 as they were. Here also: who the incumbent is, when cached features are valid for it, the gate's
 verdict and what it means for the winner, and the chain's result.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -150,16 +151,28 @@ class ChainState:
     # -- register and gate
     def version_tags(self, source: str, metrics: dict[str, float]) -> dict[str, str]:
         # str(): what MLflow stores of a tag value anyway
-        return {"data_version": str(self.data_version), "backbone": self.backbone,
-                "mode": self.mode if source == "trained" else "pretrained", "retrain_run_id": self.run_id,
-                "source": source, **metric_tags(metrics)}
+        return {
+            "data_version": str(self.data_version),
+            "backbone": self.backbone,
+            "mode": self.mode if source == "trained" else "pretrained",
+            "retrain_run_id": self.run_id,
+            "source": source,
+            **metric_tags(metrics),
+        }
 
     def judge(self) -> registry.GateDecision:
         """The gate: the challenger against the incumbent, on the same held-out pairs."""
         g = self.settings.registry
         gate_name = _from_stage(self.incumbent, "evaluate").gate_name
-        return registry.gate(self.challenger_metrics, self.incumbent_metrics, g.gate_metric, g.min_improvement,
-                             gate_name, guard_metric=g.guard_metric, max_regression=g.max_regression)
+        return registry.gate(
+            self.challenger_metrics,
+            self.incumbent_metrics,
+            g.gate_metric,
+            g.min_improvement,
+            gate_name,
+            guard_metric=g.guard_metric,
+            max_regression=g.max_regression,
+        )
 
     def accept(self, decision: registry.GateDecision) -> bool:
         """Record the verdict; True when the pretrained incumbent won and must be registered to serve.
@@ -192,8 +205,10 @@ class ChainState:
             trained = _from_stage(self.trained, "train")
             val_feats, val_flip = trained.val_feats, trained.val_flip
         data = _from_stage(self.data, "augment")
-        return (heldout_embeddings(_from_stage(self.winner_model, "gate"), data, s.embedding.flip_tta,
-                                   val_feats, val_flip), data.val_labels)
+        return (
+            heldout_embeddings(_from_stage(self.winner_model, "gate"), data, s.embedding.flip_tta, val_feats, val_flip),
+            data.val_labels,
+        )
 
     @property
     def actor(self) -> str:
@@ -210,13 +225,21 @@ class ChainState:
     def result(self, champion_version: str | None, experiment: str) -> dict:
         decision, incumbent = _from_stage(self.decision, "gate"), _from_stage(self.incumbent, "evaluate")
         return {
-            "model": self.name, **self.promoted,
-            "run_id": self.run_id, "experiment": experiment, "data_version": self.data_version,
-            "challenger_version": self.version, "promoted": self.winner is not None and self.winner == self.version,
-            "champion_version": champion_version, "gate_reason": decision.reason,
-            "gate_metric": decision.metric, "challenger_metrics": self.challenger_metrics,
-            "incumbent": incumbent.label, "incumbent_metrics": self.incumbent_metrics,
-            "gallery_version": self.gallery_version, "wall_s": round(time.perf_counter() - self.started, 1),
+            "model": self.name,
+            **self.promoted,
+            "run_id": self.run_id,
+            "experiment": experiment,
+            "data_version": self.data_version,
+            "challenger_version": self.version,
+            "promoted": self.winner is not None and self.winner == self.version,
+            "champion_version": champion_version,
+            "gate_reason": decision.reason,
+            "gate_metric": decision.metric,
+            "challenger_metrics": self.challenger_metrics,
+            "incumbent": incumbent.label,
+            "incumbent_metrics": self.incumbent_metrics,
+            "gallery_version": self.gallery_version,
+            "wall_s": round(time.perf_counter() - self.started, 1),
         }
 
 

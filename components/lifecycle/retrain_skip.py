@@ -16,6 +16,7 @@ What "unchanged" means, each part recorded as a tag on every chain's parent run 
 A champion whose chain has no ``skip.*`` tags (made before this check, or promoted by hand from an old
 version) is never skipped against.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -94,11 +95,13 @@ def sources_fingerprint(sources: Iterable[DatasetSource], root: Path | None = No
     return _digest(parts)
 
 
-def current_fingerprints(data_version: str | None, sources: Iterable[DatasetSource],
-                         params: Mapping[str, Any]) -> Fingerprints:
+def current_fingerprints(
+    data_version: str | None, sources: Iterable[DatasetSource], params: Mapping[str, Any]
+) -> Fingerprints:
     # "none" before the first ``dvc add``: as tracking.tracked_run tags a run without a data version
-    return Fingerprints(data_version or "none", sources_fingerprint(sources), params_fingerprint(params),
-                        code_fingerprint())
+    return Fingerprints(
+        data_version or "none", sources_fingerprint(sources), params_fingerprint(params), code_fingerprint()
+    )
 
 
 def skip_reason(now: Fingerprints, champion_tags: Mapping[str, str] | None, champion_label: str) -> str | None:
@@ -114,8 +117,10 @@ def skip_reason(now: Fingerprints, champion_tags: Mapping[str, str] | None, cham
         return None
     if now.params != then.params or now.code != then.code:
         return None
-    return (f"nothing new since {champion_label}'s chain: data version {trained_on}, ingest sources, params "
-            f"and code (hash {now.code}) unchanged; --force runs anyway")
+    return (
+        f"nothing new since {champion_label}'s chain: data version {trained_on}, ingest sources, params "
+        f"and code (hash {now.code}) unchanged; --force runs anyway"
+    )
 
 
 def champion_chain_tags(name: str) -> tuple[dict[str, str] | None, str]:

@@ -9,6 +9,7 @@ last bits of a different thread count). Assembled chips and features are written
 that runs afterwards detects, aligns and embeds nothing again. No Prefect here: flows/distributed.py
 fans these functions out with a task runner.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,8 +43,14 @@ class ShardEmbeddings:
 
 def chip_shard(paths: list[str], *, detector: str, upsample: int, geometry: str, max_pixels: int) -> ChipSet:
     """Centre-face chips of one shard in ``geometry``, in this process (the shard is the unit of parallelism)."""
-    return extract_chips([Path(p) for p in paths], detector=detector, upsample=upsample, max_pixels=max_pixels,
-                         geometry=geometry, workers=1)
+    return extract_chips(
+        [Path(p) for p in paths],
+        detector=detector,
+        upsample=upsample,
+        max_pixels=max_pixels,
+        geometry=geometry,
+        workers=1,
+    )
 
 
 def pretrained_model(backbone: str, precision: str = "float32"):
@@ -56,8 +63,9 @@ def pretrained_model(backbone: str, precision: str = "float32"):
     return set_precision(_MODELS[backbone], precision)
 
 
-def embed_shard(chips: np.ndarray, *, backbone: str, flip_tta: bool, threads: int | None = None,
-                precision: str = "float32") -> ShardEmbeddings:
+def embed_shard(
+    chips: np.ndarray, *, backbone: str, flip_tta: bool, threads: int | None = None, precision: str = "float32"
+) -> ShardEmbeddings:
     """Features of the chips and of their mirrors, and the pretrained model's embeddings, for one shard.
 
     ``threads`` caps torch's threads in this process (a Dask worker per core wants 1)."""
@@ -80,8 +88,9 @@ def assemble_chips(parts: list[ChipSet], key: str) -> ChipSet:
 
 
 def assemble_embeddings(parts: list[ShardEmbeddings]) -> ShardEmbeddings:
-    return ShardEmbeddings(*(np.concatenate([getattr(p, f) for p in parts])
-                             for f in ("features", "flip_features", "embeddings")))
+    return ShardEmbeddings(
+        *(np.concatenate([getattr(p, f) for p in parts]) for f in ("features", "flip_features", "embeddings"))
+    )
 
 
 def chips_key(hashes: list[str], *, detector: str, upsample: int, geometry: str = "dlib_150") -> str:
@@ -107,8 +116,9 @@ def store_chips(cache_dir: Path, chipset: ChipSet) -> Path:
     return npy
 
 
-def store_features(cache_dir: Path, chip_key: str, backbone: str, result: ShardEmbeddings,
-                   precision: str = "float32") -> list[Path]:
+def store_features(
+    cache_dir: Path, chip_key: str, backbone: str, result: ShardEmbeddings, precision: str = "float32"
+) -> list[Path]:
     """Write plain and mirrored features as ``cached_features`` would (computed at ``precision``)."""
     out = []
     for flip, feats in ((False, result.features), (True, result.flip_features)):

@@ -4,6 +4,7 @@ No Prefect and no MLflow here: ``flows/train.py`` wraps each in a task that logs
 the standalone training flow and the retraining chain run the very same code. ``log`` callables take
 one finished message (progress lines are already thinned out).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -59,8 +60,9 @@ class Trained:
 
 def augmentation(settings: Settings, backbone: str, seed: int):
     """Mirroring, random cropping, colour shifting and synthetic masks (``masks.p``) on the backbone's chips."""
-    return face_augmentation(settings.augment, CHIP_GEOMETRIES[chip_geometry(backbone)], seed=seed,
-                             masks=settings.masks)
+    return face_augmentation(
+        settings.augment, CHIP_GEOMETRIES[chip_geometry(backbone)], seed=seed, masks=settings.masks
+    )
 
 
 def augmentation_description(settings: Settings, backbone: str | None = None) -> dict:
@@ -73,23 +75,39 @@ def cached_copies(mode: str, settings: Settings) -> int:
     return settings.augment.copies if mode == "head" else 0
 
 
-def augmented_copy_features(data: TrainingData, backbone: str, settings: Settings,
-                            log: Log = _quiet) -> list[np.ndarray]:
+def augmented_copy_features(
+    data: TrainingData, backbone: str, settings: Settings, log: Log = _quiet
+) -> list[np.ndarray]:
     """Frozen-backbone features of ``augment.copies`` augmented copies of every training chip (cached),
     one N x D array per copy: ``head`` mode cannot augment online, its backbone features are cached."""
     return cached_augmented_features(
-        data.chips.chips[data.train_rows], data.train_key, backbone, state_dir() / "cache",
-        lambda seed: augmentation(settings, backbone, seed), augmentation_description(settings, backbone),
-        settings.augment.copies, settings.seed, progress=_feature_progress(log),
-        device=resolve_torch_device(settings.embedding.device), precision=settings.embedding.precision)
+        data.chips.chips[data.train_rows],
+        data.train_key,
+        backbone,
+        state_dir() / "cache",
+        lambda seed: augmentation(settings, backbone, seed),
+        augmentation_description(settings, backbone),
+        settings.augment.copies,
+        settings.seed,
+        progress=_feature_progress(log),
+        device=resolve_torch_device(settings.embedding.device),
+        precision=settings.embedding.precision,
+    )
 
 
 # ------------------------------------------------------------------------------------------- train
 
 
-def train_embedding(data: TrainingData, backbone: str, mode: str, cfg: TrainConfig, settings: Settings,
-                    aug_feats: list[np.ndarray], on_epoch: Callable[[int, dict], None] | None = None,
-                    log: Log = _quiet) -> Trained:
+def train_embedding(
+    data: TrainingData,
+    backbone: str,
+    mode: str,
+    cfg: TrainConfig,
+    settings: Settings,
+    aug_feats: list[np.ndarray],
+    on_epoch: Callable[[int, dict], None] | None = None,
+    log: Log = _quiet,
+) -> Trained:
     """Triplet training with online mining in ``mode`` (``pretrained``: none), from the pretrained backbone.
 
     ``finetune`` changes the backbone, so held-out features are left for evaluation to compute;
@@ -100,49 +118,89 @@ def train_embedding(data: TrainingData, backbone: str, mode: str, cfg: TrainConf
     if mode == "finetune":
         # pretrained members, training identities only
         if fused is not None and settings.embedding.fusion_weights == "fit":
-            f, ff = cached_features(data.chips.chips, data.chips.key, backbone, state_dir() / "cache",
-                                    progress=_feature_progress(log), device=cfg.device,
-                                    precision=settings.embedding.precision)
+            f, ff = cached_features(
+                data.chips.chips,
+                data.chips.key,
+                backbone,
+                state_dir() / "cache",
+                progress=_feature_progress(log),
+                device=cfg.device,
+                precision=settings.embedding.precision,
+            )
             log(f"fusion: {fit_fusion_weights(fused, f[data.train_rows], data.labels, seed=cfg.seed)}")
-        history = train_finetune(model, np.asarray(data.chips.chips[data.train_rows]), data.labels, cfg,
-                                 augment=as_function(augmentation(settings, backbone, settings.seed)),
-                                 on_epoch=on_epoch)
+        history = train_finetune(
+            model,
+            np.asarray(data.chips.chips[data.train_rows]),
+            data.labels,
+            cfg,
+            augment=as_function(augmentation(settings, backbone, settings.seed)),
+            on_epoch=on_epoch,
+        )
         return Trained(model, history)
-    feats, flip_feats = cached_features(data.chips.chips, data.chips.key, backbone, state_dir() / "cache",
-                                        progress=_feature_progress(log), device=cfg.device,
-                                        precision=settings.embedding.precision)
+    feats, flip_feats = cached_features(
+        data.chips.chips,
+        data.chips.key,
+        backbone,
+        state_dir() / "cache",
+        progress=_feature_progress(log),
+        device=cfg.device,
+        precision=settings.embedding.precision,
+    )
     extra = {}
     if fused is not None and settings.embedding.fusion_weights == "fit":  # before the heads train: trained heads have
         # seen these identities, and weights fitted on their overfit scores swung from 0.8/0.2 to 0.3/0.7
-        extra = fit_fusion_weights(fused, feats[data.train_rows], data.labels, seed=cfg.seed,
-                                   flip_feats=flip_feats[data.train_rows] if settings.embedding.flip_tta else None)
+        extra = fit_fusion_weights(
+            fused,
+            feats[data.train_rows],
+            data.labels,
+            seed=cfg.seed,
+            flip_feats=flip_feats[data.train_rows] if settings.embedding.flip_tta else None,
+        )
         log(f"fusion: {extra}")
-    history = (train_head(model, feats[data.train_rows], flip_feats[data.train_rows], data.labels, cfg,
-                          on_epoch=on_epoch, aug_feats=aug_feats, aug_prob=settings.augment.copy_p)
-               if mode == "head" else [])
+    history = (
+        train_head(
+            model,
+            feats[data.train_rows],
+            flip_feats[data.train_rows],
+            data.labels,
+            cfg,
+            on_epoch=on_epoch,
+            aug_feats=aug_feats,
+            aug_prob=settings.augment.copy_p,
+        )
+        if mode == "head"
+        else []
+    )
     return Trained(model, history, feats[data.val_rows], flip_feats[data.val_rows], extra)
 
 
 # ---------------------------------------------------------------------------------------- evaluate
 
 
-def heldout_embeddings(model: EmbeddingModel, data: TrainingData, flip_tta: bool,
-                       val_feats: np.ndarray | None = None, val_flip: np.ndarray | None = None) -> np.ndarray:
+def heldout_embeddings(
+    model: EmbeddingModel,
+    data: TrainingData,
+    flip_tta: bool,
+    val_feats: np.ndarray | None = None,
+    val_flip: np.ndarray | None = None,
+) -> np.ndarray:
     """Held-out embeddings: from frozen features when the model's backbone produced them, else end to end."""
     if val_feats is not None:
         return embed_from_features(model, val_feats, val_flip if flip_tta else None)
     return embed_chips(model, np.asarray(data.chips.chips[data.val_rows]), flip_tta)
 
 
-def masked_heldout_chips(data: TrainingData, settings: Settings,
-                         probes: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+def masked_heldout_chips(
+    data: TrainingData, settings: Settings, probes: np.ndarray | None = None
+) -> tuple[np.ndarray, str]:
     """Masked copies of the held-out chips ``probes`` (positions among the held-out rows; default all),
     seeded by row (the same masks for every model), cached. Only the pairs' second faces are ever
     masked, so the chain masks and embeds those alone (about 60% of the held-out split)."""
     rows = data.val_rows if probes is None else data.val_rows[probes]
-    key = hashlib.sha256(f"{data.chips.key}|{rows.tobytes().hex()}|"
-                         f"{json.dumps(settings.masks.model_dump(), sort_keys=True)}|{settings.seed}".encode()
-                         ).hexdigest()[:20]
+    key = hashlib.sha256(
+        f"{data.chips.key}|{rows.tobytes().hex()}|"
+        f"{json.dumps(settings.masks.model_dump(), sort_keys=True)}|{settings.seed}".encode()
+    ).hexdigest()[:20]
     path = state_dir() / "cache" / f"chips-masked-{key}.npy"
     if not path.is_file():
         chips = mask_chips(np.asarray(data.chips.chips[rows]), settings.seed, settings.masks, rows=rows)
@@ -153,9 +211,13 @@ def masked_heldout_chips(data: TrainingData, settings: Settings,
     return np.load(path, mmap_mode="r"), f"masked-{key}"
 
 
-def evaluate_heldout(model: EmbeddingModel, data: TrainingData, settings: Settings,
-                     val_feats: np.ndarray | None = None,
-                     val_flip: np.ndarray | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
+def evaluate_heldout(
+    model: EmbeddingModel,
+    data: TrainingData,
+    settings: Settings,
+    val_feats: np.ndarray | None = None,
+    val_flip: np.ndarray | None = None,
+) -> tuple[dict, np.ndarray, np.ndarray]:
     """Verification on the held-out identities with seeded pairs (every model sees the same ones):
     the ``val_*`` metrics, the same pairs with the second face masked (``val_masked_*``), and the
     plain pair distances and same-identity flags for plots. Frozen features given means the model's
@@ -169,22 +231,33 @@ def evaluate_heldout(model: EmbeddingModel, data: TrainingData, settings: Settin
         model.to(home)
 
 
-def _evaluate_heldout(model: EmbeddingModel, data: TrainingData, settings: Settings, val_feats: np.ndarray | None,
-                      val_flip: np.ndarray | None) -> tuple[dict, np.ndarray, np.ndarray]:
+def _evaluate_heldout(
+    model: EmbeddingModel,
+    data: TrainingData,
+    settings: Settings,
+    val_feats: np.ndarray | None,
+    val_flip: np.ndarray | None,
+) -> tuple[dict, np.ndarray, np.ndarray]:
     tta = settings.embedding.flip_tta
     emb = heldout_embeddings(model, data, tta, val_feats, val_flip)
     metrics, dist, same = evaluate_verification(emb, data.val_labels, n_pairs=HELDOUT_PAIRS, seed=settings.seed)
     probes = np.unique(heldout_pairs(data.val_labels, HELDOUT_PAIRS, settings.seed)[1])
     masked, key = masked_heldout_chips(data, settings, probes)
     if val_feats is not None:
-        mf, mff = cached_features(masked, key, model.backbone.name, state_dir() / "cache",
-                                  device=module_device(model), precision=settings.embedding.precision)
+        mf, mff = cached_features(
+            masked,
+            key,
+            model.backbone.name,
+            state_dir() / "cache",
+            device=module_device(model),
+            precision=settings.embedding.precision,
+        )
         probe_emb = embed_from_features(model, mf, mff if tta else None)
     else:
         probe_emb = embed_chips(model, np.asarray(masked), tta)
     masked_emb = np.zeros_like(emb)  # rows never a pair's second face stay unused
     masked_emb[probes] = probe_emb
-    masked_metrics, _, _ = evaluate_verification(emb, data.val_labels, n_pairs=HELDOUT_PAIRS, seed=settings.seed,
-                                                 masked_emb=masked_emb,
-                                                 prefix="val_masked_")
+    masked_metrics, _, _ = evaluate_verification(
+        emb, data.val_labels, n_pairs=HELDOUT_PAIRS, seed=settings.seed, masked_emb=masked_emb, prefix="val_masked_"
+    )
     return {**metrics, **masked_metrics}, dist, same

@@ -3,6 +3,7 @@
 Runs of one pipeline share an experiment and the same metric names, so MLflow's compare view lines
 them up. A stage started inside another run becomes a nested run of it.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -32,12 +33,27 @@ def git_commit(root: Path | None = None) -> str:
     """
     root = root or repo_root()
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)*.dvc", ":(exclude).gitignore", ":(exclude).dvc",
-                                ":(exclude).dvcignore"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":(exclude)*.dvc",
+                ":(exclude).gitignore",
+                ":(exclude).dvc",
+                ":(exclude).dvcignore",
+            ],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{sha}-dirty" if dirty else sha
@@ -120,5 +136,10 @@ def log_torch_model(model: Any) -> Any:
     import mlflow  # heavy: MLflow takes seconds to import; only the paths that track or load models need it
 
     model.eval()
-    return mlflow.pytorch.log_model(model, name="model", pip_requirements=pinned_requirements(),
-                                    code_paths=code_paths(), serialization_format="pickle")
+    return mlflow.pytorch.log_model(
+        model,
+        name="model",
+        pip_requirements=pinned_requirements(),
+        code_paths=code_paths(),
+        serialization_format="pickle",
+    )

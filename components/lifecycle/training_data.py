@@ -3,6 +3,7 @@
 Chips come from the content-addressed chip cache, so a second run (or the next retraining chain)
 detects and aligns nothing again.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,16 +38,21 @@ class TrainingData:
         return hashlib.sha256(self.chips.key.encode() + self.train_rows.tobytes()).hexdigest()[:16]
 
 
-def read_training_data(dataset: str, settings: Settings, log: Log = lambda message: None,
-                       backbone: str | None = None) -> TrainingData:
+def read_training_data(
+    dataset: str, settings: Settings, log: Log = lambda message: None, backbone: str | None = None
+) -> TrainingData:
     """Detected and aligned chips of every manifest image (cached by content) in the geometry of
     ``backbone`` (default: params'), and the split."""
     manifest = read_manifest(data_dir(), dataset)
-    chips = cached_chips(state_dir() / "cache", [data_dir() / p for p in manifest["path"]],
-                         manifest["sha256"].tolist(), detector=settings.faces.detector,
-                         upsample=settings.faces.upsample,
-                         geometry=chip_geometry(backbone or settings.embedding.backbone),
-                         progress=lambda i, n: log(f"chips {i}/{n}") if i == n or i % 1000 < 8 else None)
+    chips = cached_chips(
+        state_dir() / "cache",
+        [data_dir() / p for p in manifest["path"]],
+        manifest["sha256"].tolist(),
+        detector=settings.faces.detector,
+        upsample=settings.faces.upsample,
+        geometry=chip_geometry(backbone or settings.embedding.backbone),
+        progress=lambda i, n: log(f"chips {i}/{n}") if i == n or i % 1000 < 8 else None,
+    )
     log(f"{len(chips)} chips ({int(chips.table['fallback'].sum())} without a detected face)")
     split = manifest["split"].to_numpy()
     ids = manifest["identity"].to_numpy()

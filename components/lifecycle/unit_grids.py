@@ -8,6 +8,7 @@ the grids. ``log_embedder_grids`` and ``log_detector_grids`` let the retraining 
 ``explain/`` (params ``explain.log_to_mlflow``; a small run: ``explain.mlflow_images`` images,
 ``explain.mlflow_units_per_layer`` units), so MLflow's run page shows what a challenger's units answer to.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -73,8 +74,14 @@ class Subject:
 def options(settings: Settings, *, small: bool = False, progress: bool = True) -> ExplainOptions:
     """Params' explain options; ``small``: the MLflow logging's fewer units."""
     e = settings.explain
-    return ExplainOptions(e.mlflow_units_per_layer if small else e.units_per_layer, settings.seed, e.top_k,
-                          e.batch_size, e.patch_px, progress)
+    return ExplainOptions(
+        e.mlflow_units_per_layer if small else e.units_per_layer,
+        settings.seed,
+        e.top_k,
+        e.batch_size,
+        e.patch_px,
+        progress,
+    )
 
 
 def _embedder(settings: Settings, version: str | None) -> Subject:
@@ -116,8 +123,10 @@ def _pad(settings: Settings, version: str | None) -> Subject:
     if version is None and pad.model == FINETUNED:
         champ = registry.champion(pad.registered_model) if tracking_store_exists() else None
         if champ is None:
-            raise RegistryError(f"registry: PAD model {pad.registered_model!r} has no champion (pad.model is "
-                                f"{FINETUNED}); --version pretrained shows the shipped pair")
+            raise RegistryError(
+                f"registry: PAD model {pad.registered_model!r} has no champion (pad.model is "
+                f"{FINETUNED}); --version pretrained shows the shipped pair"
+            )
         version = champ.version
     if version is None or version == PRETRAINED:
         shipped = pad.model if version is None else "minifasnet_pair"
@@ -150,28 +159,56 @@ def training_images(settings: Settings, subject: Subject, n: int, log: Log = lam
     """A seeded sample of the public training set of ``subject`` (read from the source folder)."""
     if subject.kind == "embedder":
         backbone = cast(EmbeddingModel, subject.model).backbone.name
-        return lfw_training_chips(_source(settings, settings.retrain.dataset, "lfw"), n, settings.seed,
-                                  val_fraction=settings.ingest.val_fraction,
-                                  min_train_images=settings.validate_.min_images_per_train_identity,
-                                  detector=settings.faces.detector, upsample=settings.faces.upsample,
-                                  geometry=chip_geometry(backbone), cache_dir=state_dir() / "cache", progress=log)
+        return lfw_training_chips(
+            _source(settings, settings.retrain.dataset, "lfw"),
+            n,
+            settings.seed,
+            val_fraction=settings.ingest.val_fraction,
+            min_train_images=settings.validate_.min_images_per_train_identity,
+            detector=settings.faces.detector,
+            upsample=settings.faces.upsample,
+            geometry=chip_geometry(backbone),
+            cache_dir=state_dir() / "cache",
+            progress=log,
+        )
     if subject.kind == "pad":
         members = cast("list[MiniFASNet]", list(cast(PadNet, subject.model).members))
-        return lfw_training_crops(_source(settings, settings.retrain.dataset, "lfw"), n, settings.seed,
-                                  [m.spec for m in members], val_fraction=settings.ingest.val_fraction,
-                                  min_train_images=settings.validate_.min_images_per_train_identity,
-                                  detector=settings.faces.detector, upsample=settings.faces.upsample,
-                                  cache_dir=state_dir() / "cache", max_pixels=settings.images.max_pixels, progress=log)
+        return lfw_training_crops(
+            _source(settings, settings.retrain.dataset, "lfw"),
+            n,
+            settings.seed,
+            [m.spec for m in members],
+            val_fraction=settings.ingest.val_fraction,
+            min_train_images=settings.validate_.min_images_per_train_identity,
+            detector=settings.faces.detector,
+            upsample=settings.faces.upsample,
+            cache_dir=state_dir() / "cache",
+            max_pixels=settings.images.max_pixels,
+            progress=log,
+        )
     two = settings.detection.two_stage
-    return facemask_training_images(_source(settings, settings.detection.dataset, "voc"), n, settings.seed,
-                                    val_fraction=settings.ingest.val_fraction,
-                                    inp=detector_input(subject.model, two.crop_size, two.crop_context),
-                                    max_pixels=settings.images.max_pixels)
+    return facemask_training_images(
+        _source(settings, settings.detection.dataset, "voc"),
+        n,
+        settings.seed,
+        val_fraction=settings.ingest.val_fraction,
+        inp=detector_input(subject.model, two.crop_size, two.crop_context),
+        max_pixels=settings.images.max_pixels,
+    )
 
 
-def explain_model(settings: Settings, kind: str, out_dir: Path, *, version: str | None = None,
-                  layers: Sequence[str] | None = None, n_images: int | None = None,
-                  compare: tuple[str, str] | None = None, progress: bool = True, log: Log = lambda m: None) -> dict:
+def explain_model(
+    settings: Settings,
+    kind: str,
+    out_dir: Path,
+    *,
+    version: str | None = None,
+    layers: Sequence[str] | None = None,
+    n_images: int | None = None,
+    compare: tuple[str, str] | None = None,
+    progress: bool = True,
+    log: Log = lambda m: None,
+) -> dict:
     """``facegate explain units``: grids and ``units.json`` of one version (default: the one in service),
     or with ``compare``, the same units of two versions side by side (``compare.json``)."""
     t0 = time.perf_counter()
@@ -187,14 +224,23 @@ def explain_model(settings: Settings, kind: str, out_dir: Path, *, version: str 
         second = load_subject(settings, kind, compare[1])
         if kind == "detector" and detector_input(first.model, 0, 0) != detector_input(second.model, 0, 0):
             raise RegistryError(f"{first.label} and {second.label} see different inputs (variants): not comparable")
-        doc = compare_units(first.networks, second.networks, (first.label, second.label), chosen, images, out_dir,
-                            options(settings, progress=progress), {**meta, "versions": [first.label, second.label]})
+        doc = compare_units(
+            first.networks,
+            second.networks,
+            (first.label, second.label),
+            chosen,
+            images,
+            out_dir,
+            options(settings, progress=progress),
+            {**meta, "versions": [first.label, second.label]},
+        )
     doc["total_seconds"] = round(time.perf_counter() - t0, 2)
     return doc
 
 
-def _log_grids(run_id: str, label: str, make: Callable[[], tuple[Subject, ImageSet]], settings: Settings,
-               warn: Log) -> float | None:
+def _log_grids(
+    run_id: str, label: str, make: Callable[[], tuple[Subject, ImageSet]], settings: Settings, warn: Log
+) -> float | None:
     """Explain what ``make()`` returns (params' small MLflow run) into ``run_id``'s ``explain/``: the seconds
     it took, also logged as the run's ``explain_seconds``. The grids are a diagnostic of a model already
     registered: any failure is reported through ``warn`` and never fails the caller."""
@@ -205,8 +251,14 @@ def _log_grids(run_id: str, label: str, make: Callable[[], tuple[Subject, ImageS
         subject, images = make()
         chosen = resolve_layers(subject.networks, None, settings.explain.layers)
         with tempfile.TemporaryDirectory() as tmp:
-            explain_units(subject.networks, chosen, images, tmp, options(settings, small=True, progress=False),
-                          {"model": subject.kind, "version": subject.label})
+            explain_units(
+                subject.networks,
+                chosen,
+                images,
+                tmp,
+                options(settings, small=True, progress=False),
+                {"model": subject.kind, "version": subject.label},
+            )
             client = registry.mlflow_client()
             client.log_artifacts(run_id, tmp, ARTIFACT_PATH)
             seconds = time.perf_counter() - t0
@@ -217,24 +269,46 @@ def _log_grids(run_id: str, label: str, make: Callable[[], tuple[Subject, ImageS
     return seconds
 
 
-def log_embedder_grids(model: EmbeddingModel, label: str, data: TrainingData, run_id: str, settings: Settings,
-                       warn: Log = lambda m: None) -> float | None:
+def log_embedder_grids(
+    model: EmbeddingModel, label: str, data: TrainingData, run_id: str, settings: Settings, warn: Log = lambda m: None
+) -> float | None:
     """The chain's registered embedder: grids over its own training chips into ``run_id``; None when off."""
+
     def make() -> tuple[Subject, ImageSet]:
-        images = chip_images(data.chips.chips, data.chips.table["path"].tolist(), data.train_rows,
-                             settings.explain.mlflow_images, settings.seed,
-                             f"{data.dataset} training identities' chips")
+        images = chip_images(
+            data.chips.chips,
+            data.chips.table["path"].tolist(),
+            data.train_rows,
+            settings.explain.mlflow_images,
+            settings.seed,
+            f"{data.dataset} training identities' chips",
+        )
         return Subject("embedder", label, embedder_networks(model), model), images
+
     return _log_grids(run_id, label, make, settings, warn)
 
 
-def log_detector_grids(model: nn.Module, label: str, train: list[DetectionSample], run_id: str,
-                       settings: Settings, warn: Log = lambda m: None) -> float | None:
+def log_detector_grids(
+    model: nn.Module,
+    label: str,
+    train: list[DetectionSample],
+    run_id: str,
+    settings: Settings,
+    warn: Log = lambda m: None,
+) -> float | None:
     """``train-detector``'s registered detector: grids over its training images into ``run_id``; None when off."""
+
     def make() -> tuple[Subject, ImageSet]:
         two = settings.detection.two_stage
-        images = detection_images(lambda j: train[j].image, [s.path for s in train], [s.boxes for s in train],
-                                  detector_input(model, two.crop_size, two.crop_context),
-                                  settings.explain.mlflow_images, settings.seed, "face-mask training images")
+        images = detection_images(
+            lambda j: train[j].image,
+            [s.path for s in train],
+            [s.boxes for s in train],
+            detector_input(model, two.crop_size, two.crop_context),
+            settings.explain.mlflow_images,
+            settings.seed,
+            "face-mask training images",
+        )
         return Subject("detector", label, [detector_network(model, load_mobilenet_v2_imagenet)], model), images
+
     return _log_grids(run_id, label, make, settings, warn)

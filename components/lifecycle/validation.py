@@ -5,6 +5,7 @@ file appears in, whether the bytes on disk still match their sha256, ...) and a 
 over them through a checkpoint that also renders Data Docs. The result names every failing
 expectation and the rows it failed on.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -52,17 +53,21 @@ class ValidationReport:
         return asdict(self)
 
     def describe(self) -> str:
-        head = (f"{self.dataset}: {'passed' if self.success else 'FAILED'} "
-                f"({self.expectations} expectations over {self.tables}; {len(self.quarantined)} quarantined)")
+        head = (
+            f"{self.dataset}: {'passed' if self.success else 'FAILED'} "
+            f"({self.expectations} expectations over {self.tables}; {len(self.quarantined)} quarantined)"
+        )
         return "\n".join([head, *("  - " + f.describe() for f in self.failures)])
 
 
 # ---------------------------------------------------------------- frames
 def _file_ok(data_root: Path, paths: pd.Series, hashes: pd.Series) -> pd.Series:
     """True where the file exists under data/ and its bytes still hash to the recorded sha256."""
+
     def ok(p: str, h: str) -> bool:
         f = data_root / p
         return f.is_file() and sha256_file(f) == h
+
     return pd.Series([ok(p, h) for p, h in zip(paths, hashes)], index=paths.index, dtype=bool)
 
 
@@ -86,11 +91,23 @@ def detection_frames(manifest: pd.DataFrame, data_root: Path) -> tuple[pd.DataFr
     rows = []
     for (path, w, h), boxes in zip(images[["path", "width", "height"]].itertuples(index=False), parsed):
         for i, b in enumerate(boxes):
-            rows.append({"path": path, "box": i, "label": b.get("label"), "xmin": b.get("xmin"),
-                         "ymin": b.get("ymin"), "xmax": b.get("xmax"), "ymax": b.get("ymax"),
-                         "width": w, "height": h, "zero": 0.0})
-    boxes = pd.DataFrame(rows, columns=["path", "box", "label", "xmin", "ymin", "xmax", "ymax",
-                                        "width", "height", "zero"])
+            rows.append(
+                {
+                    "path": path,
+                    "box": i,
+                    "label": b.get("label"),
+                    "xmin": b.get("xmin"),
+                    "ymin": b.get("ymin"),
+                    "xmax": b.get("xmax"),
+                    "ymax": b.get("ymax"),
+                    "width": w,
+                    "height": h,
+                    "zero": 0.0,
+                }
+            )
+    boxes = pd.DataFrame(
+        rows, columns=["path", "box", "label", "xmin", "ymin", "xmax", "ymax", "width", "height", "zero"]
+    )
     boxes["box_id"] = boxes["path"] + "#" + boxes["box"].astype(str)
     return images.drop(columns=["boxes"]), boxes
 
@@ -117,8 +134,9 @@ def identity_suite(gxe, settings: Settings) -> list:
     return _common_image_expectations(gxe, settings, cols) + [
         gxe.ExpectColumnValuesToNotBeNull(column="identity"),
         gxe.ExpectColumnValuesToBeBetween(column="identity_split_count", min_value=1, max_value=1),
-        gxe.ExpectColumnValuesToBeBetween(column="train_identity_images",
-                                          min_value=settings.validate_.min_images_per_train_identity),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="train_identity_images", min_value=settings.validate_.min_images_per_train_identity
+        ),
     ]
 
 
@@ -130,9 +148,7 @@ def detection_image_suite(gxe, settings: Settings) -> list:
 
 
 def detection_box_suite(gxe, settings: Settings) -> list:
-    return [
-        gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("label", "xmin", "ymin", "xmax", "ymax")
-    ] + [
+    return [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("label", "xmin", "ymin", "xmax", "ymax")] + [
         gxe.ExpectColumnValuesToBeInSet(column="label", value_set=list(settings.detection.classes)),
         gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="xmin", column_B="zero", or_equal=True),
         gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="ymin", column_B="zero", or_equal=True),
@@ -144,8 +160,9 @@ def detection_box_suite(gxe, settings: Settings) -> list:
 
 
 # ---------------------------------------------------------------- running GX
-def _run_checkpoint(ctx, table: str, frame: pd.DataFrame, expectations: list, id_column: str,
-                    max_rows: int) -> tuple[bool, int, list[ExpectationFailure]]:
+def _run_checkpoint(
+    ctx, table: str, frame: pd.DataFrame, expectations: list, id_column: str, max_rows: int
+) -> tuple[bool, int, list[ExpectationFailure]]:
     import great_expectations as gx  # heavy: Great Expectations takes seconds to import; only validation needs it
 
     try:
@@ -167,11 +184,14 @@ def _run_checkpoint(ctx, table: str, frame: pd.DataFrame, expectations: list, id
             pass
     suite = ctx.suites.add(gx.ExpectationSuite(name=table, expectations=expectations))
     vdef = ctx.validation_definitions.add(gx.ValidationDefinition(name=table, data=batch, suite=suite))
-    checkpoint = ctx.checkpoints.add(gx.Checkpoint(
-        name=table, validation_definitions=[vdef],
-        actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
-        result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [id_column]},
-    ))
+    checkpoint = ctx.checkpoints.add(
+        gx.Checkpoint(
+            name=table,
+            validation_definitions=[vdef],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
+            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [id_column]},
+        )
+    )
     result = checkpoint.run(batch_parameters={"dataframe": frame})
     failures = []
     for run in result.run_results.values():
@@ -206,7 +226,7 @@ def validate_manifest(
     """
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx  # heavy: Great Expectations takes seconds to import; only validation needs it
-    import great_expectations.expectations as gxe  # heavy: Great Expectations takes seconds to import; only validation needs it
+    import great_expectations.expectations as gxe  # heavy: as above
     from great_expectations.data_context.types.base import (
         ProgressBarsConfig,  # heavy: Great Expectations takes seconds to import; only validation needs it
     )
@@ -215,8 +235,10 @@ def validate_manifest(
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)  # keep flow logs readable
     if kind == "voc":
         images, boxes = detection_frames(manifest, data_root)
-        plan = [(f"{name}_images", images, detection_image_suite(gxe, settings), "path"),
-                (f"{name}_boxes", boxes, detection_box_suite(gxe, settings), "box_id")]
+        plan = [
+            (f"{name}_images", images, detection_image_suite(gxe, settings), "path"),
+            (f"{name}_boxes", boxes, detection_box_suite(gxe, settings), "box_id"),
+        ]
     else:
         plan = [(f"{name}_images", identity_frame(manifest, data_root), identity_suite(gxe, settings), "path")]
     success, n_exp, failures, tables = True, 0, [], {}
@@ -228,8 +250,13 @@ def validate_manifest(
         tables[table] = int(len(frame))
     docs = Path(gx_root) / "gx" / "uncommitted" / "data_docs" / "local_site"
     return ValidationReport(
-        dataset=name, kind=kind, success=bool(success), tables=tables, expectations=n_exp,
-        failures=failures, quarantined=quarantine.to_dict("records"),
+        dataset=name,
+        kind=kind,
+        success=bool(success),
+        tables=tables,
+        expectations=n_exp,
+        failures=failures,
+        quarantined=quarantine.to_dict("records"),
         data_docs=str(docs) if docs.is_dir() else None,
     )
 

@@ -5,6 +5,7 @@ fine-tuning face embeddings on CPU. Module names mirror torchvision's exactly (`
 ``features.N.conv.*``, ``features.18``, ``classifier.1``) so the shipped checkpoint loads with
 ``strict=True`` and any mismatch fails loudly instead of silently leaving random weights.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

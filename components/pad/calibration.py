@@ -11,6 +11,7 @@ model, so the threshold for any ``pad.target_apcer`` is recomputed without re-ru
 a file in ``calibration/pad/`` for the shipped weights, an artifact of the registered version for a
 fine-tuned model.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,10 @@ def threshold_for_apcer(attack_scores: np.ndarray, target_apcer: float) -> float
 def error_rates(live_scores: np.ndarray, attack_scores: np.ndarray, threshold: float) -> dict[str, float]:
     """APCER and BPCER at ``threshold`` (accept as live iff score > threshold); NaN for an empty side."""
     live, attack = np.asarray(live_scores, np.float64), np.asarray(attack_scores, np.float64)
-    return {"apcer": float(np.mean(attack > threshold)) if len(attack) else float("nan"),
-            "bpcer": float(np.mean(live <= threshold)) if len(live) else float("nan")}
+    return {
+        "apcer": float(np.mean(attack > threshold)) if len(attack) else float("nan"),
+        "bpcer": float(np.mean(live <= threshold)) if len(live) else float("nan"),
+    }
 
 
 def bpcer_at_apcer(live_scores: np.ndarray, attack_scores: np.ndarray, target_apcer: float) -> dict[str, float]:
@@ -46,10 +49,13 @@ def bpcer_at_apcer(live_scores: np.ndarray, attack_scores: np.ndarray, target_ap
 
 def iso_figures(live_scores: np.ndarray, attack_scores: np.ndarray) -> dict[str, float]:
     """BPCER20 and BPCER100 with thresholds set on these very scores (ISO's definition), and the AUC."""
-    return {"bpcer20": bpcer_at_apcer(live_scores, attack_scores, 0.05)["bpcer"],
-            "bpcer100": bpcer_at_apcer(live_scores, attack_scores, 0.01)["bpcer"],
-            "auc": roc_auc(live_scores, attack_scores), "n_live": int(len(live_scores)),
-            "n_attack": int(len(attack_scores))}
+    return {
+        "bpcer20": bpcer_at_apcer(live_scores, attack_scores, 0.05)["bpcer"],
+        "bpcer100": bpcer_at_apcer(live_scores, attack_scores, 0.01)["bpcer"],
+        "auc": roc_auc(live_scores, attack_scores),
+        "n_live": int(len(live_scores)),
+        "n_attack": int(len(attack_scores)),
+    }
 
 
 def det_points(live_scores: np.ndarray, attack_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -89,10 +95,18 @@ class PadCalibration:
     meta: dict = field(default_factory=dict)
 
     @classmethod
-    def from_scores(cls, model: str, fingerprint: str, source: str, live: np.ndarray, attack: np.ndarray,
-                    **meta) -> PadCalibration:
-        return cls(model, fingerprint, source, tuple(float(v) for v in np.sort(attack)),
-                   tuple(float(v) for v in np.sort(live)), meta.pop("created", ""), meta)
+    def from_scores(
+        cls, model: str, fingerprint: str, source: str, live: np.ndarray, attack: np.ndarray, **meta
+    ) -> PadCalibration:
+        return cls(
+            model,
+            fingerprint,
+            source,
+            tuple(float(v) for v in np.sort(attack)),
+            tuple(float(v) for v in np.sort(live)),
+            meta.pop("created", ""),
+            meta,
+        )
 
     def threshold(self, target_apcer: float) -> float:
         if not self.attack_scores:
@@ -115,8 +129,15 @@ class PadCalibration:
 
     @classmethod
     def from_dict(cls, raw: dict) -> PadCalibration:
-        return cls(raw["model"], raw["fingerprint"], raw["source"], tuple(raw["attack_scores"]),
-                   tuple(raw["live_scores"]), raw.get("created", ""), raw.get("meta", {}))
+        return cls(
+            raw["model"],
+            raw["fingerprint"],
+            raw["source"],
+            tuple(raw["attack_scores"]),
+            tuple(raw["live_scores"]),
+            raw.get("created", ""),
+            raw.get("meta", {}),
+        )
 
     @classmethod
     def load(cls, path: Path) -> PadCalibration:

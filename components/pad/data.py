@@ -5,6 +5,7 @@ subject, never by frame: a frame-level split would let a model recognise the per
 attack. ``nuaa-dev`` is laid out ``live/<subject>/*.jpg`` and ``print/<subject>/*.jpg``; a site's own
 folders are any ``live`` folder and one folder per attack kind (sub-folders, if any, are subjects).
 """
+
 from __future__ import annotations
 
 import random
@@ -115,8 +116,13 @@ class PadFaces:
         return [np.ascontiguousarray(self.crops[s.name][sel].transpose(0, 3, 1, 2), dtype=np.float32) for s in specs]
 
 
-def find_faces(samples: Sequence[PadSample], detector: FaceDetector, specs: Sequence[ModelSpec],
-               max_pixels: int, progress: Callable[[int, int], None] | None = None) -> PadFaces:
+def find_faces(
+    samples: Sequence[PadSample],
+    detector: FaceDetector,
+    specs: Sequence[ModelSpec],
+    max_pixels: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> PadFaces:
     """Detect each frame's faces with the product's detector, keep the largest, crop it for every member.
     An unreadable frame is a failure to acquire, like a frame without a face (``no_face``)."""
     kept, boxes, no_face, detect_ms = [], [], [], []
@@ -141,15 +147,26 @@ def find_faces(samples: Sequence[PadSample], detector: FaceDetector, specs: Sequ
         if progress is not None and (i + 1) % 100 == 0:
             progress(i + 1, len(samples))
     shape = {s.name: (0, *s.input_hw, 3) for s in specs}
-    return PadFaces(kept, boxes, {k: np.stack(v) if v else np.zeros(shape[k], np.uint8) for k, v in crops.items()},
-                    no_face, detect_ms)
+    return PadFaces(
+        kept,
+        boxes,
+        {k: np.stack(v) if v else np.zeros(shape[k], np.uint8) for k, v in crops.items()},
+        no_face,
+        detect_ms,
+    )
 
 
-def product_faces(settings: Settings, samples: Sequence[PadSample],
-                  log: Callable[[str], None] = lambda message: None) -> PadFaces:
+def product_faces(
+    settings: Settings, samples: Sequence[PadSample], log: Callable[[str], None] = lambda message: None
+) -> PadFaces:
     """:func:`find_faces` with the product's detector (``faces.*``) and both shipped members' crops."""
     detector = detector_from_settings(settings.faces)
-    faces = find_faces(samples, detector, (V2_SPEC, V1SE_SPEC), settings.images.max_pixels,
-                       progress=lambda i, n: log(f"faces: {i}/{n} frames"))
+    faces = find_faces(
+        samples,
+        detector,
+        (V2_SPEC, V1SE_SPEC),
+        settings.images.max_pixels,
+        progress=lambda i, n: log(f"faces: {i}/{n} frames"),
+    )
     log(f"{len(faces.samples)} frames with a face, {len(faces.no_face)} without ({settings.faces.detector})")
     return faces

@@ -15,6 +15,7 @@ No colour shifts: what gives a print away is colour and contrast — a printer's
 halftone texture — and an RGB shift or a brightness/contrast jitter would teach the network to ignore
 exactly that.
 """
+
 from __future__ import annotations
 
 import copy
@@ -99,13 +100,20 @@ class FeatureCopies:
         return self.feats[0].shape[1]
 
 
-def augmented_copies(net: PadNet, samples: Sequence[PadSample], boxes: Sequence[FaceBox], cfg: PadFinetuneConfig,
-                     max_pixels: int, log: Log = lambda message: None) -> FeatureCopies:
+def augmented_copies(
+    net: PadNet,
+    samples: Sequence[PadSample],
+    boxes: Sequence[FaceBox],
+    cfg: PadFinetuneConfig,
+    max_pixels: int,
+    log: Log = lambda message: None,
+) -> FeatureCopies:
     """Each frame decoded once, cropped as the detector's box and ``crop_copies`` jittered boxes, each crop
     also mirrored; every member's frozen trunk run once per copy (OpenCV, the served path's speed)."""
     rng = np.random.default_rng(cfg.seed)
-    trunks = [OpenCvGraph(_Trunk(cast(MiniFASNet, m), cfg.start), [(3, *s.input_hw)])
-              for m, s in zip(net.members, net.specs)]
+    trunks = [
+        OpenCvGraph(_Trunk(cast(MiniFASNet, m), cfg.start), [(3, *s.input_hw)]) for m, s in zip(net.members, net.specs)
+    ]
     per_member: list[list[np.ndarray]] = [[] for _ in net.specs]
     t0 = time.perf_counter()
     for i, (sample, box) in enumerate(zip(samples, boxes)):
@@ -125,7 +133,7 @@ def augmented_copies(net: PadNet, samples: Sequence[PadSample], boxes: Sequence[
 def live_log_loss(logits: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
     """Mean binary log-loss of p(live) = softmax[LIVE_CLASS] against "any other class" (log-sum-exp)."""
     logp = torch.log_softmax(logits, dim=1)
-    attack = torch.cat([logp[:, :LIVE_CLASS], logp[:, LIVE_CLASS + 1:]], dim=1).logsumexp(dim=1)
+    attack = torch.cat([logp[:, :LIVE_CLASS], logp[:, LIVE_CLASS + 1 :]], dim=1).logsumexp(dim=1)
     return -(live * logp[:, LIVE_CLASS] + (1.0 - live) * attack).mean()
 
 
@@ -155,9 +163,16 @@ def _draw_copies(rng: np.random.Generator, n: int, copies: FeatureCopies, cfg: P
     return 2 * np.asarray(crop) + (rng.random(n) < cfg.flip_p)
 
 
-def finetune_pad(net: PadNet, copies: FeatureCopies, rows: np.ndarray, live: np.ndarray, cfg: PadFinetuneConfig, *,
-                 on_epoch: Callable[[int, dict], None] | None = None, log: Log = lambda message: None
-                 ) -> tuple[PadNet, list[dict]]:
+def finetune_pad(
+    net: PadNet,
+    copies: FeatureCopies,
+    rows: np.ndarray,
+    live: np.ndarray,
+    cfg: PadFinetuneConfig,
+    *,
+    on_epoch: Callable[[int, dict], None] | None = None,
+    log: Log = lambda message: None,
+) -> tuple[PadNet, list[dict]]:
     """A fine-tuned copy of ``net`` (``net`` itself is untouched) and the per-epoch history.
 
     ``rows``: the training frames in ``copies``; ``live``: per frame of ``copies``. Live and attack frames
@@ -178,12 +193,17 @@ def finetune_pad(net: PadNet, copies: FeatureCopies, rows: np.ndarray, live: np.
         drawn = [rng.choice(side, n, replace=len(side) < n) for side in (pos, neg)]
         order = rng.permutation(np.concatenate(drawn))
         for begin in range(0, len(order), cfg.batch_size):
-            batch = order[begin:begin + cfg.batch_size]
+            batch = order[begin : begin + cfg.batch_size]
             which = _draw_copies(rng, len(batch), copies, cfg)
             target = torch.from_numpy(live[batch].astype(np.float32))
-            loss = torch.stack([live_log_loss(cast(MiniFASNet, m).forward_from(torch.from_numpy(f[batch, which]),
-                                                                              cfg.start), target)
-                                for m, f in zip(model.members, copies.feats)]).sum()
+            loss = torch.stack(
+                [
+                    live_log_loss(
+                        cast(MiniFASNet, m).forward_from(torch.from_numpy(f[batch, which]), cfg.start), target
+                    )
+                    for m, f in zip(model.members, copies.feats)
+                ]
+            ).sum()
             opt.zero_grad()
             loss.backward()
             opt.step()

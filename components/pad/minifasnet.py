@@ -18,6 +18,7 @@ Conventions reproduced from the source (``src/generate_patches.py::CropImage``,
   CHW, no mean/std;
 * output: 3 logits; class 1 is *live*, classes 0 and 2 are attack kinds.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -52,15 +53,15 @@ class ModelSpec:
     weights: str
     crop_scale: float
     input_hw: tuple[int, int]
-    stem: int                      # conv1 / conv2_dw width
-    down_23: int                   # expanded width of the stride-2 block before stage 3
-    stage3: tuple[int, ...]        # expanded widths of the 4 residual blocks (64 channels)
+    stem: int  # conv1 / conv2_dw width
+    down_23: int  # expanded width of the stride-2 block before stage 3
+    stage3: tuple[int, ...]  # expanded widths of the 4 residual blocks (64 channels)
     down_34: int
-    stage4: tuple[int, ...]        # 6 residual blocks (128 channels)
+    stage4: tuple[int, ...]  # 6 residual blocks (128 channels)
     down_45: int
-    stage5: tuple[int, ...]        # 2 residual blocks (128 channels)
-    squeeze_excite: bool           # V1SE: SE on the last block of every residual stage
-    drop_p: float                  # only matters in training; kept for parity with the source
+    stage5: tuple[int, ...]  # 2 residual blocks (128 channels)
+    squeeze_excite: bool  # V1SE: SE on the last block of every residual stage
+    drop_p: float  # only matters in training; kept for parity with the source
     embedding: int = 128
     num_classes: int = 3
     head_width: int = 512
@@ -78,26 +79,49 @@ class ModelSpec:
 
 # V2 is the source's keep_dict['1.8M_'] (no SE); V1SE is keep_dict['1.8M'] with SE.
 V2_SPEC = ModelSpec(
-    name="MiniFASNetV2", weights="minifasnet_v2", crop_scale=2.7, input_hw=(80, 80), stem=32,
-    down_23=103, stage3=(13, 13, 13, 13),
-    down_34=231, stage4=(231, 52, 26, 77, 26, 26),
-    down_45=308, stage5=(26, 26),
-    squeeze_excite=False, drop_p=0.2,
+    name="MiniFASNetV2",
+    weights="minifasnet_v2",
+    crop_scale=2.7,
+    input_hw=(80, 80),
+    stem=32,
+    down_23=103,
+    stage3=(13, 13, 13, 13),
+    down_34=231,
+    stage4=(231, 52, 26, 77, 26, 26),
+    down_45=308,
+    stage5=(26, 26),
+    squeeze_excite=False,
+    drop_p=0.2,
 )
 V1SE_SPEC = ModelSpec(
-    name="MiniFASNetV1SE", weights="minifasnet_v1se", crop_scale=4.0, input_hw=(80, 80), stem=32,
-    down_23=103, stage3=(13, 26, 13, 52),
-    down_34=231, stage4=(154, 52, 26, 52, 26, 26),
-    down_45=308, stage5=(26, 26),
-    squeeze_excite=True, drop_p=0.75,
+    name="MiniFASNetV1SE",
+    weights="minifasnet_v1se",
+    crop_scale=4.0,
+    input_hw=(80, 80),
+    stem=32,
+    down_23=103,
+    stage3=(13, 26, 13, 52),
+    down_34=231,
+    stage4=(154, 52, 26, 52, 26, 26),
+    down_45=308,
+    stage5=(26, 26),
+    squeeze_excite=True,
+    drop_p=0.75,
 )
 
 
 class ConvBNPReLU(nn.Module):
     """Bias-free conv, batch norm, per-channel PReLU (the source's ``Conv_block``)."""
 
-    def __init__(self, c_in: int, c_out: int, kernel: int | tuple[int, int] = 1, stride: int = 1,
-                 padding: int = 0, groups: int = 1) -> None:
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        kernel: int | tuple[int, int] = 1,
+        stride: int = 1,
+        padding: int = 0,
+        groups: int = 1,
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, kernel, stride, padding, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(c_out)
@@ -110,8 +134,15 @@ class ConvBNPReLU(nn.Module):
 class ConvBN(nn.Module):
     """Bias-free conv and batch norm, no activation (the source's ``Linear_block``)."""
 
-    def __init__(self, c_in: int, c_out: int, kernel: int | tuple[int, int] = 1, stride: int = 1,
-                 padding: int = 0, groups: int = 1) -> None:
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        kernel: int | tuple[int, int] = 1,
+        stride: int = 1,
+        padding: int = 0,
+        groups: int = 1,
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, kernel, stride, padding, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(c_out)
@@ -148,8 +179,9 @@ class Bottleneck(nn.Module):
     SE, when present, gates the projected branch before the skip is added.
     """
 
-    def __init__(self, c_in: int, c_mid: int, c_out: int, stride: int, residual: bool,
-                 squeeze_excite: bool = False) -> None:
+    def __init__(
+        self, c_in: int, c_mid: int, c_out: int, stride: int, residual: bool, squeeze_excite: bool = False
+    ) -> None:
         super().__init__()
         self.residual = residual
         self.conv = ConvBNPReLU(c_in, c_mid, 1)
@@ -172,10 +204,9 @@ class ResidualStage(nn.Module):
     def __init__(self, channels: int, mids: Sequence[int], squeeze_excite: bool) -> None:
         super().__init__()
         last = len(mids) - 1
-        self.model = nn.Sequential(*[
-            Bottleneck(channels, m, channels, 1, True, squeeze_excite and i == last)
-            for i, m in enumerate(mids)
-        ])
+        self.model = nn.Sequential(
+            *[Bottleneck(channels, m, channels, 1, True, squeeze_excite and i == last) for i, m in enumerate(mids)]
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
@@ -202,16 +233,25 @@ class MiniFASNet(nn.Module):
         self.conv_45 = Bottleneck(128, spec.down_45, 128, 2, residual=False)
         self.conv_5 = ResidualStage(128, spec.stage5, se)
         self.conv_6_sep = ConvBNPReLU(128, spec.head_width, 1)
-        self.conv_6_dw = ConvBN(spec.head_width, spec.head_width, spec.conv6_kernel,
-                                groups=spec.head_width)
+        self.conv_6_dw = ConvBN(spec.head_width, spec.head_width, spec.conv6_kernel, groups=spec.head_width)
         self.linear = nn.Linear(spec.head_width, spec.embedding, bias=False)
         self.bn = nn.BatchNorm1d(spec.embedding)
         self.drop = nn.Dropout(spec.drop_p)
         self.prob = nn.Linear(spec.embedding, spec.num_classes, bias=False)
 
     #: The convolutional blocks in order; the classifier head (linear, bn, drop, prob) follows them.
-    BLOCKS = ("conv1", "conv2_dw", "conv_23", "conv_3", "conv_34", "conv_4", "conv_45", "conv_5", "conv_6_sep",
-              "conv_6_dw")
+    BLOCKS = (
+        "conv1",
+        "conv2_dw",
+        "conv_23",
+        "conv_3",
+        "conv_34",
+        "conv_4",
+        "conv_45",
+        "conv_5",
+        "conv_6_sep",
+        "conv_6_dw",
+    )
 
     def trunk(self, x: Tensor, stop: int) -> Tensor:
         """The first ``stop`` blocks: the frozen part of a fine-tuning run, computed once per crop."""
@@ -261,8 +301,7 @@ def _strip_module_prefix(state: Mapping[str, Tensor]) -> OrderedDict[str, Tensor
     return OrderedDict((k.removeprefix("module."), v) for k, v in state.items())
 
 
-def load_minifasnet(spec: ModelSpec, path: Path | str | None = None, expected_sha256: str | None = None
-                    ) -> MiniFASNet:
+def load_minifasnet(spec: ModelSpec, path: Path | str | None = None, expected_sha256: str | None = None) -> MiniFASNet:
     """Verify the file's sha256, then build the model and load its state dict strictly, in eval mode.
 
     ``path`` defaults to the pinned file under the weights root. ``torch.load`` runs with
@@ -335,7 +374,7 @@ def crop_face(frame: np.ndarray, bbox: Sequence[float], spec: ModelSpec, *, rgb:
     h, w = frame.shape[:2]
     x0, y0, x1, y1 = source_crop_box((w, h), bbox, spec.crop_scale)
     out_h, out_w = spec.input_hw
-    patch = cv2.resize(np.ascontiguousarray(frame[y0:y1 + 1, x0:x1 + 1]), (out_w, out_h))
+    patch = cv2.resize(np.ascontiguousarray(frame[y0 : y1 + 1, x0 : x1 + 1]), (out_w, out_h))
     return np.ascontiguousarray(patch[..., ::-1]) if rgb else patch
 
 

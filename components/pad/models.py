@@ -8,6 +8,7 @@ Entries here run the shipped MiniFASNet weights: the source's fused pair and eac
 fine-tuned pair lives in the MLflow registry and is registered from the lifecycle layer
 (``facegate.components.lifecycle.pad_models``), which this layer must not import.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -83,19 +84,28 @@ class MiniFasNetPad:
     name: ClassVar[str] = ""
     specs: ClassVar[tuple[ModelSpec, ...]] = ()
 
-    def __init__(self, net: PadNet | None = None, *, fingerprint: str | None = None,
-                 calibration: PadCalibration | None = None, runtime: str = "opencv") -> None:
+    def __init__(
+        self,
+        net: PadNet | None = None,
+        *,
+        fingerprint: str | None = None,
+        calibration: PadCalibration | None = None,
+        runtime: str = "opencv",
+    ) -> None:
         self.net = net if net is not None else load_pad_net(self.specs)
         self.member_specs = self.net.specs
         self.fingerprint = fingerprint or weights_fingerprint(self.member_specs)
         self.runner = OpenCvPadRunner(self.net) if runtime == "opencv" else TorchPadRunner(self.net)
-        self.calibration = calibration if calibration is not None else committed_calibration(self.name,
-                                                                                               self.fingerprint)
+        self.calibration = (
+            calibration if calibration is not None else committed_calibration(self.name, self.fingerprint)
+        )
 
     def crops(self, frame: np.ndarray, boxes: Sequence[FaceBox], *, rgb: bool = True) -> list[np.ndarray]:
         """Per member, the ``Nx3x80x80`` float batch of its crops of every face (BGR 0-255, as trained)."""
-        return [to_input_array([crop_face(frame, source_box(b), spec, rgb=rgb) for b in boxes])
-                for spec in self.member_specs]
+        return [
+            to_input_array([crop_face(frame, source_box(b), spec, rgb=rgb) for b in boxes])
+            for spec in self.member_specs
+        ]
 
     def score_faces(self, frame_rgb: np.ndarray, boxes: Sequence[FaceBox]) -> np.ndarray:
         if not len(boxes):
@@ -124,8 +134,9 @@ class MiniFasNetV1SEPad(MiniFasNetPad):
     specs = (V1SE_SPEC,)
 
 
-PAD_MODELS: dict[str, type[MiniFasNetPad]] = {cls.name: cls for cls in (MiniFasNetPairPad, MiniFasNetV2Pad,
-                                                                          MiniFasNetV1SEPad)}
+PAD_MODELS: dict[str, type[MiniFasNetPad]] = {
+    cls.name: cls for cls in (MiniFasNetPairPad, MiniFasNetV2Pad, MiniFasNetV1SEPad)
+}
 
 
 def register_pad_model(cls: type[MiniFasNetPad]) -> type[MiniFasNetPad]:

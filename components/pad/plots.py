@@ -1,4 +1,5 @@
 """DET and ROC figures for PAD: ISO/IEC 30107-3's APCER against BPCER, one curve per model."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping

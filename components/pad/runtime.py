@@ -8,6 +8,7 @@ torch to 1e-6 (tests/unit/pad/test_runtime.py). Both members of a pair are one g
 A ``cv2.dnn.Net`` holds per-run state (``setInput``/``forward``), so each thread gets its own copy of the
 parsed network (the API runs requests on several threads).
 """
+
 from __future__ import annotations
 
 import io
@@ -33,8 +34,16 @@ def export_onnx(module: nn.Module, input_shapes: Sequence[tuple[int, ...]]) -> b
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter warns it is legacy; the new one needs onnxscript
         target = cast(Any, buffer)  # typed as a path; a stream works
-        torch.onnx.export(module, dummies, target, dynamo=False, opset_version=13, input_names=names,
-                          output_names=["output"], dynamic_axes={n: {0: "batch"} for n in names + ["output"]})
+        torch.onnx.export(
+            module,
+            dummies,
+            target,
+            dynamo=False,
+            opset_version=13,
+            input_names=names,
+            output_names=["output"],
+            dynamic_axes={n: {0: "batch"} for n in names + ["output"]},
+        )
     return _copy_shared_initializers(buffer.getvalue())
 
 

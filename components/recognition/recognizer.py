@@ -6,6 +6,7 @@ by another version is refused (embeddings of different models are not comparable
 ``embedding.device`` (moved there in place; ``cuda`` without a GPU is ``DeviceUnavailable`` at start), its
 backbones inferring at ``embedding.precision`` (bfloat16 on CPUs that have it natively).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,8 +47,9 @@ class FaceRecognizer:
     def __init__(self, model: EmbeddingModel, settings: Settings, version: str | None = None) -> None:
         self.device = resolve_torch_device(settings.embedding.device)
         self.flip_tta = settings.embedding.flip_tta
-        self.finder = FaceFinder(detector_from_settings(settings.faces),
-                                 FaceAligner(geometry=model.backbone.chip_geometry))
+        self.finder = FaceFinder(
+            detector_from_settings(settings.faces), FaceAligner(geometry=model.backbone.chip_geometry)
+        )
         self.embedder_name = f"{model.name}"
         self.embedder_version = version or f"sha256:{model_fingerprint(model)}"
         self.model = set_precision(model.to(self.device).eval(), settings.embedding.precision)

@@ -12,6 +12,7 @@ written): an acknowledged decision is a logged one. Decision rows older than
 erasure request (``remove`` with ``access_log.erase_on_remove``) deletes the employee's decision rows
 and keeps the audit rows that say the employee was enrolled and removed, by whom and when.
 """
+
 from __future__ import annotations
 
 import json
@@ -81,8 +82,12 @@ class Decision(Base):
 
 # Columns added to ``decisions`` after its first release: a log made before them gets them on open
 # (ALTER TABLE ... ADD COLUMN of a nullable column: the same statement in SQLite and Postgres).
-ADDED_COLUMNS = {"liveness": "VARCHAR(8)", "liveness_score": "FLOAT", "liveness_threshold": "FLOAT",
-                 "path": "VARCHAR(8)"}
+ADDED_COLUMNS = {
+    "liveness": "VARCHAR(8)",
+    "liveness_score": "FLOAT",
+    "liveness_threshold": "FLOAT",
+    "path": "VARCHAR(8)",
+}
 
 
 class AuditEvent(Base):
@@ -196,35 +201,82 @@ class AccessLog:
 
     # ------------------------------------------------------------------------------- writers
 
-    def record_identification(self, result: dict, *, entrance: str | None, model: str | None,
-                              gallery_version: str | None, actor: str | None) -> int:
+    def record_identification(
+        self, result: dict, *, entrance: str | None, model: str | None, gallery_version: str | None, actor: str | None
+    ) -> int:
         """One row per face of an identify answer (``Identification.to_dict()``); a frame without a face
         is one ``no_face`` row, so every request leaves a trace. Returns the rows written."""
         at = now()
         faces = result.get("faces") or []
-        rows = [Decision(at=at, kind="identify", outcome=f.get("decision") or ("recognized" if f["recognized"]
-                                                                              else "not_recognized"),
-                         entrance=entrance, employee_id=f["employee_id"], distance=f["distance"], threshold=f["tau"],
-                         model=model, gallery_version=gallery_version, mask=f.get("mask"), actor=actor,
-                         path=f.get("path"), **_liveness(f))
-                for f in faces]
+        rows = [
+            Decision(
+                at=at,
+                kind="identify",
+                outcome=f.get("decision") or ("recognized" if f["recognized"] else "not_recognized"),
+                entrance=entrance,
+                employee_id=f["employee_id"],
+                distance=f["distance"],
+                threshold=f["tau"],
+                model=model,
+                gallery_version=gallery_version,
+                mask=f.get("mask"),
+                actor=actor,
+                path=f.get("path"),
+                **_liveness(f),
+            )
+            for f in faces
+        ]
         if not rows:
-            rows = [Decision(at=at, kind="identify", outcome="no_face", entrance=entrance, threshold=result.get("tau"),
-                             model=model, gallery_version=gallery_version, actor=actor)]
+            rows = [
+                Decision(
+                    at=at,
+                    kind="identify",
+                    outcome="no_face",
+                    entrance=entrance,
+                    threshold=result.get("tau"),
+                    model=model,
+                    gallery_version=gallery_version,
+                    actor=actor,
+                )
+            ]
         self._write(rows)
         return len(rows)
 
-    def record_verification(self, result: dict, *, entrance: str | None, model: str | None,
-                            gallery_version: str | None, actor: str | None) -> None:
+    def record_verification(
+        self, result: dict, *, entrance: str | None, model: str | None, gallery_version: str | None, actor: str | None
+    ) -> None:
         outcome = result.get("decision") or ("accepted" if result["accepted"] else "rejected")
-        self._write([Decision(at=now(), kind="verify", outcome=outcome, entrance=entrance,
-                              employee_id=result["employee_id"], distance=result["distance"], threshold=result["tau"],
-                              model=model, gallery_version=gallery_version, actor=actor, path=result.get("path"),
-                              **_liveness(result))])
+        self._write(
+            [
+                Decision(
+                    at=now(),
+                    kind="verify",
+                    outcome=outcome,
+                    entrance=entrance,
+                    employee_id=result["employee_id"],
+                    distance=result["distance"],
+                    threshold=result["tau"],
+                    model=model,
+                    gallery_version=gallery_version,
+                    actor=actor,
+                    path=result.get("path"),
+                    **_liveness(result),
+                )
+            ]
+        )
 
     def audit(self, actor: str, action: str, employee_id: str | None = None, **detail: Any) -> None:
-        self._write([AuditEvent(at=now(), actor=actor, action=action, employee_id=employee_id,
-                                detail=json.dumps(detail, default=str, sort_keys=True))])
+        self._write(
+            [
+                AuditEvent(
+                    at=now(),
+                    actor=actor,
+                    action=action,
+                    employee_id=employee_id,
+                    detail=json.dumps(detail, default=str, sort_keys=True),
+                )
+            ]
+        )
 
     def erase_employee(self, employee_id: str) -> int:
         """Delete the employee's decision rows (an erasure request); audit rows stay. Rows deleted."""
@@ -254,8 +306,12 @@ class AccessLog:
 
     def decisions(self, f: DecisionFilter = DecisionFilter()) -> list[dict]:
         q = select(Decision).order_by(Decision.id.desc()).limit(max(1, min(f.limit, 10_000)))
-        for column, value in ((Decision.employee_id, f.employee_id), (Decision.outcome, f.outcome),
-                              (Decision.entrance, f.entrance), (Decision.kind, f.kind)):
+        for column, value in (
+            (Decision.employee_id, f.employee_id),
+            (Decision.outcome, f.outcome),
+            (Decision.entrance, f.entrance),
+            (Decision.kind, f.kind),
+        ):
             if value:
                 q = q.where(column == value)
         if f.since:

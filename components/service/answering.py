@@ -3,6 +3,7 @@
 
 Split from the facade so each verb there is one line; what a face's answer holds is answers.py.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,16 +22,22 @@ if TYPE_CHECKING:
     from facegate.components.service.facade import FaceGate
 
 
-def identify(gate: FaceGate, pixels: np.ndarray, *, entrance: str | None = None,
-             actor: str | None = None) -> Identification:
+def identify(
+    gate: FaceGate, pixels: np.ndarray, *, entrance: str | None = None, actor: str | None = None
+) -> Identification:
     """Who is this? Every face in the frame against the tau for ``gallery.target_fpir`` at this size,
     with the estimated chance a stranger comes this close (``far_estimate``: FPIR at this distance).
     Each face is an access-log row (entrance, actor) before the answer is returned."""
     embedded: list | None = [] if capture_on(gate.settings, entrance) and gate.captures is not None else None
     result = identify_faces(gate, pixels, embedded)
     if gate.access_log is not None:
-        gate.access_log.record_identification(result.to_dict(), entrance=entrance, model=gate.model_label(),
-                                               gallery_version=gate.gallery_version, actor=actor or local_actor())
+        gate.access_log.record_identification(
+            result.to_dict(),
+            entrance=entrance,
+            model=gate.model_label(),
+            gallery_version=gate.gallery_version,
+            actor=actor or local_actor(),
+        )
     if embedded:  # capture.enabled for this entrance (service/captures.py): chips and embeddings kept for review
         capture_identification(gate, result.to_dict(), embedded, entrance)
     return result
@@ -69,8 +76,9 @@ def identify_faces(gate: FaceGate, pixels: np.ndarray, embedded: list | None = N
             eid, name = (v.employee_id, v.name) if v.decided else (None, None)
             distance = round(v.distance, 6) if math.isfinite(v.distance) else None
             far = estimate(cascade.fpir(v.distance, g.n_employees)) if distance is not None else None
-            faces.append(IdentifiedFace(box.as_list(), eid, name, v.decided, distance, v.tau, target, mask,
-                                        far, path=CHEAP))
+            faces.append(
+                IdentifiedFace(box.as_list(), eid, name, v.decided, distance, v.tau, target, mask, far, path=CHEAP)
+            )
             if embedded is not None:
                 embedded.append(next(extra))
             continue
@@ -80,19 +88,32 @@ def identify_faces(gate: FaceGate, pixels: np.ndarray, embedded: list | None = N
         eid, dist, name = g.identify(face.embedding[None], tau)
         distance = round(float(dist), 6) if math.isfinite(dist) else None
         far = estimate(scores.fpir(float(dist), g.n_employees)) if scores and distance is not None else None
-        faces.append(IdentifiedFace(box.as_list(), eid, name, eid is not None, distance, tau, target, mask,
-                                    far, path=FULL))
+        faces.append(
+            IdentifiedFace(box.as_list(), eid, name, eid is not None, distance, tau, target, mask, far, path=FULL)
+        )
     return gate.liveness.judge_identification(Identification(faces, tau, target), live)
 
 
-def verify(gate: FaceGate, employee_id: str, pixels: np.ndarray, source: str | Path = "photo", *,
-           entrance: str | None = None, actor: str | None = None) -> Verification:
+def verify(
+    gate: FaceGate,
+    employee_id: str,
+    pixels: np.ndarray,
+    source: str | Path = "photo",
+    *,
+    entrance: str | None = None,
+    actor: str | None = None,
+) -> Verification:
     """Is this the claimed employee? 1:1 at the calibrated false-accept rate (one face required).
     The answer is an access-log row (entrance, actor) before it is returned."""
     result = verify_face(gate, employee_id, pixels, source)
     if gate.access_log is not None:
-        gate.access_log.record_verification(result.to_dict(), entrance=entrance, model=gate.model_label(),
-                                            gallery_version=gate.gallery_version, actor=actor or local_actor())
+        gate.access_log.record_verification(
+            result.to_dict(),
+            entrance=entrance,
+            model=gate.model_label(),
+            gallery_version=gate.gallery_version,
+            actor=actor or local_actor(),
+        )
     return result
 
 
@@ -115,10 +136,24 @@ def verify_face(gate: FaceGate, employee_id: str, pixels: np.ndarray, source: st
                 face = gate.recognizer.embed_crops([crop])[0]
         live = gate.liveness.check(pixels, [box])
     if cascade is not None and verdict is not None and verdict.decided is not None:
-        answer = Verification(employee_id, verdict.decided, round(verdict.distance, 6), verdict.tau,
-                              g.manifest.target_far, estimate(cascade.far(verdict.distance)), path=CHEAP)
+        answer = Verification(
+            employee_id,
+            verdict.decided,
+            round(verdict.distance, 6),
+            verdict.tau,
+            g.manifest.target_far,
+            estimate(cascade.far(verdict.distance)),
+            path=CHEAP,
+        )
     else:
         accepted, dist = g.verify(employee_id, face.embedding[None], tau)
-        answer = Verification(employee_id, bool(accepted), round(float(dist), 6), tau, g.manifest.target_far,
-                              estimate(scores.far(float(dist))) if scores else None, path=FULL)
+        answer = Verification(
+            employee_id,
+            bool(accepted),
+            round(float(dist), 6),
+            tau,
+            g.manifest.target_far,
+            estimate(scores.far(float(dist))) if scores else None,
+            path=FULL,
+        )
     return gate.liveness.judge_verification(answer, live)

@@ -1,4 +1,5 @@
 """The service's answers: what identify and verify return, the same JSON in the CLI and the API."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass

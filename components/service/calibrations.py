@@ -4,6 +4,7 @@ the model; a new gallery calibrated for it; a gallery's impostor scores blended 
 Split from the facade so it only delegates; the recognizer is always passed in, never looked up here
 except by ``calibrate_model`` (the ``facegate calibrate`` verb), which serves the model in service.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -42,8 +43,9 @@ from facegate.components.recognition.recognizer import FaceRecognizer
 from facegate.components.service.cascade import fit_served_cascade
 
 
-def calibrate(recognizer: FaceRecognizer, settings: Settings,
-              heldout: tuple[np.ndarray, np.ndarray] | None = None) -> ModelCalibration:
+def calibrate(
+    recognizer: FaceRecognizer, settings: Settings, heldout: tuple[np.ndarray, np.ndarray] | None = None
+) -> ModelCalibration:
     """The model's calibration computed now (minutes; once per model): score sketches of the held-out
     identities of ``gallery.calibration_dataset``, read straight from its source folder (no ingest).
 
@@ -52,14 +54,23 @@ def calibrate(recognizer: FaceRecognizer, settings: Settings,
     """
     info = (settings.faces.detector, recognizer.model.backbone.chip_geometry, settings.embedding.flip_tta)
     if heldout is not None:
-        return ModelCalibration(recognizer.embedder_name, recognizer.embedder_version,
-                                (set_scores(settings.gallery.calibration_dataset, heldout[0], heldout[1]),), *info,
-                                meta={"created_by": "retraining chain (held-out split)"})
+        return ModelCalibration(
+            recognizer.embedder_name,
+            recognizer.embedder_version,
+            (set_scores(settings.gallery.calibration_dataset, heldout[0], heldout[1]),),
+            *info,
+            meta={"created_by": "retraining chain (held-out split)"},
+        )
     return compute_model_calibration(recognizer, settings, default_face_sets(settings), state_dir() / "cache")
 
 
-def model_calibration(recognizer: FaceRecognizer, settings: Settings, store: EnrolmentStore,
-                      heldout: tuple[np.ndarray, np.ndarray] | None = None, compute: bool = True) -> ModelCalibration:
+def model_calibration(
+    recognizer: FaceRecognizer,
+    settings: Settings,
+    store: EnrolmentStore,
+    heldout: tuple[np.ndarray, np.ndarray] | None = None,
+    compute: bool = True,
+) -> ModelCalibration:
     """The model's calibration, computed once per model and kept with it; a copy goes beside the gallery.
 
     Looked up, in order: the model's own (the registered version's MLflow artifact, or the file committed
@@ -73,7 +84,8 @@ def model_calibration(recognizer: FaceRecognizer, settings: Settings, store: Enr
         if heldout is None and not compute:
             raise CalibrationMissing(
                 f"no calibration is stored for the model in service ({name} {version}): run `facegate "
-                "calibrate` once for this model (it embeds LFW's held-out identities, minutes), then enrol")
+                "calibrate` once for this model (it embeds LFW's held-out identities, minutes), then enrol"
+            )
         cal = calibrate(recognizer, settings, heldout)
         reg = registered_version(version)
         if reg is not None:
@@ -84,15 +96,28 @@ def model_calibration(recognizer: FaceRecognizer, settings: Settings, store: Enr
     return cal
 
 
-def calibrated_gallery(recognizer: FaceRecognizer, settings: Settings, store: EnrolmentStore,
-                       data_version: str | None,
-                       heldout: tuple[np.ndarray, np.ndarray] | None = None, compute: bool = True) -> Gallery:
+def calibrated_gallery(
+    recognizer: FaceRecognizer,
+    settings: Settings,
+    store: EnrolmentStore,
+    data_version: str | None,
+    heldout: tuple[np.ndarray, np.ndarray] | None = None,
+    compute: bool = True,
+) -> Gallery:
     """An empty gallery for the recognizer's model, its tau from the model's stored calibration (a copy
     kept beside the gallery); see :func:`model_calibration`."""
     cal = model_calibration(recognizer, settings, store, heldout, compute).calibration(settings.gallery.target_far)
-    return Gallery.new(recognizer.embedding_dim, recognizer.embedder_name, recognizer.embedder_version,
-                       settings.gallery.index_kind, tau=cal.tau, target_far=cal.target_far,
-                       achieved_far=cal.achieved_far, achieved_tar=cal.achieved_tar, data_version=data_version)
+    return Gallery.new(
+        recognizer.embedding_dim,
+        recognizer.embedder_name,
+        recognizer.embedder_version,
+        settings.gallery.index_kind,
+        tau=cal.tau,
+        target_far=cal.target_far,
+        achieved_far=cal.achieved_far,
+        achieved_tar=cal.achieved_tar,
+        data_version=data_version,
+    )
 
 
 def gallery_impostor_scores(g: Gallery, stored: ModelCalibration, settings: Settings) -> ImpostorScores:
@@ -105,12 +130,18 @@ def gallery_impostor_scores(g: Gallery, stored: ModelCalibration, settings: Sett
         return scores
     local = local_impostor_distances(g.vectors, g.sidecar["employee_id"].to_numpy(), seed=0)
     gs = settings.gallery
-    return deployment_scores(scores, local, gs.recalibration_min_pairs, gs.recalibration_prior_pairs,
-                             gs.shift_prior_pairs)
+    return deployment_scores(
+        scores, local, gs.recalibration_min_pairs, gs.recalibration_prior_pairs, gs.shift_prior_pairs
+    )
 
 
-def calibrate_model(settings, backbone: str | None = None, extra_sets: list[str] | tuple = (),
-                    out: Path | None = None, log: Callable[[str], None] = lambda message: None) -> dict:
+def calibrate_model(
+    settings,
+    backbone: str | None = None,
+    extra_sets: list[str] | tuple = (),
+    out: Path | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> dict:
     """Compute the calibration of the model in service (or of the pretrained ``backbone``) on the held-out
     identities of ``gallery.calibration_dataset`` plus ``extra_sets``, and store it with the model: a
     registered version's MLflow run, or the committed file of a pretrained fingerprint (or ``out``)."""
@@ -122,8 +153,16 @@ def calibrate_model(settings, backbone: str | None = None, extra_sets: list[str]
     for spec in extra_sets:
         name, kind, path = parse_set(spec)
         root = Path(path) if Path(path).is_absolute() else datasets_root() / path
-        sets.append(read_face_set(kind, root, cache_dir=state_dir() / "cache", seed=settings.seed,
-                                  val_fraction=settings.ingest.val_fraction, name=name))
+        sets.append(
+            read_face_set(
+                kind,
+                root,
+                cache_dir=state_dir() / "cache",
+                seed=settings.seed,
+                val_fraction=settings.ingest.val_fraction,
+                name=name,
+            )
+        )
     cal = compute_model_calibration(recognizer, settings, sets, state_dir() / "cache", log)
     reg = registered_version(recognizer.embedder_version)
     if out is not None:
@@ -144,15 +183,22 @@ def calibrate_cascade(recognizer: FaceRecognizer, settings: Settings) -> dict:
     cal = fit_served_cascade(recognizer, settings, member)
     name, version = recognizer.embedder_name, recognizer.embedder_version
     base = pretrained_file(name, version) if version.startswith("sha256:") else local_file(name, version)
-    return {"cascade": {"stored": str(cal.save(cascade_file(base, member))), **cal.meta,
-                        "bands": {k: [b.below, b.above] for k, b in cal.bands.items()}}}
+    return {
+        "cascade": {
+            "stored": str(cal.save(cascade_file(base, member))),
+            **cal.meta,
+            "bands": {k: [b.below, b.above] for k, b in cal.bands.items()},
+        }
+    }
 
 
 def manifest_tau(g: Gallery) -> float:
     """The tau the gallery was made with (its model's calibration); a gallery without one cannot decide."""
     if g.manifest.tau is None:
-        raise CalibrationMissing(f"the gallery of {g.manifest.embedder_name} {g.manifest.embedder_version} "
-                                 "records no threshold (tau): its model was never calibrated")
+        raise CalibrationMissing(
+            f"the gallery of {g.manifest.embedder_name} {g.manifest.embedder_version} "
+            "records no threshold (tau): its model was never calibrated"
+        )
     return float(g.manifest.tau)
 
 

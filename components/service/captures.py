@@ -14,6 +14,7 @@ Captures are biometric data: never logged to MLflow, served only to the operator
 the console check it), erased with their employee (``erase_employee``), and purged after retention.
 The review queue puts first what a label teaches most (``review_queue``).
 """
+
 from __future__ import annotations
 
 import threading
@@ -80,8 +81,24 @@ class Capture(Base):
     template: Mapped[bool] = mapped_column(Boolean, default=False)  # one of its employee's gallery templates
 
 
-SUMMARY = ("id", "at", "entrance", "decision", "employee_id", "nearest_id", "distance", "threshold", "mask",
-           "face_px", "sharpness", "model", "label", "label_employee_id", "labelled_by", "template")
+SUMMARY = (
+    "id",
+    "at",
+    "entrance",
+    "decision",
+    "employee_id",
+    "nearest_id",
+    "distance",
+    "threshold",
+    "mask",
+    "face_px",
+    "sharpness",
+    "model",
+    "label",
+    "label_employee_id",
+    "labelled_by",
+    "template",
+)
 
 
 def capture_on(settings: Settings, entrance: str | None) -> bool:
@@ -101,7 +118,7 @@ def encode_chip(chip: np.ndarray) -> bytes:
     as PNG holds at most 4 channels (chips are square, so a 2:1 PNG is always a stacked one)."""
     chip = np.ascontiguousarray(chip, dtype=np.uint8)
     if chip.ndim == 3 and chip.shape[2] > 4:
-        chip = np.concatenate([chip[..., i:i + 3] for i in range(0, chip.shape[2], 3)], axis=1)
+        chip = np.concatenate([chip[..., i : i + 3] for i in range(0, chip.shape[2], 3)], axis=1)
     ok, png = cv2.imencode(".png", np.ascontiguousarray(chip[..., ::-1]))
     if not ok:
         raise ValueError("chip: PNG encoding failed")
@@ -152,9 +169,15 @@ class CaptureStore:
 
     def record(self, rows: Sequence[dict]) -> list[int]:
         """Capture rows (``Capture`` columns; ``embedding`` an array, ``chip`` an RGB array); their ids."""
-        objs = [Capture(at=r.get("at") or now(), **{k: v for k, v in r.items() if k not in ("at", "embedding", "chip")},
-                        embedding=np.asarray(r["embedding"], np.float32).tobytes(), chip=encode_chip(r["chip"]))
-                for r in rows]
+        objs = [
+            Capture(
+                at=r.get("at") or now(),
+                **{k: v for k, v in r.items() if k not in ("at", "embedding", "chip")},
+                embedding=np.asarray(r["embedding"], np.float32).tobytes(),
+                chip=encode_chip(r["chip"]),
+            )
+            for r in rows
+        ]
         with self._session("write") as s:
             s.add_all(objs)
             s.flush()
@@ -173,8 +196,11 @@ class CaptureStore:
 
     def erase_employee(self, employee_id: str) -> int:
         """Every capture recognised as, nearest to, or labelled as the employee (an erasure request)."""
-        where = or_(Capture.employee_id == employee_id, Capture.nearest_id == employee_id,
-                    Capture.label_employee_id == employee_id)
+        where = or_(
+            Capture.employee_id == employee_id,
+            Capture.nearest_id == employee_id,
+            Capture.label_employee_id == employee_id,
+        )
         with self._session("erasure") as s:
             return int(cast("CursorResult[Any]", s.execute(delete(Capture).where(where))).rowcount or 0)
 
@@ -223,14 +249,28 @@ class CaptureStore:
         if employee_id:
             q = q.where(Capture.label_employee_id == employee_id)
         with Session(self.engine) as s:
-            return [Labelled(c.id, str(c.label_employee_id), np.frombuffer(c.embedding, np.float32).copy(), c.chip,
-                             c.model, c.chip_geometry) for c in s.scalars(q)]
+            return [
+                Labelled(
+                    c.id,
+                    str(c.label_employee_id),
+                    np.frombuffer(c.embedding, np.float32).copy(),
+                    c.chip,
+                    c.model,
+                    c.chip_geometry,
+                )
+                for c in s.scalars(q)
+            ]
 
     def count(self, employee_id: str | None = None, **equal: Any) -> int:
         q = select(func.count(Capture.id))
         if employee_id:
-            q = q.where(or_(Capture.employee_id == employee_id, Capture.nearest_id == employee_id,
-                            Capture.label_employee_id == employee_id))
+            q = q.where(
+                or_(
+                    Capture.employee_id == employee_id,
+                    Capture.nearest_id == employee_id,
+                    Capture.label_employee_id == employee_id,
+                )
+            )
         for column, value in equal.items():
             q = q.where(getattr(Capture, column) == value)
         with Session(self.engine) as s:
@@ -255,7 +295,7 @@ class CaptureStore:
         for r in rows:
             r["priority"], r["why"] = review_priority(r, band, seen.get(r["entrance"], 0))
         rows.sort(key=lambda r: (-r["priority"], -r["id"]))
-        return [_jsonable(r) for r in rows[:max(1, limit)]]
+        return [_jsonable(r) for r in rows[: max(1, limit)]]
 
 
 def review_priority(row: dict, band: float, entrance_captures: int) -> tuple[float, list[str]]:
@@ -304,8 +344,9 @@ class _Tx:
             else:
                 self.session.rollback()
         except SQLAlchemyError as err:
-            raise AccessLogError(f"captures {safe_url(self.store.url)}: {self.what} failed "
-                                 f"({type(err).__name__})") from None
+            raise AccessLogError(
+                f"captures {safe_url(self.store.url)}: {self.what} failed ({type(err).__name__})"
+            ) from None
         finally:
             self.session.close()
         if isinstance(exc, SQLAlchemyError):
@@ -313,8 +354,15 @@ class _Tx:
         return False
 
 
-def capture_rows(result: dict, faces: Sequence[Any], *, entrance: str | None, model: str | None,
-                 chip_geometry: str | None, nearest: Sequence[str | None] | None = None) -> list[dict]:
+def capture_rows(
+    result: dict,
+    faces: Sequence[Any],
+    *,
+    entrance: str | None,
+    model: str | None,
+    chip_geometry: str | None,
+    nearest: Sequence[str | None] | None = None,
+) -> list[dict]:
     """Capture rows for an identify answer (``Identification.to_dict()``) and its ``FaceEmbedding``s
     (None for a face the cascade's cheap pass decided: it has no full embedding to keep)."""
     rows = []
@@ -322,20 +370,39 @@ def capture_rows(result: dict, faces: Sequence[Any], *, entrance: str | None, mo
         if face is None or face.chip is None:
             continue
         box = answer["box"]
-        rows.append({"entrance": entrance, "decision": answer.get("decision") or "", "model": model,
-                     "employee_id": answer["employee_id"] if answer["recognized"] else None,
-                     "nearest_id": answer["employee_id"] or (nearest[i] if nearest else None),
-                     "distance": answer["distance"], "threshold": answer["tau"], "mask": answer.get("mask"),
-                     "chip_geometry": chip_geometry, "face_px": int(min(box[2] - box[0], box[3] - box[1])),
-                     "sharpness": chip_sharpness(face.chip), "embedding": face.embedding, "chip": face.chip})
+        rows.append(
+            {
+                "entrance": entrance,
+                "decision": answer.get("decision") or "",
+                "model": model,
+                "employee_id": answer["employee_id"] if answer["recognized"] else None,
+                "nearest_id": answer["employee_id"] or (nearest[i] if nearest else None),
+                "distance": answer["distance"],
+                "threshold": answer["tau"],
+                "mask": answer.get("mask"),
+                "chip_geometry": chip_geometry,
+                "face_px": int(min(box[2] - box[0], box[3] - box[1])),
+                "sharpness": chip_sharpness(face.chip),
+                "embedding": face.embedding,
+                "chip": face.chip,
+            }
+        )
     return rows
 
 
 def capture_identification(gate: Any, result: dict, embedded: Sequence[Any], entrance: str | None) -> list[int]:
     """Keep the faces of one identify answer (``gate``: a FaceGate with a capture store); their ids."""
     g = gate.snapshot()
-    nearest = [((g.search(f.embedding[None], k=1)[0] or [(None,)])[0][0] if f is not None and g is not None else None)
-               for f in embedded]
-    rows = capture_rows(result, embedded, entrance=entrance, model=gate.model_label(),
-                        chip_geometry=gate.recognizer.model.backbone.chip_geometry, nearest=nearest)
+    nearest = [
+        ((g.search(f.embedding[None], k=1)[0] or [(None,)])[0][0] if f is not None and g is not None else None)
+        for f in embedded
+    ]
+    rows = capture_rows(
+        result,
+        embedded,
+        entrance=entrance,
+        model=gate.model_label(),
+        chip_geometry=gate.recognizer.model.backbone.chip_geometry,
+        nearest=nearest,
+    )
     return gate.captures.record(rows) if rows else []

@@ -9,6 +9,7 @@ What it needs, and where it comes from:
   the committed file for a pretrained fingerprint, else the state folder's; fitted once on the held-out
   identities of ``gallery.calibration_dataset`` when neither exists.
 """
+
 from __future__ import annotations
 
 import logging
@@ -107,8 +108,9 @@ class ServedCascade:
         decided = False if eid is None else self.calibration.band(g.n_employees).decides(d, tau)
         return CheapVerdict(decided, eid, name, d, tau)
 
-    def verify(self, g: Gallery, employee_id: str, q: np.ndarray, tau_full: float,
-               scores: ImpostorScores | None) -> CheapVerdict:
+    def verify(
+        self, g: Gallery, employee_id: str, q: np.ndarray, tau_full: float, scores: ImpostorScores | None
+    ) -> CheapVerdict:
         d = self.member_gallery(g).distance_to(employee_id, q)
         tau = self.member_tau(tau_full, scores)
         return CheapVerdict(self.calibration.verify_band.decides(d, tau), employee_id, None, d, tau)
@@ -155,12 +157,16 @@ def cascade_calibration(recognizer: FaceRecognizer, settings: Settings, fit: boo
         path = cascade_file(base, member)
         if path.is_file():
             cal = CascadeCalibration.load(path)
-            if cal.embedder_version == version and cal.target_fpir == settings.gallery.target_fpir \
-                    and cal.target_far == settings.gallery.target_far:
+            if (
+                cal.embedder_version == version
+                and cal.target_fpir == settings.gallery.target_fpir
+                and cal.target_far == settings.gallery.target_far
+            ):
                 return cal
     if not fit:
-        raise FileNotFoundError(f"no cascade calibration is stored for {name} {version} (member {member}): "
-                                "`facegate calibrate` fits it")
+        raise FileNotFoundError(
+            f"no cascade calibration is stored for {name} {version} (member {member}): `facegate calibrate` fits it"
+        )
     log.info("fitting the cascade band for %s (%s) on the held-out calibration faces", name, member)
     cal = fit_served_cascade(recognizer, settings, member)
     cal.save(cascade_file(local_file(name, version), member))
@@ -171,8 +177,11 @@ def fit_served_cascade(recognizer: FaceRecognizer, settings: Settings, member: s
     """Both embeddings of the held-out identities of the calibration set, then the bands."""
     model, cache_dir = recognizer.model, state_dir() / "cache"
     fs = default_face_sets(settings)[0]
-    chip_settings = {"detector": settings.faces.detector, "upsample": settings.faces.upsample,
-                     "geometry": model.backbone.chip_geometry}
+    chip_settings = {
+        "detector": settings.faces.detector,
+        "upsample": settings.faces.upsample,
+        "geometry": model.backbone.chip_geometry,
+    }
     if fs.split is not None and not chips_cached(fs, cache_dir, **chip_settings):
         fs = fs.subset(np.flatnonzero(fs.split != "train"))  # chip only the held-out images
     attach_chips(fs, cache_dir, **chip_settings)
@@ -183,9 +192,16 @@ def fit_served_cascade(recognizer: FaceRecognizer, settings: Settings, member: s
         cheap = member_from_features(model, set_features(model, fs, cache_dir)[0], where)[rows]
     else:
         chips = np.asarray(fs.chips)[rows]
-        cheap = np.concatenate([member_embed_chips(model, chips[i:i + 64], where) for i in range(0, len(chips), 64)])
-    return fit_cascade(full, cheap, fs.identities[rows], member, recognizer.embedder_version,
-                       settings.gallery.target_fpir, settings.gallery.target_far)
+        cheap = np.concatenate([member_embed_chips(model, chips[i : i + 64], where) for i in range(0, len(chips), 64)])
+    return fit_cascade(
+        full,
+        cheap,
+        fs.identities[rows],
+        member,
+        recognizer.embedder_version,
+        settings.gallery.target_fpir,
+        settings.gallery.target_far,
+    )
 
 
 __all__ = ["CHEAP", "FULL", "Band", "CheapVerdict", "ServedCascade", "served_cascade", "cascade_calibration"]

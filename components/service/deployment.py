@@ -1,4 +1,5 @@
 """The deployment's own things the service defaults to: its enrolment store and who acts locally."""
+
 from __future__ import annotations
 
 import getpass

@@ -8,6 +8,7 @@ before anybody complains. PSI and KS are our own (below; docs/decisions/drift.md
 The report holds aggregates only (no image, no embedding, no employee id): it may go to MLflow and to
 the state dir's ``drift.json``, which ``/metrics`` reads for its ``facegate_drift_*`` gauges.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,8 +51,14 @@ def _shift(ref: list[float], cur: list[float]) -> dict | None:
     a, b = np.asarray([v for v in ref if v is not None], float), np.asarray([v for v in cur if v is not None], float)
     if len(a) < MIN_SAMPLES or len(b) < MIN_SAMPLES:
         return None
-    return {"psi": round(psi(a, b), 4), "ks": round(ks(a, b), 4), "reference_mean": round(float(a.mean()), 4),
-            "current_mean": round(float(b.mean()), 4), "n_reference": len(a), "n_current": len(b)}
+    return {
+        "psi": round(psi(a, b), 4),
+        "ks": round(ks(a, b), 4),
+        "reference_mean": round(float(a.mean()), 4),
+        "current_mean": round(float(b.mean()), 4),
+        "n_reference": len(a),
+        "n_current": len(b),
+    }
 
 
 def _share(rows: list[dict], test) -> float | None:  # noqa: ANN001 - a predicate on a row
@@ -59,14 +66,20 @@ def _share(rows: list[dict], test) -> float | None:  # noqa: ANN001 - a predicat
 
 
 def scope_report(ref_dec: list[dict], cur_dec: list[dict], ref_cap: list[dict], cur_cap: list[dict]) -> dict:
-    rates = {"not_recognised": lambda r: r["outcome"] == "not_recognized",
-             "no_face": lambda r: r["outcome"] == "no_face", "attack": lambda r: r["outcome"] == "attack",
-             "masked": lambda r: r.get("mask") in MASKED}
+    rates = {
+        "not_recognised": lambda r: r["outcome"] == "not_recognized",
+        "no_face": lambda r: r["outcome"] == "no_face",
+        "attack": lambda r: r["outcome"] == "attack",
+        "masked": lambda r: r.get("mask") in MASKED,
+    }
     out: dict = {"decisions": [len(ref_dec), len(cur_dec)], "captures": [len(ref_cap), len(cur_cap)], "rates": {}}
     for name, test in rates.items():
         a, b = _share(ref_dec, test), _share(cur_dec, test)
-        out["rates"][name] = {"reference": a, "current": b,
-                              "change": round(b - a, 4) if a is not None and b is not None else None}
+        out["rates"][name] = {
+            "reference": a,
+            "current": b,
+            "change": round(b - a, 4) if a is not None and b is not None else None,
+        }
     out["distance"] = _shift([r["distance"] for r in ref_dec], [r["distance"] for r in cur_dec])
     out["face_px"] = _shift([r["face_px"] for r in ref_cap], [r["face_px"] for r in cur_cap])
     out["sharpness"] = _shift([r["sharpness"] for r in ref_cap], [r["sharpness"] for r in cur_cap])
@@ -96,17 +109,22 @@ def drift_report(log: AccessLog, captures: CaptureStore | None, settings: Settin
     entrances = sorted({x["entrance"] for x in ref_dec + cur_dec if x["entrance"]})
     scopes = {"all": scope_report(ref_dec, cur_dec, ref_cap, cur_cap)}
     for e in entrances:
-        scopes[e] = scope_report(*[[x for x in rows if x["entrance"] == e]
-                                   for rows in (ref_dec, cur_dec, ref_cap, cur_cap)])
+        scopes[e] = scope_report(
+            *[[x for x in rows if x["entrance"] == e] for rows in (ref_dec, cur_dec, ref_cap, cur_cap)]
+        )
     for s in scopes.values():
         s["score"] = drift_score(s)
         s["alarm"] = s["score"] >= r.trigger_drift
     confirmed = captures.count(label="employee") if captures else 0
-    return {"at": end.isoformat(timespec="seconds"), "window": [start.isoformat(timespec="seconds"),
-                                                                 end.isoformat(timespec="seconds")],
-            "reference": [ref_start.isoformat(timespec="seconds"), start.isoformat(timespec="seconds")],
-            "scopes": scopes, "alarm": any(s["alarm"] for s in scopes.values()),
-            "score": max(s["score"] for s in scopes.values()), "confirmed_captures": confirmed}
+    return {
+        "at": end.isoformat(timespec="seconds"),
+        "window": [start.isoformat(timespec="seconds"), end.isoformat(timespec="seconds")],
+        "reference": [ref_start.isoformat(timespec="seconds"), start.isoformat(timespec="seconds")],
+        "scopes": scopes,
+        "alarm": any(s["alarm"] for s in scopes.values()),
+        "score": max(s["score"] for s in scopes.values()),
+        "confirmed_captures": confirmed,
+    }
 
 
 def retrain_trigger(report: dict, settings: Settings, confirmed_at_last_retrain: int = 0) -> str | None:

@@ -3,6 +3,7 @@ included), their deployment captures, and the access log's part of an erasure re
 of a leaver must not outlive the removal, and the answer must say what was erased and what was kept
 (the audit rows of who changed the gallery, when).
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -19,8 +20,13 @@ def erase_employee(gate: FaceGate, employee_id: str, *, actor: str | None = None
     with gate.write_lock:
         n = remove(gate.store, employee_id)
         gate.reload()
-    out: dict = {"employee_id": employee_id, "vectors_removed": n, "access_rows_erased": 0, "access_rows_kept": 0,
-                 "captures_erased": 0}
+    out: dict = {
+        "employee_id": employee_id,
+        "vectors_removed": n,
+        "access_rows_erased": 0,
+        "access_rows_kept": 0,
+        "captures_erased": 0,
+    }
     log = gate.access_log
     if log is None:
         return out
@@ -31,10 +37,17 @@ def erase_employee(gate: FaceGate, employee_id: str, *, actor: str | None = None
         out["access_rows_erased"] = log.erase_employee(employee_id)
     else:
         out["access_rows_kept"] = log.count(employee_id=employee_id)
-    gate.audit(actor, "remove", employee_id, vectors_removed=n, access_rows_erased=out["access_rows_erased"],
-               access_rows_kept=out["access_rows_kept"], captures_erased=out["captures_erased"],
-               gallery_version=gate.gallery_version)
-    out["kept"] = ("the audit rows of this employee's enrolment and removal" +
-                   ("" if erase else
-                    f", and {out['access_rows_kept']} decision rows (access_log.erase_on_remove is off)"))
+    gate.audit(
+        actor,
+        "remove",
+        employee_id,
+        vectors_removed=n,
+        access_rows_erased=out["access_rows_erased"],
+        access_rows_kept=out["access_rows_kept"],
+        captures_erased=out["captures_erased"],
+        gallery_version=gate.gallery_version,
+    )
+    out["kept"] = "the audit rows of this employee's enrolment and removal" + (
+        "" if erase else f", and {out['access_rows_kept']} decision rows (access_log.erase_on_remove is off)"
+    )
     return out

@@ -12,6 +12,7 @@ the snapshot (one small file read) and reloads. A gallery made by another model 
 too, so a promotion reaches a running server without a restart; a gallery no model in service can
 read is refused (``gallery_model_mismatch``).
 """
+
 from __future__ import annotations
 
 import threading
@@ -54,10 +55,18 @@ class FaceGate:
     passes one sized to its cores, the default has no limit); enrolment embeds outside the writer lock.
     """
 
-    def __init__(self, settings: Settings | None = None, *, store: EnrolmentStore | None = None,
-                 recognizer: FaceRecognizer | None = None, new_gallery: Callable[[], Gallery] | None = None,
-                 recognizer_for: Callable[[str], FaceRecognizer] | None = None, access_log=None,
-                 inference: InferenceSlots | None = None, pad_model: PadModel | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        store: EnrolmentStore | None = None,
+        recognizer: FaceRecognizer | None = None,
+        new_gallery: Callable[[], Gallery] | None = None,
+        recognizer_for: Callable[[str], FaceRecognizer] | None = None,
+        access_log=None,
+        inference: InferenceSlots | None = None,
+        pad_model: PadModel | None = None,
+    ) -> None:
         self.settings = settings or load_settings()
         self.inference = inference or InferenceSlots(0)  # the API bounds concurrent model runs; 0: no limit
         self._access_log = access_log if access_log is not None else (store is None)
@@ -164,9 +173,13 @@ class FaceGate:
 
     def status(self) -> dict:
         g, r = self.snapshot(), self.recognizer
-        return {"status": "ok", "embedder": f"{r.embedder_name}@{r.embedder_version}",
-                "employees": g.n_employees if g else 0, "tau": g.manifest.tau if g else None,
-                "pad": self.liveness.status()}
+        return {
+            "status": "ok",
+            "embedder": f"{r.embedder_name}@{r.embedder_version}",
+            "employees": g.n_employees if g else 0,
+            "tau": g.manifest.tau if g else None,
+            "pad": self.liveness.status(),
+        }
 
     def employees(self) -> list[dict]:
         g = self.snapshot()
@@ -197,8 +210,15 @@ class FaceGate:
             self._mask_reader = MaskStateReader(self.settings)
         return self._mask_reader.read(pixels, boxes)
 
-    def verify(self, employee_id: str, pixels: np.ndarray, source: str | Path = "photo", *,
-               entrance: str | None = None, actor: str | None = None) -> Verification:
+    def verify(
+        self,
+        employee_id: str,
+        pixels: np.ndarray,
+        source: str | Path = "photo",
+        *,
+        entrance: str | None = None,
+        actor: str | None = None,
+    ) -> Verification:
         """Is this the claimed employee? 1:1 (service/answering.py), an access-log row."""
         return answering.verify(self, employee_id, pixels, source, entrance=entrance, actor=actor)
 
@@ -208,8 +228,7 @@ class FaceGate:
         """The first, empty gallery: calibrated for the model in service."""
         if self._new_gallery is not None:
             return self._new_gallery()
-        return calibrated_gallery(self.recognizer, self.settings, self.store, read_version(),
-                                  compute=False)
+        return calibrated_gallery(self.recognizer, self.settings, self.store, read_version(), compute=False)
 
     def check_name(self, name: str) -> str:
         """A display name: printable, at most ``api.max_name_length`` characters (every adapter's limit)."""
@@ -220,8 +239,16 @@ class FaceGate:
             raise InvalidEmployee("name: control characters are not allowed")
         return name
 
-    def enrol(self, employee_id: str, name: str, photos: Sequence[Photo], replace: bool = False,
-              force: bool = False, *, actor: str | None = None) -> Gallery:
+    def enrol(
+        self,
+        employee_id: str,
+        name: str,
+        photos: Sequence[Photo],
+        replace: bool = False,
+        force: bool = False,
+        *,
+        actor: str | None = None,
+    ) -> Gallery:
         """One employee from one or more photos (one face each): a new gallery version, no retraining.
         A face already enrolled under another id (DuplicateFace) or, under ``pad.mode: enforce``, a photo judged
         a presentation attack (PresentationAttack) is refused unless ``force``."""
@@ -232,17 +259,36 @@ class FaceGate:
         self.refresh()
         recognizer = self.recognizer  # the gallery check under the lock refuses it if a switch came between
         with self.inference():  # the model runs outside the writer lock: writers wait only for each other's I/O
-            embedded = self.liveness.embed_checked(recognizer, list(photos), self.settings.images.max_pixels,
-                                                   force=force)  # pad.mode enforce: an attack photo is refused
+            embedded = self.liveness.embed_checked(
+                recognizer, list(photos), self.settings.images.max_pixels, force=force
+            )  # pad.mode enforce: an attack photo is refused
         with self.write_lock:
             self.refresh()
-            g = enrol(self.store, recognizer, employee_id, name or employee_id, list(photos),
-                      max_pixels=self.settings.images.max_pixels, new_gallery=self.new_gallery,
-                      replace=replace, keep_versions=self.settings.gallery.keep_versions, force=force,
-                      duplicates=self.thresholds.duplicate_rule, embedded=embedded)
+            g = enrol(
+                self.store,
+                recognizer,
+                employee_id,
+                name or employee_id,
+                list(photos),
+                max_pixels=self.settings.images.max_pixels,
+                new_gallery=self.new_gallery,
+                replace=replace,
+                keep_versions=self.settings.gallery.keep_versions,
+                force=force,
+                duplicates=self.thresholds.duplicate_rule,
+                embedded=embedded,
+            )
             self.reload()
-            self.audit(actor, "enrol", employee_id, photos=len(photos), replace=replace, force=force,
-                        gallery_version=self._version, model=self.model_label())
+            self.audit(
+                actor,
+                "enrol",
+                employee_id,
+                photos=len(photos),
+                replace=replace,
+                force=force,
+                gallery_version=self._version,
+                model=self.model_label(),
+            )
         return g
 
     def remove(self, employee_id: str, *, actor: str | None = None) -> int:
@@ -253,17 +299,31 @@ class FaceGate:
         """``remove``, with the access log's part of an erasure request (service/erasure.py)."""
         return erasure.erase_employee(self, employee_id, actor=actor)
 
-    def prepare_gallery(self, model: EmbeddingModel, label: str, data_version: str | None,
-                        heldout: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[FaceRecognizer, Gallery]:
+    def prepare_gallery(
+        self,
+        model: EmbeddingModel,
+        label: str,
+        data_version: str | None,
+        heldout: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> tuple[FaceRecognizer, Gallery]:
         return promotion.prepare_gallery(self, model, label, data_version, heldout)
 
     def rebuild_gallery(self, recognizer: FaceRecognizer | None = None, data_version: str | None = None) -> Gallery:
         return promotion.rebuild_gallery(self, recognizer, data_version)
 
-    def promote(self, recognizer: FaceRecognizer, fresh: Gallery, version: str, reason: str, *,
-                action: str = "promote", actor: str | None = None) -> dict:
+    def promote(
+        self,
+        recognizer: FaceRecognizer,
+        fresh: Gallery,
+        version: str,
+        reason: str,
+        *,
+        action: str = "promote",
+        actor: str | None = None,
+    ) -> dict:
         return promotion.promote(self, recognizer, fresh, version, reason, action=action, actor=actor)
 
-    def switch_champion(self, version: str | None = None, rollback: bool = False, reason: str = "",
-                        data_version: str | None = None) -> dict:
+    def switch_champion(
+        self, version: str | None = None, rollback: bool = False, reason: str = "", data_version: str | None = None
+    ) -> dict:
         return promotion.switch_champion(self, version, rollback, reason, data_version)

@@ -6,6 +6,7 @@ experiment and holds counts and calibration only: no face images, no embeddings.
 ``gallery/`` is asked for, not made here (``facegate.components.lifecycle.gallery_snapshots``): the caller
 decides whether it happens now, in a background worker or in a detached process.
 """
+
 from __future__ import annotations
 
 import csv
@@ -58,8 +59,11 @@ def read_batch(source: Path) -> list[BatchRow]:
     Ids are not checked here: a bad one is that row's error in the report."""
     source = Path(source)
     if source.is_dir():
-        rows = [BatchRow(d.name, d.name, sorted(p for p in d.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES))
-                for d in sorted(source.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+        rows = [
+            BatchRow(d.name, d.name, sorted(p for p in d.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES))
+            for d in sorted(source.iterdir())
+            if d.is_dir() and not d.name.startswith(".")
+        ]
         if not rows:
             raise DatasetError(f"{source}: no <id>/ folders with photos")
         return rows
@@ -87,9 +91,16 @@ def read_batch(source: Path) -> list[BatchRow]:
 
 def gallery_summary(gallery: Gallery, index_version: str | None = None) -> dict:
     m = gallery.manifest
-    return {"employees": gallery.n_employees, "vectors": gallery.n_vectors, "tau": m.tau,
-            "target_far": m.target_far, "achieved_far": m.achieved_far, "achieved_tar": m.achieved_tar,
-            "embedder": f"{m.embedder_name}@{m.embedder_version}", "gallery_index_version": index_version}
+    return {
+        "employees": gallery.n_employees,
+        "vectors": gallery.n_vectors,
+        "tau": m.tau,
+        "target_far": m.target_far,
+        "achieved_far": m.achieved_far,
+        "achieved_tar": m.achieved_tar,
+        "embedder": f"{m.embedder_name}@{m.embedder_version}",
+        "gallery_index_version": index_version,
+    }
 
 
 def log_gallery(gallery: Gallery, index_version: str | None = None, dvc_version: str | None = None) -> dict:
@@ -104,20 +115,35 @@ def log_gallery(gallery: Gallery, index_version: str | None = None, dvc_version:
 def _log_summary(summary: dict, manifest: dict) -> None:
     import mlflow  # heavy: MLflow takes seconds to import; only the paths that track or load models need it
 
-    mlflow.log_metrics({k: float(v) for k, v in summary.items()
-                        if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None})
-    mlflow.set_tags({k: v for k, v in {"embedder_version": manifest["embedder_version"],
-                                       "gallery_index_version": summary.get("gallery_index_version"),
-                                       "gallery_version": summary.get("gallery_data_version")}.items() if v})
+    mlflow.log_metrics(
+        {
+            k: float(v)
+            for k, v in summary.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None
+        }
+    )
+    mlflow.set_tags(
+        {
+            k: v
+            for k, v in {
+                "embedder_version": manifest["embedder_version"],
+                "gallery_index_version": summary.get("gallery_index_version"),
+                "gallery_version": summary.get("gallery_data_version"),
+            }.items()
+            if v
+        }
+    )
     mlflow.log_dict(manifest, "gallery_manifest.json")
 
 
-def record(gate: FaceGate, run_name: str, gallery: Gallery, params: dict | None = None,
-           dvc_version: str | None = None) -> dict:
+def record(
+    gate: FaceGate, run_name: str, gallery: Gallery, params: dict | None = None, dvc_version: str | None = None
+) -> dict:
     """One MLflow run for a change already made (a failed change leaves no run)."""
     index_version = current_version(gate.store.index_dir) if gate.store.exists() else None
-    with tracked_run(gallery_experiment(gate.settings), run_name, params=params,
-                     data_version=data_version.read_version()) as run:
+    with tracked_run(
+        gallery_experiment(gate.settings), run_name, params=params, data_version=data_version.read_version()
+    ) as run:
         summary = log_gallery(gallery, index_version, dvc_version)
     return {**summary, "mlflow_run_id": run.info.run_id}
 
@@ -135,9 +161,14 @@ def record_later(gate: FaceGate, run_name: str, gallery: Gallery, params: dict |
     more than the enrolment itself. A kill before the flush leaves the file for the next flush."""
     index_version = current_version(gate.store.index_dir) if gate.store.exists() else None
     summary = gallery_summary(gallery, index_version)
-    entry = {"experiment": gallery_experiment(gate.settings), "run_name": run_name, "params": params or {},
-             "data_version": data_version.read_version(), "summary": summary,
-             "manifest": gallery.manifest.to_dict()}
+    entry = {
+        "experiment": gallery_experiment(gate.settings),
+        "run_name": run_name,
+        "params": params or {},
+        "data_version": data_version.read_version(),
+        "summary": summary,
+        "manifest": gallery.manifest.to_dict(),
+    }
     folder = pending_records_dir()
     folder.mkdir(parents=True, exist_ok=True)
     name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
@@ -168,16 +199,24 @@ def flush_records() -> list[str]:
         except FileNotFoundError:  # another process took it
             continue
         entry = json.loads(claimed.read_text(encoding="utf-8"))
-        with tracked_run(entry["experiment"], entry["run_name"], params=entry["params"],
-                         data_version=entry["data_version"]) as run:
+        with tracked_run(
+            entry["experiment"], entry["run_name"], params=entry["params"], data_version=entry["data_version"]
+        ) as run:
             _log_summary(entry["summary"], entry["manifest"])
         runs.append(run.info.run_id)
         claimed.unlink()
     return runs
 
 
-def enrol_recorded(gate: FaceGate, employee_id: str, name: str, photo_paths: Sequence[Path | str],
-                   replace: bool = False, force: bool = False, later: bool = False) -> dict:
+def enrol_recorded(
+    gate: FaceGate,
+    employee_id: str,
+    name: str,
+    photo_paths: Sequence[Path | str],
+    replace: bool = False,
+    force: bool = False,
+    later: bool = False,
+) -> dict:
     """Enrol one employee from photo files (``force``: even if the face is enrolled under another id),
     then record the run (``later``: as a pending record, see ``record_later``)."""
     photos = [read_photo(p) for p in photo_paths]
@@ -187,8 +226,13 @@ def enrol_recorded(gate: FaceGate, employee_id: str, name: str, photo_paths: Seq
     return {"employee_id": employee_id, "photos": len(photos), **summary}
 
 
-def enrol_batch(gate: FaceGate, rows: Iterable[BatchRow], replace: bool = False, force: bool = False,
-                on_row: Callable[[dict], None] = lambda row: None) -> dict:
+def enrol_batch(
+    gate: FaceGate,
+    rows: Iterable[BatchRow],
+    replace: bool = False,
+    force: bool = False,
+    on_row: Callable[[dict], None] = lambda row: None,
+) -> dict:
     """Each row enrolled (``force``: even a face that looks already enrolled under another id), or reported:
     a suspected duplicate apart from an error, since the operator decides it (enrol anyway with force,
     or skip a person already enrolled) while an error is the row's to fix. A bad row stops nothing."""
@@ -203,8 +247,14 @@ def enrol_batch(gate: FaceGate, rows: Iterable[BatchRow], replace: bool = False,
             report.append({"employee_id": row.employee_id, "status": "error", "code": exc.code, "message": exc.message})
         on_row(report[-1])
     by = {status: [r for r in report if r["status"] == status] for status in ("ok", "duplicate", "error")}
-    return {"enrolled": len(by["ok"]), "duplicates": len(by["duplicate"]), "failed": len(by["error"]),
-            "suspected_duplicates": by["duplicate"], "errors": by["error"], "rows": report}
+    return {
+        "enrolled": len(by["ok"]),
+        "duplicates": len(by["duplicate"]),
+        "failed": len(by["error"]),
+        "suspected_duplicates": by["duplicate"],
+        "errors": by["error"],
+        "rows": report,
+    }
 
 
 def remove_recorded(gate: FaceGate, employee_id: str) -> dict:

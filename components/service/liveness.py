@@ -11,6 +11,7 @@
 model's stored calibration at ``pad.target_apcer`` (:mod:`facegate.components.pad.calibration`).
 See docs/decisions/pad.md for why ``enforce`` is the default.
 """
+
 from __future__ import annotations
 
 import threading
@@ -75,8 +76,10 @@ class LivenessCheck:
                     try:
                         model = self._model or pad_model_in_service(self.pad)
                         if model.calibration is None:
-                            raise PadUnavailable(f"PAD model {model.name} has no stored calibration: run `facegate "
-                                                 "calibrate-pad` (shipped weights) or `facegate train-pad`")
+                            raise PadUnavailable(
+                                f"PAD model {model.name} has no stored calibration: run `facegate "
+                                "calibrate-pad` (shipped weights) or `facegate train-pad`"
+                            )
                         self._loaded = model, model.calibration.threshold(self.pad.target_apcer)
                     except (FacegateError, ValueError) as exc:
                         self._error = getattr(exc, "message", None) or str(exc)
@@ -93,8 +96,10 @@ class LivenessCheck:
                 raise PadUnavailable(f"pad.mode is enforce and PAD cannot run: {self._error}")
             return [None] * len(boxes)
         model, t = loaded
-        return [Liveness(round(float(s), 6), "live" if s > t else "attack", round(t, 6))
-                for s in model.score_faces(pixels, boxes)]
+        return [
+            Liveness(round(float(s), 6), "live" if s > t else "attack", round(t, 6))
+            for s in model.score_faces(pixels, boxes)
+        ]
 
     def judge_identification(self, result: Identification, live: Sequence[Liveness | None]) -> Identification:
         """Each face with its liveness; under ``enforce`` an attack is not recognised (decision ``attack``)."""
@@ -111,8 +116,9 @@ class LivenessCheck:
             result = replace(result, accepted=False, decision="attack")
         return replace(result, liveness=lv.to_dict() if lv is not None else None)
 
-    def embed_checked(self, recognizer: FaceRecognizer, photos: Sequence[Photo], max_pixels: int, *,
-                      force: bool = False) -> tuple[np.ndarray, list[str]]:
+    def embed_checked(
+        self, recognizer: FaceRecognizer, photos: Sequence[Photo], max_pixels: int, *, force: bool = False
+    ) -> tuple[np.ndarray, list[str]]:
         """``embed_photos`` for enrolment, each photo also judged by PAD: under ``enforce`` an attack photo
         is refused (PresentationAttack) unless ``force``; nothing is stored before every photo passes."""
         embs, digests = [], []
@@ -128,20 +134,32 @@ class LivenessCheck:
 
     def status(self) -> dict:
         """What ``/status`` shows: the mode, the model, its threshold, or why PAD is not running."""
-        out: dict = {"mode": self.pad.mode, "model": self.pad.model, "target_apcer": self.pad.target_apcer,
-                     "available": False, "threshold": None}
+        out: dict = {
+            "mode": self.pad.mode,
+            "model": self.pad.model,
+            "target_apcer": self.pad.target_apcer,
+            "available": False,
+            "threshold": None,
+        }
         if self.pad.mode == "off":
             out["note"] = "PAD is off (pad.mode): printed photos and screens are not checked"
             return out
         loaded = self._load()
         if loaded is None:
             out["error"] = self._error
-            out["note"] = ("every identify and verify is refused (pad_unavailable) until PAD can run"
-                           if self.enforcing else "answers carry no liveness until PAD can run")
+            out["note"] = (
+                "every identify and verify is refused (pad_unavailable) until PAD can run"
+                if self.enforcing
+                else "answers carry no liveness until PAD can run"
+            )
             return out
         model, threshold = loaded
         cal = model.calibration
-        out.update(available=True, threshold=round(threshold, 6), fingerprint=model.fingerprint,
-                   calibration=cal.source if cal else None,
-                   expected_on_calibration=cal.expected(threshold) if cal else None)
+        out.update(
+            available=True,
+            threshold=round(threshold, 6),
+            fingerprint=model.fingerprint,
+            calibration=cal.source if cal else None,
+            expected_on_calibration=cal.expected(threshold) if cal else None,
+        )
         return out

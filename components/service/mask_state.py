@@ -5,6 +5,7 @@ The recognition path finds the faces (any detector); the trained face-mask detec
 detection overlapping it most: ``with_mask``, ``without_mask`` or ``mask_weared_incorrect`` — so the
 operator sees "E123, mask on". Without a trained detector the state is unknown (None), never guessed.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -21,8 +22,13 @@ MIN_IOU = 0.3  # a detection this close to the face box describes that face
 SAY = {"with_mask": "mask on", "without_mask": "no mask", "mask_weared_incorrect": "mask below the nose"}
 
 
-def assign_mask_states(faces: Sequence[FaceBox], boxes: np.ndarray, labels: np.ndarray,
-                       class_names: Sequence[str], min_iou: float = MIN_IOU) -> list[str | None]:
+def assign_mask_states(
+    faces: Sequence[FaceBox],
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    min_iou: float = MIN_IOU,
+) -> list[str | None]:
     """The class of the detection overlapping each face most (None below ``min_iou``)."""
     if not len(faces) or not len(boxes):
         return [None] * len(faces)

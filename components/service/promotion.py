@@ -4,6 +4,7 @@ gallery switched together under the gallery lock, a human's promotion or rollbac
 A new champion means a full re-embed (embeddings of different models are not comparable), so the
 alias and the gallery move as one step; a failure after the alias moved puts it back.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -27,15 +28,21 @@ if TYPE_CHECKING:
     from facegate.components.service.facade import FaceGate
 
 
-def prepare_gallery(gate: FaceGate, model: EmbeddingModel, label: str, data_version: str | None,
-                    heldout: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[FaceRecognizer, Gallery]:
+def prepare_gallery(
+    gate: FaceGate,
+    model: EmbeddingModel,
+    label: str,
+    data_version: str | None,
+    heldout: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[FaceRecognizer, Gallery]:
     """A model's calibrated, still empty gallery: nothing in service changes."""
     recognizer = FaceRecognizer(model, gate.settings, label)
     return recognizer, calibrated_gallery(recognizer, gate.settings, gate.store, data_version, heldout)
 
 
-def rebuild_gallery(gate: FaceGate, recognizer: FaceRecognizer | None = None,
-                    data_version: str | None = None) -> Gallery:
+def rebuild_gallery(
+    gate: FaceGate, recognizer: FaceRecognizer | None = None, data_version: str | None = None
+) -> Gallery:
     """Re-embed every enrolled employee's stored photos with ``recognizer`` (default: the model given to
     the gate, else the registry's champion, asked for here: not the model that made the current
     gallery) into a freshly calibrated gallery: the only way to a gallery after the model changes."""
@@ -48,8 +55,16 @@ def rebuild_gallery(gate: FaceGate, recognizer: FaceRecognizer | None = None,
     return fresh
 
 
-def promote(gate: FaceGate, recognizer: FaceRecognizer, fresh: Gallery, version: str, reason: str, *,
-            action: str = "promote", actor: str | None = None) -> dict:
+def promote(
+    gate: FaceGate,
+    recognizer: FaceRecognizer,
+    fresh: Gallery,
+    version: str,
+    reason: str,
+    *,
+    action: str = "promote",
+    actor: str | None = None,
+) -> dict:
     """Under the gallery lock: re-embed every enrolled employee, move ``champion``, switch the gallery.
 
     Re-embedding comes first (a bad stored photo fails here, before anything moves); if the gallery
@@ -66,14 +81,31 @@ def promote(gate: FaceGate, recognizer: FaceRecognizer, fresh: Gallery, version:
             raise
         service_recognizer.cache_clear()  # this process now serves the new champion
         gate.serve(recognizer)
-        gate.audit(actor, action, None, version=version, previous=previous, reason=reason,
-                   gallery_version=gate.gallery_version, employees=fresh.n_employees)
-    return {"previous_champion": previous, "champion": version, "gallery_index_version": path.name,
-            "employees": fresh.n_employees}
+        gate.audit(
+            actor,
+            action,
+            None,
+            version=version,
+            previous=previous,
+            reason=reason,
+            gallery_version=gate.gallery_version,
+            employees=fresh.n_employees,
+        )
+    return {
+        "previous_champion": previous,
+        "champion": version,
+        "gallery_index_version": path.name,
+        "employees": fresh.n_employees,
+    }
 
 
-def switch_champion(gate: FaceGate, version: str | None = None, rollback: bool = False, reason: str = "",
-                    data_version: str | None = None) -> dict:
+def switch_champion(
+    gate: FaceGate,
+    version: str | None = None,
+    rollback: bool = False,
+    reason: str = "",
+    data_version: str | None = None,
+) -> dict:
     """A human's promotion (``version``) or rollback: the model and its re-embedded gallery move
     together. No gate: the operator decides."""
     name = gate.settings.registry.embedder_model
@@ -91,5 +123,4 @@ def switch_champion(gate: FaceGate, version: str | None = None, rollback: bool =
     promoted = gate.promote(recognizer, fresh, target.version, why, action="rollback" if rollback else "promote")
     if rollback and current is not None:
         registry.mark_rolled_back(name, current.version, why)
-    return {**promoted, "reason": why, "previous": current.version if current else None,
-            "tau": fresh.manifest.tau}
+    return {**promoted, "reason": why, "previous": current.version if current else None, "tau": fresh.manifest.tau}

@@ -4,6 +4,7 @@ gallery version and its thresholds, the last retraining run and its gate decisio
 Read from the service object and the MLflow store; a part that cannot be read (no tracking store yet,
 a server down) says why instead of failing the page.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -19,23 +20,38 @@ LOCAL_MLFLOW_UI = "http://127.0.0.1:5000"  # where `facegate ui` serves the loca
 def gallery_report(gate) -> dict[str, Any]:  # noqa: ANN001 - a FaceGate
     status = gate.status()
     g = gate.snapshot()
-    out: dict[str, Any] = {"embedder": status["embedder"], "employees": status["employees"], "gallery_version": None,
-                           "tau_1to1": None, "target_far": gate.settings.gallery.target_far,
-                           "target_fpir": gate.settings.gallery.target_fpir, "tau_identify": None}
+    out: dict[str, Any] = {
+        "embedder": status["embedder"],
+        "employees": status["employees"],
+        "gallery_version": None,
+        "tau_1to1": None,
+        "target_far": gate.settings.gallery.target_far,
+        "target_fpir": gate.settings.gallery.target_fpir,
+        "tau_identify": None,
+    }
     if g is not None:
         m = g.manifest
-        out.update(gallery_version=gate._version, tau_1to1=round(gate.verify_tau(g), 6), target_far=m.target_far,
-                   achieved_far=m.achieved_far, achieved_tar=m.achieved_tar, vectors=g.n_vectors,
-                   data_version=m.data_version,
-                   tau_identify=round(gate.identify_tau(g, gate.settings.gallery.target_fpir), 6))
+        out.update(
+            gallery_version=gate._version,
+            tau_1to1=round(gate.verify_tau(g), 6),
+            target_far=m.target_far,
+            achieved_far=m.achieved_far,
+            achieved_tar=m.achieved_tar,
+            vectors=g.n_vectors,
+            data_version=m.data_version,
+            tau_identify=round(gate.identify_tau(g, gate.settings.gallery.target_fpir), 6),
+        )
     return out
 
 
 def model_report(settings) -> dict[str, Any]:  # noqa: ANN001 - Settings
     """The champion (version, metrics, MLflow run) and the last retraining run's gate decision."""
     if not tracking_store_exists():
-        return {"champion": None, "last_retrain": None,
-                "note": "no MLflow store yet: the pretrained model is in service, no retraining has run"}
+        return {
+            "champion": None,
+            "last_retrain": None,
+            "note": "no MLflow store yet: the pretrained model is in service, no retraining has run",
+        }
     out: dict[str, Any] = {}
     try:
         champ = registry.champion(settings.registry.embedder_model)
@@ -44,8 +60,9 @@ def model_report(settings) -> dict[str, Any]:  # noqa: ANN001 - Settings
             import mlflow  # heavy: MLflow takes seconds to import; only the paths that track or load models need it
 
             run = mlflow.get_run(champ.run_id)
-            out["champion"]["run_metrics"] = {k: round(v, 5) for k, v in sorted(run.data.metrics.items())
-                                              if k.startswith("val_")}
+            out["champion"]["run_metrics"] = {
+                k: round(v, 5) for k, v in sorted(run.data.metrics.items()) if k.startswith("val_")
+            }
             out["champion"]["experiment_id"] = run.info.experiment_id
             out["champion"]["explain"] = explain_link(run)
         out["detector_explain"] = detector_explain(settings)
@@ -84,14 +101,21 @@ def last_retrain(settings) -> dict[str, Any] | None:  # noqa: ANN001 - Settings
     exp = mlflow.get_experiment_by_name(experiment_name(settings))
     if exp is None:
         return None
-    for run in mlflow.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=50,
-                                  output_format="list"):
+    for run in mlflow.search_runs(
+        [exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=50, output_format="list"
+    ):
         if "mlflow.parentRunId" in run.data.tags:
             continue
         m, t = run.data.metrics, run.data.tags
-        return {"run_id": run.info.run_id, "status": run.info.status, "experiment_id": exp.experiment_id,
-                "started": run.info.start_time,
-                "promoted": bool(m.get("gate_promoted")) if "gate_promoted" in m else None,
-                "gate_delta": m.get("gate_delta"), "gate_reason": t.get("gate_reason"),
-                "failed_stage": t.get("failed_stage"), "champion_version": t.get("champion_version")}
+        return {
+            "run_id": run.info.run_id,
+            "status": run.info.status,
+            "experiment_id": exp.experiment_id,
+            "started": run.info.start_time,
+            "promoted": bool(m.get("gate_promoted")) if "gate_promoted" in m else None,
+            "gate_delta": m.get("gate_delta"),
+            "gate_reason": t.get("gate_reason"),
+            "failed_stage": t.get("failed_stage"),
+            "champion_version": t.get("champion_version"),
+        }
     return None

@@ -17,6 +17,7 @@ camera sees (its lighting, its angle, the masks of winter). An operator-confirme
   employee with m templates offers a stranger m correlated chances: the achieved FPIR can rise with m,
   at most as if the gallery had ``n_vectors`` employees (docs/decisions/templates.md).
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -81,7 +82,7 @@ def update_templates(gate: FaceGate, employee_id: str | None = None, *, actor: s
             if not len(rows):
                 continue  # a confirmed capture of someone no longer enrolled waits for a re-enrolment
             photos = [r for r in rows if not str(side["photo"].iloc[r]).startswith(CAPTURE_PREFIX)]
-            before = sorted(int(str(side["photo"].iloc[r])[len(CAPTURE_PREFIX):]) for r in rows if r not in photos)
+            before = sorted(int(str(side["photo"].iloc[r])[len(CAPTURE_PREFIX) :]) for r in rows if r not in photos)
             usable, embs = _embeddings(gate, confirmed)
             picked = farthest_point(vectors[photos], embs, limit - len(photos))
             after = sorted(usable[i].id for i in picked)
@@ -89,12 +90,18 @@ def update_templates(gate: FaceGate, employee_id: str | None = None, *, actor: s
             if after == before:
                 continue
             order = sorted(picked, key=lambda i: usable[i].id)
-            g.replace(eid, str(side["name"].iloc[rows[0]]),
-                      np.concatenate([vectors[photos], embs[order]]) if order else vectors[photos],
-                      [str(side["photo"].iloc[r]) for r in photos] + [f"{CAPTURE_PREFIX}{usable[i].id}" for i in order])
-            changes[eid] = {"templates": after, "added": sorted(set(after) - set(before)),
-                            "removed": sorted(set(before) - set(after)),
-                            "skipped_other_model": len(confirmed) - len(usable)}
+            g.replace(
+                eid,
+                str(side["name"].iloc[rows[0]]),
+                np.concatenate([vectors[photos], embs[order]]) if order else vectors[photos],
+                [str(side["photo"].iloc[r]) for r in photos] + [f"{CAPTURE_PREFIX}{usable[i].id}" for i in order],
+            )
+            changes[eid] = {
+                "templates": after,
+                "added": sorted(set(after) - set(before)),
+                "removed": sorted(set(before) - set(after)),
+                "skipped_other_model": len(confirmed) - len(usable),
+            }
         if changes:
             g.save(gate.store.index_dir, keep=gate.settings.gallery.keep_versions)
     if changes:

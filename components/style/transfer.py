@@ -10,6 +10,7 @@ Inputs go through the one image loader (a missing or corrupt file is its typed e
 and an image smaller than the stride of the deepest layer used is refused by name: that layer would see
 less than one cell of it. No Prefect here: ``flows/style.py`` wraps this.
 """
+
 from __future__ import annotations
 
 import time
@@ -50,6 +51,7 @@ __all__ = [
 
 
 # --- the costs, as the course writes them -------------------------------------------------------------
+
 
 def _chw(a: Tensor) -> Tensor:
     """One image's activations as n_C x n_H x n_W (a batch of one is accepted)."""
@@ -102,8 +104,7 @@ def layer_style_cost(a_S: Tensor, a_G: Tensor) -> Tensor:
 
 def style_cost(a_S: Mapping[str, Tensor], a_G: Mapping[str, Tensor], weights: Mapping[str, float]) -> Tensor:
     """J_style(S, G) = sum_l lambda[l] * J_style[l](S, G), over the layers named in ``weights``."""
-    return sum((w * layer_style_cost(a_S[name], a_G[name]) for name, w in weights.items()),
-               start=torch.zeros(()))
+    return sum((w * layer_style_cost(a_S[name], a_G[name]) for name, w in weights.items()), start=torch.zeros(()))
 
 
 def total_cost(J_content: Tensor, J_style: Tensor, alpha: float, beta: float) -> Tensor:
@@ -112,6 +113,7 @@ def total_cost(J_content: Tensor, J_style: Tensor, alpha: float, beta: float) ->
 
 
 # --- configuration ------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class StyleConfig:
@@ -150,6 +152,7 @@ def config_from_settings(style, **overrides) -> StyleConfig:
 
 # --- features -----------------------------------------------------------------------------------------
 
+
 class StyleFeatures(nn.Module):
     """The frozen MobileNetV2 trunk, cut after the deepest named layer, returning ``{layer: activation}``.
 
@@ -165,8 +168,10 @@ class StyleFeatures(nn.Module):
         modules = dict(network.named_modules())
         for name in layers:
             if not name.startswith("features.") or name not in modules:
-                raise SettingsError(f"style: unknown layer {name!r}; MobileNetV2 layers are features.0 .. "
-                                    f"features.18 and their submodules (e.g. features.4.conv.0)")
+                raise SettingsError(
+                    f"style: unknown layer {name!r}; MobileNetV2 layers are features.0 .. "
+                    f"features.18 and their submodules (e.g. features.4.conv.0)"
+                )
         self.layers = tuple(layers)
         deepest = max(int(name.split(".")[1]) for name in self.layers)
         self.trunk = network.features[: deepest + 1]
@@ -187,6 +192,7 @@ class StyleFeatures(nn.Module):
     def _capture(self, name: str):
         def hook(_module, _inputs, output):
             self._captured[name] = output
+
         return hook
 
     def _measure_strides(self) -> dict[str, int]:
@@ -213,6 +219,7 @@ class StyleFeatures(nn.Module):
 
 # --- inputs -------------------------------------------------------------------------------------------
 
+
 def _to_tensor(pixels: np.ndarray) -> Tensor:
     return torch.from_numpy(np.array(pixels, dtype=np.float32)).permute(2, 0, 1)[None].div_(255.0).contiguous()
 
@@ -220,8 +227,11 @@ def _to_tensor(pixels: np.ndarray) -> Tensor:
 def _check_side(pixels: np.ndarray, name: str | Path, min_side: int, what: str) -> None:
     h, w = pixels.shape[:2]
     if min(h, w) < min_side:
-        raise ImageTooSmallForStyle(name, f"{w}x{h} {what} is too small for style transfer: both sides must be "
-                                          f">= {min_side} px, the stride of the deepest feature layer used")
+        raise ImageTooSmallForStyle(
+            name,
+            f"{w}x{h} {what} is too small for style transfer: both sides must be "
+            f">= {min_side} px, the stride of the deepest feature layer used",
+        )
 
 
 def _resize(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -239,7 +249,7 @@ def _cover(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     sw, sh = max(w, round(iw * scale)), max(h, round(ih * scale))
     big = _resize(pixels, (sw, sh))
     top, left = (sh - h) // 2, (sw - w) // 2
-    return big[top:top + h, left:left + w]
+    return big[top : top + h, left : left + w]
 
 
 def prepare_content(pixels: np.ndarray, image_size: int) -> np.ndarray:
@@ -253,18 +263,24 @@ def centre_square(pixels: np.ndarray) -> np.ndarray:
     h, w = pixels.shape[:2]
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
-    return pixels[top:top + side, left:left + side]
+    return pixels[top : top + side, left : left + side]
 
 
-def load_style_inputs(content: str | Path | np.ndarray, style: str | Path | np.ndarray, image_size: int,
-                      min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS,
-                      square: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def load_style_inputs(
+    content: str | Path | np.ndarray,
+    style: str | Path | np.ndarray,
+    image_size: int,
+    min_side: int,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    square: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
     """C (longer side ``image_size``) and S (scaled and centre-cropped to C's size), uint8 H x W x 3.
 
     Paths go through the one image loader; arrays are taken as decoded RGB. Either image with a side
     under ``min_side`` (before or after resizing) raises ImageTooSmallForStyle naming it. ``square``
     centre-crops C to a square first (the benchmark's image_size x image_size case).
     """
+
     def read(src, label):
         if isinstance(src, np.ndarray):
             return src, f"<{label} array>"
@@ -281,6 +297,7 @@ def load_style_inputs(content: str | Path | np.ndarray, style: str | Path | np.n
 
 
 # --- the optimisation ---------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class StyleStep:
@@ -339,8 +356,13 @@ def _optimizer(G: Tensor, cfg: StyleConfig) -> torch.optim.Optimizer:
     raise SettingsError(f"style.optimizer: expected adam or lbfgs, got {cfg.optimizer!r}")
 
 
-def stylize(content: np.ndarray, style: np.ndarray, cfg: StyleConfig, features: StyleFeatures | None = None,
-            on_step: Callable[[StyleStep], None] | None = None) -> StyleResult:
+def stylize(
+    content: np.ndarray,
+    style: np.ndarray,
+    cfg: StyleConfig,
+    features: StyleFeatures | None = None,
+    on_step: Callable[[StyleStep], None] | None = None,
+) -> StyleResult:
     """Generate G from C (uint8 H x W x 3) and S (same size) by gradient descent on G's pixels.
 
     Pixels stay in [0, 1]: G is clamped after every step. ``on_step`` sees each iteration's costs
@@ -360,8 +382,9 @@ def stylize(content: np.ndarray, style: np.ndarray, cfg: StyleConfig, features: 
     def costs(G: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         a_G = features(G)
         J_content = content_cost(a_C, a_G[cfg.content_layer])
-        J_style = sum((w * _style_cost_from_gram(grams_S[name], a_G[name]) for name, w in weights.items()),
-                      start=torch.zeros(()))
+        J_style = sum(
+            (w * _style_cost_from_gram(grams_S[name], a_G[name]) for name, w in weights.items()), start=torch.zeros(())
+        )
         return J_content, J_style, total_cost(J_content, J_style, cfg.alpha, cfg.beta)
 
     G = initial_image(C, cfg).requires_grad_(True)
@@ -401,7 +424,7 @@ def side_by_side(images: Sequence[np.ndarray], height: int = 256, gap: int = 6) 
     canvas = np.full((height, width, 3), 255, dtype=np.uint8)
     x = 0
     for im in scaled:
-        canvas[:, x:x + im.shape[1]] = im
+        canvas[:, x : x + im.shape[1]] = im
         x += im.shape[1] + gap
     return canvas
 
@@ -449,9 +472,13 @@ def plot_cost_curve(curve: Sequence[StyleStep], alpha: float, beta: float, out: 
     return out
 
 
-def run_benchmark(content: str | Path, style: str | Path, cfg: StyleConfig, max_pixels: int = DEFAULT_MAX_PIXELS,
-                  on_step: Callable[[StyleStep], None] | None = None
-                  ) -> tuple[dict, StyleResult, np.ndarray, np.ndarray]:
+def run_benchmark(
+    content: str | Path,
+    style: str | Path,
+    cfg: StyleConfig,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    on_step: Callable[[StyleStep], None] | None = None,
+) -> tuple[dict, StyleResult, np.ndarray, np.ndarray]:
     """The issue's case: a square C of ``image_size`` from ``content``, S from ``style``.
 
     ``seconds`` is the wall time of everything the stylisation itself needs (loading the network and
@@ -469,7 +496,8 @@ def run_benchmark(content: str | Path, style: str | Path, cfg: StyleConfig, max_
         "style_cost_output": result.style_cost_output,
         "style_cost_content": result.style_cost_content,
         "style_cost_ratio": result.style_cost_content / result.style_cost_output
-        if result.style_cost_output > 0 else float("inf"),
+        if result.style_cost_output > 0
+        else float("inf"),
         "content_cost_output": result.curve[-1].content,
         "seconds": seconds,
         "optimise_seconds": result.seconds,

@@ -11,6 +11,7 @@ turnstile does not pay scrypt on every frame; a removed account stops working at
 Console sessions are cookies signed with a secret kept in the state folder (mode 600), carrying the
 account name and expiring after ``console.session_hours``; the account is looked up on every request.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -41,7 +42,7 @@ PERMISSIONS = {
 }
 LEGACY_NAME = "api-key"
 ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")
-SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1}
+SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 KEY_CACHE_S = 60.0
 
 
@@ -68,8 +69,9 @@ class Principal:
         return permission in PERMISSIONS.get(self.role, ())
 
 
-def hash_secret(secret: str, salt: bytes | None = None, n: int = SCRYPT["n"], r: int = SCRYPT["r"],
-                p: int = SCRYPT["p"]) -> str:
+def hash_secret(
+    secret: str, salt: bytes | None = None, n: int = SCRYPT["n"], r: int = SCRYPT["r"], p: int = SCRYPT["p"]
+) -> str:
     salt = salt or os.urandom(16)
     digest = hashlib.scrypt(secret.encode(), salt=salt, n=n, r=r, p=p, dklen=32)
     return f"scrypt${n}${r}${p}${salt.hex()}${digest.hex()}"
@@ -172,8 +174,10 @@ class Accounts:
         if self.engine is None:
             return []
         with Session(self.engine) as s:
-            return [{"name": a.name, "role": a.role, "created_at": a.created_at.isoformat(timespec="seconds")}
-                    for a in s.scalars(select(Account).order_by(Account.name))]
+            return [
+                {"name": a.name, "role": a.role, "created_at": a.created_at.isoformat(timespec="seconds")}
+                for a in s.scalars(select(Account).order_by(Account.name))
+            ]
 
     def role_of(self, name: str) -> str | None:
         if name == LEGACY_NAME and self.legacy_key:
@@ -189,8 +193,11 @@ class Accounts:
     def login(self, name: str, secret: str) -> Principal | None:
         """The account whose name and secret these are, or None (a slow scrypt either way)."""
         if name == LEGACY_NAME:
-            return Principal(LEGACY_NAME, "operator") if self.legacy_key and hmac.compare_digest(
-                secret.encode(), self.legacy_key) else None
+            return (
+                Principal(LEGACY_NAME, "operator")
+                if self.legacy_key and hmac.compare_digest(secret.encode(), self.legacy_key)
+                else None
+            )
         if self.engine is None:
             return None
         with Session(self.engine) as s:

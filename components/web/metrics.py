@@ -4,6 +4,7 @@ One registry per app (not the process-global one), so two apps in one process (t
 collide. Requests are counted by route template (``/employees/{employee_id}``, never the raw path:
 the series stay few), decisions by kind and outcome; the gallery's size is read when scraped.
 """
+
 from __future__ import annotations
 
 import time
@@ -23,29 +24,53 @@ class ServiceMetrics:
     def __init__(self, gallery_size: Callable[[], tuple[int, int]] | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("facegate_requests", "HTTP requests answered", ["route", "method", "status"],
-                                registry=r)
-        self.latency = Histogram("facegate_request_duration_seconds", "time to answer a request, by route",
-                                 ["route", "method"], buckets=LATENCY_BUCKETS, registry=r)
-        self.decisions = Counter("facegate_decisions", "identify faces and verify answers, by outcome",
-                                 ["kind", "outcome"], registry=r)
-        self.attacks = Counter("facegate_presentation_attacks", "faces judged a presentation attack (printed "
-                               "photo, screen), by kind and pad.mode (enforce: refused, flag: only flagged)",
-                               ["kind", "mode"], registry=r)
-        self.decision_paths = Counter("facegate_decision_paths", "identify faces and verify answers, by the "
-                                      "cascade pass that decided them (cheap | full)", ["kind", "path"], registry=r)
+        self.requests = Counter(
+            "facegate_requests", "HTTP requests answered", ["route", "method", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "facegate_request_duration_seconds",
+            "time to answer a request, by route",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.decisions = Counter(
+            "facegate_decisions", "identify faces and verify answers, by outcome", ["kind", "outcome"], registry=r
+        )
+        self.attacks = Counter(
+            "facegate_presentation_attacks",
+            "faces judged a presentation attack (printed "
+            "photo, screen), by kind and pad.mode (enforce: refused, flag: only flagged)",
+            ["kind", "mode"],
+            registry=r,
+        )
+        self.decision_paths = Counter(
+            "facegate_decision_paths",
+            "identify faces and verify answers, by the cascade pass that decided them (cheap | full)",
+            ["kind", "path"],
+            registry=r,
+        )
         self.gallery_changes = Counter("facegate_gallery_changes", "enrolments and removals", ["action"], registry=r)
         self.logins = Counter("facegate_logins", "console logins", ["result"], registry=r)
         self.employees = Gauge("facegate_gallery_employees", "employees in the gallery in service", registry=r)
         self.vectors = Gauge("facegate_gallery_vectors", "vectors in the gallery in service", registry=r)
         self._gallery_size = gallery_size
         # the drift flow's last report (flows/drift.py writes the state dir's drift.json), read when scraped
-        self.drift_score = Gauge("facegate_drift_score", "drift score of the last drift check (largest PSI, or a "
-                                 "share's change x 2.5), by entrance (all: overall)", ["scope"], registry=r)
-        self.drift_alarm = Gauge("facegate_drift_alarm", "1 when the last drift check crossed retrain.trigger_drift",
-                                 ["scope"], registry=r)
-        self.drift_psi = Gauge("facegate_drift_psi", "PSI of a signal (distance, face_px, sharpness), last window "
-                               "against the reference", ["scope", "signal"], registry=r)
+        self.drift_score = Gauge(
+            "facegate_drift_score",
+            "drift score of the last drift check (largest PSI, or a share's change x 2.5), by entrance (all: overall)",
+            ["scope"],
+            registry=r,
+        )
+        self.drift_alarm = Gauge(
+            "facegate_drift_alarm", "1 when the last drift check crossed retrain.trigger_drift", ["scope"], registry=r
+        )
+        self.drift_psi = Gauge(
+            "facegate_drift_psi",
+            "PSI of a signal (distance, face_px, sharpness), last window against the reference",
+            ["scope", "signal"],
+            registry=r,
+        )
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()
@@ -100,6 +125,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, counted_send)
         finally:
             route = scope.get("route")
-            path = getattr(route, "path", None) or ("static" if scope.get("path", "").startswith("/console/static/")
-                                                    else "other")
+            path = getattr(route, "path", None) or (
+                "static" if scope.get("path", "").startswith("/console/static/") else "other"
+            )
             self.metrics.observe(path, scope.get("method", "GET"), status["code"], time.perf_counter() - t0)

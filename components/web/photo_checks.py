@@ -6,6 +6,7 @@ soon as it is chosen, and add what makes a poor template: a face too small (shor
 ``console.min_face_px``) or blurred (variance of the Laplacian of the face, scaled to 112 px, under
 ``console.min_sharpness``). Nothing is stored.
 """
+
 from __future__ import annotations
 
 import io
@@ -55,11 +56,13 @@ def check_photo(gate, photo: Photo) -> dict:  # noqa: ANN001 - a FaceGate
     sharp = round(sharpness(gray), 1) if gray is not None and gray.size else 0.0
     out.update(box=b.as_list(), face_px=side, sharpness=sharp)
     if side < settings.console.min_face_px:
-        out["problems"].append(f"face_too_small: {photo.name}: the face is {side} px, at least "
-                               f"{settings.console.min_face_px} px needed")
+        out["problems"].append(
+            f"face_too_small: {photo.name}: the face is {side} px, at least {settings.console.min_face_px} px needed"
+        )
     if sharp < settings.console.min_sharpness:
-        out["problems"].append(f"face_blurred: {photo.name}: sharpness {sharp}, at least "
-                               f"{settings.console.min_sharpness} needed")
+        out["problems"].append(
+            f"face_blurred: {photo.name}: sharpness {sharp}, at least {settings.console.min_sharpness} needed"
+        )
     out["ok"] = not out["problems"]
     return out
 

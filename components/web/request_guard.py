@@ -12,6 +12,7 @@ the guard asks that instead of comparing one key, and leaves the principal in th
 (``PRINCIPAL_SCOPE_KEY``) for the routes' role checks; ``public_when(scope)`` makes a path public
 conditionally (``/metrics`` on loopback).
 """
+
 from __future__ import annotations
 
 import hmac
@@ -42,9 +43,17 @@ def error_json(exc: FacegateError) -> bytes:
 
 async def send_error(send: Send, exc: FacegateError) -> None:
     body = error_json(exc)
-    await send({"type": "http.response.start", "status": exc.http_status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": exc.http_status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -68,10 +77,17 @@ class RequestGuard:
     ``public_paths`` (exact) and ``public_prefixes`` need no key (liveness, the API's own docs).
     """
 
-    def __init__(self, app: ASGIApp, *, key: str | bytes | None = None, max_body_bytes: int,
-                 public_paths: Iterable[str] = (), public_prefixes: Iterable[str] = (),
-                 authenticate: Callable[[Scope], Any] | None = None,
-                 public_when: Callable[[Scope], bool] | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        key: str | bytes | None = None,
+        max_body_bytes: int,
+        public_paths: Iterable[str] = (),
+        public_prefixes: Iterable[str] = (),
+        authenticate: Callable[[Scope], Any] | None = None,
+        public_when: Callable[[Scope], bool] | None = None,
+    ) -> None:
         if key is None and authenticate is None:
             raise ValueError("RequestGuard needs a key or an authenticate callable")
         self.app = app

@@ -3,6 +3,7 @@
 An account's secret is printed once, at creation, and stored only as a scrypt hash; it is the console
 password and, as ``NAME.SECRET``, the account's ``X-API-Key``.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,7 @@ import typer
 from facegate.cli.output import friendly
 
 accounts_app = typer.Typer(no_args_is_help=True, help="Console accounts and scoped API keys: add, list, remove.")
-access_log_app = typer.Typer(no_args_is_help=True,
-                             help="The access log: recent decisions and gallery changes, purge.")
+access_log_app = typer.Typer(no_args_is_help=True, help="The access log: recent decisions and gallery changes, purge.")
 
 
 def _log():
@@ -38,13 +38,25 @@ def _actor() -> str:
 
 @accounts_app.command("add")
 @friendly
-def accounts_add(name: Annotated[str, typer.Argument(help="account name (letters, digits, _ . -)")],
-                 role: Annotated[str, typer.Option(help="operator | viewer | turnstile")] = "viewer") -> None:
+def accounts_add(
+    name: Annotated[str, typer.Argument(help="account name (letters, digits, _ . -)")],
+    role: Annotated[str, typer.Option(help="operator | viewer | turnstile")] = "viewer",
+) -> None:
     """Create an account; its secret is printed once (the console password; API key NAME.SECRET)."""
     secret = _accounts().add(name, role)
     _log().audit(_actor(), "account_add", None, account=name, role=role)
-    typer.echo(json.dumps({"name": name, "role": role, "secret": secret, "api_key": f"{name}.{secret}",
-                           "note": "shown once: store it now"}, indent=2))
+    typer.echo(
+        json.dumps(
+            {
+                "name": name,
+                "role": role,
+                "secret": secret,
+                "api_key": f"{name}.{secret}",
+                "note": "shown once: store it now",
+            },
+            indent=2,
+        )
+    )
 
 
 @accounts_app.command("list")
@@ -74,8 +86,11 @@ def access_log_show(
     from facegate.components.service.access_log import DecisionFilter  # heavy: SQLAlchemy, ~0.2 s
 
     log = _log()
-    rows = (log.audit_events(employee_id, limit) if audit
-            else log.decisions(DecisionFilter(employee_id=employee_id, limit=limit)))
+    rows = (
+        log.audit_events(employee_id, limit)
+        if audit
+        else log.decisions(DecisionFilter(employee_id=employee_id, limit=limit))
+    )
     typer.echo(json.dumps(rows, indent=2, default=str))
 
 

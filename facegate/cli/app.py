@@ -7,6 +7,7 @@ server, a few seconds each; Prefect flows remain for the chain, batch enrolment 
 The commands live in modules by what the operator or engineer does (``recognition``, ``gallery``,
 ``training``, ``models``, ``explain``, ``data``, ``bench``, ``serve``, ``images``, ``accounts``); this module puts
 them on the root app in the order `facegate --help` lists them."""
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -21,8 +22,12 @@ from facegate.cli.gallery import gallery_app
 from facegate.cli.output import DEBUG
 from facegate.components.core.paths import configure_environment
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="facegate: face-recognition entrance and the MLOps around it.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="facegate: face-recognition entrance and the MLOps around it.",
+)
 
 
 @app.callback()
@@ -32,9 +37,20 @@ def _global_options(
     DEBUG["tracebacks"] = debug
 
 
-for command in (data.weights, data.ingest, data.validate, training.demo, training.retrain, training.train,
-                training.schedule, serve.ui, recognition.enroll, recognition.remove, recognition.identify,
-                images.detect):
+for command in (
+    data.weights,
+    data.ingest,
+    data.validate,
+    training.demo,
+    training.retrain,
+    training.train,
+    training.schedule,
+    serve.ui,
+    recognition.enroll,
+    recognition.remove,
+    recognition.identify,
+    images.detect,
+):
     app.command()(command)
 app.command("train-detector")(training.train_detector)
 app.command("train-pad")(training.train_pad)

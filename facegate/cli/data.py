@@ -1,5 +1,6 @@
 """What the system reads, checked and versioned: the pretrained weights, the ingested datasets
 (`ingest`, `validate`) and their DVC version (`facegate data version|push|pull`)."""
+
 from __future__ import annotations
 
 import typer
@@ -25,9 +26,13 @@ def ingest(dataset: DatasetOpt = None, limit: LimitOpt = None) -> None:
     from facegate.flows.data import ingest_flow  # heavy: Prefect, GX and MLflow load in seconds
 
     result = ingest_flow(datasets=dataset, limit=limit)
-    print_json({"data_version": result["data_version"],
-                "datasets": [{k: v for k, v in s.items() if k != "quarantine"} for s in result["datasets"]],
-                "quarantined": [q for s in result["datasets"] for q in s["quarantine"]]})
+    print_json(
+        {
+            "data_version": result["data_version"],
+            "datasets": [{k: v for k, v in s.items() if k != "quarantine"} for s in result["datasets"]],
+            "quarantined": [q for s in result["datasets"] for q in s["quarantine"]],
+        }
+    )
 
 
 @friendly
@@ -36,8 +41,10 @@ def validate(dataset: DatasetOpt = None) -> None:
     from facegate.flows.data import validate_flow  # heavy: Prefect, GX and MLflow load in seconds
 
     for r in validate_flow(datasets=dataset):
-        typer.echo(f"{r['dataset']}: passed ({r['expectations']} expectations, "
-                   f"{len(r['quarantined'])} quarantined; Data Docs in MLflow)")
+        typer.echo(
+            f"{r['dataset']}: passed ({r['expectations']} expectations, "
+            f"{len(r['quarantined'])} quarantined; Data Docs in MLflow)"
+        )
 
 
 @data_app.command("version")

@@ -1,5 +1,6 @@
 """What the operator does to the gallery as a whole: `facegate gallery build|snapshot|show` (re-embed
 everyone, version gallery/ with DVC, look at what is enrolled)."""
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -25,8 +26,9 @@ def gallery_build() -> None:
 @gallery_app.command("snapshot")
 @friendly
 def gallery_snapshot(
-    pending: Annotated[bool, typer.Option("--pending", help="only if a write asked for one (what the "
-                                                                "background process runs)")] = False,
+    pending: Annotated[
+        bool, typer.Option("--pending", help="only if a write asked for one (what the background process runs)")
+    ] = False,
 ) -> None:
     """Version gallery/ with DVC now (`dvc add gallery` + push): gallery.dvc matches gallery/ after it."""
     from facegate.components.lifecycle import gallery_snapshots  # heavy: FAISS and numpy, ~0.7 s

@@ -1,5 +1,6 @@
 """The other models, on one image the user names: face-mask detection (`detect`) and neural style
 transfer (`stylize`). Each writes its picture only where --out says."""
+
 from __future__ import annotations
 
 import os
@@ -30,9 +31,14 @@ def stylize(
     style: Annotated[Path, typer.Argument(help="style image S (how it looks)")],
     out: Annotated[Path, typer.Option(help="write G here (.jpg or .png)")],
     iterations: Annotated[int | None, typer.Option(help="override style.iterations")] = None,
-    log_images: Annotated[bool | None, typer.Option(
-        "--log-images/--no-log-images", help="content, style and output in MLflow "
-        "(default: params style.log_images, off: a face photo is biometric data)")] = None,
+    log_images: Annotated[
+        bool | None,
+        typer.Option(
+            "--log-images/--no-log-images",
+            help="content, style and output in MLflow "
+            "(default: params style.log_images, off: a face photo is biometric data)",
+        ),
+    ] = None,
 ) -> None:
     """Neural style transfer (Gatys et al.): G keeps C's content and takes S's style; costs in MLflow."""
     from facegate.flows.style import check_inputs, stylize_flow  # heavy: Prefect, MLflow and torch load in seconds

@@ -1,5 +1,6 @@
 """The `facegate` console script (``facegate.cli.main:main``) and ``python -m facegate.cli.main``, which
 subprocesses and tests run: both stay here while the commands live in the modules ``app`` assembles."""
+
 from __future__ import annotations
 
 import sys

@@ -1,5 +1,6 @@
 """What the ML engineer does to a registered model after training: calibrate it (`calibrate`) and
 choose which version serves (`facegate models list|promote|rollback`)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,14 +21,21 @@ def models_list() -> None:
     from facegate.components.core.settings import load_settings  # heavy: pydantic and the params schema, ~0.15 s
 
     name = load_settings().registry.embedder_model
-    print_json({"model": name, "champion_history": registry.history(name),
-                "versions": [v.to_dict() for v in registry.list_versions(name)]})
+    print_json(
+        {
+            "model": name,
+            "champion_history": registry.history(name),
+            "versions": [v.to_dict() for v in registry.list_versions(name)],
+        }
+    )
 
 
 @models_app.command("promote")
 @friendly
-def models_promote(version: Annotated[str, typer.Argument(help="registered version to make champion")],
-                   reason: Annotated[str, typer.Option(help="why (kept on the version)")] = "") -> None:
+def models_promote(
+    version: Annotated[str, typer.Argument(help="registered version to make champion")],
+    reason: Annotated[str, typer.Option(help="why (kept on the version)")] = "",
+) -> None:
     """Make VERSION the champion; the gallery is re-embedded with it in the same step."""
     from facegate.flows.retrain import switch_champion_flow  # heavy: Prefect and MLflow load in seconds
 
@@ -45,9 +53,14 @@ def models_rollback(reason: Annotated[str, typer.Option(help="why (kept on the d
 
 @friendly
 def calibrate(
-    sets: Annotated[list[str] | None, typer.Option(
-        "--set", help="another held-out set with identities, NAME=KIND:PATH (KIND: image_folder | lfw; PATH "
-                      "under the datasets root, or absolute); repeatable")] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="another held-out set with identities, NAME=KIND:PATH (KIND: image_folder | lfw; PATH "
+            "under the datasets root, or absolute); repeatable",
+        ),
+    ] = None,
     backbone: Annotated[str | None, typer.Option(help="a pretrained backbone, not the model in service")] = None,
     out: Annotated[Path | None, typer.Option(help="write the file here, not where the model keeps it")] = None,
 ) -> None:
@@ -62,8 +75,10 @@ def calibrate(
 
 @friendly
 def calibrate_pad(
-    model: Annotated[list[str] | None, typer.Option(
-        help="shipped PAD model(s) to calibrate, repeatable (default: the pair and each member)")] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(help="shipped PAD model(s) to calibrate, repeatable (default: the pair and each member)"),
+    ] = None,
 ) -> None:
     """Calibrate the shipped PAD weights once: their scores on params' pad.dataset (every subject: the
     weights never saw them), stored as calibration/pad/<model>-<fingerprint>.json, to commit; the threshold

@@ -3,6 +3,7 @@
 A typed ``FacegateError`` is the operator's mistake or the system's state (a missing photo, no
 champion): one line ``error [code]: message`` and exit code 2. Anything else is a bug: one
 ``error [internal_error]`` line and exit code 1. ``facegate --debug`` adds the traceback to either."""
+
 from __future__ import annotations
 
 import functools
@@ -26,7 +27,13 @@ def friendly(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.exceptions.ClickException):
+        except (
+            typer.Exit,
+            typer.Abort,
+            click.exceptions.Exit,
+            click.exceptions.Abort,
+            click.exceptions.ClickException,
+        ):
             raise
         except FacegateError as exc:
             if DEBUG["tracebacks"]:
@@ -37,9 +44,9 @@ def friendly(fn):
             if DEBUG["tracebacks"]:
                 traceback.print_exc()
             text = " ".join(str(exc).split())
-            typer.echo(f"error [internal_error]: {type(exc).__name__}: {text} (--debug shows the traceback)",
-                       err=True)
+            typer.echo(f"error [internal_error]: {type(exc).__name__}: {text} (--debug shows the traceback)", err=True)
             raise typer.Exit(1) from None
+
     return wrapper
 
 

@@ -3,6 +3,7 @@
 These call ``FaceGate`` directly: no Prefect server, a few seconds each (issue 17: 5 s for one
 enrolment on 2 cores). So neither MLflow nor Prefect may load here: a write's MLflow run and DVC
 snapshot are handed to a detached process. Only a batch enrolment (``enroll --from``) runs a flow."""
+
 from __future__ import annotations
 
 import os
@@ -40,8 +41,7 @@ def _request_gallery_snapshot(settings=None) -> str:
     from facegate.components.lifecycle import gallery_snapshots  # heavy: FAISS and numpy, ~0.7 s
 
     if gallery_snapshots.dvc_target() is None:
-        return ("none: the gallery is outside the repository (FACEGATE_HOME/FACEGATE_GALLERY), "
-                "DVC cannot version it")
+        return "none: the gallery is outside the repository (FACEGATE_HOME/FACEGATE_GALLERY), DVC cannot version it"
     gallery_snapshots.mark_dirty()
     if (settings or load_settings()).gallery.snapshot == "manual":
         return "pending (`facegate gallery snapshot` makes it)"
@@ -54,13 +54,20 @@ def enroll(
     employee_id: Annotated[str | None, typer.Option("--id", help="employee id, e.g. E123")] = None,
     name: Annotated[str, typer.Option(help="display name")] = "",
     replace: Annotated[bool, typer.Option(help="re-enrol an existing employee with these photos")] = False,
-    force: Annotated[bool, typer.Option("--force", help="enrol even if the face looks already enrolled under "
-                                                        "another id (duplicate_face otherwise; with --from: every "
-                                                        "suspected duplicate of the batch) or, under pad.mode "
-                                                        "enforce, looks like a photo of a photo "
-                                                        "(presentation_attack otherwise)")] = False,
-    source: Annotated[Path | None, typer.Option(
-        "--from", help="batch: a folder of <id>/*.jpg|png or a CSV with columns id,name,path")] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="enrol even if the face looks already enrolled under "
+            "another id (duplicate_face otherwise; with --from: every "
+            "suspected duplicate of the batch) or, under pad.mode "
+            "enforce, looks like a photo of a photo "
+            "(presentation_attack otherwise)",
+        ),
+    ] = False,
+    source: Annotated[
+        Path | None, typer.Option("--from", help="batch: a folder of <id>/*.jpg|png or a CSV with columns id,name,path")
+    ] = None,
 ) -> None:
     """Enrol one employee from one or more photos (no retraining, a new gallery version), or a batch
     with --from (a Prefect flow: progress bar, a report row per employee with suspected duplicates apart
@@ -116,9 +123,18 @@ def identify(
     if out:
         from facegate.components.service.mask_state import SAY  # heavy: the detector's modules; only --out needs it
 
-        draw_boxes(image, [(f.box, (f.name or f.employee_id or "not recognized")
-                            + (f", {SAY.get(f.mask, f.mask)}" if f.mask else ""), f.recognized)
-                           for f in result.faces], out)
+        draw_boxes(
+            image,
+            [
+                (
+                    f.box,
+                    (f.name or f.employee_id or "not recognized") + (f", {SAY.get(f.mask, f.mask)}" if f.mask else ""),
+                    f.recognized,
+                )
+                for f in result.faces
+            ],
+            out,
+        )
     print_json({"frame": str(frame), **result.to_dict(), "annotated": str(out) if out else None})
 
 

@@ -1,5 +1,6 @@
 """The long-running servers an operator starts: the REST API and console (`serve`) and the MLflow UI
 (`ui`). Each runs until Ctrl-C or SIGTERM."""
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,20 @@ def ui(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000) -> N
     every worker it started."""
     uri = mlflow_tracking_uri()
     typer.echo(f"MLflow UI on http://127.0.0.1:{port} ({uri}); Ctrl-C stops it")
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--default-artifact-root",
-           mlflow_artifact_root(), "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--default-artifact-root",
+        mlflow_artifact_root(),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     code = run_until_signalled(cmd, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
     raise typer.Exit(0 if code in (128 + 2, 128 + 15) else code)
 

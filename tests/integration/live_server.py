@@ -1,5 +1,6 @@
 """Shared by the API tests: a FaceGate over a fresh gallery with the test recognizer at a fixed tau,
 and an ASGI app under a real uvicorn server on a free loopback port (started in a thread, stopped on exit)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -17,9 +18,15 @@ START_TIMEOUT_S = 30
 
 def make_gate(tmp_path, recognizer, settings=None, *, tau: float, **service) -> FaceGate:
     """A FaceGate whose gallery lives under ``tmp_path/gallery``; ``service`` passes on (e.g. access_log)."""
-    return FaceGate(settings or load_settings(), store=EnrolmentStore(tmp_path / "gallery"), recognizer=recognizer,
-                    new_gallery=lambda: Gallery.new(128, recognizer.embedder_name, recognizer.embedder_version,
-                                                    tau=tau, target_far=1e-3), **service)
+    return FaceGate(
+        settings or load_settings(),
+        store=EnrolmentStore(tmp_path / "gallery"),
+        recognizer=recognizer,
+        new_gallery=lambda: Gallery.new(
+            128, recognizer.embedder_name, recognizer.embedder_version, tau=tau, target_far=1e-3
+        ),
+        **service,
+    )
 
 
 @contextlib.contextmanager

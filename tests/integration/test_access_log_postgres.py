@@ -1,6 +1,7 @@
 """The access log and accounts on a real PostgreSQL server (Debian's binaries, a throw-away cluster on
 loopback, as `make server-check` runs it): rows, erasure, concurrent writers, accounts; no password in
 an error message. Skipped, with the reason, where PostgreSQL is not installed."""
+
 from __future__ import annotations
 
 import glob
@@ -12,9 +13,13 @@ from facegate.components.core.errors import AccessLogError
 from facegate.components.service.access_log import AccessLog, DecisionFilter, engine_for
 from facegate.components.web.accounts import Accounts, Principal
 
-pytestmark = [pytest.mark.integration, pytest.mark.skipif(
-    not glob.glob("/usr/lib/postgresql/*/bin/postgres"),
-    reason="PostgreSQL binaries not installed (apt-get install postgresql)")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        not glob.glob("/usr/lib/postgresql/*/bin/postgres"),
+        reason="PostgreSQL binaries not installed (apt-get install postgresql)",
+    ),
+]
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +50,13 @@ def test_access_log_on_postgres(pg_url):
 
     def write(i):
         for _ in range(20):
-            log.record_identification({"faces": [face], "tau": 0.4}, entrance=f"door-{i}", model="m@1",
-                                      gallery_version="v000001", actor="gate")
+            log.record_identification(
+                {"faces": [face], "tau": 0.4},
+                entrance=f"door-{i}",
+                model="m@1",
+                gallery_version="v000001",
+                actor="gate",
+            )
 
     threads = [threading.Thread(target=write, args=(i,)) for i in range(6)]
     for t in threads:

@@ -1,4 +1,5 @@
 """The REST API on real photos (faceapi-examples) with a real FAISS gallery on disk."""
+
 from __future__ import annotations
 
 import io
@@ -48,8 +49,12 @@ def photo(person: str, n: int = 1) -> tuple[str, bytes, str]:
 
 
 def enrol(client, person, n=1, **extra):
-    return client.post("/employees", data={"employee_id": person, "name": person.title(), **extra},
-                       files=[("images", photo(person, n))], headers={"X-API-Key": KEY})
+    return client.post(
+        "/employees",
+        data={"employee_id": person, "name": person.title(), **extra},
+        files=[("images", photo(person, n))],
+        headers={"X-API-Key": KEY},
+    )
 
 
 def test_key_required_and_errors_are_json(client):
@@ -79,20 +84,34 @@ def test_enrol_identify_verify_remove(client):
     assert r.status_code == 200 and not (client.store.photos_dir / "amy").exists()
     faces = client.post("/identify", files={"image": photo("amy", 3)}, headers=h).json()["faces"]
     assert faces[0]["employee_id"] != "amy"
-    assert client.post("/verify", data={"employee_id": "amy"}, files={"image": photo("amy", 2)},
-                       headers=h).json()["code"] == "unknown_employee"
+    assert (
+        client.post("/verify", data={"employee_id": "amy"}, files={"image": photo("amy", 2)}, headers=h).json()["code"]
+        == "unknown_employee"
+    )
 
 
 def test_bad_uploads_are_refused_by_name(client):
     h = {"X-API-Key": KEY}
     blank = io.BytesIO()
     Image.new("RGB", (200, 200), (120, 120, 120)).save(blank, "JPEG")
-    r = client.post("/employees", data={"employee_id": "ghost"}, files=[("images", ("blank.jpg", blank.getvalue(), "image/jpeg"))], headers=h)
+    r = client.post(
+        "/employees",
+        data={"employee_id": "ghost"},
+        files=[("images", ("blank.jpg", blank.getvalue(), "image/jpeg"))],
+        headers=h,
+    )
     assert r.status_code == 422 and r.json()["code"] == "no_face_found" and "blank.jpg" in r.json()["message"]
     group = (shared_dataset("faceapi-examples") / "bbt2.jpg").read_bytes()
-    r = client.post("/employees", data={"employee_id": "group"}, files=[("images", ("bbt2.jpg", group, "image/jpeg"))], headers=h)
+    r = client.post(
+        "/employees", data={"employee_id": "group"}, files=[("images", ("bbt2.jpg", group, "image/jpeg"))], headers=h
+    )
     assert r.status_code == 422 and r.json()["code"] == "multiple_faces"
-    r = client.post("/employees", data={"employee_id": "junk"}, files=[("images", ("junk.jpg", b"not an image", "image/jpeg"))], headers=h)
+    r = client.post(
+        "/employees",
+        data={"employee_id": "junk"},
+        files=[("images", ("junk.jpg", b"not an image", "image/jpeg"))],
+        headers=h,
+    )
     assert r.status_code == 422 and r.json()["code"] == "unreadable_image"
     r = client.post("/identify", files={"image": ("a.txt", b"hello", "text/plain")}, headers=h)
     assert r.status_code == 415
@@ -106,7 +125,9 @@ def test_concurrent_enrol_and_identify_lose_nothing(client):
     assert enrol(client, "sheldon").status_code == 201
     with ThreadPoolExecutor(6) as pool:
         enrols = [pool.submit(enrol, client, p, 2) for p in PEOPLE if p != "sheldon"]
-        reads = [pool.submit(client.post, "/identify", files={"image": photo("sheldon", 4)}, headers=h) for _ in range(8)]
+        reads = [
+            pool.submit(client.post, "/identify", files={"image": photo("sheldon", 4)}, headers=h) for _ in range(8)
+        ]
         assert all(f.result().status_code == 201 for f in enrols)
         assert all(r.result().status_code == 200 for r in reads)
     listed = client.get("/employees", headers=h).json()
@@ -129,9 +150,13 @@ def test_api_follows_a_gallery_switched_by_another_writer(tmp_path, recognizer):
         asked.append(version)
         return promoted
 
-    gate = FaceGate(load_settings(), store=store, recognizer=recognizer, recognizer_for=recognizer_for,
-                    new_gallery=lambda: Gallery.new(128, recognizer.embedder_name, recognizer.embedder_version,
-                                                    tau=TAU))
+    gate = FaceGate(
+        load_settings(),
+        store=store,
+        recognizer=recognizer,
+        recognizer_for=recognizer_for,
+        new_gallery=lambda: Gallery.new(128, recognizer.embedder_name, recognizer.embedder_version, tau=TAU),
+    )
     app = create_app(gate, key=KEY)
     h = {"X-API-Key": KEY}
     with TestClient(app) as c:
@@ -166,8 +191,9 @@ def test_cli_and_api_identify_are_one_code_path(sandbox, tmp_path):
         for person in PEOPLE:
             assert enrol(c, person).status_code == 201
         frame = shared_dataset("faceapi-examples") / "bbt2.jpg"
-        api = c.post("/identify", files={"image": (frame.name, frame.read_bytes(), "image/jpeg")},
-                     headers={"X-API-Key": KEY}).json()
+        api = c.post(
+            "/identify", files={"image": (frame.name, frame.read_bytes(), "image/jpeg")}, headers={"X-API-Key": KEY}
+        ).json()
     r = CliRunner().invoke(cli_app, ["identify", str(frame)])
     assert r.exit_code == 0, r.output
     cli = json.loads(r.output)

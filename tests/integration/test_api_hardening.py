@@ -4,6 +4,7 @@ form limits, length limits, liveness without details, local docs, JSON errors on
 Byte counts are measured server-side: the app under a real uvicorn server is wrapped in an ASGI layer
 that counts every body byte the server hands to it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,8 +22,14 @@ from tests.integration.test_api import KEY, TAU, photo, recognizer  # noqa: F401
 
 pytestmark = pytest.mark.integration
 MB = 1024 * 1024
-PROTECTED = [("POST", "/identify"), ("POST", "/verify"), ("GET", "/employees"), ("POST", "/employees"),
-             ("DELETE", "/employees/amy"), ("GET", "/status")]
+PROTECTED = [
+    ("POST", "/identify"),
+    ("POST", "/verify"),
+    ("GET", "/employees"),
+    ("POST", "/employees"),
+    ("DELETE", "/employees/amy"),
+    ("GET", "/status"),
+]
 
 
 def settings_with(**api):
@@ -64,6 +71,7 @@ class CountingApp:
 def live(tmp_path, recognizer):
     """create_app(...) under uvicorn on a free loopback port; yields a factory taking settings."""
     with contextlib.ExitStack() as servers:
+
         def start(settings=None):
             counting = CountingApp(create_app(make_gate(tmp_path, recognizer, settings), key=KEY))
             counting.port = servers.enter_context(live_server.uvicorn_server(counting, lifespan="off"))
@@ -72,8 +80,10 @@ def live(tmp_path, recognizer):
         yield start
 
 
-FILE_PART = (b'--xyz\r\nContent-Disposition: form-data; name="images"; filename="big.jpg"\r\n'
-             b"Content-Type: image/jpeg\r\n\r\n")  # then the "image" bytes, which never end
+FILE_PART = (
+    b'--xyz\r\nContent-Disposition: form-data; name="images"; filename="big.jpg"\r\n'
+    b"Content-Type: image/jpeg\r\n\r\n"
+)  # then the "image" bytes, which never end
 
 
 def raw_request(port: int, head: str, body_total: int, chunked: bool = False, chunk: int = 64 * 1024):
@@ -163,7 +173,8 @@ def test_malformed_content_length_is_a_400(live):
 
     server = live()
     head = multipart_head("/employees", {"X-API-Key": KEY}, None).replace(
-        "Transfer-Encoding: chunked", "Content-Length: 12abc")
+        "Transfer-Encoding: chunked", "Content-Length: 12abc"
+    )
     status, _, _ = raw_request(server.port, head, 0)
     assert status == 400 and server.body_bytes == 0
 
@@ -181,8 +192,11 @@ def test_malformed_content_length_is_a_400(live):
     guard = RequestGuard(inner, key=KEY, max_body_bytes=MB)
     for value in (b"12abc", b"-1", b"1, 2"):
         sent.clear()
-        scope = {"type": "http", "path": "/employees", "headers": [(b"x-api-key", KEY.encode()),
-                                                                    (b"content-length", value)]}
+        scope = {
+            "type": "http",
+            "path": "/employees",
+            "headers": [(b"x-api-key", KEY.encode()), (b"content-length", value)],
+        }
         asyncio.run(guard(scope, receive, send))
         assert sent[0]["status"] == 400 and json.loads(sent[1]["body"])["code"] == "bad_request"
 
@@ -190,8 +204,11 @@ def test_malformed_content_length_is_a_400(live):
 # ------------------------------------------------------------------------- keys and headers
 
 
-@pytest.mark.parametrize("value", ["clé-été".encode(), b"\xff\xfe\x00key", KEY.encode() + b"\xe9", b""],
-                         ids=["utf8", "binary", "key+latin1", "empty"])
+@pytest.mark.parametrize(
+    "value",
+    ["clé-été".encode(), b"\xff\xfe\x00key", KEY.encode() + b"\xe9", b""],
+    ids=["utf8", "binary", "key+latin1", "empty"],
+)
 def test_non_ascii_or_wrong_keys_are_401_json(client, value):
     for method, path in PROTECTED:
         r = client.request(method, path, headers={"X-API-Key": value})
@@ -231,8 +248,12 @@ def test_unknown_routes_and_methods_answer_json(client):
 
 
 def enrol(client, employee_id="amy", name="Amy", n_files=1, **extra):
-    return client.post("/employees", data={"employee_id": employee_id, "name": name, **extra},
-                       files=[("images", photo("amy"))] * n_files, headers={"X-API-Key": KEY})
+    return client.post(
+        "/employees",
+        data={"employee_id": employee_id, "name": name, **extra},
+        files=[("images", photo("amy"))] * n_files,
+        headers={"X-API-Key": KEY},
+    )
 
 
 def test_limits_on_files_fields_and_lengths(client):
@@ -269,8 +290,9 @@ def test_name_limits_hold_for_every_adapter(tmp_path, recognizer):
 
 
 def test_malformed_multipart_is_a_json_400(client):
-    r = client.post("/identify", content=b"--nope\r\ngarbage", headers={
-        "X-API-Key": KEY, "Content-Type": "multipart/form-data"})  # no boundary
+    r = client.post(
+        "/identify", content=b"--nope\r\ngarbage", headers={"X-API-Key": KEY, "Content-Type": "multipart/form-data"}
+    )  # no boundary
     assert r.status_code == 400 and r.json()["code"] == "bad_request"
 
 

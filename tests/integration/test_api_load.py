@@ -1,6 +1,7 @@
 """The load benchmark, bounded: a few concurrent clients identifying and enrolling through a real
 `facegate serve` on loopback for a few seconds lose no acknowledged enrolment, no access-log decision
 row and no audit row (benchmarks/api_load.py; the 60 s, 20-client run is the benchmark itself)."""
+
 from __future__ import annotations
 
 import pytest

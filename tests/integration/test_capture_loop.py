@@ -1,6 +1,7 @@
 """Capture -> review -> template through the real API (real photos, the dlib model, a real FAISS gallery,
 a real SQLite access log and capture store; in-process client), and a removed employee leaving no capture,
 template or audit-less trace behind."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,8 +21,13 @@ pytestmark = pytest.mark.integration
 def loop(tmp_path, recognizer, monkeypatch):  # noqa: F811 - the fixture
     monkeypatch.setenv("FACEGATE_HOME", str(tmp_path / "state"))
     log = AccessLog(f"sqlite:///{tmp_path / 'state' / 'access.db'}")
-    settings = load_settings().replace({"capture": {"enabled": True, "entrances": ["door-1"]},
-                                        "gallery": {"max_templates": 3}, "recognition": {"cascade": "off"}})
+    settings = load_settings().replace(
+        {
+            "capture": {"enabled": True, "entrances": ["door-1"]},
+            "gallery": {"max_templates": 3},
+            "recognition": {"cascade": "off"},
+        }
+    )
     gate = make_gate(tmp_path, recognizer, settings, tau=TAU, access_log=log)
     accounts = Accounts(log.engine, legacy_key=KEY)
     keys = {role: f"{role}1.{accounts.add(role + '1', role)}" for role in ("operator", "viewer", "turnstile")}
@@ -36,15 +42,17 @@ def h(c, role):
 
 def identify(c, person, n, entrance):
     name, data, kind = photo(person, n)
-    return c.post("/identify", data={"entrance": entrance}, files={"image": (name, data, kind)},
-                  headers=h(c, "turnstile"))
+    return c.post(
+        "/identify", data={"entrance": entrance}, files={"image": (name, data, kind)}, headers=h(c, "turnstile")
+    )
 
 
 def test_capture_review_template_and_erasure(loop):
     c = loop
     for person in ("amy", "raj"):
-        r = c.post("/employees", data={"employee_id": person}, files=[("images", photo(person, 1))],
-                   headers=h(c, "operator"))
+        r = c.post(
+            "/employees", data={"employee_id": person}, files=[("images", photo(person, 1))], headers=h(c, "operator")
+        )
         assert r.status_code == 201
     assert identify(c, "amy", 2, "door-2").status_code == 200
     assert c.gate.captures.count() == 0  # door-2 does not capture
@@ -66,11 +74,14 @@ def test_capture_review_template_and_erasure(loop):
 
     for q in queue:  # labelled from ground truth: who the nearest employee is, on this slice, is right
         who = q["nearest_id"]
-        r = c.post(f"/captures/{q['id']}/label", data={"label": "employee", "employee_id": who},
-                   headers=h(c, "operator"))
+        r = c.post(
+            f"/captures/{q['id']}/label", data={"label": "employee", "employee_id": who}, headers=h(c, "operator")
+        )
         assert r.status_code == 200 and r.json()["label_employee_id"] == who
-    assert c.post(f"/captures/{queue[0]['id']}/label", data={"label": "maybe"},
-                  headers=h(c, "operator")).status_code == 422
+    assert (
+        c.post(f"/captures/{queue[0]['id']}/label", data={"label": "maybe"}, headers=h(c, "operator")).status_code
+        == 422
+    )
     labels = [e for e in c.log.audit_events() if e["action"] == "capture_label"]
     assert len(labels) == 4 and {e["actor"] for e in labels} == {"operator1"}
 

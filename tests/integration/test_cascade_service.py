@@ -1,5 +1,6 @@
 """The confidence cascade as served, on real photos (faceapi-examples): the same answers as the full model,
 the path that decided in each answer, in the access log and in /metrics."""
+
 from __future__ import annotations
 
 import pytest
@@ -23,15 +24,17 @@ def test_cascade_answers_as_the_full_model_and_says_which_path_decided(sandbox):
     assert settings.recognition.cascade == "on"
     recognizer = service_recognizer(settings)
     gate = FaceGate(settings, store=gallery_store(), recognizer=recognizer)
-    full_only = FaceGate(settings.replace({"recognition": {"cascade": "off"}}), store=gallery_store(),
-                         recognizer=recognizer)
+    full_only = FaceGate(
+        settings.replace({"recognition": {"cascade": "off"}}), store=gallery_store(), recognizer=recognizer
+    )
     examples = shared_dataset("faceapi-examples")
     with TestClient(create_app(gate, key=KEY)) as c:
         for person in PEOPLE:
             assert enrol(c, person).status_code == 201
         frame = examples / "bbt2.jpg"
-        api = c.post("/identify", files={"image": (frame.name, frame.read_bytes(), "image/jpeg")},
-                     headers={"X-API-Key": KEY}).json()
+        api = c.post(
+            "/identify", files={"image": (frame.name, frame.read_bytes(), "image/jpeg")}, headers={"X-API-Key": KEY}
+        ).json()
         metrics = c.get("/metrics", headers={"X-API-Key": KEY}).text
     assert {f["path"] for f in api["faces"]} <= {"cheap", "full"}
     assert "facegate_decision_paths_total" in metrics
@@ -40,8 +43,9 @@ def test_cascade_answers_as_the_full_model_and_says_which_path_decided(sandbox):
     for person in PEOPLE:
         pixels = load_image(examples / person / f"{person}2.png")
         served, full = gate.identify(pixels), full_only.identify(pixels)
-        assert [(f.employee_id, f.recognized) for f in served.faces] == [(f.employee_id, f.recognized)
-                                                                         for f in full.faces]
+        assert [(f.employee_id, f.recognized) for f in served.faces] == [
+            (f.employee_id, f.recognized) for f in full.faces
+        ]
         assert all(f.path == "full" for f in full.faces)
         paths += [f.path for f in served.faces]
         v, vf = gate.verify(person, pixels), full_only.verify(person, pixels)

@@ -1,6 +1,7 @@
 """The CLI's single-item commands as an operator runs them (real processes, a sandbox repository): one
 error line on stderr, no Prefect, MLflow still records the change, DVC snapshots made in the
 background and coalesced; `--debug` shows the traceback."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,14 @@ def facegate(*args, timeout=120):
     """`facegate ARGS` in a fresh process; Prefect pointed at a port where nothing listens, so a
     command that needed a Prefect server would fail."""
     env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}
-    return subprocess.run([sys.executable, "-m", "facegate.cli.main", *map(str, args)], cwd=repo_root(), env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "facegate.cli.main", *map(str, args)],
+        cwd=repo_root(),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture
@@ -50,9 +57,12 @@ def seed_gallery() -> None:
 
     settings = load_settings()
     r = service_recognizer(settings)
-    gate = FaceGate(settings, store=gallery_store(), recognizer=r,
-                    new_gallery=lambda: Gallery.new(r.embedding_dim, r.embedder_name, r.embedder_version,
-                                                    tau=TAU, target_far=1e-3))
+    gate = FaceGate(
+        settings,
+        store=gallery_store(),
+        recognizer=r,
+        new_gallery=lambda: Gallery.new(r.embedding_dim, r.embedder_name, r.embedder_version, tau=TAU, target_far=1e-3),
+    )
     gate.enrol("amy", "Amy", [Photo("amy1.png", crop("amy").read_bytes())])
 
 
@@ -63,14 +73,18 @@ def wait_gone(pid: int, timeout: float = 120) -> None:
         pass
 
 
-@pytest.mark.parametrize("args, code", [
-    (["enroll", "--id", "amy", "PHOTO:amy:2"], "employee_exists"),
-    (["remove", "nobody"], "unknown_employee"),
-    (["enroll", "--id", "group", "GROUP"], "multiple_faces"),
-    (["enroll", "--id", "bad id!", "PHOTO:penny:1"], "invalid_employee"),
-    (["verify", "--id", "nobody", "PHOTO:amy:2"], "unknown_employee"),
-    (["identify", "MISSING"], "unreadable_image"),
-], ids=["duplicate-id", "unknown-id", "two-faces", "bad-id", "verify-unknown", "missing-frame"])
+@pytest.mark.parametrize(
+    "args, code",
+    [
+        (["enroll", "--id", "amy", "PHOTO:amy:2"], "employee_exists"),
+        (["remove", "nobody"], "unknown_employee"),
+        (["enroll", "--id", "group", "GROUP"], "multiple_faces"),
+        (["enroll", "--id", "bad id!", "PHOTO:penny:1"], "invalid_employee"),
+        (["verify", "--id", "nobody", "PHOTO:amy:2"], "unknown_employee"),
+        (["identify", "MISSING"], "unreadable_image"),
+    ],
+    ids=["duplicate-id", "unknown-id", "two-faces", "bad-id", "verify-unknown", "missing-frame"],
+)
 def test_errors_are_exactly_one_line(seeded, tmp_path, args, code):
     def resolve(a):
         if a.startswith("PHOTO:"):
@@ -150,8 +164,14 @@ def test_one_enrolment_imports_neither_mlflow_nor_prefect(seeded):
     import and store (~4 s: the champion lookup, the run) or Prefect: the gallery's own pretrained model is
     served, and the run is logged by the detached snapshot process."""
     env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}
-    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "facegate.cli.main", "enroll", "--id", "raj", crop("raj")],
-                       cwd=repo_root(), env=env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "facegate.cli.main", "enroll", "--id", "raj", crop("raj")],
+        cwd=repo_root(),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
     assert "torch" in imported  # the measurement works

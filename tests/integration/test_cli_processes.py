@@ -1,5 +1,6 @@
 """`facegate ui` and `facegate schedule` stop every process they started, on SIGTERM and on SIGINT:
 afterwards nothing listens on their port and none of their children is left."""
+
 from __future__ import annotations
 
 import os
@@ -40,11 +41,17 @@ def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
     return out
 
 
-def start_and_stop(args: list[str], port: int, sig: int, tmp_path, env=None, startup_s: float = 240,
-                   ready: str = "") -> str:
+def start_and_stop(
+    args: list[str], port: int, sig: int, tmp_path, env=None, startup_s: float = 240, ready: str = ""
+) -> str:
     log = open(tmp_path / "cmd.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "facegate.cli.main", *args], cwd=repo_root(),
-                            env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "facegate.cli.main", *args],
+        cwd=repo_root(),
+        env={**os.environ, **(env or {})},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + startup_s
         while not listening(port) or ready not in (tmp_path / "cmd.log").read_text():
@@ -78,7 +85,12 @@ def test_ui_stops_the_mlflow_server_and_its_workers(sandbox, tmp_path, sig):
 
 def test_schedule_stops_the_prefect_server_it_started(sandbox, tmp_path):
     port = free_port()
-    out = start_and_stop(["schedule", "--port", str(port), "--cron", "0 3 1 1 *"], port, signal.SIGTERM, tmp_path,
-                         env={"PREFECT_API_URL": "", "PREFECT_HOME": str(tmp_path / "prefect-home")},
-                         ready="serving deployment")
+    out = start_and_stop(
+        ["schedule", "--port", str(port), "--cron", "0 3 1 1 *"],
+        port,
+        signal.SIGTERM,
+        tmp_path,
+        env={"PREFECT_API_URL": "", "PREFECT_HOME": str(tmp_path / "prefect-home")},
+        ready="serving deployment",
+    )
     assert f"started a Prefect server at http://127.0.0.1:{port}/api" in out

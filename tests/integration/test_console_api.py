@@ -1,5 +1,6 @@
 """Roles, the access log, erasure, photo checks, login and /metrics through the API (real photos,
 a real FAISS gallery, a real SQLite access log; in-process client)."""
+
 from __future__ import annotations
 
 import io
@@ -36,8 +37,12 @@ def h(c, role):
 
 
 def enrol(c, person, role="operator", n=1):
-    return c.post("/employees", data={"employee_id": person, "name": person.title()},
-                  files=[("images", photo(person, n))], headers=h(c, role))
+    return c.post(
+        "/employees",
+        data={"employee_id": person, "name": person.title()},
+        files=[("images", photo(person, n))],
+        headers=h(c, role),
+    )
 
 
 def test_roles_decisions_audit_and_erasure(console):
@@ -47,21 +52,36 @@ def test_roles_decisions_audit_and_erasure(console):
     r = enrol(c, "amy")
     assert r.status_code == 201
     assert enrol(c, "raj").status_code == 201
-    assert c.post("/employees", data={"employee_id": "penny"}, files=[("images", photo("penny"))],
-                  headers={"X-API-Key": KEY}).status_code == 201  # the legacy key is an operator
+    assert (
+        c.post(
+            "/employees", data={"employee_id": "penny"}, files=[("images", photo("penny"))], headers={"X-API-Key": KEY}
+        ).status_code
+        == 201
+    )  # the legacy key is an operator
     group = (shared_dataset("faceapi-examples") / "bbt1.jpg").read_bytes()
-    r = c.post("/identify", data={"entrance": "door-3"}, files={"image": ("bbt1.jpg", group, "image/jpeg")},
-               headers=h(c, "turnstile"))
+    r = c.post(
+        "/identify",
+        data={"entrance": "door-3"},
+        files={"image": ("bbt1.jpg", group, "image/jpeg")},
+        headers=h(c, "turnstile"),
+    )
     assert r.status_code == 200
     faces = r.json()["faces"]
     rows = c.log.decisions()
     assert len(rows) == len(faces) and {x["entrance"] for x in rows} == {"door-3"}  # one row per face
     assert {x["actor"] for x in rows} == {"turnstile1"}
     assert sorted(x["employee_id"] for x in rows if x["employee_id"]) == sorted(
-        f["employee_id"] for f in faces if f["employee_id"])
-    v = c.post("/verify", data={"employee_id": "amy", "entrance": "door-3"}, files={"image": photo("amy", 2)},
-               headers=h(c, "turnstile"))
-    assert v.status_code == 200 and c.log.decisions()[0]["outcome"] == ("accepted" if v.json()["accepted"] else "rejected")
+        f["employee_id"] for f in faces if f["employee_id"]
+    )
+    v = c.post(
+        "/verify",
+        data={"employee_id": "amy", "entrance": "door-3"},
+        files={"image": photo("amy", 2)},
+        headers=h(c, "turnstile"),
+    )
+    assert v.status_code == 200 and c.log.decisions()[0]["outcome"] == (
+        "accepted" if v.json()["accepted"] else "rejected"
+    )
     assert c.get("/employees", headers=h(c, "turnstile")).status_code == 403  # the turnstile only decides
     assert c.get("/access-log?entrance=door-3&kind=verify", headers=h(c, "viewer")).json()[0]["employee_id"] == "amy"
     assert c.get("/access-log?since=yesterday", headers=h(c, "viewer")).json()["code"] == "bad_request"
@@ -72,8 +92,11 @@ def test_roles_decisions_audit_and_erasure(console):
     assert r.status_code == 200 and r.json()["access_rows_erased"] == amy_rows and c.log.count(employee_id="amy") == 0
     audit = c.get("/audit", headers=h(c, "viewer")).json()
     assert [(a["action"], a["employee_id"], a["actor"]) for a in audit] == [
-        ("remove", "amy", "operator1"), ("enrol", "penny", "api-key"), ("enrol", "raj", "operator1"),
-        ("enrol", "amy", "operator1")]
+        ("remove", "amy", "operator1"),
+        ("enrol", "penny", "api-key"),
+        ("enrol", "raj", "operator1"),
+        ("enrol", "amy", "operator1"),
+    ]
     png = c.get("/employees/raj/photo", headers=h(c, "viewer"))
     assert png.status_code == 200 and png.headers["content-type"] == "image/jpeg"
     assert c.get("/employees/amy/photo", headers=h(c, "viewer")).status_code == 404
@@ -92,9 +115,13 @@ def test_photo_checks_write_nothing(console):
     tiny = io.BytesIO()
     Image.open(io.BytesIO(amy[1])).resize((60, 60)).save(tiny, "PNG")
     group = (shared_dataset("faceapi-examples") / "bbt1.jpg").read_bytes()
-    files = [("images", amy), ("images", ("blur.png", blurred.getvalue(), "image/png")),
-             ("images", ("tiny.png", tiny.getvalue(), "image/png")), ("images", ("bbt1.jpg", group, "image/jpeg")),
-             ("images", ("junk.jpg", b"not an image", "image/jpeg"))]
+    files = [
+        ("images", amy),
+        ("images", ("blur.png", blurred.getvalue(), "image/png")),
+        ("images", ("tiny.png", tiny.getvalue(), "image/png")),
+        ("images", ("bbt1.jpg", group, "image/jpeg")),
+        ("images", ("junk.jpg", b"not an image", "image/jpeg")),
+    ]
     r = c.post("/photos/check", files=files, headers=h(c, "operator"))
     assert r.status_code == 200
     got = {x["name"]: x for x in r.json()}
@@ -122,8 +149,12 @@ def test_login_sessions_and_rate_limit(console, monkeypatch):
     assert r.status_code == 403 and "may not enrol" in r.text
     assert enrol_with_cookie(c).status_code == 403
     # a cookie-authenticated write from another site's page is not authenticated at all
-    r = c.post("/employees", data={"employee_id": "x"}, files=[("images", photo("amy"))],
-               headers={"Origin": "http://evil.example"})
+    r = c.post(
+        "/employees",
+        data={"employee_id": "x"},
+        files=[("images", photo("amy"))],
+        headers={"Origin": "http://evil.example"},
+    )
     assert r.status_code == 401
     c.post("/logout")
     c.cookies.clear()
@@ -148,8 +179,12 @@ def test_pages_log_filters_status_and_accounts_cli(console, tmp_path, monkeypatc
     c = console
     assert enrol(c, "raj").status_code == 201
     group = (shared_dataset("faceapi-examples") / "bbt1.jpg").read_bytes()
-    c.post("/identify", data={"entrance": "lobby"}, files={"image": ("bbt1.jpg", group, "image/jpeg")},
-           headers=h(c, "operator"))
+    c.post(
+        "/identify",
+        data={"entrance": "lobby"},
+        files={"image": ("bbt1.jpg", group, "image/jpeg")},
+        headers=h(c, "operator"),
+    )
     name, secret = c.keys["viewer"].split(".", 1)
     c.post("/login", data={"name": name, "secret": secret})
     page = c.get("/console/log", params={"outcome": "recognized", "entrance": "lobby"}).text

@@ -6,6 +6,7 @@ the page, remove them, see the audit rows; bad photos (no face, two faces, a cor
 clear message and write nothing; a viewer gets 403 on the enrol page and from the API.
 ``FACEGATE_CONSOLE_SCREENSHOTS=docs`` saves the employees and identify pages there (README figures).
 """
+
 from __future__ import annotations
 
 import os
@@ -28,7 +29,8 @@ CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver"
 requires_chromium = pytest.mark.skipif(
     not (CHROMIUM.exists() and CHROMEDRIVER.exists()) or shutil.which("chromium") is None,
     reason="Debian's chromium and chromium-driver are not installed (`make setup` installs them: "
-           "apt-get install chromium chromium-driver)")
+    "apt-get install chromium chromium-driver)",
+)
 pytestmark = [pytest.mark.integration, requires_chromium, requires_dataset("faceapi-examples")]
 OTHERS = ["amy", "leonard", "penny", "raj", "sheldon"]  # enrolled beforehand, so the group photo has names
 WAIT_S = 30
@@ -45,6 +47,7 @@ def server(tmp_path, recognizer, monkeypatch):
     accounts = Accounts(log.engine, legacy_key=KEY)
     secrets = {r: accounts.add(f"{r}1", r) for r in ("operator", "viewer")}
     with uvicorn_server(create_app(gate, key=KEY, accounts=accounts)) as port:
+
         class Server:
             base = f"http://127.0.0.1:{port}"
 
@@ -59,8 +62,15 @@ def browser():
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,1000", "--disable-extensions", "--no-first-run"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1280,1000",
+        "--disable-extensions",
+        "--no-first-run",
+    ):
         opts.add_argument(arg)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
     driver.set_page_load_timeout(WAIT_S)
@@ -95,14 +105,18 @@ def choose(driver, selector: str, path: Path) -> str:
     """Pick a file in an <input type=file>; the checks' verdict (or the page's message) as text."""
     from selenium.webdriver.common.by import By
 
-    driver.execute_script("document.querySelector('#message').textContent=''; "
-                          "document.querySelector('#checks').innerHTML='';")
+    driver.execute_script(
+        "document.querySelector('#message').textContent=''; document.querySelector('#checks').innerHTML='';"
+    )
     driver.find_element(By.CSS_SELECTOR, selector).send_keys(str(path))
     from selenium.webdriver.support.ui import WebDriverWait
 
     WebDriverWait(driver, WAIT_S).until(
-        lambda d: d.find_elements(By.CSS_SELECTOR, "#checks li")
-        or d.find_element(By.ID, "message").text.startswith(("image_too_large", "form_limit", "fix", "photos look")))
+        lambda d: (
+            d.find_elements(By.CSS_SELECTOR, "#checks li")
+            or d.find_element(By.ID, "message").text.startswith(("image_too_large", "form_limit", "fix", "photos look"))
+        )
+    )
     return driver.find_element(By.ID, "checks").text + " | " + driver.find_element(By.ID, "message").text
 
 
@@ -137,8 +151,12 @@ def test_console_in_a_real_browser(server, browser, tmp_path):
         fh.truncate(50 * 1024 * 1024)
     d.get(base + "/console/enrol")
     d.find_element(By.ID, "employee_id").send_keys("ghost")
-    for path, expected in ((blank, "no_face_found"), (faces / "bbt2.jpg", "multiple_faces"),
-                           (corrupt, "unreadable_image"), (huge, "image_too_large")):
+    for path, expected in (
+        (blank, "no_face_found"),
+        (faces / "bbt2.jpg", "multiple_faces"),
+        (corrupt, "unreadable_image"),
+        (huge, "image_too_large"),
+    ):
         text = choose(d, "#photos", path)
         assert expected in text and path.name in text, (path.name, text)
         assert not d.find_element(By.ID, "enrol").is_enabled()
@@ -149,8 +167,11 @@ def test_console_in_a_real_browser(server, browser, tmp_path):
     d.get(base + "/console/employees")
     row = wait_for(d, 'tr[data-id="howard"]')
     assert "Howard" in row.text
-    WebDriverWait(d, WAIT_S).until(lambda _: d.execute_script(
-        "return [...document.querySelectorAll('img.thumb')].every(i => i.complete && i.naturalWidth > 0)"))
+    WebDriverWait(d, WAIT_S).until(
+        lambda _: d.execute_script(
+            "return [...document.querySelectorAll('img.thumb')].every(i => i.complete && i.naturalWidth > 0)"
+        )
+    )
     if shots:
         d.save_screenshot(str(Path(shots) / "console_employees.png"))
 

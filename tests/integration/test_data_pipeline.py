@@ -1,4 +1,5 @@
 """Real flow runs (Prefect server, MLflow on SQLite, DVC with a local remote, GX) on small real slices."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,6 +1,7 @@
 """A fresh checkout without a trained face-mask detector (an empty MLflow store): `bench detect` and
 `detect` answer with the one-line error before Prefect starts a flow run (whose failure log would print
 the traceback), and identify reports the mask state as null."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,10 @@ from tests.conftest import shared_dataset
 from tests.integration.test_cli_errors import crop, facegate, seeded  # noqa: F401 - the fixture, shared
 
 pytestmark = pytest.mark.integration
-NO_CHAMPION = "error [registry_error]: registry: model 'facegate-detector' has no champion; train one with " \
-              "`facegate train-detector`"
+NO_CHAMPION = (
+    "error [registry_error]: registry: model 'facegate-detector' has no champion; train one with "
+    "`facegate train-detector`"
+)
 
 
 def test_bench_detect_and_detect_are_one_line_without_a_detector(sandbox):

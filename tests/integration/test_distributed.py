@@ -1,6 +1,7 @@
 """Shards on Prefect's Dask task runner (flows/distributed.py) against the local runner, on a small real
 LFW slice: the same chips bit for bit, features and embeddings within 1e-6, and the cache entries the
 retraining chain reads, written so that it recomputes nothing."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -60,9 +61,13 @@ def test_the_chain_reads_the_cache_the_dask_run_wrote(runs, monkeypatch):
     monkeypatch.setattr(model_module, "make_backbone", refuse)
     data = read_training_data("lfw", load_settings())
     assert data.chips.key == dask["chip_key"] and np.array_equal(np.asarray(data.chips.chips), dask["chips"])
-    feats, flipped = model_module.cached_features(data.chips.chips, data.chips.key, dask["backbone"],
-                                                  state_dir() / "cache",
-                                                  precision=load_settings().embedding.precision)
+    feats, flipped = model_module.cached_features(
+        data.chips.chips,
+        data.chips.key,
+        dask["backbone"],
+        state_dir() / "cache",
+        precision=load_settings().embedding.precision,
+    )
     assert np.array_equal(feats, dask["features"]) and np.array_equal(flipped, dask["flip_features"])
 
 
@@ -83,5 +88,6 @@ def test_runner_choice_from_params_and_environment(monkeypatch):
     by_params = make_task_runner(distributed(runner="dask", address="tcp://127.0.0.1:18786"))
     assert by_params.address == "tcp://127.0.0.1:18786"
     monkeypatch.setenv("FACEGATE_DASK_ADDRESS", "tcp://127.0.0.1:28786")
-    assert make_task_runner(distributed(runner="dask", address="tcp://127.0.0.1:18786")).address == \
-        "tcp://127.0.0.1:28786"
+    assert (
+        make_task_runner(distributed(runner="dask", address="tcp://127.0.0.1:18786")).address == "tcp://127.0.0.1:28786"
+    )

@@ -1,6 +1,7 @@
 """`facegate bench duplicates` on a small slice of LFW (one identity in 60): the pretrained model in
 service, identity-disjoint calibration (LFW's training split) and measured people (its held-out split),
 and the JSON the issue asks for (the figures mean little on so few people: the full run does that)."""
+
 from __future__ import annotations
 
 import numpy as np

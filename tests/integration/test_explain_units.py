@@ -2,6 +2,7 @@
 fused dlib_resnet+sface: a fresh state folder has no champion), 40 training-identity images, a grid per
 layer and a JSON whose receptive fields grow with depth; and a registered version's grids logged into its
 MLflow run, as the retraining chain does."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,14 @@ pytestmark = pytest.mark.integration
 
 
 def facegate(*args, env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "facegate.cli.main", *map(str, args)], cwd=repo_root(), env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "facegate.cli.main", *map(str, args)],
+        cwd=repo_root(),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_explain_units_of_the_embedder_on_lfw(tmp_path):
@@ -61,11 +68,17 @@ def test_explain_units_of_the_embedder_on_lfw(tmp_path):
             assert grid.width > settings.explain.top_k * settings.explain.patch_px, layer
     assert summary["receptive_fields_px"] == doc["receptive_fields_px"] and len(summary["grids"]) == 10
     # only LFW's training identities: the ingest's identity split, read from the source folder
-    face_set = lfw_set(lfw, settings.seed, settings.ingest.val_fraction,
-                       settings.validate_.min_images_per_train_identity)
+    face_set = lfw_set(
+        lfw, settings.seed, settings.ingest.val_fraction, settings.validate_.min_images_per_train_identity
+    )
     train = {str(p.relative_to(lfw)) for p, s in zip(face_set.paths, face_set.split) if s == "train"}
-    shown = {t["image"] for sub in doc["networks"].values() for v in sub["layers"].values()
-             for u in v["units"] for t in u["top"]}
+    shown = {
+        t["image"]
+        for sub in doc["networks"].values()
+        for v in sub["layers"].values()
+        for u in v["units"]
+        for t in u["top"]
+    }
     assert shown and shown <= train
     assert np.mean([len(json.dumps(v)) for v in doc["networks"].values()]) < 200_000
 
@@ -73,8 +86,9 @@ def test_explain_units_of_the_embedder_on_lfw(tmp_path):
 def test_unknown_layer_is_one_error_line(tmp_path):
     env = {**os.environ, "FACEGATE_HOME": str(tmp_path / "state")}
     env.pop("MLFLOW_TRACKING_URI", None)
-    done = facegate("explain", "units", "--model", "embedder", "--layers", "sface:blocks.99", "--out", tmp_path,
-                    env=env)
+    done = facegate(
+        "explain", "units", "--model", "embedder", "--layers", "sface:blocks.99", "--out", tmp_path, env=env
+    )
     assert done.returncode == 2
     assert done.stderr.startswith("error [unknown_layer]: unknown layer 'blocks.99' in sface. Did you mean: blocks.9")
     assert not (tmp_path / "units.json").exists()
@@ -88,8 +102,14 @@ def test_a_registered_versions_grids_go_to_its_run(tmp_path, monkeypatch):
     settings = load_settings().replace({"explain": {"mlflow_images": 12, "mlflow_units_per_layer": 2}})
     rng = np.random.default_rng(0)
     chips = rng.integers(0, 256, (16, 150, 150, 6), dtype=np.uint8)  # paired chips: dlib's and SFace's
-    data = TrainingData("lfw", ChipSet(chips, pd.DataFrame({"path": [f"lfw/p{i}.jpg" for i in range(16)]}), "k"),
-                        np.arange(14), np.arange(14, 16), np.zeros(14, int), np.zeros(2, int))
+    data = TrainingData(
+        "lfw",
+        ChipSet(chips, pd.DataFrame({"path": [f"lfw/p{i}.jpg" for i in range(16)]}), "k"),
+        np.arange(14),
+        np.arange(14, 16),
+        np.zeros(14, int),
+        np.zeros(2, int),
+    )
     model = EmbeddingModel(make_backbone("dlib_resnet+sface"))
     with tracked_run("explain-test", "train") as run:
         pass
@@ -103,8 +123,12 @@ def test_a_registered_versions_grids_go_to_its_run(tmp_path, monkeypatch):
     assert client.get_run(run.info.run_id).data.metrics["explain_seconds"] == pytest.approx(seconds)
     doc = json.loads(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/explain/units.json"))
     assert doc["version"] == "facegate-embedder/1" and doc["n_images"] == 12
-    assert all(t["image"] in {f"lfw/p{i}.jpg" for i in range(14)}  # training rows only
-               for sub in doc["networks"].values() for v in sub["layers"].values() for u in v["units"]
-               for t in u["top"])
+    assert all(
+        t["image"] in {f"lfw/p{i}.jpg" for i in range(14)}  # training rows only
+        for sub in doc["networks"].values()
+        for v in sub["layers"].values()
+        for u in v["units"]
+        for t in u["top"]
+    )
     off = settings.replace({"explain": {"log_to_mlflow": False}})
     assert log_embedder_grids(model, "x", data, run.info.run_id, off) is None

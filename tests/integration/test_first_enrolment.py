@@ -2,6 +2,7 @@
 (``calibration/<embedder>-<fingerprint>.npz``), so nothing is ingested or calibrated first; the same
 face under another employee id is refused (``duplicate_face``) unless forced; identify and verify
 answers carry the estimated false-accept probability."""
+
 from __future__ import annotations
 
 import json

@@ -2,6 +2,7 @@
 from day 3) through the real service, capture store, review, template update and drift; the JSON keys the
 issue asks for, and templates learnt from the operator's labels. The figures mean little on so few
 passes: the 10-day run does that (benchmarks/results/flywheel-*.json)."""
+
 from __future__ import annotations
 
 import json
@@ -13,10 +14,26 @@ from facegate.cli.app import app as cli_app
 from tests.conftest import shared_dataset
 
 pytestmark = [pytest.mark.integration]
-KEYS = {"days", "fnir_first_day", "fnir_last_day", "fpir_over_target_last_day", "mask_onset_day",
-        "drift_alarm_days", "skipped_run_seconds"}
-DAY_KEYS = {"day", "fnir", "fpir", "captures_reviewed", "templates_added", "drift_score", "drift_alarm",
-            "retraining", "champion"}
+KEYS = {
+    "days",
+    "fnir_first_day",
+    "fnir_last_day",
+    "fpir_over_target_last_day",
+    "mask_onset_day",
+    "drift_alarm_days",
+    "skipped_run_seconds",
+}
+DAY_KEYS = {
+    "day",
+    "fnir",
+    "fpir",
+    "captures_reviewed",
+    "templates_added",
+    "drift_score",
+    "drift_alarm",
+    "retraining",
+    "champion",
+}
 
 
 def test_flywheel_quick(tmp_path):

@@ -1,4 +1,5 @@
 """Enrol / identify / verify / remove / rebuild through the real flows and CLI (Prefect, MLflow, DVC)."""
+
 from __future__ import annotations
 
 import json
@@ -111,8 +112,12 @@ def test_batch_enrolment_from_a_folder_and_a_csv(sandbox, prefect_server, tmp_pa
 
     seed_gallery()
     folder = tmp_path / "starters"
-    for eid, src in {"howard": crop("howard"), "leonard": crop("leonard"),
-                     "group": shared_dataset("faceapi-examples") / "bbt2.jpg", "bad id": crop("penny")}.items():
+    for eid, src in {
+        "howard": crop("howard"),
+        "leonard": crop("leonard"),
+        "group": shared_dataset("faceapi-examples") / "bbt2.jpg",
+        "bad id": crop("penny"),
+    }.items():
         (folder / eid).mkdir(parents=True)
         shutil.copy(src, folder / eid / src.name)
     r = cli("enroll", "--from", folder)
@@ -126,11 +131,13 @@ def test_batch_enrolment_from_a_folder_and_a_csv(sandbox, prefect_server, tmp_pa
     assert not gallery_snapshots.is_dirty()
 
     csv_file = tmp_path / "starters.csv"
-    csv_file.write_text("id,name,path\n"
-                        f"stuart,Stuart,{crop('stuart', 1)}\n"
-                        f"stuart,Stuart,{crop('stuart', 2)}\n"
-                        f"sheldon,Sheldon Cooper,{crop('sheldon')}\n"
-                        "ghost,Ghost,missing.jpg\n")
+    csv_file.write_text(
+        "id,name,path\n"
+        f"stuart,Stuart,{crop('stuart', 1)}\n"
+        f"stuart,Stuart,{crop('stuart', 2)}\n"
+        f"sheldon,Sheldon Cooper,{crop('sheldon')}\n"
+        "ghost,Ghost,missing.jpg\n"
+    )
     r = cli("enroll", "--from", csv_file)
     report = json.loads(r.stdout)
     rows = {row["employee_id"]: row for row in report["rows"]}

@@ -1,6 +1,7 @@
 """DVC snapshots of the gallery behind the API: requested by each write, made by a background worker,
 coalesced (a burst of writes, few snapshots), never in the request's way, flushed when the server stops
 so gallery.dvc matches gallery/."""
+
 from __future__ import annotations
 
 import subprocess
@@ -20,8 +21,13 @@ pytestmark = pytest.mark.integration
 
 
 def dvc_status() -> str:
-    return subprocess.run([sys.executable, "-m", "dvc", "status", "gallery.dvc"], cwd=repo_root(),
-                          capture_output=True, text=True, check=True).stdout
+    return subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "gallery.dvc"],
+        cwd=repo_root(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
 
 def test_a_burst_of_enrolments_is_one_snapshot_flushed_on_stop(sandbox):
@@ -36,8 +42,12 @@ def test_a_burst_of_enrolments_is_one_snapshot_flushed_on_stop(sandbox):
 
     seed_gallery()  # amy, so the service's recognizer and a gallery exist
     r = service_recognizer(load_settings())
-    gate = FaceGate(load_settings(), store=gallery_store(), recognizer=r,
-                    new_gallery=lambda: Gallery.new(r.embedding_dim, r.embedder_name, r.embedder_version, tau=0.5))
+    gate = FaceGate(
+        load_settings(),
+        store=gallery_store(),
+        recognizer=r,
+        new_gallery=lambda: Gallery.new(r.embedding_dim, r.embedder_name, r.embedder_version, tau=0.5),
+    )
     worker = gallery_snapshots.SnapshotWorker(debounce_s=0.5)
     app = create_app(gate, key=KEY, after_write=worker.request, on_stop=worker.close)
     with TestClient(app) as c:

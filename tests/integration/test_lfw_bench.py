@@ -1,4 +1,5 @@
 """The LFW benchmark driver on a small real slice: View 2 layout, plain and masked protocols."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,14 +39,16 @@ def test_plain_and_masked_protocols(mini_lfw, tmp_path):
     lfw = load_lfw(mini_lfw, cache, detector="yunet", geometry="arcface_112")
     assert lfw.chips.chips.shape == (20, 112, 112, 3) and len(lfw.same) == 20
     cfg = TrainConfig.from_settings(settings)
-    plain = run_lfw_benchmark(lfw, cache, backbone="sface", mode="pretrained", flip_tta=False, cfg=cfg,
-                              pair_classifiers=False)
+    plain = run_lfw_benchmark(
+        lfw, cache, backbone="sface", mode="pretrained", flip_tta=False, cfg=cfg, pair_classifiers=False
+    )
     probes = masked_probes(lfw, cache, settings.masks, seed=1)
     assert sorted(probes.rows) == sorted(set(lfw.pair_b)) and len(list(cache.glob("chips-masked-*.npy"))) == 1
     again = masked_probes(lfw, cache, settings.masks, seed=1)
     assert np.array_equal(np.asarray(again.chips), np.asarray(probes.chips))  # the same masks every run
-    masked = run_lfw_benchmark(lfw, cache, backbone="sface", mode="pretrained", flip_tta=False, cfg=cfg,
-                               pair_classifiers=False, masked=probes)
+    masked = run_lfw_benchmark(
+        lfw, cache, backbone="sface", mode="pretrained", flip_tta=False, cfg=cfg, pair_classifiers=False, masked=probes
+    )
     assert plain["protocol"] == "plain" and masked["protocol"] == "masked"
     assert set(plain) == set(masked)  # same JSON keys
     d_plain, d_masked = plain["_distances"], masked["_distances"]
@@ -62,8 +65,9 @@ def test_fused_backbone_fits_weights_per_fold_and_reports_its_members(mini_lfw, 
 
     cfg = TrainConfig.from_settings(load_settings())
     lfw = load_lfw(mini_lfw, tmp_path, detector="yunet", geometry="dlib_150+arcface_112")
-    r = run_lfw_benchmark(lfw, tmp_path, backbone="dlib_resnet+sface", mode="pretrained", flip_tta=True, cfg=cfg,
-                          pair_classifiers=False)
+    r = run_lfw_benchmark(
+        lfw, tmp_path, backbone="dlib_resnet+sface", mode="pretrained", flip_tta=True, cfg=cfg, pair_classifiers=False
+    )
     assert [f["test_folds"] for f in r["fusion_fits"]] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]  # fit on the others
     for fit in r["fusion_fits"]:
         assert abs(sum(fit["fusion_weights"]) - 1) < 1e-6 and fit["fusion_fit_genuine"] > 0

@@ -2,6 +2,7 @@
 recognised live; their printed-photo frame is refused under ``enforce`` and flagged under ``flag``, each
 with its access-log row; /status and /metrics say so. The frames are read from the datasets root
 (research use: never committed)."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,9 +20,13 @@ from facegate.components.service.facade import FaceGate
 from facegate.components.web.api.app import create_app
 from tests.conftest import shared_dataset
 
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(not (weights_root() / "minifasnet").is_dir(),
-                                 reason=f"MiniFASNet weights not under {weights_root()} (set FACEGATE_WEIGHTS)")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        not (weights_root() / "minifasnet").is_dir(),
+        reason=f"MiniFASNet weights not under {weights_root()} (set FACEGATE_WEIGHTS)",
+    ),
+]
 KEY = "test-key"
 H = {"X-API-Key": KEY}
 TAU = 0.45  # dlib on YuNet chips: this subject's live frames ~0.1 apart, their printed photo ~0.2
@@ -45,14 +50,20 @@ def client_for(mode: str, tmp_path, recognizer) -> TestClient:
     def new_gallery():
         return Gallery.new(128, recognizer.embedder_name, recognizer.embedder_version, tau=TAU, target_far=1e-3)
 
-    gate = FaceGate(settings, store=EnrolmentStore(tmp_path / "gallery"), recognizer=recognizer,
-                    new_gallery=new_gallery, access_log=AccessLog(f"sqlite:///{tmp_path / 'access.db'}"))
+    gate = FaceGate(
+        settings,
+        store=EnrolmentStore(tmp_path / "gallery"),
+        recognizer=recognizer,
+        new_gallery=new_gallery,
+        access_log=AccessLog(f"sqlite:///{tmp_path / 'access.db'}"),
+    )
     return TestClient(create_app(gate, key=KEY))
 
 
 def enrol(client: TestClient, employee_id: str, rel: str, **extra):
-    return client.post("/employees", data={"employee_id": employee_id, **extra}, files=[("images", frame(rel))],
-                       headers=H)
+    return client.post(
+        "/employees", data={"employee_id": employee_id, **extra}, files=[("images", frame(rel))], headers=H
+    )
 
 
 def identify(client: TestClient, rel: str) -> dict:
@@ -75,7 +86,9 @@ def test_enforce_refuses_the_printed_photo(tmp_path, recognizer) -> None:
         assert v["decision"] == "attack" and not v["accepted"]
         rows = client.get("/access-log", params={"entrance": "door-1"}, headers=H).json()
         assert [(r["outcome"], r["liveness"], r["employee_id"]) for r in rows[::-1]][:2] == [
-            ("recognized", "live", "E0001"), ("attack", "attack", None)]
+            ("recognized", "live", "E0001"),
+            ("attack", "attack", None),
+        ]
         assert rows[0]["liveness_threshold"] == pytest.approx(attack["liveness"]["threshold"])
         metrics = client.get("/metrics", headers=H).text
         assert 'facegate_presentation_attacks_total{kind="identify",mode="enforce"} 1.0' in metrics
@@ -96,7 +109,9 @@ def test_flag_recognises_and_flags_the_printed_photo(tmp_path, recognizer) -> No
         assert attack["liveness"]["label"] == "attack"
         rows = client.get("/access-log", params={"entrance": "door-1"}, headers=H).json()
         assert [(r["outcome"], r["liveness"], r["employee_id"]) for r in rows[::-1]] == [
-            ("recognized", "live", "E0001"), ("recognized", "attack", "E0001")]
+            ("recognized", "live", "E0001"),
+            ("recognized", "attack", "E0001"),
+        ]
         metrics = client.get("/metrics", headers=H).text
         assert 'facegate_presentation_attacks_total{kind="identify",mode="flag"} 1.0' in metrics
 

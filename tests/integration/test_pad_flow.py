@@ -1,6 +1,7 @@
 """train-pad for real on a small slice of nuaa-dev: fine-tune (Prefect, MLflow), gate against the
 zero-shot pair on held-out subjects, register with its threshold and plots, then serve it as
 ``minifasnet_pair_finetuned``. The frames are linked from the datasets root (never committed)."""
+
 from __future__ import annotations
 
 import mlflow
@@ -10,9 +11,15 @@ import yaml
 from facegate.components.core.paths import mlflow_tracking_uri, weights_root
 from tests.conftest import link_or_copy, requires_dataset, shared_dataset
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, requires_dataset("nuaa-dev"),
-              pytest.mark.skipif(not (weights_root() / "minifasnet").is_dir(),
-                                 reason=f"MiniFASNet weights not under {weights_root()} (set FACEGATE_WEIGHTS)")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    requires_dataset("nuaa-dev"),
+    pytest.mark.skipif(
+        not (weights_root() / "minifasnet").is_dir(),
+        reason=f"MiniFASNet weights not under {weights_root()} (set FACEGATE_WEIGHTS)",
+    ),
+]
 WEIGHTS = weights_root()  # read before the sandbox moves the repository root
 
 

@@ -5,6 +5,7 @@ leave the champion and the gallery in service untouched.
 The scenarios build on each other (the registry and the gallery carry over), so each is a
 module-scoped fixture that runs once and records what its tests check; running one test alone runs
 the scenarios before it."""
+
 from __future__ import annotations
 
 import json
@@ -53,15 +54,25 @@ def in_service():
 def kill_chain_during_training(sandbox) -> list[str]:
     """`facegate retrain` in a child process, SIGKILLed once its train stage runs; returns its run ids."""
     exp_name = "facegate-retrain"
-    proc = subprocess.Popen([sys.executable, "-m", "facegate.cli.main", "retrain"], cwd=repo_root(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "facegate.cli.main", "retrain"],
+        cwd=repo_root(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             assert proc.poll() is None, "the chain ended before it could be killed"
             exp = mlflow.get_experiment_by_name(exp_name)
-            running = mlflow.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'",
-                                         output_format="list") if exp else []
+            running = (
+                mlflow.search_runs(
+                    [exp.experiment_id], filter_string="attributes.status = 'RUNNING'", output_format="list"
+                )
+                if exp
+                else []
+            )
             if any(r.info.run_name == "train" for r in running):
                 break
             time.sleep(0.5)
@@ -92,8 +103,11 @@ def champion_moves() -> list[tuple[str, str, str | None, str]]:
     from facegate.components.service.access_log import AccessLog
 
     events = AccessLog.from_settings(load_settings()).audit_events(limit=10_000)
-    return [(e["actor"], e["action"], e["detail"]["previous"], e["detail"]["version"])
-            for e in reversed(events) if e["action"] in ("promote", "rollback")]
+    return [
+        (e["actor"], e["action"], e["detail"]["previous"], e["detail"]["version"])
+        for e in reversed(events)
+        if e["action"] in ("promote", "rollback")
+    ]
 
 
 # --------------------------------------------------------------------------- the scenarios, in order
@@ -113,8 +127,9 @@ def world(module_sandbox, prefect_server):
     for person in ("amy", "raj"):
         enrol_flow(person, person.title(), [str(faces / person / f"{person}1.png")])
     mlflow.set_tracking_uri(mlflow_tracking_uri())
-    return SimpleNamespace(sandbox=module_sandbox, store=gallery_store(), client=mlflow.MlflowClient(),
-                           before=in_service())
+    return SimpleNamespace(
+        sandbox=module_sandbox, store=gallery_store(), client=mlflow.MlflowClient(), before=in_service()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -144,14 +159,21 @@ def two_chains(first_chains_fail, world):
     second, error = run_chain()
     assert error is None, error
     service_recognizer.cache_clear()
-    return SimpleNamespace(first=first, second=second, data_version=data_version.read_version(),
-                           after=in_service(), employees=world.store.load().n_employees, gates=gate_states(),
-                           service_label=service_model(load_settings())[1])
+    return SimpleNamespace(
+        first=first,
+        second=second,
+        data_version=data_version.read_version(),
+        after=in_service(),
+        employees=world.store.load().n_employees,
+        gates=gate_states(),
+        service_label=service_model(load_settings())[1],
+    )
 
 
 @pytest.fixture(scope="module")
 def training_fails(two_chains):
     """3. A stage fails with a champion in service."""
+
     def broken_training(*args, **kwargs):
         raise RuntimeError("injected: the training node died")
 
@@ -179,8 +201,9 @@ def test_a_bad_stored_photo_fails_promote_and_nothing_moves(world, first_chains_
     assert str(failed.photo) in failed.error.message
     assert failed.after == world.before  # no champion, same gallery version, same model
     client = world.client
-    failed_run = client.search_runs([client.get_experiment_by_name("facegate-retrain").experiment_id],
-                                    filter_string="tags.failed_stage = 'promote'")[0]
+    failed_run = client.search_runs(
+        [client.get_experiment_by_name("facegate-retrain").experiment_id], filter_string="tags.failed_stage = 'promote'"
+    )[0]
     assert failed_run.info.status == "FAILED"
     assert failed.gates <= {"failed", "rejected"}
 
@@ -190,14 +213,18 @@ def test_two_chains_line_up_in_mlflow(world, two_chains):
     runs = [mlflow.get_run(r["run_id"]) for r in (two_chains.first, two_chains.second)]
     assert all(r.info.status == "FINISHED" for r in runs)
     assert set(runs[0].data.metrics) == set(runs[1].data.metrics)  # the compare view lines them up
-    assert {"val_accuracy", "val_tar_at_far_1e-3", "incumbent_val_accuracy", "gate_promoted"} <= set(runs[0].data.metrics)
+    assert {"val_accuracy", "val_tar_at_far_1e-3", "incumbent_val_accuracy", "gate_promoted"} <= set(
+        runs[0].data.metrics
+    )
     assert runs[0].data.params["train.epochs"] == "2" and runs[1].data.params["train.epochs"] == "3"
 
     # the data version: data.dvc, the parent runs and every nested stage run agree
-    children = client.search_runs([runs[1].info.experiment_id],
-                                  filter_string=f"tags.parent_run_id = '{runs[1].info.run_id}'")
-    assert ({c.data.tags["data_version"] for c in children} | {r.data.tags["data_version"] for r in runs}
-            == {two_chains.data_version})
+    children = client.search_runs(
+        [runs[1].info.experiment_id], filter_string=f"tags.parent_run_id = '{runs[1].info.run_id}'"
+    )
+    assert {c.data.tags["data_version"] for c in children} | {r.data.tags["data_version"] for r in runs} == {
+        two_chains.data_version
+    }
     names = {c.info.run_name for c in children}
     assert {"ingest", "validate", "augment", "train", "evaluate-challenger", "evaluate-incumbent"} <= names
     train_run = next(c for c in children if c.info.run_name == "train")
@@ -267,7 +294,9 @@ def test_operator_promotes_and_rolls_back_and_the_gallery_follows(world, trainin
     assert in_service()[0] == other and in_service()[2] == f"{MODEL}/{other}"
     cli("models", "rollback")
     assert in_service()[0] == serving[0] and in_service()[2] == f"{MODEL}/{serving[0]}"
-    assert champion_moves() == before + [(local_actor(), "promote", serving[0], other),
-                                         (local_actor(), "rollback", other, serving[0])]
+    assert champion_moves() == before + [
+        (local_actor(), "promote", serving[0], other),
+        (local_actor(), "rollback", other, serving[0]),
+    ]
     assert registry.get_version(MODEL, other).tags["gate"] == "rejected"
     assert world.store.load().n_employees == 2

@@ -1,6 +1,7 @@
 """An unchanged scheduled chain is skipped in seconds, for real (Prefect flow, MLflow store and registry):
 the champion's chain recorded the same data version, ingest sources, params and code; the skip is an
 MLflow run of its own with the reason, and nothing in the registry moves."""
+
 from __future__ import annotations
 
 import time
@@ -23,15 +24,20 @@ def fake_champion_chain(settings) -> str:
     """A champion registered by a chain run carrying today's fingerprints (as a real chain records them)."""
     from facegate.flows.retrain import chain_params
 
-    inputs = current_fingerprints(data_version.read_version(), settings.ingest.datasets,
-                                  chain_params(settings, None, None))
-    with tracked_run(experiment_name(settings), "retrain-earlier", tags=inputs.tags(),
-                     data_version=data_version.read_version()) as run:
+    inputs = current_fingerprints(
+        data_version.read_version(), settings.ingest.datasets, chain_params(settings, None, None)
+    )
+    with tracked_run(
+        experiment_name(settings), "retrain-earlier", tags=inputs.tags(), data_version=data_version.read_version()
+    ) as run:
         mlflow.log_text("a stand-in for the champion's weights", "model/weights.txt")
     client = registry.mlflow_client()
     client.create_registered_model(MODEL)
-    version = str(client.create_model_version(MODEL, f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
-                                              tags={"retrain_run_id": run.info.run_id}).version)
+    version = str(
+        client.create_model_version(
+            MODEL, f"{run.info.artifact_uri}/model", run_id=run.info.run_id, tags={"retrain_run_id": run.info.run_id}
+        ).version
+    )
     registry.set_gate_state(MODEL, version, "promoted", "test")
     registry.promote(MODEL, version, "test")
     return version

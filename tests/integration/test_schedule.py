@@ -1,5 +1,6 @@
 """A cron schedule fires a real retraining run: a real `prefect server` on loopback started by the
 test, `facegate schedule` serving the deployment against it, both stopped by their PIDs."""
+
 from __future__ import annotations
 
 import os
@@ -53,12 +54,21 @@ def test_cron_schedule_fires_a_real_retraining_run(sandbox, tmp_path, monkeypatc
     runner = None
     try:
         assert server.how == "started" and server_healthy(server.api_url)
-        env = {**os.environ, "PREFECT_API_URL": server.api_url, "PREFECT_RUNNER_POLL_FREQUENCY": "5",
-               "PREFECT_HOME": str(tmp_path / "runner-home")}
+        env = {
+            **os.environ,
+            "PREFECT_API_URL": server.api_url,
+            "PREFECT_RUNNER_POLL_FREQUENCY": "5",
+            "PREFECT_HOME": str(tmp_path / "runner-home"),
+        }
         log = open(tmp_path / "schedule.log", "wb")
-        runner = subprocess.Popen([sys.executable, "-m", "facegate.cli.main", "schedule", "--cron", "* * * * *"],
-                                  cwd=repo_root(), env=env, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        runner = subprocess.Popen(
+            [sys.executable, "-m", "facegate.cli.main", "schedule", "--cron", "* * * * *"],
+            cwd=repo_root(),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 420
         finished = None
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
@@ -78,8 +88,9 @@ def test_cron_schedule_fires_a_real_retraining_run(sandbox, tmp_path, monkeypatc
         assert [s.schedule.cron for s in dep.schedules] == ["* * * * *"]
         mlflow.set_tracking_uri(mlflow_tracking_uri())
         exp = mlflow.get_experiment_by_name("facegate-retrain")
-        (run,) = mlflow.search_runs([exp.experiment_id], filter_string=f"tags.prefect_flow_run_id = '{finished.id}'",
-                                    output_format="list")
+        (run,) = mlflow.search_runs(
+            [exp.experiment_id], filter_string=f"tags.prefect_flow_run_id = '{finished.id}'", output_format="list"
+        )
         assert run.info.status == "FINISHED" and run.data.tags["prefect_deployment"] == "facegate-retrain"
         assert "val_accuracy" in run.data.metrics
     finally:

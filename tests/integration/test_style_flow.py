@@ -1,5 +1,6 @@
 """The style-transfer flow for real on a tiny pair: Prefect run, MLflow metrics per iteration, the cost plot,
 and no image in MLflow unless asked (a face photo as content is biometric data)."""
+
 from __future__ import annotations
 
 import mlflow
@@ -48,7 +49,9 @@ def test_stylize_flow_logs_costs_and_keeps_images_out_by_default(sandbox, prefec
         history = client.get_metric_history(run.info.run_id, name)
         assert sorted(m.step for m in history) == list(range(ITERATIONS + 1))  # every iteration, then the output
     m = run.data.metrics
-    assert {"loss_start", "loss_end", "loss_reduction", "style_cost_output", "style_cost_content", "duration_s"} <= set(m)
+    assert {"loss_start", "loss_end", "loss_reduction", "style_cost_output", "style_cost_content", "duration_s"} <= set(
+        m
+    )
     assert m["loss_reduction"] == pytest.approx(result["loss_reduction"])
     artifacts = all_artifacts(client, run.info.run_id)
     assert {"plots/cost_curve.png", "cost_curve.json"} <= artifacts

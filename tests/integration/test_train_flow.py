@@ -1,4 +1,5 @@
 """The training flow for real (Prefect, MLflow, DVC data) on a small slice of LFW."""
+
 from __future__ import annotations
 
 import mlflow
@@ -54,7 +55,10 @@ def test_train_flow_logs_a_usable_model(sandbox, prefect_server, backbone, mode)
     assert logged.source_run_id == run.info.run_id  # the logged model belongs to this run
     assert "torch==2.13.0" in mlflow.artifacts.load_text(f"{logged.artifact_location}/requirements.txt")
     assert {a.path for a in client.list_artifacts(run.info.run_id, "plots")} == {
-        "plots/roc.png", "plots/distances.png", "plots/training_curves.png"}
+        "plots/roc.png",
+        "plots/distances.png",
+        "plots/training_curves.png",
+    }
     model = mlflow.pytorch.load_model(result["model_uri"])
     emb = embed_chips(model, np.zeros((2, 150, 150, 3), np.uint8))
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)

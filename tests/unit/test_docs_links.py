@@ -1,5 +1,6 @@
 """Every relative link in the README, docs/ and infra/README.md points to a file that exists (and, for a
 markdown target with an anchor, to a heading it has): docs move with the code, and a dead link is found here."""
+
 from __future__ import annotations
 
 import re

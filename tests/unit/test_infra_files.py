@@ -2,6 +2,7 @@
 every compose service has a healthcheck, secrets come only from the environment (infra/.env), the
 template names every variable the compose file requires, the Kubernetes manifests parse and probe
 /health, and the worker runs the same work pool and deployment files that `make server-check` uses."""
+
 from __future__ import annotations
 
 import re
@@ -32,8 +33,11 @@ def test_secrets_only_from_the_environment():
             assert "${" in line, f"{key} is not taken from the environment: {line.strip()}"
     assert not re.search(r"postgresql(\+asyncpg)?://[^@\s]*:[^@\s]*@", text), "a password in a database URL"
     required = set(re.findall(r"\$\{([A-Z_]+):\?", text))
-    example = {line.split("=", 1)[0] for line in (INFRA / ".env.example").read_text().splitlines()
-               if line and not line.startswith("#")}
+    example = {
+        line.split("=", 1)[0]
+        for line in (INFRA / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
     assert required <= example, f"missing from infra/.env.example: {required - example}"
 
 

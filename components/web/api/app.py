@@ -20,6 +20,7 @@ log (``facegate.components.service.access_log``) before the answer. ``/metrics``
 key when the server is bound to loopback. The operator console (``components/web/console.py``) is mounted at
 ``/`` (login) and ``/console/...``.
 """
+
 from __future__ import annotations
 
 import os
@@ -75,9 +76,14 @@ async def lifespan(app: FastAPI):
         app.state.api.on_stop()
 
 
-def create_app(gate: FaceGate, key: str | None = None, after_write: Callable[[], None] | None = None,
-               on_stop: Callable[[], None] | None = None, accounts: Accounts | None = None,
-               console: bool = True) -> FastAPI:
+def create_app(
+    gate: FaceGate,
+    key: str | None = None,
+    after_write: Callable[[], None] | None = None,
+    on_stop: Callable[[], None] | None = None,
+    accounts: Accounts | None = None,
+    console: bool = True,
+) -> FastAPI:
     """The REST adapter over ``gate``: decode uploads, call a verb, answer its result as JSON.
 
     ``after_write`` runs after every enrolment or removal (the DVC snapshot request); ``on_stop`` when
@@ -85,22 +91,33 @@ def create_app(gate: FaceGate, key: str | None = None, after_write: Callable[[],
     database, with ``key`` as the legacy operator key (only that key when the gate keeps no log).
     """
     state = ApiState.build(gate, key or api_key(), accounts, after_write, on_stop)
-    app = FastAPIOffline(title="facegate", version="1", description=__doc__, lifespan=lifespan,
-                         static_url=DOCS_STATIC)
+    app = FastAPIOffline(title="facegate", version="1", description=__doc__, lifespan=lifespan, static_url=DOCS_STATIC)
     app.state.api = state
-    app.add_middleware(RequestGuard, authenticate=state.authenticate, max_body_bytes=gate.settings.api.max_body_bytes,
-                       public_paths=PUBLIC_PATHS, public_prefixes=(DOCS_STATIC + "/", CONSOLE_STATIC + "/"),
-                       public_when=partial(public_without_key, gate.settings.console))
+    app.add_middleware(
+        RequestGuard,
+        authenticate=state.authenticate,
+        max_body_bytes=gate.settings.api.max_body_bytes,
+        public_paths=PUBLIC_PATHS,
+        public_prefixes=(DOCS_STATIC + "/", CONSOLE_STATIC + "/"),
+        public_when=partial(public_without_key, gate.settings.console),
+    )
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: refusals are counted too
     install_error_handlers(app)
     limits = gate.settings.api  # the order of the routes is the order of the published schema's paths
-    for router in (routes_status.router, routes_recognition.recognition_router(limits),
-                   routes_employees.reading_router(limits), routes_log.router, routes_accounts.router,
-                   routes_employees.writing_router(limits), routes_captures.router):
+    for router in (
+        routes_status.router,
+        routes_recognition.recognition_router(limits),
+        routes_employees.reading_router(limits),
+        routes_log.router,
+        routes_accounts.router,
+        routes_employees.writing_router(limits),
+        routes_captures.router,
+    ):
         app.include_router(router)
     if console:
         app.include_router(console_pages.router)
         app.include_router(console_review.router)
-        app.mount(CONSOLE_STATIC, StaticFiles(directory=str(console_pages.CONSOLE_DIR / "static")),
-                  name="console-static")
+        app.mount(
+            CONSOLE_STATIC, StaticFiles(directory=str(console_pages.CONSOLE_DIR / "static")), name="console-static"
+        )
     return app

@@ -7,6 +7,7 @@ metrics, the login limiter and the write/stop hooks. Routes ask for it with ``De
 and left the principal in the scope; ``require(permission)`` turns that principal into a role check
 (403 ``forbidden``) and puts the API-key scheme into the OpenAPI schema.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -48,20 +49,33 @@ class ApiState:
     form_limits: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, gate: FaceGate, key: str, accounts: Accounts | None = None,
-              after_write: Callable[[], None] | None = None,
-              on_stop: Callable[[], None] | None = None) -> ApiState:
+    def build(
+        cls,
+        gate: FaceGate,
+        key: str,
+        accounts: Accounts | None = None,
+        after_write: Callable[[], None] | None = None,
+        on_stop: Callable[[], None] | None = None,
+    ) -> ApiState:
         """``accounts`` default: those in ``gate``'s access-log database, with ``key`` as the legacy
         operator key (only that key when the gate keeps no log, and then sessions die with the process)."""
         settings, log = gate.settings, gate.access_log
         if accounts is None:
             accounts = Accounts(log.engine if log is not None else None, legacy_key=key)
-        sessions = Sessions(session_secret() if log is not None else secrets.token_bytes(32),
-                            settings.console.session_hours * 3600)
-        return cls(gate=gate, accounts=accounts, sessions=sessions, authenticate=Authenticator(accounts, sessions),
-                   metrics=ServiceMetrics(partial(gallery_size, gate)),
-                   login_limiter=LoginLimiter(settings.console.login_max_failures, settings.console.login_window_s),
-                   after_write=after_write, on_stop=on_stop, form_limits=form_limits(settings.api))
+        sessions = Sessions(
+            session_secret() if log is not None else secrets.token_bytes(32), settings.console.session_hours * 3600
+        )
+        return cls(
+            gate=gate,
+            accounts=accounts,
+            sessions=sessions,
+            authenticate=Authenticator(accounts, sessions),
+            metrics=ServiceMetrics(partial(gallery_size, gate)),
+            login_limiter=LoginLimiter(settings.console.login_max_failures, settings.console.login_window_s),
+            after_write=after_write,
+            on_stop=on_stop,
+            form_limits=form_limits(settings.api),
+        )
 
     @property
     def settings(self) -> Settings:
@@ -95,8 +109,9 @@ def public_without_key(console: ConsoleSettings, scope) -> bool:  # noqa: ANN001
     return page or metrics_public(console, scope)
 
 
-api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
-                              description="the service's API key ($FACEGATE_API_KEY or .facegate/api_key)")
+api_key_header = APIKeyHeader(
+    name=API_KEY_HEADER, auto_error=False, description="the service's API key ($FACEGATE_API_KEY or .facegate/api_key)"
+)
 
 
 def principal(request: Request) -> Principal:
@@ -110,6 +125,7 @@ def principal(request: Request) -> Principal:
 
 def require(permission: str) -> Callable[..., Principal]:
     """A dependency: the principal, if its role may ``permission`` (403 ``forbidden`` otherwise)."""
+
     def check(request: Request, _: str | None = Depends(api_key_header)) -> Principal:
         p = principal(request)
         if not p.can(permission):

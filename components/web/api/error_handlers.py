@@ -3,6 +3,7 @@ service's own errors (``FacegateError``) by their code, with the fields a caller
 duplicate face: the other employee, their thumbnail's URL, distance, threshold, chance), FastAPI's validation errors as
 ``invalid_request`` (422), Starlette's (unknown path, wrong method) by status, and anything unexpected as
 ``internal_error`` (500) with the traceback left to the server log, never in the answer."""
+
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
@@ -12,8 +13,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from facegate.components.core.errors import DuplicateFace, FacegateError, LoginRateLimited
 
-HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-              413: "body_too_large", 415: "unsupported_media_type", 422: "invalid_request"}
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+}
 
 
 def error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
@@ -25,8 +33,9 @@ async def facegate_error(request: Request, exc: FacegateError) -> JSONResponse:
     extra = exc.details()
     if isinstance(exc, DuplicateFace):  # the console shows both faces: the other by the thumbnail it already serves
         extra["other_photo_url"] = request.app.url_path_for("employee_photo", employee_id=exc.other_id)
-    return JSONResponse({"code": exc.code, "message": exc.message, **extra}, status_code=exc.http_status,
-                        headers=headers)
+    return JSONResponse(
+        {"code": exc.code, "message": exc.message, **extra}, status_code=exc.http_status, headers=headers
+    )
 
 
 async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -2,6 +2,7 @@
 limits on files, fields and field size; uploads that must be images of at most ``api.max_upload_bytes``;
 the employee id and entrance form fields; the times of the access log's filters. Shared by the API's
 routes and the console's pages, so both refuse the same input the same way."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -61,8 +62,7 @@ class LimitedFormRoute(APIRoute):
 def read_upload(upload: UploadFile, max_bytes: int) -> Photo:
     """An uploaded image's bytes: refused by its declared type (not an image) or once over ``max_bytes``."""
     if (upload.content_type or "").split(";")[0].strip().lower() not in IMAGE_TYPES:
-        raise UnsupportedMediaType(
-            f"{upload.filename}: content type {upload.content_type!r} is not an image type")
+        raise UnsupportedMediaType(f"{upload.filename}: content type {upload.content_type!r} is not an image type")
     data = upload.file.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise ImageTooLarge(upload.filename or "upload", f"more than {max_bytes} bytes")
@@ -74,13 +74,17 @@ def decoded_pixels(photo: Photo, max_pixels: int) -> np.ndarray:
 
 
 def entrance_form() -> Any:  # a FastAPI parameter declaration
-    return Form(None, max_length=64, pattern=ENTRANCE,
-                description="entrance or camera id, recorded in the access log")
+    return Form(None, max_length=64, pattern=ENTRANCE, description="entrance or camera id, recorded in the access log")
 
 
 def employee_id_form(limits: ApiSettings) -> Any:
-    return Form(..., min_length=1, max_length=limits.max_id_length, pattern=EMPLOYEE_ID.pattern,
-                description="employee id: letters, digits, '_', '.', '-' (first a letter or digit)")
+    return Form(
+        ...,
+        min_length=1,
+        max_length=limits.max_id_length,
+        pattern=EMPLOYEE_ID.pattern,
+        description="employee id: letters, digits, '_', '.', '-' (first a letter or digit)",
+    )
 
 
 def parse_time(field: str, value: str | None) -> datetime | None:

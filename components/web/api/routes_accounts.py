@@ -1,4 +1,5 @@
 """The account behind a request (the console asks which pages to offer)."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Request

@@ -1,5 +1,6 @@
 """The turnstile's questions: who is this (identify, 1:N) and is this the claimed employee (verify, 1:1).
 Each answer is an access-log row (written by the FaceGate) and a count in the decision metrics."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, File, UploadFile
@@ -34,9 +35,12 @@ def recognition_router(limits: ApiSettings) -> APIRouter:
     router = APIRouter(route_class=LimitedFormRoute)
 
     @router.post("/identify", responses=error_responses(400, 403, 404, 409, 415))
-    def identify(image: UploadFile = File(..., description="a camera frame or photo"),
-                 entrance: str | None = entrance_form(), who: Principal = Depends(decider),
-                 state: ApiState = Depends(api_state)) -> IdentificationOut:
+    def identify(
+        image: UploadFile = File(..., description="a camera frame or photo"),
+        entrance: str | None = entrance_form(),
+        who: Principal = Depends(decider),
+        state: ApiState = Depends(api_state),
+    ) -> IdentificationOut:
         """Who is this? Every face in the frame: box, employee id or not recognized, distance, tau.
         Each face is an access-log row (with ``entrance``) before the answer."""
         pixels = decoded_pixels(read_upload(image, limits.max_upload_bytes), state.settings.images.max_pixels)
@@ -47,14 +51,22 @@ def recognition_router(limits: ApiSettings) -> APIRouter:
         return IdentificationOut(**result)
 
     @router.post("/verify", responses=error_responses(400, 403, 404, 409, 415))
-    def verify(employee_id: str = employee_id_form(limits),
-               image: UploadFile = File(..., description="a photo with exactly one face"),
-               entrance: str | None = entrance_form(), who: Principal = Depends(decider),
-               state: ApiState = Depends(api_state)) -> VerificationOut:
+    def verify(
+        employee_id: str = employee_id_form(limits),
+        image: UploadFile = File(..., description="a photo with exactly one face"),
+        entrance: str | None = entrance_form(),
+        who: Principal = Depends(decider),
+        state: ApiState = Depends(api_state),
+    ) -> VerificationOut:
         """Is this the claimed employee? 1:1 at the calibrated false-accept rate (an access-log row)."""
         photo = read_upload(image, limits.max_upload_bytes)
-        result = state.gate.verify(employee_id, decoded_pixels(photo, state.settings.images.max_pixels), photo.name,
-                                   entrance=entrance, actor=who.name).to_dict()
+        result = state.gate.verify(
+            employee_id,
+            decoded_pixels(photo, state.settings.images.max_pixels),
+            photo.name,
+            entrance=entrance,
+            actor=who.name,
+        ).to_dict()
         count_decisions(state.metrics, "verify", [result], state.settings.pad.mode)
         state.metrics.decision_path("verify", result["path"])
         return VerificationOut(**result)

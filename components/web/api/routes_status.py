@@ -1,4 +1,5 @@
 """Liveness, the service's status and its Prometheus metrics."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request

@@ -1,5 +1,6 @@
 """The API's JSON answers, as pydantic models: FastAPI validates every answer against them and names
 its OpenAPI schemas after them, so a class name here is part of the published schema."""
+
 from __future__ import annotations
 
 from typing import Literal

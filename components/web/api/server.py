@@ -1,5 +1,6 @@
 """`facegate serve`: the deployment's app (this repository's gallery, one bound on concurrent model
 runs, DVC snapshots by a background worker) under uvicorn."""
+
 from __future__ import annotations
 
 import uvicorn

@@ -7,6 +7,7 @@ script to the REST API with the session cookie, so the page and the API enforce 
 limits (a viewer's enrolment is 403 in both). Sessions are signed cookies (``facegate.components.web.accounts``),
 HttpOnly and SameSite=Strict; logins are rate-limited per account name and per client address.
 """
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -25,8 +26,14 @@ from facegate.components.web.api.inputs import LimitedFormRoute, parse_time
 from facegate.components.web.request_guard import PRINCIPAL_SCOPE_KEY
 
 CONSOLE_DIR = Path(__file__).resolve().parent
-PAGES = [("employees", "Employees", "read"), ("enrol", "Enrol", "enrol"), ("identify", "Identify", "decide"),
-         ("log", "Access log", "read"), ("review", "Review", "review"), ("status", "Status", "read")]
+PAGES = [
+    ("employees", "Employees", "read"),
+    ("enrol", "Enrol", "enrol"),
+    ("identify", "Identify", "decide"),
+    ("log", "Access log", "read"),
+    ("review", "Review", "review"),
+    ("status", "Status", "read"),
+]
 TEMPLATES = Jinja2Templates(directory=str(CONSOLE_DIR / "templates"))
 
 router = APIRouter(route_class=LimitedFormRoute, include_in_schema=False)
@@ -39,8 +46,9 @@ def who(request: Request) -> Principal | None:
 def render(request: Request, state: ApiState, template: str, status: int = 200, **ctx) -> HTMLResponse:
     p = who(request)
     nav = [(slug, title) for slug, title, perm in PAGES if p is not None and p.can(perm)]
-    return TEMPLATES.TemplateResponse(request, template, {"me": p, "nav": nav, "limits": state.settings.api, **ctx},
-                                      status_code=status)
+    return TEMPLATES.TemplateResponse(
+        request, template, {"me": p, "nav": nav, "limits": state.settings.api, **ctx}, status_code=status
+    )
 
 
 def page(request: Request, state: ApiState, permission: str, template: str, **ctx) -> Response:
@@ -66,8 +74,13 @@ def login_page(request: Request, state: ApiState = Depends(api_state)):
 
 
 @router.post("/login", response_class=HTMLResponse)
-def login(request: Request, name: str = Form(..., max_length=64), secret: str = Form(..., max_length=512),
-          next: str = Form("", max_length=200), state: ApiState = Depends(api_state)):  # noqa: A002 - the form's name
+def login(
+    request: Request,
+    name: str = Form(..., max_length=64),
+    secret: str = Form(..., max_length=512),
+    next: str = Form("", max_length=200),
+    state: ApiState = Depends(api_state),
+):  # noqa: A002 - the form's name
     client = request.client.host if request.client else "unknown"
     keys = (f"account {name!r}", f"address {client}")
     try:
@@ -84,8 +97,15 @@ def login(request: Request, name: str = Form(..., max_length=64), secret: str = 
     state.metrics.logins.labels("ok").inc()
     target = next if next.startswith("/console/") else "/console/employees"
     resp = RedirectResponse(target, status_code=303)
-    resp.set_cookie(Sessions.COOKIE, state.sessions.issue(p), max_age=int(state.settings.console.session_hours * 3600),
-                    httponly=True, samesite="strict", secure=request.url.scheme == "https", path="/")
+    resp.set_cookie(
+        Sessions.COOKIE,
+        state.sessions.issue(p),
+        max_age=int(state.settings.console.session_hours * 3600),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
     return resp
 
 
@@ -115,30 +135,67 @@ def identify_page(request: Request, state: ApiState = Depends(api_state)):
 
 
 @router.get("/console/log", response_class=HTMLResponse)
-def log_page(request: Request, employee_id: str = Query("", max_length=64), outcome: str = Query("", max_length=16),
-             entrance: str = Query("", max_length=64), kind: str = Query("", max_length=16),
-             since: str = Query("", max_length=40), until: str = Query("", max_length=40),
-             state: ApiState = Depends(api_state)):
+def log_page(
+    request: Request,
+    employee_id: str = Query("", max_length=64),
+    outcome: str = Query("", max_length=16),
+    entrance: str = Query("", max_length=64),
+    kind: str = Query("", max_length=16),
+    since: str = Query("", max_length=40),
+    until: str = Query("", max_length=40),
+    state: ApiState = Depends(api_state),
+):
     log = state.gate.access_log
     decisions, audit, error = [], [], None
     if may(request, "read") and log is not None:
         try:
-            f = DecisionFilter(employee_id or None, outcome or None, entrance or None, kind or None,
-                               parse_time("since", since), parse_time("until", until), 500)
+            f = DecisionFilter(
+                employee_id or None,
+                outcome or None,
+                entrance or None,
+                kind or None,
+                parse_time("since", since),
+                parse_time("until", until),
+                500,
+            )
         except BadRequest as exc:
             error, f = exc.message, DecisionFilter(limit=500)
         decisions, audit = log.decisions(f), log.audit_events(limit=200)
-    filters = {"employee_id": employee_id, "outcome": outcome, "entrance": entrance, "kind": kind,
-               "since": since, "until": until}
-    return page(request, state, "read", "log.html", decisions=decisions, audit=audit, filters=filters,
-                outcomes=OUTCOMES, error=error, has_log=log is not None)
+    filters = {
+        "employee_id": employee_id,
+        "outcome": outcome,
+        "entrance": entrance,
+        "kind": kind,
+        "since": since,
+        "until": until,
+    }
+    return page(
+        request,
+        state,
+        "read",
+        "log.html",
+        decisions=decisions,
+        audit=audit,
+        filters=filters,
+        outcomes=OUTCOMES,
+        error=error,
+        has_log=log is not None,
+    )
 
 
 @router.get("/console/status", response_class=HTMLResponse)
 def status_page(request: Request, state: ApiState = Depends(api_state)):
     from facegate.components.service.status import gallery_report, model_report  # heavy: MLflow registry, ~1.5 s
 
-    report = ({"gallery": gallery_report(state.gate), "model": model_report(state.settings),
-               "pad": state.gate.liveness.status()} if may(request, "read") else {})
-    return page(request, state, "read", "status.html", report=report,
-                now=datetime.now(UTC).isoformat(timespec="seconds"))
+    report = (
+        {
+            "gallery": gallery_report(state.gate),
+            "model": model_report(state.settings),
+            "pad": state.gate.liveness.status(),
+        }
+        if may(request, "read")
+        else {}
+    )
+    return page(
+        request, state, "read", "status.html", report=report, now=datetime.now(UTC).isoformat(timespec="seconds")
+    )

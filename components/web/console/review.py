@@ -2,6 +2,7 @@
 
 The page only renders; the buttons call the API's capture routes (components/web/api/routes_captures.py)
 with the session cookie, so the page and the API check the same ``review`` permission."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
@@ -17,6 +18,9 @@ router = APIRouter(route_class=LimitedFormRoute, include_in_schema=False)
 @router.get("/console/review", response_class=HTMLResponse)
 def review_page(request: Request, state: ApiState = Depends(api_state)):
     store = state.gate.captures
-    queue = store.review_queue(state.settings.capture.review_band, 100) if store is not None and may(
-        request, "review") else []
+    queue = (
+        store.review_queue(state.settings.capture.review_band, 100)
+        if store is not None and may(request, "review")
+        else []
+    )
     return page(request, state, "review", "review.html", queue=queue, has_store=store is not None)

@@ -1,6 +1,7 @@
 """The dependency rule, beyond import-linter's layers: no import cycle between any two modules, no
 module reached under the card's folder names instead of ``facegate.*``, and imports inside functions
 only where a reason is written beside them (docs/architecture.md)."""
+
 from __future__ import annotations
 
 import ast
@@ -80,10 +81,18 @@ def test_code_imports_the_installed_names_only() -> None:
     bad = []
     for path in _python_files():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
-            bad += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names
-                    if n.split(".")[0] in {"components", "flows", "benchmarks", "cli"}]
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and not node.level
+                else []
+            )
+            bad += [
+                f"{path.relative_to(ROOT)}:{node.lineno} {n}"
+                for n in names
+                if n.split(".")[0] in {"components", "flows", "benchmarks", "cli"}
+            ]
     assert not bad, "\n".join(bad)
 
 
@@ -100,7 +109,7 @@ def test_function_local_imports_say_why() -> None:
             for inner in ast.walk(node):
                 if isinstance(inner, ast.Import | ast.ImportFrom) and inner.col_offset > 0:
                     line = lines[inner.lineno - 1]
-                    span = lines[inner.lineno - 1:inner.end_lineno or inner.lineno]
+                    span = lines[inner.lineno - 1 : inner.end_lineno or inner.lineno]
                     if not any("#" in part for part in span):
                         bad.append(f"{path.relative_to(ROOT)}:{inner.lineno}: {line.strip()}")
     assert not bad, f"{len(bad)} function-local imports without a reason:\n" + "\n".join(bad[:60])

@@ -1,5 +1,6 @@
 """`bench detect --seeds N`: N trainings from the params' seed upwards, per seed and mean / spread; the
 same seed gives the same held-out figures (every random stream seeded)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,8 +16,9 @@ KEYS = ("map50", "pycocotools_map50", f"ap50_{RARE_CLASS}", "map50_95")
 
 def test_seeds_benchmark_is_repeatable_and_summarised():
     cfg = _cfg(frozen_epochs=2, finetune_epochs=1, seed=5)
-    eval_cfg = dataclasses.make_dataclass("E", ["classes", "eval_score_threshold", "nms_iou", "max_detections",
-                                               "device"])(cfg.classes, 0.01, 0.45, 100, "cpu")
+    eval_cfg = dataclasses.make_dataclass(
+        "E", ["classes", "eval_score_threshold", "nms_iou", "max_detections", "device"]
+    )(cfg.classes, 0.01, 0.45, 100, "cpu")
     train, val = _samples(8, 0), _samples(4, 1)
     first = seeds_benchmark(train, val, cfg, eval_cfg, 2)
     again = seeds_benchmark(train, val, cfg, eval_cfg, 1)

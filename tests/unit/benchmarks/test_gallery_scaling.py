@@ -1,4 +1,5 @@
 """Gallery scaling benchmark on a tiny gallery: calibration, exact self-recall, the documented result keys."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,9 @@ from facegate.benchmarks import gallery_scaling as gs  # noqa: E402
 @pytest.fixture(scope="module")
 def result() -> dict:
     faiss.omp_set_num_threads(2)
-    return gs.run_benchmark([2000], 200, n_single=20, hnsw_ef_search=(16, 64), ivf_nprobe=(4, 16),
-                            calibration_pairs=1500)
+    return gs.run_benchmark(
+        [2000], 200, n_single=20, hnsw_ef_search=(16, 64), ivf_nprobe=(4, 16), calibration_pairs=1500
+    )
 
 
 def test_calibration_hits_lfw_means(result):
@@ -45,8 +47,9 @@ def test_result_has_documented_keys(result):
 
 
 def test_dataset_shapes_and_probe_identities():
-    cal = gs.Calibration(sigma=0.27, tau=0.79, target_genuine=0.37, target_impostor=0.92, achieved={},
-                         lfw_reference={}, n_pairs=0)
+    cal = gs.Calibration(
+        sigma=0.27, tau=0.79, target_genuine=0.37, target_impostor=0.92, achieved={}, lfw_reference={}, n_pairs=0
+    )
     gallery, queries, identity = gs.make_dataset(500, 101, cal, seed=3, chunk=128)
     assert gallery.shape == (500, 128) and queries.shape == (101, 128) and gallery.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(gallery, axis=1), 1.0, atol=1e-5)

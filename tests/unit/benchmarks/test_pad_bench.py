@@ -1,4 +1,5 @@
 """bench pad's protocol: folds by subject, thresholds never set on the test subjects, pooled figures."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,8 +20,10 @@ def test_each_subject_is_tested_once_and_never_in_its_own_thresholds() -> None:
 def test_pooled_figures_use_each_fold_threshold() -> None:
     live = np.array([True, True, False, False, True, False])
     # fold A: thresholds from attacks [0.1, 0.2] -> any target < 50%: 0.2; fold B: from [0.5]
-    folds = [Fold(np.array([0, 1, 2]), np.array([0.9, 0.15, 0.3]), np.array([0.8]), np.array([0.1, 0.2])),
-             Fold(np.array([3, 4, 5]), np.array([0.4, 0.6, 0.7]), np.array([0.9]), np.array([0.5]))]
+    folds = [
+        Fold(np.array([0, 1, 2]), np.array([0.9, 0.15, 0.3]), np.array([0.8]), np.array([0.1, 0.2])),
+        Fold(np.array([3, 4, 5]), np.array([0.4, 0.6, 0.7]), np.array([0.9]), np.array([0.5])),
+    ]
     matches = np.array([False, False, True, False, False, True])
     fig = pooled_figures(folds, live, 0.01, matches)
     # fold A at 0.2: live 0.15 rejected, attack 0.3 accepted; fold B at 0.5: attack 0.7 accepted, 0.4 refused

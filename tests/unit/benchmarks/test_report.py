@@ -1,4 +1,5 @@
 """benchmarks/report.py: result files -> docs/benchmarks.md and the README's headline table."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,13 @@ def tree(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 
 def test_names_follow_the_convention() -> None:
-    assert report.parse_name("lfw-20261201-91b28bd") == {"kind": "lfw", "date": "2026-12-01", "time": "",
-                                                        "commit": "91b28bd", "note": ""}
+    assert report.parse_name("lfw-20261201-91b28bd") == {
+        "kind": "lfw",
+        "date": "2026-12-01",
+        "time": "",
+        "commit": "91b28bd",
+        "note": "",
+    }
     assert report.parse_name("face-detectors-20261201T1934-abcdef1-retinaface")["kind"] == "face-detectors"
     masked = report.parse_name("lfw-masked-20261201-91b28bd")
     assert (masked["kind"], masked["note"]) == ("lfw", "masked")
@@ -47,14 +53,37 @@ def test_no_results_yet(tree) -> None:
 
 def test_two_runs_fill_both_tables(tree) -> None:
     results, docs, readme = tree
-    _write(results, "lfw-20261201-91b28bd.json", {
-        "backbone": "dlib_resnet+sface", "mode": "pretrained", "protocol": "plain", "flip_tta": True,
-        "accuracy_mean": 0.996, "accuracy_std": 0.0028, "auc": 0.9991, "tar_at_far_1e-3": 0.991,
-        "pipeline_images_per_s": 41.0, "pipeline_cpu_ms_per_image": 43.6, "speed_loadavg_1min": 1.41,
-        "_distances": "[...]"})
-    _write(results, "identify-20261202-0b1edee.json", {
-        "backbone": "dlib_resnet+sface", "mode": "pretrained", "rank1": 0.994, "dir_at_fpir_1e-2": 0.979,
-        "identify_ms_p50": 57.0, "identify_ms_p99": 103.9, "identify_loadavg_1min": [1.1, 1.3]})
+    _write(
+        results,
+        "lfw-20261201-91b28bd.json",
+        {
+            "backbone": "dlib_resnet+sface",
+            "mode": "pretrained",
+            "protocol": "plain",
+            "flip_tta": True,
+            "accuracy_mean": 0.996,
+            "accuracy_std": 0.0028,
+            "auc": 0.9991,
+            "tar_at_far_1e-3": 0.991,
+            "pipeline_images_per_s": 41.0,
+            "pipeline_cpu_ms_per_image": 43.6,
+            "speed_loadavg_1min": 1.41,
+            "_distances": "[...]",
+        },
+    )
+    _write(
+        results,
+        "identify-20261202-0b1edee.json",
+        {
+            "backbone": "dlib_resnet+sface",
+            "mode": "pretrained",
+            "rank1": 0.994,
+            "dir_at_fpir_1e-2": 0.979,
+            "identify_ms_p50": 57.0,
+            "identify_ms_p99": 103.9,
+            "identify_loadavg_1min": [1.1, 1.3],
+        },
+    )
     (results / "broken-20261203.json").write_text("{not json")
     runs = report.write_report(results, docs, readme)
     assert [r.kind for r in runs] == ["lfw", "identify"]

@@ -1,5 +1,6 @@
 """Small-gallery identification thresholds: the stored tail moved by the enrolled employees' bulk shift,
 and the benchmark's stranger-level FPIR interval."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """The confidence cascade's band: chosen on generated scores so cheap decisions agree with the full model."""
+
 from __future__ import annotations
 
 import numpy as np

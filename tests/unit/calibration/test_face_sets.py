@@ -1,5 +1,6 @@
 """Face sets read straight from folders (calibration, its benchmark): the ingest's identity split,
 VOC boxes as stranger crops, subsets and detected rows, ``--set`` specs."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -53,7 +54,8 @@ def test_image_folder_voc_faces_rows_and_subset(tmp_path):
     (voc / "annotations" / "a.xml").write_text(
         "<annotation><object><name>with_mask</name><bndbox><xmin>10</xmin><ymin>10</ymin><xmax>70</xmax>"
         "<ymax>80</ymax></bndbox></object><object><name>without_mask</name><bndbox><xmin>100</xmin>"
-        "<ymin>20</ymin><xmax>110</xmax><ymax>30</ymax></bndbox></object></annotation>")
+        "<ymin>20</ymin><xmax>110</xmax><ymax>30</ymax></bndbox></object></annotation>"
+    )
     faces = voc_face_set(voc, tmp_path / "cache", min_side=40)
     assert len(faces) == 1 and faces.meta["labels"] == ["with_mask"]  # the 10 px box is left out
     assert faces.paths[0].is_file() and len(set(faces.identities)) == 1

@@ -1,4 +1,5 @@
 """Cohort score normalisation (s-norm, adaptive top-k) on tiny generated embeddings."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -47,8 +48,9 @@ def test_a_face_close_to_everybody_is_discounted():
     other = unit([[0.5, 0.1, 0, 0, 0, 0, 0, 0.5]])
     stats = cohort_stats(np.r_[hub, plain, other], cohort)
     raw = cross_scores(np.r_[hub, plain], other, None, None)[:, 0]
-    norm = cross_scores(np.r_[hub, plain], other, CohortStats(stats.mean[:2], stats.std[:2]),
-                        CohortStats(stats.mean[2:], stats.std[2:]))[:, 0]
+    norm = cross_scores(
+        np.r_[hub, plain], other, CohortStats(stats.mean[:2], stats.std[:2]), CohortStats(stats.mean[2:], stats.std[2:])
+    )[:, 0]
     assert raw[0] == pytest.approx(raw[1], abs=0.1)
     assert norm[0] > norm[1]  # the hub's match is weaker evidence
 

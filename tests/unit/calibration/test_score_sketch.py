@@ -1,4 +1,5 @@
 """Score sketches, FAR/FPIR estimates, thresholds and the deployment-side recalibration blend."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -67,7 +68,7 @@ def test_far_estimate_and_fpir_at_gallery_size():
     imp = ImpostorScores(ScoreSketch.from_scores(np.arange(1000) / 1000.0))
     assert imp.far(0.0095) == pytest.approx(0.01)  # ten of 1000 impostor scores are <= 0.0095
     assert imp.fpir(0.0095, 1) == pytest.approx(0.01)
-    assert imp.fpir(0.0095, 100) == pytest.approx(1 - 0.99 ** 100)
+    assert imp.fpir(0.0095, 100) == pytest.approx(1 - 0.99**100)
     assert fpir_of_far(0.0, 10) == 0.0 and fpir_of_far(1.0, 10) == 1.0
     assert fpir_of_far(far_per_comparison(0.01, 500), 500) == pytest.approx(0.01)
     tau = imp.tau_for_fpir(0.01, 10)  # per-comparison FAR ~1.005e-3: one impostor of 1000 may pass

@@ -2,6 +2,7 @@
 device=cpu trains to exactly the default path's weights, a GPU asked for but missing fails at config
 time naming the setting (the CLI: one line, before Prefect or any data), and the GPU benchmark script
 refuses to run without CUDA. The ``requires_gpu`` tests run the same steps on a GPU where there is one."""
+
 from __future__ import annotations
 
 import copy
@@ -58,8 +59,9 @@ def tiny_model(seed: int = 0) -> EmbeddingModel:
 
 def config(**overrides) -> TrainConfig:
     """Two P x K batches of one epoch; the default path unless ``device`` is given."""
-    return TrainConfig.from_settings(load_settings(), p=2, k=2, epochs=1, batches_per_epoch=2, lr=1e-2, seed=3,
-                                     finetune_stages=1, **overrides)
+    return TrainConfig.from_settings(
+        load_settings(), p=2, k=2, epochs=1, batches_per_epoch=2, lr=1e-2, seed=3, finetune_stages=1, **overrides
+    )
 
 
 def assert_same_weights(a: nn.Module, b: nn.Module, exact: bool) -> None:
@@ -116,7 +118,9 @@ def test_cuda_without_a_gpu_fails_when_the_config_is_built():
     assert TrainConfig.from_settings(settings, device="cpu").device == "cpu"
 
 
-def run_cli(tmp_path, *args: str, params: dict | None = None, module: str = "facegate.cli.main") -> subprocess.CompletedProcess:
+def run_cli(
+    tmp_path, *args: str, params: dict | None = None, module: str = "facegate.cli.main"
+) -> subprocess.CompletedProcess:
     """``python -m MODULE ARGS`` with its own params, state and an empty datasets root; Prefect pointed
     at a port where nothing listens, so a command that got as far as a flow would fail differently."""
     raw = yaml.safe_load((repo_root() / "params.yaml").read_text())
@@ -124,10 +128,16 @@ def run_cli(tmp_path, *args: str, params: dict | None = None, module: str = "fac
         raw[section].update(values)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     (tmp_path / "datasets").mkdir(exist_ok=True)
-    env = {**os.environ, "FACEGATE_PARAMS": str(tmp_path / "params.yaml"), "FACEGATE_HOME": str(tmp_path / "state"),
-           "FACEGATE_DATASETS": str(tmp_path / "datasets"), "PREFECT_API_URL": "http://127.0.0.1:9/api"}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=repo_root(), env=env, capture_output=True,
-                          text=True, timeout=180)
+    env = {
+        **os.environ,
+        "FACEGATE_PARAMS": str(tmp_path / "params.yaml"),
+        "FACEGATE_HOME": str(tmp_path / "state"),
+        "FACEGATE_DATASETS": str(tmp_path / "datasets"),
+        "PREFECT_API_URL": "http://127.0.0.1:9/api",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=repo_root(), env=env, capture_output=True, text=True, timeout=180
+    )
 
 
 @NO_GPU
@@ -174,8 +184,9 @@ def test_detector_device_cpu_trains_exactly_as_the_default_path():
 
     rng = np.random.default_rng(8)
     boxes, labels = np.array([[10, 12, 40, 44], [60, 20, 90, 58]], np.float32), np.array([0, 1])
-    train = [DetectionSample(f"s{i}", rng.integers(0, 256, (96, 120, 3), dtype=np.uint8), boxes, labels)
-             for i in range(4)]
+    train = [
+        DetectionSample(f"s{i}", rng.integers(0, 256, (96, 120, 3), dtype=np.uint8), boxes, labels) for i in range(4)
+    ]
     knobs = dict(input_size=64, batch_size=2, frozen_epochs=1, frozen_copies=1, finetune_epochs=0, seed=3)
     default = train_detector(train, [], DetectTrainConfig.from_settings(load_settings(), **knobs)).model
     on_cpu = train_detector(train, [], DetectTrainConfig.from_settings(load_settings(), device="cpu", **knobs)).model

@@ -1,5 +1,6 @@
 """The torch device choice (components/core/devices.py): auto, cpu and cuda on a machine without a GPU, and
 the GPU branches with the GPU count given (they run on CPU-only CI as well)."""
+
 import pytest
 import torch
 

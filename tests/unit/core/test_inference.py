@@ -1,4 +1,5 @@
 """InferenceSlots: never more holders than slots, waiters served in arrival order, 0 = no limit."""
+
 from __future__ import annotations
 
 import threading

@@ -1,4 +1,5 @@
 """The generic file lock: exclusive across processes, re-entrant in a thread, released when its holder dies."""
+
 from __future__ import annotations
 
 import subprocess
@@ -12,16 +13,19 @@ from facegate.components.core.errors import FacegateError, GalleryLocked, Locked
 from facegate.components.core.locks import LOCK_FILE, file_lock
 from facegate.components.core.paths import repo_root
 
-HOLDER = "import sys,time; from facegate.components.core.locks import file_lock\n" \
-         "with file_lock(sys.argv[1]):\n print('held', flush=True); time.sleep(30)"
+HOLDER = (
+    "import sys,time; from facegate.components.core.locks import file_lock\n"
+    "with file_lock(sys.argv[1]):\n print('held', flush=True); time.sleep(30)"
+)
 
 
 @pytest.fixture
 def held(tmp_path: Path):
     """A child process holding the lock on ``tmp_path / 'd'``; killed (SIGKILL) afterwards."""
     d = tmp_path / "d"
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(d)], cwd=repo_root(), stdout=subprocess.PIPE,
-                              text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(d)], cwd=repo_root(), stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         yield d, holder

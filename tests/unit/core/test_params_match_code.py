@@ -4,6 +4,7 @@ core/settings.py is the lowest layer and cannot import the registries its choice
 lists are copies; these tests are what keeps the copies true. params.yaml is the one source of values:
 no settings field and no run config (TrainConfig, ...) carries a default of its own for a key params holds.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -61,8 +62,11 @@ def test_every_face_detector_takes_its_knobs_from_params():
     """A detector's constructor has no default for a ``faces`` key: the product builds every detector
     through detector_from_settings, which passes params' values."""
     for name, cls in DETECTORS.items():
-        defaults = {k for k, p in inspect.signature(cls).parameters.items()
-                    if k in FACE_KNOBS and p.default is not inspect.Parameter.empty}
+        defaults = {
+            k
+            for k, p in inspect.signature(cls).parameters.items()
+            if k in FACE_KNOBS and p.default is not inspect.Parameter.empty
+        }
         assert not defaults, f"face detector {name!r} has code defaults for params' faces.{sorted(defaults)}"
 
 
@@ -108,8 +112,12 @@ def sections(model: type[BaseModel], prefix: str = ""):
 
 
 def test_no_settings_field_has_a_default_of_its_own():
-    defaulted = [f"{prefix}{field.alias or name}" for prefix, model in sections(Settings)
-                 for name, field in model.model_fields.items() if not field.is_required()]
+    defaulted = [
+        f"{prefix}{field.alias or name}"
+        for prefix, model in sections(Settings)
+        for name, field in model.model_fields.items()
+        if not field.is_required()
+    ]
     assert not defaulted, f"settings fields with a code default (params.yaml is the one source): {defaulted}"
 
 
@@ -150,6 +158,9 @@ def test_run_configs_have_no_default_for_a_params_key(config, keys_from):
         for part in dotted.split("."):
             section = section[part]
         keys |= set(section)
-    defaulted = {f.name for f in dataclasses.fields(config)
-                 if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+    defaulted = {
+        f.name
+        for f in dataclasses.fields(config)
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+    }
     assert not defaulted & keys, f"{config.__name__} repeats params' values as code defaults: {defaulted & keys}"

@@ -35,8 +35,9 @@ def test_overrides_merge_section_by_section_and_are_validated():
     s = load_settings()
     t = s.replace({"api": {"max_files": 2}, "validate": {"max_listed_rows": 3}})
     assert (t.api.max_files, t.validate_.max_listed_rows, t.api.port) == (2, 3, s.api.port)
-    assert load_settings(overrides={"api": {"max_files": 2}}) == t.replace({"validate": {"max_listed_rows":
-                                                                                         s.validate_.max_listed_rows}})
+    assert load_settings(overrides={"api": {"max_files": 2}}) == t.replace(
+        {"validate": {"max_listed_rows": s.validate_.max_listed_rows}}
+    )
     assert list(s.replace({"style": {"style_layers": {"features.1": 1.0}}}).style.style_layers) == ["features.1"]
     with pytest.raises(SettingsError, match=r"gallery\.keep_version"):
         s.replace({"gallery": {"keep_version": 1}})

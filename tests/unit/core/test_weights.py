@@ -17,7 +17,9 @@ def test_embedded_bytes_are_checked(monkeypatch, tmp_path):
     fake = tmp_path / "weights.py"
     fake.write_text("WEIGHTS = b'not the model'\n")
     monkeypatch.setattr(weights, "_package_dir", lambda package: tmp_path)
-    monkeypatch.setitem(weights.WEIGHTS, "fake_py", weights.WeightFile("x", "weights.py", weights.sha256_file(fake), "x"))
+    monkeypatch.setitem(
+        weights.WEIGHTS, "fake_py", weights.WeightFile("x", "weights.py", weights.sha256_file(fake), "x")
+    )
     monkeypatch.setitem(weights.EMBEDDED, "fake", ("fake_py", "WEIGHTS", "0" * 64))
     with pytest.raises(WeightsError, match="bytes sha256 .* does not match"):
         weights.embedded_bytes("fake")

@@ -1,4 +1,5 @@
 """The torch port of dlib's face descriptor: byte-level parser checks and a comparison with dlib itself."""
+
 from __future__ import annotations
 
 import math
@@ -134,20 +135,66 @@ def tiny_net_bytes(rng: np.random.Generator) -> tuple[bytes, dict[str, np.ndarra
     g = rng.normal(size=4).astype(np.float32)
     beta = rng.normal(size=4).astype(np.float32)
     fc = rng.normal(size=(4, 3)).astype(np.float32)
-    con = (enc_str("con_4") + enc_tensor(np.concatenate([w.ravel(), b]).reshape(-1, 1))
-           + enc_int(4) + enc_int(3) + enc_int(3) + enc_int(1) + enc_int(1) + enc_int(1) + enc_int(1)
-           + enc_alias(4, 3, 3, 3) + enc_alias(1, 4) + MULTS)
-    affine = (enc_str("affine_") + enc_tensor(np.concatenate([g, beta]).reshape(-1, 1))
-              + enc_alias(1, 4) + enc_alias(1, 4) + enc_int(0))
+    con = (
+        enc_str("con_4")
+        + enc_tensor(np.concatenate([w.ravel(), b]).reshape(-1, 1))
+        + enc_int(4)
+        + enc_int(3)
+        + enc_int(3)
+        + enc_int(1)
+        + enc_int(1)
+        + enc_int(1)
+        + enc_int(1)
+        + enc_alias(4, 3, 3, 3)
+        + enc_alias(1, 4)
+        + MULTS
+    )
+    affine = (
+        enc_str("affine_")
+        + enc_tensor(np.concatenate([g, beta]).reshape(-1, 1))
+        + enc_alias(1, 4)
+        + enc_alias(1, 4)
+        + enc_int(0)
+    )
     pool = enc_str("avg_pool_2") + b"".join(enc_int(v) for v in (0, 0, 1, 1, 0, 0))
-    fcl = (enc_str("fc_2") + enc_int(3) + enc_int(4) + enc_tensor(fc.reshape(-1, 1))
-           + enc_alias(4, 3) + enc_alias(0, 0, 0, 0) + enc_int(1) + MULTS)
-    inp = enc_str("input_rgb_image_sized") + enc_float(122.782) + enc_float(117.001) \
-        + enc_float(104.298) + enc_int(8) + enc_int(8)
-    data = (enc_int(1) + enc_str("loss_metric_2") + enc_float(0.04) + enc_float(0.6)
-            + enc_int(2) * 4 + enc_int(3)  # fc, avg_pool, relu, affine; con over the input (v3)
-            + inp + con + STATE + enc_int(1)  # sample_expansion_factor
-            + affine + STATE + enc_str("relu_") + STATE + pool + STATE + fcl + STATE)
+    fcl = (
+        enc_str("fc_2")
+        + enc_int(3)
+        + enc_int(4)
+        + enc_tensor(fc.reshape(-1, 1))
+        + enc_alias(4, 3)
+        + enc_alias(0, 0, 0, 0)
+        + enc_int(1)
+        + MULTS
+    )
+    inp = (
+        enc_str("input_rgb_image_sized")
+        + enc_float(122.782)
+        + enc_float(117.001)
+        + enc_float(104.298)
+        + enc_int(8)
+        + enc_int(8)
+    )
+    data = (
+        enc_int(1)
+        + enc_str("loss_metric_2")
+        + enc_float(0.04)
+        + enc_float(0.6)
+        + enc_int(2) * 4
+        + enc_int(3)  # fc, avg_pool, relu, affine; con over the input (v3)
+        + inp
+        + con
+        + STATE
+        + enc_int(1)  # sample_expansion_factor
+        + affine
+        + STATE
+        + enc_str("relu_")
+        + STATE
+        + pool
+        + STATE
+        + fcl
+        + STATE
+    )
     return data, {"w": w, "b": b, "g": g, "beta": beta, "fc": fc}
 
 

@@ -1,4 +1,5 @@
 """The embedding model on both backbones, and head training that really learns."""
+
 import numpy as np
 import pytest
 import torch
@@ -46,7 +47,9 @@ def test_mobilenet_backbone_features_and_finetune_freezing():
     chips = np.zeros((2, 150, 150, 3), np.uint8)
     assert chip_features(backbone, chips).shape == (2, 1280)
     backbone.freeze_all_but_last(2)
-    trainable = {n.split(".")[2] for n, p in backbone.named_parameters() if p.requires_grad and n.startswith("net.features")}
+    trainable = {
+        n.split(".")[2] for n, p in backbone.named_parameters() if p.requires_grad and n.startswith("net.features")
+    }
     assert trainable == {str(i) for i in range(7, 19)}
 
 
@@ -86,8 +89,17 @@ def test_pretrained_decay_keeps_the_head_near_its_start():
     for decay in (0.0, 50.0):
         model = EmbeddingModel(make_backbone("dlib_resnet"))
         w0 = model.head.weight.detach().clone()
-        cfg = TrainConfig.from_settings(load_settings(), miner="batch_hard", p=6, k=4, epochs=10, lr=3e-3, seed=1,
-                                        weight_decay=0.0, pretrained_decay=decay)
+        cfg = TrainConfig.from_settings(
+            load_settings(),
+            miner="batch_hard",
+            p=6,
+            k=4,
+            epochs=10,
+            lr=3e-3,
+            seed=1,
+            weight_decay=0.0,
+            pretrained_decay=decay,
+        )
         train_head(model, feats, None, labels, cfg)
         drift[decay] = float((model.head.weight.detach() - w0).norm())
     assert drift[0.0] > 0 and drift[50.0] < 0.5 * drift[0.0]

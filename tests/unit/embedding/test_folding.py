@@ -1,5 +1,6 @@
 """Inference copies (BN folded, channels-last weights, 1x1 convs as GEMMs, flip TTA in one batch) compute
 what the training-time modules compute, leave the weights' fingerprint alone, and follow weight changes."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -74,7 +75,9 @@ def paired_lfw_chips() -> np.ndarray:
 
     lfw = shared_dataset("lfw")
     finder = FaceFinder(YuNetDetector(0, score_threshold=0.6, max_side=1280), FaceAligner(geometry=PAIRED_GEOMETRY))
-    files = [sorted((lfw / n).glob("*.jpg"))[0] for n in ("George_W_Bush", "Serena_Williams", "Colin_Powell", "AJ_Cook")]
+    files = [
+        sorted((lfw / n).glob("*.jpg"))[0] for n in ("George_W_Bush", "Serena_Williams", "Colin_Powell", "AJ_Cook")
+    ]
     return np.stack([finder.centre_face(load_image(f)).chip for f in files])
 
 

@@ -1,5 +1,6 @@
 """Score fusion: the fused cosine is the weighted sum of the members' cosines; weights fitted on
 training identities pick the informative member; paired chips carry both geometries through a flip."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """A fused model's member on its own (the cascade's cheap pass) is exactly its slice of the full embedding."""
+
 from __future__ import annotations
 
 import numpy as np

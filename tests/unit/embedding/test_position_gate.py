@@ -1,5 +1,6 @@
 """SFace's position gates (facegate.components.embedding.position_gate): the pretrained embedding at the start,
 and trained on masked copies, mask regions turned down while bare faces keep their gates near 1."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -53,8 +54,18 @@ def trained(penalty: float) -> tuple[EmbeddingModel, np.ndarray, np.ndarray]:
     bare, masked, labels = faces()
     torch.manual_seed(0)
     model = EmbeddingModel(SharesBackbone(), dim=DIM)
-    cfg = TrainConfig.from_settings(load_settings(), p=8, k=4, epochs=30, lr=1e-3, seed=1, gate_lr=3e-2,
-                                    gate_bare_penalty=penalty, pretrained_decay=1.0, weight_decay=0.0)
+    cfg = TrainConfig.from_settings(
+        load_settings(),
+        p=8,
+        k=4,
+        epochs=30,
+        lr=1e-3,
+        seed=1,
+        gate_lr=3e-2,
+        gate_bare_penalty=penalty,
+        pretrained_decay=1.0,
+        weight_decay=0.0,
+    )
     train_head(model, bare, None, labels, cfg, aug_feats=[masked], aug_prob=0.5)
     return model, bare, masked
 

@@ -1,5 +1,6 @@
 """Inference precision (facegate.components.embedding.precision): which dtype each setting means where, bfloat16
 embeddings of real faces within a hair of float32 ones, float32 untouched, and training never cast."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -58,7 +59,9 @@ def test_bfloat16_embeddings_of_real_faces_stay_within_a_hair_of_float32(fused_a
     f32 = embed_chips(prec.set_precision(model, "float32"), chips, flip_tta=True)
     bf16 = embed_chips(prec.set_precision(model, "bfloat16"), chips, flip_tta=True)
     cos = np.sum(f32 * bf16, axis=1)
-    assert cos.min() > 0.999, cos  # raw features measured 0.9996 (SFace): bfloat16 keeps 8 bits of mantissa, sums in float32
+    assert cos.min() > 0.999, (
+        cos
+    )  # raw features measured 0.9996 (SFace): bfloat16 keeps 8 bits of mantissa, sums in float32
     assert np.abs(f32 - bf16).max() > 1e-6  # it did compute in bfloat16
     sim32, sim16 = f32 @ f32.T, bf16 @ bf16.T
     assert np.abs(sim32 - sim16).max() < 2e-3  # scores the threshold sees move by less than 0.002
@@ -93,6 +96,10 @@ def test_feature_cache_keys_bfloat16_apart(tmp_path):
     f32, _ = cached_features(chips, "k", "dlib_resnet", tmp_path, precision="float32")
     bf16, _ = cached_features(chips, "k", "dlib_resnet", tmp_path, precision="bfloat16")
     names = sorted(p.name for p in tmp_path.glob("*.npy"))
-    assert names == ["features-k-dlib_resnet-bf16-flip.npy", "features-k-dlib_resnet-bf16-plain.npy",
-                     "features-k-dlib_resnet-flip.npy", "features-k-dlib_resnet-plain.npy"]
+    assert names == [
+        "features-k-dlib_resnet-bf16-flip.npy",
+        "features-k-dlib_resnet-bf16-plain.npy",
+        "features-k-dlib_resnet-flip.npy",
+        "features-k-dlib_resnet-plain.npy",
+    ]
     assert not np.array_equal(f32, bf16) and np.allclose(f32, bf16, atol=0.05 * np.abs(f32).max())

@@ -1,5 +1,6 @@
 """The torch port of SFace against OpenCV's ``FaceRecognizerSF`` on real ArcFace chips, and the backbone
 built on it (preprocessing, head, stages, chip geometry)."""
+
 from __future__ import annotations
 
 import cv2

@@ -4,6 +4,7 @@ All distances are SQUARED Euclidean. The in-batch examples use 1-d points (so d 
 easy to check by hand); the dataset-mining example uses unit vectors at angles t, where
 d = 2 - 2 cos(t_i - t_j).
 """
+
 from __future__ import annotations
 
 import math

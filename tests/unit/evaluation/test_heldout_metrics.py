@@ -1,5 +1,6 @@
 """Held-out verification metrics (facegate.components.evaluation.heldout): TAR at FAR 1e-3 against every impostor
 pair the held-out faces make with the pairs' second faces, not the few thousand sampled ones."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Verification metrics on hand-computed examples, and the real LFW View 2 pairs file."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -242,8 +243,14 @@ def test_real_lfw_pairs():
     assert np.bincount(folds).tolist() == [600] * 10
     assert int(same.sum()) == 3000
     assert all(int(same[folds == f].sum()) == 300 for f in range(10))
-    assert pairs[0] == Pair(0, "Abel_Pacheco/Abel_Pacheco_0001.jpg", "Abel_Pacheco/Abel_Pacheco_0004.jpg",
-                            True, "Abel_Pacheco", "Abel_Pacheco")
+    assert pairs[0] == Pair(
+        0,
+        "Abel_Pacheco/Abel_Pacheco_0001.jpg",
+        "Abel_Pacheco/Abel_Pacheco_0004.jpg",
+        True,
+        "Abel_Pacheco",
+        "Abel_Pacheco",
+    )
     everyone = {p.identity_a for p in pairs} | {p.identity_b for p in pairs}
     allowed = identity_disjoint_training_identities(pairs, 0, everyone)
     fold0 = {p.identity_a for p in pairs if p.fold == 0} | {p.identity_b for p in pairs if p.fold == 0}

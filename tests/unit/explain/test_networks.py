@@ -1,5 +1,6 @@
 """The served models' backbone networks: layer names, receptive fields worked by hand on the real graphs,
 each member's own chip out of a fused model's paired chip, and the seeded samples of training images."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -62,7 +63,9 @@ def test_layer_names_are_qualified_by_network_and_checked_before_any_image(fused
     defaults = {"dlib_resnet": ["stem.2"], "sface": ["blocks.1"]}
     assert resolve_layers(fused, None, defaults) == {"dlib_resnet": ["stem.2"], "sface": ["blocks.1"]}
     assert resolve_layers(fused, ["sface:blocks.3", "dlib_resnet:blocks.1"], defaults) == {
-        "dlib_resnet": ["blocks.1"], "sface": ["blocks.3"]}
+        "dlib_resnet": ["blocks.1"],
+        "sface": ["blocks.3"],
+    }
     with pytest.raises(UnknownLayer, match="blocks.99' in sface"):
         resolve_layers(fused, ["sface:blocks.99"], defaults)
     with pytest.raises(UnknownLayer, match="'blocks.1' in dlib_resnet\\+sface"):  # two networks: say which
@@ -112,6 +115,7 @@ def test_detector_crops_every_face_of_the_sampled_images():
     def load(j):
         reads.append(j)
         return np.full((100, 200, 3), j * 40, np.uint8)
+
     boxes = [[{"xmin": 10, "ymin": 10, "xmax": 30, "ymax": 40}], [[50, 20, 80, 60], [100, 10, 120, 30]], []]
     crops = detection_images(load, ["a.jpg", "b.jpg", "c.jpg"], boxes, DetectorInput("crops", 32, 1.3), None, 0, "d")
     assert len(crops) == 3 and crops.names[1].startswith("b.jpg#50,20,80,60")

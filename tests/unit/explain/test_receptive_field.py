@@ -1,4 +1,5 @@
 """Receptive fields traced from the forward pass, against strides and kernels worked by hand."""
+
 from __future__ import annotations
 
 import pytest
@@ -18,10 +19,13 @@ from facegate.components.explain.receptive_field import (
 
 def stack(pool: type = nn.MaxPool2d) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(3, 4, 3, stride=1, padding=1), nn.ReLU(),                      # "0"
-        nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.ReLU(),   # "2"
-        pool(2, 2),                                                              # "5"
-        nn.Conv2d(4, 4, 3, stride=1, padding=1),                                 # "6"
+        nn.Conv2d(3, 4, 3, stride=1, padding=1),
+        nn.ReLU(),  # "0"
+        nn.Conv2d(4, 4, 3, stride=2, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),  # "2"
+        pool(2, 2),  # "5"
+        nn.Conv2d(4, 4, 3, stride=1, padding=1),  # "6"
     ).eval()
 
 
@@ -111,6 +115,7 @@ def test_untraceable_layer_asks_for_a_path():
     class Up(nn.Module):
         def forward(self, x):
             return F.interpolate(x, scale_factor=2)
+
     net = nn.Sequential(nn.Conv2d(3, 2, 3), Up(), nn.Conv2d(2, 2, 3)).eval()
     with pytest.raises(ReceptiveFieldUntraceable, match="paths="):
         trace_geometry(net, torch.rand(1, 3, 16, 16), ["2"])

@@ -1,4 +1,5 @@
 """Streaming top-9 heaps, a planted red unit, grids and the side-by-side comparison, on tiny generated data."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,20 @@ from facegate.components.core.errors import UnknownLayer
 from facegate.components.explain.grids import compare_grids, cut_patch, render
 from facegate.components.explain.units import TopUnits, collect, sample_units
 
-PALETTE = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [0, 255, 255], [255, 0, 255],
-                    [255, 255, 255], [0, 0, 0], [255, 128, 0]], np.uint8)
+PALETTE = np.array(
+    [
+        [255, 0, 0],
+        [0, 255, 0],
+        [0, 0, 255],
+        [255, 255, 0],
+        [0, 255, 255],
+        [255, 0, 255],
+        [255, 255, 255],
+        [0, 0, 0],
+        [255, 128, 0],
+    ],
+    np.uint8,
+)
 
 
 def square_images(n: int, size: int = 64, seed: int = 0) -> list[np.ndarray]:
@@ -28,7 +41,7 @@ def square_images(n: int, size: int = 64, seed: int = 0) -> list[np.ndarray]:
         for _ in range(rng.integers(2, 5)):
             s = int(rng.integers(10, 20))
             y, x = rng.integers(0, size - s, 2)
-            img[y:y + s, x:x + s] = PALETTE[rng.integers(len(PALETTE))]
+            img[y : y + s, x : x + s] = PALETTE[rng.integers(len(PALETTE))]
         out.append(img)
     return out
 
@@ -57,8 +70,9 @@ def to_input_half(img: np.ndarray) -> torch.Tensor:
 
 def test_planted_red_unit_picks_red_patches(tmp_path):
     images = square_images(120)
-    res = collect(red_net(), ["0", "2"], images, to_input_half, units={"0": [0, 1], "2": [0, 1]}, batch_size=16,
-                  progress=False)
+    res = collect(
+        red_net(), ["0", "2"], images, to_input_half, units={"0": [0, 1], "2": [0, 1]}, batch_size=16, progress=False
+    )
     doc = render(res, lambda i: images[i], tmp_path, name=lambda i: f"img{i}")
     for layer, side in (("0", 3 * 2), ("2", 7 * 2)):  # the receptive field in input px, x 2 in the image
         red = doc["layers"][layer]["units"][0]
@@ -85,6 +99,7 @@ def test_unknown_layer_before_any_image_is_read():
         for im in square_images(3):
             read.append(1)
             yield im
+
     with pytest.raises(UnknownLayer) as e:
         collect(red_net(), ["0", "conv9"], images(), to_input_half, progress=False)
     assert e.value.valid == ["0", "1", "2"] and not read
@@ -111,8 +126,17 @@ def test_heaps_stay_bounded_and_exact():
 def test_collect_streams_a_generator_with_bounded_heaps():
     sizes = []
     images = (im for im in square_images(50))  # never materialised as one batch
-    res = collect(red_net(), ["2"], images, to_input_half, units_per_layer=2, seed=3, batch_size=4, progress=False,
-                  on_batch=lambda rec, n: sizes.append(rec.max_heap_size()))
+    res = collect(
+        red_net(),
+        ["2"],
+        images,
+        to_input_half,
+        units_per_layer=2,
+        seed=3,
+        batch_size=4,
+        progress=False,
+        on_batch=lambda rec, n: sizes.append(rec.max_heap_size()),
+    )
     assert max(sizes) <= 9 and sizes[-1] == 9 and res.n_images == 50
     r = res.layers["2"]
     assert r.units == sample_units(3, 2, 3, "2") and all(len(t) == 9 for t in r.top)
@@ -125,8 +149,9 @@ def test_compare_shows_the_same_units_side_by_side(tmp_path):
     with torch.no_grad():
         b[2].weight.mul_(-1)
     res_a = collect(a, ["0", "2"], images, to_input_half, units_per_layer=2, seed=1, progress=False)
-    res_b = collect(b, ["0", "2"], images, to_input_half, units={ly: r.units for ly, r in res_a.layers.items()},
-                    progress=False)
+    res_b = collect(
+        b, ["0", "2"], images, to_input_half, units={ly: r.units for ly, r in res_a.layers.items()}, progress=False
+    )
     doc = compare_grids(res_a, res_b, lambda i: images[i], tmp_path, labels=("v1", "v2"))
     for ly in ("0", "2"):
         assert [u["unit"] for u in doc["layers"][ly]["v1"]] == [u["unit"] for u in doc["layers"][ly]["v2"]]

@@ -1,4 +1,5 @@
 """IoU and non-max suppression on hand-computed cases."""
+
 from __future__ import annotations
 
 import numpy as np

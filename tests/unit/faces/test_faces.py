@@ -1,4 +1,5 @@
 """Detection, alignment and the one-face rules on real LFW photos (and a blank image)."""
+
 import numpy as np
 import pytest
 
@@ -19,8 +20,10 @@ def finder():
 @pytest.fixture(scope="module")
 def lfw_faces():
     root = shared_dataset("lfw")
-    return [load_image(root / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg"),
-            load_image(root / "Abdullah_Gul" / "Abdullah_Gul_0001.jpg")]
+    return [
+        load_image(root / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg"),
+        load_image(root / "Abdullah_Gul" / "Abdullah_Gul_0001.jpg"),
+    ]
 
 
 def test_registry_and_unknown_detector():

@@ -1,4 +1,5 @@
 """Synthetic masks: drawn where the landmarks say, seeded, and serialisable as an albumentations step."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,7 +26,9 @@ def pts(chip):
 
 
 def changed(a, b, x, y, r=2):
-    return bool(np.abs(a[y - r:y + r + 1, x - r:x + r + 1].astype(int) - b[y - r:y + r + 1, x - r:x + r + 1]).sum() > 0)
+    return bool(
+        np.abs(a[y - r : y + r + 1, x - r : x + r + 1].astype(int) - b[y - r : y + r + 1, x - r : x + r + 1]).sum() > 0
+    )
 
 
 def test_landmarks_fall_where_a_chip_has_its_face(pts):
@@ -69,8 +72,9 @@ def test_albumentations_step_serialises_and_replays(chip):
 
     pipe = A.Compose([synthetic_mask(masks(p=1.0, styles=["n95", "cloth"]))], seed=5)
     spec = A.to_dict(pipe)
-    assert spec["transform"]["transforms"][0]["styles"] == ("n95", "cloth") or \
-        list(spec["transform"]["transforms"][0]["styles"]) == ["n95", "cloth"]
+    assert spec["transform"]["transforms"][0]["styles"] == ("n95", "cloth") or list(
+        spec["transform"]["transforms"][0]["styles"]
+    ) == ["n95", "cloth"]
     first = pipe(image=chip)["image"]
     again = A.Compose([synthetic_mask(masks(p=1.0, styles=["n95", "cloth"]))], seed=5)(image=chip)["image"]
     assert first.shape == chip.shape and first.dtype == np.uint8
@@ -87,13 +91,15 @@ def test_paired_chips_get_the_same_mask_on_both_faces(chip):
     d, a = split_paired(out[None])
     assert not np.array_equal(d[0], chip) and not np.array_equal(a[0], arc)
     # the same colour on both halves (one draw), each on its own face
-    assert np.allclose(np.median(d[0][d[0] != chip].reshape(-1), 0), np.median(a[0][a[0] != arc].reshape(-1), 0),
-                       atol=25)
+    assert np.allclose(
+        np.median(d[0][d[0] != chip].reshape(-1), 0), np.median(a[0][a[0] != arc].reshape(-1), 0), atol=25
+    )
 
 
 def test_face_augmentation_handles_plain_and_paired_chips(chip):
     from facegate.components.faces.align import paired_chip
     from facegate.components.faces.augment import describe, face_augmentation
+
     aug = face_augmentation(load_settings().augment, 150, seed=3, masks=masks(p=1.0))
     out = aug(image=chip)["image"]
     assert out.shape == chip.shape and not np.array_equal(out, chip)

@@ -1,5 +1,6 @@
 """The torch port of RetinaFace-MobileNet0.25 against OpenCV's ONNX runtime on real face-mask images; a
 changed graph is refused; the detector finds the annotated faces."""
+
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
@@ -35,8 +36,9 @@ def net():
 
 def _truth(name: str) -> np.ndarray:
     root = ET.parse(SHARED_DATASETS / "facemask" / "annotations" / f"{name}.xml").getroot()
-    return np.array([[float(o.find("bndbox").find(k).text) for k in ("xmin", "ymin", "xmax", "ymax")]
-                     for o in root.iter("object")])
+    return np.array(
+        [[float(o.find("bndbox").find(k).text) for k in ("xmin", "ymin", "xmax", "ymax")] for o in root.iter("object")]
+    )
 
 
 @requires_dataset("facemask")
@@ -48,8 +50,9 @@ def test_port_matches_opencv_onnx_runtime(net):
         with torch.inference_mode():
             ours = dict(zip(("loc", "conf", "landmarks"), net(x)))
         reference.setInput(x.numpy())
-        theirs = dict(zip(reference.getUnconnectedOutLayersNames(),
-                          reference.forward(reference.getUnconnectedOutLayersNames())))
+        theirs = dict(
+            zip(reference.getUnconnectedOutLayersNames(), reference.forward(reference.getUnconnectedOutLayersNames()))
+        )
         assert len(anchors_for(*image.shape[:2])) == ours["loc"].shape[1]
         for key, value in ours.items():
             assert value.shape == theirs[key].shape, key
@@ -69,8 +72,11 @@ def test_detector_finds_the_annotated_faces():
 
 def test_a_changed_graph_is_refused():
     model = retinaface_onnx()
-    conv = next(n for n in model.graph.node if n.op_type == "Conv" and
-                any(a.name == "strides" and list(a.ints) == [2, 2] for a in n.attribute))
+    conv = next(
+        n
+        for n in model.graph.node
+        if n.op_type == "Conv" and any(a.name == "strides" and list(a.ints) == [2, 2] for a in n.attribute)
+    )
     for a in conv.attribute:
         if a.name == "strides":
             a.CopyFrom(helper.make_attribute("strides", [1, 1]))

@@ -1,5 +1,6 @@
 """YuNet on real faces (boxes, 5 landmarks, the size policy, the cascade) and the two chip geometries
 from one set of landmarks, the ArcFace one checked against OpenCV's own ``alignCrop``."""
+
 from __future__ import annotations
 
 import cv2
@@ -50,8 +51,9 @@ def _centre_face(boxes: list[FaceBox], image: np.ndarray) -> FaceBox:
 
 def _opencv_row(box: FaceBox) -> np.ndarray:
     """A box back in FaceDetectorYN's 1 x 15 row layout, as alignCrop takes it."""
-    return np.concatenate([[box.left, box.top, box.right - box.left, box.bottom - box.top],
-                           box.landmarks.ravel(), [box.score]]).astype(np.float32)
+    return np.concatenate(
+        [[box.left, box.top, box.right - box.left, box.bottom - box.top], box.landmarks.ravel(), [box.score]]
+    ).astype(np.float32)
 
 
 def test_registry_has_yunet_and_the_cascade():

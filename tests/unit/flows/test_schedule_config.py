@@ -1,4 +1,5 @@
 """infra/ deployment files agree with params.yaml, and the server check is real HTTP."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Fixtures shared by the gallery tests: twelve employees, three vectors each, and their gallery."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Synthetic employees for the gallery tests: clustered unit vectors with exact brute-force answers."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,6 +1,7 @@
 """The duplicate-face check's search and decision (``facegate.components.gallery.duplicates``): the nearest
 *other* employee, an employee's own templates never a duplicate, the threshold and chance from the
 identification arithmetic at the number of other employees."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """The calibration copy beside the gallery is written atomically, leaves no temporary file on any path,
 and both file formats read back (the first format: one impostor tail per gallery)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,8 +15,13 @@ from facegate.components.gallery.enrolment import EnrolmentStore
 def calibration() -> ModelCalibration:
     imp = ScoreSketch.from_scores(np.linspace(0.5, 1.5, 5000))
     gen = ScoreSketch.from_scores(np.linspace(0.1, 0.7, 300), dense="high")
-    return ModelCalibration("dlib_resnet", "facegate-embedder/3", (SetScores("lfw", imp, gen, 120, 40),),
-                            detector="yunet", chip_geometry="dlib_150")
+    return ModelCalibration(
+        "dlib_resnet",
+        "facegate-embedder/3",
+        (SetScores("lfw", imp, gen, 120, 40),),
+        detector="yunet",
+        chip_geometry="dlib_150",
+    )
 
 
 def test_saved_then_no_temporary_file_left(tmp_path):
@@ -72,8 +78,9 @@ def test_a_registered_version_keeps_its_calibration_in_mlflow(tmp_path, monkeypa
 
     mlflow.set_tracking_uri(mlflow_tracking_uri())
     with mlflow.start_run(experiment_id=ensure_experiment("calibration-test")) as run:
-        info = mlflow.pytorch.log_model(torch.nn.Linear(2, 2), name="model", pip_requirements=["torch"],
-                                       serialization_format="pickle")
+        info = mlflow.pytorch.log_model(
+            torch.nn.Linear(2, 2), name="model", pip_requirements=["torch"], serialization_format="pickle"
+        )
     version = registry.register(info.model_uri, "m", run_id=run.info.run_id)
     assert load_version_calibration("m", version) is None
     uri = log_version_calibration("m", version, calibration(), 1e-3)

@@ -1,5 +1,6 @@
 """Where the gallery lives: beside gallery.dvc in the repository, or with a state folder placed
 outside it (FACEGATE_HOME), or wherever FACEGATE_GALLERY says; DVC snapshots only inside the repository."""
+
 from __future__ import annotations
 
 from facegate.components.core.paths import gallery_dir

@@ -1,5 +1,6 @@
 """Pending MLflow records of CLI gallery changes: written at once (atomically), logged later by another
 process, each exactly once, a dead flusher's claim taken over."""
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,9 @@ def test_pending_records_are_logged_once_then_cleared(tmp_path, monkeypatch):
     assert json.loads(files[0].read_text())["params"] == {"photos": 1}
 
     # a claim left by a process that is gone (its pid no longer exists) is taken over
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     files[1].rename(pending_records_dir() / f"{files[1].stem}.claimed-{dead}")
 
     runs = flush_records()

@@ -1,4 +1,5 @@
 """The in-memory gallery on synthetic clustered unit vectors: exact answers, removal, ids, index kinds."""
+
 from __future__ import annotations
 
 import json
@@ -127,13 +128,16 @@ def test_employees_table(gallery: Gallery) -> None:
     assert list(gallery.sidecar.columns) == ["vector_id", "employee_id", "name", "photo", "added_at"]
 
 
-@pytest.mark.parametrize("bad, field", [
-    (np.ones((2, 64), np.float32) / 8.0, "embeddings"),       # wrong dim (but unit norm)
-    (np.ones((2, DIM), np.float32), "embeddings"),            # not normalised
-    (np.full((1, DIM), np.nan, np.float32), "embeddings"),    # NaN
-    (np.zeros((0, DIM), np.float32), "embeddings"),           # empty
-    (np.ones((2, 2, DIM), np.float32), "embeddings"),         # 3-d
-])
+@pytest.mark.parametrize(
+    "bad, field",
+    [
+        (np.ones((2, 64), np.float32) / 8.0, "embeddings"),  # wrong dim (but unit norm)
+        (np.ones((2, DIM), np.float32), "embeddings"),  # not normalised
+        (np.full((1, DIM), np.nan, np.float32), "embeddings"),  # NaN
+        (np.zeros((0, DIM), np.float32), "embeddings"),  # empty
+        (np.ones((2, 2, DIM), np.float32), "embeddings"),  # 3-d
+    ],
+)
 def test_bad_embeddings_are_typed_errors_naming_the_field(gallery: Gallery, bad: np.ndarray, field: str) -> None:
     n = gallery.n_vectors
     with pytest.raises(InvalidGalleryInput) as exc:
@@ -171,8 +175,9 @@ def test_device_gpu_without_a_gpu_is_a_settings_error(monkeypatch: pytest.Monkey
         Gallery.new(DIM, "m", "1", device="gpu")
 
 
-def test_gpu_device_searches_a_flat_mirror_with_the_same_answers(pop: Population,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gpu_device_searches_a_flat_mirror_with_the_same_answers(
+    pop: Population, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(index_kinds, "gpu_available", lambda: True)
     monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", lambda index: index, raising=False)  # CPU stand-in
     on_gpu = pop.fill(Gallery.new(DIM, "m", "1", device="gpu", tau=0.6))
@@ -241,4 +246,3 @@ def test_model_mismatch(gallery: Gallery) -> None:
     assert exc.value.code == "gallery_model_mismatch" and "version 3" in str(exc.value)
     with pytest.raises(GalleryModelMismatch):
         gallery.check_model("mobilenet_triplet")
-

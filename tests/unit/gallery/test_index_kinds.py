@@ -1,4 +1,5 @@
 """The index-kind policy shared by the gallery and the scaling benchmark, and the search device."""
+
 from __future__ import annotations
 
 import faiss
@@ -11,9 +12,16 @@ from facegate.components.gallery import index_kinds as kinds
 from tests.unit.gallery.synthetic import DIM, unit
 
 
-@pytest.mark.parametrize("setting, gpus, device", [
-    ("cpu", 0, "cpu"), ("cpu", 2, "cpu"), ("auto", 0, "cpu"), ("auto", 1, "gpu"), ("gpu", 1, "gpu"),
-])
+@pytest.mark.parametrize(
+    "setting, gpus, device",
+    [
+        ("cpu", 0, "cpu"),
+        ("cpu", 2, "cpu"),
+        ("auto", 0, "cpu"),
+        ("auto", 1, "gpu"),
+        ("gpu", 1, "gpu"),
+    ],
+)
 def test_resolve_faiss_device(monkeypatch: pytest.MonkeyPatch, setting: str, gpus: int, device: str) -> None:
     monkeypatch.setattr(faiss, "StandardGpuResources", object, raising=False)
     monkeypatch.setattr(faiss, "get_num_gpus", lambda: gpus)
@@ -36,8 +44,7 @@ def test_this_machine_resolves_auto() -> None:
 
 
 def test_ivf_falls_back_to_flat_until_trainable() -> None:
-    m = GalleryManifest(embedder_name="m", embedder_version="1", dim=DIM, index_kind="ivf", ivf_nlist=2,
-                        ivf_nprobe=8)
+    m = GalleryManifest(embedder_name="m", embedder_version="1", dim=DIM, index_kind="ivf", ivf_nlist=2, ivf_nprobe=8)
     vectors = unit(np.random.default_rng(0).standard_normal((2 * kinds.IVF_MIN_POINTS_PER_CENTROID, DIM)))
     ids = np.arange(len(vectors), dtype=np.int64)
     index, kind = kinds.build_gallery_index(m, vectors[:-1], ids[:-1])
@@ -70,5 +77,6 @@ def test_sampled_ivf_training_is_seeded() -> None:
 
 
 def test_ip_to_distance() -> None:
-    np.testing.assert_allclose(kinds.ip_to_distance(np.array([1.0, 0.0, -1.0, 1.0 + 1e-7])),
-                               [0.0, np.sqrt(2.0), 2.0, 0.0])
+    np.testing.assert_allclose(
+        kinds.ip_to_distance(np.array([1.0, 0.0, -1.0, 1.0 + 1e-7])), [0.0, np.sqrt(2.0), 2.0, 0.0]
+    )

@@ -1,4 +1,5 @@
 """GalleryManifest: a JSON round trip, strict parsing that names the file, threshold and model checks."""
+
 from __future__ import annotations
 
 import json
@@ -28,17 +29,20 @@ def test_json_round_trip_is_exact_and_plain() -> None:
     assert list(data) == sorted(data)  # stable diffs between versions
 
 
-@pytest.mark.parametrize("change, problem", [
-    (lambda d: d.update(surprise=1), "unknown manifest keys"),
-    (lambda d: d.pop("dim"), "missing manifest keys"),
-    (lambda d: d.update(dim=0), "dim must be a positive integer"),
-    (lambda d: d.update(dim=True), "dim must be a positive integer"),
-    (lambda d: d.update(format_version=FORMAT_VERSION + 1), "format_version"),
-    (lambda d: d.update(index_kind="lsh"), "index_kind"),
-    (lambda d: d.update(n_vectors=-1), "n_vectors must be a non-negative integer"),
-    (lambda d: d.update(tau="0.6"), "tau must be a number or null"),
-    (lambda d: d.update(embedder_version=3), "must be strings"),
-])
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        (lambda d: d.update(surprise=1), "unknown manifest keys"),
+        (lambda d: d.pop("dim"), "missing manifest keys"),
+        (lambda d: d.update(dim=0), "dim must be a positive integer"),
+        (lambda d: d.update(dim=True), "dim must be a positive integer"),
+        (lambda d: d.update(format_version=FORMAT_VERSION + 1), "format_version"),
+        (lambda d: d.update(index_kind="lsh"), "index_kind"),
+        (lambda d: d.update(n_vectors=-1), "n_vectors must be a non-negative integer"),
+        (lambda d: d.update(tau="0.6"), "tau must be a number or null"),
+        (lambda d: d.update(embedder_version=3), "must be strings"),
+    ],
+)
 def test_strict_parse_names_the_source_and_the_problem(change, problem: str) -> None:
     data = manifest().to_dict()
     change(data)

@@ -1,4 +1,5 @@
 """The versioned gallery store: round trips, pruning, failed and killed saves, named corruption, the lock."""
+
 from __future__ import annotations
 
 import json
@@ -58,8 +59,9 @@ def test_versions_are_pruned_to_keep(tmp_path: Path, gallery: Gallery) -> None:
     assert Gallery.load(d, version="v000005").n_vectors == gallery.n_vectors
 
 
-def test_failed_pointer_swap_keeps_previous_version(tmp_path: Path, gallery: Gallery, pop: Population,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_pointer_swap_keeps_previous_version(
+    tmp_path: Path, gallery: Gallery, pop: Population, monkeypatch: pytest.MonkeyPatch
+) -> None:
     d = tmp_path / "g"
     gallery.save(d)
     gallery.remove("e000")
@@ -77,8 +79,9 @@ def test_failed_pointer_swap_keeps_previous_version(tmp_path: Path, gallery: Gal
     assert [p.name for p in d.iterdir() if p.name.startswith(("CURRENT.", ".tmp-"))] == []
 
 
-def test_failed_directory_swap_keeps_previous_version(tmp_path: Path, gallery: Gallery,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_directory_swap_keeps_previous_version(
+    tmp_path: Path, gallery: Gallery, monkeypatch: pytest.MonkeyPatch
+) -> None:
     d = tmp_path / "g"
     gallery.save(d)
     gallery.remove("e000")
@@ -105,18 +108,25 @@ def test_leftovers_of_a_dead_writer_are_ignored_then_pruned(tmp_path: Path, gall
     assert not any(p.name.startswith(("CURRENT.", ".tmp-")) for p in d.iterdir())
 
 
-@pytest.mark.parametrize("damage, culprit", [
-    (lambda v: (v / "index.faiss").write_bytes((v / "index.faiss").read_bytes()[:100]), "index.faiss"),
-    (lambda v: (v / "sidecar.parquet").unlink(), "sidecar.parquet"),
-    (lambda v: (v / "sidecar.parquet").write_bytes(b"PAR1 nonsense"), "sidecar.parquet"),
-    (lambda v: (v / "vectors.npy").write_bytes(b"\x93NUMPY garbage"), "vectors.npy"),
-    (lambda v: np.save(v / "vectors.npy", np.load(v / "vectors.npy")[:-1]), "vectors.npy"),
-    (lambda v: (v / "manifest.json").write_text("{not json"), "manifest.json"),
-    (lambda v: (v / "manifest.json").write_text(json.dumps(
-        {**json.loads((v / "manifest.json").read_text()), "surprise": 1})), "manifest.json"),
-    (lambda v: (v / "manifest.json").unlink(), "manifest.json"),
-    (lambda v: (v.parent / CURRENT_FILE).write_text("v000042\n"), CURRENT_FILE),
-])
+@pytest.mark.parametrize(
+    "damage, culprit",
+    [
+        (lambda v: (v / "index.faiss").write_bytes((v / "index.faiss").read_bytes()[:100]), "index.faiss"),
+        (lambda v: (v / "sidecar.parquet").unlink(), "sidecar.parquet"),
+        (lambda v: (v / "sidecar.parquet").write_bytes(b"PAR1 nonsense"), "sidecar.parquet"),
+        (lambda v: (v / "vectors.npy").write_bytes(b"\x93NUMPY garbage"), "vectors.npy"),
+        (lambda v: np.save(v / "vectors.npy", np.load(v / "vectors.npy")[:-1]), "vectors.npy"),
+        (lambda v: (v / "manifest.json").write_text("{not json"), "manifest.json"),
+        (
+            lambda v: (v / "manifest.json").write_text(
+                json.dumps({**json.loads((v / "manifest.json").read_text()), "surprise": 1})
+            ),
+            "manifest.json",
+        ),
+        (lambda v: (v / "manifest.json").unlink(), "manifest.json"),
+        (lambda v: (v.parent / CURRENT_FILE).write_text("v000042\n"), CURRENT_FILE),
+    ],
+)
 def test_corruption_is_named(tmp_path: Path, gallery: Gallery, damage, culprit: str) -> None:
     d = tmp_path / "g"
     damage(gallery.save(d))
@@ -145,10 +155,17 @@ def test_missing_gallery(tmp_path: Path) -> None:
 def test_lock_is_exclusive_across_processes_and_reentrant(tmp_path: Path) -> None:
     d = tmp_path / "g"
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys,time; from facegate.components.gallery import gallery_lock\n"
-         "with gallery_lock(sys.argv[1]):\n print('held', flush=True); time.sleep(30)", str(d)],
-        cwd=repo_root(), stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys,time; from facegate.components.gallery import gallery_lock\n"
+            "with gallery_lock(sys.argv[1]):\n print('held', flush=True); time.sleep(30)",
+            str(d),
+        ],
+        cwd=repo_root(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(GalleryLocked):

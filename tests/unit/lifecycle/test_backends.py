@@ -1,6 +1,7 @@
 """components/lifecycle/backends.py names the backing service that is down, probing what the environment
 configures (closed loopback ports here, and a tiny HTTP server standing in for a tracking server whose
 database is gone); with the embedded defaults it probes nothing."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,13 @@ import pytest
 
 from facegate.components.lifecycle import backends
 
-SERVICE_VARS = ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL",
-                "FACEGATE_S3_ENDPOINT_URL")
+SERVICE_VARS = (
+    "MLFLOW_TRACKING_URI",
+    "PREFECT_API_URL",
+    "AWS_ENDPOINT_URL",
+    "MLFLOW_S3_ENDPOINT_URL",
+    "FACEGATE_S3_ENDPOINT_URL",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -31,11 +37,20 @@ def closed_port() -> int:
 @pytest.fixture
 def db_down_server():
     """Answers /health 200 (MLflow and Prefect alike) and 503 with a psycopg2 error everywhere else."""
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
             healthy = self.path.rstrip("/").endswith("/health")
-            body = b"OK" if healthy else json.dumps({"error_code": "TEMPORARILY_UNAVAILABLE", "message":
-                                                     "(psycopg2.OperationalError) connection refused"}).encode()
+            body = (
+                b"OK"
+                if healthy
+                else json.dumps(
+                    {
+                        "error_code": "TEMPORARILY_UNAVAILABLE",
+                        "message": "(psycopg2.OperationalError) connection refused",
+                    }
+                ).encode()
+            )
             self.send_response(200 if healthy else 503)
             self.end_headers()
             self.wfile.write(body)

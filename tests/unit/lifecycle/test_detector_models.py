@@ -1,4 +1,5 @@
 """Without a trained detector, both the service and the benchmark say which command makes one."""
+
 from __future__ import annotations
 
 import pytest

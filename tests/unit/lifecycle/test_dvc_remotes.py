@@ -1,6 +1,7 @@
 """DVC remotes chosen by environment (components/lifecycle/data_version.py): an S3 URL and its endpoint go to the
 uncommitted config.local, keys never do; the gallery can have a remote of its own; a store that cannot
 be reached is named in the error."""
+
 from __future__ import annotations
 
 import socket
@@ -58,6 +59,9 @@ def test_an_unreachable_store_is_named(repo, monkeypatch):
     (repo / "data").mkdir()
     (repo / "data" / "a.txt").write_text("a")
     data_version.add_data(repo)
-    with pytest.raises(DataVersionError, match=rf"^object store s3://bucket/data \(endpoint http://127.0.0.1:{port}\): "
-                                               r"dvc push of data failed: ERROR"):
+    with pytest.raises(
+        DataVersionError,
+        match=rf"^object store s3://bucket/data \(endpoint http://127.0.0.1:{port}\): "
+        r"dvc push of data failed: ERROR",
+    ):
         data_version.push(repo)

@@ -56,10 +56,12 @@ def test_reingest_replaces_atomically(tmp_path):
 
 
 def test_duplicate_image_keeps_identities_in_one_split():
-    m = pd.DataFrame({
-        "identity": [f"id{i}" for i in range(40) for _ in range(2)],
-        "sha256": [f"h{i}_{j}" for i in range(40) for j in range(2)],
-    })
+    m = pd.DataFrame(
+        {
+            "identity": [f"id{i}" for i in range(40) for _ in range(2)],
+            "sha256": [f"h{i}_{j}" for i in range(40) for j in range(2)],
+        }
+    )
     m.loc[1, "sha256"] = "shared"
     m.loc[79, "sha256"] = "shared"  # id0 and id39 share one file
     split = assign_identity_splits(m, val_fraction=0.5, seed=3, min_train_images=2)
@@ -75,10 +77,13 @@ def test_singletons_are_held_out():
 def write_voc(root, stem, w, h, boxes):
     objs = "".join(
         f"<object><name>{lab}</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax>"
-        f"<ymax>{d}</ymax></bndbox></object>" for lab, a, b, c, d in boxes)
+        f"<ymax>{d}</ymax></bndbox></object>"
+        for lab, a, b, c, d in boxes
+    )
     (root / "annotations").mkdir(parents=True, exist_ok=True)
-    (root / "annotations" / f"{stem}.xml").write_text(f"<annotation><size><width>{w}</width>"
-                                                      f"<height>{h}</height></size>{objs}</annotation>")
+    (root / "annotations" / f"{stem}.xml").write_text(
+        f"<annotation><size><width>{w}</width><height>{h}</height></size>{objs}</annotation>"
+    )
     f.write_jpeg(root / "images" / f"{stem}.jpg", w, h)
 
 
@@ -91,8 +96,13 @@ def test_voc_boxes_parsed_and_edge_overshoot_clipped(tmp_path):
     res = ingest_source("masks", "voc", src, tmp_path / "data", **COMMON)
     m = res.manifest.set_index("path")
     a = json.loads(m.loc["masks/images/a.jpg", "boxes"])
-    assert a[0]["xmax"] == 64.0 and a[1] == {"label": "without_mask", "xmin": 10.0, "ymin": 10.0,
-                                             "xmax": 20.0, "ymax": 20.0}
+    assert a[0]["xmax"] == 64.0 and a[1] == {
+        "label": "without_mask",
+        "xmin": 10.0,
+        "ymin": 10.0,
+        "xmax": 20.0,
+        "ymax": 20.0,
+    }
     assert json.loads(m.loc["masks/images/b.jpg", "boxes"])[0]["xmax"] == 80.0  # left for validation
     assert res.clipped_boxes == ["masks/images/a.jpg#0"]
     assert res.quarantine["code"].tolist() == ["bad_annotation"]

@@ -1,5 +1,6 @@
-"""Local copies of registered models (facegate.components.lifecycle.model_copies): a gallery made by a registered version
+"""Local copies of registered models (lifecycle/model_copies.py): a gallery made by a registered version
 is served from the copy without MLflow, and a copy that is not exactly what was kept is never used."""
+
 from __future__ import annotations
 
 import sys

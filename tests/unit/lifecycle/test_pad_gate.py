@@ -1,4 +1,5 @@
 """The fine-tuned PAD pair's gate: no worse BPCER100 on the held-out subjects than every baseline."""
+
 from __future__ import annotations
 
 from facegate.components.lifecycle.pad_models import pad_gate

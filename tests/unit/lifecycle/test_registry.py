@@ -1,4 +1,5 @@
 """The registry's aliases, promotion history, rollback and the gate, on a real SQLite MLflow store."""
+
 from __future__ import annotations
 
 import math
@@ -25,9 +26,11 @@ def store(tmp_path, monkeypatch):
         import torch
 
         with mlflow.start_run(experiment_id=exp) as run:
-            info = mlflow.pytorch.log_model(torch.nn.Linear(2, 2), name="model", pip_requirements=["torch"],
-                                           serialization_format="pickle")
+            info = mlflow.pytorch.log_model(
+                torch.nn.Linear(2, 2), name="model", pip_requirements=["torch"], serialization_format="pickle"
+            )
         return registry.register(info.model_uri, name, run_id=run.info.run_id, tags={"source": "test"})
+
     return new_version
 
 
@@ -99,6 +102,5 @@ def test_gate_with_a_guard_metric_refuses_a_win_paid_for_on_the_plain_faces():
     no = gate(pays, champ, *args, guard_metric="val_accuracy", max_regression=0.001)
     assert not no.promote and "loses 0.0050" in no.reason
     assert gate(pays, champ, *args).promote  # without a guard only the gate metric counts
-    short = gate({"val_masked_tar_at_far_1e-3": 0.801, "val_accuracy": 0.99}, champ, *args,
-                 guard_metric="val_accuracy")
+    short = gate({"val_masked_tar_at_far_1e-3": 0.801, "val_accuracy": 0.99}, champ, *args, guard_metric="val_accuracy")
     assert not short.promote and "short of" in short.reason

@@ -1,4 +1,5 @@
 """The retraining chain's logic without Prefect or MLflow: the one stage guard and the gate's verdict."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -73,11 +74,14 @@ def decision(promote: bool) -> registry.GateDecision:
     return registry.GateDecision(promote, "why", "val_auc", 0.9, 0.8, 0.002)
 
 
-@pytest.mark.parametrize("promote,champion,winner,register_pretrained,rejected", [
-    (True, "2", "7", False, False),  # the challenger wins
-    (False, "2", None, False, True),  # the champion stays, and so does its gallery
-    (False, None, None, True, True),  # no champion: the pretrained model in service wins
-])
+@pytest.mark.parametrize(
+    "promote,champion,winner,register_pretrained,rejected",
+    [
+        (True, "2", "7", False, False),  # the challenger wins
+        (False, "2", None, False, True),  # the champion stays, and so does its gallery
+        (False, None, None, True, True),  # no champion: the pretrained model in service wins
+    ],
+)
 def test_the_gate_verdict_picks_the_winner(chain, promote, champion, winner, register_pretrained, rejected):
     s = chain.state
     s.version, s.trained = "7", SimpleNamespace(model="trained model")

@@ -1,4 +1,5 @@
 """When a retraining chain is skipped: data, ingest sources, params and code all as at the champion's chain."""
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,12 @@ def test_unchanged_inputs_skip_with_a_reason():
 
 
 def test_any_change_runs():
-    for changed in (Fingerprints("d2", "s1", "p1", "c1"), Fingerprints("d1", "s2", "p1", "c1"),
-                    Fingerprints("d1", "s1", "p2", "c1"), Fingerprints("d1", "s1", "p1", "c2")):
+    for changed in (
+        Fingerprints("d2", "s1", "p1", "c1"),
+        Fingerprints("d1", "s2", "p1", "c1"),
+        Fingerprints("d1", "s1", "p2", "c1"),
+        Fingerprints("d1", "s1", "p1", "c2"),
+    ):
         assert skip_reason(changed, champion_tags(NOW), "champion v3") is None
 
 

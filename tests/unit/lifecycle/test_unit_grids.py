@@ -1,4 +1,5 @@
 """Logging a registered version's unit grids never fails the flow that registered it."""
+
 from __future__ import annotations
 
 import numpy as np

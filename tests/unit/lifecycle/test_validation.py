@@ -1,4 +1,5 @@
 """The GX suites on tiny generated manifests: each defect is caught and named by row."""
+
 import json
 from pathlib import Path
 
@@ -20,8 +21,9 @@ def people(tmp_path_factory):
     for p in range(4):
         for i in range(3):
             f.write_jpeg(root / "src" / f"p{p}" / f"{i}.jpg", seed=p * 10 + i)
-    res = ingest_source("people", "image_folder", root / "src", root / "data", val_fraction=0.5,
-                        seed=2, max_pixels=10**8, min_side=16)
+    res = ingest_source(
+        "people", "image_folder", root / "src", root / "data", val_fraction=0.5, seed=2, max_pixels=10**8, min_side=16
+    )
     return root / "data", res.manifest
 
 
@@ -70,7 +72,9 @@ def test_duplicate_bytes_across_splits(people, tmp_path):
     report = validate_manifest("people", "image_folder", m, NO_QUARANTINE, data, CFG, tmp_path / "gx")
     fails = failures_by_type(report)
     assert set(fails[("expect_column_values_to_be_between", "sha256_split_count")].rows) == {
-        m.loc[train, "path"], m.loc[val, "path"]}
+        m.loc[train, "path"],
+        m.loc[val, "path"],
+    }
 
 
 def test_detection_defects_named_by_box(tmp_path):
@@ -81,17 +85,26 @@ def test_detection_defects_named_by_box(tmp_path):
 
     def row(stem, boxes):
         p = data / "masks" / "images" / f"{stem}.jpg"
-        return {"path": f"masks/images/{stem}.jpg", "source": "masks", "identity": None,
-                "boxes": json.dumps(boxes), "split": "train",
-                "sha256": hashlib.sha256(p.read_bytes()).hexdigest(), "width": 64, "height": 48,
-                "format": "JPEG"}
+        return {
+            "path": f"masks/images/{stem}.jpg",
+            "source": "masks",
+            "identity": None,
+            "boxes": json.dumps(boxes),
+            "split": "train",
+            "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
+            "width": 64,
+            "height": 48,
+            "format": "JPEG",
+        }
 
     ok = {"label": "with_mask", "xmin": 1, "ymin": 1, "xmax": 20, "ymax": 20}
-    m = pd.DataFrame([
-        row("a", [ok, {**ok, "xmax": 90}, {**ok, "label": "hat"}]),  # outside the image; unknown class
-        row("b", [{**ok, "xmin": 30, "xmax": 30}]),  # zero area
-        row("c", []),  # no box at all
-    ])
+    m = pd.DataFrame(
+        [
+            row("a", [ok, {**ok, "xmax": 90}, {**ok, "label": "hat"}]),  # outside the image; unknown class
+            row("b", [{**ok, "xmin": 30, "xmax": 30}]),  # zero area
+            row("c", []),  # no box at all
+        ]
+    )
     report = validate_manifest("masks", "voc", m, NO_QUARANTINE, data, CFG, tmp_path / "gx")
     assert not report.success
     fails = failures_by_type(report)

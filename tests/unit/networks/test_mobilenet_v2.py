@@ -1,5 +1,6 @@
 """The hand-written MobileNetV2: exact torchvision checkpoint layout, shapes, freezing, and evidence that the
 loaded weights really are ImageNet-trained (an untrained net gives near-identical logits for any photo)."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """ISO/IEC 30107-3 figures and the threshold for a target APCER."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -59,8 +60,15 @@ def test_det_points_run_from_everything_accepted_to_nothing() -> None:
 
 
 def test_calibration_round_trip_and_threshold(tmp_path) -> None:
-    cal = PadCalibration.from_scores("minifasnet_pair", "abc", "test set", np.array([0.9, 0.8, 0.99]),
-                                     np.arange(200) / 1000.0, created="2026-01-01", note="x")
+    cal = PadCalibration.from_scores(
+        "minifasnet_pair",
+        "abc",
+        "test set",
+        np.array([0.9, 0.8, 0.99]),
+        np.arange(200) / 1000.0,
+        created="2026-01-01",
+        note="x",
+    )
     path = cal.save(tmp_path / "pad" / "cal.json")
     back = PadCalibration.load(path)
     assert back == cal and back.meta == {"note": "x"}

@@ -1,4 +1,5 @@
 """PAD data by subject: folders read into samples, folds and held-out splits that never cut a subject."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,7 +23,11 @@ def test_nuaa_layout_and_site_folders(tmp_path: Path) -> None:
         _jpg(tmp_path / "nuaa" / "print" / sub / "b.jpg")
     samples = nuaa_samples(tmp_path / "nuaa")
     assert [(s.subject, s.live, s.kind) for s in samples] == [
-        ("0001", True, "live"), ("0002", True, "live"), ("0001", False, "print"), ("0002", False, "print")]
+        ("0001", True, "live"),
+        ("0002", True, "live"),
+        ("0001", False, "print"),
+        ("0002", False, "print"),
+    ]
     _jpg(tmp_path / "site" / "live" / "x.png")
     _jpg(tmp_path / "site" / "phone" / "y.jpg")
     site = folder_samples(tmp_path / "site" / "live", {"screen": tmp_path / "site" / "phone"})

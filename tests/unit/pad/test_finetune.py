@@ -1,5 +1,6 @@
 """Fine-tuning: only the deepest stages and the head move, from cached copies of each frame (mirrored,
 small crops), and the shipped network is never changed in place."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -49,15 +50,16 @@ def test_finetune_moves_only_the_trained_part(tmp_path: Path) -> None:
     torch.manual_seed(0)
     net = PadNet((V2_SPEC, V1SE_SPEC)).eval()
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    cfg = PadFinetuneConfig.from_settings(load_settings(), epochs=2, lr=1e-2, batch_size=4, finetune_stages=1,
-                                          crop_copies=1)
+    cfg = PadFinetuneConfig.from_settings(
+        load_settings(), epochs=2, lr=1e-2, batch_size=4, finetune_stages=1, crop_copies=1
+    )
     copies = augmented_copies(net, samples, boxes, cfg, max_pixels=10**6)
     assert copies.n_copies == 4 and copies.feats[0].shape[:2] == (6, 4)
     live = np.array([s.live for s in samples])
     tuned, history = finetune_pad(net, copies, np.arange(6), live, cfg)
     assert len(history) == 2 and not tuned.training
     assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())  # the original is untouched
-    names = (*MiniFASNet.BLOCKS[cfg.start:], "linear", "prob")
+    names = (*MiniFASNet.BLOCKS[cfg.start :], "linear", "prob")
     trained = tuple(f"members.{m}.{name}." for m in (0, 1) for name in names)
     for key, value in tuned.state_dict().items():
         moved = not torch.equal(value, before[key])

@@ -1,5 +1,6 @@
 """The MiniFASNet port: strict loading of the shipped state dicts, the typed weights error, the source's
 crop geometry and input convention, and the source's example frames through the product's detector."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,8 +34,10 @@ from facegate.components.pad.minifasnet import (
 from facegate.components.pad.models import make_pad_model
 
 MINIFAS = weights_root() / "minifasnet"
-needs_weights = pytest.mark.skipif(not (MINIFAS / "2.7_80x80_MiniFASNetV2.pth").is_file(),
-                                   reason=f"MiniFASNet weights not under {MINIFAS} (set FACEGATE_WEIGHTS)")
+needs_weights = pytest.mark.skipif(
+    not (MINIFAS / "2.7_80x80_MiniFASNetV2.pth").is_file(),
+    reason=f"MiniFASNet weights not under {MINIFAS} (set FACEGATE_WEIGHTS)",
+)
 
 
 # --- weights --------------------------------------------------------------------------------------------
@@ -90,12 +93,15 @@ def test_missing_weights_are_the_same_typed_error(tmp_path: Path, monkeypatch) -
 # --- crop geometry (expected boxes worked out by hand from the source's rules) ----------------------------
 
 
-@pytest.mark.parametrize("wh, bbox, scale, expected", [
-    ((640, 480), (300, 200, 100, 120), 2.7, (215, 98, 485, 422)),  # inside: 270x324 about (350, 260)
-    ((640, 480), (10, 20, 100, 100), 4.0, (0, 0, 400, 400)),  # off the top-left: shifted, size kept
-    ((601, 401), (500, 250, 160, 160), 4.0, (200, 0, 600, 400)),  # scale capped at 400/160 = 2.5
-    ((640, 480), (101, 57, 83, 97), 2.7, (30, 0, 254, 261)),  # fractional: truncated corners
-])
+@pytest.mark.parametrize(
+    "wh, bbox, scale, expected",
+    [
+        ((640, 480), (300, 200, 100, 120), 2.7, (215, 98, 485, 422)),  # inside: 270x324 about (350, 260)
+        ((640, 480), (10, 20, 100, 100), 4.0, (0, 0, 400, 400)),  # off the top-left: shifted, size kept
+        ((601, 401), (500, 250, 160, 160), 4.0, (200, 0, 600, 400)),  # scale capped at 400/160 = 2.5
+        ((640, 480), (101, 57, 83, 97), 2.7, (30, 0, 254, 261)),  # fractional: truncated corners
+    ],
+)
 def test_source_crop_box(wh, bbox, scale, expected) -> None:
     assert source_crop_box(wh, bbox, scale) == expected
 

@@ -1,4 +1,5 @@
 """The PAD registry: its entries behind one interface, params naming them, the committed calibrations."""
+
 from __future__ import annotations
 
 import typing
@@ -20,8 +21,10 @@ from facegate.components.pad.models import (
     weights_fingerprint,
 )
 
-needs_weights = pytest.mark.skipif(not (weights_root() / "minifasnet" / "2.7_80x80_MiniFASNetV2.pth").is_file(),
-                                   reason=f"MiniFASNet weights not under {weights_root()} (set FACEGATE_WEIGHTS)")
+needs_weights = pytest.mark.skipif(
+    not (weights_root() / "minifasnet" / "2.7_80x80_MiniFASNetV2.pth").is_file(),
+    reason=f"MiniFASNet weights not under {weights_root()} (set FACEGATE_WEIGHTS)",
+)
 SHIPPED = ("minifasnet_pair", "minifasnet_v2", "minifasnet_v1se")
 
 

@@ -1,4 +1,5 @@
 """The served path (OpenCV's DNN on the ONNX export) gives the torch network's numbers."""
+
 from __future__ import annotations
 
 import threading
@@ -22,7 +23,7 @@ def test_opencv_matches_torch_in_batches_and_threads() -> None:
     out: dict[int, np.ndarray] = {}
 
     def run(i: int) -> None:
-        out[i] = runner([c[i:i + 1] for c in crops])
+        out[i] = runner([c[i : i + 1] for c in crops])
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(5)]
     for t in threads:

@@ -1,5 +1,6 @@
 """Deployment captures (service/captures.py) and template update (service/templates.py): the store, the
 review queue's order, labels, retention, erasure with the employee, and diverse templates in the gallery."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -20,9 +21,21 @@ CHIP = np.random.default_rng(0).integers(0, 255, (112, 112, 3), dtype=np.uint8)
 
 
 def row(emb, **kw) -> dict:
-    base = {"entrance": "main", "decision": "recognized", "employee_id": "amy", "nearest_id": "amy",
-            "distance": 0.5, "threshold": 0.6, "mask": None, "face_px": 120, "sharpness": 50.0,
-            "model": "fake_backbone@sha256:0123456789abcdef", "chip_geometry": "fake", "embedding": emb, "chip": CHIP}
+    base = {
+        "entrance": "main",
+        "decision": "recognized",
+        "employee_id": "amy",
+        "nearest_id": "amy",
+        "distance": 0.5,
+        "threshold": 0.6,
+        "mask": None,
+        "face_px": 120,
+        "sharpness": 50.0,
+        "model": "fake_backbone@sha256:0123456789abcdef",
+        "chip_geometry": "fake",
+        "embedding": emb,
+        "chip": CHIP,
+    }
     return {**base, **kw}
 
 
@@ -52,8 +65,9 @@ def test_record_label_and_chip_round_trip(store):
 
 
 def test_queue_puts_near_threshold_masked_and_new_entrances_first(store):
-    far, near, masked = store.record([row(np.ones(4), distance=0.1), row(np.ones(4), distance=0.58),
-                                      row(np.ones(4), distance=0.1, mask="with_mask")])
+    far, near, masked = store.record(
+        [row(np.ones(4), distance=0.1), row(np.ones(4), distance=0.58), row(np.ones(4), distance=0.1, mask="with_mask")]
+    )
     queue = store.review_queue(band=0.1)
     assert [r["id"] for r in queue] == [near, masked, far]
     assert "near_threshold" in queue[0]["why"] and "new_entrance" in queue[0]["why"]
@@ -61,8 +75,13 @@ def test_queue_puts_near_threshold_masked_and_new_entrances_first(store):
 
 
 def test_retention_and_erasure(store):
-    old, amy, bob = store.record([row(np.ones(4), at=now() - timedelta(days=40)), row(np.ones(4)),
-                                  row(np.ones(4), employee_id=None, nearest_id="bob")])
+    old, amy, bob = store.record(
+        [
+            row(np.ones(4), at=now() - timedelta(days=40)),
+            row(np.ones(4)),
+            row(np.ones(4), employee_id=None, nearest_id="bob"),
+        ]
+    )
     assert store.purge() == 1
     store.label(bob, "employee", "amy", "op")  # nearest bob, but it was amy
     assert store.erase_employee("bob") == 1 and store.erase_employee("amy") == 1 and store.count() == 0

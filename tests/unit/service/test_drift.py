@@ -1,5 +1,6 @@
 """Drift (service/drift.py): our PSI and KS, the report per entrance, the alarm at a mask onset and none
 before it, the retraining trigger, and the /metrics gauges."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -31,8 +32,17 @@ def fill(log: AccessLog, days: int, masked_from: int | None, seed: int = 0) -> N
         for _ in range(100):
             masked = masked_from is not None and day >= masked_from and rng.random() < 0.5
             d = float(rng.normal(0.55 if masked else 0.35, 0.05))
-            rows.append(Decision(at=at, kind="identify", outcome="recognized" if d < 0.5 else "not_recognized",
-                                 entrance="door-1", distance=d, threshold=0.5, mask="with_mask" if masked else None))
+            rows.append(
+                Decision(
+                    at=at,
+                    kind="identify",
+                    outcome="recognized" if d < 0.5 else "not_recognized",
+                    entrance="door-1",
+                    distance=d,
+                    threshold=0.5,
+                    mask="with_mask" if masked else None,
+                )
+            )
     with Session(log.engine) as s, s.begin():
         s.add_all(rows)
 

@@ -4,6 +4,7 @@ real thresholds (stored sketch, the gallery's own pairs, identification arithmet
 Each generated person is a random unit vector in 128 dimensions; the model's stored calibration is the
 impostor distances of 3,000 other generated people, as ``facegate calibrate`` would store them. A fake
 recognizer maps a photo (its first pixel encodes a number) to that number's vector."""
+
 from __future__ import annotations
 
 import io
@@ -64,10 +65,12 @@ def people(tmp_path, monkeypatch) -> np.ndarray:
     monkeypatch.setenv("FACEGATE_HOME", str(tmp_path / "state"))
     genuine_pairs = np.abs(rng.normal(0.5, 0.1, 20_000))
     _, impostor = all_pair_distances(unit(rng.standard_normal((3000, DIM))), np.arange(3000))
-    scores = SetScores("lfw", ScoreSketch.from_scores(impostor), ScoreSketch.from_scores(genuine_pairs, "high"),
-                       3000, 3000)
+    scores = SetScores(
+        "lfw", ScoreSketch.from_scores(impostor), ScoreSketch.from_scores(genuine_pairs, "high"), 3000, 3000
+    )
     ModelCalibration(FakeRecognizer.embedder_name, FakeRecognizer.embedder_version, (scores,), detector="fake").save(
-        pretrained_file(FakeRecognizer.embedder_name, FakeRecognizer.embedder_version))
+        pretrained_file(FakeRecognizer.embedder_name, FakeRecognizer.embedder_version)
+    )
     return unit(rng.standard_normal((400, DIM)))
 
 

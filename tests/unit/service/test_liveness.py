@@ -1,5 +1,6 @@
 """pad.mode in the door: off, flag and enforce on identify, verify and enrolment, with a stand-in PAD
 model (the real one is tested in tests/unit/pad and through the API in tests/integration/test_pad_api.py)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,8 +24,9 @@ class StubPad:
 
     name: str = "stub"
     fingerprint: str = "stub"
-    calibration: PadCalibration | None = PadCalibration("stub", "stub", "stub set", tuple(np.arange(200) / 1000),
-                                                        (0.9, 0.95))
+    calibration: PadCalibration | None = PadCalibration(
+        "stub", "stub", "stub set", tuple(np.arange(200) / 1000), (0.9, 0.95)
+    )
 
     def score_faces(self, frame, boxes):
         return np.array([frame[0, b.left, 0] / 100.0 for b in boxes])
@@ -78,8 +80,11 @@ def test_enforce_never_recognises_an_attack() -> None:
     live_face, attack = result.faces
     assert live_face.employee_id == "E0" and live_face.decision == "recognized"
     assert attack.employee_id is None and attack.name is None and not attack.recognized
-    assert attack.decision == "attack" and attack.liveness == {"score": 0.1, "label": "attack",
-                                                               "threshold": pytest.approx(0.198)}
+    assert attack.decision == "attack" and attack.liveness == {
+        "score": 0.1,
+        "label": "attack",
+        "threshold": pytest.approx(0.198),
+    }
     answer = Verification("E1", True, 0.3, 0.5, 0.001)
     refused = c.judge_verification(answer, c.check(frame(10), BOXES[:1]))
     assert not refused.accepted and refused.decision == "attack"

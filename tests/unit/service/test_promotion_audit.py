@@ -2,6 +2,7 @@
 which: the chain's promotion names the chain's MLflow run, a human's promotion and rollback the local
 user; a promotion that fails before anything moves leaves none. Real MLflow registry (SQLite), real
 gallery files, the deployment's real SQLite access log; the fake recognizer of the calibration tests."""
+
 from __future__ import annotations
 
 import mlflow
@@ -56,7 +57,10 @@ def test_each_promotion_and_rollback_leaves_one_audit_row_naming_who_and_which_v
     gate.switch_champion(rollback=True)
     rows = moves(gate)
     assert [(r["action"], r["detail"]["previous"], r["detail"]["version"]) for r in rows] == [
-        ("promote", None, v1), ("promote", v1, v2), ("rollback", v2, v1)]
+        ("promote", None, v1),
+        ("promote", v1, v2),
+        ("rollback", v2, v1),
+    ]
     assert [r["actor"] for r in rows[1:]] == [local_actor()] * 2
     assert rows[2]["detail"]["reason"] == f"rollback from v{v2}"
     assert registry.champion(name).version == v1

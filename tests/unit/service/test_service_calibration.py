@@ -1,6 +1,7 @@
 """FaceGate with a stored model calibration: first gallery without computing anything, FAR estimates in
 identify/verify answers, the duplicate-face check, the deployment-side recalibration, and a typed error
 when the model has no calibration. A fake recognizer maps a photo's colour to its embedding."""
+
 from __future__ import annotations
 
 import io
@@ -55,8 +56,12 @@ class FakeRecognizer:
 def stored_calibration(impostor_scores) -> ModelCalibration:
     imp = ScoreSketch.from_scores(impostor_scores)
     gen = ScoreSketch.from_scores(np.linspace(0.1, 0.6, 500), dense="high")
-    return ModelCalibration(FakeRecognizer.embedder_name, FakeRecognizer.embedder_version,
-                            (SetScores("lfw", imp, gen, 100, 30),), detector="fake")
+    return ModelCalibration(
+        FakeRecognizer.embedder_name,
+        FakeRecognizer.embedder_version,
+        (SetScores("lfw", imp, gen, 100, 30),),
+        detector="fake",
+    )
 
 
 @pytest.fixture
@@ -66,20 +71,23 @@ def committed(tmp_path, monkeypatch):
     monkeypatch.setenv("FACEGATE_CALIBRATIONS", str(folder))
     monkeypatch.setenv("FACEGATE_HOME", str(tmp_path / "state"))
     stored_calibration(np.linspace(0.9, 1.7, 20_000)).save(
-        pretrained_file(FakeRecognizer.embedder_name, FakeRecognizer.embedder_version))
+        pretrained_file(FakeRecognizer.embedder_name, FakeRecognizer.embedder_version)
+    )
     return folder
 
 
 def gate(tmp_path, settings=None) -> FaceGate:
-    return FaceGate(settings or load_settings(), store=EnrolmentStore(tmp_path / "gallery"),
-                    recognizer=FakeRecognizer())
+    return FaceGate(
+        settings or load_settings(), store=EnrolmentStore(tmp_path / "gallery"), recognizer=FakeRecognizer()
+    )
 
 
 def test_first_gallery_reads_the_stored_calibration_and_answers_carry_far_estimates(tmp_path, committed):
     g = gate(tmp_path)
     gallery = g.enrol("amy", "Amy", [photo(10)])
-    assert gallery.manifest.tau == pytest.approx(stored_calibration(np.linspace(0.9, 1.7, 20_000))
-                                                 .calibration(1e-3).tau, abs=1e-6)
+    assert gallery.manifest.tau == pytest.approx(
+        stored_calibration(np.linspace(0.9, 1.7, 20_000)).calibration(1e-3).tau, abs=1e-6
+    )
     assert (tmp_path / "gallery" / "calibration").is_dir()  # the copy beside the gallery
     g.enrol("raj", "Raj", [photo(20)])
     who = g.identify(np.full((40, 40, 3), 10, np.uint8)).to_dict()
@@ -120,8 +128,11 @@ def test_duplicate_faces_names_the_nearest_other_employee():
 
 def test_enough_enrolled_pairs_recalibrate_the_thresholds(tmp_path, committed):
     s = load_settings()
-    s = s.model_copy(update={"gallery": s.gallery.model_copy(update={"recalibration_min_pairs": 10,
-                                                                     "recalibration_prior_pairs": 10})})
+    s = s.model_copy(
+        update={
+            "gallery": s.gallery.model_copy(update={"recalibration_min_pairs": 10, "recalibration_prior_pairs": 10})
+        }
+    )
     cal = stored_calibration(np.linspace(1.2, 1.8, 20_000))  # stored impostors sit far away
     gal = Gallery.new(DIM, "fake", "v1", tau=cal.calibration(1e-3).tau, target_far=1e-3)
     rng = np.random.default_rng(0)

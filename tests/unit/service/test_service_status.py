@@ -1,5 +1,6 @@
 """The status page's model report from a real MLflow store (SQLite in a temporary state folder): the
 champion with its held-out metrics and run, the last retraining run and its gate decision."""
+
 from __future__ import annotations
 
 from facegate.components.core.settings import load_settings

@@ -1,5 +1,6 @@
 """Neural style transfer: the course's costs against numbers worked out by hand, the gradient reaching G
 only, and bad inputs failing with typed errors that name the file."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,14 +32,17 @@ A = torch.tensor([[[[1.0, 2.0]], [[3.0, -1.0]]]])
 
 def gram_by_loops(a: torch.Tensor) -> list[list[float]]:
     _, n_C, n_H, n_W = a.shape
-    return [[sum(float(a[0, k, i, j] * a[0, k2, i, j]) for i in range(n_H) for j in range(n_W))
-             for k2 in range(n_C)] for k in range(n_C)]
+    return [
+        [sum(float(a[0, k, i, j] * a[0, k2, i, j]) for i in range(n_H) for j in range(n_W)) for k2 in range(n_C)]
+        for k in range(n_C)
+    ]
 
 
 def content_cost_by_loops(a_C: torch.Tensor, a_G: torch.Tensor) -> float:
     _, n_C, n_H, n_W = a_G.shape
-    total = sum(float(a_C[0, k, i, j] - a_G[0, k, i, j]) ** 2
-                for k in range(n_C) for i in range(n_H) for j in range(n_W))
+    total = sum(
+        float(a_C[0, k, i, j] - a_G[0, k, i, j]) ** 2 for k in range(n_C) for i in range(n_H) for j in range(n_W)
+    )
     return total / (4 * n_H * n_W * n_C)
 
 
@@ -135,8 +139,9 @@ def test_the_network_is_frozen_and_only_G_changes(features):
 
 def test_lbfgs_and_noise_init_also_reduce_the_loss(features):
     content, style = tiny_pair()
-    result = stylize(content, style, style_config(iterations=4, optimizer="lbfgs", lr=1.0, init="noise"),
-                     features=features)
+    result = stylize(
+        content, style, style_config(iterations=4, optimizer="lbfgs", lr=1.0, init="noise"), features=features
+    )
     assert result.loss_end < result.loss_start
 
 

@@ -1,4 +1,5 @@
 """Accounts: hashed secrets, keys, roles, the legacy key, login rate limit, signed sessions."""
+
 from __future__ import annotations
 
 import pytest
@@ -42,7 +43,7 @@ def test_bad_accounts_are_refused_by_field(accounts):
 
 
 def test_hash_format_and_constant_time_check():
-    stored = hash_secret("s3cret", n=2 ** 10)
+    stored = hash_secret("s3cret", n=2**10)
     assert stored.startswith("scrypt$1024$") and secret_matches("s3cret", stored)
     assert not secret_matches("s3cret", "md5$abc") and not secret_matches("s3cret", "garbage")
 

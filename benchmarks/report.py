@@ -48,6 +48,9 @@ COMMANDS = {
     "calibration": "facegate bench calibration",
     "style": "facegate bench style",
     "duplicates": "facegate bench duplicates",
+    "pad": "facegate bench pad",
+    "flywheel": "facegate bench flywheel",
+    "units": "facegate explain units",
     "api-load": "python -m facegate.benchmarks.api_load",
     "gpu-paths": "python -m facegate.benchmarks.gpu_paths",
     "pipeline-profile": "python -m facegate.benchmarks.pipeline_profile",
@@ -56,6 +59,7 @@ COMMANDS = {
 LOAD_KEYS = (
     ("speed_loadavg_1min", None),
     ("identify_loadavg_1min", None),
+    ("identify_loadavg", None),
     ("loadavg_start", "loadavg_end"),
     ("loadavg_before", "loadavg_after"),
     ("loadavg_1min_at_start", "loadavg_1min_at_end"),
@@ -169,6 +173,8 @@ def load_average(data: dict) -> str:
     """The 1-minute load average beside the figures (before -> after when both were kept)."""
 
     def one_min(key: str, v) -> list[float]:
+        if isinstance(v, list) and v and all(isinstance(y, list) and y for y in v):  # [[1, 5, 15 min], ...]
+            return [x for x in (_number(y[0]) for y in v) if x is not None]
         if isinstance(v, list):
             nums = [x for x in (_number(y) for y in v) if x is not None]
             return nums if key.endswith("_1min") else nums[:1]
@@ -359,11 +365,25 @@ class Headline:
     command: str = ""  # what to run when no file has it (default: the kind's command)
 
 
+def served_and_full(served: Callable[[dict], str], full: Callable[[dict], str]) -> Callable[[dict], str]:
+    """The figure as served (the confidence cascade, when the run scored it), the full model's in brackets."""
+
+    def cell(data: dict) -> str:
+        a, b = served(data), full(data)
+        return f"{a} (full model {b})" if a and b and a != b else (a or b)
+
+    return cell
+
+
+def ms_pair(p50: str, p99: str) -> Callable[[dict], str]:
+    return lambda d: f"{num(p50, 1)(d)} / {num(p99, 1)(d)} ms" if num(p50)(d) else ""
+
+
 HEADLINES = [
     Headline(
         "LFW verification accuracy (View 2, 10 folds)",
         "lfw",
-        pct("accuracy_mean", "accuracy_std"),
+        served_and_full(pct("cascade.accuracy_mean", "cascade.accuracy_std"), pct("accuracy_mean", "accuracy_std")),
         lambda d: d.get("protocol", "plain") == "plain",
     ),
     Headline(
@@ -374,16 +394,22 @@ HEADLINES = [
         "facegate bench lfw --masked",
     ),
     Headline("TAR at FAR 1e-3 (LFW)", "lfw", num("tar_at_far_1e-3"), lambda d: d.get("protocol", "plain") == "plain"),
-    Headline("rank-1, open-set one-shot (LFW)", "identify", num("rank1")),
-    Headline("DIR at FPIR 1e-2 (LFW)", "identify", num("dir_at_fpir_1e-2")),
+    Headline("rank-1, open-set one-shot (LFW)", "identify", served_and_full(num("cascade_rank1"), num("rank1"))),
     Headline(
-        "identify latency p50 / p99",
+        "DIR at FPIR 1e-2 (LFW)", "identify", served_and_full(num("cascade_dir_at_fpir_1e-2"), num("dir_at_fpir_1e-2"))
+    ),
+    Headline("identify latency p50 / p99", "identify", ms_pair("identify_ms_p50", "identify_ms_p99")),
+    Headline(
+        "OpenCV YuNet + SFace, same frames, same run: p50 / p99",
         "identify",
-        lambda d: (
-            f"{num('identify_ms_p50', 1)(d)} / {num('identify_ms_p99', 1)(d)} ms" if num("identify_ms_p50")(d) else ""
-        ),
+        ms_pair("anchor_opencv_ms_p50", "anchor_opencv_ms_p99"),
     ),
     Headline("face-mask detector mAP@0.5 (held-out)", "detect", num("map50")),
+    Headline(
+        "presentation attacks: BPCER at APCER 1% / IAPMR under enforce",
+        "pad",
+        lambda d: f"{num('bpcer100', 4)(d)} / {num('iapmr_enforce', 4)(d)}" if num("bpcer100")(d) else "",
+    ),
     Headline("pipeline images/s (load, detect, align, embed)", "lfw", num("pipeline_images_per_s", 1)),
 ]
 

@@ -17,14 +17,16 @@ import torch
 import torch.nn.functional as F
 
 from facegate.components.core.devices import module_device
-from facegate.components.embedding.fusion import FusedHead, member_input
+from facegate.components.embedding.fusion import FusedBackbone, FusedHead, member_input
 from facegate.components.embedding.model import EmbeddingModel, embed_chips, embed_from_features, ensure_eval
 
 
 class MemberSlice(NamedTuple):
-    """Where member ``index`` sits: columns ``start:end`` of the full embedding, its feature columns."""
+    """Where member number ``position`` sits: columns ``start:end`` of the full embedding, its feature columns.
 
-    index: int
+    Not ``index``: a NamedTuple field of that name shadows ``tuple.index``."""
+
+    position: int
     start: int
     end: int
     feature_start: int
@@ -65,7 +67,7 @@ def member_from_features(model: EmbeddingModel, feats: np.ndarray, where: Member
     if not isinstance(head, FusedHead):
         return embed_from_features(model, feats)
     part = torch.from_numpy(np.ascontiguousarray(feats[:, where.feature_start : where.feature_end]))
-    return F.normalize(head.heads[where.index](part.to(module_device(model))), dim=1).cpu().numpy()
+    return F.normalize(head.heads[where.position](part.to(module_device(model))), dim=1).cpu().numpy()
 
 
 @torch.inference_mode()
@@ -76,8 +78,9 @@ def member_embed_chips(model: EmbeddingModel, chips: np.ndarray, where: MemberSl
         return embed_chips(model, chips, flip_tta=False)
     ensure_eval(model)
     backbone = model.backbone
-    member = backbone.members[where.index]
+    assert isinstance(backbone, FusedBackbone)  # a FusedHead comes only from FusedBackbone.embedding_head
+    member = backbone.member_backbones[where.position]
     batch = torch.from_numpy(np.array(chips)).to(module_device(model))
     x = member_input(backbone.preprocess(batch), member.chip_geometry)
     feats = member.features(member.preprocess(x).contiguous(memory_format=torch.channels_last))
-    return F.normalize(head.heads[where.index](feats.float()), dim=1).cpu().numpy()
+    return F.normalize(head.heads[where.position](feats.float()), dim=1).cpu().numpy()

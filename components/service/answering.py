@@ -7,12 +7,14 @@ Split from the facade so each verb there is one line; what a face's answer holds
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from facegate.components.core.errors import UnknownEmployee
+from facegate.components.recognition.recognizer import FaceEmbedding
 from facegate.components.service.answers import Identification, IdentifiedFace, Verification, estimate
 from facegate.components.service.captures import capture_identification, capture_on
 from facegate.components.service.cascade import CHEAP, FULL, served_cascade
@@ -54,7 +56,7 @@ def identify_faces(gate: FaceGate, pixels: np.ndarray, embedded: list | None = N
     scores = gate.impostor_scores(g)
     cascade = served_cascade(recognizer, gate.settings)
     verdicts: list = []
-    extra = iter(())
+    extra: Iterator[FaceEmbedding] = iter(())
     with gate.inference():
         if cascade is None:  # every face gets the full embedding (any recognizer that embeds frames)
             found = recognizer.embed_all(pixels)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import cv2
 import numpy as np
@@ -127,7 +127,10 @@ def encode_chip(chip: np.ndarray) -> bytes:
 
 def decode_chip(png: bytes) -> np.ndarray:
     """The aligned chip, uint8 RGB (a 2:1 PNG: the fused model's two geometries, stacked back to 6 channels)."""
-    img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+    decoded = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    if decoded is None:
+        raise ValueError("chip: PNG decoding failed")
+    img = decoded[..., ::-1]
     h, w = img.shape[:2]
     if w == 2 * h:
         img = np.concatenate([img[:, :h], img[:, h:]], axis=2)
@@ -291,7 +294,8 @@ class CaptureStore:
         q = select(*[getattr(Capture, c) for c in SUMMARY]).where(Capture.label.is_(None))
         with Session(self.engine) as s:
             rows = [dict(zip(SUMMARY, r)) for r in s.execute(q.order_by(Capture.id.desc()).limit(QUEUE_SCAN))]
-            seen = dict(s.execute(select(Capture.entrance, func.count(Capture.id)).group_by(Capture.entrance)).all())
+            counts = select(Capture.entrance, func.count(Capture.id)).group_by(Capture.entrance)
+            seen: dict[str | None, int] = dict(s.execute(counts).tuples().all())
         for r in rows:
             r["priority"], r["why"] = review_priority(r, band, seen.get(r["entrance"], 0))
         rows.sort(key=lambda r: (-r["priority"], -r["id"]))
@@ -337,7 +341,7 @@ class _Tx:
         self.session.begin()
         return self.session
 
-    def __exit__(self, kind, exc, tb) -> bool:  # noqa: ANN001
+    def __exit__(self, kind, exc, tb) -> Literal[False]:  # noqa: ANN001
         try:
             if exc is None:
                 self.session.commit()

@@ -177,14 +177,12 @@ def fit_served_cascade(recognizer: FaceRecognizer, settings: Settings, member: s
     """Both embeddings of the held-out identities of the calibration set, then the bands."""
     model, cache_dir = recognizer.model, state_dir() / "cache"
     fs = default_face_sets(settings)[0]
-    chip_settings = {
-        "detector": settings.faces.detector,
-        "upsample": settings.faces.upsample,
-        "geometry": model.backbone.chip_geometry,
-    }
-    if fs.split is not None and not chips_cached(fs, cache_dir, **chip_settings):
+    detector, upsample, geometry = settings.faces.detector, settings.faces.upsample, model.backbone.chip_geometry
+    if fs.split is not None and not chips_cached(
+        fs, cache_dir, detector=detector, upsample=upsample, geometry=geometry
+    ):
         fs = fs.subset(np.flatnonzero(fs.split != "train"))  # chip only the held-out images
-    attach_chips(fs, cache_dir, **chip_settings)
+    attach_chips(fs, cache_dir, detector=detector, upsample=upsample, geometry=geometry)
     rows = fs.rows(fs.split != "train" if fs.split is not None else None)
     full = embed_face_set(model, fs, settings.embedding.flip_tta, cache_dir)[rows]
     where = member_slice(model, member)

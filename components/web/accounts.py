@@ -25,8 +25,10 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.cookies import CookieError, SimpleCookie
+from typing import Any, cast
 
 from sqlalchemy import DateTime, String, delete, select
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -165,7 +167,8 @@ class Accounts:
 
     def remove(self, name: str) -> None:
         with Session(self.engine) as s, s.begin():
-            if not s.execute(delete(Account).where(Account.name == name)).rowcount:
+            # Session.execute is typed Result; a DELETE gives a CursorResult, which has rowcount
+            if not cast("CursorResult[Any]", s.execute(delete(Account).where(Account.name == name))).rowcount:
                 raise UnknownAccount(f"account {name!r} does not exist")
         with self._lock:
             self._verified = {k: v for k, v in self._verified.items() if v[0] != name}
@@ -204,7 +207,7 @@ class Accounts:
             a = s.get(Account, name)
             stored = a.secret_hash if a else hash_secret("", b"\0" * 16)  # same cost for unknown names
             role = a.role if a else None
-        return Principal(name, role) if a is not None and secret_matches(secret, stored) else None
+        return Principal(name, role) if role is not None and secret_matches(secret, stored) else None
 
     def from_key(self, raw: bytes) -> Principal | None:
         """An ``X-API-Key`` header's bytes: the legacy key, or ``NAME.SECRET`` of an account."""
@@ -268,7 +271,8 @@ class Sessions:
         from itsdangerous import BadSignature  # optional: sessions only in the server
 
         try:
-            return self._s.loads(cookie, max_age=self.max_age_s)["n"]
+            # itsdangerous annotates max_age as int but only compares ``age > max_age``: a float works
+            return self._s.loads(cookie, max_age=self.max_age_s)["n"]  # type: ignore[arg-type]
         except (BadSignature, KeyError, TypeError):
             return None
 

@@ -69,8 +69,8 @@ def check_photo(gate, photo: Photo) -> dict:  # noqa: ANN001 - a FaceGate
 
 def thumbnail(path: Path, side: int = 128) -> bytes:
     """A stored enrolment photo as a small JPEG for the employees page."""
-    with Image.open(path) as im:
-        im = im.convert("RGB")
+    with Image.open(path) as opened:
+        im = opened.convert("RGB")
         im.thumbnail((side, side))
         buf = io.BytesIO()
         im.save(buf, "JPEG", quality=85)

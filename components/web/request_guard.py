@@ -106,6 +106,7 @@ class RequestGuard:
             if scope.get(PRINCIPAL_SCOPE_KEY) is None:
                 raise Unauthorized(f"missing or wrong {API_KEY_HEADER} header")
             return
+        assert self.key is not None  # __init__: a guard without an authenticate callable has a key
         values = header_values(scope, API_KEY_HEADER.lower().encode())
         if len(values) != 1 or not key_matches(values[0], self.key):
             raise Unauthorized(f"missing or wrong {API_KEY_HEADER} header")

@@ -1,5 +1,6 @@
 """The detector benchmark on the held-out split: mAP (project code and pycocotools), speed, and the
 class-agnostic face AP@0.5 beside dlib's HOG detector on the same images."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +21,18 @@ from facegate.components.detection.two_stage_training import train_two_stage
 from facegate.components.faces.detectors import DlibHogDetector, detector_from_settings
 from facegate.components.lifecycle import registry
 
-__all__ = ["resolve_model", "run_benchmark", "face_truths", "hog_detections", "images_per_second",
-           "training_minutes", "face_detectors_benchmark", "seeds_benchmark", "spread", "RARE_CLASS"]
+__all__ = [
+    "resolve_model",
+    "run_benchmark",
+    "face_truths",
+    "hog_detections",
+    "images_per_second",
+    "training_minutes",
+    "face_detectors_benchmark",
+    "seeds_benchmark",
+    "spread",
+    "RARE_CLASS",
+]
 
 RARE_CLASS = "mask_weared_incorrect"  # the class the goal names beside mAP@0.5 (AP >= 0.6)
 
@@ -59,13 +70,19 @@ def hog_detections(images: list[np.ndarray], upsample: int = 1) -> list[Detectio
     out = []
     for im in images:
         found = hog.detect(im)
-        out.append(Detections(np.array([b.as_list() for b in found], dtype=np.float64).reshape(-1, 4),
-                              np.array([b.score for b in found], dtype=np.float64), np.zeros(len(found), np.int64)))
+        out.append(
+            Detections(
+                np.array([b.as_list() for b in found], dtype=np.float64).reshape(-1, 4),
+                np.array([b.score for b in found], dtype=np.float64),
+                np.zeros(len(found), np.int64),
+            )
+        )
     return out
 
 
-def face_detector_detections(name: str, images: list[np.ndarray], score_threshold: float = 0.05,
-                             upsample: int = 0) -> tuple[list[Detections], float]:
+def face_detector_detections(
+    name: str, images: list[np.ndarray], score_threshold: float = 0.05, upsample: int = 0
+) -> tuple[list[Detections], float]:
     """A face detector of the recognition registry on every image (a low score threshold so the PR
     curve is complete), as class-agnostic detections, and its images per second."""
     options = {"score_threshold": score_threshold} if name.startswith(("yunet", "retinaface")) else {}
@@ -73,8 +90,13 @@ def face_detector_detections(name: str, images: list[np.ndarray], score_threshol
     out, t0 = [], time.perf_counter()
     for im in images:
         found = detector.detect(im)
-        out.append(Detections(np.array([b.as_list() for b in found], dtype=np.float64).reshape(-1, 4),
-                              np.array([b.score for b in found], dtype=np.float64), np.zeros(len(found), np.int64)))
+        out.append(
+            Detections(
+                np.array([b.as_list() for b in found], dtype=np.float64).reshape(-1, 4),
+                np.array([b.score for b in found], dtype=np.float64),
+                np.zeros(len(found), np.int64),
+            )
+        )
     return out, len(images) / (time.perf_counter() - t0)
 
 
@@ -84,13 +106,17 @@ def face_detectors_benchmark(val: list[DetectionSample], detectors: list[tuple[s
     rows = {}
     for name, upsample in detectors:
         dets, speed = face_detector_detections(name, images, upsample=upsample)
-        rows[f"{name}_upsample{upsample}"] = {"face_ap50": voc_map(dets, truths, 1)[0], "images_per_s": speed,
-                                              "boxes_found": int(sum(len(d) for d in dets))}
+        rows[f"{name}_upsample{upsample}"] = {
+            "face_ap50": voc_map(dets, truths, 1)[0],
+            "images_per_s": speed,
+            "boxes_found": int(sum(len(d) for d in dets)),
+        }
     return {"val_images": len(val), "val_faces": int(sum(len(t.labels) for t in truths)), "detectors": rows}
 
 
-def images_per_second(model, images: list[np.ndarray], score_threshold: float, iou_threshold: float,
-                      threads: int = 2) -> float:
+def images_per_second(
+    model, images: list[np.ndarray], score_threshold: float, iou_threshold: float, threads: int = 2
+) -> float:
     """One image at a time (a camera frame), letterbox + network + decode + NMS, ``threads`` CPU threads."""
     import torch  # heavy: torch loads ~1 s of native code; only the paths that run a model need it
 
@@ -106,28 +132,52 @@ def images_per_second(model, images: list[np.ndarray], score_threshold: float, i
         torch.set_num_threads(before)
 
 
-def run_benchmark(model, val: list[DetectionSample], cfg, *, hog: bool = True, timed_images: int = 50,
-                  timing_score_threshold: float = 0.4, log: Callable[[str], None] = lambda m: None) -> dict:
+def run_benchmark(
+    model,
+    val: list[DetectionSample],
+    cfg,
+    *,
+    hog: bool = True,
+    timed_images: int = 50,
+    timing_score_threshold: float = 0.4,
+    log: Callable[[str], None] = lambda m: None,
+) -> dict:
     """``timing_score_threshold``: the threshold in service (``detection.score_threshold``), used for speed."""
     images = [s.image for s in val]
     truths = truths_of(val)
-    dets = detect_images(model, images, score_threshold=cfg.eval_score_threshold, iou_threshold=cfg.nms_iou,
-                         max_detections=cfg.max_detections)
+    dets = detect_images(
+        model,
+        images,
+        score_threshold=cfg.eval_score_threshold,
+        iou_threshold=cfg.nms_iou,
+        max_detections=cfg.max_detections,
+    )
     metrics = evaluate(dets, truths, tuple(model.class_names))
     log(f"map50 {metrics['map50']:.4f} map50_95 {metrics['map50_95']:.4f}")
-    faces = detect_images(model, images, score_threshold=cfg.eval_score_threshold, iou_threshold=cfg.nms_iou,
-                          max_detections=cfg.max_detections, class_agnostic=True)
+    faces = detect_images(
+        model,
+        images,
+        score_threshold=cfg.eval_score_threshold,
+        iou_threshold=cfg.nms_iou,
+        max_detections=cfg.max_detections,
+        class_agnostic=True,
+    )
     face_ap50 = voc_map(as_faces(faces), face_truths(truths), 1)[0]
     per_class = metrics["ap50_per_class"]
     scored = {k: v for k, v in per_class.items() if v is not None}
     counts = {name: int(sum((t.labels == c).sum() for t in truths)) for c, name in enumerate(model.class_names)}
     result = {
-        "val_images": len(val), "val_boxes_per_class": counts,
-        "map50": metrics["map50"], "map50_95": metrics["map50_95"], "coco_map50": metrics["coco_map50"],
+        "val_images": len(val),
+        "val_boxes_per_class": counts,
+        "map50": metrics["map50"],
+        "map50_95": metrics["map50_95"],
+        "coco_map50": metrics["coco_map50"],
         "variant": getattr(model, "variant", "yolo"),
-        "ap50_per_class": per_class, "per_class_ap50": dict(per_class),
+        "ap50_per_class": per_class,
+        "per_class_ap50": dict(per_class),
         "ap50_95_per_class": metrics["ap50_95_per_class"],
-        "pycocotools_map50": metrics["pycocotools_map50"], "pycocotools_map50_95": metrics["pycocotools_map50_95"],
+        "pycocotools_map50": metrics["pycocotools_map50"],
+        "pycocotools_map50_95": metrics["pycocotools_map50_95"],
         "pycocotools_abs_diff": metrics["pycocotools_abs_diff"],
         "weakest_class": min(scored, key=scored.get) if scored else None,
         "face_ap50": face_ap50,
@@ -148,14 +198,23 @@ def run_benchmark(model, val: list[DetectionSample], cfg, *, hog: bool = True, t
 def spread(values: list[float]) -> dict[str, float]:
     """Mean, sample standard deviation (0 for one value), min and max."""
     v = np.asarray(values, np.float64)
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
-            "min": float(v.min()), "max": float(v.max())}
+    return {
+        "mean": float(v.mean()),
+        "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+        "min": float(v.min()),
+        "max": float(v.max()),
+    }
 
 
-def seeds_benchmark(train: list[DetectionSample], val: list[DetectionSample], cfg: TwoStageConfig,
-                    eval_cfg: DetectTrainConfig, seeds: int,
-                    on_seed: Callable[[dict, object], None] = lambda row, model: None,
-                    log: Callable[[str], None] = lambda m: None) -> dict:
+def seeds_benchmark(
+    train: list[DetectionSample],
+    val: list[DetectionSample],
+    cfg: TwoStageConfig,
+    eval_cfg: DetectTrainConfig,
+    seeds: int,
+    on_seed: Callable[[dict, object], None] = lambda row, model: None,
+    log: Callable[[str], None] = lambda m: None,
+) -> dict:
     """The figure to quote: the two-stage detector trained from scratch with seeds ``cfg.seed`` ..
     ``cfg.seed + seeds - 1`` and scored on the held-out split. The same seed gives the same model, so
     the spread is the seeds' alone; per seed mAP@0.5 (the project's and pycocotools'), the rare class's
@@ -165,16 +224,30 @@ def seeds_benchmark(train: list[DetectionSample], val: list[DetectionSample], cf
         seed = cfg.seed + k
         result = train_two_stage(train, val, dataclasses.replace(cfg, seed=seed), log=log)
         metrics, _ = final_evaluation(result.model, val, eval_cfg)
-        row = {"seed": seed, "map50": metrics["map50"], "pycocotools_map50": metrics["pycocotools_map50"],
-               "map50_95": metrics["map50_95"], "ap50_per_class": metrics["ap50_per_class"],
-               f"ap50_{RARE_CLASS}": metrics["ap50_per_class"].get(RARE_CLASS),
-               "train_minutes": result.train_minutes, "load_1min": round(os.getloadavg()[0], 2)}
-        log(f"seed {seed}: map50 {row['map50']:.4f} (pycocotools {row['pycocotools_map50']:.4f}), "
-            f"{RARE_CLASS} AP {row[f'ap50_{RARE_CLASS}']:.4f}, {row['train_minutes']:.1f} min")
+        row = {
+            "seed": seed,
+            "map50": metrics["map50"],
+            "pycocotools_map50": metrics["pycocotools_map50"],
+            "map50_95": metrics["map50_95"],
+            "ap50_per_class": metrics["ap50_per_class"],
+            f"ap50_{RARE_CLASS}": metrics["ap50_per_class"].get(RARE_CLASS),
+            "train_minutes": result.train_minutes,
+            "load_1min": round(os.getloadavg()[0], 2),
+        }
+        log(
+            f"seed {seed}: map50 {row['map50']:.4f} (pycocotools {row['pycocotools_map50']:.4f}), "
+            f"{RARE_CLASS} AP {row[f'ap50_{RARE_CLASS}']:.4f}, {row['train_minutes']:.1f} min"
+        )
         rows.append(row)
         on_seed(row, result.model)
     keys = ("map50", "pycocotools_map50", f"ap50_{RARE_CLASS}", "train_minutes")
-    return {"variant": "two_stage", "seeds": [r["seed"] for r in rows], "val_images": len(val),
-            "train_images": len(train), "per_seed": rows,
-            "summary": {k: spread(v) for k in keys if (v := [r[k] for r in rows if r[k] is not None])},
-            "threads": cfg.threads, "flip_tta": cfg.flip_tta}
+    return {
+        "variant": "two_stage",
+        "seeds": [r["seed"] for r in rows],
+        "val_images": len(val),
+        "train_images": len(train),
+        "per_seed": rows,
+        "summary": {k: spread(v) for k in keys if (v := [r[k] for r in rows if r[k] is not None])},
+        "threads": cfg.threads,
+        "flip_tta": cfg.flip_tta,
+    }

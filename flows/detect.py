@@ -2,6 +2,7 @@
 
 Wiring only: data, model, training, metrics and plots come from facegate.components.detection.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,9 @@ def flat_metrics(metrics: dict, prefix: str = "val_") -> dict[str, float]:
     out = {}
     for k, v in metrics.items():
         if isinstance(v, dict):
-            out.update({f"{prefix}{k.replace('_per_class', '')}_{name}": float(x) for name, x in v.items()
-                        if x is not None})
+            out.update(
+                {f"{prefix}{k.replace('_per_class', '')}_{name}": float(x) for name, x in v.items() if x is not None}
+            )
         elif isinstance(v, (int, float)) and not isinstance(v, bool):
             out[f"{prefix}{k}"] = float(v)
     return out
@@ -66,9 +68,14 @@ def samples(settings: Settings, limit_train: int | None, limit_val: int | None):
 
 
 @flow(name="train-detector", log_prints=True)
-def detect_train_flow(frozen_epochs: int | None = None, finetune_epochs: int | None = None,
-                      limit_train: int | None = None, limit_val: int | None = None,
-                      log_sample_images: bool | None = None, variant: str | None = None) -> dict:
+def detect_train_flow(
+    frozen_epochs: int | None = None,
+    finetune_epochs: int | None = None,
+    limit_train: int | None = None,
+    limit_val: int | None = None,
+    log_sample_images: bool | None = None,
+    variant: str | None = None,
+) -> dict:
     """Train ``variant`` (default ``detection.variant``) on the seeded train split, evaluate on the held-out
     split, log, register, gate, promote."""
     settings = load_settings()
@@ -83,12 +90,21 @@ def detect_train_flow(frozen_epochs: int | None = None, finetune_epochs: int | N
     log.info("%d training and %d held-out images; variant %s", len(train), len(val), variant)
     sample_images = det.log_sample_images if log_sample_images is None else log_sample_images
     run_cfg = two_cfg if variant == "two_stage" else cfg
-    params = {**{k: v for k, v in settings.flat().items() if k.startswith(("detection.", "seed", "images."))},
-              "run.variant": variant, "run.frozen_epochs": run_cfg.frozen_epochs,
-              "run.finetune_epochs": run_cfg.finetune_epochs,
-              "run.train_images": len(train), "run.val_images": len(val), "run.log_sample_images": sample_images}
-    with tracked_run(f"{settings.tracking.experiment_prefix}-{EXPERIMENT}", VARIANTS[variant], params=params,
-                     data_version=data_version.read_version()) as run:
+    params = {
+        **{k: v for k, v in settings.flat().items() if k.startswith(("detection.", "seed", "images."))},
+        "run.variant": variant,
+        "run.frozen_epochs": run_cfg.frozen_epochs,
+        "run.finetune_epochs": run_cfg.finetune_epochs,
+        "run.train_images": len(train),
+        "run.val_images": len(val),
+        "run.log_sample_images": sample_images,
+    }
+    with tracked_run(
+        f"{settings.tracking.experiment_prefix}-{EXPERIMENT}",
+        VARIANTS[variant],
+        params=params,
+        data_version=data_version.read_version(),
+    ) as run:
         import albumentations as A  # heavy: albumentations pulls in scipy and more; only augmentation needs it
 
         mlflow.set_tag("variant", variant)
@@ -98,8 +114,9 @@ def detect_train_flow(frozen_epochs: int | None = None, finetune_epochs: int | N
 
         def on_epoch(phase: str, epoch: int, row: dict) -> None:
             # per-epoch held-out mAP as epoch_val_map50; the final evaluation logs val_* once at the end
-            mlflow.log_metrics({f"epoch_{k}" if k.startswith("val_") else f"train_{k}": float(v)
-                                for k, v in row.items()}, step=epoch)
+            mlflow.log_metrics(
+                {f"epoch_{k}" if k.startswith("val_") else f"train_{k}": float(v) for k, v in row.items()}, step=epoch
+            )
 
         if variant == "two_stage":
             result = train_two_stage(train, val, two_cfg, on_epoch=on_epoch, log=log.info)
@@ -114,27 +131,40 @@ def detect_train_flow(frozen_epochs: int | None = None, finetune_epochs: int | N
         flat.update({"train_minutes": result.train_minutes, **flat_extra})
         mlflow.log_metrics(flat)
         mlflow.log_dict({**extra, "variant": variant, "history": result.history, "metrics": metrics}, "detector.json")
-        log.info("held-out: map50 %.4f map50_95 %.4f per class %s", metrics["map50"], metrics["map50_95"],
-                 metrics["ap50_per_class"])
+        log.info(
+            "held-out: map50 %.4f map50_95 %.4f per class %s",
+            metrics["map50"],
+            metrics["map50_95"],
+            metrics["ap50_per_class"],
+        )
         with artifact_folder("plots") as folder:
             plot_pr_curves(dets, truths_of(val), cfg.classes, folder / "pr_curves.png")
         if sample_images:
             with artifact_folder("samples") as folder:
                 n = min(SAMPLE_IMAGES, len(val))
-                draw_truth_and_detections([s.image for s in val[:n]], dets[:n], truths_of(val[:n]), cfg.classes,
-                                          folder, det.score_threshold)
+                draw_truth_and_detections(
+                    [s.image for s in val[:n]], dets[:n], truths_of(val[:n]), cfg.classes, folder, det.score_threshold
+                )
         info = log_torch_model(result.model)
         run_id = run.info.run_id
         decision = register_and_gate(info.model_uri, run_id, metrics, val, settings, variant)
         mlflow.set_tags({"registered_version": decision["version"], "gate": decision["gate"]})
-        log_detector_grids(result.model, f"{det.registered_model}/{decision['version']}", train, run_id, settings,
-                           log.warning)
-    return {"run_id": run_id, "variant": variant, "model_uri": info.model_uri, "metrics": metrics,
-            "train_minutes": result.train_minutes, **decision}
+        log_detector_grids(
+            result.model, f"{det.registered_model}/{decision['version']}", train, run_id, settings, log.warning
+        )
+    return {
+        "run_id": run_id,
+        "variant": variant,
+        "model_uri": info.model_uri,
+        "metrics": metrics,
+        "train_minutes": result.train_minutes,
+        **decision,
+    }
 
 
-def register_and_gate(model_uri: str, run_id: str, metrics: dict, val, settings: Settings,
-                      variant: str = "yolo") -> dict:
+def register_and_gate(
+    model_uri: str, run_id: str, metrics: dict, val, settings: Settings, variant: str = "yolo"
+) -> dict:
     """New version as challenger; champion only if its map50 beats the champion's on the same images."""
     det = settings.detection
     name = det.registered_model
@@ -144,18 +174,29 @@ def register_and_gate(model_uri: str, run_id: str, metrics: dict, val, settings:
         model = mlflow.pytorch.load_model(current.uri)
         cfg = DetectTrainConfig.from_settings(settings)
         champion_metrics, _ = final_evaluation(model, val, cfg)
-    version = registry.register(model_uri, name, run_id=run_id,
-                                tags={"map50": f"{metrics['map50']:.4f}", "map50_95": f"{metrics['map50_95']:.4f}",
-                                      "variant": variant})
-    decision = registry.gate({"map50": metrics["map50"]},
-                             None if champion_metrics is None else {"map50": champion_metrics["map50"]},
-                             "map50", det.min_improvement)
+    version = registry.register(
+        model_uri,
+        name,
+        run_id=run_id,
+        tags={"map50": f"{metrics['map50']:.4f}", "map50_95": f"{metrics['map50_95']:.4f}", "variant": variant},
+    )
+    decision = registry.gate(
+        {"map50": metrics["map50"]},
+        None if champion_metrics is None else {"map50": champion_metrics["map50"]},
+        "map50",
+        det.min_improvement,
+    )
     if decision.promote:
         registry.promote(name, version, decision.reason)
     else:
         registry.set_gate_state(name, version, "rejected", decision.reason)
-    get_run_logger().info("registered %s version %s: %s (%s)", name, version,
-                          "promoted to champion" if decision.promote else "kept as challenger", decision.reason)
+    get_run_logger().info(
+        "registered %s version %s: %s (%s)",
+        name,
+        version,
+        "promoted to champion" if decision.promote else "kept as challenger",
+        decision.reason,
+    )
     return {"registered_model": name, "version": version, "promoted": decision.promote, "gate": decision.reason}
 
 
@@ -170,11 +211,21 @@ def detect_bench_flow(model_uri: str | None = None, hog: bool = True, timed_imag
     _, val = samples(settings, None, None)
     cfg = DetectTrainConfig.from_settings(settings)
     log.info("benchmarking %s on %d held-out images", uri, len(val))
-    with tracked_run(f"{settings.tracking.experiment_prefix}-bench-detect", "yolo-mobilenet_v2",
-                     params={"model_uri": uri, "val_images": len(val), "hog": hog},
-                     data_version=data_version.read_version()):
-        result = bench.run_benchmark(model, val, cfg, hog=hog, timed_images=timed_images,
-                                     timing_score_threshold=det.score_threshold, log=log.info)
+    with tracked_run(
+        f"{settings.tracking.experiment_prefix}-bench-detect",
+        "yolo-mobilenet_v2",
+        params={"model_uri": uri, "val_images": len(val), "hog": hog},
+        data_version=data_version.read_version(),
+    ):
+        result = bench.run_benchmark(
+            model,
+            val,
+            cfg,
+            hog=hog,
+            timed_images=timed_images,
+            timing_score_threshold=det.score_threshold,
+            log=log.info,
+        )
         result["model_uri"] = uri
         result["training_minutes"] = bench.training_minutes(source_run)
         mlflow.log_metrics(numeric_metrics(result))
@@ -204,12 +255,20 @@ def detect_seeds_bench_flow(seeds: int = 3) -> dict:
     train, val = samples(settings, None, None)
     cfg = TwoStageConfig.from_settings(settings)
     eval_cfg = DetectTrainConfig.from_settings(settings)
-    with tracked_run(f"{settings.tracking.experiment_prefix}-bench-detect", "two-stage-seeds",
-                     params={"seeds": seeds, "first_seed": cfg.seed, "train_images": len(train),
-                             "val_images": len(val)}, data_version=data_version.read_version()):
+    with tracked_run(
+        f"{settings.tracking.experiment_prefix}-bench-detect",
+        "two-stage-seeds",
+        params={"seeds": seeds, "first_seed": cfg.seed, "train_images": len(train), "val_images": len(val)},
+        data_version=data_version.read_version(),
+    ):
         result = bench.seeds_benchmark(train, val, cfg, eval_cfg, seeds, log=log.info)
-        result.update(benchmark="detect", commit=git_commit(), date=time.strftime("%Y-%m-%d"),
-                      loadavg_start=result["per_seed"][0]["load_1min"], loadavg_end=os.getloadavg()[0])
+        result.update(
+            benchmark="detect",
+            commit=git_commit(),
+            date=time.strftime("%Y-%m-%d"),
+            loadavg_start=result["per_seed"][0]["load_1min"],
+            loadavg_end=os.getloadavg()[0],
+        )
         mlflow.log_metrics({f"{k}_{stat}": v for k, s in result["summary"].items() for stat, v in s.items()})
         mlflow.log_dict(result, "bench_detect_seeds.json")
     return result
@@ -221,11 +280,15 @@ def face_detectors_bench_flow(detectors: list[str] | None = None) -> dict:
     split (no trained model needed): how many of the masked and bare faces each one finds."""
     settings = load_settings()
     _, val = samples(settings, None, None)
-    chosen = [(d.split("@")[0], int(d.split("@")[1]) if "@" in d else 0)
-              for d in (detectors or ["yunet", "dlib_hog@1"])]
-    with tracked_run(f"{settings.tracking.experiment_prefix}-bench-face-detectors", "face-detectors",
-                     params={"detectors": ",".join(detectors or ["yunet", "dlib_hog@1"]), "val_images": len(val)},
-                     data_version=data_version.read_version()):
+    chosen = [
+        (d.split("@")[0], int(d.split("@")[1]) if "@" in d else 0) for d in (detectors or ["yunet", "dlib_hog@1"])
+    ]
+    with tracked_run(
+        f"{settings.tracking.experiment_prefix}-bench-face-detectors",
+        "face-detectors",
+        params={"detectors": ",".join(detectors or ["yunet", "dlib_hog@1"]), "val_images": len(val)},
+        data_version=data_version.read_version(),
+    ):
         result = bench.face_detectors_benchmark(val, chosen)
         mlflow.log_metrics({f"{k}.face_ap50": v["face_ap50"] for k, v in result["detectors"].items()})
         mlflow.log_dict(result, "bench_face_detectors.json")
@@ -245,8 +308,12 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--log-sample-images", action=argparse.BooleanOptionalAction, default=None)
     train.add_argument("--variant", choices=sorted(VARIANTS), help="default: params detection.variant")
     args = parser.parse_args(argv)
-    result = detect_train_flow(frozen_epochs=args.frozen_epochs, finetune_epochs=args.finetune_epochs,
-                               log_sample_images=args.log_sample_images, variant=args.variant)
+    result = detect_train_flow(
+        frozen_epochs=args.frozen_epochs,
+        finetune_epochs=args.finetune_epochs,
+        log_sample_images=args.log_sample_images,
+        variant=args.variant,
+    )
     print(json.dumps(result, indent=2, default=str))
 
 

@@ -1,12 +1,12 @@
 """Speed-up of the Dask task runner over the local one for chips + features + embeddings, and their equality.
 
-An LFW slice of ``--images`` images is ingested into a temporary repository (nothing of the real one
-is touched); ``flows/distributed.py`` then runs it once on the local runner (one shard, in order: the
-reference; again with torch on one thread) and once on a local Dask cluster (``--workers`` processes,
-one thread each, ``--shards`` shards). Prints JSON: both wall times (shard work only, and with the
-runner's start-up), the speed-up, images per second per core, the largest differences (chips must be
-identical, features and embeddings within 1e-6) and the 1/5/15-minute load averages before and after (the machine is shared:
-with ``--wait-load`` it first waits, up to ``--wait-max`` seconds, for the 1-minute load to drop).
+An LFW slice of ``--images`` images is ingested into a temporary repository (nothing of the real one is
+touched); ``flows/distributed.py`` then runs it once on the local runner (one shard, in order: the reference;
+again with torch on one thread) and once on a local Dask cluster (``--workers`` processes, one thread each,
+``--shards`` shards). Prints JSON: both wall times (shard work only, and with the runner's start-up), the
+speed-up, images per second per core, the largest differences (chips must be identical, features and
+embeddings within 1e-6) and the 1/5/15-minute load averages before and after (the machine is shared: with
+``--wait-load`` it first waits, up to ``--wait-max`` seconds, for the 1-minute load to drop).
 
     .venv/bin/python -m facegate.flows.distributed_bench --images 300 --workers 2 --shards 8 --wait-load 1.5
 """

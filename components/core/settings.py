@@ -9,6 +9,7 @@ Choices that name a registry entry (face detectors, backbones, miners, index kin
 here for an early, typed error; this lowest layer cannot import those registries, so
 tests/unit/core/test_params_match_code.py fails when the two drift.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -61,8 +62,9 @@ class FaceSettings(_Strict):
     # the face-detector registry's names (components/faces/detectors.py DETECTORS; yolo_facemask is
     # registered by components/lifecycle/detector_models.py); tests/unit/core/test_params_match_code.py
     # fails when the two drift
-    detector: Literal["dlib_hog", "dlib_mmod", "hog_then_mmod", "retinaface", "yolo_facemask", "yunet",
-                      "yunet_then_hog"]
+    detector: Literal[
+        "dlib_hog", "dlib_mmod", "hog_then_mmod", "retinaface", "yolo_facemask", "yunet", "yunet_then_hog"
+    ]
     upsample: int = Field(ge=0, le=2)  # 0 finds LFW-sized faces (~100 px); 1 finds faces down to ~40 px
     score_threshold: float = Field(gt=0.0, lt=1.0)  # YuNet, RetinaFace: minimum face score
     max_side: int = Field(ge=64, le=8192)  # YuNet, RetinaFace: larger frames are shrunk to this long side first
@@ -213,8 +215,9 @@ class TrackingSettings(_Strict):
 
 class RegistrySettings(_Strict):
     embedder_model: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    gate_metric: Literal["val_accuracy", "val_auc", "val_tar_at_far_1e-3", "val_masked_accuracy",
-                         "val_masked_tar_at_far_1e-3"]
+    gate_metric: Literal[
+        "val_accuracy", "val_auc", "val_tar_at_far_1e-3", "val_masked_accuracy", "val_masked_tar_at_far_1e-3"
+    ]
     guard_metric: Literal["val_accuracy", "val_auc", "val_tar_at_far_1e-3", None]  # must not regress
     max_regression: float = Field(ge=0.0)  # the most the guard metric may lose
     min_improvement: float = Field(ge=0.0)  # the challenger must beat the champion by this much
@@ -423,8 +426,11 @@ def build_config(cls: type[T], values: Mapping[str, Any], **overrides: Any) -> T
             kwargs[f.name] = values[f.name]
         elif dataclasses.is_dataclass(hints[f.name]):
             kwargs[f.name] = build_config(hints[f.name], values)
-    missing = [f.name for f in fields if f.name not in kwargs
-               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [
+        f.name
+        for f in fields
+        if f.name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
     if missing:
         raise TypeError(f"{cls.__name__}: no setting for field(s) {missing}")
     return cls(**kwargs)
@@ -491,8 +497,12 @@ def merge_params(model: type[BaseModel], base: Mapping[str, Any], overrides: Map
         field = fields.get(key)
         section = field.annotation if field is not None else None
         name = (field.alias or key) if field is not None else key
-        if (isinstance(section, type) and issubclass(section, BaseModel) and isinstance(value, Mapping)
-                and isinstance(out.get(name), Mapping)):
+        if (
+            isinstance(section, type)
+            and issubclass(section, BaseModel)
+            and isinstance(value, Mapping)
+            and isinstance(out.get(name), Mapping)
+        ):
             out[name] = merge_params(section, out[name], value)
         else:
             out[name] = value

@@ -4,6 +4,7 @@ Why IoU and not Euclidean distance (YOLOv2): with Euclidean distance large boxes
 while what matters for matching is the overlap, which is scale-free. Boxes are compared as if they
 shared a centre, so only their shapes count.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -5,6 +5,7 @@ is resized to the model's input; boxes are clipped to the crop and a box keeping
 ``min_visibility`` of its area is dropped), colour shifting (RGB shift and colour jitter; boxes
 unchanged). Every image, augmented or not, then goes through the same letterbox as at inference.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,12 +40,17 @@ class BoxAugmentSettings:
 def box_augmentation(cfg: BoxAugmentSettings, size: int, seed: int | None = None):
     import albumentations as A  # heavy: albumentations pulls in scipy and more; only augmentation needs it
 
-    return A.Compose([
-        A.HorizontalFlip(p=cfg.flip_p),
-        A.RandomResizedCrop(size=(size, size), scale=(cfg.crop_scale_min, 1.0), ratio=(0.75, 4 / 3), p=cfg.crop_p),
-        *colour_shifting(cfg),
-    ], bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"], min_visibility=cfg.min_visibility,
-                                clip=True), seed=seed)
+    return A.Compose(
+        [
+            A.HorizontalFlip(p=cfg.flip_p),
+            A.RandomResizedCrop(size=(size, size), scale=(cfg.crop_scale_min, 1.0), ratio=(0.75, 4 / 3), p=cfg.crop_p),
+            *colour_shifting(cfg),
+        ],
+        bbox_params=A.BboxParams(
+            format="pascal_voc", label_fields=["labels"], min_visibility=cfg.min_visibility, clip=True
+        ),
+        seed=seed,
+    )
 
 
 def letterbox_sample(image: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,8 +60,9 @@ def letterbox_sample(image: np.ndarray, boxes: np.ndarray, size: int) -> tuple[n
     return boxed, b
 
 
-def augment_sample(pipeline, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, size: int
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def augment_sample(
+    pipeline, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Augment (pixels and boxes together), then letterbox to ``size``; returns image, boxes, labels."""
     h, w = image.shape[:2]
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()

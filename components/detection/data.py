@@ -1,4 +1,5 @@
 """Detection samples from an ingested VOC manifest: pixels through the one image loader, boxes, labels."""
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,14 @@ def parse_boxes(raw: str | None, class_names: tuple[str, ...], where: str) -> tu
     return np.asarray(boxes, dtype=np.float64).reshape(-1, 4), np.asarray(labels, dtype=np.int64)
 
 
-def load_samples(manifest: pd.DataFrame, data_root: Path, class_names: tuple[str, ...], split: str | None = None,
-                 max_pixels: int = 50_000_000, limit: int | None = None) -> list[DetectionSample]:
+def load_samples(
+    manifest: pd.DataFrame,
+    data_root: Path,
+    class_names: tuple[str, ...],
+    split: str | None = None,
+    max_pixels: int = 50_000_000,
+    limit: int | None = None,
+) -> list[DetectionSample]:
     """Rows of ``split`` (all when None), in manifest order; every image read by ``load_image``."""
     rows = manifest if split is None else manifest[manifest["split"] == split]
     if limit is not None:

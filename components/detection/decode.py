@@ -6,6 +6,7 @@ scores boxes by p_c alone and runs one NMS over all classes: the "is there a fac
 Also the letterbox that every image goes through (training, evaluation, ``facegate detect``) and
 its inverse.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -68,9 +69,16 @@ def decode_grid(raw: np.ndarray, anchors: np.ndarray, stride: int) -> tuple[np.n
     return boxes, p_c, e / e.sum(axis=1, keepdims=True)
 
 
-def postprocess(boxes: np.ndarray, p_c: np.ndarray, class_probs: np.ndarray, score_threshold: float,
-                iou_threshold: float, max_detections: int = 100, class_agnostic: bool = False,
-                pre_nms_top_k: int = 2000) -> Detections:
+def postprocess(
+    boxes: np.ndarray,
+    p_c: np.ndarray,
+    class_probs: np.ndarray,
+    score_threshold: float,
+    iou_threshold: float,
+    max_detections: int = 100,
+    class_agnostic: bool = False,
+    pre_nms_top_k: int = 2000,
+) -> Detections:
     """Score, threshold, NMS (per class unless ``class_agnostic``), keep the best ``max_detections``.
 
     Only the ``pre_nms_top_k`` best-scoring candidates enter NMS (bounds its cost at low thresholds).
@@ -88,11 +96,15 @@ def postprocess(boxes: np.ndarray, p_c: np.ndarray, class_probs: np.ndarray, sco
     if class_agnostic:
         order = keep[nms(boxes[keep], scores[keep], iou_threshold)]
     else:
-        order = keep[per_class_nms(boxes[keep], scores[keep], labels[keep], iou_threshold)] if len(keep) \
+        order = (
+            keep[per_class_nms(boxes[keep], scores[keep], labels[keep], iou_threshold)]
+            if len(keep)
             else np.zeros(0, np.int64)
+        )
     order = order[:max_detections]
-    return Detections(np.asarray(boxes)[order].reshape(-1, 4), np.asarray(scores)[order],
-                      np.asarray(labels)[order].astype(np.int64))
+    return Detections(
+        np.asarray(boxes)[order].reshape(-1, 4), np.asarray(scores)[order], np.asarray(labels)[order].astype(np.int64)
+    )
 
 
 def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, float]:
@@ -110,15 +122,28 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, float]:
     return out, w / nw, h / nh
 
 
-def detect_images(model, images: list[np.ndarray], *, score_threshold: float, iou_threshold: float,
-                  max_detections: int = 100, class_agnostic: bool = False, batch_size: int = 8) -> list[Detections]:
+def detect_images(
+    model,
+    images: list[np.ndarray],
+    *,
+    score_threshold: float,
+    iou_threshold: float,
+    max_detections: int = 100,
+    class_agnostic: bool = False,
+    batch_size: int = 8,
+) -> list[Detections]:
     """Detections in each original image's pixel coordinates (model: a ``YoloDetector``), computed
     where the model's weights are; decoding and NMS run on the CPU. A model with its own
     ``detect_images`` (the two-stage detector) answers the same call itself."""
     if hasattr(model, "detect_images"):
-        return model.detect_images(images, score_threshold=score_threshold, iou_threshold=iou_threshold,
-                                   max_detections=max_detections, class_agnostic=class_agnostic,
-                                   batch_size=batch_size)
+        return model.detect_images(
+            images,
+            score_threshold=score_threshold,
+            iou_threshold=iou_threshold,
+            max_detections=max_detections,
+            class_agnostic=class_agnostic,
+            batch_size=batch_size,
+        )
     import torch  # heavy: torch loads ~1 s of native code; only the paths that run a model need it
 
     size = model.input_size[0]
@@ -129,7 +154,7 @@ def detect_images(model, images: list[np.ndarray], *, score_threshold: float, io
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
+            chunk = images[start : start + batch_size]
             boxed = [letterbox(im, size) for im in chunk]
             x = normalise(torch.from_numpy(np.stack([b[0] for b in boxed])).to(device))
             preds = [p.cpu().numpy() for p in model(x)]

@@ -7,6 +7,7 @@ offset inside the cell (0..1), ``b_h, b_w`` the box's height and width relative 
 When two boxes want the same cell and anchor (crowds), the later one takes its next-best free anchor;
 a box that finds no free anchor is dropped and counted.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -65,7 +66,7 @@ class GridLayout:
         order = np.argsort(strides)
         out: list = [None] * len(strides)
         for rank, scale in enumerate(order):
-            out[scale] = tuple((round(float(w), 3), round(float(h), 3)) for w, h in a[rank * per:(rank + 1) * per])
+            out[scale] = tuple((round(float(w), 3), round(float(h), 3)) for w, h in a[rank * per : (rank + 1) * per])
         return tuple(out)
 
 
@@ -79,8 +80,10 @@ def encode_targets(boxes: np.ndarray, labels: np.ndarray, layout: GridLayout) ->
     """Targets for one image; ``boxes`` xyxy in input pixels, ``labels`` class indices."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-    grids = [np.zeros((*layout.grid_shape(s), layout.anchors_per_scale, layout.channels), np.float32)
-             for s in range(len(layout.strides))]
+    grids = [
+        np.zeros((*layout.grid_shape(s), layout.anchors_per_scale, layout.channels), np.float32)
+        for s in range(len(layout.strides))
+    ]
     anchors = layout.anchor_array().reshape(-1, 2)
     B = layout.anchors_per_scale
     dropped = 0

@@ -8,6 +8,7 @@ For every anchor of every cell (per image, summed, then averaged over the batch)
   some true box by IoU > ``ignore_iou`` (YOLOv3): such a prediction is not a mistake worth punishing,
   only not the one chosen to answer for that box.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -54,8 +55,14 @@ def box_iou_torch(a: Tensor, b: Tensor) -> Tensor:
     return inter / (area_a[:, None] + area_b[None, :] - inter).clamp(min=1e-9)
 
 
-def yolo_loss(preds: list[Tensor], targets: list[Tensor], gt_boxes: list[Tensor] | None,
-              anchors: Tensor, strides: tuple[int, ...], weights: LossWeights) -> dict[str, Tensor]:
+def yolo_loss(
+    preds: list[Tensor],
+    targets: list[Tensor],
+    gt_boxes: list[Tensor] | None,
+    anchors: Tensor,
+    strides: tuple[int, ...],
+    weights: LossWeights,
+) -> dict[str, Tensor]:
     """Loss parts and ``total``; ``gt_boxes[i]`` (M_i x 4 xyxy input pixels) feed the ignore rule
     (None: no ignore rule, every unassigned anchor is a negative)."""
     n = preds[0].shape[0]
@@ -77,12 +84,15 @@ def yolo_loss(preds: list[Tensor], targets: list[Tensor], gt_boxes: list[Tensor]
             hw = (p[:, 3:5] - torch.log(t[:, 3:5].clamp(min=1e-9))).pow(2).sum()
             parts["box"] = parts["box"] + weights.lambda_coord * (xy + hw)
             parts["obj"] = parts["obj"] + weights.lambda_obj * F.binary_cross_entropy_with_logits(
-                logit_obj[pos], torch.ones_like(logit_obj[pos]), reduction="sum")
+                logit_obj[pos], torch.ones_like(logit_obj[pos]), reduction="sum"
+            )
             parts["cls"] = parts["cls"] + weights.lambda_cls * F.cross_entropy(
-                p[:, N_BOX_FIELDS:], t[:, N_BOX_FIELDS:].argmax(dim=1), reduction="sum")
+                p[:, N_BOX_FIELDS:], t[:, N_BOX_FIELDS:].argmax(dim=1), reduction="sum"
+            )
         if neg.any():
             parts["noobj"] = parts["noobj"] + weights.lambda_noobj * F.binary_cross_entropy_with_logits(
-                logit_obj[neg], torch.zeros_like(logit_obj[neg]), reduction="sum")
+                logit_obj[neg], torch.zeros_like(logit_obj[neg]), reduction="sum"
+            )
     out = {k: v / n for k, v in parts.items()}
     out["total"] = out["box"] + out["obj"] + out["noobj"] + out["cls"]
     return out

@@ -12,6 +12,7 @@
 
 IoU uses continuous coordinates (w = x2 - x1), like COCO; the old VOC devkit's "+1" is not used.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,8 +24,17 @@ import numpy as np
 from facegate.components.detection.decode import Detections
 from facegate.components.faces.boxes import iou_matrix, xyxy_to_xywh
 
-__all__ = ["Truth", "voc_ap", "voc_pr", "voc_map", "coco_map", "pycocotools_map", "evaluate",
-           "COCO_IOU_THRESHOLDS", "COCO_RECALL_POINTS"]
+__all__ = [
+    "Truth",
+    "voc_ap",
+    "voc_pr",
+    "voc_map",
+    "coco_map",
+    "pycocotools_map",
+    "evaluate",
+    "COCO_IOU_THRESHOLDS",
+    "COCO_RECALL_POINTS",
+]
 
 COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1)
 COCO_RECALL_POINTS = np.linspace(0.0, 1.0, int(np.round((1.0 - 0.0) / 0.01)) + 1)
@@ -46,8 +56,9 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
     return float(np.sum((mrec[steps + 1] - mrec[steps]) * mpre[steps + 1]))
 
 
-def voc_pr(dets: list[Detections], truths: list[Truth], cls: int, iou_threshold: float = 0.5
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def voc_pr(
+    dets: list[Detections], truths: list[Truth], cls: int, iou_threshold: float = 0.5
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """(recall, precision, scores) over the class's detections sorted by score, and its true-box count."""
     gts = [t.boxes[t.labels == cls] for t in truths]
     taken = [np.zeros(len(g), bool) for g in gts]
@@ -79,8 +90,9 @@ def voc_pr(dets: list[Detections], truths: list[Truth], cls: int, iou_threshold:
     return recall, precision, scores[order], n_gt
 
 
-def voc_map(dets: list[Detections], truths: list[Truth], num_classes: int, iou_threshold: float = 0.5
-            ) -> tuple[float, np.ndarray]:
+def voc_map(
+    dets: list[Detections], truths: list[Truth], num_classes: int, iou_threshold: float = 0.5
+) -> tuple[float, np.ndarray]:
     """(mean AP over classes that have true boxes, AP per class; NaN for a class with none)."""
     aps = np.full(num_classes, np.nan)
     for c in range(num_classes):
@@ -149,8 +161,12 @@ def coco_map(dets: list[Detections], truths: list[Truth], num_classes: int, max_
         return float(p.mean()) if p.size else -1.0
 
     per_class = [mean(precision[:, :, c]) for c in range(num_classes)]
-    return {"map50_95": mean(precision), "map50": mean(precision[0]), "map75": mean(precision[5]),
-            "per_class_map50_95": per_class}
+    return {
+        "map50_95": mean(precision),
+        "map50": mean(precision[0]),
+        "map75": mean(precision[5]),
+        "per_class_map50_95": per_class,
+    }
 
 
 def to_coco(dets: list[Detections], truths: list[Truth], num_classes: int) -> tuple[dict, list[dict]]:
@@ -160,12 +176,26 @@ def to_coco(dets: list[Detections], truths: list[Truth], num_classes: int) -> tu
     for i, t in enumerate(truths):
         for box, label in zip(xyxy_to_xywh(t.boxes), t.labels):
             n += 1
-            anns.append({"id": n, "image_id": i + 1, "category_id": int(label) + 1, "bbox": [float(v) for v in box],
-                         "area": float(box[2] * box[3]), "iscrowd": 0})
-    gt = {"images": images, "annotations": anns,
-          "categories": [{"id": c + 1, "name": str(c)} for c in range(num_classes)]}
-    results = [{"image_id": i + 1, "category_id": int(label) + 1, "bbox": [float(v) for v in box], "score": float(s)}
-               for i, d in enumerate(dets) for box, label, s in zip(xyxy_to_xywh(d.boxes), d.labels, d.scores)]
+            anns.append(
+                {
+                    "id": n,
+                    "image_id": i + 1,
+                    "category_id": int(label) + 1,
+                    "bbox": [float(v) for v in box],
+                    "area": float(box[2] * box[3]),
+                    "iscrowd": 0,
+                }
+            )
+    gt = {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": c + 1, "name": str(c)} for c in range(num_classes)],
+    }
+    results = [
+        {"image_id": i + 1, "category_id": int(label) + 1, "bbox": [float(v) for v in box], "score": float(s)}
+        for i, d in enumerate(dets)
+        for box, label, s in zip(xyxy_to_xywh(d.boxes), d.labels, d.scores)
+    ]
     return gt, results
 
 
@@ -189,18 +219,28 @@ def pycocotools_map(dets: list[Detections], truths: list[Truth], num_classes: in
     return {"map50_95": float(ev.stats[0]), "map50": float(ev.stats[1]), "map75": float(ev.stats[2])}
 
 
-def evaluate(dets: list[Detections], truths: list[Truth], class_names: tuple[str, ...],
-             cross_check: bool = True) -> dict:
+def evaluate(
+    dets: list[Detections], truths: list[Truth], class_names: tuple[str, ...], cross_check: bool = True
+) -> dict:
     """Everything the training flow and the benchmark report, in one flat dict."""
     n = len(class_names)
     map50, aps = voc_map(dets, truths, n)
     coco = coco_map(dets, truths, n)
-    out = {"map50": map50, "map50_95": coco["map50_95"], "coco_map50": coco["map50"], "coco_map75": coco["map75"],
-           "ap50_per_class": {name: (None if np.isnan(a) else float(a)) for name, a in zip(class_names, aps)},
-           "ap50_95_per_class": {name: float(a) for name, a in zip(class_names, coco["per_class_map50_95"])}}
+    out = {
+        "map50": map50,
+        "map50_95": coco["map50_95"],
+        "coco_map50": coco["map50"],
+        "coco_map75": coco["map75"],
+        "ap50_per_class": {name: (None if np.isnan(a) else float(a)) for name, a in zip(class_names, aps)},
+        "ap50_95_per_class": {name: float(a) for name, a in zip(class_names, coco["per_class_map50_95"])},
+    }
     if cross_check:
         ref = pycocotools_map(dets, truths, n)
-        out.update({"pycocotools_map50": ref["map50"], "pycocotools_map50_95": ref["map50_95"],
-                    "pycocotools_abs_diff": max(abs(ref["map50"] - coco["map50"]),
-                                                abs(ref["map50_95"] - coco["map50_95"]))})
+        out.update(
+            {
+                "pycocotools_map50": ref["map50"],
+                "pycocotools_map50_95": ref["map50_95"],
+                "pycocotools_abs_diff": max(abs(ref["map50"] - coco["map50"]), abs(ref["map50_95"] - coco["map50_95"])),
+            }
+        )
     return out

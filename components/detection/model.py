@@ -8,6 +8,7 @@ B x (5 + C) channels per cell: (p_c, b_x, b_y, b_h, b_w, c_1..c_C) for each anch
 The backbone and the head are separate calls so the frozen phase can train the head on cached
 backbone features (``backbone_features`` then ``head``).
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,11 @@ BACKBONE_STRIDES: dict[int, tuple[int, int, int]] = {8: (0, 7, 32), 16: (7, 14, 
 
 
 def _conv_bn_act(cin: int, cout: int, kernel: int = 1, groups: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel, 1, kernel // 2, groups=groups, bias=False),
-                         nn.BatchNorm2d(cout), nn.LeakyReLU(0.1, inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, 1, kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.LeakyReLU(0.1, inplace=True),
+    )
 
 
 def _dw_separable(ch: int) -> nn.Sequential:
@@ -40,8 +44,14 @@ def _dw_separable(ch: int) -> nn.Sequential:
 class YoloDetector(nn.Module):
     """Backbone + pyramid + YOLO head; ``forward`` returns one N x S_h x S_w x B x (5 + C) tensor per scale."""
 
-    def __init__(self, backbone: MobileNetV2, layout: GridLayout, class_names: tuple[str, ...],
-                 width: int = 128, obj_prior: float = 0.01) -> None:
+    def __init__(
+        self,
+        backbone: MobileNetV2,
+        layout: GridLayout,
+        class_names: tuple[str, ...],
+        width: int = 128,
+        obj_prior: float = 0.01,
+    ) -> None:
         super().__init__()
         if len(class_names) != layout.num_classes:
             raise ValueError(f"{len(class_names)} class names for {layout.num_classes} classes")
@@ -53,8 +63,13 @@ class YoloDetector(nn.Module):
         self.input_size = layout.input_size
         self.strides = tuple(layout.strides)
         self.register_buffer("anchors", torch.tensor(layout.anchor_array(), dtype=torch.float32))
-        self.lateral = nn.ModuleDict({str(s): _conv_bn_act(BACKBONE_STRIDES[s][2], width)
-                                      for s in range(min(self.strides), 33) if s in BACKBONE_STRIDES})
+        self.lateral = nn.ModuleDict(
+            {
+                str(s): _conv_bn_act(BACKBONE_STRIDES[s][2], width)
+                for s in range(min(self.strides), 33)
+                if s in BACKBONE_STRIDES
+            }
+        )
         self.smooth = nn.ModuleDict({str(s): _dw_separable(width) for s in self.strides})
         B, ch = layout.anchors_per_scale, layout.channels
         predict = {str(s): nn.Conv2d(width, B * ch, 1) for s in self.strides}
@@ -111,13 +126,15 @@ class YoloDetector(nn.Module):
             p.requires_grad_(False)
 
 
-def build_detector(layout: GridLayout, class_names: tuple[str, ...], width: int = 128,
-                   pretrained: bool = True) -> YoloDetector:
+def build_detector(
+    layout: GridLayout, class_names: tuple[str, ...], width: int = 128, pretrained: bool = True
+) -> YoloDetector:
     """A detector on the ImageNet MobileNetV2 (the face backbones' verified checkpoint)."""
     backbone = load_mobilenet_v2_imagenet() if pretrained else MobileNetV2()
     return YoloDetector(backbone, layout, class_names, width=width)
 
 
 def layout_from(input_size: int, strides: tuple[int, ...], anchors: np.ndarray, num_classes: int) -> GridLayout:
-    return GridLayout((input_size, input_size), tuple(strides), GridLayout.split_anchors(anchors, tuple(strides)),
-                      num_classes)
+    return GridLayout(
+        (input_size, input_size), tuple(strides), GridLayout.split_anchors(anchors, tuple(strides)), num_classes
+    )

@@ -1,4 +1,5 @@
 """Pictures of a detector's quality: PR curves per class, val images with true and predicted boxes."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,8 +15,9 @@ __all__ = ["plot_pr_curves", "draw_detections", "draw_truth_and_detections"]
 CLASS_COLOURS = [(40, 200, 60), (220, 40, 40), (240, 170, 20), (60, 120, 230), (200, 60, 200)]
 
 
-def plot_pr_curves(dets: list[Detections], truths: list[Truth], class_names: tuple[str, ...], out: Path,
-                   iou_threshold: float = 0.5) -> Path:
+def plot_pr_curves(
+    dets: list[Detections], truths: list[Truth], class_names: tuple[str, ...], out: Path, iou_threshold: float = 0.5
+) -> Path:
     import matplotlib  # heavy: plotting only where a figure is written
 
     matplotlib.use("Agg")
@@ -43,8 +45,9 @@ def plot_pr_curves(dets: list[Detections], truths: list[Truth], class_names: tup
     return out
 
 
-def draw_detections(image: np.ndarray, det: Detections, class_names: tuple[str, ...], truth: Truth | None = None
-                    ) -> Image.Image:
+def draw_detections(
+    image: np.ndarray, det: Detections, class_names: tuple[str, ...], truth: Truth | None = None
+) -> Image.Image:
     """Predicted boxes coloured by class with label and score; true boxes (if given) thin white."""
     img = Image.fromarray(image)
     draw = ImageDraw.Draw(img)
@@ -63,8 +66,14 @@ def draw_detections(image: np.ndarray, det: Detections, class_names: tuple[str, 
     return img
 
 
-def draw_truth_and_detections(images: list[np.ndarray], dets: list[Detections], truths: list[Truth],
-                              class_names: tuple[str, ...], out_dir: Path, score_threshold: float) -> list[Path]:
+def draw_truth_and_detections(
+    images: list[np.ndarray],
+    dets: list[Detections],
+    truths: list[Truth],
+    class_names: tuple[str, ...],
+    out_dir: Path,
+    score_threshold: float,
+) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []

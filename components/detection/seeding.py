@@ -7,6 +7,7 @@ from run-to-run noise, and the spread over seeds is the only spread left. The st
 albumentations' ``Compose(seed=...)``, which the training code builds from the same seed. A fixed
 thread count keeps the order of floating-point sums fixed on the CPU.
 """
+
 from __future__ import annotations
 
 import random

@@ -11,6 +11,7 @@ Training runs on ``cfg.device`` (``detection.device``, resolved when the config 
 GPU fails before any image is read): images are augmented on the CPU, the cached features stay in
 (pinned, for a GPU) host memory, batches move to the device, and the model comes back to the CPU.
 """
+
 from __future__ import annotations
 
 import math
@@ -76,10 +77,12 @@ class DetectTrainConfig:
     def from_settings(cls, settings: Settings, **overrides) -> DetectTrainConfig:
         """``detection.*`` and ``seed``; ``overrides`` (frozen_epochs=..., device=...) win when not None.
         A GPU asked for but missing is ``DeviceUnavailable`` here, naming ``detection.device``."""
-        device = resolve_torch_device(overrides.pop("device", None) or settings.detection.device,
-                                      key="detection.device")
-        return build_config(cls, {**settings.detection.model_dump(), "seed": settings.seed, "device": str(device)},
-                            **overrides)
+        device = resolve_torch_device(
+            overrides.pop("device", None) or settings.detection.device, key="detection.device"
+        )
+        return build_config(
+            cls, {**settings.detection.model_dump(), "seed": settings.seed, "device": str(device)}, **overrides
+        )
 
 
 @dataclass
@@ -131,14 +134,23 @@ def _images(imgs: list[np.ndarray], device: torch.device) -> torch.Tensor:
 
 
 def quick_map50(model: YoloDetector, val: list[DetectionSample], cfg: DetectTrainConfig) -> float:
-    dets = detect_images(model, [s.image for s in val], score_threshold=cfg.eval_score_threshold,
-                         iou_threshold=cfg.nms_iou, max_detections=cfg.max_detections)
+    dets = detect_images(
+        model,
+        [s.image for s in val],
+        score_threshold=cfg.eval_score_threshold,
+        iou_threshold=cfg.nms_iou,
+        max_detections=cfg.max_detections,
+    )
     return voc_map(dets, truths_of(val), len(cfg.classes))[0]
 
 
-def train_detector(train: list[DetectionSample], val: list[DetectionSample], cfg: DetectTrainConfig,
-                   on_epoch: Callable[[str, int, dict], None] | None = None,
-                   log: Callable[[str], None] = lambda m: None) -> TrainResult:
+def train_detector(
+    train: list[DetectionSample],
+    val: list[DetectionSample],
+    cfg: DetectTrainConfig,
+    on_epoch: Callable[[str, int, dict], None] | None = None,
+    log: Callable[[str], None] = lambda m: None,
+) -> TrainResult:
     """Fit anchors, build the model, run both phases; ``on_epoch(phase, global_epoch, row)`` after each.
     The model trains on ``cfg.device`` and is returned on the CPU. Every random stream is seeded from
     ``cfg.seed`` (the same seed gives the same model on the same device)."""
@@ -185,18 +197,38 @@ class _Phases:
             row["val_map50"] = quick_map50(self.model, self.val, self.cfg)
         row.update(phase=phase, epoch=epoch_no)
         self.result.history.append(row)
-        self.log(f"{phase} epoch {epoch_no}: " + ", ".join(f"{k}={v:.4f}" for k, v in row.items()
-                                                            if isinstance(v, float)))
+        self.log(
+            f"{phase} epoch {epoch_no}: " + ", ".join(f"{k}={v:.4f}" for k, v in row.items() if isinstance(v, float))
+        )
         if self.on_epoch:
             self.on_epoch(phase, epoch_no, {k: v for k, v in row.items() if k not in ("phase", "epoch")})
 
 
-def _train_phases(model: YoloDetector, result: TrainResult, train: list[DetectionSample],
-                  val: list[DetectionSample], cfg: DetectTrainConfig, layout: GridLayout,
-                  rng: np.random.Generator, device: torch.device,
-                  on_epoch: Callable[[str, int, dict], None] | None, log: Callable[[str], None]) -> None:
-    run = _Phases(model, result, train, val, cfg, layout, rng, device,
-                  box_augmentation(cfg.augment, cfg.input_size, seed=cfg.seed), on_epoch, log)
+def _train_phases(
+    model: YoloDetector,
+    result: TrainResult,
+    train: list[DetectionSample],
+    val: list[DetectionSample],
+    cfg: DetectTrainConfig,
+    layout: GridLayout,
+    rng: np.random.Generator,
+    device: torch.device,
+    on_epoch: Callable[[str, int, dict], None] | None,
+    log: Callable[[str], None],
+) -> None:
+    run = _Phases(
+        model,
+        result,
+        train,
+        val,
+        cfg,
+        layout,
+        rng,
+        device,
+        box_augmentation(cfg.augment, cfg.input_size, seed=cfg.seed),
+        on_epoch,
+        log,
+    )
     if cfg.frozen_epochs > 0:
         _frozen_phase(run)
     if cfg.finetune_epochs > 0:
@@ -214,7 +246,7 @@ def _cached_features(run: _Phases) -> tuple[list[torch.Tensor], list[list[np.nda
     for copy in range(max(1, cfg.frozen_copies)):
         for a in range(0, len(run.train), cfg.batch_size):
             imgs = []
-            for s in run.train[a:a + cfg.batch_size]:
+            for s in run.train[a : a + cfg.batch_size]:
                 if copy == 0:
                     img, boxes = letterbox_sample(s.image, s.boxes, cfg.input_size)
                     labels = s.labels
@@ -228,8 +260,7 @@ def _cached_features(run: _Phases) -> tuple[list[torch.Tensor], list[list[np.nda
             with torch.inference_mode():
                 for lvl, f in enumerate(model.backbone_features(_images(imgs, run.device))):
                     feats[lvl].append(f.half().cpu())
-        run.log(f"cached backbone features of copy {copy + 1}/{cfg.frozen_copies} "
-                f"({time.perf_counter() - t0:.0f} s)")
+        run.log(f"cached backbone features of copy {copy + 1}/{cfg.frozen_copies} ({time.perf_counter() - t0:.0f} s)")
     feats_cat = [torch.cat(f) for f in feats]
     if loader_options(run.device)["pin_memory"]:  # page-locked: copies to the GPU run asynchronously
         feats_cat = [f.pin_memory() for f in feats_cat]
@@ -253,11 +284,9 @@ def _frozen_phase(run: _Phases) -> None:
         order = run.rng.permutation(len(targets))
         rows = []
         for a in range(0, len(order), cfg.batch_size):
-            idx = order[a:a + cfg.batch_size]
-            preds = model.head([f[torch.from_numpy(idx)].to(run.device, non_blocking=True).float()
-                                for f in feats_cat])
-            rows.append(_step(model, opt, preds, _stack_targets([targets[i] for i in idx]),
-                              [gts[i] for i in idx], cfg))
+            idx = order[a : a + cfg.batch_size]
+            preds = model.head([f[torch.from_numpy(idx)].to(run.device, non_blocking=True).float() for f in feats_cat])
+            rows.append(_step(model, opt, preds, _stack_targets([targets[i] for i in idx]), [gts[i] for i in idx], cfg))
             sched.step()
         run.finish_epoch("frozen", rows, t0)
 
@@ -277,7 +306,7 @@ def _finetune_phase(run: _Phases) -> None:
         rows = []
         for a in range(0, len(order), cfg.batch_size):
             imgs, tg, gts = [], [], []
-            for i in order[a:a + cfg.batch_size]:
+            for i in order[a : a + cfg.batch_size]:
                 s = train[i]
                 img, boxes, labels = augment_sample(run.pipeline, s.image, s.boxes, s.labels, cfg.input_size)
                 grids, _ = _targets(run.layout, boxes, labels)
@@ -294,8 +323,13 @@ def final_evaluation(model: YoloDetector, val: list[DetectionSample], cfg: Detec
     """Full metrics (VOC, COCO, pycocotools cross-check) and the detections they came from; the model
     runs on ``cfg.device`` and is back on the CPU afterwards."""
     try:
-        dets = detect_images(model.to(cfg.device), [s.image for s in val], score_threshold=cfg.eval_score_threshold,
-                             iou_threshold=cfg.nms_iou, max_detections=cfg.max_detections)
+        dets = detect_images(
+            model.to(cfg.device),
+            [s.image for s in val],
+            score_threshold=cfg.eval_score_threshold,
+            iou_threshold=cfg.nms_iou,
+            max_detections=cfg.max_detections,
+        )
     finally:
         model.cpu()
     return evaluate(dets, truths_of(val), cfg.classes), dets

@@ -20,6 +20,7 @@ decoder does), so the same mAP code scores both variants.
   jittered copies, then the deepest stages fine-tuned with ImageNet's BN statistics kept; the rare class
   by ``balance``: ``sampling`` (class-balanced batches), ``loss`` (inverse-frequency weights) or ``none``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,8 +38,17 @@ from facegate.components.faces.boxes import iou_matrix, nms, per_class_nms
 from facegate.components.faces.retinaface import decode, load_retinaface, preprocess
 from facegate.components.networks.mobilenet_v2 import MobileNetV2, normalise
 
-__all__ = ["TwoStageConfig", "TwoStageDetector", "MaskStateClassifier", "face_crop", "fit_box_correction",
-           "apply_box_correction", "box_deltas", "apply_deltas", "DELTA_SCALE"]
+__all__ = [
+    "TwoStageConfig",
+    "TwoStageDetector",
+    "MaskStateClassifier",
+    "face_crop",
+    "fit_box_correction",
+    "apply_box_correction",
+    "box_deltas",
+    "apply_deltas",
+    "DELTA_SCALE",
+]
 
 
 @dataclass(frozen=True)
@@ -82,8 +92,9 @@ class TwoStageConfig:
         return build_config(cls, {**det, **det["two_stage"], "seed": settings.seed}, **overrides)
 
 
-def face_crop(image: np.ndarray, box, size: int, context: float, shift=(0.0, 0.0), scale: float = 1.0,
-              flip: bool = False) -> np.ndarray:
+def face_crop(
+    image: np.ndarray, box, size: int, context: float, shift=(0.0, 0.0), scale: float = 1.0, flip: bool = False
+) -> np.ndarray:
     """A size x size RGB crop: a square ``context`` x the box's longer side around its centre (moved by
     ``shift`` x side, side x ``scale``), edge pixels replicated outside the image."""
     x1, y1, x2, y2 = (float(v) for v in box)
@@ -111,8 +122,14 @@ def fit_box_correction(pred: list[np.ndarray], truth: list[np.ndarray], min_iou:
             if ious[i, j] >= min_iou:
                 pw, ph = p[i, 2] - p[i, 0], p[i, 3] - p[i, 1]
                 tw, th = t[j, 2] - t[j, 0], t[j, 3] - t[j, 1]
-                rows.append(((t[j, 0] + t[j, 2] - p[i, 0] - p[i, 2]) / 2 / pw,
-                             (t[j, 1] + t[j, 3] - p[i, 1] - p[i, 3]) / 2 / ph, tw / pw, th / ph))
+                rows.append(
+                    (
+                        (t[j, 0] + t[j, 2] - p[i, 0] - p[i, 2]) / 2 / pw,
+                        (t[j, 1] + t[j, 3] - p[i, 1] - p[i, 3]) / 2 / ph,
+                        tw / pw,
+                        th / ph,
+                    )
+                )
     return np.median(np.asarray(rows), 0) if rows else np.array([0.0, 0.0, 1.0, 1.0])
 
 
@@ -130,9 +147,15 @@ def box_deltas(boxes: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """(dx, dy, dw, dh) taking ``boxes`` to ``targets``: centre offsets in box units, log size ratios."""
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     tw, th = targets[:, 2] - targets[:, 0], targets[:, 3] - targets[:, 1]
-    return np.stack([((targets[:, 0] + targets[:, 2]) - (boxes[:, 0] + boxes[:, 2])) / 2 / w,
-                     ((targets[:, 1] + targets[:, 3]) - (boxes[:, 1] + boxes[:, 3])) / 2 / h,
-                     np.log(tw / w), np.log(th / h)], 1)
+    return np.stack(
+        [
+            ((targets[:, 0] + targets[:, 2]) - (boxes[:, 0] + boxes[:, 2])) / 2 / w,
+            ((targets[:, 1] + targets[:, 3]) - (boxes[:, 1] + boxes[:, 3])) / 2 / h,
+            np.log(tw / w),
+            np.log(th / h),
+        ],
+        1,
+    )
 
 
 def apply_deltas(boxes: np.ndarray, deltas: np.ndarray) -> np.ndarray:
@@ -175,9 +198,18 @@ class TwoStageDetector(nn.Module):
     variant = "two_stage"
     box_correction: torch.Tensor  # a buffer (register_buffer in __init__)
 
-    def __init__(self, classifier: MaskStateClassifier, class_names: tuple[str, ...], crop_size: int,
-                 crop_context: float, proposal_scale: float, proposal_score_threshold: float,
-                 proposal_nms_iou: float, box_correction: np.ndarray, flip_tta: bool = False) -> None:
+    def __init__(
+        self,
+        classifier: MaskStateClassifier,
+        class_names: tuple[str, ...],
+        crop_size: int,
+        crop_context: float,
+        proposal_scale: float,
+        proposal_score_threshold: float,
+        proposal_nms_iou: float,
+        box_correction: np.ndarray,
+        flip_tta: bool = False,
+    ) -> None:
         super().__init__()
         self.flip_tta = bool(flip_tta)
         self.proposer = load_retinaface()
@@ -195,8 +227,11 @@ class TwoStageDetector(nn.Module):
 
         The last few images' proposals are kept by content hash: the benchmark asks for the same frame
         twice (per-class mAP, then class-agnostic face AP) and RetinaFace is most of the cost."""
-        key = (hashlib.sha1(np.ascontiguousarray(image).data).hexdigest(), image.shape,
-               self.box_correction.numpy().tobytes())
+        key = (
+            hashlib.sha1(np.ascontiguousarray(image).data).hexdigest(),
+            image.shape,
+            self.box_correction.numpy().tobytes(),
+        )
         cache = self.__dict__.setdefault("_proposal_cache", {})
         if key not in cache:
             if len(cache) >= 256:
@@ -216,8 +251,15 @@ class TwoStageDetector(nn.Module):
     def _propose(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         h, w = image.shape[:2]
         scale = min(self.proposal_scale, 1600 / max(h, w))
-        resized = image if scale == 1.0 else cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
-                                                        interpolation=cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA)
+        resized = (
+            image
+            if scale == 1.0
+            else cv2.resize(
+                image,
+                (max(1, round(w * scale)), max(1, round(h * scale))),
+                interpolation=cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA,
+            )
+        )
         sh, sw = resized.shape[:2]
         with torch.inference_mode():
             loc, conf, marks = self.proposer(preprocess(resized[None]))
@@ -235,27 +277,36 @@ class TwoStageDetector(nn.Module):
         if not len(boxes):
             return np.zeros((0, len(self.class_names))), np.zeros((0, 4))
         crops = np.stack([face_crop(image, b, self.crop_size, self.crop_context) for b in boxes])
-        logits, deltas = self.classifier.heads(self.classifier.features(normalise(crops)))
+        logits, raw_deltas = self.classifier.heads(self.classifier.features(normalise(crops)))
         probs = logits.softmax(1).numpy().astype(np.float64)
-        deltas = deltas.numpy().astype(np.float64)
+        deltas = raw_deltas.numpy().astype(np.float64)
         if getattr(self, "flip_tta", False):  # models logged before flip_tta existed read without it
             probs, deltas = self._with_mirror(image, boxes, probs, deltas)
-        probs = probs[:, :len(self.class_names)]
-        refined = apply_deltas(boxes, deltas * DELTA_SCALE)
+        probs = probs[:, : len(self.class_names)]
+        refined = apply_deltas(boxes, deltas * np.asarray(DELTA_SCALE))
         h, w = image.shape[:2]
         return probs, np.clip(refined, 0, [w, h, w, h])
 
-    def _with_mirror(self, image: np.ndarray, boxes: np.ndarray, probs: np.ndarray,
-                     deltas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _with_mirror(
+        self, image: np.ndarray, boxes: np.ndarray, probs: np.ndarray, deltas: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Test-time flip: the mean of the crop's and its mirror image's probabilities and box deltas
         (the mirror's horizontal offset turned back)."""
         crops = np.stack([face_crop(image, b, self.crop_size, self.crop_context, flip=True) for b in boxes])
-        logits, mirrored = self.classifier.heads(self.classifier.features(normalise(crops)))
-        mirrored = mirrored.numpy().astype(np.float64) * (-1.0, 1.0, 1.0, 1.0)
+        logits, raw_mirrored = self.classifier.heads(self.classifier.features(normalise(crops)))
+        mirrored = raw_mirrored.numpy().astype(np.float64) * np.array([-1.0, 1.0, 1.0, 1.0])
         return (probs + logits.softmax(1).numpy().astype(np.float64)) / 2, (deltas + mirrored) / 2
 
-    def detect_images(self, images: list[np.ndarray], *, score_threshold: float, iou_threshold: float,
-                      max_detections: int = 100, class_agnostic: bool = False, batch_size: int = 8) -> list[Detections]:
+    def detect_images(
+        self,
+        images: list[np.ndarray],
+        *,
+        score_threshold: float,
+        iou_threshold: float,
+        max_detections: int = 100,
+        class_agnostic: bool = False,
+        batch_size: int = 8,
+    ) -> list[Detections]:
         """Score = face score x class probability; class-agnostic: face score x P(a face), one NMS."""
         was_training = self.training
         self.eval()

@@ -6,6 +6,7 @@ Why a module of its own: the detector that is logged and loaded (two_stage) need
 each phase reads as one function. Every random stream is seeded from ``cfg.seed``
 (facegate.components.detection.seeding), so the same seed gives the same model.
 """
+
 from __future__ import annotations
 
 import math
@@ -62,8 +63,15 @@ class CropItems:
     target: np.ndarray
 
 
-def crop_items(samples, proposals: list[np.ndarray], n_classes: int, rng: np.random.Generator,
-               pos_iou: float = 0.4, neg_iou: float = 0.2, negatives_per_image: int = 2) -> CropItems:
+def crop_items(
+    samples,
+    proposals: list[np.ndarray],
+    n_classes: int,
+    rng: np.random.Generator,
+    pos_iou: float = 0.4,
+    neg_iou: float = 0.2,
+    negatives_per_image: int = 2,
+) -> CropItems:
     """Every ground-truth face (its own box), every proposal overlapping one by >= ``pos_iou`` (the
     errors the refinement must undo) and a few proposals overlapping none by ``neg_iou`` (not a face)."""
     img, box, lab, tgt = [], [], [], []
@@ -83,18 +91,29 @@ def crop_items(samples, proposals: list[np.ndarray], n_classes: int, rng: np.ran
             box.append(p[j])
             lab.append(int(s.labels[arg[j]]))
             tgt.append(s.boxes[arg[j]])
-        neg = np.flatnonzero(best < neg_iou)[:negatives_per_image * 3]
+        neg = np.flatnonzero(best < neg_iou)[: negatives_per_image * 3]
         for j in rng.permutation(neg)[:negatives_per_image]:
             img.append(i)
             box.append(p[j])
             lab.append(n_classes)
             tgt.append(p[j])
-    return CropItems(np.asarray(img, np.int64), np.asarray(box, np.float64).reshape(-1, 4),
-                     np.asarray(lab, np.int64), np.asarray(tgt, np.float64).reshape(-1, 4))
+    return CropItems(
+        np.asarray(img, np.int64),
+        np.asarray(box, np.float64).reshape(-1, 4),
+        np.asarray(lab, np.int64),
+        np.asarray(tgt, np.float64).reshape(-1, 4),
+    )
 
 
-def _crops(samples, items: CropItems, idx: np.ndarray, cfg: TwoStageConfig, rng: np.random.Generator,
-           colour, plain: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def _crops(
+    samples,
+    items: CropItems,
+    idx: np.ndarray,
+    cfg: TwoStageConfig,
+    rng: np.random.Generator,
+    colour,
+    plain: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
     """Crops of items ``idx`` (jittered, mirrored, colour-shifted unless ``plain``) and their box targets."""
     crops, deltas = [], []
     for k in idx:
@@ -128,7 +147,7 @@ def _batches(labels: np.ndarray, cfg: TwoStageConfig, rng: np.random.Generator, 
         order = rng.choice(len(labels), size=len(labels), replace=True, p=p / p.sum())
     else:
         order = rng.permutation(len(labels))
-    return [order[a:a + cfg.batch_size] for a in range(0, len(order), cfg.batch_size)]
+    return [order[a : a + cfg.batch_size] for a in range(0, len(order), cfg.batch_size)]
 
 
 def _loss(logits, deltas, labels, target, n_cls, loss_w) -> torch.Tensor:
@@ -138,8 +157,13 @@ def _loss(logits, deltas, labels, target, n_cls, loss_w) -> torch.Tensor:
     return cls + box
 
 
-def train_two_stage(train, val, cfg: TwoStageConfig, on_epoch: Callable[[str, int, dict], None] | None = None,
-                    log: Callable[[str], None] = lambda m: None) -> TwoStageResult:
+def train_two_stage(
+    train,
+    val,
+    cfg: TwoStageConfig,
+    on_epoch: Callable[[str, int, dict], None] | None = None,
+    log: Callable[[str], None] = lambda m: None,
+) -> TwoStageResult:
     """RetinaFace on ``box_fit_images`` training images: the box correction, then the proposals the
     classifier learns from (with every ground-truth face); the classifier: frozen features of
     ``frozen_copies`` crops per item, then ``finetune_epochs`` fine-tuned on fresh jittered crops.
@@ -148,17 +172,36 @@ def train_two_stage(train, val, cfg: TwoStageConfig, on_epoch: Callable[[str, in
         start = time.perf_counter()
         n_cls = len(cfg.classes)
         classifier = MaskStateClassifier(n_cls, load_mobilenet_v2_imagenet(), cfg.crop_size)
-        model = TwoStageDetector(classifier, cfg.classes, cfg.crop_size, cfg.crop_context, cfg.proposal_scale,
-                                 cfg.proposal_score_threshold, cfg.proposal_nms_iou, np.array([0.0, 0.0, 1.0, 1.0]),
-                                 flip_tta=cfg.flip_tta)
+        model = TwoStageDetector(
+            classifier,
+            cfg.classes,
+            cfg.crop_size,
+            cfg.crop_context,
+            cfg.proposal_scale,
+            cfg.proposal_score_threshold,
+            cfg.proposal_nms_iou,
+            np.array([0.0, 0.0, 1.0, 1.0]),
+            flip_tta=cfg.flip_tta,
+        )
         corr, proposals = _training_proposals(model, train, cfg, rng, log, start)
         result = TwoStageResult(model, corr)
         items = crop_items(train, proposals, n_cls, rng)
         labels = items.label
         result.class_counts = {c: int((labels == k).sum()) for k, c in enumerate(cfg.classes + ("background",))}
         log(f"{len(labels)} training crops: {result.class_counts}; balance={cfg.balance}")
-        run = _ClassifierRun(train, val, cfg, items, rng, _colour(cfg, cfg.seed), _loss_weights(labels, cfg, n_cls),
-                             model, result, on_epoch, log)
+        run = _ClassifierRun(
+            train,
+            val,
+            cfg,
+            items,
+            rng,
+            _colour(cfg, cfg.seed),
+            _loss_weights(labels, cfg, n_cls),
+            model,
+            result,
+            on_epoch,
+            log,
+        )
         if cfg.frozen_epochs > 0:
             _train_frozen(run)
         if cfg.finetune_epochs > 0:
@@ -169,16 +212,24 @@ def train_two_stage(train, val, cfg: TwoStageConfig, on_epoch: Callable[[str, in
     return result
 
 
-def _training_proposals(model: TwoStageDetector, train, cfg: TwoStageConfig, rng: np.random.Generator,
-                        log: Callable[[str], None], start: float) -> tuple[np.ndarray, list[np.ndarray]]:
+def _training_proposals(
+    model: TwoStageDetector,
+    train,
+    cfg: TwoStageConfig,
+    rng: np.random.Generator,
+    log: Callable[[str], None],
+    start: float,
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """RetinaFace on at most ``box_fit_images`` TRAINING images (never the held-out ones): the box
     correction (its boxes -> the annotators'), set on the model, and the corrected proposals per image."""
-    picked = np.sort(rng.permutation(len(train))[:cfg.box_fit_images])
+    picked = np.sort(rng.permutation(len(train))[: cfg.box_fit_images])
     raw = [model.propose(train[i].image) for i in picked]
     corr = fit_box_correction([b[s >= 0.5] for b, s in raw], [train[i].boxes for i in picked])
     model.box_correction.copy_(torch.tensor(corr))
-    log(f"box correction (dx, dy, sw, sh) {np.round(corr, 3).tolist()} from {len(picked)} training images "
-        f"({time.perf_counter() - start:.0f} s)")
+    log(
+        f"box correction (dx, dy, sw, sh) {np.round(corr, 3).tolist()} from {len(picked)} training images "
+        f"({time.perf_counter() - start:.0f} s)"
+    )
     proposals = [np.zeros((0, 4))] * len(train)
     for i, (b, s) in zip(picked, raw):
         proposals[i] = apply_box_correction(b[s >= 0.1], corr)
@@ -191,8 +242,9 @@ def _loss_weights(labels: np.ndarray, cfg: TwoStageConfig, n_cls: int) -> torch.
     if cfg.balance != "loss":
         return torch.ones(n_cls + 1)
     w = _class_weights(labels, n_cls + 1)
-    return torch.tensor([w[labels == k][0] if (labels == k).any() else 1.0 for k in range(n_cls + 1)],
-                        dtype=torch.float32)
+    return torch.tensor(
+        [w[labels == k][0] if (labels == k).any() else 1.0 for k in range(n_cls + 1)], dtype=torch.float32
+    )
 
 
 @dataclass
@@ -237,7 +289,7 @@ def _train_frozen(run: _ClassifierRun) -> None:
     with torch.inference_mode():
         for copy in range(max(1, cfg.frozen_copies)):
             for a in range(0, len(all_idx), 64):
-                crops, d = _crops(run.train, run.items, all_idx[a:a + 64], cfg, run.rng, run.colour, plain=copy == 0)
+                crops, d = _crops(run.train, run.items, all_idx[a : a + 64], cfg, run.rng, run.colour, plain=copy == 0)
                 feat_parts.append(classifier.features(normalise(crops)).half())
                 target_parts.append(torch.from_numpy(d))
             label_parts.append(labels)
@@ -300,8 +352,12 @@ def crop_accuracy(classifier: MaskStateClassifier, samples, cfg: TwoStageConfig)
     was = classifier.training
     classifier.eval()
     with torch.inference_mode():
-        pred = torch.cat([classifier(normalise(np.stack(crops[a:a + 128])))[:, :len(cfg.classes)].argmax(1)
-                          for a in range(0, len(crops), 128)]).numpy()
+        pred = torch.cat(
+            [
+                classifier(normalise(np.stack(crops[a : a + 128])))[:, : len(cfg.classes)].argmax(1)
+                for a in range(0, len(crops), 128)
+            ]
+        ).numpy()
     classifier.train(was)
     labels = np.asarray(label_list)
     out = {"val_crop_accuracy": float((pred == labels).mean())}

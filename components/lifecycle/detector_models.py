@@ -1,4 +1,5 @@
 """The trained detector in use: loaded from the MLflow registry (alias ``champion``), run on a file or frame."""
+
 from __future__ import annotations
 
 import functools
@@ -36,16 +37,28 @@ def load_detector(name: str, model_uri: str | None = None):
     if model_uri is None:
         current = registry.champion(name)
         if current is None:
-            raise RegistryError(f"registry: model {name!r} has no champion; train one with "
-                                "`facegate train-detector`")
+            raise RegistryError(f"registry: model {name!r} has no champion; train one with `facegate train-detector`")
         model_uri = f"models:/{name}@champion"
     return load_model_uri(model_uri), model_uri
 
 
-def detect_array(model, image: np.ndarray, score_threshold: float, iou_threshold: float,
-                 max_detections: int = 100, class_agnostic: bool = False) -> Detections:
-    return detect_images(model, [image], score_threshold=score_threshold, iou_threshold=iou_threshold,
-                         max_detections=max_detections, class_agnostic=class_agnostic, batch_size=1)[0]
+def detect_array(
+    model,
+    image: np.ndarray,
+    score_threshold: float,
+    iou_threshold: float,
+    max_detections: int = 100,
+    class_agnostic: bool = False,
+) -> Detections:
+    return detect_images(
+        model,
+        [image],
+        score_threshold=score_threshold,
+        iou_threshold=iou_threshold,
+        max_detections=max_detections,
+        class_agnostic=class_agnostic,
+        batch_size=1,
+    )[0]
 
 
 def detect_file(image_path: Path | str, out: Path | str | None = None, model_uri: str | None = None) -> dict:
@@ -59,10 +72,16 @@ def detect_file(image_path: Path | str, out: Path | str | None = None, model_uri
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         draw_detections(image, found, tuple(model.class_names)).save(out)
-    return {"image": str(image_path), "model": uri, "score_threshold": det.score_threshold,
-            "detections": [{"box": [round(float(v), 1) for v in b], "label": model.class_names[int(c)],
-                            "score": round(float(s), 4)} for b, s, c in zip(found.boxes, found.scores, found.labels)],
-            "annotated": str(out) if out else None}
+    return {
+        "image": str(image_path),
+        "model": uri,
+        "score_threshold": det.score_threshold,
+        "detections": [
+            {"box": [round(float(v), 1) for v in b], "label": model.class_names[int(c)], "score": round(float(s), 4)}
+            for b, s, c in zip(found.boxes, found.scores, found.labels)
+        ],
+        "annotated": str(out) if out else None,
+    }
 
 
 @register_detector
@@ -84,6 +103,8 @@ class YoloFaceMaskDetector:
     def detect(self, image: np.ndarray) -> list[FaceBox]:
         s = self.settings
         found = detect_array(self.model, image, s.score_threshold, s.nms_iou, s.max_detections, class_agnostic=True)
-        boxes = [FaceBox(int(round(b[0])), int(round(b[1])), int(round(b[2])), int(round(b[3])), float(sc))
-                 for b, sc in zip(found.boxes, found.scores)]
+        boxes = [
+            FaceBox(int(round(b[0])), int(round(b[1])), int(round(b[2])), int(round(b[3])), float(sc))
+            for b, sc in zip(found.boxes, found.scores)
+        ]
         return sorted(boxes, key=lambda b: -b.score)

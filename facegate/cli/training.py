@@ -3,6 +3,7 @@ training run (`train`, `train-detector`) and the chain on its cron schedule (`sc
 
 Each starts Prefect flows that log to MLflow: those load in seconds, so they are imported in the
 command that runs them, never when another command starts."""
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -34,23 +35,32 @@ def _report_chain(result: dict) -> None:
     """Where to look after a chain: the MLflow run, the registered version and alias, the gallery."""
     if result.get("skipped"):
         typer.echo(f"skipped: {result['skip_reason']}")
-        typer.echo(f"MLflow run: {result['run_id']} in experiment {result['experiment']}; "
-                   f"wall time: {result['wall_s']:.1f} s")
+        typer.echo(
+            f"MLflow run: {result['run_id']} in experiment {result['experiment']}; wall time: {result['wall_s']:.1f} s"
+        )
         return
     typer.echo(f"data version: {result['data_version']} (data.dvc; `dvc pull` restores it)")
-    typer.echo(f"challenger: {result['gate_metric']} {result['challenger_metrics'][result['gate_metric']]:.4f}"
-               f" vs {result['incumbent']} {result['incumbent_metrics'][result['gate_metric']]:.4f}")
+    typer.echo(
+        f"challenger: {result['gate_metric']} {result['challenger_metrics'][result['gate_metric']]:.4f}"
+        f" vs {result['incumbent']} {result['incumbent_metrics'][result['gate_metric']]:.4f}"
+    )
     typer.echo(f"gate: {result['gate_reason']}")
-    typer.echo(f"registered: {result['model']} version {result['challenger_version']}"
-               f" ({'promoted to champion' if result['promoted'] else 'not promoted'}); "
-               f"alias champion -> version {result['champion_version']}")
+    typer.echo(
+        f"registered: {result['model']} version {result['challenger_version']}"
+        f" ({'promoted to champion' if result['promoted'] else 'not promoted'}); "
+        f"alias champion -> version {result['champion_version']}"
+    )
     if result.get("gallery_version"):
-        typer.echo(f"gallery: index {result['gallery_index_version']} with {result['employees']} employee(s), "
-                   f"DVC version {result['gallery_version']} (gallery.dvc)")
+        typer.echo(
+            f"gallery: index {result['gallery_index_version']} with {result['employees']} employee(s), "
+            f"DVC version {result['gallery_version']} (gallery.dvc)"
+        )
     else:
         typer.echo("gallery: unchanged (the champion did not change)")
-    typer.echo(f"MLflow run: {result['run_id']} in experiment {result['experiment']} "
-               f"({mlflow_tracking_uri()}; `facegate ui` opens it)")
+    typer.echo(
+        f"MLflow run: {result['run_id']} in experiment {result['experiment']} "
+        f"({mlflow_tracking_uri()}; `facegate ui` opens it)"
+    )
     typer.echo(f"wall time: {result['wall_s']:.0f} s")
 
 
@@ -64,10 +74,19 @@ def demo(dataset: DatasetOpt = None, limit: LimitOpt = None) -> None:
 
 
 @friendly
-def retrain(dataset: DatasetOpt = None, limit: LimitOpt = None, json_out: JsonOpt = None,
-            force: Annotated[bool, typer.Option(
-                "--force", help="run even when data, params and code are unchanged since the champion's chain "
-                "(otherwise such a run is skipped and recorded as skipped in MLflow)")] = False) -> None:
+def retrain(
+    dataset: DatasetOpt = None,
+    limit: LimitOpt = None,
+    json_out: JsonOpt = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="run even when data, params and code are unchanged since the champion's chain "
+            "(otherwise such a run is skipped and recorded as skipped in MLflow)",
+        ),
+    ] = False,
+) -> None:
     """ingest -> validate -> augment -> train -> evaluate -> register -> gate -> gallery -> promote."""
     _check_training_device()
     from facegate.flows.retrain import retrain_flow  # heavy: Prefect and MLflow load in seconds
@@ -80,8 +99,9 @@ def retrain(dataset: DatasetOpt = None, limit: LimitOpt = None, json_out: JsonOp
 
 @friendly
 def train(
-    dataset: Annotated[str | None, typer.Option(
-        help="ingested identity dataset (default: params' retrain.dataset)")] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="ingested identity dataset (default: params' retrain.dataset)")
+    ] = None,
     backbone: Annotated[str | None, typer.Option(help="dlib_resnet | mobilenet_v2 (default: params)")] = None,
     mode: Annotated[str | None, typer.Option(help="pretrained | head | finetune (default: params)")] = None,
     epochs: Annotated[int | None, typer.Option(help="override train.epochs")] = None,
@@ -99,16 +119,23 @@ def train(
 def train_detector(
     frozen_epochs: Annotated[int | None, typer.Option(help="override detection.frozen_epochs")] = None,
     finetune_epochs: Annotated[int | None, typer.Option(help="override detection.finetune_epochs")] = None,
-    log_sample_images: Annotated[bool | None, typer.Option(
-        "--log-sample-images/--no-sample-images", help="held-out face images with boxes in MLflow "
-        "(default: params detection.log_sample_images, off)")] = None,
+    log_sample_images: Annotated[
+        bool | None,
+        typer.Option(
+            "--log-sample-images/--no-sample-images",
+            help="held-out face images with boxes in MLflow (default: params detection.log_sample_images, off)",
+        ),
+    ] = None,
 ) -> None:
     """Train the face-mask detector (frozen, then fine-tuned), evaluate, register, gate, promote."""
     _check_training_device(detector=True)
     from facegate.flows.detect import detect_train_flow  # heavy: Prefect, MLflow and torch load in seconds
 
-    print_json(detect_train_flow(frozen_epochs=frozen_epochs, finetune_epochs=finetune_epochs,
-                                 log_sample_images=log_sample_images))
+    print_json(
+        detect_train_flow(
+            frozen_epochs=frozen_epochs, finetune_epochs=finetune_epochs, log_sample_images=log_sample_images
+        )
+    )
 
 
 @friendly
@@ -142,9 +169,11 @@ def schedule(
             groups.append(server.pid)
         cron = cron or settings.retrain.cron
         typer.echo(server.describe())
-        typer.echo(f"serving deployment retrain/{settings.retrain.deployment} on cron '{cron}' "
-                   f"({settings.retrain.timezone}); runs appear in the Prefect UI at "
-                   f"{server.api_url.removesuffix('/api')} and in MLflow (facegate ui)")
+        typer.echo(
+            f"serving deployment retrain/{settings.retrain.deployment} on cron '{cron}' "
+            f"({settings.retrain.timezone}); runs appear in the Prefect UI at "
+            f"{server.api_url.removesuffix('/api')} and in MLflow (facegate ui)"
+        )
         try:
             serve_retraining(server, cron, settings.retrain.timezone, settings.retrain.deployment)
         except (Terminated, KeyboardInterrupt):

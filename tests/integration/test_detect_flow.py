@@ -1,5 +1,6 @@
 """The detector for real on a small slice of the face-mask set: train (Prefect, MLflow, registry), detect,
 benchmark against pycocotools and dlib HOG, and serve as a face detector."""
+
 from __future__ import annotations
 
 import json
@@ -25,11 +26,30 @@ def facemask_slice(sandbox, images: int = 14) -> None:
     sandbox.add_dataset("facemask", "voc", "facemask")
     params = yaml.safe_load((sandbox.root / "params.yaml").read_text())
     params["ingest"]["val_fraction"] = 0.3
-    params["detection"].update({"input_size": 192, "batch_size": 4, "frozen_epochs": 1, "frozen_copies": 2,
-                                "finetune_epochs": 1, "eval_every": 1, "eval_score_threshold": 0.0,
-                                "score_threshold": 0.0, "max_detections": 20, "variant": "yolo"})
-    params["detection"]["two_stage"].update({"crop_size": 32, "proposal_scale": 1.0, "frozen_epochs": 2,
-                                             "frozen_copies": 1, "finetune_epochs": 1, "batch_size": 16})
+    params["detection"].update(
+        {
+            "input_size": 192,
+            "batch_size": 4,
+            "frozen_epochs": 1,
+            "frozen_copies": 2,
+            "finetune_epochs": 1,
+            "eval_every": 1,
+            "eval_score_threshold": 0.0,
+            "score_threshold": 0.0,
+            "max_detections": 20,
+            "variant": "yolo",
+        }
+    )
+    params["detection"]["two_stage"].update(
+        {
+            "crop_size": 32,
+            "proposal_scale": 1.0,
+            "frozen_epochs": 2,
+            "frozen_copies": 1,
+            "finetune_epochs": 1,
+            "batch_size": 16,
+        }
+    )
     (sandbox.root / "params.yaml").write_text(yaml.safe_dump(params))
     sandbox.commit()
 
@@ -108,8 +128,7 @@ def test_train_detect_bench_and_face_detector(sandbox, prefect_server, tmp_path)
     assert second["variant"] == "two_stage" and second["version"] == "2"
     run2 = mlflow.get_run(second["run_id"])
     assert run2.data.tags["variant"] == "two_stage" and run2.data.params["run.variant"] == "two_stage"
-    assert {"val_map50", "val_ap50_with_mask", "val_pycocotools_map50", "train_minutes"} <= set(
-        run2.data.metrics)
+    assert {"val_map50", "val_ap50_with_mask", "val_pycocotools_map50", "train_minutes"} <= set(run2.data.metrics)
     assert client.get_model_version("facegate-detector", "2").tags["variant"] == "two_stage"
     explained = mlflow.artifacts.load_dict(f"runs:/{second['run_id']}/explain/units.json")
     assert explained["version"] == "facegate-detector/2" and "face crops of 32 px" in explained["images"]

@@ -1,4 +1,5 @@
 """k-means anchors with distance 1 - IoU."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Bbox-aware augmentation: boxes move with the pixels (mirroring, cropping), colour leaves them alone."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -25,7 +26,7 @@ def scene() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def white_inside(img: np.ndarray, box: np.ndarray) -> float:
     x1, y1, x2, y2 = np.round(box).astype(int)
-    return float((img[y1 + 1:y2 - 1, x1 + 1:x2 - 1, 0] > 200).mean())
+    return float((img[y1 + 1 : y2 - 1, x1 + 1 : x2 - 1, 0] > 200).mean())
 
 
 def test_mirroring_moves_boxes_with_the_pixels():

@@ -1,4 +1,5 @@
 """Decoding, the score threshold and per-class NMS on the course's 3 x 3 grid with two anchors."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """Grid targets on the course's example: a 3 x 3 grid, two anchors, a person and a car in one cell."""
+
 from __future__ import annotations
 
 import numpy as np

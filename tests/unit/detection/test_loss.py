@@ -1,4 +1,5 @@
 """The YOLO loss on hand-computed cases (3 x 3 grid, two anchors, the course's person-and-car cell)."""
+
 from __future__ import annotations
 
 import math
@@ -46,8 +47,16 @@ def test_a_perfect_prediction_has_near_zero_box_and_class_loss():
     for idx in pos.nonzero():
         i = tuple(idx.tolist())
         v = t[i]
-        pred[i] = torch.tensor([20.0, logit(float(v[1])), logit(float(v[2])), math.log(float(v[3])),
-                                math.log(float(v[4])), *(20.0 * v[5:] - 10.0).tolist()])
+        pred[i] = torch.tensor(
+            [
+                20.0,
+                logit(float(v[1])),
+                logit(float(v[2])),
+                math.log(float(v[3])),
+                math.log(float(v[4])),
+                *(20.0 * v[5:] - 10.0).tolist(),
+            ]
+        )
     parts = yolo_loss([pred], target, None, ANCHORS, (100,), WEIGHTS)
     for k in ("box", "obj", "noobj", "cls"):
         assert float(parts[k]) < 1e-4, k
@@ -59,7 +68,7 @@ def test_ignore_rule_spares_a_good_unassigned_prediction():
     pred = torch.zeros(1, 3, 3, 2, 8)
     # the wide anchor of the same cell predicts a box that overlaps the face by IoU ~0.6 (> 0.5)
     pred[0, 2, 1, 1, 3] = math.log(100 / 30)  # height 100
-    pred[0, 2, 1, 1, 4] = math.log(60 / 90)   # width 60 centred at (150, 250): IoU 40*95/(4000+6000-3800)
+    pred[0, 2, 1, 1, 4] = math.log(60 / 90)  # width 60 centred at (150, 250): IoU 40*95/(4000+6000-3800)
     gts = [torch.tensor([box], dtype=torch.float32)]
     with_rule = yolo_loss([pred], target, gts, ANCHORS, (100,), WEIGHTS)
     without = yolo_loss([pred], target, None, ANCHORS, (100,), WEIGHTS)

@@ -1,4 +1,5 @@
 """VOC all-point AP on a hand-computed case; COCO-style mAP against pycocotools on the same detections."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """The detector network's output layout, the frozen/unfrozen phases, and its settings."""
+
 from __future__ import annotations
 
 import numpy as np

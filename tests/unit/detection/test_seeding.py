@@ -1,4 +1,5 @@
 """Seeding a detector training run: every global stream seeded, the process's settings given back."""
+
 from __future__ import annotations
 
 import random

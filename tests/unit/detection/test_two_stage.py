@@ -1,6 +1,7 @@
 """The two-stage detector's parts on tiny generated data: crop geometry, the box correction, the classifier
 learning a colour-coded "mask state" from frozen ImageNet features, and the detector interface (real
 RetinaFace proposals on a real face-mask image; scores = face score x class probability)."""
+
 from __future__ import annotations
 
 import io
@@ -29,12 +30,38 @@ COLOURS = np.array([[220, 30, 30], [30, 200, 30], [30, 30, 220]], np.uint8)  # o
 
 
 def _cfg(**kw) -> TwoStageConfig:
-    base = dict(classes=("with_mask", "without_mask", "mask_weared_incorrect"), crop_size=32, crop_context=1.3,
-                jitter=0.1, proposal_scale=1.0, proposal_score_threshold=0.05, proposal_nms_iou=0.4,
-                box_fit_images=2, frozen_epochs=12, frozen_copies=2, finetune_epochs=0, finetune_stages=1, lr_head=0.01,
-                lr_finetune=1e-4, weight_decay=0.0, batch_size=16, balance="sampling", flip_p=0.5, colour_p=0.0,
-                rgb_shift=0, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, eval_score_threshold=0.01,
-                nms_iou=0.45, max_detections=100, seed=0, flip_tta=False, threads=2)
+    base = dict(
+        classes=("with_mask", "without_mask", "mask_weared_incorrect"),
+        crop_size=32,
+        crop_context=1.3,
+        jitter=0.1,
+        proposal_scale=1.0,
+        proposal_score_threshold=0.05,
+        proposal_nms_iou=0.4,
+        box_fit_images=2,
+        frozen_epochs=12,
+        frozen_copies=2,
+        finetune_epochs=0,
+        finetune_stages=1,
+        lr_head=0.01,
+        lr_finetune=1e-4,
+        weight_decay=0.0,
+        batch_size=16,
+        balance="sampling",
+        flip_p=0.5,
+        colour_p=0.0,
+        rgb_shift=0,
+        brightness=0.0,
+        contrast=0.0,
+        saturation=0.0,
+        hue=0.0,
+        eval_score_threshold=0.01,
+        nms_iou=0.45,
+        max_detections=100,
+        seed=0,
+        flip_tta=False,
+        threads=2,
+    )
     return TwoStageConfig(**{**base, **kw})
 
 
@@ -48,8 +75,8 @@ def _samples(n: int, seed: int) -> list[DetectionSample]:
         for x in (10, 58):
             y = int(rng.integers(10, 60))
             label = int(rng.integers(0, 3)) if i % 4 else 2  # the "rare" class, a quarter of the images
-            img[y:y + 24, x:x + 24] = 200
-            img[y + 12:y + 24, x:x + 24] = COLOURS[label]
+            img[y : y + 24, x : x + 24] = 200
+            img[y + 12 : y + 24, x : x + 24] = COLOURS[label]
             boxes.append([x, y, x + 24, y + 24])
             labels.append(label)
         out.append(DetectionSample(f"gen{i}.png", img, np.array(boxes, float), np.array(labels)))
@@ -70,8 +97,9 @@ def test_face_crop_geometry_and_mirror():
 
 def test_box_correction_recovers_a_known_shift_and_scale():
     rng = np.random.default_rng(1)
-    pred = [np.c_[xy, xy + wh] for xy, wh in ((rng.uniform(0, 200, (5, 2)), rng.uniform(20, 40, (5, 2)))
-                                            for _ in range(6))]
+    pred = [
+        np.c_[xy, xy + wh] for xy, wh in ((rng.uniform(0, 200, (5, 2)), rng.uniform(20, 40, (5, 2))) for _ in range(6))
+    ]
     truth_corr = np.array([0.05, 0.1, 1.2, 1.3])
     truth = [apply_box_correction(p, truth_corr) for p in pred]
     assert np.allclose(fit_box_correction(pred, truth), truth_corr, atol=1e-9)
@@ -119,8 +147,9 @@ def test_same_seed_trains_the_same_classifier():
     cfg = _cfg(frozen_epochs=2, finetune_epochs=1, colour_p=1.0, rgb_shift=10, brightness=0.2)
     first, second = (train_two_stage(_samples(6, 0), [], cfg).model.classifier.state_dict() for _ in range(2))
     assert all(torch.equal(first[k], second[k]) for k in first)
-    other = train_two_stage(_samples(6, 0), [], _cfg(frozen_epochs=2, finetune_epochs=1, colour_p=1.0, rgb_shift=10,
-                                                      brightness=0.2, seed=1)).model.classifier.state_dict()
+    other = train_two_stage(
+        _samples(6, 0), [], _cfg(frozen_epochs=2, finetune_epochs=1, colour_p=1.0, rgb_shift=10, brightness=0.2, seed=1)
+    ).model.classifier.state_dict()
     assert not torch.equal(first["fc.weight"], other["fc.weight"])
 
 

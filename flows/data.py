@@ -13,7 +13,8 @@ from prefect.cache_policies import NO_CACHE
 from facegate.components.core.datasets import read_manifest, read_quarantine
 from facegate.components.core.errors import DatasetError, ValidationFailed
 from facegate.components.core.paths import data_dir, datasets_root, state_dir
-from facegate.components.core.settings import DatasetSource, Settings, load_settings
+from facegate.components.core.settings import Settings, load_settings
+from facegate.components.core.settings_sections import DatasetSource
 from facegate.components.lifecycle import data_version
 from facegate.components.lifecycle.ingest import ingest_source
 from facegate.components.lifecycle.tracking import set_data_version, tracked_run

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from facegate.components.core.paths import datasets_root
-from facegate.components.core.settings import DatasetSource
+from facegate.components.core.settings_sections import DatasetSource
 from facegate.components.lifecycle import registry
 
 TAG_PREFIX = "skip."

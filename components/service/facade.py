@@ -22,17 +22,17 @@ from pathlib import Path
 import numpy as np
 
 from facegate.components.calibration.thresholds import ImpostorScores
-from facegate.components.core.errors import FacegateError, GalleryNotFound, InvalidEmployee
+from facegate.components.core.errors import FacegateError, GalleryNotFound
 from facegate.components.core.inference import InferenceSlots
 from facegate.components.core.settings import Settings, load_settings
 from facegate.components.embedding.model import EmbeddingModel
 from facegate.components.gallery import Gallery, current_version
-from facegate.components.gallery.enrolment import EnrolmentStore, Photo, check_employee_id, enrol
+from facegate.components.gallery.enrolment import EnrolmentStore, Photo
 from facegate.components.lifecycle.data_version import read_version
 from facegate.components.lifecycle.model_loading import gallery_recognizer, service_recognizer
 from facegate.components.pad.models import PadModel
 from facegate.components.recognition.recognizer import FaceRecognizer
-from facegate.components.service import answering, erasure, promotion
+from facegate.components.service import answering, enrolling, erasure, promotion
 from facegate.components.service.access_log import AccessLog
 from facegate.components.service.answers import Identification, Verification
 from facegate.components.service.calibrations import GalleryThresholds, calibrated_gallery
@@ -232,12 +232,7 @@ class FaceGate:
 
     def check_name(self, name: str) -> str:
         """A display name: printable, at most ``api.max_name_length`` characters (every adapter's limit)."""
-        limit = self.settings.api.max_name_length
-        if len(name) > limit:
-            raise InvalidEmployee(f"name: {len(name)} characters, the limit is {limit}")
-        if not name.isprintable():
-            raise InvalidEmployee("name: control characters are not allowed")
-        return name
+        return enrolling.check_name(name, self.settings.api.max_name_length)
 
     def enrol(
         self,
@@ -249,47 +244,8 @@ class FaceGate:
         *,
         actor: str | None = None,
     ) -> Gallery:
-        """One employee from one or more photos (one face each): a new gallery version, no retraining.
-        A face already enrolled under another id (DuplicateFace) or, under ``pad.mode: enforce``, a photo judged
-        a presentation attack (PresentationAttack) is refused unless ``force``."""
-        check_employee_id(employee_id)
-        self.check_name(name or employee_id)
-        if not photos:
-            raise InvalidEmployee(f"{employee_id}: at least one photo is required")
-        self.refresh()
-        recognizer = self.recognizer  # the gallery check under the lock refuses it if a switch came between
-        with self.inference():  # the model runs outside the writer lock: writers wait only for each other's I/O
-            embedded = self.liveness.embed_checked(
-                recognizer, list(photos), self.settings.images.max_pixels, force=force
-            )  # pad.mode enforce: an attack photo is refused
-        with self.write_lock:
-            self.refresh()
-            g = enrol(
-                self.store,
-                recognizer,
-                employee_id,
-                name or employee_id,
-                list(photos),
-                max_pixels=self.settings.images.max_pixels,
-                new_gallery=self.new_gallery,
-                replace=replace,
-                keep_versions=self.settings.gallery.keep_versions,
-                force=force,
-                duplicates=self.thresholds.duplicate_rule,
-                embedded=embedded,
-            )
-            self.reload()
-            self.audit(
-                actor,
-                "enrol",
-                employee_id,
-                photos=len(photos),
-                replace=replace,
-                force=force,
-                gallery_version=self._version,
-                model=self.model_label(),
-            )
-        return g
+        """One employee from one or more photos: a new gallery version, no retraining (service/enrolling.py)."""
+        return enrolling.enrol(self, employee_id, name, photos, replace, force, actor=actor)
 
     def remove(self, employee_id: str, *, actor: str | None = None) -> int:
         """Delete the employee's embeddings (every local version) and photos; vectors removed."""

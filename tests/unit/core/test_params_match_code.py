@@ -17,7 +17,6 @@ from pydantic import BaseModel
 
 from facegate.components.core.errors import SettingsError
 from facegate.components.core.settings import (
-    BACKBONE_NAMES,
     EmbeddingSettings,
     FaceSettings,
     GallerySettings,
@@ -27,6 +26,7 @@ from facegate.components.core.settings import (
     load_settings,
     read_params,
 )
+from facegate.components.core.settings_sections import BACKBONE_NAMES
 from facegate.components.detection.augment import BoxAugmentSettings
 from facegate.components.detection.loss import LossWeights
 from facegate.components.detection.train import DetectTrainConfig

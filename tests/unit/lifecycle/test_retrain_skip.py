@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from facegate.components.core.settings import DatasetSource
+from facegate.components.core.settings_sections import DatasetSource
 from facegate.components.lifecycle.retrain_skip import (
     Fingerprints,
     code_fingerprint,

@@ -118,14 +118,7 @@ def detect_train_flow(
                 {f"epoch_{k}" if k.startswith("val_") else f"train_{k}": float(v) for k, v in row.items()}, step=epoch
             )
 
-        if variant == "two_stage":
-            result = train_two_stage(train, val, two_cfg, on_epoch=on_epoch, log=log.info)
-            extra = {"box_correction": np.round(result.box_correction, 4).tolist(), "class_counts": result.class_counts}
-            flat_extra = {}
-        else:
-            result = train_detector(train, val, cfg, on_epoch=on_epoch, log=log.info)
-            extra = {"anchors_wh": np.round(result.anchors, 3).tolist(), "strides": list(cfg.strides)}
-            flat_extra = {"anchor_mean_iou": result.anchor_mean_iou, "dropped_targets": float(result.dropped_targets)}
+        result, extra, flat_extra = _train_variant(variant, train, val, cfg, two_cfg, on_epoch, log.info)
         metrics, dets = final_evaluation(result.model, val, cfg)
         flat = flat_metrics(metrics)
         flat.update({"train_minutes": result.train_minutes, **flat_extra})
@@ -137,14 +130,7 @@ def detect_train_flow(
             metrics["map50_95"],
             metrics["ap50_per_class"],
         )
-        with artifact_folder("plots") as folder:
-            plot_pr_curves(dets, truths_of(val), cfg.classes, folder / "pr_curves.png")
-        if sample_images:
-            with artifact_folder("samples") as folder:
-                n = min(SAMPLE_IMAGES, len(val))
-                draw_truth_and_detections(
-                    [s.image for s in val[:n]], dets[:n], truths_of(val[:n]), cfg.classes, folder, det.score_threshold
-                )
+        _log_figures(dets, val, cfg, sample_images, det.score_threshold)
         info = log_torch_model(result.model)
         run_id = run.info.run_id
         decision = register_and_gate(info.model_uri, run_id, metrics, val, settings, variant)
@@ -160,6 +146,29 @@ def detect_train_flow(
         "train_minutes": result.train_minutes,
         **decision,
     }
+
+
+def _train_variant(variant: str, train, val, cfg, two_cfg, on_epoch, log):  # noqa: ANN001 - detector types
+    """Train the chosen variant; what each logs beside its metrics (box correction, or anchors)."""
+    if variant == "two_stage":
+        result = train_two_stage(train, val, two_cfg, on_epoch=on_epoch, log=log)
+        extra = {"box_correction": np.round(result.box_correction, 4).tolist(), "class_counts": result.class_counts}
+        return result, extra, {}
+    result = train_detector(train, val, cfg, on_epoch=on_epoch, log=log)
+    extra = {"anchors_wh": np.round(result.anchors, 3).tolist(), "strides": list(cfg.strides)}
+    return result, extra, {"anchor_mean_iou": result.anchor_mean_iou, "dropped_targets": float(result.dropped_targets)}
+
+
+def _log_figures(dets, val, cfg, sample_images: bool, score_threshold: float) -> None:  # noqa: ANN001
+    """PR curves, and (when asked) held-out images with truth and detections drawn: public mask-set images."""
+    with artifact_folder("plots") as folder:
+        plot_pr_curves(dets, truths_of(val), cfg.classes, folder / "pr_curves.png")
+    if sample_images:
+        with artifact_folder("samples") as folder:
+            n = min(SAMPLE_IMAGES, len(val))
+            draw_truth_and_detections(
+                [s.image for s in val[:n]], dets[:n], truths_of(val[:n]), cfg.classes, folder, score_threshold
+            )
 
 
 def register_and_gate(

@@ -92,34 +92,9 @@ def pad_train_flow(epochs: int | None = None, lr: float | None = None) -> dict:
         )
         base = load_pad_net((V2_SPEC, V1SE_SPEC))
         t0 = time.perf_counter()
-        copies = augmented_copies(
-            base,
-            [faces.samples[r] for r in tr],
-            [faces.boxes[r] for r in tr],
-            cfg,
-            settings.images.max_pixels,
-            log.info,
-        )
-        net, history = finetune_pad(
-            base,
-            copies,
-            np.arange(len(tr)),
-            faces.live[tr],
-            cfg,
-            log=log.info,
-            on_epoch=lambda e, row: mlflow.log_metrics({"train_loss": row["loss"]}, step=e),
-        )
+        net, history = _finetune(base, faces, tr, cfg, settings.images.max_pixels, log.info)
         train_minutes = (time.perf_counter() - t0) / 60
-        ft, ft_scores = held_out_figures(net, faces, ho, pad.target_apcer)
-        zs, zs_scores = held_out_figures(base, faces, ho, pad.target_apcer)
-        curves = {"fine-tuned pair": ft_scores, "zero-shot pair": zs_scores}
-        baselines = {"zero-shot pair": zs["bpcer100"]}
-        champ = registry.champion(pad.registered_model)
-        if champ is not None:  # re-scored on this run's held-out frames: the same evaluation data
-            champ_fig, curves[f"champion v{champ.version}"] = held_out_figures(
-                load_pad_version(pad.registered_model, champ.version)[0], faces, ho, pad.target_apcer
-            )
-            baselines[f"champion v{champ.version}"] = champ_fig["bpcer100"]
+        ft, zs, curves, baselines = _held_out_comparison(net, base, faces, ho, pad)
         mlflow.log_metrics(
             {
                 **{f"val_{k}": v for k, v in numeric_metrics(ft).items()},
@@ -130,27 +105,7 @@ def pad_train_flow(epochs: int | None = None, lr: float | None = None) -> dict:
         with artifact_folder("plots") as folder:
             plot_det(curves, folder / "det.png", f"DET, held-out subjects {','.join(held)}")
             plot_roc(curves, folder / "roc.png", f"ROC, held-out subjects {','.join(held)}")
-        cal = PadCalibration.from_scores(
-            "minifasnet_pair_finetuned",
-            "",
-            f"{pad.dataset} held-out subjects {','.join(held)} (printed photos), {settings.faces.detector} boxes",
-            *ft_scores,
-            created=time.strftime("%Y-%m-%d"),
-        )
-        decision = pad_gate(ft["bpcer100"], baselines)
-        version = register_pad_version(
-            log_pad_model(net, cal),
-            pad.registered_model,
-            run.info.run_id,
-            decision,
-            {
-                "val_bpcer100": f"{ft['bpcer100']:.4f}",
-                "val_bpcer20": f"{ft['bpcer20']:.4f}",
-                "threshold": f"{ft['threshold']:.6f}",
-                "target_apcer": f"{pad.target_apcer:g}",
-                "heldout_subjects": ",".join(held),
-            },
-        )
+        decision, version = _register(net, ft, curves["fine-tuned pair"], baselines, held, run.info.run_id, settings)
         mlflow.set_tags({"registered_version": version, "gate": decision.reason, "promoted": str(decision.promote)})
         log.info(
             "registered %s version %s: %s (%s)",
@@ -171,6 +126,63 @@ def pad_train_flow(epochs: int | None = None, lr: float | None = None) -> dict:
         "history": history,
         "train_minutes": train_minutes,
     }
+
+
+def _finetune(base, faces, tr, cfg, max_pixels: int, log):  # noqa: ANN001 - pad types
+    """Augmented copies of the training frames (mirroring, small crops), then the fine-tuning itself."""
+    copies = augmented_copies(base, [faces.samples[r] for r in tr], [faces.boxes[r] for r in tr], cfg, max_pixels, log)
+    return finetune_pad(
+        base,
+        copies,
+        np.arange(len(tr)),
+        faces.live[tr],
+        cfg,
+        log=log,
+        on_epoch=lambda e, row: mlflow.log_metrics({"train_loss": row["loss"]}, step=e),
+    )
+
+
+def _held_out_comparison(net, base, faces, ho, pad) -> tuple[dict, dict, dict, dict]:  # noqa: ANN001 - pad types
+    """The fine-tuned pair, the zero-shot pair and the champion (if any), scored on the same held-out frames."""
+    ft, ft_scores = held_out_figures(net, faces, ho, pad.target_apcer)
+    zs, zs_scores = held_out_figures(base, faces, ho, pad.target_apcer)
+    curves = {"fine-tuned pair": ft_scores, "zero-shot pair": zs_scores}
+    baselines = {"zero-shot pair": zs["bpcer100"]}
+    champ = registry.champion(pad.registered_model)
+    if champ is not None:  # re-scored on this run's held-out frames: the same evaluation data
+        champ_fig, curves[f"champion v{champ.version}"] = held_out_figures(
+            load_pad_version(pad.registered_model, champ.version)[0], faces, ho, pad.target_apcer
+        )
+        baselines[f"champion v{champ.version}"] = champ_fig["bpcer100"]
+    return ft, zs, curves, baselines
+
+
+def _register(net, ft: dict, ft_scores, baselines: dict, held: list[str], run_id: str, settings):  # noqa: ANN001
+    """The fine-tuned pair with its threshold calibrated on the held-out subjects, registered; the gate
+    decides whether it becomes champion."""
+    pad = settings.pad
+    cal = PadCalibration.from_scores(
+        "minifasnet_pair_finetuned",
+        "",
+        f"{pad.dataset} held-out subjects {','.join(held)} (printed photos), {settings.faces.detector} boxes",
+        *ft_scores,
+        created=time.strftime("%Y-%m-%d"),
+    )
+    decision = pad_gate(ft["bpcer100"], baselines)
+    version = register_pad_version(
+        log_pad_model(net, cal),
+        pad.registered_model,
+        run_id,
+        decision,
+        {
+            "val_bpcer100": f"{ft['bpcer100']:.4f}",
+            "val_bpcer20": f"{ft['bpcer20']:.4f}",
+            "threshold": f"{ft['threshold']:.6f}",
+            "target_apcer": f"{pad.target_apcer:g}",
+            "heldout_subjects": ",".join(held),
+        },
+    )
+    return decision, version
 
 
 @flow(name="calibrate-pad", log_prints=True)

@@ -113,3 +113,27 @@ def test_function_local_imports_say_why() -> None:
                     if not any("#" in part for part in span):
                         bad.append(f"{path.relative_to(ROOT)}:{inner.lineno}: {line.strip()}")
     assert not bad, f"{len(bad)} function-local imports without a reason:\n" + "\n".join(bad[:60])
+
+
+def test_units_stay_readable() -> None:
+    """Issue 26's limits: no module over 500 lines, no class over 250, no function over 80, in the library,
+    the flows and the CLI (tests and benchmarks are not held to them)."""
+    limits = {"module": 500, "class": 250, "function": 80}
+    over = []
+    for src in (ROOT / "components", ROOT / "flows", ROOT / "facegate" / "cli"):
+        for path in sorted(src.rglob("*.py")):
+            text = path.read_text(encoding="utf-8")
+            name = path.relative_to(ROOT)
+            if len(text.splitlines()) > limits["module"]:
+                over.append(f"{name}: {len(text.splitlines())} lines")
+            for node in ast.walk(ast.parse(text)):
+                kind = (
+                    "class"
+                    if isinstance(node, ast.ClassDef)
+                    else "function"
+                    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+                    else None
+                )
+                if kind and node.end_lineno and node.end_lineno - node.lineno + 1 > limits[kind]:
+                    over.append(f"{name}:{node.lineno} {kind} {node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert not over, "\n".join(over)

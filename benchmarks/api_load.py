@@ -37,7 +37,7 @@ import threading
 import time
 from pathlib import Path
 
-from facegate.components.core.paths import QUIET_ENV, datasets_root
+from facegate.components.core.paths import QUIET_ENV, datasets_root, params_path, weights_root
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -105,9 +105,12 @@ def prepare_repo(repo: Path, seed_photo: Path, params: Path | None = None) -> di
         "FACEGATE_HOME": str(repo / ".facegate"),
         "FACEGATE_PARAMS": str(repo / "params.yaml"),
         "FACEGATE_API_KEY": KEY,
+        # the scratch repository has no ../shared beside it: the roots of this checkout
+        "FACEGATE_DATASETS": str(datasets_root()),
+        "FACEGATE_WEIGHTS": str(weights_root()),
     }
     repo.mkdir(parents=True)
-    (repo / "params.yaml").write_text((params or ROOT / "params.yaml").read_text())
+    (repo / "params.yaml").write_text((params or params_path()).read_text())  # FACEGATE_PARAMS when set
     (repo / ".gitignore").write_text("/.facegate/\n/data/\n")
     git = ["git", "-c", "user.name=load", "-c", "user.email=load@localhost"]
     subprocess.run(git + ["init", "-q"], cwd=repo, check=True)

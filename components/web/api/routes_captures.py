@@ -39,7 +39,7 @@ def review_queue(limit: int = Query(50, ge=1, le=1000), gate: FaceGate = Depends
 @router.get(
     "/captures/{capture_id}/chip",
     response_class=Response,
-    responses={**error_responses(403, 404), 200: {"content": {"image/png": {}}}},
+    responses={**error_responses(400, 403, 404), 200: {"content": {"image/png": {}}}},
 )
 def capture_chip(capture_id: int = Path(..., ge=1), gate: FaceGate = Depends(face_gate)) -> Response:
     """The capture's aligned face chip (PNG)."""

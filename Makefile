@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.facegate-installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: setup demo lint test test-unit test-integration server-check clean
+.PHONY: setup demo lint test test-slow test-unit test-integration server-check clean
 .DEFAULT_GOAL := setup
 
 setup: $(STAMP)
@@ -44,9 +44,15 @@ lint: setup
 	@$(BIN)/lint-imports
 	@$(BIN)/mypy
 
+# Unit and integration tests without the slow tier (under 10 minutes on 2 quiet cores)
 test: lint
-	@echo "==> test: unit and integration tests"
-	@$(BIN)/python -m pytest tests --durations=15
+	@echo "==> test: unit and integration tests (the slow tier: make test-slow)"
+	@$(BIN)/python -m pytest tests -m "not slow" --durations=15
+
+# The slow tier: servers that wait for a cron minute, full trainings, benchmarks on slices (CI runs it too)
+test-slow: setup
+	@echo "==> test-slow: the slow tier"
+	@$(BIN)/python -m pytest tests -m slow --durations=15
 
 # The quick tier: unit tests without the slow ones (under 3 minutes on 2 cores)
 test-unit: setup

@@ -206,6 +206,11 @@ def spread(values: list[float]) -> dict[str, float]:
     }
 
 
+def _four(value: float | None) -> str:
+    """A figure for the log line; a class with no held-out box (a tiny test split) has no AP."""
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def seeds_benchmark(
     train: list[DetectionSample],
     val: list[DetectionSample],
@@ -235,8 +240,8 @@ def seeds_benchmark(
             "load_1min": round(os.getloadavg()[0], 2),
         }
         log(
-            f"seed {seed}: map50 {row['map50']:.4f} (pycocotools {row['pycocotools_map50']:.4f}), "
-            f"{RARE_CLASS} AP {row[f'ap50_{RARE_CLASS}']:.4f}, {row['train_minutes']:.1f} min"
+            f"seed {seed}: map50 {_four(row['map50'])} (pycocotools {_four(row['pycocotools_map50'])}), "
+            f"{RARE_CLASS} AP {_four(row[f'ap50_{RARE_CLASS}'])}, {row['train_minutes']:.1f} min"
         )
         rows.append(row)
         on_seed(row, result.model)

@@ -15,7 +15,7 @@ import pytest
 
 from facegate.components.core.paths import repo_root
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # ~70 s: real MLflow and Prefect servers started and stopped
 
 
 def free_port() -> int:

@@ -136,9 +136,9 @@ def test_train_detect_bench_and_face_detector(sandbox, prefect_server, tmp_path)
     bench2 = detect_bench_flow(model_uri=second["model_uri"], hog=False, timed_images=2)
     assert bench2["variant"] == "two_stage" and set(bench2["per_class_ap50"]) == set(model.class_names)
     assert abs(bench2["map50_95"] - bench2["pycocotools_map50_95"]) < 1e-3
-    from facegate.components.faces.detectors import YoloFaceMaskDetector
+    from facegate.components.lifecycle.detector_models import YoloFaceMaskDetector
 
-    two = YoloFaceMaskDetector(model_uri=second["model_uri"]).detect(load_image(image))
+    two = YoloFaceMaskDetector(0, model_uri=second["model_uri"]).detect(load_image(image))
     assert all(f.right > f.left and f.bottom > f.top for f in two)
 
 

@@ -31,7 +31,9 @@ def test_enrol_identify_remove_and_model_mismatch(sandbox, prefect_server, tmp_p
     from facegate.flows.data import ingest_flow
 
     lfw_slice(sandbox)  # its held-out identities calibrate tau
-    set_params(sandbox, gallery={"snapshot": "manual"})  # no detached snapshot process in this test
+    # no detached snapshot process in this test; the full model's tau is what it checks (the cascade's
+    # cheap pass answers with its member's own threshold: tests/integration/test_cascade_service.py)
+    set_params(sandbox, gallery={"snapshot": "manual"}, recognition={"cascade": "off"})
     ingest_flow(datasets=["lfw"])
     for person in ("amy", "raj", "penny"):
         r = cli("enroll", "--id", person, "--name", person.title(), crop(person))

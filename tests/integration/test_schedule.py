@@ -17,7 +17,7 @@ from facegate.components.core.paths import mlflow_tracking_uri, repo_root
 from tests.integration.test_retrain_flow import set_params
 from tests.integration.test_train_flow import lfw_slice
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # ~110 s: a real Prefect server waits for the minute
 
 
 def free_port() -> int:

@@ -48,7 +48,9 @@ REPO = Path(__file__).resolve().parents[1]
 DEPLOYMENT = "retrain/facegate-retrain"
 MODEL = "facegate-embedder"
 EXPERIMENT = "facegate-retrain"
-ENROL_PERSON = "amy"
+ENROL_PERSON = "nuaa-0001"
+# a live camera frame (nuaa-dev), not a cropped still: PAD runs as shipped (pad.mode enforce) and passes it
+ENROL_PHOTO = ("nuaa-dev", "live", "0001", "0001_00_00_01_130.jpg")
 
 
 class CheckFailed(Exception):
@@ -185,6 +187,8 @@ class Check:
         self.images = images
 
     def flow_env(self) -> dict[str, str]:
+        from facegate.components.core.paths import weights_root
+
         env = self.stack.client_env()
         remote = env["FACEGATE_DVC_REMOTE"]
         for key in [k for k in env if k.startswith(("FACEGATE_", "PREFECT_")) and k != "PREFECT_API_URL"]:
@@ -194,6 +198,8 @@ class Check:
                 "FACEGATE_REPO": str(self.repo),
                 "FACEGATE_HOME": str(self.repo / ".facegate"),
                 "FACEGATE_DATASETS": str(self.work / "datasets"),
+                # the repository copy has no ../shared beside it: PAD's weights come from this checkout's root
+                "FACEGATE_WEIGHTS": str(weights_root()),
                 "FACEGATE_PARAMS": str(self.work / "params.yaml"),
                 "FACEGATE_DVC_REMOTE": remote,
                 **self.stack.access_log_env(),
@@ -422,13 +428,23 @@ class Check:
     def enrol_one(self) -> None:
         from facegate.components.core.paths import datasets_root
 
-        photo = datasets_root() / "faceapi-examples" / ENROL_PERSON / f"{ENROL_PERSON}1.png"
+        photo = datasets_root().joinpath(*ENROL_PHOTO)
         self.enrolled_photo = None
         if not photo.is_file():
             say(f"enrol: skipped ({photo} missing)")
             return
         proc = subprocess.run(
-            [sys.executable, "-m", "facegate.cli.main", "enroll", "--id", ENROL_PERSON, "--name", "Amy", str(photo)],
+            [
+                sys.executable,
+                "-m",
+                "facegate.cli.main",
+                "enroll",
+                "--id",
+                ENROL_PERSON,
+                "--name",
+                "Subject 0001",
+                str(photo),
+            ],
             cwd=self.repo,
             env=self.env,
             capture_output=True,

@@ -8,8 +8,11 @@ have a second photo first, so that every gallery size holds returning people. Ga
 and 3,000 are the first N of that order. At each size:
 
 - strangers: every other held-out person (first photo), asked "are you already someone here?" as a new
-  employee: a refusal is a false refusal (listed by name: LFW names a few people twice, e.g. Noer_Muis
-  and Noer_Moeis, and such a "stranger" is in fact a returning person);
+  employee: a refusal is a false refusal, listed by name. LFW names a few people twice (Noer_Muis and
+  Noer_Moeis; one photograph filed under two names): such a "stranger" is in fact a returning person.
+  The pairs found so far, each checked by eye, are in ``benchmarks/data/lfw_same_person.csv``; a
+  "stranger" one of them names as the same person as someone enrolled leaves the strangers and is
+  reported apart (``lfw_named_twice``); any pair not in the file still counts as a false refusal.
 - the same people again: an enrolled person's second photo enrolled under a new id: caught when
   refused as that very person.
 
@@ -54,6 +57,21 @@ SIZES = (100, 1000, 3000)
 CALIBRATION_PHOTOS = 5  # photos per calibration person at most (one person's 530 photos would dominate)
 NEW_ID = "new-employee"  # the id every probe asks to be enrolled under (nobody in the gallery has it)
 LISTED = 20  # refused strangers listed by name per size
+SAME_PERSON = Path(__file__).resolve().parent / "data" / "lfw_same_person.csv"
+
+
+def same_person_names(path: Path = SAME_PERSON) -> dict[str, str]:
+    """LFW name -> one name for the person (the file's pairs joined transitively); names not in it are absent."""
+    canonical: dict[str, str] = {}
+    for line in path.read_text().splitlines()[1:]:
+        if not line.strip():
+            continue
+        a, b = (canonical.get(n, n) for n in line.split(",")[:2])
+        for name, root in list(canonical.items()):
+            if root == b:
+                canonical[name] = a
+        canonical[a], canonical[b] = a, a
+    return canonical
 
 
 @dataclass
@@ -189,7 +207,11 @@ def measure_size(
 ) -> dict:
     """One gallery size: the first ``n`` people enrolled in ``g``, everyone after them the strangers."""
     scores = gallery_impostor_scores(g, cal, settings)
-    probes = (emb[people.enrol[n:]], people.names[n:])
+    same = same_person_names()
+    enrolled = {same.get(str(name), str(name)) for name in people.names[:n]}
+    named_twice = np.array([same.get(str(name), str(name)) in enrolled for name in people.names[n:]], dtype=bool)
+    strangers = n + np.flatnonzero(~named_twice)
+    probes = (emb[people.enrol[strangers]], people.names[strangers])
     returning = np.flatnonzero(people.again[:n] >= 0)
     probes += (emb[people.again[returning]], people.names[returning])
     new = decide(g, DuplicateRule(scores, target, g.manifest.tau), target, *probes)
@@ -199,6 +221,7 @@ def measure_size(
         "size": n,
         "strangers": int(len(probes[0])),
         "true_duplicates": int(len(returning)),
+        "lfw_named_twice": [str(name) for name in people.names[n:][named_twice]],
         **new,
         "local_blend_weight": round(scores.local_weight, 4),
         "one_to_one": {k: v for k, v in old.items() if k != "refused_strangers"},

@@ -1,4 +1,5 @@
-"""Data flows: ingest (sources -> manifests under data/, versioned by DVC) and validate (GX suites)."""
+"""Data flows: export the deployment's confirmed captures, ingest (sources -> manifests under data/,
+versioned by DVC) and validate (GX suites)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,17 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from facegate.components.core.datasets import read_manifest, read_quarantine
+from facegate.components.core.datasets import CAPTURES_KIND, read_manifest, read_quarantine, source_folder
 from facegate.components.core.errors import DatasetError, ValidationFailed
-from facegate.components.core.paths import data_dir, datasets_root, state_dir
+from facegate.components.core.paths import data_dir, state_dir
 from facegate.components.core.settings import Settings, load_settings
 from facegate.components.core.settings_sections import DatasetSource
 from facegate.components.lifecycle import data_version
 from facegate.components.lifecycle.ingest import ingest_source
 from facegate.components.lifecycle.tracking import set_data_version, tracked_run
-from facegate.components.lifecycle.validation import ValidationReport, gx_project, validate_manifest
+from facegate.components.lifecycle.validation import CaptureReference, ValidationReport, gx_project, validate_manifest
+from facegate.components.service.capture_export import capture_reference, export_all
+from facegate.components.service.facade import FaceGate
 
 DATA_EXPERIMENT = "data"
 
@@ -41,7 +44,7 @@ def select_sources(settings: Settings, names: list[str] | None) -> list[DatasetS
 def ingest_dataset(source: DatasetSource, settings: Settings, limit: int | None) -> dict:
     """One source -> data/<name>/ (manifest, quarantine, linked images). Retried: I/O can flake."""
     log = get_run_logger()
-    root = datasets_root() / source.path
+    root = source_folder(source.kind, source.path)
     log.info("ingesting %s (%s) from %s", source.name, source.kind, root)
     result = ingest_source(
         source.name,
@@ -100,8 +103,26 @@ def ingest_flow(datasets: list[str] | None = None, limit: int | None = None) -> 
     return {"data_version": version, "datasets": summaries}
 
 
+@task(name="export-captures", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def export_captures_task(settings: Settings) -> list[dict]:
+    """The confirmed captures of enrolled, consenting employees into each captures source's folder."""
+    exported = export_all(FaceGate(settings))
+    for e in exported:
+        get_run_logger().info("captures export %s: %s", e["dataset"], e)
+    return exported
+
+
+@flow(name="export-captures", log_prints=True)
+def export_captures_flow() -> list[dict]:
+    """The export alone (``facegate data export-captures``); ingest and the chain read what it writes."""
+    return export_captures_task(load_settings())
+
+
 @task(name="validate-dataset", cache_policy=NO_CACHE)
 def validate_dataset(source: DatasetSource, settings: Settings, gx_root: Path) -> ValidationReport:
+    reference: CaptureReference | None = None
+    if source.kind == CAPTURES_KIND:  # checked against who is enrolled and consents now
+        reference = capture_reference(FaceGate(settings))
     report = validate_manifest(
         source.name,
         source.kind,
@@ -110,6 +131,7 @@ def validate_dataset(source: DatasetSource, settings: Settings, gx_root: Path) -
         data_dir(),
         settings,
         gx_root,
+        reference,
     )
     log = get_run_logger()
     (log.info if report.success else log.error)(report.describe())

@@ -1,6 +1,7 @@
 """The retraining chain, one Prefect flow and one MLflow parent run:
 
-    ingest -> validate -> augment -> train -> evaluate -> register -> gate -> gallery -> promote -> version
+    (export captures) -> ingest -> validate -> augment -> train -> evaluate -> register -> gate -> gallery
+    -> promote -> version
 
 Wiring only: ``CHAIN`` lists the stage functions; each takes the ``ChainState`` and runs its tasks,
 subflows and nested MLflow runs under ``facegate.components.lifecycle.retrain.stage_guard``. What it guarantees:
@@ -11,6 +12,11 @@ subflows and nested MLflow runs under ``facegate.components.lifecycle.retrain.st
   gallery lock (the alias is put back if the gallery switch fails). Only the last step, the DVC
   snapshot of the already switched gallery (retried), can fail after that: the new champion and its
   gallery then stay in service together, and the next write or chain snapshots them.
+- The deployment feeds the loop: its confirmed captures (consenting, enrolled employees) are exported
+  before anything else (and before the skip check), ingested and validated as the dataset
+  ``retrain.captures_dataset``; their training split trains beside ``retrain.dataset``'s, their held-out
+  employees give ``val_deploy_*``, and the gate refuses a challenger that regresses on them. Without
+  captures the chain is what it was.
 - The challenger is compared with the model in service on the same held-out pairs: the champion, or
   when the registry has none, the pretrained model the service falls back to. The winner ends up as
   champion (a pretrained winner is registered first, so the service is always a registered version).
@@ -29,6 +35,7 @@ import mlflow
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from facegate.components.core.datasets import CAPTURES_KIND
 from facegate.components.core.errors import RetrainBusy
 from facegate.components.core.locks import file_lock
 from facegate.components.core.paths import mlflow_tracking_uri, state_dir
@@ -50,7 +57,7 @@ from facegate.components.lifecycle.tracking import log_torch_model, set_data_ver
 from facegate.components.lifecycle.unit_grids import log_embedder_grids
 from facegate.components.recognition.recognizer import FaceRecognizer
 from facegate.components.service.facade import FaceGate
-from facegate.flows.data import ingest_flow, select_sources, validate_flow
+from facegate.flows.data import export_captures_task, ingest_flow, select_sources, validate_flow
 from facegate.flows.gallery import version_gallery
 from facegate.flows.train import augment_stage, evaluate_stage, load_training_data, train_stage
 
@@ -101,8 +108,15 @@ def validate(s: ChainState) -> None:
     validate_flow(datasets=s.datasets)
 
 
+def chain_captures(settings: Settings, datasets: list[str] | None) -> str | None:
+    """The captures dataset this chain ingests and trains with (``retrain.captures_dataset``), if any."""
+    name = settings.retrain.captures_dataset
+    chosen = [c for c in select_sources(settings, datasets) if c.name == name and c.kind == CAPTURES_KIND]
+    return name if chosen else None
+
+
 def augment(s: ChainState) -> None:
-    s.data = load_training_data(s.settings.retrain.dataset, s.settings)
+    s.data = load_training_data(s.settings.retrain.dataset, s.settings, deploy=chain_captures(s.settings, s.datasets))
     with tracked_run("", "augment", data_version=s.data_version):
         s.aug_feats = augment_stage(s.data, s.backbone, s.mode, s.settings)
 
@@ -147,7 +161,14 @@ def judge(s: ChainState) -> None:
     decision = s.judge()
     get_run_logger().info("gate: %s", decision.reason)
     mlflow.log_metrics({"gate_promoted": float(decision.promote), "gate_delta": float(decision.delta)})
-    mlflow.set_tags({"gate_reason": decision.reason, "incumbent": s.incumbent.label})
+    deploy = [m for m in s.settings.registry.deploy_guard_metrics if m in s.challenger_metrics]
+    mlflow.set_tags(
+        {
+            "gate_reason": decision.reason,
+            "incumbent": s.incumbent.label,
+            "gate_deploy_guard": ",".join(deploy) if deploy else "none (no held-out captures)",
+        }
+    )
     if s.accept(decision):  # the pretrained model in service won: registered, so the service is a version
         with tracked_run("", "register-pretrained", data_version=s.data_version) as base_run:
             base_uri = log_torch_model(s.incumbent.model).model_uri
@@ -280,6 +301,9 @@ def _chain(settings: Settings, datasets: list[str] | None, limit: int | None, fo
     from prefect.runtime import deployment, flow_run  # heavy: Prefect takes seconds to import; only flow runs need it
 
     trigger = {"prefect_flow_run_id": str(flow_run.id), "prefect_deployment": deployment.name or "none"}
+    if chain_captures(settings, datasets):  # before the skip check: a newly confirmed capture is new data
+        exported = export_captures_task(settings)
+        trigger["captures_exported"] = str(sum(e["exported"] for e in exported))
     inputs = current_fingerprints(data_version.read_version(), select_sources(settings, datasets), params)
     trigger.update({**inputs.tags(), "forced": str(force).lower()})
     reason = None if force else skip_reason(inputs, *champion_chain_tags(name))

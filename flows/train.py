@@ -29,9 +29,12 @@ TRAIN_EXPERIMENT = "train"
 
 
 @task(name="face-chips", retries=1, cache_policy=NO_CACHE)
-def load_training_data(dataset: str, settings: Settings, backbone: str | None = None) -> TrainingData:
-    """Detected and aligned chips of every manifest image (cached by content), and the split."""
-    return read_training_data(dataset, settings, log=get_run_logger().info, backbone=backbone)
+def load_training_data(
+    dataset: str, settings: Settings, backbone: str | None = None, deploy: str | None = None
+) -> TrainingData:
+    """Detected and aligned chips of every manifest image (cached by content), and the split; with
+    ``deploy``, that ingested captures dataset's chips and split beside them."""
+    return read_training_data(dataset, settings, log=get_run_logger().info, backbone=backbone, deploy=deploy)
 
 
 @task(name="augment", cache_policy=NO_CACHE)
@@ -39,6 +42,8 @@ def augment_stage(data: TrainingData, backbone: str, mode: str, settings: Settin
     """The albumentations pipeline serialised into MLflow; in ``head`` mode the features of
     ``augment.copies`` augmented copies of every training chip (one array per copy), else none."""
     mlflow.log_dict(stages.augmentation_description(settings, backbone), "augmentation.json")
+    if data.deploy is not None:  # counts only: captures are biometric data
+        mlflow.log_metrics(data.deploy.summary())
     copies = stages.cached_copies(mode, settings)
     mlflow.log_params(
         {"augment.applied": "online" if mode == "finetune" else f"{copies} cached copies" if copies else "none"}

@@ -2,7 +2,8 @@
 
 Read by ingest (lifecycle/ingest.py, which writes data/), by calibration's labelled face sets and by
 the training data: one reading of each layout and one identity-level split rule (seeded), so
-"held-out" means the same people everywhere.
+"held-out" means the same people everywhere. One kind is facegate's own: ``captures``, the deployment's
+operator-confirmed captures as ``facegate data export-captures`` writes them under data/.
 """
 
 from __future__ import annotations
@@ -16,11 +17,17 @@ from pathlib import Path
 import pandas as pd
 
 from facegate.components.core.errors import DatasetError
+from facegate.components.core.paths import data_dir, datasets_root
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 MANIFEST_COLUMNS = ["path", "source", "identity", "boxes", "split", "sha256", "width", "height", "format"]
 QUARANTINE_COLUMNS = ["path", "source", "code", "reason"]
 QUARANTINE_DIR = "_quarantine"
+CAPTURES_KIND = "captures"
+CAPTURES_TABLE = "captures.csv"  # the export's own manifest, one row per exported chip
+# what a captures manifest holds beside MANIFEST_COLUMNS (its identity is the employee id)
+CAPTURE_COLUMNS = ["capture_id", "entrance", "captured_at", "consent", "consent_at", "chip_geometry"]
+EXTRA_COLUMNS = {CAPTURES_KIND: CAPTURE_COLUMNS}
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,7 @@ class SourceItem:
     identity: str | None = None
     boxes: tuple[dict, ...] | None = None
     problem: str | None = None  # an annotation problem found while listing (e.g. malformed XML)
+    meta: dict | None = None  # a kind's own manifest columns (EXTRA_COLUMNS), e.g. a capture's id and consent
 
 
 # ---------------------------------------------------------------- sources
@@ -97,11 +105,48 @@ def parse_voc_boxes(xml_path: Path) -> list[dict]:
     return boxes
 
 
+def list_captures(root: Path) -> tuple[list[SourceItem], list[str]]:
+    """The deployment's confirmed captures as exported: ``<employee>/<capture>.png`` (the aligned chip) and
+    ``captures.csv`` (path, employee_id, capture_id, entrance, captured_at, consent, consent_at,
+    chip_geometry). No export yet means no capture confirmed yet: an empty source, not an error."""
+    table = root / CAPTURES_TABLE
+    if not table.is_file():
+        if root.is_dir() and any(root.iterdir()):
+            raise DatasetError(f"{root}: no {CAPTURES_TABLE}; run `facegate data export-captures`")
+        return [], []
+    rows = pd.read_csv(table, dtype=str, keep_default_na=False)
+    missing = {"path", "employee_id", *CAPTURE_COLUMNS} - set(rows.columns)
+    if missing:
+        raise DatasetError(f"{table}: missing column(s) {sorted(missing)}")
+    items = []
+    for r in rows.to_dict("records"):
+        if not (root / r["path"]).is_file():
+            raise DatasetError(f"{table}: {r['path']} is listed but missing; export again")
+        meta = {
+            "capture_id": int(r["capture_id"]),
+            "entrance": r["entrance"] or None,
+            "captured_at": r["captured_at"],
+            "consent": r["consent"].strip().lower() == "true",
+            "consent_at": r["consent_at"] or None,
+            "chip_geometry": r["chip_geometry"],
+        }
+        items.append(SourceItem(relpath=r["path"], identity=r["employee_id"], meta=meta))
+    return items, []
+
+
 SOURCES: dict[str, Callable[[Path], tuple[list[SourceItem], list[str]]]] = {
     "lfw": list_lfw,
     "image_folder": list_image_folder,
     "voc": list_voc,
+    CAPTURES_KIND: list_captures,
 }
+MAY_BE_EMPTY = {CAPTURES_KIND}  # kinds whose source may hold nothing yet (no capture confirmed yet)
+
+
+def source_folder(kind: str, path: str) -> Path:
+    """Where a source's files are: under the read-only datasets root, except the deployment's captures,
+    which facegate exports itself into the data folder DVC versions (``data/<path>``)."""
+    return (data_dir() if kind == CAPTURES_KIND else datasets_root()) / path
 
 
 # ---------------------------------------------------------------- splits

@@ -26,8 +26,8 @@ class ImageSettings(_Strict):
 
 class DatasetSource(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
-    kind: Literal["lfw", "image_folder", "voc"]
-    path: str
+    kind: Literal["lfw", "image_folder", "voc", "captures"]  # components/core/datasets.py SOURCES
+    path: str  # relative to the datasets root; captures: to data/ (facegate exports them there)
 
 
 class IngestSettings(_Strict):
@@ -49,7 +49,14 @@ class FaceSettings(_Strict):
     # registered by components/lifecycle/detector_models.py); tests/unit/core/test_params_match_code.py
     # fails when the two drift
     detector: Literal[
-        "dlib_hog", "dlib_mmod", "hog_then_mmod", "retinaface", "yolo_facemask", "yunet", "yunet_then_hog"
+        "dlib_hog",
+        "dlib_mmod",
+        "hog_then_mmod",
+        "retinaface",
+        "yolo_facemask",
+        "yunet",
+        "yunet_then_hog",
+        "yunet_then_retinaface",
     ]
     upsample: int = Field(ge=0, le=2)  # 0 finds LFW-sized faces (~100 px); 1 finds faces down to ~40 px
     score_threshold: float = Field(gt=0.0, lt=1.0)  # YuNet, RetinaFace: minimum face score
@@ -71,6 +78,8 @@ class EmbeddingSettings(_Strict):
     device: str = Field(pattern=TORCH_DEVICE_PATTERN)
     # inference number format (components/embedding/precision.py): auto = bfloat16 where the CPU has it natively
     precision: Literal["auto", "float32", "bfloat16"]
+    # inference runtime (components/embedding/openvino_runtime.py): torch, or openvino with torch as the fallback
+    backend: Literal["torch", "openvino"]
     # fused backbones: members' weights fitted on training identities (fit) or kept equal (equal)
     fusion_weights: Literal["fit", "equal"]
 
@@ -150,6 +159,9 @@ class GallerySettings(_Strict):
     shift_prior_pairs: int | None = Field(ge=0)
     # templates per employee (enrolment photos + confirmed captures, the most diverse kept); identify takes the nearest
     max_templates: int = Field(ge=1)
+    # a confirmed capture within identify's tau + this of a known impostor (a stranger-labelled capture, another
+    # employee's confirmed capture or vector) never becomes a template (components/service/templates.py); null: no guard
+    template_impostor_margin: float | None = Field(ge=-0.5, le=0.5)
 
 
 class ApiSettings(_Strict):
@@ -166,6 +178,10 @@ class ApiSettings(_Strict):
     port: int = Field(ge=1, le=65535)
     inference_slots: int = Field(ge=0)  # requests running the model at once; 0: one per core (the rest queue)
     inference_threads: int = Field(ge=1)  # torch/OpenCV threads per running request (slots x threads = cores)
+    # concurrent requests' faces reaching the embedding within this window go through one forward pass
+    # (components/recognition/batching.py); 0: none (each request embeds its own faces)
+    batch_window_ms: float = Field(ge=0.0, le=1000.0)
+    batch_max: int = Field(ge=1)  # faces in one batched forward pass (a request with more runs alone)
 
 
 class CaptureSettings(_Strict):  # deployment captures (components/service/captures.py), for review and templates
@@ -207,10 +223,17 @@ class RegistrySettings(_Strict):
     guard_metric: Literal["val_accuracy", "val_auc", "val_tar_at_far_1e-3", None]  # must not regress
     max_regression: float = Field(ge=0.0)  # the most the guard metric may lose
     min_improvement: float = Field(ge=0.0)  # the challenger must beat the champion by this much
+    # the deployment's own held-out captures: none of these may drop by more than deploy_max_regression
+    # (checked when both sides have them, i.e. when the chain had held-out captures to evaluate on)
+    deploy_guard_metrics: tuple[Literal["val_deploy_accuracy", "val_deploy_auc", "val_deploy_tar_at_far_1e-3"], ...]
+    deploy_max_regression: float = Field(ge=0.0)
 
 
 class RetrainSettings(_Strict):
     dataset: str  # the ingested identity dataset the chain trains and evaluates on
+    # the ingested captures dataset (kind captures) whose training split joins ``dataset``'s and whose held-out
+    # employees give val_deploy_*, when the chain ingests it and it holds captures; None: never
+    captures_dataset: str | None
     cron: str  # Sundays 02:00 in ``timezone``
     timezone: str
     deployment: str
@@ -330,6 +353,8 @@ class PadSettings(_Strict):
     # components/pad/models.py PAD_MODELS' names (minifasnet_pair_finetuned: components/lifecycle/pad_models.py)
     model: Literal["minifasnet_pair", "minifasnet_v2", "minifasnet_v1se", "minifasnet_pair_finetuned"]
     target_apcer: float = Field(gt=0.0, lt=0.5)  # threshold: at most this share of calibration attacks pass as live
+    # components/pad/runtime.py RUNTIMES: openvino (served; OpenCV's DNN where it cannot run) | opencv | torch
+    runtime: Literal["openvino", "opencv", "torch"]
     registered_model: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")  # MLflow model of the fine-tuned pair
     dataset: str  # datasets-root folder with live/<subject>/ and print/<subject>/ frames (train-pad, bench pad)
     heldout_subjects: int = Field(ge=1)  # train-pad: subjects held out (seeded) for the gate and the threshold

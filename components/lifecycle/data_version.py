@@ -7,7 +7,8 @@ FACEGATE_DVC_GALLERY_REMOTE gives the gallery (enrolment photos: biometric data)
 An S3-compatible store that is not AWS is named by AWS_ENDPOINT_URL (written to DVC's uncommitted
 ``config.local`` as ``endpointurl``); the keys stay in the environment (AWS_ACCESS_KEY_ID /
 AWS_SECRET_ACCESS_KEY), never in a config file. A push or pull that cannot reach the store fails with
-a ``DataVersionError`` that names it.
+a ``DataVersionError`` that names it. An erasure purges a removed employee's objects from the cache
+and the folder remotes (``purge_objects``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
@@ -145,6 +147,32 @@ def push(root: Path | None = None, target: str = "data") -> None:
 def pull(root: Path | None = None, target: str = "data") -> None:
     root = ensure_repo(root)
     _transfer("pull", root, target)
+
+
+def purge_objects(md5s: Iterable[str], root: Path | None = None) -> dict:
+    """Delete content-addressed objects (``files/md5/ab/cdef...``) from the DVC cache and from every folder
+    remote: an erasure, so that a removed employee's images cannot be restored from an older data
+    version (an older version that held them then misses those files, as it should). A cloud remote
+    (``s3://``...) is named in ``remotes_not_purged``, not touched: its own lifecycle rules or
+    ``dvc gc --cloud`` must remove them there."""
+    root = Path(root or repo_root())
+    if not (root / ".dvc" / "config").is_file():
+        return {"objects_purged": 0, "remotes_not_purged": []}
+    places, cloud = [root / ".dvc" / "cache"], []
+    for name in (REMOTE_NAME, GALLERY_REMOTE_NAME):
+        url = remote_url(root, name)
+        if url.startswith(CLOUD_SCHEMES):
+            cloud.append(url)
+        elif url:
+            places.append((root / ".dvc" / url).resolve() if not Path(url).is_absolute() else Path(url))
+    purged = 0
+    for h in set(md5s):
+        for base in places:
+            obj = base / "files" / "md5" / h[:2] / h[2:]
+            if obj.is_file():
+                obj.unlink()
+                purged += 1
+    return {"objects_purged": purged, "remotes_not_purged": sorted(set(cloud))}
 
 
 def read_version(root: Path | None = None, target: str = "data") -> str | None:

@@ -22,7 +22,9 @@ from typing import Any
 import pandas as pd
 
 from facegate.components.core.datasets import (
+    EXTRA_COLUMNS,
     MANIFEST_COLUMNS,
+    MAY_BE_EMPTY,
     QUARANTINE_COLUMNS,
     QUARANTINE_DIR,
     SOURCES,
@@ -103,6 +105,7 @@ def inspect_item(
         "source": name,
         "identity": item.identity,
         "boxes": None if item.boxes is None else json.dumps(list(item.boxes)),
+        **(item.meta or {}),
     }
     if item.problem:
         return {**row, "code": "bad_annotation", "reason": item.problem}
@@ -166,7 +169,7 @@ def ingest_source(
     if kind not in SOURCES:
         raise DatasetError(f"{name}: unknown source kind {kind!r} (known: {sorted(SOURCES)})")
     source_root = Path(source_root)
-    if not source_root.exists():
+    if not source_root.exists() and kind not in MAY_BE_EMPTY:
         raise DatasetError(f"{source_root}: dataset folder not found (set FACEGATE_DATASETS?)")
     items, extra = SOURCES[kind](source_root)
     if limit is not None:
@@ -190,7 +193,7 @@ def ingest_source(
     bad = [r for r in rows if "code" in r]
     bring_files(good, bad, extra, source_root, work_dir, link_mode)
 
-    manifest = pd.DataFrame(good, columns=MANIFEST_COLUMNS)
+    manifest = pd.DataFrame(good, columns=MANIFEST_COLUMNS + EXTRA_COLUMNS.get(kind, []))
     manifest["width"] = manifest["width"].astype("int64")
     manifest["height"] = manifest["height"].astype("int64")
     if kind == "voc":

@@ -79,27 +79,35 @@ def gate(
     incumbent: str = "the champion",
     guard_metric: str | None = None,
     max_regression: float = 0.0,
+    deploy_metrics: tuple[str, ...] = (),
+    deploy_max_regression: float = 0.0,
 ) -> GateDecision:
     """Promote only a challenger that beats the champion on ``metric`` by at least ``min_improvement``
     and, with ``guard_metric``, loses no more than ``max_regression`` on it (a model that wins on
-    masked faces must not pay for it on bare ones).
+    masked faces must not pay for it on bare ones), and loses no more than ``deploy_max_regression``
+    on any of ``deploy_metrics`` (the deployment's own held-out captures: a model that wins on public
+    faces must not pay for it at the door). A deploy metric counts only when both sides have it.
 
     Both dicts must come from the same evaluation data; with no champion the challenger wins.
     """
     decision = _gate_one(challenger, champion, metric, min_improvement, incumbent)
-    if not decision.promote or guard_metric is None or champion is None:
+    if not decision.promote or champion is None:
         return decision
+    guards = [(guard_metric, max_regression)] if guard_metric is not None else []
     for side, values in (("challenger", challenger), ("champion", champion)):
-        if guard_metric not in values:
+        if guard_metric is not None and guard_metric not in values:
             raise RegistryError(f"guard metric {guard_metric!r} missing from the {side}'s metrics ({sorted(values)})")
-    loss = float(champion[guard_metric]) - float(challenger[guard_metric])
-    if not loss <= max_regression:  # NaN fails too
-        why = (
-            f"{decision.reason}, but {guard_metric} {float(challenger[guard_metric]):.4f} loses "
-            f"{loss:.4f} to {incumbent}'s {float(champion[guard_metric]):.4f} (> {max_regression} allowed)"
-        )
-        return GateDecision(False, why, metric, decision.challenger_value, decision.champion_value, min_improvement)
-    why = f"{decision.reason}; {guard_metric} within {max_regression} ({-loss:+.4f})"
+    guards += [(m, deploy_max_regression) for m in deploy_metrics if m in challenger and m in champion]
+    why = decision.reason
+    for name, allowed in guards:
+        loss = float(champion[name]) - float(challenger[name])
+        if not loss <= allowed:  # NaN fails too
+            why = (
+                f"{why}, but {name} {float(challenger[name]):.4f} loses "
+                f"{loss:.4f} to {incumbent}'s {float(champion[name]):.4f} (> {allowed} allowed)"
+            )
+            return GateDecision(False, why, metric, decision.challenger_value, decision.champion_value, min_improvement)
+        why = f"{why}; {name} within {allowed} ({-loss:+.4f})"
     return GateDecision(True, why, metric, decision.challenger_value, decision.champion_value, min_improvement)
 
 

@@ -161,7 +161,8 @@ class ChainState:
         }
 
     def judge(self) -> registry.GateDecision:
-        """The gate: the challenger against the incumbent, on the same held-out pairs."""
+        """The gate: the challenger against the incumbent, on the same held-out pairs (and, when the chain
+        has held-out captures, no regression on the deployment's own faces)."""
         g = self.settings.registry
         gate_name = _from_stage(self.incumbent, "evaluate").gate_name
         return registry.gate(
@@ -172,6 +173,8 @@ class ChainState:
             gate_name,
             guard_metric=g.guard_metric,
             max_regression=g.max_regression,
+            deploy_metrics=g.deploy_guard_metrics,
+            deploy_max_regression=g.deploy_max_regression,
         )
 
     def accept(self, decision: registry.GateDecision) -> bool:

@@ -8,6 +8,8 @@ What "unchanged" means, each part recorded as a tag on every chain's parent run 
 - data: the DVC data version in ``data.dvc`` equals the champion's chain's (post-ingest) data version,
   and the ingest sources (every file under each ``ingest.datasets`` path: relative path, size, mtime)
   fingerprint the same as when the champion's chain started: a re-ingest would read the same files.
+  The deployment's captures are exported (idempotently) before this check, so a newly confirmed
+  capture is a new file here, and an unchanged export changes nothing.
 - params: the hash of the chain's logged params (every params.yaml key plus the run's own options).
 - code: a content hash of every ``*.py`` under ``components/`` and ``flows/`` and of
   ``requirements/lock.txt``, read from the installed package. Not the git commit: a commit that changes
@@ -27,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from facegate.components.core.paths import datasets_root
+from facegate.components.core.datasets import source_folder
 from facegate.components.core.settings_sections import DatasetSource
 from facegate.components.lifecycle import registry
 
@@ -81,11 +83,11 @@ def params_fingerprint(params: Mapping[str, Any]) -> str:
 
 
 def sources_fingerprint(sources: Iterable[DatasetSource], root: Path | None = None) -> str:
-    """Every file an ingest would read, by relative path, size and mtime (no content read: seconds on LFW)."""
-    root = root or datasets_root()
+    """Every file an ingest would read, by relative path, size and mtime (no content read: seconds on LFW);
+    ``root``: the folder every source's path is under (default: each kind's own, ``source_folder``)."""
     parts: list[str] = []
     for source in sources:
-        base = root / source.path
+        base = root / source.path if root is not None else source_folder(source.kind, source.path)
         parts.append(f"{source.name}:{source.kind}:{source.path}")
         for dirpath, dirnames, filenames in os.walk(base):
             dirnames.sort()

@@ -32,10 +32,10 @@ from facegate.components.evaluation.heldout import evaluate_verification, heldou
 from facegate.components.faces.align import CHIP_GEOMETRIES
 from facegate.components.faces.augment import as_function, describe, face_augmentation
 from facegate.components.faces.masks import mask_chips
-from facegate.components.lifecycle.training_data import TrainingData
+from facegate.components.lifecycle.training_data import DeployData, TrainingData, deploy_cache_dir
 
 Log = Callable[[str], None]
-HELDOUT_PAIRS = 6000  # seeded held-out pairs, half genuine: the gate's val_* and val_masked_* metrics
+HELDOUT_PAIRS = 6000  # seeded held-out pairs, half genuine: the gate's val_*, val_masked_* and val_deploy_* metrics
 
 
 def _quiet(message: str) -> None:
@@ -78,13 +78,14 @@ def cached_copies(mode: str, settings: Settings) -> int:
 def augmented_copy_features(
     data: TrainingData, backbone: str, settings: Settings, log: Log = _quiet
 ) -> list[np.ndarray]:
-    """Frozen-backbone features of ``augment.copies`` augmented copies of every training chip (cached),
-    one N x D array per copy: ``head`` mode cannot augment online, its backbone features are cached."""
+    """Frozen-backbone features of ``augment.copies`` augmented copies of every training chip, captures'
+    included (cached), one N x D array per copy: ``head`` mode cannot augment online, its backbone
+    features are cached."""
     return cached_augmented_features(
-        data.chips.chips[data.train_rows],
+        data.all_train_chips(),
         data.train_key,
         backbone,
-        state_dir() / "cache",
+        data.cache_dir,
         lambda seed: augmentation(settings, backbone, seed),
         augmentation_description(settings, backbone),
         settings.augment.copies,
@@ -98,6 +99,28 @@ def augmented_copy_features(
 # ------------------------------------------------------------------------------------------- train
 
 
+def frozen_features(
+    data: TrainingData, backbone: str, device: str, precision: str, log: Log = _quiet
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pretrained-backbone features (cached) and their mirrors' of every chip of the dataset, and of the
+    training samples (the dataset's training rows, then the captures' training rows)."""
+    feats, flip = cached_features(
+        data.chips.chips,
+        data.chips.key,
+        backbone,
+        state_dir() / "cache",
+        progress=_feature_progress(log),
+        device=device,
+        precision=precision,
+    )
+    deploy = deploy_flip = None
+    if data.deploy is not None and data.deploy_trains:
+        deploy, deploy_flip = cached_features(
+            data.deploy.chips, data.deploy.key, backbone, deploy_cache_dir(), device=device, precision=precision
+        )
+    return feats, flip, data.all_train_features(feats, deploy), data.all_train_features(flip, deploy_flip)
+
+
 def train_embedding(
     data: TrainingData,
     backbone: str,
@@ -108,61 +131,44 @@ def train_embedding(
     on_epoch: Callable[[int, dict], None] | None = None,
     log: Log = _quiet,
 ) -> Trained:
-    """Triplet training with online mining in ``mode`` (``pretrained``: none), from the pretrained backbone.
+    """Triplet training with online mining in ``mode`` (``pretrained``: none), from the pretrained backbone,
+    on the dataset's training identities and the captures' training employees (``data.deploy``).
 
     ``finetune`` changes the backbone, so held-out features are left for evaluation to compute;
     ``head`` and ``pretrained`` return the frozen held-out features (and their mirrors) for reuse.
     """
     model = set_precision(EmbeddingModel(make_backbone(backbone)), settings.embedding.precision)
     fused = model.head if isinstance(model.head, FusedHead) else None  # fusion weights to fit
+    labels = data.all_train_labels()
+    fit = settings.embedding.fusion_weights == "fit"
     if mode == "finetune":
-        # pretrained members, training identities only
-        if fused is not None and settings.embedding.fusion_weights == "fit":
-            f, ff = cached_features(
-                data.chips.chips,
-                data.chips.key,
-                backbone,
-                state_dir() / "cache",
-                progress=_feature_progress(log),
-                device=cfg.device,
-                precision=settings.embedding.precision,
-            )
-            log(f"fusion: {fit_fusion_weights(fused, f[data.train_rows], data.labels, seed=cfg.seed)}")
+        if fused is not None and fit:  # pretrained members, training identities only
+            _, _, f, _ = frozen_features(data, backbone, cfg.device, settings.embedding.precision, log)
+            log(f"fusion: {fit_fusion_weights(fused, f, labels, seed=cfg.seed)}")
         history = train_finetune(
             model,
-            np.asarray(data.chips.chips[data.train_rows]),
-            data.labels,
+            data.all_train_chips(),
+            labels,
             cfg,
             augment=as_function(augmentation(settings, backbone, settings.seed)),
             on_epoch=on_epoch,
         )
         return Trained(model, history)
-    feats, flip_feats = cached_features(
-        data.chips.chips,
-        data.chips.key,
-        backbone,
-        state_dir() / "cache",
-        progress=_feature_progress(log),
-        device=cfg.device,
-        precision=settings.embedding.precision,
+    feats, flip_feats, train_f, train_ff = frozen_features(
+        data, backbone, cfg.device, settings.embedding.precision, log
     )
     extra = {}
-    if fused is not None and settings.embedding.fusion_weights == "fit":  # before the heads train: trained heads have
-        # seen these identities, and weights fitted on their overfit scores swung from 0.8/0.2 to 0.3/0.7
-        extra = fit_fusion_weights(
-            fused,
-            feats[data.train_rows],
-            data.labels,
-            seed=cfg.seed,
-            flip_feats=flip_feats[data.train_rows] if settings.embedding.flip_tta else None,
-        )
+    if fused is not None and fit:  # before the heads train: trained heads have seen these identities, and
+        # weights fitted on their overfit scores swung from 0.8/0.2 to 0.3/0.7
+        tta = settings.embedding.flip_tta
+        extra = fit_fusion_weights(fused, train_f, labels, seed=cfg.seed, flip_feats=train_ff if tta else None)
         log(f"fusion: {extra}")
     history = (
         train_head(
             model,
-            feats[data.train_rows],
-            flip_feats[data.train_rows],
-            data.labels,
+            train_f,
+            train_ff,
+            labels,
             cfg,
             on_epoch=on_epoch,
             aug_feats=aug_feats,
@@ -219,8 +225,9 @@ def evaluate_heldout(
     val_flip: np.ndarray | None = None,
 ) -> tuple[dict, np.ndarray, np.ndarray]:
     """Verification on the held-out identities with seeded pairs (every model sees the same ones):
-    the ``val_*`` metrics, the same pairs with the second face masked (``val_masked_*``), and the
-    plain pair distances and same-identity flags for plots. Frozen features given means the model's
+    the ``val_*`` metrics, the same pairs with the second face masked (``val_masked_*``), the
+    deployment's held-out captures (``val_deploy_*``, when there are any), and the plain pair
+    distances and same-identity flags for plots. Frozen features given means the model's
     backbone is the pretrained one, so the masked copies' features come from the cache too. The
     model embeds on ``embedding.device`` and goes back where it was."""
     home = module_device(model)
@@ -260,4 +267,31 @@ def _evaluate_heldout(
     masked_metrics, _, _ = evaluate_verification(
         emb, data.val_labels, n_pairs=HELDOUT_PAIRS, seed=settings.seed, masked_emb=masked_emb, prefix="val_masked_"
     )
-    return {**metrics, **masked_metrics}, dist, same
+    deploy_metrics = evaluate_deploy(model, data.deploy, settings, frozen=val_feats is not None)
+    return {**metrics, **masked_metrics, **deploy_metrics}, dist, same
+
+
+def evaluate_deploy(model: EmbeddingModel, deploy: DeployData | None, settings: Settings, frozen: bool) -> dict:
+    """``val_deploy_*``: verification on the deployment's own held-out employees (identity-disjoint from
+    every training sample), seeded pairs as ``val_*``; {} without captures that make pairs. ``frozen``:
+    the model's backbone is the pretrained one, so the captures' cached features are its own."""
+    if deploy is None or not deploy.evaluable():
+        return {}
+    tta = settings.embedding.flip_tta
+    if frozen:
+        deploy_cache_dir().mkdir(parents=True, exist_ok=True)
+        f, ff = cached_features(
+            deploy.chips,
+            deploy.key,
+            model.backbone.name,
+            deploy_cache_dir(),
+            device=module_device(model),
+            precision=settings.embedding.precision,
+        )
+        emb = embed_from_features(model, f[deploy.val_rows], ff[deploy.val_rows] if tta else None)
+    else:
+        emb = embed_chips(model, np.asarray(deploy.chips[deploy.val_rows]), tta)
+    metrics, _, _ = evaluate_verification(
+        emb, deploy.val_labels, n_pairs=HELDOUT_PAIRS, seed=settings.seed, prefix="val_deploy_"
+    )
+    return metrics

@@ -4,6 +4,12 @@ Each manifest becomes one or two pandas frames with derived columns (how many sp
 file appears in, whether the bytes on disk still match their sha256, ...) and a real GX 1.x suite runs
 over them through a checkpoint that also renders Data Docs. The result names every failing
 expectation and the rows it failed on.
+
+The deployment's captures (kind ``captures``) are biometric data of employees, so their suite adds what
+the law and the gallery say at validation time, not only what the export wrote: every row's employee
+consented to training (at export, and still now), is enrolled now (a removed employee's image fails by
+name), and no image is there twice (content hash), on top of the identity suite (no employee in two
+splits). Who is enrolled and who consents live in the service layer: the caller passes them in.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from facegate.components.core.datasets import CAPTURES_KIND
+from facegate.components.core.errors import DatasetError
 from facegate.components.core.settings import Settings
 from facegate.components.core.weights import sha256_file
 
@@ -60,6 +68,14 @@ class ValidationReport:
         return "\n".join([head, *("  - " + f.describe() for f in self.failures)])
 
 
+@dataclass(frozen=True)
+class CaptureReference:
+    """What a captures manifest is checked against now: the gallery's employees and the consent register."""
+
+    employees: frozenset[str]
+    consenting: frozenset[str]
+
+
 # ---------------------------------------------------------------- frames
 def _file_ok(data_root: Path, paths: pd.Series, hashes: pd.Series) -> pd.Series:
     """True where the file exists under data/ and its bytes still hash to the recorded sha256."""
@@ -79,6 +95,14 @@ def identity_frame(manifest: pd.DataFrame, data_root: Path) -> pd.DataFrame:
     per_identity = df.groupby("identity")["path"].transform("size")
     # Only training identities need an anchor and a positive; nulls are skipped by GX.
     df["train_identity_images"] = per_identity.where(df["split"] == "train").astype("float64")
+    return df
+
+
+def captures_frame(manifest: pd.DataFrame, data_root: Path, reference: CaptureReference) -> pd.DataFrame:
+    df = identity_frame(manifest, data_root)
+    df["enrolled_now"] = df["identity"].isin(reference.employees).astype(bool)
+    df["consent_now"] = df["identity"].isin(reference.consenting).astype(bool)
+    df["consent"] = df["consent"].astype(bool)
     return df
 
 
@@ -137,6 +161,19 @@ def identity_suite(gxe, settings: Settings) -> list:
         gxe.ExpectColumnValuesToBeBetween(
             column="train_identity_images", min_value=settings.validate_.min_images_per_train_identity
         ),
+    ]
+
+
+def captures_suite(gxe, settings: Settings) -> list:
+    """The identity suite, and: consent at export and now, the employee enrolled now, no image twice."""
+    return identity_suite(gxe, settings) + [
+        *(gxe.ExpectColumnToExist(column=c) for c in ("capture_id", "captured_at", "consent", "chip_geometry")),
+        *(gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("capture_id", "captured_at", "chip_geometry")),
+        gxe.ExpectColumnValuesToBeInSet(column="consent", value_set=[True]),
+        gxe.ExpectColumnValuesToBeInSet(column="consent_now", value_set=[True]),
+        gxe.ExpectColumnValuesToBeInSet(column="enrolled_now", value_set=[True]),
+        gxe.ExpectColumnValuesToBeUnique(column="sha256"),
+        gxe.ExpectColumnValuesToBeUnique(column="capture_id"),
     ]
 
 
@@ -218,12 +255,20 @@ def validate_manifest(
     data_root: Path,
     settings: Settings,
     gx_root: Path,
+    reference: CaptureReference | None = None,
 ) -> ValidationReport:
     """Run the suite for one dataset; Data Docs are written under ``gx_root`` (see ``gx_project``).
 
     Sizes are checked against ``images.min_side`` and box labels against ``detection.classes``: the
-    same values ingest and the detector use, so validation never disagrees with them.
+    same values ingest and the detector use, so validation never disagrees with them. A captures
+    dataset needs ``reference`` (who is enrolled and consents now); with no capture in it, there is
+    nothing to check and it passes.
     """
+    if kind == CAPTURES_KIND:
+        if reference is None:
+            raise DatasetError(f"{name}: validating captures needs the gallery's employees and the consent register")
+        if manifest.empty:
+            return ValidationReport(name, kind, True, {f"{name}_images": 0}, 0, [], quarantine.to_dict("records"))
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx  # heavy: Great Expectations takes seconds to import; only validation needs it
     import great_expectations.expectations as gxe  # heavy: as above
@@ -239,6 +284,9 @@ def validate_manifest(
             (f"{name}_images", images, detection_image_suite(gxe, settings), "path"),
             (f"{name}_boxes", boxes, detection_box_suite(gxe, settings), "box_id"),
         ]
+    elif kind == CAPTURES_KIND and reference is not None:
+        frame = captures_frame(manifest, data_root, reference)  # rows named by capture id: no employee id in MLflow
+        plan = [(f"{name}_images", frame, captures_suite(gxe, settings), "capture_id")]
     else:
         plan = [(f"{name}_images", identity_frame(manifest, data_root), identity_suite(gxe, settings), "path")]
     success, n_exp, failures, tables = True, 0, [], {}

@@ -8,7 +8,7 @@ from facegate.components.core.settings import load_settings, parse_settings, rea
 def test_repository_params_load():
     s = load_settings(repo_root() / "params.yaml")
     assert s.ingest.val_fraction == pytest.approx(0.2)
-    assert {d.name for d in s.ingest.datasets} == {"lfw", "facemask"}
+    assert {d.name for d in s.ingest.datasets} == {"lfw", "facemask", "captures"}
     assert "validate.min_images_per_train_identity" in s.flat()
 
 

@@ -2,7 +2,9 @@
 
 One path for the CLI's single-item commands (no Prefect server: a one-person enrolment takes seconds)
 and for the Prefect gallery flows (batch enrolment, rebuild). The run goes to the ``<prefix>-gallery``
-experiment and holds counts and calibration only: no face images, no embeddings. The DVC snapshot of
+experiment and holds counts and calibration only: no face images, no embeddings. The flows log it at
+once (``record``); the CLI's one-item commands put it in the outbox (``record_later``), logged after
+they answer by a detached process (``facegate.components.lifecycle.run_outbox``). The DVC snapshot of
 ``gallery/`` is asked for, not made here (``facegate.components.lifecycle.gallery_snapshots``): the caller
 decides whether it happens now, in a background worker or in a detached process.
 """
@@ -10,21 +12,16 @@ decides whether it happens now, in a background worker or in a detached process.
 from __future__ import annotations
 
 import csv
-import json
-import os
-import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from facegate.components.core.errors import DatasetError, DuplicateFace, FacegateError, UnreadableImage
-from facegate.components.core.paths import state_dir
 from facegate.components.core.settings import Settings
 from facegate.components.gallery import Gallery, current_version
 from facegate.components.gallery.enrolment import Photo
-from facegate.components.lifecycle import data_version
-from facegate.components.lifecycle.tracking import tracked_run
+from facegate.components.lifecycle import data_version, run_outbox
+from facegate.components.lifecycle.tracking import flush_pending_runs, numeric_metrics, pending_run, tracked_run
 from facegate.components.service.facade import FaceGate
 
 GALLERY_EXPERIMENT = "gallery"
@@ -105,35 +102,32 @@ def gallery_summary(gallery: Gallery, index_version: str | None = None) -> dict:
 
 def log_gallery(gallery: Gallery, index_version: str | None = None, dvc_version: str | None = None) -> dict:
     """Into the active MLflow run: the gallery's counts, calibration and manifest; returns the summary."""
+    import mlflow  # heavy: MLflow takes seconds to import; only the paths that track or load models need it
+
     summary = gallery_summary(gallery, index_version)
     if dvc_version:
         summary["gallery_data_version"] = dvc_version
-    _log_summary(summary, gallery.manifest.to_dict())
+    metrics, tags, dicts = _run_content(summary, gallery.manifest.to_dict())
+    mlflow.log_metrics(metrics)
+    mlflow.set_tags(tags)
+    for artifact_file, content in dicts.items():
+        mlflow.log_dict(content, artifact_file)
     return summary
 
 
-def _log_summary(summary: dict, manifest: dict) -> None:
-    import mlflow  # heavy: MLflow takes seconds to import; only the paths that track or load models need it
-
-    mlflow.log_metrics(
-        {
-            k: float(v)
-            for k, v in summary.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None
-        }
-    )
-    mlflow.set_tags(
-        {
-            k: v
-            for k, v in {
-                "embedder_version": manifest["embedder_version"],
-                "gallery_index_version": summary.get("gallery_index_version"),
-                "gallery_version": summary.get("gallery_data_version"),
-            }.items()
-            if v
-        }
-    )
-    mlflow.log_dict(manifest, "gallery_manifest.json")
+def _run_content(summary: dict, manifest: dict) -> tuple[dict, dict, dict]:
+    """A gallery change's run: (metrics, tags, {artifact file: dict}); counts and calibration only."""
+    metrics = numeric_metrics(summary)
+    tags = {
+        k: v
+        for k, v in {
+            "embedder_version": manifest["embedder_version"],
+            "gallery_index_version": summary.get("gallery_index_version"),
+            "gallery_version": summary.get("gallery_data_version"),
+        }.items()
+        if v
+    }
+    return metrics, tags, {"gallery_manifest.json": manifest}
 
 
 def record(
@@ -148,64 +142,39 @@ def record(
     return {**summary, "mlflow_run_id": run.info.run_id}
 
 
-# ------------------------------------------------------------------ records written later, by another process
+# ------------------------------------------------------------------ records logged later, by another process
 
 
 def pending_records_dir() -> Path:
-    return state_dir() / "pending-records"
+    return run_outbox.outbox_dir()
 
 
 def record_later(gate: FaceGate, run_name: str, gallery: Gallery, params: dict | None = None) -> dict:
-    """What ``record`` would log, kept as a file (written atomically, fsynced) for ``flush_records`` in
-    another process: a CLI enrolment answers without importing MLflow and opening its store, which cost
-    more than the enrolment itself. A kill before the flush leaves the file for the next flush."""
+    """What ``record`` would log, put in the outbox (``facegate.components.lifecycle.run_outbox``: a file
+    written atomically, fsynced) for a flusher in another process (``run_outbox.spawn_flush``): a CLI
+    enrolment answers without importing MLflow and opening its store, which cost more than the enrolment
+    itself. A flusher that dies leaves the file for the next one."""
     index_version = current_version(gate.store.index_dir) if gate.store.exists() else None
     summary = gallery_summary(gallery, index_version)
-    entry = {
-        "experiment": gallery_experiment(gate.settings),
-        "run_name": run_name,
-        "params": params or {},
-        "data_version": data_version.read_version(),
-        "summary": summary,
-        "manifest": gallery.manifest.to_dict(),
-    }
-    folder = pending_records_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
-    tmp = folder / f".{name}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(entry, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, folder / f"{name}.json")
+    metrics, tags, dicts = _run_content(summary, gallery.manifest.to_dict())
+    run_outbox.put(
+        pending_run(
+            gallery_experiment(gate.settings),
+            run_name,
+            params=params,
+            data_version=data_version.read_version(),
+            metrics=metrics,
+            tags=tags,
+            dicts=dicts,
+        )
+    )
     return summary
 
 
 def flush_records() -> list[str]:
-    """Log every pending record as its MLflow run, oldest first; returns the run ids. Each file is
-    claimed by renaming it (so two flushing processes never log one twice) and deleted once logged; a
-    claim left by a process that died is taken over."""
-    import psutil  # optional: process inspection only here
-
-    folder = pending_records_dir()
-    if not folder.is_dir():
-        return []
-    runs = []
-    stale = [p for p in folder.glob("*.claimed-*") if not psutil.pid_exists(int(p.name.rsplit("-", 1)[1]))]
-    for path in sorted([*folder.glob("*.json"), *stale]):
-        claimed = folder / f"{path.name.split('.')[0]}.claimed-{os.getpid()}"
-        try:
-            os.rename(path, claimed)
-        except FileNotFoundError:  # another process took it
-            continue
-        entry = json.loads(claimed.read_text(encoding="utf-8"))
-        with tracked_run(
-            entry["experiment"], entry["run_name"], params=entry["params"], data_version=entry["data_version"]
-        ) as run:
-            _log_summary(entry["summary"], entry["manifest"])
-        runs.append(run.info.run_id)
-        claimed.unlink()
-    return runs
+    """Log every pending record as its MLflow run, oldest first, each once; returns the run ids
+    (``tracking.flush_pending_runs``: a dead flusher's claim is taken over)."""
+    return flush_pending_runs()
 
 
 def enrol_recorded(
@@ -257,9 +226,11 @@ def enrol_batch(
     }
 
 
-def remove_recorded(gate: FaceGate, employee_id: str) -> dict:
+def remove_recorded(gate: FaceGate, employee_id: str, later: bool = False) -> dict:
     """Remove one employee (embeddings in every local version, photos, and with ``access_log.erase_on_remove``
-    their access-log decision rows), then record the run; the answer says what the access log kept."""
+    their access-log decision rows), then record the run (``later``: as a pending record); the answer
+    says what the access log kept."""
     removed = gate.remove_employee(employee_id)
-    summary = record(gate, "remove", gate.store.load())
+    gallery = gate.store.load()
+    summary = record_later(gate, "remove", gallery) if later else record(gate, "remove", gallery)
     return {**removed, **summary}

@@ -21,6 +21,7 @@ from facegate.cli.explain import explain_app
 from facegate.cli.gallery import gallery_app
 from facegate.cli.output import DEBUG
 from facegate.components.core.paths import configure_environment
+from facegate.components.lifecycle import run_outbox
 
 app = typer.Typer(
     add_completion=False,
@@ -70,6 +71,9 @@ app.add_typer(access_log_app, name="access-log")
 def main() -> None:
     """Run the command line. The embedded defaults (Prefect and MLflow homes, telemetry off) are set here,
     from the caller's environment, before any command imports Prefect or MLflow: not at import, so a
-    test that imports ``app`` under its sandbox does not fix them for the tests after it."""
+    test that imports ``app`` under its sandbox does not fix them for the tests after it. MLflow runs left
+    over in the outbox (``run_outbox.drain_leftovers``) get a detached flusher at any command's start
+    (``serve`` and the flows' commands included)."""
     configure_environment()
+    run_outbox.drain_leftovers()  # MLflow runs a killed process left in the outbox: a detached flusher logs them
     app()

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from facegate.benchmarks import cli_enrol
 from facegate.cli.options import JsonOpt
 from facegate.cli.output import emit, friendly
 
@@ -138,6 +139,19 @@ def bench_gallery(
     )
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     emit(result, json_out)
+
+
+@bench_app.command("cli-enrol")
+@friendly
+def bench_cli_enrol(
+    json_out: JsonOpt = None,
+    runs: Annotated[int, typer.Option(min=1, max=10, help="enrolments, one LFW person each")] = 5,
+    state: Annotated[Path | None, typer.Option(help="a fresh state folder (default: a new temporary one)")] = None,
+    repo: Annotated[Path | None, typer.Option(help="time another checkout's CLI (default: this one)")] = None,
+) -> None:
+    """One-shot `facegate enroll --force` end to end, each a fresh process into one fresh state folder:
+    wall and user CPU seconds per run, medians, load averages (goal: median wall <= 5 s on 2 cores)."""
+    emit(cli_enrol.run_benchmark(runs, state, repo, log=lambda m: typer.echo(m, err=True)), json_out)
 
 
 @bench_app.command("calibration")

@@ -9,7 +9,9 @@ import typer
 
 from facegate.cli.output import friendly, print_json
 from facegate.cli.recognition import quiet_for_one_item
-from facegate.components.core.paths import gallery_dir, state_dir
+from facegate.components.core.paths import gallery_dir
+from facegate.components.lifecycle import run_outbox
+from facegate.components.lifecycle.tracking import flush_pending_runs
 
 gallery_app = typer.Typer(no_args_is_help=True, help="The FAISS gallery of enrolled employees.")
 
@@ -30,24 +32,37 @@ def gallery_snapshot(
         bool, typer.Option("--pending", help="only if a write asked for one (what the background process runs)")
     ] = False,
 ) -> None:
-    """Version gallery/ with DVC now (`dvc add gallery` + push): gallery.dvc matches gallery/ after it."""
+    """Version gallery/ with DVC now (`dvc add gallery` + push): gallery.dvc matches gallery/ after it.
+    Then the gallery changes' pending MLflow runs are logged (as `gallery log-records`), even if the
+    snapshot failed."""
     from facegate.components.lifecycle import gallery_snapshots  # heavy: FAISS and numpy, ~0.7 s
 
-    if gallery_snapshots.dvc_target() is None:
-        typer.echo(f"{gallery_dir()} is outside the repository: DVC cannot version it (no snapshot)")
-        return
-    version = gallery_snapshots.snapshot_if_dirty() if pending else gallery_snapshots.snapshot()
-    if version is None and not pending:
-        typer.echo("no gallery/ yet: nothing to snapshot")
-    elif version is not None:
-        typer.echo(f"gallery.dvc: {version}")
-    pending_records = state_dir() / "pending-records"  # gallery_changes.pending_records_dir, without its imports
-    if pending_records.is_dir() and any(pending_records.iterdir()):
-        from facegate.components.service.gallery_changes import flush_records  # heavy: torch and MLflow
+    try:
+        if gallery_snapshots.dvc_target() is None:
+            typer.echo(f"{gallery_dir()} is outside the repository: DVC cannot version it (no snapshot)")
+            return
+        version = gallery_snapshots.snapshot_if_dirty() if pending else gallery_snapshots.snapshot()
+        if version is None and not pending:
+            typer.echo("no gallery/ yet: nothing to snapshot")
+        elif version is not None:
+            typer.echo(f"gallery.dvc: {version}")
+    finally:
+        _log_pending_records()
 
+
+def _log_pending_records() -> None:
+    if run_outbox.pending():
         quiet_for_one_item()
-        for run_id in flush_records():  # CLI enrolments' MLflow runs, written after their answer
+        for run_id in flush_pending_runs():  # CLI writes' MLflow runs, put in the outbox before their answer
             typer.echo(f"mlflow run: {run_id}")
+
+
+@gallery_app.command("log-records")
+@friendly
+def gallery_log_records() -> None:
+    """Log the gallery changes' pending MLflow runs now (what a CLI write's background process runs; any
+    command starts one for runs left over, e.g. by a process that was killed)."""
+    _log_pending_records()
 
 
 @gallery_app.command("show")

@@ -1,8 +1,9 @@
 """What the operator does at the entrance, one item at a time: `enroll`, `remove`, `identify`, `verify`.
 
-These call ``FaceGate`` directly: no Prefect server, a few seconds each (issue 17: 5 s for one
-enrolment on 2 cores). So neither MLflow nor Prefect may load here: a write's MLflow run and DVC
-snapshot are handed to a detached process. Only a batch enrolment (``enroll --from``) runs a flow."""
+These call ``FaceGate`` directly: no Prefect server, a few seconds each (issues 17 and 31: 5 s for one
+enrolment on 2 cores). So neither MLflow nor Prefect may load here: a write's MLflow run goes to the
+outbox (``facegate.components.lifecycle.run_outbox``) and it and the DVC snapshot are handed to a
+detached process. Only a batch enrolment (``enroll --from``) runs a flow."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import typer
 from facegate.cli.output import friendly, print_json
 from facegate.components.core.errors import InvalidEmployee
 from facegate.components.core.inference import passive_waits
+from facegate.components.lifecycle import run_outbox
 
 
 def quiet_for_one_item() -> None:
@@ -26,26 +28,30 @@ def quiet_for_one_item() -> None:
     passive_waits()
 
 
-def _snapshots_in_background(settings) -> bool:
-    """Whether a CLI write hands its DVC snapshot (and its MLflow record) to a detached process."""
-    from facegate.components.lifecycle import gallery_snapshots  # heavy: FAISS and numpy, ~0.7 s
-
-    return gallery_snapshots.dvc_target() is not None and settings.gallery.snapshot != "manual"
-
-
-def _request_gallery_snapshot(settings=None) -> str:
-    """After a CLI write: mark gallery/ dirty; unless params say manual, a detached process snapshots it
-    (and logs any pending MLflow record: ``gallery_changes.flush_records``). ``settings``: the command's
-    own (params are parsed and validated once per command: ~0.1 s each time)."""
-    from facegate.components.core.settings import load_settings  # heavy: pydantic and the params schema, ~0.15 s
+def _after_write(settings) -> dict:
+    """After a CLI write (its MLflow record already in the outbox): who logs the record, and the DVC
+    snapshot. The gallery marked dirty and, unless params say manual, a detached process snapshots it
+    and then logs the record (``gallery snapshot --pending``); otherwise a detached process only logs it
+    (``gallery log-records``). Either way the command answers first; a record whose process dies is
+    logged by the next one (``run_outbox``). ``settings``: the command's own (parsed once)."""
     from facegate.components.lifecycle import gallery_snapshots  # heavy: FAISS and numpy, ~0.7 s
 
     if gallery_snapshots.dvc_target() is None:
-        return "none: the gallery is outside the repository (FACEGATE_HOME/FACEGATE_GALLERY), DVC cannot version it"
-    gallery_snapshots.mark_dirty()
-    if (settings or load_settings()).gallery.snapshot == "manual":
-        return "pending (`facegate gallery snapshot` makes it)"
-    return f"pending, made in the background (pid {gallery_snapshots.spawn_pending_snapshot()})"
+        snapshot = "none: the gallery is outside the repository (FACEGATE_HOME/FACEGATE_GALLERY), DVC cannot version it"
+    else:
+        gallery_snapshots.mark_dirty()
+        if settings.gallery.snapshot != "manual":
+            pid = gallery_snapshots.spawn_pending_snapshot()
+            return {
+                "mlflow_run": f"logged by the background process (pid {pid}), after the snapshot",
+                "gallery_snapshot": f"pending, made in the background (pid {pid})",
+            }
+        snapshot = "pending (`facegate gallery snapshot` makes it)"
+    try:
+        mlflow_run = f"logged by the background process (pid {run_outbox.spawn_flush()})"
+    except OSError as exc:  # the record stays in the outbox: the next command's flusher logs it
+        mlflow_run = f"pending in {run_outbox.outbox_dir()} ({exc.strerror})"
+    return {"mlflow_run": mlflow_run, "gallery_snapshot": snapshot}
 
 
 @friendly
@@ -89,10 +95,8 @@ def enroll(
     from facegate.components.service.gallery_changes import enrol_recorded  # heavy: torch, with the facade
 
     gate = FaceGate()
-    later = _snapshots_in_background(gate.settings)  # the MLflow run is logged by the snapshot's detached process
-    result = enrol_recorded(gate, employee_id, name, photos, replace=replace, force=force, later=later)
-    mlflow_run = {"mlflow_run": "logged by the background process"} if later else {}
-    print_json({**result, **mlflow_run, "gallery_snapshot": _request_gallery_snapshot(gate.settings)})
+    result = enrol_recorded(gate, employee_id, name, photos, replace=replace, force=force, later=True)
+    print_json({**result, **_after_write(gate.settings)})
 
 
 @friendly
@@ -102,8 +106,9 @@ def remove(employee_id: Annotated[str, typer.Argument(help="employee id")]) -> N
     from facegate.components.service.facade import FaceGate  # heavy: torch and the models, ~2 s
     from facegate.components.service.gallery_changes import remove_recorded  # heavy: torch, with the facade
 
-    result = remove_recorded(FaceGate(), employee_id)
-    print_json({**result, "gallery_snapshot": _request_gallery_snapshot()})
+    gate = FaceGate()
+    result = remove_recorded(gate, employee_id, later=True)
+    print_json({**result, **_after_write(gate.settings)})
 
 
 @friendly

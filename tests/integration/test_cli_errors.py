@@ -177,3 +177,29 @@ def test_one_enrolment_imports_neither_mlflow_nor_prefect(seeded):
     assert "torch" in imported  # the measurement works
     assert not {"mlflow", "prefect"} & imported
     wait_gone(int(json.loads(r.stdout)["gallery_snapshot"].split("pid ")[1].rstrip(")")))
+
+
+def test_enrolment_outside_the_repository_logs_its_run_after_answering(sandbox, tmp_path):
+    """A deployment's state folder outside the repository (no DVC snapshot): the enrolment still answers
+    without MLflow (issue 31); its run waits in the outbox until the detached flusher has logged it."""
+    home = tmp_path / "deployment"
+    env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api", "FACEGATE_HOME": str(home)}
+    r = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "facegate.cli.main", "enroll", "--id", "raj", crop("raj")],
+        cwd=repo_root(),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert "torch" in imported and not {"mlflow", "prefect", "scipy"} & imported
+    out = json.loads(r.stdout)
+    assert out["employees"] == 1 and out["gallery_snapshot"].startswith("none: ")
+    wait_gone(int(out["mlflow_run"].split("pid ")[1].rstrip(")")))
+    assert not list((home / "pending-records").iterdir())
+    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["facegate-gallery"])
+    assert list(runs["tags.mlflow.runName"]) == ["enrol"] and list(runs["status"]) == ["FINISHED"]
+    assert list(runs["params.photos"]) == ["1"] and list(runs["metrics.employees"]) == [1.0]

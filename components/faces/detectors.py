@@ -164,6 +164,25 @@ class YuNetThenHogDetector:
         return self.yunet.detect(image) or self.hog.detect(image)
 
 
+class YuNetThenRetinaFaceDetector:
+    """YuNet first; RetinaFace-MobileNet0.25 only where YuNet finds nothing (both give 5 landmarks).
+
+    For entrance cameras: YuNet scores a masked face in a dim, blurred, JPEG-heavy frame below its
+    threshold (0.3-0.6 where a clean face scores > 0.9), and RetinaFace finds most of those at the same
+    threshold (the flywheel's masked no-face frames: 88 of 102; docs/decisions/templates.md). On frames
+    YuNet answers it costs nothing; on the rest, one RetinaFace pass (~25 ms a 250 px frame on one core).
+    """
+
+    name: ClassVar[str] = "yunet_then_retinaface"
+
+    def __init__(self, upsample: int, *, score_threshold: float, max_side: int) -> None:
+        self.yunet = YuNetDetector(upsample, score_threshold=score_threshold, max_side=max_side)
+        self.retinaface = RetinaFaceDetector(upsample, score_threshold=score_threshold, max_side=max_side)
+
+    def detect(self, image: np.ndarray) -> list[FaceBox]:
+        return self.yunet.detect(image) or self.retinaface.detect(image)
+
+
 DETECTORS: dict[str, type[FaceDetector]] = {
     cls.name: cls
     for cls in (
@@ -172,6 +191,7 @@ DETECTORS: dict[str, type[FaceDetector]] = {
         HogThenMmodDetector,
         YuNetDetector,
         YuNetThenHogDetector,
+        YuNetThenRetinaFaceDetector,
         RetinaFaceDetector,
     )
 }

@@ -242,9 +242,10 @@ class GalleryThresholds:
         return verify_threshold(g, self.impostor_scores(g), self.settings.gallery.target_far)
 
     def identify_tau(self, g: Gallery, target_fpir: float) -> float:
-        """1:K: the tau for ``target_fpir`` at this gallery's size."""
+        """1:K: the tau for ``target_fpir`` at this gallery's size, counted in vectors: a stranger is compared
+        with every template of every employee (docs/decisions/templates.md)."""
         scores = self.impostor_scores(g)
-        return scores.tau_for_fpir(target_fpir, g.n_employees) if scores else manifest_tau(g)
+        return scores.tau_for_fpir(target_fpir, g.n_vectors) if scores else manifest_tau(g)
 
     def duplicate_rule(self, g: Gallery) -> DuplicateRule:
         """Enrolment's "already someone here?": identification at ``gallery.duplicate_target`` of new

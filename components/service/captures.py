@@ -33,6 +33,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from facegate.components.core.errors import AccessLogError, FacegateError
 from facegate.components.core.settings import Settings
+from facegate.components.faces.chip_png import encode_chip
 from facegate.components.service.access_log import default_url, engine_for, now, safe_url
 
 LABELS = ("employee", "stranger", "not_a_face", "skip")
@@ -111,30 +112,6 @@ def chip_sharpness(chip: np.ndarray) -> float:
     grey = cv2.cvtColor(np.ascontiguousarray(chip[..., :3], dtype=np.uint8), cv2.COLOR_RGB2GRAY)
     grey = cv2.resize(grey, (SHARPNESS_SIDE, SHARPNESS_SIDE), interpolation=cv2.INTER_AREA)
     return float(cv2.Laplacian(grey, cv2.CV_64F).var())
-
-
-def encode_chip(chip: np.ndarray) -> bytes:
-    """PNG of the chip; a fused model's 6-channel chip (two geometries stacked) is laid out side by side,
-    as PNG holds at most 4 channels (chips are square, so a 2:1 PNG is always a stacked one)."""
-    chip = np.ascontiguousarray(chip, dtype=np.uint8)
-    if chip.ndim == 3 and chip.shape[2] > 4:
-        chip = np.concatenate([chip[..., i : i + 3] for i in range(0, chip.shape[2], 3)], axis=1)
-    ok, png = cv2.imencode(".png", np.ascontiguousarray(chip[..., ::-1]))
-    if not ok:
-        raise ValueError("chip: PNG encoding failed")
-    return png.tobytes()
-
-
-def decode_chip(png: bytes) -> np.ndarray:
-    """The aligned chip, uint8 RGB (a 2:1 PNG: the fused model's two geometries, stacked back to 6 channels)."""
-    decoded = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
-    if decoded is None:
-        raise ValueError("chip: PNG decoding failed")
-    img = decoded[..., ::-1]
-    h, w = img.shape[:2]
-    if w == 2 * h:
-        img = np.concatenate([img[:, :h], img[:, h:]], axis=2)
-    return img.copy()
 
 
 @dataclass(frozen=True)
@@ -278,6 +255,23 @@ class CaptureStore:
             q = q.where(getattr(Capture, column) == value)
         with Session(self.engine) as s:
             return int(s.scalar(q) or 0)
+
+    def labelled_embeddings(self, label: str, model: str | None) -> np.ndarray:
+        """The embeddings of every capture labelled ``label`` by model ``model`` (n x d; 0 rows: none)."""
+        q = select(Capture.embedding).where(Capture.label == label, Capture.model == model).order_by(Capture.id)
+        with Session(self.engine) as s:
+            embs = [np.frombuffer(e, np.float32) for e in s.scalars(q)]
+        return np.stack(embs) if embs else np.zeros((0, 0), np.float32)
+
+    def embeddings(self, capture_ids: Sequence[int], chunk: int = 500) -> dict[int, np.ndarray]:
+        """The stored embeddings of these captures, by id (purged or erased ones are absent)."""
+        out: dict[int, np.ndarray] = {}
+        ids = list(capture_ids)
+        with Session(self.engine) as s:
+            for i in range(0, len(ids), chunk):
+                q = select(Capture.id, Capture.embedding).where(Capture.id.in_(ids[i : i + chunk]))
+                out.update({int(k): np.frombuffer(e, np.float32).copy() for k, e in s.execute(q)})
+        return out
 
     def rows(self, since: datetime | None = None, until: datetime | None = None) -> list[dict]:
         """Summaries (no chip, no embedding) between two times, oldest first: what drift compares."""

@@ -95,7 +95,11 @@ class ServedCascade:
         return hit[1]
 
     def embed(self, crops: Sequence[FaceCrop]) -> np.ndarray:
-        return member_embed_chips(self.recognizer.model, np.stack([c.chip for c in crops]), self.where)
+        return self.embed_chips(np.stack([c.chip for c in crops]))
+
+    def embed_chips(self, chips: np.ndarray) -> np.ndarray:
+        """Aligned chips -> the member's unit embeddings (the server batches these across requests)."""
+        return member_embed_chips(self.recognizer.model, chips, self.where)
 
     def member_tau(self, tau_full: float, scores: ImpostorScores | None) -> float:
         """The member's threshold at the FAR the full threshold stands for (blended scores when served)."""
@@ -105,7 +109,7 @@ class ServedCascade:
     def identify(self, g: Gallery, q: np.ndarray, tau_full: float, scores: ImpostorScores | None) -> CheapVerdict:
         eid, name, d = self.member_gallery(g).nearest(q)
         tau = self.member_tau(tau_full, scores)
-        decided = False if eid is None else self.calibration.band(g.n_employees).decides(d, tau)
+        decided = False if eid is None else self.calibration.band(g.n_vectors).decides(d, tau)
         return CheapVerdict(decided, eid, name, d, tau)
 
     def verify(

@@ -1,9 +1,17 @@
 """Drift of what the entrance sees: the last window of decisions and captures against a reference window.
 
-Per scope (every entrance, and ``all``): the nearest-distance distribution (PSI and the two-sample KS
+Per scope (every entrance, and ``all``): the distance distribution (PSI and the two-sample KS
 statistic), the not-recognised, no-face, attack and mask shares (absolute change), and, from captures,
 face size and sharpness (PSI, KS). A new camera, a new lighting or the first masked week moves these
 before anybody complains. PSI and KS are our own (below; docs/decisions/drift.md says why not Evidently).
+
+The distance signal must not move when the loop itself changes the gallery: template update adds an
+employee's captured faces, so every later face sits closer to its nearest vector although the door sees
+the same faces (in the flywheel that alone raised the alarm on days 2-4). With captures, the distance is
+therefore each captured face's distance to the nearest *enrolment-photo* vector of the current gallery
+(:class:`EnrolmentReference`), both windows measured against the same vectors; without captures there
+are no templates either, and the decisions' nearest distance is used. A falling not-recognised share is
+the loop working (templates), not drift: only its rise counts toward the score.
 
 The report holds aggregates only (no image, no embedding, no employee id): it may go to MLflow and to
 the state dir's ``drift.json``, which ``/metrics`` reads for its ``facegate_drift_*`` gauges.
@@ -13,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -20,8 +29,10 @@ import numpy as np
 
 from facegate.components.core.paths import state_dir
 from facegate.components.core.settings import Settings
+from facegate.components.gallery import Gallery
 from facegate.components.service.access_log import AccessLog, DecisionFilter, now
 from facegate.components.service.captures import MASKED, CaptureStore
+from facegate.components.service.templates import enrolment_rows
 
 PSI_BINS = 10
 PSI_FLOOR = 1e-4  # an empty bin's share, so the log stays finite
@@ -47,7 +58,45 @@ def ks(reference: np.ndarray, current: np.ndarray) -> float:
     return float(np.max(np.abs(fr - fc)))
 
 
-def _shift(ref: list[float], cur: list[float]) -> dict | None:
+@dataclass(frozen=True)
+class EnrolmentReference:
+    """The current gallery's enrolment-photo vectors (never a captured template) and the model that made
+    them (``name@version``, as captures name it): what captured faces' distances are measured against."""
+
+    model: str
+    vectors: np.ndarray
+
+    def distances(self, embeddings: np.ndarray) -> np.ndarray:
+        """Each embedding's distance to its nearest enrolment vector."""
+        if not len(embeddings) or not len(self.vectors):
+            return np.zeros(0, np.float64)
+        sims = np.asarray(embeddings, np.float32) @ self.vectors.T
+        return np.sqrt(np.maximum(2.0 - 2.0 * sims.max(axis=1), 0.0)).astype(np.float64)
+
+
+def enrolment_reference(g: Gallery | None) -> EnrolmentReference | None:
+    """The reference of gallery ``g`` (None: no gallery, or no enrolment photo in it)."""
+    if g is None:
+        return None
+    rows = enrolment_rows(g.sidecar)
+    if not len(rows):
+        return None
+    m = g.manifest
+    return EnrolmentReference(f"{m.embedder_name}@{m.embedder_version}", np.ascontiguousarray(g.vectors[rows]))
+
+
+def _enrolment_distances(captures: CaptureStore, rows: list[dict], reference: EnrolmentReference) -> None:
+    """Each capture row made by the reference's model gets ``enrol_distance`` (the others: None)."""
+    ids = [r["id"] for r in rows if r.get("model") == reference.model]
+    found = captures.embeddings(ids)
+    keys = [i for i in ids if i in found]
+    d = reference.distances(np.stack([found[i] for i in keys]) if keys else np.zeros((0, reference.vectors.shape[1])))
+    by_id = dict(zip(keys, d.tolist()))
+    for r in rows:
+        r["enrol_distance"] = by_id.get(r["id"])
+
+
+def _shift(ref: list[float | None], cur: list[float | None]) -> dict | None:
     a, b = np.asarray([v for v in ref if v is not None], float), np.asarray([v for v in cur if v is not None], float)
     if len(a) < MIN_SAMPLES or len(b) < MIN_SAMPLES:
         return None
@@ -80,22 +129,43 @@ def scope_report(ref_dec: list[dict], cur_dec: list[dict], ref_cap: list[dict], 
             "current": b,
             "change": round(b - a, 4) if a is not None and b is not None else None,
         }
-    out["distance"] = _shift([r["distance"] for r in ref_dec], [r["distance"] for r in cur_dec])
+    nearest = _shift([r["distance"] for r in ref_dec], [r["distance"] for r in cur_dec])
+    enrol = [[r.get("enrol_distance") for r in rows] for rows in (ref_cap, cur_cap)]
+    if any(v is not None for v in enrol[0] + enrol[1]):  # captures: against the enrolment photos only
+        out["distance"], out["distance_source"] = _shift(*enrol), "captures_to_enrolment"
+        out["nearest_distance"] = nearest  # reported, not scored: template update moves it
+    else:
+        out["distance"], out["distance_source"] = nearest, "decisions_nearest"
     out["face_px"] = _shift([r["face_px"] for r in ref_cap], [r["face_px"] for r in cur_cap])
     out["sharpness"] = _shift([r["sharpness"] for r in ref_cap], [r["sharpness"] for r in cur_cap])
     return out
 
 
+RISE_ONLY = ("not_recognised",)  # shares whose fall is the loop improving (templates), not drift
+
+
 def drift_score(scope: dict) -> float:
     """One number per scope: the largest PSI of its distributions, or a rate's change x 2.5 (a 0.1 change
-    in a share counts as a PSI of 0.25), whichever is larger."""
+    in a share counts as a PSI of 0.25), whichever is larger; the not-recognised share counts when it rises."""
     psis = [scope[k]["psi"] for k in ("distance", "face_px", "sharpness") if scope.get(k)]
-    changes = [abs(v["change"]) * 2.5 for v in scope["rates"].values() if v["change"] is not None]
+    changes = [
+        (max(v["change"], 0.0) if k in RISE_ONLY else abs(v["change"])) * 2.5
+        for k, v in scope["rates"].items()
+        if v["change"] is not None
+    ]
     return round(max(psis + changes, default=0.0), 4)
 
 
-def drift_report(log: AccessLog, captures: CaptureStore | None, settings: Settings, at: datetime | None = None) -> dict:
-    """The last ``retrain.drift_window_days`` against the ``retrain.drift_reference_days`` before them."""
+def drift_report(
+    log: AccessLog,
+    captures: CaptureStore | None,
+    settings: Settings,
+    at: datetime | None = None,
+    reference: EnrolmentReference | None = None,
+) -> dict:
+    """The last ``retrain.drift_window_days`` against the ``retrain.drift_reference_days`` before them;
+    with ``reference`` (:func:`enrolment_reference` of the gallery in service) and captures, the distance
+    signal is the captured faces' distance to the enrolment photos."""
     r = settings.retrain
     end = at or now()
     start = end - timedelta(days=r.drift_window_days)
@@ -106,6 +176,8 @@ def drift_report(log: AccessLog, captures: CaptureStore | None, settings: Settin
 
     ref_dec, cur_dec = decisions(ref_start, start), decisions(start, end)
     ref_cap, cur_cap = (captures.rows(ref_start, start), captures.rows(start, end)) if captures else ([], [])
+    if captures is not None and reference is not None:
+        _enrolment_distances(captures, ref_cap + cur_cap, reference)
     entrances = sorted({x["entrance"] for x in ref_dec + cur_dec if x["entrance"]})
     scopes = {"all": scope_report(ref_dec, cur_dec, ref_cap, cur_cap)}
     for e in entrances:

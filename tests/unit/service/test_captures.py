@@ -119,3 +119,46 @@ def test_templates_in_gallery_traceable_removable_and_erased(tmp_path, people): 
     erased = g.remove_employee("amy", actor="op")
     assert erased["captures_erased"] == len(ids) and g.captures.count("amy") == 0
     assert "amy" not in g.snapshot().sidecar.employee_id.values
+
+
+def _two_employee_gate(tmp_path, people, **gallery) -> FaceGate:  # noqa: F811 - the fixture
+    log = AccessLog(f"sqlite:///{tmp_path / 'access.db'}")
+    settings = load_settings().replace({"gallery": {"max_templates": 3, **gallery}})
+    rec = FakeRecognizer(people)
+    rec.model = SimpleNamespace(backbone=SimpleNamespace(chip_geometry="fake"))
+    g = FaceGate(settings, store=EnrolmentStore(tmp_path / "gallery"), recognizer=rec, access_log=log)
+    g.enrol("amy", "Amy", [photo(1)])
+    g.enrol("bob", "Bob", [photo(2)])
+    return g
+
+
+@pytest.mark.parametrize("margin", [0.03, None])
+def test_a_capture_a_known_stranger_would_pass_with_never_becomes_a_template(tmp_path, people, margin):  # noqa: F811
+    g = _two_employee_gate(tmp_path, people, template_impostor_margin=margin)
+    rng = np.random.default_rng(2)
+    view = unit(people[1] + 0.6 * rng.standard_normal(128))  # amy at the door: far from her enrolment photo
+    lookalike = unit(view + 0.05 * rng.standard_normal(128))  # a stranger who looks like that capture
+    amy, stranger = g.captures.record([row(view), row(lookalike, employee_id=None, decision="not_recognized")])
+    g.captures.label(amy, "employee", None, "op")
+    g.captures.label(stranger, "stranger", None, "op")
+    out = update_templates(g, actor="op")["employees"]
+    if margin is None:  # no guard: the capture is learnt, and the stranger would be let in with it
+        assert out["amy"]["templates"] == [amy]
+    else:
+        assert "amy" not in out or out["amy"]["templates"] == []
+        assert g.captures.get(amy)["template"] is False
+
+
+def test_identify_tau_counts_every_template_a_stranger_is_compared_with(tmp_path, people):  # noqa: F811
+    g = _two_employee_gate(tmp_path, people)
+    views = [unit(people[1] + 0.5 * np.random.default_rng(k).standard_normal(128)) for k in (1, 2)]
+    ids = g.captures.record([row(v) for v in views])
+    for cid in ids:
+        g.captures.label(cid, "employee", None, "op")
+    update_templates(g, actor="op")
+    gallery = g.gallery()
+    assert (gallery.n_employees, gallery.n_vectors) == (2, 4)
+    scores = g.impostor_scores(gallery)
+    target = g.settings.gallery.target_fpir
+    tau = g.identify_tau(gallery, target)
+    assert tau == scores.tau_for_fpir(target, 4) and tau < scores.tau_for_fpir(target, 2)

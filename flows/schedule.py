@@ -1,4 +1,5 @@
-"""Scheduled retraining: the chain served as a Prefect deployment on the cron from params.
+"""Scheduled retraining and drift: the chain and the drift check served as Prefect deployments on the
+crons from params (``retrain.cron`` weekly, ``retrain.drift_cron`` daily), from one process.
 
 Cron schedules need a real Prefect server (the ephemeral one used by one-off commands schedules
 nothing), so ``facegate schedule`` connects to the server in PREFECT_API_URL, or to one already
@@ -20,6 +21,8 @@ from pathlib import Path
 
 from facegate.components.core.errors import SchedulerError
 from facegate.components.core.paths import state_dir
+from facegate.components.core.settings import Settings
+from facegate.flows.drift import drift_flow
 from facegate.flows.retrain import retrain_flow
 
 DEFAULT_PORT = 4200
@@ -85,19 +88,37 @@ def ensure_server(port: int = DEFAULT_PORT) -> PrefectServer:
     return start_server(port, state_dir() / "prefect-server")
 
 
-def serve_retraining(server: PrefectServer, cron: str, timezone: str, deployment: str) -> None:
-    """Register the deployment with its cron schedule and run its flow runs here until interrupted."""
+def scheduled_deployments(settings: Settings, cron: str | None = None, drift_cron: str | None = None) -> list:
+    """The two scheduled deployments, as infra/prefect.yaml declares them for a worker: the retraining
+    chain on ``retrain.cron`` (weekly) and the drift check on ``retrain.drift_cron`` (daily), both in
+    ``retrain.timezone``; ``cron`` / ``drift_cron`` override params' crons."""
     from prefect.schedules import Cron  # heavy: Prefect takes seconds to import; only flow runs need it
+
+    r = settings.retrain
+    return [
+        retrain_flow.to_deployment(
+            name=r.deployment,
+            schedule=Cron(cron or r.cron, timezone=r.timezone),
+            tags=["facegate", "retrain"],
+            description="facegate retraining chain (ingest -> ... -> gallery), on a cron schedule",
+        ),
+        drift_flow.to_deployment(
+            name=r.drift_deployment,
+            schedule=Cron(drift_cron or r.drift_cron, timezone=r.timezone),
+            tags=["facegate", "drift"],
+            description="facegate drift check; a trigger (retrain.trigger_*) starts a run of the retraining",
+        ),
+    ]
+
+
+def serve_schedules(server: PrefectServer, deployments: list) -> None:
+    """Register the deployments with their cron schedules and run their flow runs here, one at a time
+    (a drift trigger's retraining run waits for the drift run to end), until interrupted."""
+    from prefect import serve  # heavy: Prefect takes seconds to import; only flow runs need it
     from prefect.settings import (  # heavy: Prefect takes seconds to import; only flow runs need it
         PREFECT_API_URL,
         temporary_settings,
     )
 
     with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-        retrain_flow.serve(
-            name=deployment,
-            schedule=Cron(cron, timezone=timezone),
-            limit=1,
-            tags=["facegate", "retrain"],
-            description="facegate retraining chain (ingest -> ... -> gallery), on a cron schedule",
-        )
+        serve(*deployments, limit=1)

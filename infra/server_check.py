@@ -46,6 +46,7 @@ from local_stack import WORK_POOL, LocalStack, ServiceError, tail  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOYMENT = "retrain/facegate-retrain"
+DRIFT_DEPLOYMENT = "drift/facegate-drift"  # deployed too (prefect.yaml --all), paused like the chain's
 MODEL = "facegate-embedder"
 EXPERIMENT = "facegate-retrain"
 ENROL_PERSON = "nuaa-0001"
@@ -240,6 +241,8 @@ class Check:
         self.deployment_id = dep["id"]
         expect(dep["work_pool_name"] == WORK_POOL, "prefect", f"deployment on pool {dep['work_pool_name']}")
         self.stack.prefect_api("PATCH", f"/deployments/{self.deployment_id}", {"paused": True})  # no cron runs here
+        drift = self.stack.prefect_api("GET", f"/deployments/name/{DRIFT_DEPLOYMENT}")
+        self.stack.prefect_api("PATCH", f"/deployments/{drift['id']}", {"paused": True})
 
     def start_worker(self) -> None:
         self.stack.start_worker(self.repo, self.env)

@@ -238,6 +238,8 @@ class RetrainSettings(_Strict):
     timezone: str
     deployment: str
     work_pool: str
+    drift_cron: str  # the drift flow's schedule (daily), in ``timezone``
+    drift_deployment: str  # the drift flow's deployment; its trigger starts a run of ``deployment``
     drift_window_days: float = Field(gt=0)  # drift flow: the window of decisions and captures judged
     drift_reference_days: float = Field(gt=0)  # ... against this many days before it
     trigger_drift: float = Field(gt=0)  # drift score (largest PSI, or a share's change x 2.5) that alarms and retrains

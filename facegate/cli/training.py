@@ -153,28 +153,36 @@ def train_pad(
 
 @friendly
 def schedule(
-    cron: Annotated[str | None, typer.Option(help="cron expression (default: params retrain.cron)")] = None,
+    cron: Annotated[str | None, typer.Option(help="retraining cron (default: params retrain.cron)")] = None,
+    drift_cron: Annotated[
+        str | None, typer.Option(help="drift check cron (default: params retrain.drift_cron)")
+    ] = None,
     port: Annotated[int, typer.Option(help="loopback port of the Prefect server to use or start")] = 4200,
 ) -> None:
-    """Serve the retraining deployment on its cron schedule against a real Prefect server (started
-    on 127.0.0.1 if none answers; PREFECT_API_URL names another). Ctrl-C or SIGTERM stops it, with the
-    server it started and any flow run in progress."""
+    """Serve the retraining deployment (weekly) and the drift check's (daily; a trigger starts a
+    retraining run) on their cron schedules against a real Prefect server (started on 127.0.0.1 if none
+    answers; PREFECT_API_URL names another). Ctrl-C or SIGTERM stops it, with the server it started and
+    any flow run in progress."""
     from facegate.components.core.settings import load_settings  # heavy: pydantic and the params schema, ~0.15 s
-    from facegate.flows.schedule import ensure_server, serve_retraining  # heavy: Prefect and MLflow load in seconds
+    from facegate.flows.schedule import (  # heavy: Prefect and MLflow load in seconds
+        ensure_server,
+        scheduled_deployments,
+        serve_schedules,
+    )
 
     settings = load_settings()
+    r = settings.retrain
     with stop_children_on_signals() as groups:  # on any exit: every process started here stops
         server = ensure_server(port)
         if server.pid is not None:  # a server this command started stops with it
             groups.append(server.pid)
-        cron = cron or settings.retrain.cron
         typer.echo(server.describe())
         typer.echo(
-            f"serving deployment retrain/{settings.retrain.deployment} on cron '{cron}' "
-            f"({settings.retrain.timezone}); runs appear in the Prefect UI at "
+            f"serving deployment retrain/{r.deployment} on cron '{cron or r.cron}' and drift/{r.drift_deployment} "
+            f"on cron '{drift_cron or r.drift_cron}' ({r.timezone}); runs appear in the Prefect UI at "
             f"{server.api_url.removesuffix('/api')} and in MLflow (facegate ui)"
         )
         try:
-            serve_retraining(server, cron, settings.retrain.timezone, settings.retrain.deployment)
+            serve_schedules(server, scheduled_deployments(settings, cron, drift_cron))
         except (Terminated, KeyboardInterrupt):
-            typer.echo("stopping: the deployment's runner and every process it started", err=True)
+            typer.echo("stopping: the deployments' runner and every process it started", err=True)

@@ -1,5 +1,6 @@
 """A cron schedule fires a real retraining run: a real `prefect server` on loopback started by the
-test, `facegate schedule` serving the deployment against it, both stopped by their PIDs."""
+test, `facegate schedule` serving the deployments (the chain's and the drift check's) against it, both
+stopped by their PIDs."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import mlflow
 import pytest
 
 from facegate.components.core.paths import mlflow_tracking_uri, repo_root
+from facegate.components.core.settings import load_settings
 from tests.integration.test_retrain_flow import set_params
 from tests.integration.test_train_flow import lfw_slice
 
@@ -81,11 +83,14 @@ def test_cron_schedule_fires_a_real_retraining_run(sandbox, tmp_path, monkeypatc
             assert finished is not None, (tmp_path / "schedule.log").read_text()[-3000:]
             with get_client(sync_client=True) as client:
                 dep = client.read_deployment(finished.deployment_id)
+                served = {d.name: [s.schedule.cron for s in d.schedules] for d in client.read_deployments()}
         output = (tmp_path / "schedule.log").read_text()
         assert f"connected to the Prefect server at {server.api_url}" in output
         assert finished.state.is_completed(), output[-3000:]
         assert dep.name == "facegate-retrain" and finished.auto_scheduled
         assert [s.schedule.cron for s in dep.schedules] == ["* * * * *"]
+        # the drift check is served from the same process, on params' daily cron
+        assert served == {"facegate-retrain": ["* * * * *"], "facegate-drift": [load_settings().retrain.drift_cron]}
         mlflow.set_tracking_uri(mlflow_tracking_uri())
         exp = mlflow.get_experiment_by_name("facegate-retrain")
         (run,) = mlflow.search_runs(

@@ -60,3 +60,18 @@ def test_the_worker_deploys_what_server_check_deploys():
     worker = " ".join(compose()["services"]["prefect-worker"]["command"])
     assert "infra/work-pool-process.json" in worker and "infra/prefect.yaml" in worker
     assert "--pool facegate-process" in worker
+
+
+def test_the_worker_runs_every_deployment_and_server_check_pauses_their_crons():
+    """prefect.yaml's deployments (the weekly chain, the daily drift check) all sit on the worker's pool,
+    and `make server-check`, which deploys them all, pauses each one's cron so no scheduled run lands in it."""
+    deployments = yaml.safe_load((INFRA / "prefect.yaml").read_text())["deployments"]
+    flows = {d["entrypoint"]: d for d in deployments}
+    assert set(flows) == {"flows/retrain.py:retrain_flow", "flows/drift.py:drift_flow"}
+    assert {d["work_pool"]["name"] for d in deployments} == {"facegate-process"}
+    assert all(d["schedules"] and d["concurrency_limit"] == 1 for d in deployments)
+    check = (INFRA / "server_check.py").read_text()
+    for d in deployments:
+        flow = d["entrypoint"].split("/")[-1].split(".")[0]
+        assert f'"{flow}/{d["name"]}"' in check, f"server_check.py does not know deployment {flow}/{d['name']}"
+    assert check.count('{"paused": True}') == len(deployments)

@@ -27,7 +27,7 @@ from facegate.components.lifecycle.pad_models import (
     register_pad_version,
 )
 from facegate.components.lifecycle.tracking import artifact_folder, numeric_metrics, tracked_run
-from facegate.components.pad.calibration import PadCalibration, error_rates, iso_figures, threshold_for_apcer
+from facegate.components.pad.calibration import PadCalibration, error_rates, iso_figures, subject_robust_threshold
 from facegate.components.pad.data import PadFaces, heldout_subjects, nuaa_samples, product_faces, subjects_of
 from facegate.components.pad.finetune import PadFinetuneConfig, augmented_copies, finetune_pad
 from facegate.components.pad.minifasnet import V1SE_SPEC, V2_SPEC, PadNet, load_pad_net
@@ -43,11 +43,15 @@ def pad_faces(settings: Settings, root: Path) -> PadFaces:
     return product_faces(settings, nuaa_samples(root), get_run_logger().info)
 
 
-def held_out_figures(net: PadNet, faces: PadFaces, rows: np.ndarray, target_apcer: float) -> tuple[dict, tuple]:
-    """ISO figures on the held-out subjects, and APCER/BPCER at the threshold calibrated on them."""
-    scores = bench.net_scores(net, faces, rows)
+def held_out_figures(
+    net: PadNet, faces: PadFaces, rows: np.ndarray, target_apcer: float, runtime: str
+) -> tuple[dict, tuple]:
+    """ISO figures on the held-out subjects, and APCER/BPCER at the threshold calibrated on them (the
+    subject-robust rule); the scores, live and attack."""
+    scores = bench.net_scores(net, faces, rows, runtime=runtime)
     live = faces.live[rows]
-    t = threshold_for_apcer(scores[~live], target_apcer)
+    attack_subjects = faces.subjects[rows][~live]
+    t = subject_robust_threshold(scores[~live], attack_subjects, target_apcer)
     return {
         **iso_figures(scores[live], scores[~live]),
         "threshold": t,
@@ -105,7 +109,10 @@ def pad_train_flow(epochs: int | None = None, lr: float | None = None) -> dict:
         with artifact_folder("plots") as folder:
             plot_det(curves, folder / "det.png", f"DET, held-out subjects {','.join(held)}")
             plot_roc(curves, folder / "roc.png", f"ROC, held-out subjects {','.join(held)}")
-        decision, version = _register(net, ft, curves["fine-tuned pair"], baselines, held, run.info.run_id, settings)
+        attack_subjects = faces.subjects[ho][~faces.live[ho]]  # in the order of the held-out attack scores
+        decision, version = _register(
+            net, ft, (*curves["fine-tuned pair"], attack_subjects), baselines, held, run.info.run_id, settings
+        )
         mlflow.set_tags({"registered_version": version, "gate": decision.reason, "promoted": str(decision.promote)})
         log.info(
             "registered %s version %s: %s (%s)",
@@ -144,14 +151,14 @@ def _finetune(base, faces, tr, cfg, max_pixels: int, log):  # noqa: ANN001 - pad
 
 def _held_out_comparison(net, base, faces, ho, pad) -> tuple[dict, dict, dict, dict]:  # noqa: ANN001 - pad types
     """The fine-tuned pair, the zero-shot pair and the champion (if any), scored on the same held-out frames."""
-    ft, ft_scores = held_out_figures(net, faces, ho, pad.target_apcer)
-    zs, zs_scores = held_out_figures(base, faces, ho, pad.target_apcer)
+    ft, ft_scores = held_out_figures(net, faces, ho, pad.target_apcer, pad.runtime)
+    zs, zs_scores = held_out_figures(base, faces, ho, pad.target_apcer, pad.runtime)
     curves = {"fine-tuned pair": ft_scores, "zero-shot pair": zs_scores}
     baselines = {"zero-shot pair": zs["bpcer100"]}
     champ = registry.champion(pad.registered_model)
     if champ is not None:  # re-scored on this run's held-out frames: the same evaluation data
         champ_fig, curves[f"champion v{champ.version}"] = held_out_figures(
-            load_pad_version(pad.registered_model, champ.version)[0], faces, ho, pad.target_apcer
+            load_pad_version(pad.registered_model, champ.version)[0], faces, ho, pad.target_apcer, pad.runtime
         )
         baselines[f"champion v{champ.version}"] = champ_fig["bpcer100"]
     return ft, zs, curves, baselines
@@ -161,11 +168,14 @@ def _register(net, ft: dict, ft_scores, baselines: dict, held: list[str], run_id
     """The fine-tuned pair with its threshold calibrated on the held-out subjects, registered; the gate
     decides whether it becomes champion."""
     pad = settings.pad
+    live_scores, attack_scores, attack_subjects = ft_scores
     cal = PadCalibration.from_scores(
         "minifasnet_pair_finetuned",
         "",
         f"{pad.dataset} held-out subjects {','.join(held)} (printed photos), {settings.faces.detector} boxes",
-        *ft_scores,
+        live_scores,
+        attack_scores,
+        attack_subjects=attack_subjects,
         created=time.strftime("%Y-%m-%d"),
     )
     decision = pad_gate(ft["bpcer100"], baselines)
@@ -194,8 +204,8 @@ def pad_calibrate_flow(models: list[str] | None = None) -> dict:
     faces = pad_faces(settings, root)
     out = {}
     for name in models or list(bench.SHIPPED):
-        model = make_pad_model(name)
-        scores = bench.net_scores(model.net, faces, np.arange(len(faces.samples)))
+        model = make_pad_model(name, runtime="torch")  # its weights and fingerprint; scored as served below
+        scores = bench.net_scores(model.net, faces, np.arange(len(faces.samples)), runtime=settings.pad.runtime)
         live = faces.live
         cal = PadCalibration.from_scores(
             name,
@@ -204,12 +214,15 @@ def pad_calibrate_flow(models: list[str] | None = None) -> dict:
             f"{int(live.sum())} live and {int((~live).sum())} printed-photo frames, {settings.faces.detector} boxes",
             scores[live],
             scores[~live],
+            attack_subjects=faces.subjects[~live],
             created=time.strftime("%Y-%m-%d"),
         )
         path = cal.save(committed_calibration_file(name, model.fingerprint))
         t = cal.threshold(settings.pad.target_apcer)
         out[name] = {"file": str(path), "threshold": t, **cal.expected(t)}
-        get_run_logger().info("%s: threshold %.6f at APCER %g -> %s", name, t, settings.pad.target_apcer, path)
+        get_run_logger().info(
+            "%s: threshold %.6f at APCER %g (%s) -> %s", name, t, settings.pad.target_apcer, cal.rule, path
+        )
     return out
 
 

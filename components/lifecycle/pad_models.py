@@ -47,7 +47,7 @@ class FinetunedPairPad(MiniFasNetPad):
 
     name = FINETUNED
 
-    def __init__(self, registered_model: str, version: str | None = None, runtime: str = "opencv") -> None:
+    def __init__(self, registered_model: str, version: str | None = None, runtime: str = "openvino") -> None:
         if version is None:
             champ = registry.champion(registered_model)
             if champ is None:

@@ -369,13 +369,14 @@ def crop_face(frame: np.ndarray, bbox: Sequence[float], spec: ModelSpec, *, rgb:
     """The model's input patch: the source crop of ``frame`` resized (bilinear) to ``spec.input_hw``, BGR uint8.
 
     ``frame`` is ``HxWx3`` uint8, BGR (OpenCV's order) or RGB with ``rgb=True`` (the service's frames):
-    only the small patch is swapped to BGR, resizing being per channel.
+    only the small patch is swapped to BGR, resizing being per channel (a view: :func:`to_input_array` or
+    ``np.stack`` makes the one copy).
     """
     h, w = frame.shape[:2]
     x0, y0, x1, y1 = source_crop_box((w, h), bbox, spec.crop_scale)
     out_h, out_w = spec.input_hw
-    patch = cv2.resize(np.ascontiguousarray(frame[y0 : y1 + 1, x0 : x1 + 1]), (out_w, out_h))
-    return np.ascontiguousarray(patch[..., ::-1]) if rgb else patch
+    patch = cv2.resize(frame[y0 : y1 + 1, x0 : x1 + 1], (out_w, out_h))  # OpenCV reads the slice in place
+    return patch[..., ::-1] if rgb else patch
 
 
 def to_input_array(patches_bgr: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:

@@ -35,7 +35,7 @@ from facegate.components.pad.minifasnet import (
     source_box,
     to_input_array,
 )
-from facegate.components.pad.runtime import OpenCvPadRunner, TorchPadRunner
+from facegate.components.pad.runtime import pad_runner
 
 
 class PadModel(Protocol):
@@ -78,7 +78,8 @@ class MiniFasNetPad:
     """A PadNet (one or more MiniFASNets on their own crops, softmaxes averaged) behind the interface.
 
     ``net``: a trained network (the fine-tuned pair); default: the shipped weights of ``specs``,
-    verified. ``runtime``: ``opencv`` (the served path) or ``torch`` (the reference).
+    verified. ``runtime``: ``pad.runtime`` (:data:`facegate.components.pad.runtime.RUNTIMES`: ``openvino``
+    serves, ``opencv`` is its fallback, ``torch`` the reference).
     """
 
     name: ClassVar[str] = ""
@@ -90,12 +91,12 @@ class MiniFasNetPad:
         *,
         fingerprint: str | None = None,
         calibration: PadCalibration | None = None,
-        runtime: str = "opencv",
+        runtime: str = "openvino",
     ) -> None:
         self.net = net if net is not None else load_pad_net(self.specs)
         self.member_specs = self.net.specs
         self.fingerprint = fingerprint or weights_fingerprint(self.member_specs)
-        self.runner = OpenCvPadRunner(self.net) if runtime == "opencv" else TorchPadRunner(self.net)
+        self.runner = pad_runner(self.net, runtime)
         self.calibration = (
             calibration if calibration is not None else committed_calibration(self.name, self.fingerprint)
         )
@@ -155,11 +156,11 @@ def make_pad_model(name: str, **kwargs) -> PadModel:
 
 
 def pad_model_from_settings(pad: PadSettings, name: str | None = None, **options) -> PadModel:
-    """The entry ``pad.model`` names (or ``name``), given the ``pad`` values its constructor takes (the
-    fine-tuned entry: ``registered_model``); ``options`` win."""
+    """The entry ``pad.model`` names (or ``name``), given the ``pad`` values its constructor takes
+    (``runtime``; the fine-tuned entry: ``registered_model``); ``options`` win."""
     name = name or pad.model
     if name not in PAD_MODELS:
         raise ValueError(f"unknown PAD model {name!r} (known: {sorted(PAD_MODELS)})")
     accepted = inspect.signature(PAD_MODELS[name]).parameters
-    knobs = {"registered_model": pad.registered_model} if "registered_model" in accepted else {}
+    knobs = {k: getattr(pad, k) for k in ("registered_model", "runtime") if k in accepted}
     return make_pad_model(name, **{**knobs, **options})

@@ -160,6 +160,7 @@ class LivenessCheck:
             threshold=round(threshold, 6),
             fingerprint=model.fingerprint,
             calibration=cal.source if cal else None,
+            threshold_rule=cal.rule if cal else None,
             expected_on_calibration=cal.expected(threshold) if cal else None,
         )
         return out

@@ -13,7 +13,10 @@ from facegate.components.pad.calibration import (
     error_rates,
     iso_figures,
     roc_auc,
+    subject_robust_threshold,
     threshold_for_apcer,
+    unseen_subject_threshold,
+    worst_subject_threshold,
 )
 
 
@@ -74,3 +77,67 @@ def test_calibration_round_trip_and_threshold(tmp_path) -> None:
     assert back == cal and back.meta == {"note": "x"}
     t = back.threshold(0.005)  # one of 200 attacks may pass
     assert t == pytest.approx(0.198) and back.expected(t) == {"apcer": 0.005, "bpcer": 0.0}
+
+
+def test_worst_subject_rule_holds_every_subject_to_the_target() -> None:
+    a = np.arange(100) / 1000.0  # subject a: 0.000 .. 0.099
+    b = 0.5 + np.arange(10) / 1000.0  # subject b: few frames, all high
+    scores, subjects = np.r_[a, b], ["a"] * 100 + ["b"] * 10
+    pooled = threshold_for_apcer(scores, 0.05)  # 5 of 110 may pass: b's five highest
+    assert pooled == pytest.approx(0.504) and error_rates(np.array([]), b, pooled)["apcer"] == 0.5
+    t = worst_subject_threshold(scores, subjects, 0.05)  # b has 10 frames: none of them may pass
+    assert t == pytest.approx(0.509)
+    for subject_scores in (a, b):
+        assert error_rates(np.array([]), subject_scores, t)["apcer"] <= 0.05
+    assert worst_subject_threshold(np.array([]), [], 0.05) == float("-inf")
+
+
+def test_unseen_subject_rule_needs_two_subjects_and_extrapolates_their_spread() -> None:
+    rng = np.random.default_rng(0)
+    one = rng.uniform(0, 0.1, 50)
+    assert unseen_subject_threshold(one, ["a"] * 50, 0.01) is None
+    assert subject_robust_threshold(one, ["a"] * 50, 0.01) == threshold_for_apcer(one, 0.01)  # one subject: pooled
+    logit = lambda shift, n: 1 / (1 + np.exp(-(shift + rng.normal(0, 1, n))))  # noqa: E731
+    close = np.r_[logit(-6, 50), logit(-6, 50), logit(-6, 50)]
+    spread = np.r_[logit(-9, 50), logit(-6, 50), logit(-3, 50)]
+    subjects = ["a"] * 50 + ["b"] * 50 + ["c"] * 50
+    t_close = unseen_subject_threshold(close, subjects, 0.01)
+    t_spread = unseen_subject_threshold(spread, subjects, 0.01)
+    assert t_close is not None and t_spread is not None
+    assert t_spread > spread.max() > t_close  # subjects far apart: a new one may score above all of them
+    assert subject_robust_threshold(close, subjects, 0.01) >= worst_subject_threshold(close, subjects, 0.01)
+
+
+def test_subject_robust_rule_generalises_to_unseen_subjects() -> None:
+    """Subjects whose attack scores shift (logit scale) as a population does: calibrated on 9 subjects of
+    44 frames, as nuaa-dev, the rule keeps 4,000 new subjects' APCER within the target on average over
+    20 calibration sets; the pooled quantile of the same calibration scores lets more through."""
+    rng = np.random.default_rng(7)
+
+    def subjects_scores(n_subjects: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
+        shift = rng.normal(-8.0, 1.5, n_subjects)
+        z = shift[:, None] + rng.normal(0.0, 2.0, (n_subjects, frames))
+        return 1 / (1 + np.exp(-z.ravel())), np.repeat(np.arange(n_subjects).astype(str), frames)
+
+    apcer: dict[str, list[float]] = {"robust": [], "pooled": []}
+    new, _ = subjects_scores(4000, 44)
+    for _ in range(20):  # calibration sets
+        cal, subjects = subjects_scores(9, 44)
+        apcer["robust"].append(float(np.mean(new > subject_robust_threshold(cal, subjects, 0.005))))
+        apcer["pooled"].append(float(np.mean(new > threshold_for_apcer(cal, 0.005))))
+    assert np.mean(apcer["robust"]) <= 0.005 < np.mean(apcer["pooled"])
+
+
+def test_calibration_keeps_each_attack_with_its_subject(tmp_path) -> None:
+    attack, subjects = np.array([0.3, 0.01, 0.2, 0.02]), ["b", "a", "b", "a"]
+    cal = PadCalibration.from_scores("m", "f", "set", np.array([0.9]), attack, attack_subjects=subjects)
+    assert cal.attack_scores == (0.01, 0.02, 0.2, 0.3) and cal.attack_subjects == ("a", "a", "b", "b")
+    assert PadCalibration.load(cal.save(tmp_path / "c.json")) == cal
+    assert cal.threshold(0.005) == subject_robust_threshold(attack, subjects, 0.005) > 0.3
+    assert cal.rule.startswith("subject-robust (2 calibration subjects)")
+    old = {k: v for k, v in cal.to_dict().items() if k != "attack_subjects"}  # a file from before the rule
+    legacy = PadCalibration.from_dict(old)
+    assert legacy.attack_subjects == () and legacy.threshold(0.25) == threshold_for_apcer(attack, 0.25)
+    assert legacy.rule.startswith("pooled quantile")
+    with pytest.raises(ValueError, match="3 subjects for 4 attack scores"):
+        PadCalibration("m", "f", "set", cal.attack_scores, (), attack_subjects=("a", "b", "c"))

@@ -12,6 +12,7 @@ from facegate.components.core.paths import weights_root
 from facegate.components.core.settings import PadSettings, load_settings
 from facegate.components.faces.detectors import detector_from_settings
 from facegate.components.lifecycle import pad_models
+from facegate.components.pad.minifasnet import LIVE_CLASS
 from facegate.components.pad.models import (
     PAD_MODELS,
     MiniFasNetPad,
@@ -20,6 +21,7 @@ from facegate.components.pad.models import (
     pad_model_from_settings,
     weights_fingerprint,
 )
+from facegate.components.pad.runtime import OpenVinoPadRunner, TorchPadRunner
 
 needs_weights = pytest.mark.skipif(
     not (weights_root() / "minifasnet" / "2.7_80x80_MiniFASNetV2.pth").is_file(),
@@ -50,6 +52,7 @@ def test_fine_tuned_entry_without_a_champion_is_a_registry_error(monkeypatch) ->
 def test_every_shipped_entry_scores_the_example_frames_and_has_a_calibration(name: str) -> None:
     model = make_pad_model(name)
     assert isinstance(model, MiniFasNetPad) and model.name == name
+    assert isinstance(model.runner, OpenVinoPadRunner)  # pad.runtime's default, the served path
     assert model.fingerprint == weights_fingerprint(model.member_specs)
     assert model.calibration is not None, f"no committed calibration for {name}: run `facegate calibrate-pad`"
     assert model.calibration == committed_calibration(name, model.fingerprint)
@@ -61,6 +64,8 @@ def test_every_shipped_entry_scores_the_example_frames_and_has_a_calibration(nam
         box = detector.detect(frame)[0]
         scores[frame_name] = model.score(frame, box)
         assert scores[frame_name] == pytest.approx(model.score_faces(frame, [box, box])[1], abs=1e-6)
+        reference = TorchPadRunner(model.net)(model.crops(frame, [box]))[0, LIVE_CLASS]  # the served runtime: torch's
+        assert scores[frame_name] == pytest.approx(reference, abs=1e-5)
     assert scores["image_T1.jpg"] > threshold
     assert scores["image_F2.jpg"] <= threshold  # F1 is the hard one (the pair: 0.22); a member alone may pass it
     assert model.score_faces(np.zeros((10, 10, 3), np.uint8), []).shape == (0,)

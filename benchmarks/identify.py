@@ -167,6 +167,7 @@ def run_params(settings: Settings, backbone: str, mode: str) -> dict:
         "detector": settings.faces.detector,
         "flip_tta": settings.embedding.flip_tta,
         "precision": settings.embedding.precision,
+        "backend": settings.embedding.backend,
     }
 
 
@@ -260,6 +261,7 @@ def run_identify_benchmark(
         "halves": halves,
     }
     recognizer = FaceRecognizer(model, settings)  # the model that embedded the gallery
+    result["inference"] = recognizer.inference  # the timed frames' backend (embedding.backend) and precision
     half = identity_halves(data.lfw.identities, settings.seed)
     first_half = [data.lfw.root / p for p, hh in zip(data.lfw.paths, half) if hh == 0][::7][:timed_frames]
     if settings.recognition.cascade != "on":

@@ -34,6 +34,7 @@ from facegate.components.embedding.model import (
     embed_chips,
     embed_from_features,
 )
+from facegate.components.embedding.openvino_runtime import inference_summary, set_backend
 from facegate.components.embedding.precision import inference_dtype, set_precision
 from facegate.components.embedding.train import TrainConfig, train_finetune, train_head, train_head_dataset_mining
 from facegate.components.evaluation.pair_classifier import FEATURES, fit_pair_classifier, pair_accuracy
@@ -52,6 +53,8 @@ from facegate.components.faces.masks import mask_chips
 from facegate.components.faces.pipeline import FaceFinder
 
 Progress = Callable[[str, int, int], None] | None
+# measure_speed's ``backends`` rows: the pipeline with full (flip TTA) embeddings, as enrolment embeds, on each
+BACKEND_ROWS = (("torch", "float32"), ("torch", "bfloat16"), ("openvino", "bfloat16"))
 PROGRESS_EVERY = {"chips": 2000, "features": 2048, "features-flip": 2048}  # log lines, not a flood
 
 
@@ -435,11 +438,13 @@ def measure_speed(
     workers: int | None = None,
     batch: int = 4,
     precision: str = "float32",
+    backend: str = "torch",
 ) -> dict:
     """Aligned faces embedded per second (batch 64), and ``pipeline_images_per_s``: LFW images through
     load, detect, align and embed (with flip TTA when asked: each face and its mirror image) per second,
-    run as a batch job runs them (:func:`pipeline_throughput`), after a warm-up."""
-    model = set_precision(EmbeddingModel(make_backbone(backbone)).eval(), precision)
+    run as a batch job runs them (:func:`pipeline_throughput`), after a warm-up; on ``backend``
+    (embedding.backend) at ``precision``."""
+    model = set_backend(set_precision(EmbeddingModel(make_backbone(backbone)).eval(), precision), backend)
     chips = np.asarray(lfw.chips.chips[:n_chips])
     chip_features(model.backbone, chips[:64])  # warm-up
     t = time.perf_counter()
@@ -457,7 +462,17 @@ def measure_speed(
     return {
         "faces_per_s": faces_per_s,
         "speed_flip_tta": flip_tta,
+        "speed_inference": inference_summary(model),
         **pipeline_throughput(model, finder, files, flip_tta, workers=workers, batch=batch),
+        "backends": [
+            {
+                "backend": b,
+                "precision": p,
+                **pipeline_throughput(set_backend(set_precision(model, p), b), finder, files, True, batch=batch),
+                "inference": inference_summary(model),  # what ran: torch where OpenVINO could not be built
+            }
+            for b, p in BACKEND_ROWS
+        ],
     }
 
 
@@ -539,6 +554,7 @@ class LfwBenchmark:
     masks: MaskSettings
     masked: bool = False  # the masked protocol: the second image of every pair masked (seeded)
     precision: str = "float32"  # embedding.precision: the number format the backbones infer in
+    backend: str = "torch"  # embedding.backend: the runtime the speed figures run on (accuracy: torch's features)
     fusion_weights: str = "fit"  # embedding.fusion_weights: fitted per fold group, or equal (as served)
     cascade_member: str | None = None  # recognition.cascade on: the cheap pass's member, scored as served
 
@@ -572,6 +588,7 @@ class LfwBenchmark:
             masks=settings.masks,
             masked=masked,
             precision=settings.embedding.precision,
+            backend=settings.embedding.backend,
             fusion_weights=settings.embedding.fusion_weights,
             cascade_member=settings.recognition.cascade_member if settings.recognition.cascade == "on" else None,
         )
@@ -591,6 +608,7 @@ class LfwBenchmark:
             "flip_tta": self.flip_tta,
             "detector": self.detector,
             "precision": self.precision,
+            "backend": self.backend,
             "fusion_weights": self.fusion_weights,
             "inference_dtype": str(inference_dtype(self.precision)).split(".")[-1],
             "upsample": self.upsample,
@@ -680,6 +698,7 @@ class LfwBenchmark:
                     upsample=self.upsample,
                     flip_tta=self.flip_tta,
                     precision=self.precision,
+                    backend=self.backend,
                 )
             )
         return result, dist

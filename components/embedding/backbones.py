@@ -18,7 +18,7 @@ from facegate.components.embedding.folding import channels_last_copy, inference_
 from facegate.components.embedding.fusion import FusedBackbone, fused_geometry
 from facegate.components.embedding.position_gate import PositionGatedHead
 from facegate.components.embedding.sface import INPUT_SIZE as SFACE_INPUT_SIZE
-from facegate.components.embedding.sface import SFaceInference, SFaceNet, load_sface
+from facegate.components.embedding.sface import SFaceExport, SFaceInference, SFaceNet, load_sface
 from facegate.components.networks.mobilenet_v2 import MobileNetV2, load_mobilenet_v2_imagenet, normalise
 
 
@@ -49,6 +49,9 @@ class DlibResNetBackbone(Backbone):
         return x  # 0..255: features() applies dlib's own input normalisation
 
     def features(self, x: Tensor) -> Tensor:
+        compiled = self.compiled_features()
+        if compiled is not None:
+            return compiled(x)
         x = (x - self.net.mean) / 256.0  # as dlib's input layer: (pixel - mean) / 256, in float32
         if not use_inference_copy(self.net):
             return self._forward(self.net, x)
@@ -59,6 +62,9 @@ class DlibResNetBackbone(Backbone):
     @staticmethod
     def _forward(net: DlibResNet, x: Tensor) -> Tensor:
         return net.head[:-1](net.blocks(net.stem(x))).flatten(1)
+
+    def export_module(self) -> nn.Module:
+        return _DlibFeatures(self.net)
 
     def stages(self) -> list[nn.Module]:
         return [self.net.stem, *self.net.blocks]
@@ -91,6 +97,9 @@ class MobileNetV2Backbone(Backbone):
         return normalise(x / 255.0)
 
     def features(self, x: Tensor) -> Tensor:
+        compiled = self.compiled_features()
+        if compiled is not None:
+            return compiled(x)
         dtype = self.inference_dtype()
         if not use_inference_copy(self.net) or dtype == torch.float32:
             return self.net.forward_features(x).mean(dim=(2, 3))
@@ -100,6 +109,9 @@ class MobileNetV2Backbone(Backbone):
 
     def stages(self) -> list[nn.Module]:
         return list(self.net.stages)
+
+    def export_module(self) -> nn.Module:
+        return _PooledFeatures(self.net)
 
 
 class SFaceBackbone(Backbone):
@@ -138,6 +150,9 @@ class SFaceBackbone(Backbone):
         return x  # 0..255 RGB: features() applies SFace's own (x - 127.5) / 128
 
     def features(self, x: Tensor) -> Tensor:
+        compiled = self.compiled_features()
+        if compiled is not None:
+            return compiled(x)
         x = (x - self.net.input_mean) * self.net.input_scale
         if not use_inference_copy(self.net):
             return self.net.reference_positional(x).flatten(1)
@@ -145,6 +160,9 @@ class SFaceBackbone(Backbone):
         dtype = self.inference_dtype()
         net = inference_copy(self.net, lambda n: SFaceInference.from_net(n, dtype), variant=dtype)
         return net.positional(x.to(dtype)).flatten(1)
+
+    def export_module(self) -> nn.Module:
+        return SFaceExport(self.net)
 
     def stages(self) -> list[nn.Module]:
         blocks = list(self.net.blocks)
@@ -154,6 +172,28 @@ class SFaceBackbone(Backbone):
         """The shares summed with SFace's bias, each position gated (1 until trained), then a linear
         layer (the identity at ``dim`` 128)."""
         return PositionGatedHead(self.positions, self.embedding_dim, self.net.fc.bias, out_features=dim)
+
+
+class _DlibFeatures(nn.Module):
+    """DlibResNetBackbone.features in eval mode, float32, for an exporter (its affines are folded already)."""
+
+    def __init__(self, net: DlibResNet) -> None:
+        super().__init__()
+        self.net = copy.deepcopy(net).float().eval()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return DlibResNetBackbone._forward(self.net, (x - self.net.mean) / 256.0)
+
+
+class _PooledFeatures(nn.Module):
+    """MobileNetV2Backbone.features in eval mode, float32, for an exporter."""
+
+    def __init__(self, net: MobileNetV2) -> None:
+        super().__init__()
+        self.net = copy.deepcopy(net).float().eval()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net.forward_features(x).mean(dim=(2, 3))
 
 
 BACKBONES: dict[str, type[Backbone]] = {b.name: b for b in (DlibResNetBackbone, MobileNetV2Backbone, SFaceBackbone)}

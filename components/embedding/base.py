@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from facegate.components.core.devices import module_device
+from facegate.components.embedding.openvino_runtime import openvino_features
 from facegate.components.embedding.precision import inference_dtype
 
 
@@ -28,10 +29,21 @@ class Backbone(nn.Module):
     chip_geometry: str = "dlib_150"
     features_revision: ClassVar[int] = 1  # bumped when features() changes meaning: cached features are keyed by it
     precision: str = "float32"  # inference number format (facegate.components.embedding.precision.set_precision)
+    backend: str = "torch"  # inference runtime (facegate.components.embedding.openvino_runtime.set_backend)
 
     def inference_dtype(self) -> torch.dtype:
         """The dtype this backbone's inference copy computes in, from ``precision`` and its device."""
         return inference_dtype(self.precision, module_device(self))
+
+    def export_module(self) -> nn.Module | None:
+        """What ``features`` computes in eval mode as one float32 module of the preprocessed input, for a
+        compiler (the OpenVINO backend) to take whole; None: this backbone runs on torch only."""
+        return None
+
+    def compiled_features(self) -> nn.Module | None:
+        """``features`` compiled by ``embedding.backend`` (OpenVINO) where it is asked for and applies (eval
+        mode, no autograd, CPU) and could be built; None: torch's own path."""
+        return openvino_features(self) if self.backend == "openvino" else None
 
     def preprocess(self, chips: Tensor) -> Tensor:
         """uint8 N x S x S x 3 -> float N x 3 x input_size x input_size, as the weights expect."""

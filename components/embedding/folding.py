@@ -13,6 +13,7 @@ whenever a parameter or buffer of the original changes (optimiser steps, ``load_
 from __future__ import annotations
 
 import copy
+import hashlib
 import threading
 import weakref
 from collections.abc import Callable
@@ -23,6 +24,17 @@ from torch import Tensor, nn
 
 M = TypeVar("M", bound=nn.Module)
 C = TypeVar("C", bound=nn.Module)
+
+
+def weights_fingerprint(module: nn.Module) -> str:
+    """Content hash of ``module``'s weights (its state dict, by name): equal fingerprints embed identically.
+    The model fingerprint (facegate.components.recognition.recognizer.model_fingerprint) and the OpenVINO
+    IR cache's key (facegate.components.embedding.openvino_runtime) are this hash."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def running_stats(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:

@@ -168,16 +168,20 @@ class SFaceInference(nn.Module):
         self.register_buffer("position_offsets", position_offsets.detach().clone())  # bn1's shift, per position
 
     @classmethod
-    def from_net(cls, net: SFaceNet, dtype: torch.dtype = torch.float32) -> SFaceInference:
+    def from_net(
+        cls, net: SFaceNet, dtype: torch.dtype = torch.float32, pointwise_gemm: bool | None = None
+    ) -> SFaceInference:
         """Folded in float64, then cast to ``dtype``. In bfloat16 the 1x1 convolutions stay convolutions:
-        oneDNN runs them on the matrix units (AMX), faster there than as GEMMs."""
+        oneDNN runs them on the matrix units (AMX), faster there than as GEMMs. ``pointwise_gemm`` (default:
+        float32 only) turns them into :class:`PointwiseLinear` GEMMs."""
+        gemm = dtype == torch.float32 if pointwise_gemm is None else pointwise_gemm
         layers: list[nn.Module] = []
         for _, layer in _layer_names(net):
             conv = fold_conv_bn(layer.conv, layer.bn)
             pointwise = conv.kernel_size == (1, 1) and conv.groups == 1 and conv.stride == (1, 1)
             prelu = nn.PReLU(layer.prelu.num_parameters).to(conv.weight.device)
             prelu.weight.data.copy_(layer.prelu.weight.detach())
-            layers += [PointwiseLinear(conv) if pointwise and dtype == torch.float32 else conv, prelu]
+            layers += [PointwiseLinear(conv) if pointwise and gemm else conv, prelu]
         fc = fold_bn_linear(net.bn1, net.fc)
         bn = net.bn1
         running_mean, running_var = running_stats(bn)
@@ -204,6 +208,28 @@ class SFaceInference(nn.Module):
         by_position = x.permute(2, 3, 0, 1).reshape(h * w, n, c)  # channels-last: one copy of the map
         shares = torch.bmm(by_position, self.position_weight).float() + self.position_offsets.float()[:, None, :]
         return shares.transpose(0, 1)  # float32: the head sums 49 of them
+
+
+class SFaceExport(nn.Module):
+    """``SFaceBackbone.features`` in eval mode as one float32 module, for an exporter (the OpenVINO backend):
+    0..255 RGB in, SFace's input normalisation, the folded layers with the 1x1 convolutions kept as
+    convolutions (a compiler fuses those), each 7x7 position's share of the embedding out (flattened).
+    Nothing reads the batch size in Python, so a traced graph keeps it dynamic."""
+
+    input_mean: torch.Tensor  # buffers (register_buffer in __init__)
+    input_scale: torch.Tensor
+
+    def __init__(self, net: SFaceNet) -> None:
+        super().__init__()
+        self.inference = SFaceInference.from_net(net, torch.float32, pointwise_gemm=False)
+        self.register_buffer("input_mean", net.input_mean.detach().clone().float())
+        self.register_buffer("input_scale", net.input_scale.detach().clone().float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.inference.layers((x - self.input_mean) * self.input_scale)
+        by_position = m.flatten(2).permute(2, 0, 1)  # positions x N x channels
+        shares = torch.bmm(by_position, self.inference.position_weight) + self.inference.position_offsets[:, None, :]
+        return shares.transpose(0, 1).flatten(1)
 
 
 def _layer_names(net: SFaceNet) -> list[tuple[str, ConvBnPrelu]]:

@@ -4,12 +4,12 @@ One object the enrolment, identify/verify commands, the API and the benchmarks s
 detects, aligns and embeds the same way. ``embedder_version`` identifies the model; a gallery built
 by another version is refused (embeddings of different models are not comparable). The model runs on
 ``embedding.device`` (moved there in place; ``cuda`` without a GPU is ``DeviceUnavailable`` at start), its
-backbones inferring at ``embedding.precision`` (bfloat16 on CPUs that have it natively).
+backbones inferring at ``embedding.precision`` (bfloat16 on CPUs that have it natively) on ``embedding.backend``
+(torch, or OpenVINO's compiled copies: facegate.components.embedding.openvino_runtime).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +19,9 @@ import torch
 
 from facegate.components.core.devices import resolve_torch_device
 from facegate.components.core.settings import Settings
+from facegate.components.embedding.folding import weights_fingerprint
 from facegate.components.embedding.model import EmbeddingModel, embed_chips
+from facegate.components.embedding.openvino_runtime import inference_summary, set_backend
 from facegate.components.embedding.precision import set_precision
 from facegate.components.faces.align import FaceAligner
 from facegate.components.faces.detectors import detector_from_settings
@@ -36,11 +38,7 @@ class FaceEmbedding:
 
 def model_fingerprint(model: EmbeddingModel) -> str:
     """Content hash of the weights: two models with the same fingerprint embed identically."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    return weights_fingerprint(model)
 
 
 class FaceRecognizer:
@@ -53,6 +51,12 @@ class FaceRecognizer:
         self.embedder_name = f"{model.name}"
         self.embedder_version = version or f"sha256:{model_fingerprint(model)}"
         self.model = set_precision(model.to(self.device).eval(), settings.embedding.precision)
+        set_backend(self.model, settings.embedding.backend)  # openvino: compiled now, or torch with a warning
+
+    @property
+    def inference(self) -> dict:
+        """What the backbones run on (backend, precision; why torch where openvino was asked for)."""
+        return inference_summary(self.model)
 
     @property
     def embedding_dim(self) -> int:

@@ -100,6 +100,23 @@ def test_pipeline_throughput_times_every_image_after_the_warm_up(mini_lfw):
     assert 0 < out["pipeline_images_per_s"] < 1000
 
 
+def test_speed_reports_a_pipeline_row_per_backend(mini_lfw, tmp_path, monkeypatch):
+    """``backends``: the pipeline with full (flip TTA) embeddings on torch float32, torch bfloat16 and
+    OpenVINO bfloat16, each row saying what really ran."""
+    from facegate.benchmarks.lfw import BACKEND_ROWS, load_lfw, measure_speed
+
+    monkeypatch.setenv("FACEGATE_HOME", str(tmp_path / "state"))  # the OpenVINO IR cache starts empty
+    lfw = load_lfw(mini_lfw, tmp_path, detector="yunet", geometry="arcface_112")
+    out = measure_speed(lfw, "sface", n_chips=8, n_images=8, detector="yunet", workers=2, batch=1, backend="openvino")
+    assert out["speed_inference"]["backend"] == "openvino"
+    rows = out["backends"]
+    assert [(r["backend"], r["precision"]) for r in rows] == list(BACKEND_ROWS)
+    for row in rows:
+        assert row["pipeline_images_timed"] == 8 - 2 and 0 < row["pipeline_images_per_s"] < 1000
+        assert row["inference"]["backend"] == row["backend"]  # openvino is installed here: no fallback
+        assert row["speed_loadavg_1min"] >= 0
+
+
 def test_head_mode_trains_on_the_chains_augmented_copies(mini_lfw, tmp_path):
     """``head`` reads augmented copies (synthetic masks among them) of every chip, cached like the
     chain's, and they change what the heads learn."""

@@ -41,6 +41,8 @@ class Status(BaseModel):
     tau: float | None
     # presentation-attack detection: mode, model, threshold, available (and why not: error, note)
     pad: dict | None = None
+    # what the backbones run on: backend (torch | openvino | mixed), requested, members' backend and precision
+    inference: dict | None = None
 
 
 # the service's own answer types: the API's schema cannot drift from what FaceGate returns

@@ -32,6 +32,7 @@ from facegate.components.detection.loss import LossWeights
 from facegate.components.detection.train import DetectTrainConfig
 from facegate.components.detection.two_stage import TwoStageConfig
 from facegate.components.embedding.backbones import BACKBONES, FUSION_SEPARATOR, chip_geometry
+from facegate.components.embedding.openvino_runtime import BACKENDS
 from facegate.components.embedding.precision import PRECISIONS
 from facegate.components.embedding.train import TrainConfig
 from facegate.components.embedding.triplets import MINERS
@@ -97,6 +98,7 @@ def test_index_kind_and_faiss_device_choices_are_the_gallery_index_kinds():
 
 def test_precision_and_mask_style_choices_are_the_code_tables():
     assert choices(EmbeddingSettings, "precision") == set(PRECISIONS)
+    assert choices(EmbeddingSettings, "backend") == set(BACKENDS)
     assert choices(MaskSettings, "styles") == set(PALETTES)
 
 

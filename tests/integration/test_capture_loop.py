@@ -94,6 +94,10 @@ def test_capture_review_template_and_erasure(loop):
     captured = {p for p in side[side.employee_id == "amy"].photo if p.startswith("capture:")}
     assert captured == {f"capture:{i}" for i in amy}
 
+    c.gate.rebuild_gallery()  # what a promotion does: enrolment photos re-embedded, templates chosen again
+    side = c.gate.snapshot().sidecar
+    assert {p for p in side[side.employee_id == "amy"].photo if p.startswith("capture:")} == captured
+
     r = c.delete(f"/captures/{amy[0]}/template", headers=h(c, "operator"))
     assert r.status_code == 200
     removed = c.delete("/employees/amy", headers=h(c, "operator")).json()

@@ -16,8 +16,13 @@ drift report (``service/drift.py``), the model in service and its stored calibra
 - Template update runs every evening; drift is judged every evening on the service's own windows
   (``retrain.drift_window_days`` against the ``retrain.drift_reference_days`` before it: in a 10-day run,
   the first days are the reference) and the retraining trigger (``retrain.trigger_*``) is evaluated.
-  A triggered retraining is recorded as triggered, not run: the full chain takes 7-17 minutes of CPU per
-  run here, beyond a simulation meant to finish in minutes; the champion in service stays the same.
+  By default (``retrain="record"``) a triggered retraining is recorded as triggered, not run: the full
+  chain takes 7-17 minutes of CPU per run here, beyond a simulation meant to finish in minutes; the
+  champion in service stays the same. With ``retrain="run"`` the first trigger runs the real chain, once,
+  on a small seeded configuration in a sandbox (``benchmarks/flywheel_retrain.py``): the employees
+  consent, their confirmed captures are exported and trained on beside a slice of LFW's training split,
+  the challenger's ``val_deploy_*`` (held-out captured employees) are reported beside the champion's with
+  the gate's decision; a promoted challenger serves the following days with the gallery the chain rebuilt.
 
 Per day: FNIR (an employee's pass not recognised as that employee) and FPIR (a stranger's pass
 recognised as anyone) at the threshold the service used for that gallery (``gallery.target_fpir``),
@@ -58,6 +63,7 @@ from unittest import mock
 import cv2
 import numpy as np
 
+from facegate.benchmarks.flywheel_retrain import LFW_IDENTITIES, Chain, Sandbox, run_chain, training_identities
 from facegate.components.calibration.face_sets import lfw_set
 from facegate.components.core.datasets import unit_hash
 from facegate.components.core.errors import FacegateError
@@ -67,12 +73,13 @@ from facegate.components.core.settings import MaskSettings, Settings
 from facegate.components.faces.masks import _predictor, draw_mask
 from facegate.components.gallery.enrolment import EnrolmentStore, Photo
 from facegate.components.lifecycle.data_version import read_version
-from facegate.components.lifecycle.model_loading import service_recognizer
+from facegate.components.lifecycle.model_loading import service_model, service_recognizer
 from facegate.components.lifecycle.retrain_skip import current_fingerprints, skip_reason
 from facegate.components.recognition.recognizer import FaceEmbedding, FaceRecognizer
 from facegate.components.service import access_log as access_log_module
 from facegate.components.service import captures as captures_module
 from facegate.components.service.access_log import AccessLog, now
+from facegate.components.service.capture_export import set_training_consent
 from facegate.components.service.captures import CaptureStore
 from facegate.components.service.drift import drift_report, enrolment_reference, retrain_trigger
 from facegate.components.service.facade import FaceGate
@@ -97,6 +104,7 @@ class FlywheelConfig:
     mask_onset: int = 6  # first day with masks
     mask_share: float = 0.5  # of employees (and strangers) masked from the onset
     seed: int = 1234
+    retrain_identities: int = LFW_IDENTITIES  # --retrain run: LFW training-split identities in the chain's slice
 
 
 def camera(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -220,6 +228,7 @@ class People:
     employees: dict[str, list[Path]]  # name -> photos (the first enrols)
     strangers: list[Path]
     masked: set[str] = field(default_factory=set)  # people masked from the onset
+    trainees: dict[str, list[Path]] = field(default_factory=dict)  # LFW's training split (a retraining's slice)
 
 
 def choose_people(settings: Settings, cfg: FlywheelConfig, root: Path) -> People:
@@ -235,7 +244,9 @@ def choose_people(settings: Settings, cfg: FlywheelConfig, root: Path) -> People
     employees = {n: sorted(photos[n]) for n in staff}
     strangers = [sorted(photos[n])[0] for n in others]
     masked = {n for n in staff + others if unit_hash(f"mask:{n}", cfg.seed) < cfg.mask_share}
-    return People(employees, strangers, masked)
+    train = {str(n) for n in fs.identities[fs.split == "train"]}
+    trainees = {n: sorted(photos[n]) for n in training_identities(photos, train, cfg.seed, cfg.retrain_identities)}
+    return People(employees, strangers, masked, trainees)
 
 
 @lru_cache(maxsize=4096)
@@ -374,7 +385,14 @@ def sim_settings(settings: Settings) -> Settings:
 
 
 def day_row(
-    d: int, day: Day, reviewed: int, templates: dict, report: dict, trigger: str | None, gate: FaceGate, target: float
+    d: int,
+    day: Day,
+    reviewed: int,
+    templates: dict,
+    report: dict,
+    trigger: str | None,
+    gate: FaceGate,
+    target: float,
 ) -> dict:
     fpir = day.false_accepts / max(day.stranger_passes, 1)
     return {
@@ -412,17 +430,75 @@ def day_row(
     }
 
 
-def simulate(settings: Settings, cfg: FlywheelConfig, work: Path, log: Log) -> dict:
+def frame_cache(s: Settings, recognizer: FaceRecognizer, root: Path) -> FrameCache:
+    tag = "".join(c if c.isalnum() else "_" for c in recognizer.embedder_version)
+    return FrameCache(root / f"{tag}-{s.faces.detector}-{s.faces.upsample}")
+
+
+def retrain_overrides(s: Settings) -> dict:
+    """The simulation's settings (``sim_settings``) as params sections, for the chain's sandbox."""
+    return {
+        "capture": {"enabled": True, "entrances": [ENTRANCE]},
+        "recognition": {"cascade": "off"},
+        "pad": {"mode": "off"},
+        "faces": {"mask_state": "off", "detector": DOOR_DETECTOR},
+        "gallery": {"snapshot": "manual"},
+    }
+
+
+def weights_tag(model) -> str:  # noqa: ANN001 - an EmbeddingModel
+    """A short hash of a model's weights: a trained challenger's frame cache is its own (registry versions
+    of the sandbox's registry repeat from run to run)."""
+    h = hashlib.sha1(usedforsecurity=False)
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode() + v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def retrain_now(
+    gate: SimulatedGate, sandbox: Sandbox, chain: Chain, staff: dict, cache: FrameCache, cache_root: Path, log: Log
+) -> tuple[dict, SimulatedGate]:
+    """Every employee consents; the chain runs in the sandbox. When the chain rebuilt the gallery (a
+    promoted challenger, or the pretrained incumbent registered as the first champion: same weights, a
+    registry label), the model it put in service serves from now on, with that gallery (same store)."""
+    for eid in staff:
+        set_training_consent(gate, eid, True, actor=OPERATOR, note="flywheel: consent form")
+    row = run_chain(chain, sandbox, gate.access_log.url, gate.model_label(), log)
+    if row["gallery_version"] in (None, "unchanged"):
+        return row, gate
+    with sandbox.env(gate.access_log.url):
+        model, version = service_model(gate.settings)
+        fresh = FaceRecognizer(model, gate.settings, version)
+    if row["champion_changed"]:  # new weights: their own frame cache
+        cache = FrameCache(cache_root / f"trained-{weights_tag(model)}-{gate.settings.faces.detector}")
+    new = SimulatedGate(
+        gate.settings, store=gate.store, recognizer=CachedRecognizer(fresh, cache), access_log=gate.access_log
+    )
+    new.sim_captures = gate.sim_captures
+    row["champion_after"] = new.model_label()
+    return row, new
+
+
+def simulate(
+    settings: Settings, cfg: FlywheelConfig, work: Path, log: Log, retrain: str = "record", chain: Chain | None = None
+) -> dict:
     s = sim_settings(settings)
     real = service_recognizer(s)
-    tag = "".join(c if c.isalnum() else "_" for c in real.embedder_version)
-    cache = FrameCache(state_dir() / "cache" / "flywheel" / f"{tag}-{s.faces.detector}-{s.faces.upsample}")
+    cache_root = state_dir() / "cache" / "flywheel"
+    cache = frame_cache(s, real, cache_root)
     recognizer = CachedRecognizer(real, cache)
     people = choose_people(s, cfg, datasets_root() / "lfw")
+    sandbox = None
+    if retrain == "run":
+        if chain is None:
+            raise ValueError("retrain='run' needs the chain (flows/retrain.py retrain_flow)")
+        sandbox = Sandbox(work / "chain", datasets_root() / "lfw", people.trainees, retrain_overrides(s))
     access = AccessLog(f"sqlite:///{work / 'access.db'}")
     store = RecordingCaptures(access.url, s.capture.retention_days)
-    gate = SimulatedGate(s, store=EnrolmentStore(work / "gallery"), recognizer=recognizer, access_log=access)
+    gallery = sandbox.gallery if sandbox is not None else work / "gallery"
+    gate = SimulatedGate(s, store=EnrolmentStore(gallery), recognizer=recognizer, access_log=access)
     gate.sim_captures = store
+    retrained: dict | None = None
     start = now().replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=cfg.days + 1)
     clock = [start]
     days, truth, confirmed_at_trigger = [], {}, 0
@@ -450,19 +526,38 @@ def simulate(settings: Settings, cfg: FlywheelConfig, work: Path, log: Log) -> d
             if trigger:
                 confirmed_at_trigger = report["confirmed_captures"]
             days.append(day_row(d, day, reviewed, templates, report, trigger, gate, s.gallery.target_fpir))
+            if trigger and sandbox is not None and chain is not None and retrained is None:
+                row, gate = retrain_now(gate, sandbox, chain, staff, cache, cache_root, log)
+                retrained = {"day": d, **row}  # the day's row: the champion that served it; from tomorrow, the chain's
+                days[-1].update(retraining="run", retrain=retrained)
             log(
                 f"day {d}: {days[-1]['fnir']=} {days[-1]['fpir']=} reviewed {reviewed} "
                 f"templates +{days[-1]['templates_added']} drift {report['score']} alarm {report['alarm']} "
                 f"({time.perf_counter() - t0:.0f} s, frames cached {cache.hits}, embedded {cache.misses})"
             )
-    return {"days": days, "employees": len(staff), "frames_embedded": cache.misses, "frames_cached": cache.hits}
+    return {
+        "days": days,
+        "retrain": retrained,
+        "employees": len(staff),
+        "frames_embedded": cache.misses,
+        "frames_cached": cache.hits,
+    }
 
 
-def run_flywheel(settings: Settings, cfg: FlywheelConfig, log: Log = lambda message: None) -> dict:
-    """The simulation, its goals checked, as the JSON ``facegate bench flywheel`` writes."""
+def run_flywheel(
+    settings: Settings,
+    cfg: FlywheelConfig,
+    log: Log = lambda message: None,
+    retrain: str = "record",
+    chain: Chain | None = None,
+) -> dict:
+    """The simulation, its goals checked, as the JSON ``facegate bench flywheel`` writes. ``retrain``:
+    ``record`` (a trigger is recorded) or ``run`` (the first trigger runs ``chain``, see the module doc)."""
+    if retrain not in ("record", "run"):
+        raise ValueError(f"retrain: record or run, not {retrain!r}")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="facegate-flywheel-") as work:
-        sim = simulate(settings, cfg, Path(work), log)
+        sim = simulate(settings, cfg, Path(work), log, retrain, chain)
     days, target = sim.pop("days"), settings.gallery.target_fpir
     first, last = days[0]["fnir"], days[-1]["fnir"]
     alarms = [d["day"] for d in days if d["drift_alarm"]]
@@ -491,7 +586,11 @@ def run_flywheel(settings: Settings, cfg: FlywheelConfig, log: Log = lambda mess
         "drift_alarm_days": alarms,
         "drift_alarm_days_quality_signals": quality,
         "retraining_triggered_days": triggered,
-        "retraining_note": "triggered retrainings are recorded, not run: the chain takes 7-17 min of CPU per run",
+        "retraining_mode": retrain,
+        "retraining_note": "triggered retrainings are recorded, not run: the chain takes 7-17 min of CPU per run"
+        if retrain == "record"
+        else "the first trigger ran the chain once, on a small seeded configuration in a sandbox "
+        "(benchmarks/flywheel_retrain.py); later triggers are recorded",
         "skipped_run_seconds": skip_check_seconds(settings),
         "skipped_run_note": "the chain's skip path (fingerprints vs the champion chain's); the Prefect flow run and "
         "MLflow run around it: tests/integration/test_retrain_skip.py",

@@ -281,6 +281,16 @@ def bench_flywheel(
             "--quick", help="a tiny entrance for tests: 6 employees, 2 passes, 10 strangers, 8 reviews, 3 days"
         ),
     ] = False,
+    retrain: Annotated[
+        str,
+        typer.Option(
+            help="record: a triggered retraining is recorded; run: the first trigger runs the real chain once, "
+            "small and seeded, in a sandbox (challenger vs champion val_deploy_*, the gate's decision)"
+        ),
+    ] = "record",
+    retrain_identities: Annotated[
+        int, typer.Option(min=2, help="--retrain run: LFW training-split identities in the chain's slice")
+    ] = 60,
 ) -> None:
     """The deployment flywheel, simulated: captures, operator review, template update and drift, day by day,
     through the real service on held-out LFW people seen by a degraded camera (masks from --mask-onset)."""
@@ -298,6 +308,7 @@ def bench_flywheel(
             mask_onset=mask_onset or 3,
             mask_share=mask_share,
             seed=settings.seed,
+            retrain_identities=retrain_identities,
         )
     else:
         cfg = FlywheelConfig(
@@ -309,5 +320,16 @@ def bench_flywheel(
             mask_onset=mask_onset or 6,
             mask_share=mask_share,
             seed=settings.seed,
+            retrain_identities=retrain_identities,
         )
-    emit(run_flywheel(settings, cfg, log=lambda m: typer.echo(m, err=True)), json_out)
+    if retrain not in ("record", "run"):
+        raise typer.BadParameter("record or run", param_hint="--retrain")
+    chain = None
+    if retrain == "run":
+        from facegate.flows.retrain import retrain_flow  # heavy: Prefect and MLflow; only a run with its chain
+
+        def chain() -> dict:
+            return retrain_flow(force=True)
+
+    log = lambda m: typer.echo(m, err=True)  # noqa: E731
+    emit(run_flywheel(settings, cfg, log=log, retrain=retrain, chain=chain), json_out)

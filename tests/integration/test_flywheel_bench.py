@@ -49,3 +49,33 @@ def test_flywheel_quick(tmp_path):
     assert all(0 < d["captures_reviewed"] <= 8 for d in result["days"])
     assert all(0 <= d["fnir"] <= 1 and 0 <= d["fpir"] <= 1 for d in result["days"])
     assert isinstance(result["drift_alarm_days"], list) and 0 < result["skipped_run_seconds"] < 60
+
+
+@pytest.mark.slow
+def test_flywheel_quick_runs_the_triggered_retraining(tmp_path, monkeypatch, prefect_server):
+    """``--retrain run``: the first trigger (params lowered to 5 confirmed captures, so day 1 triggers) runs
+    the real chain once in its sandbox; the day's row and the top level carry the challenger's and the
+    champion's val_deploy_* side by side and the gate's decision; the next days are served by the model the
+    chain put in service (minutes: the chain embeds its LFW slice)."""
+    import os
+    from pathlib import Path
+
+    import yaml
+
+    shared_dataset("lfw")
+    params = yaml.safe_load(Path(os.environ["FACEGATE_PARAMS"]).read_text())
+    params["retrain"]["trigger_confirmed"] = 5
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.setenv("FACEGATE_PARAMS", str(tmp_path / "params.yaml"))
+    out = tmp_path / "flywheel.json"
+    r = CliRunner().invoke(cli_app, ["bench", "flywheel", "--quick", "--retrain", "run", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    result = json.loads(out.read_text())
+    retrain = result["retrain"]
+    assert result["retraining_mode"] == "run" and retrain["day"] == 1 and retrain["status"] == "run"
+    assert [d["retraining"] for d in result["days"]][0] == "run" and result["days"][0]["retrain"] == retrain
+    assert retrain["captures_exported"] > 0 and retrain["gate_reason"]
+    assert {"accuracy", "tar_at_far_1e-3"} <= set(retrain["val_deploy"])
+    assert all(v["champion"] is not None for v in retrain["val_deploy"].values())
+    assert retrain["gate_decision"] == ("promote" if retrain["champion_changed"] else "keep champion")
+    assert result["days"][1]["champion"] == retrain.get("champion_after", retrain["champion_before"])

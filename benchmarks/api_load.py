@@ -15,8 +15,9 @@ acknowledged enrolment (201) is looked up in the gallery on disk: ``lost`` must 
 carries an entrance id of its own, so each acknowledged answer (200) is looked up in the access log
 (``.facegate/access.db``): one decision row per face it answered (one ``no_face`` row for none), and one
 ``enrol`` audit row per acknowledged enrolment: ``access_log.lost_rows`` and ``lost_audit`` must be empty. Latencies
-are per kind (p50, p90, p99, max, in ms); ``loadavg`` is os.getloadavg() before and after. Only
-loopback is ever contacted; the run stops by itself.
+are per kind (p50, p90, p99, max, in ms); ``loadavg`` is os.getloadavg() before and after;
+``embedding_batches`` is what the server embedded in batches (``api.batch_window_ms``, in ``server_api``).
+Only loopback is ever contacted; the run stops by itself.
 
     python benchmarks/api_load.py --clients 20 --seconds 60 --json out/api_load.json
 """
@@ -81,6 +82,32 @@ def server_cpu_s(pid: int) -> float:
 
     t = psutil.Process(pid).cpu_times()
     return t.user + t.system + t.children_user + t.children_system
+
+
+def embedding_batches(base: str) -> dict:
+    """The server's embedding batches (``facegate_embedding_batches`` in /metrics, on loopback without a
+    key), per cascade pass: batches, requests and faces in them, the largest, and the mean faces per batch."""
+    import httpx  # heavy: an HTTP client only for this call
+
+    out: dict[str, dict] = {}
+    for line in httpx.get(f"{base}/metrics", headers={"X-API-Key": KEY}, timeout=30).text.splitlines():
+        if line.startswith("facegate_embedding_batches{"):
+            labels, value = line[line.index("{") + 1 : line.index("}")], float(line.rsplit(" ", 1)[1])
+            tags = dict(kv.split("=", 1) for kv in labels.split(","))
+            out.setdefault(tags["pass"].strip('"'), {})[tags["count"].strip('"')] = int(value)
+    for counts in out.values():
+        counts["mean_faces"] = round(counts["rows"] / counts["batches"], 2) if counts.get("batches") else None
+    return out
+
+
+def server_api(params: Path | None) -> dict:
+    """The server's slot, batching and inference-runtime settings (from the params file it was started with)."""
+    import yaml  # heavy: only to report the settings
+
+    raw = yaml.safe_load((params or params_path()).read_text())
+    api, emb = raw.get("api", {}), raw.get("embedding", {})
+    keys = ("inference_slots", "inference_threads", "batch_window_ms", "batch_max")
+    return {**{k: api.get(k) for k in keys}, "embedding_backend": emb.get("backend"), "precision": emb.get("precision")}
 
 
 def centre_crop(path: Path, side: int = 160) -> bytes:
@@ -273,6 +300,7 @@ def run(
     wall = time.perf_counter() - t0
     load_after = os.getloadavg()
     cpu_used = server_cpu_s(server.pid) - cpu_before if not kill else None
+    batches = embedding_batches(base) if not kill else {}
 
     # a clean stop: SIGTERM, the server's shutdown flushes the DVC snapshot (--kill: SIGKILL came at the
     # deadline with requests in flight, no shutdown at all)
@@ -331,6 +359,8 @@ print(json.dumps({"ids": sorted(g.employees()["employee_id"]), "dirty": gallery_
         "enrol_people_left": len(queue),
         "server_cpu_s": round(cpu_used, 1) if cpu_used is not None else None,
         "server_cpu_ms_per_request": round(1000 * cpu_used / total, 1) if cpu_used and total else None,
+        "server_api": server_api(params),
+        "embedding_batches": batches,
         "acknowledged_enrolments": len(acked),
         "enrolled_on_disk": len(on_disk["ids"]) - 1,
         "lost": lost,

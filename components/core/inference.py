@@ -50,7 +50,9 @@ def configure_threads(threads: int) -> None:
 class InferenceSlots:
     """A FIFO semaphore: at most ``slots`` holders at once; waiters are served in arrival order (a plain
     ``threading.Semaphore`` lets a newcomer overtake, which stretches the tail under load).
-    ``slots=0`` means no limit (a CLI command or a notebook: one request, all cores)."""
+    ``slots=0`` means no limit (a CLI command or a notebook: one request, all cores). ``first=True``: a
+    holder that finishes work already under way (a batch of requests past their detection) is served
+    before the newcomers, in arrival order among such holders."""
 
     def __init__(self, slots: int) -> None:
         if slots < 0:
@@ -59,36 +61,37 @@ class InferenceSlots:
         self._lock = threading.Lock()
         self._busy = 0
         self._queue: deque[threading.Event] = deque()
+        self._first: deque[threading.Event] = deque()  # waiters with ``first=True``, served before ``_queue``
         self.peak_waiting = 0  # the longest queue seen (what the server reports for tuning)
 
     @contextmanager
-    def __call__(self) -> Iterator[None]:
+    def __call__(self, first: bool = False) -> Iterator[None]:
         if self.slots == 0:
             yield
             return
-        self._acquire()
+        self._acquire(first)
         try:
             yield
         finally:
             self._release()
 
-    def _acquire(self) -> None:
+    def _acquire(self, first: bool = False) -> None:
         with self._lock:
-            if self._busy < self.slots and not self._queue:
+            if self._busy < self.slots and not self._queue and not self._first:
                 self._busy += 1
                 return
             turn = threading.Event()
-            self._queue.append(turn)
-            self.peak_waiting = max(self.peak_waiting, len(self._queue))
+            (self._first if first else self._queue).append(turn)
+            self.peak_waiting = max(self.peak_waiting, self.waiting)
         turn.wait()  # the releasing holder hands its slot over (``_busy`` stays counted)
 
     def _release(self) -> None:
         with self._lock:
-            if self._queue:
-                self._queue.popleft().set()
+            if self._first or self._queue:
+                (self._first or self._queue).popleft().set()
             else:
                 self._busy -= 1
 
     @property
     def waiting(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + len(self._first)

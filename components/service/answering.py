@@ -13,11 +13,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from facegate.components.calibration.thresholds import ImpostorScores
 from facegate.components.core.errors import UnknownEmployee
+from facegate.components.faces.pipeline import FaceCrop
+from facegate.components.gallery import Gallery
 from facegate.components.recognition.recognizer import FaceEmbedding
 from facegate.components.service.answers import Identification, IdentifiedFace, Verification, estimate
+from facegate.components.service.batching import Embedder
 from facegate.components.service.captures import capture_identification, capture_on
-from facegate.components.service.cascade import CHEAP, FULL, served_cascade
+from facegate.components.service.cascade import CHEAP, FULL, CheapVerdict, served_cascade
 from facegate.components.service.deployment import local_actor
 
 if TYPE_CHECKING:
@@ -48,36 +52,39 @@ def identify(
 def identify_faces(gate: FaceGate, pixels: np.ndarray, embedded: list | None = None) -> Identification:
     """The answer for every face, without recording it. With ``recognition.cascade`` on, the cheap pass
     (service/cascade.py) decides the faces outside its band; the rest get the full embedding.
-    ``embedded``, when given (captures), receives each face's full ``FaceEmbedding``, the cheap pass's too."""
+    ``embedded``, when given (captures), receives each face's full ``FaceEmbedding``, the cheap pass's too.
+    In a server that batches (service/batching.py) the request detects in its own inference slot and
+    its faces are embedded afterwards, with those of concurrent requests."""
     g = gate.gallery()
     recognizer = gate.recognizer
     target = gate.settings.gallery.target_fpir
     tau = gate.identify_tau(g, target)
     scores = gate.impostor_scores(g)
     cascade = served_cascade(recognizer, gate.settings)
-    verdicts: list = []
-    extra: Iterator[FaceEmbedding] = iter(())
+    embedder = Embedder(recognizer, cascade, gate.batching)
+    passes: tuple[list, Iterator[FaceEmbedding], Iterator[FaceEmbedding]] = ([], iter(()), iter(()))
+    crops: list[FaceCrop] = []
     with gate.inference():
-        if cascade is None:  # every face gets the full embedding (any recognizer that embeds frames)
+        if cascade is None and not embedder.batched:  # every face the full embedding (any recognizer that embeds)
             found = recognizer.embed_all(pixels)
-            boxes, full = [f.box for f in found], iter(found)
+            boxes, passes = [f.box for f in found], ([], iter(found), iter(()))
         else:
             crops = recognizer.finder.all_faces(pixels)
             boxes = [c.box for c in crops]
-            verdicts = [cascade.identify(g, q, tau, scores) for q in cascade.embed(crops)] if crops else []
-            full = iter(recognizer.embed_crops([c for c, v in zip(crops, verdicts) if v.decided is None]))
-            # captures keep the full embedding of every face, the cheap pass's decided ones too
-            cheap = [c for c, v in zip(crops, verdicts) if v.decided is not None]
-            extra = iter(recognizer.embed_crops(cheap)) if embedded is not None and cheap else iter(())
+            if not embedder.batched:
+                passes = embed_faces(embedder, crops, g, tau, scores, embedded is not None)
         masks = gate.mask_states(pixels, boxes)
         live = gate.liveness.check(pixels, boxes)  # presentation attacks (service/liveness.py)
+    if embedder.batched:  # out of the request's slot: each batch takes one of its own
+        passes = embed_faces(embedder, crops, g, tau, scores, embedded is not None)
+    verdicts, full, extra = passes
     faces = []
     for i, (box, mask) in enumerate(zip(boxes, masks)):
         v = verdicts[i] if verdicts else None
         if cascade is not None and v is not None and v.decided is not None:
             eid, name = (v.employee_id, v.name) if v.decided else (None, None)
             distance = round(v.distance, 6) if math.isfinite(v.distance) else None
-            far = estimate(cascade.fpir(v.distance, g.n_employees)) if distance is not None else None
+            far = estimate(cascade.fpir(v.distance, g.n_vectors)) if distance is not None else None
             faces.append(
                 IdentifiedFace(box.as_list(), eid, name, v.decided, distance, v.tau, target, mask, far, path=CHEAP)
             )
@@ -89,11 +96,32 @@ def identify_faces(gate: FaceGate, pixels: np.ndarray, embedded: list | None = N
             embedded.append(face)
         eid, dist, name = g.identify(face.embedding[None], tau)
         distance = round(float(dist), 6) if math.isfinite(dist) else None
-        far = estimate(scores.fpir(float(dist), g.n_employees)) if scores and distance is not None else None
+        far = estimate(scores.fpir(float(dist), g.n_vectors)) if scores and distance is not None else None
         faces.append(
             IdentifiedFace(box.as_list(), eid, name, eid is not None, distance, tau, target, mask, far, path=FULL)
         )
     return gate.liveness.judge_identification(Identification(faces, tau, target), live)
+
+
+def embed_faces(
+    embedder: Embedder,
+    crops: list[FaceCrop],
+    g: Gallery,
+    tau: float,
+    scores: ImpostorScores | None,
+    keep_all: bool,
+) -> tuple[list[CheapVerdict], Iterator[FaceEmbedding], Iterator[FaceEmbedding]]:
+    """(the cheap pass's verdicts, one per face, none without the cascade; the full embeddings of the
+    faces it left undecided, in order; with ``keep_all`` (captures) those of the faces it decided too)."""
+    cascade = embedder.cascade
+    if cascade is None:
+        return [], iter(embedder.full(crops)), iter(())
+    verdicts = [cascade.identify(g, q, tau, scores) for q in embedder.cheap(crops)] if crops else []
+    full = iter(embedder.full([c for c, v in zip(crops, verdicts) if v.decided is None]))
+    # captures keep the full embedding of every face, the cheap pass's decided ones too
+    cheap = [c for c, v in zip(crops, verdicts) if v.decided is not None]
+    extra = iter(embedder.full(cheap)) if keep_all and cheap else iter(())
+    return verdicts, full, extra
 
 
 def verify(
@@ -124,19 +152,25 @@ def verify_face(gate: FaceGate, employee_id: str, pixels: np.ndarray, source: st
     g = gate.gallery()
     tau = gate.verify_tau(g)
     scores = gate.impostor_scores(g)
-    cascade = served_cascade(gate.recognizer, gate.settings)
+    recognizer = gate.recognizer
+    cascade = served_cascade(recognizer, gate.settings)
+    embedder = Embedder(recognizer, cascade, gate.batching)
+    verdict: CheapVerdict | None = None
+    face: FaceEmbedding | None = None
     with gate.inference():
-        if cascade is None:
-            face = gate.recognizer.embed_one(pixels, source)
-            verdict, box = None, face.box
+        if cascade is None and not embedder.batched:
+            one = recognizer.embed_one(pixels, source)
+            face, box = one, one.box
         else:
-            crop = gate.recognizer.finder.single_face(pixels, source)
-            if employee_id not in g:
+            crop = recognizer.finder.single_face(pixels, source)
+            if cascade is not None and employee_id not in g:
                 raise UnknownEmployee(employee_id)
-            verdict, box = cascade.verify(g, employee_id, cascade.embed([crop])[0], tau, scores), crop.box
-            if verdict.decided is None:
-                face = gate.recognizer.embed_crops([crop])[0]
+            box = crop.box
+            if not embedder.batched:
+                verdict, face = verify_passes(embedder, crop, g, employee_id, tau, scores)
         live = gate.liveness.check(pixels, [box])
+    if embedder.batched:  # out of the request's slot: each batch takes one of its own
+        verdict, face = verify_passes(embedder, crop, g, employee_id, tau, scores)
     if cascade is not None and verdict is not None and verdict.decided is not None:
         answer = Verification(
             employee_id,
@@ -148,6 +182,7 @@ def verify_face(gate: FaceGate, employee_id: str, pixels: np.ndarray, source: st
             path=CHEAP,
         )
     else:
+        assert face is not None  # the full pass ran: no cascade, or inside its band
         accepted, dist = g.verify(employee_id, face.embedding[None], tau)
         answer = Verification(
             employee_id,
@@ -159,3 +194,20 @@ def verify_face(gate: FaceGate, employee_id: str, pixels: np.ndarray, source: st
             path=FULL,
         )
     return gate.liveness.judge_verification(answer, live)
+
+
+def verify_passes(
+    embedder: Embedder,
+    crop: FaceCrop,
+    g: Gallery,
+    employee_id: str,
+    tau: float,
+    scores: ImpostorScores | None,
+) -> tuple[CheapVerdict | None, FaceEmbedding | None]:
+    """(the cheap pass's verdict, none without the cascade; the full embedding, none when the cheap pass decided)."""
+    verdict = None
+    if embedder.cascade is not None:
+        verdict = embedder.cascade.verify(g, employee_id, embedder.cheap([crop])[0], tau, scores)
+        if verdict.decided is not None:
+            return verdict, None
+    return verdict, embedder.full([crop])[0]

@@ -35,6 +35,7 @@ from facegate.components.recognition.recognizer import FaceRecognizer
 from facegate.components.service import answering, enrolling, erasure, promotion
 from facegate.components.service.access_log import AccessLog
 from facegate.components.service.answers import Identification, Verification
+from facegate.components.service.batching import EmbeddingBatching
 from facegate.components.service.calibrations import GalleryThresholds, calibrated_gallery
 from facegate.components.service.captures import CaptureStore
 from facegate.components.service.deployment import gallery_store, local_actor
@@ -53,6 +54,8 @@ class FaceGate:
     store is the deployment's (``store`` not given), none for a store of a caller's own; False: none.
     ``inference`` bounds how many requests run the model at once (``facegate.components.core.inference``; a server
     passes one sized to its cores, the default has no limit); enrolment embeds outside the writer lock.
+    ``batching`` (a server's, ``facegate.components.service.batching``): identify and verify embed the
+    faces of concurrent requests in one forward pass; default none, each request embeds its own.
     """
 
     def __init__(
@@ -66,9 +69,11 @@ class FaceGate:
         access_log=None,
         inference: InferenceSlots | None = None,
         pad_model: PadModel | None = None,
+        batching: EmbeddingBatching | None = None,
     ) -> None:
         self.settings = settings or load_settings()
         self.inference = inference or InferenceSlots(0)  # the API bounds concurrent model runs; 0: no limit
+        self.batching = batching  # a server's: faces of concurrent requests embedded together; None: each alone
         self._access_log = access_log if access_log is not None else (store is None)
         self.store = store or gallery_store()
         self._recognizer = recognizer
@@ -179,6 +184,7 @@ class FaceGate:
             "employees": g.n_employees if g else 0,
             "tau": g.manifest.tau if g else None,
             "pad": self.liveness.status(),
+            "inference": r.inference,  # backend and precision each backbone runs on (embedding.backend)
         }
 
     def employees(self) -> list[dict]:

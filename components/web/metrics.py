@@ -21,7 +21,11 @@ LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 class ServiceMetrics:
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, gallery_size: Callable[[], tuple[int, int]] | None = None) -> None:
+    def __init__(
+        self,
+        gallery_size: Callable[[], tuple[int, int]] | None = None,
+        batches: Callable[[], dict[str, dict[str, int]]] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -55,6 +59,14 @@ class ServiceMetrics:
         self.employees = Gauge("facegate_gallery_employees", "employees in the gallery in service", registry=r)
         self.vectors = Gauge("facegate_gallery_vectors", "vectors in the gallery in service", registry=r)
         self._gallery_size = gallery_size
+        # the embedding batches (service/batching.py), read when scraped: faces / batches is the mean batch
+        self.batch_counts = Gauge(
+            "facegate_embedding_batches",
+            "batched forward passes run so far, and the requests and faces in them, by cascade pass (cheap | full)",
+            ["pass", "count"],
+            registry=r,
+        )
+        self._batches = batches
         # the drift flow's last report (flows/drift.py writes the state dir's drift.json), read when scraped
         self.drift_score = Gauge(
             "facegate_drift_score",
@@ -90,6 +102,9 @@ class ServiceMetrics:
             employees, vectors = self._gallery_size()
             self.employees.set(employees)
             self.vectors.set(vectors)
+        for kind, counts in (self._batches() if self._batches is not None else {}).items():
+            for count, value in counts.items():
+                self.batch_counts.labels(kind, count).set(value)
         self._set_drift(load_report())
         return generate_latest(self.registry)
 

@@ -69,9 +69,15 @@ def api_key() -> str:
     return path.read_text().strip()
 
 
+DRAIN_S = 30.0  # at shutdown, the longest the embedding batches under way may take to answer
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     yield
+    batching = app.state.api.gate.batching
+    if batching is not None:  # the requests still in a batch get their answer (service/batching.py)
+        batching.close(DRAIN_S)
     if app.state.api.on_stop:
         app.state.api.on_stop()
 

@@ -34,6 +34,11 @@ def gallery_size(gate: FaceGate) -> tuple[int, int]:
     return (g.n_employees, g.n_vectors) if g else (0, 0)
 
 
+def batch_stats(gate: FaceGate) -> dict[str, dict[str, int]]:
+    """The embedding batches run so far, per pass (none when the server does not batch)."""
+    return gate.batching.stats() if gate.batching is not None else {}
+
+
 @dataclass
 class ApiState:
     """What one app serves with; built once by ``create_app``, read by every request."""
@@ -70,7 +75,7 @@ class ApiState:
             accounts=accounts,
             sessions=sessions,
             authenticate=Authenticator(accounts, sessions),
-            metrics=ServiceMetrics(partial(gallery_size, gate)),
+            metrics=ServiceMetrics(partial(gallery_size, gate), partial(batch_stats, gate)),
             login_limiter=LoginLimiter(settings.console.login_max_failures, settings.console.login_window_s),
             after_write=after_write,
             on_stop=on_stop,

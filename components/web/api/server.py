@@ -1,5 +1,5 @@
 """`facegate serve`: the deployment's app (this repository's gallery, one bound on concurrent model
-runs, DVC snapshots by a background worker) under uvicorn."""
+runs, concurrent requests' faces embedded in batches, DVC snapshots by a background worker) under uvicorn."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from facegate.components.core.inference import InferenceSlots, configure_threads, cpu_cores
 from facegate.components.core.settings import Settings, load_settings
 from facegate.components.lifecycle.gallery_snapshots import SnapshotWorker, mark_dirty
+from facegate.components.service.batching import EmbeddingBatching
 from facegate.components.service.facade import FaceGate
 from facegate.components.web.api.app import create_app
 
@@ -21,10 +22,18 @@ def inference_slots(settings: Settings) -> InferenceSlots:
     return InferenceSlots(slots)
 
 
+def embedding_batching(settings: Settings, slots: InferenceSlots) -> EmbeddingBatching | None:
+    """Faces of concurrent requests that reach the embedding within ``api.batch_window_ms`` share one forward
+    pass of at most ``api.batch_max`` faces, each batch in one of ``slots`` (0 ms: none, each request alone)."""
+    api = settings.api
+    return EmbeddingBatching(api.batch_window_ms, api.batch_max, slots) if api.batch_window_ms > 0 else None
+
+
 def build_service_app() -> FastAPI:
     """The deployment's app: the gallery of this repository, DVC snapshots by a background worker."""
     settings = load_settings()
-    gate = FaceGate(settings, inference=inference_slots(settings))
+    slots = inference_slots(settings)
+    gate = FaceGate(settings, inference=slots, batching=embedding_batching(settings, slots))
     if gate.settings.gallery.snapshot == "manual":
         return create_app(gate, after_write=mark_dirty)
     snapshots = SnapshotWorker()

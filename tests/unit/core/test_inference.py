@@ -66,3 +66,31 @@ def test_a_failing_holder_gives_its_slot_back():
     threading.Thread(target=lambda: (slots().__enter__(), done.set())).start()
     assert done.wait(5)
     assert cpu_cores() >= 1
+
+
+def test_first_waiters_are_served_before_the_queue_in_their_own_order():
+    slots = InferenceSlots(1)
+    order: list[str] = []
+    lock = threading.Lock()
+    holder = slots()
+    holder.__enter__()
+
+    def wait(name: str, first: bool) -> None:
+        with slots(first=first):
+            with lock:
+                order.append(name)
+
+    threads = []
+    for name, first in (("new1", False), ("batch1", True), ("new2", False), ("batch2", True)):
+        t = threading.Thread(target=wait, args=(name, first))
+        t.start()
+        threads.append(t)
+        deadline = time.monotonic() + 5
+        while slots.waiting < len(threads):
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+    assert slots.peak_waiting == 4
+    holder.__exit__(None, None, None)
+    for t in threads:
+        t.join(5)
+    assert order == ["batch1", "batch2", "new1", "new2"] and slots.waiting == 0

@@ -253,7 +253,9 @@ class Check:
         run = self.stack.prefect_api(
             "POST",
             f"/deployments/{self.deployment_id}/create_flow_run",
-            {"parameters": {"datasets": ["lfw"], "limit": None}, "name": f"server-check-{label}"},
+            # force: every chain here must run its stages against the servers (faults are injected mid-chain);
+            # an unchanged chain would otherwise be skipped (the skip path: tests/integration/test_retrain_skip.py)
+            {"parameters": {"datasets": ["lfw"], "limit": None, "force": True}, "name": f"server-check-{label}"},
         )
         return run["id"]
 

@@ -42,7 +42,7 @@ from pathlib import Path
 import yaml
 
 from facegate.components.core.datasets import unit_hash
-from facegate.components.core.paths import mlflow_tracking_uri, params_path, weights_root
+from facegate.components.core.paths import params_path, use_mlflow_store, weights_root
 from facegate.components.lifecycle.data_version import ensure_repo
 from facegate.components.service.access_log import ENV_URL
 
@@ -143,7 +143,7 @@ def run_chain(chain: Chain, sandbox: Sandbox, access_url: str, before: str, log:
         result = chain()
         import mlflow  # heavy: only a run with its chain reads the run back
 
-        mlflow.set_tracking_uri(mlflow_tracking_uri())
+        use_mlflow_store()
         tags = mlflow.get_run(result["run_id"]).data.tags if result.get("run_id") else {}
     wall = round(time.perf_counter() - t0, 1)
     challenger, champion = result.get("challenger_metrics") or {}, result.get("incumbent_metrics") or {}

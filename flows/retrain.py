@@ -38,7 +38,7 @@ from prefect.cache_policies import NO_CACHE
 from facegate.components.core.datasets import CAPTURES_KIND
 from facegate.components.core.errors import RetrainBusy
 from facegate.components.core.locks import file_lock
-from facegate.components.core.paths import mlflow_tracking_uri, state_dir
+from facegate.components.core.paths import state_dir, use_mlflow_store
 from facegate.components.core.settings import Settings, load_settings
 from facegate.components.embedding.model import EmbeddingModel
 from facegate.components.embedding.train import TrainConfig
@@ -292,7 +292,7 @@ def chain_params(settings: Settings, datasets: list[str] | None, limit: int | No
 def _chain(settings: Settings, datasets: list[str] | None, limit: int | None, force: bool = False) -> dict:
     log, started = get_run_logger(), time.perf_counter()
     name, backbone, mode = settings.registry.embedder_model, settings.embedding.backbone, settings.embedding.mode
-    mlflow.set_tracking_uri(mlflow_tracking_uri())
+    use_mlflow_store()
     stale, abandoned = close_stale_runs(settings), registry.abandon_pending(name)
     if stale or abandoned:
         log.warning("a previous chain died: closed runs %s, abandoned versions %s", stale, abandoned)

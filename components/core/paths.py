@@ -80,6 +80,24 @@ def mlflow_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{state_dir() / 'mlflow.db'}"
 
 
+def use_mlflow_store(uri: str | None = None) -> str:
+    """Point this process's MLflow at ``uri`` (default: the store of the current state folder) and
+    leave ``MLFLOW_TRACKING_URI`` in the environment as it was. MLflow's ``set_tracking_uri`` also
+    writes that variable, which ``mlflow_tracking_uri`` reads as the user's choice: a process that later
+    points FACEGATE_HOME elsewhere (a sandboxed chain, a benchmark, the next test) would otherwise keep
+    talking to the first store it used (stop 34's CI: one test's champion served another's bench)."""
+    import mlflow  # heavy: MLflow takes seconds to import; only the paths that track or load models need it
+
+    uri = uri or mlflow_tracking_uri()
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+    return uri
+
+
 def mlflow_artifact_root() -> str:
     return os.environ.get("FACEGATE_MLFLOW_ARTIFACTS") or (state_dir() / "mlartifacts").as_uri()
 

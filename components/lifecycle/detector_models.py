@@ -10,7 +10,7 @@ import numpy as np
 
 from facegate.components.core.errors import RegistryError
 from facegate.components.core.images import load_image
-from facegate.components.core.paths import configure_environment, mlflow_tracking_uri
+from facegate.components.core.paths import configure_environment, use_mlflow_store
 from facegate.components.core.settings import load_settings
 from facegate.components.detection.decode import Detections, detect_images
 from facegate.components.detection.plots import draw_detections
@@ -27,7 +27,7 @@ def load_model_uri(uri: str):
     import mlflow  # heavy: MLflow takes seconds to import; only the paths that track or load models need it
 
     configure_environment()
-    mlflow.set_tracking_uri(mlflow_tracking_uri())
+    use_mlflow_store()
     model = mlflow.pytorch.load_model(uri, map_location="cpu")
     return model.eval()
 

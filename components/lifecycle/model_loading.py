@@ -11,7 +11,7 @@ import os
 from functools import lru_cache
 
 from facegate.components.core.errors import FacegateError
-from facegate.components.core.paths import mlflow_tracking_uri, state_dir
+from facegate.components.core.paths import mlflow_tracking_uri, state_dir, use_mlflow_store
 from facegate.components.core.settings import Settings
 from facegate.components.embedding.backbones import make_backbone
 from facegate.components.embedding.model import EmbeddingModel, upgrade_sface_heads
@@ -35,7 +35,7 @@ def load_registered_model(name: str, version: str) -> EmbeddingModel:
         return model
     import mlflow  # heavy: MLflow takes seconds to import; only the paths that track or load models need it
 
-    mlflow.set_tracking_uri(mlflow_tracking_uri())
+    use_mlflow_store()
     model = mlflow.pytorch.load_model(f"models:/{name}/{version}")
     if isinstance(model, EmbeddingModel):  # the copy rebuilds this structure from the backbone's name
         model = upgrade_sface_heads(model)
@@ -81,9 +81,20 @@ def service_model(settings: Settings) -> tuple[EmbeddingModel, str | None]:
     return model, embedder_version_label(settings.registry.embedder_model, version) if version else None
 
 
-@lru_cache(maxsize=2)
 def service_recognizer(settings: Settings) -> FaceRecognizer:
-    """Loaded once per process and settings: weights and fingerprint cost seconds."""
+    """Loaded once per process, settings and state: weights and fingerprint cost seconds. The registry
+    (tracking URI) and the state folder are part of the key: a process that points at another store (a
+    sandbox, a test, a benchmark's chain) gets that store's champion, never the one it loaded before."""
+    return _service_recognizer(settings, mlflow_tracking_uri(), str(state_dir()))
+
+
+def forget_service_recognizer() -> None:
+    """Drop the loaded models: the champion moved (a promotion, a rollback, a rebuilt gallery)."""
+    _service_recognizer.cache_clear()
+
+
+@lru_cache(maxsize=2)
+def _service_recognizer(settings: Settings, tracking_uri: str, state: str) -> FaceRecognizer:
     model, version = service_model(settings)
     return FaceRecognizer(model, settings, version)
 

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 
 from facegate.components.core.errors import RegistryError
-from facegate.components.core.paths import configure_environment, mlflow_tracking_uri
+from facegate.components.core.paths import configure_environment, use_mlflow_store
 from facegate.components.core.settings import PadSettings
 from facegate.components.lifecycle import registry
 from facegate.components.lifecycle.tracking import log_torch_model
@@ -31,7 +31,7 @@ def load_pad_version(name: str, version: str) -> tuple[PadNet, PadCalibration]:
     import mlflow  # heavy: MLflow takes seconds to import; only the paths that track or load models need it
 
     configure_environment()
-    mlflow.set_tracking_uri(mlflow_tracking_uri())
+    use_mlflow_store()
     info = registry.get_version(name, version)
     net = mlflow.pytorch.load_model(info.uri, map_location="cpu").eval()
     if not isinstance(net, PadNet):

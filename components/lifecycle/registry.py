@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from facegate.components.core.errors import RegistryError
-from facegate.components.core.paths import configure_environment, mlflow_tracking_uri
+from facegate.components.core.paths import configure_environment, use_mlflow_store
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -135,7 +135,7 @@ def mlflow_client():
     import mlflow  # heavy: MLflow takes seconds to import; only the paths that track or load models need it
 
     configure_environment()
-    mlflow.set_tracking_uri(mlflow_tracking_uri())
+    use_mlflow_store()
     return mlflow.MlflowClient()
 
 

@@ -22,6 +22,7 @@ from facegate.components.core.paths import (
     experiment_artifact_root,
     mlflow_tracking_uri,
     repo_root,
+    use_mlflow_store,
 )
 from facegate.components.lifecycle import run_outbox
 from facegate.components.lifecycle.packaging import code_paths, pinned_requirements
@@ -90,7 +91,7 @@ def tracked_run(
     configure_environment()
     import mlflow  # heavy: MLflow takes seconds to import; only the paths that track or load models need it
 
-    mlflow.set_tracking_uri(tracking_uri or mlflow_tracking_uri())
+    use_mlflow_store(tracking_uri or mlflow_tracking_uri())
     parent = mlflow.active_run()
     if parent is None:
         run_outbox.drain_leftovers()
@@ -186,7 +187,7 @@ def _logged_run_id(entry: dict) -> str | None:
     """The FINISHED run an earlier flusher logged for ``entry`` (before it died, with the file kept)."""
     import mlflow  # heavy: MLflow takes seconds to import; only the paths that track or load models need it
 
-    mlflow.set_tracking_uri(entry.get("tracking_uri") or mlflow_tracking_uri())
+    use_mlflow_store(entry.get("tracking_uri") or mlflow_tracking_uri())
     exp = mlflow.get_experiment_by_name(entry["experiment"])
     if exp is None or not entry.get("id"):
         return None

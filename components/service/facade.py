@@ -29,7 +29,11 @@ from facegate.components.embedding.model import EmbeddingModel
 from facegate.components.gallery import Gallery, current_version
 from facegate.components.gallery.enrolment import EnrolmentStore, Photo
 from facegate.components.lifecycle.data_version import read_version
-from facegate.components.lifecycle.model_loading import gallery_recognizer, service_recognizer
+from facegate.components.lifecycle.model_loading import (
+    forget_service_recognizer,
+    gallery_recognizer,
+    service_recognizer,
+)
 from facegate.components.pad.models import PadModel
 from facegate.components.recognition.recognizer import FaceRecognizer
 from facegate.components.service import answering, enrolling, erasure, promotion
@@ -136,7 +140,7 @@ class FaceGate:
         return self._recognizer
 
     def _champion_recognizer(self, _: str) -> FaceRecognizer:
-        service_recognizer.cache_clear()
+        forget_service_recognizer()
         return service_recognizer(self.settings)
 
     def _disk_version(self) -> str | None:

@@ -18,6 +18,7 @@ from facegate.components.gallery.enrolment import enrolled_names, reembed_all
 from facegate.components.lifecycle import registry
 from facegate.components.lifecycle.model_loading import (
     embedder_version_label,
+    forget_service_recognizer,
     load_registered_model,
     service_recognizer,
 )
@@ -91,7 +92,7 @@ def promote(
         except BaseException:
             registry.restore_champion(name, previous)
             raise
-        service_recognizer.cache_clear()  # this process now serves the new champion
+        forget_service_recognizer()  # this process now serves the new champion
         gate.serve(recognizer)
         gate.audit(
             actor,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from facegate.components.core.paths import mlflow_tracking_uri
+from facegate.components.core.paths import mlflow_tracking_uri, use_mlflow_store
 from facegate.components.lifecycle import registry
 from facegate.components.lifecycle.model_loading import tracking_store_exists
 from facegate.components.lifecycle.retrain import experiment_name
@@ -97,7 +97,7 @@ def detector_explain(settings) -> dict[str, Any] | None:  # noqa: ANN001 - Setti
 def last_retrain(settings) -> dict[str, Any] | None:  # noqa: ANN001 - Settings
     import mlflow  # heavy: MLflow takes seconds to import; only the paths that track or load models need it
 
-    mlflow.set_tracking_uri(mlflow_tracking_uri())
+    use_mlflow_store()
     exp = mlflow.get_experiment_by_name(experiment_name(settings))
     if exp is None:
         return None

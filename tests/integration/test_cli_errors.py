@@ -14,7 +14,7 @@ import mlflow
 import psutil
 import pytest
 
-from facegate.components.core.paths import mlflow_tracking_uri, repo_root
+from facegate.components.core.paths import repo_root, use_mlflow_store
 from tests.conftest import shared_dataset
 
 pytestmark = pytest.mark.integration
@@ -131,7 +131,7 @@ def test_enrol_and_remove_record_mlflow_and_snapshot_in_the_background(seeded):
     wait_gone(int(json.loads(r.stdout)["gallery_snapshot"].split("pid ")[1].rstrip(")")))
     assert read_version(target="gallery") not in (None, first) and not gallery_snapshots.is_dirty()
 
-    mlflow.set_tracking_uri(mlflow_tracking_uri())
+    use_mlflow_store()
     runs = mlflow.search_runs(experiment_names=["facegate-gallery"])
     assert sorted(runs["tags.mlflow.runName"]) == ["enrol", "remove"]
     assert set(runs["status"]) == {"FINISHED"}
@@ -199,7 +199,7 @@ def test_enrolment_outside_the_repository_logs_its_run_after_answering(sandbox, 
     assert out["employees"] == 1 and out["gallery_snapshot"].startswith("none: ")
     wait_gone(int(out["mlflow_run"].split("pid ")[1].rstrip(")")))
     assert not list((home / "pending-records").iterdir())
-    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+    use_mlflow_store(f"sqlite:///{home / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["facegate-gallery"])
     assert list(runs["tags.mlflow.runName"]) == ["enrol"] and list(runs["status"]) == ["FINISHED"]
     assert list(runs["params.photos"]) == ["1"] and list(runs["metrics.employees"]) == [1.0]

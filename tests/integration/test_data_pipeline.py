@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from facegate.components.core.errors import ValidationFailed
-from facegate.components.core.paths import mlflow_tracking_uri, state_dir
+from facegate.components.core.paths import state_dir, use_mlflow_store
 from facegate.components.lifecycle import data_version
 from tests import images_factory as f
 from tests.conftest import link_or_copy, requires_dataset, shared_dataset
@@ -52,7 +52,7 @@ def gx_folders() -> list:
 
 
 def runs_of(experiment: str) -> pd.DataFrame:
-    mlflow.set_tracking_uri(mlflow_tracking_uri())
+    use_mlflow_store()
     return mlflow.search_runs(experiment_names=[experiment])
 
 

@@ -18,7 +18,12 @@ import pandas as pd
 import pytest
 
 from facegate.components.core.images import load_image
-from facegate.components.core.paths import data_dir, dvc_default_remote, mlflow_tracking_uri, repo_root
+from facegate.components.core.paths import (
+    data_dir,
+    dvc_default_remote,
+    repo_root,
+    use_mlflow_store,
+)
 from facegate.components.core.settings import load_settings
 from facegate.components.lifecycle import data_version, registry
 from facegate.components.service.capture_export import consent_store, set_training_consent
@@ -37,7 +42,7 @@ DEPLOY_GUARD = ("val_deploy_accuracy", "val_deploy_tar_at_far_1e-3")
 
 
 def parent_run(result):
-    mlflow.set_tracking_uri(mlflow_tracking_uri())
+    use_mlflow_store()
     return mlflow.get_run(result["run_id"])
 
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from facegate.components.core.paths import mlflow_tracking_uri
+from facegate.components.core.paths import use_mlflow_store
 from tests.conftest import link_or_copy, requires_dataset, shared_dataset
 
 pytestmark = [pytest.mark.integration, requires_dataset("facemask")]
@@ -66,7 +66,7 @@ def test_train_detect_bench_and_face_detector(sandbox, prefect_server, tmp_path)
     version = ingest_flow(datasets=["facemask"])["data_version"]
     result = detect_train_flow(log_sample_images=True)
 
-    mlflow.set_tracking_uri(mlflow_tracking_uri())
+    use_mlflow_store()
     run = mlflow.get_run(result["run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.tags["data_version"] == version and run.data.tags["git_commit"] == sandbox.head()

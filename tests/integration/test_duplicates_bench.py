@@ -15,8 +15,10 @@ from tests.conftest import shared_dataset
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def test_duplicates_bench_on_a_slice_of_lfw(tmp_path):
+def test_duplicates_bench_on_a_slice_of_lfw(tmp_path, monkeypatch):
     shared_dataset("lfw")
+    monkeypatch.setenv("FACEGATE_HOME", str(tmp_path / "state"))  # no registry: the pretrained model serves
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     settings = load_settings()
     lfw = default_face_sets(settings)[0]
     names = np.unique(lfw.identities)[::60]

@@ -8,7 +8,7 @@ import mlflow
 import pytest
 from typer.testing import CliRunner
 
-from facegate.components.core.paths import mlflow_tracking_uri
+from facegate.components.core.paths import use_mlflow_store
 from tests.conftest import shared_dataset
 from tests.integration.test_retrain_flow import set_params
 from tests.integration.test_train_flow import lfw_slice
@@ -90,7 +90,7 @@ def test_enrol_identify_remove_and_model_mismatch(sandbox, prefect_server, tmp_p
     assert faces[0]["employee_id"] == "amy"
 
     # MLflow recorded each gallery change, without images
-    mlflow.set_tracking_uri(mlflow_tracking_uri())
+    use_mlflow_store()
     runs = mlflow.search_runs(experiment_names=["facegate-gallery"])
     assert {"enrol", "remove", "gallery-build"} <= set(runs["tags.mlflow.runName"])
     client = mlflow.MlflowClient()
@@ -147,6 +147,6 @@ def test_batch_enrolment_from_a_folder_and_a_csv(sandbox, prefect_server, tmp_pa
     assert rows["ghost"]["code"] == "unreadable_image" and report["enrolled"] == 2
     employees = gallery_store().load().employees().set_index("employee_id")
     assert employees.loc["stuart", "n_vectors"] == 2 and employees.loc["sheldon", "name"] == "Sheldon Cooper"
-    mlflow.set_tracking_uri(mlflow_tracking_uri())
+    use_mlflow_store()
     runs = mlflow.search_runs(experiment_names=["facegate-gallery"])
     assert list(runs["tags.mlflow.runName"]) == ["enrol-batch", "enrol-batch"]

@@ -8,7 +8,7 @@ import mlflow
 import pytest
 import yaml
 
-from facegate.components.core.paths import mlflow_tracking_uri, weights_root
+from facegate.components.core.paths import use_mlflow_store, weights_root
 from tests.conftest import link_or_copy, requires_dataset, shared_dataset
 
 pytestmark = [
@@ -47,7 +47,7 @@ def test_train_pad_registers_gates_and_serves(sandbox, prefect_server, monkeypat
     result = pad_train_flow()
     assert result["version"] == "1" and len(result["heldout_subjects"]) == 1
     assert result["promoted"] == (result["fine_tuned"]["bpcer100"] <= result["zero_shot"]["bpcer100"])
-    mlflow.set_tracking_uri(mlflow_tracking_uri())
+    use_mlflow_store()
     run = mlflow.get_run(result["run_id"])
     assert run.info.status == "FINISHED" and run.data.params["pad.finetune_stages"] == "1"
     assert {"val_bpcer100", "val_bpcer20", "val_apcer", "val_bpcer", "zero_shot_bpcer100"} <= set(run.data.metrics)

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from facegate.components.core.errors import StageFailed
-from facegate.components.core.paths import mlflow_tracking_uri, repo_root
+from facegate.components.core.paths import repo_root, use_mlflow_store
 from facegate.components.core.settings import load_settings
 from facegate.components.gallery import current_version
 from facegate.components.lifecycle import data_version, registry
@@ -126,7 +126,7 @@ def world(module_sandbox, prefect_server):
     faces = shared_dataset("faceapi-examples")
     for person in ("amy", "raj"):
         enrol_flow(person, person.title(), [str(faces / person / f"{person}1.png")])
-    mlflow.set_tracking_uri(mlflow_tracking_uri())
+    use_mlflow_store()
     return SimpleNamespace(
         sandbox=module_sandbox, store=gallery_store(), client=mlflow.MlflowClient(), before=in_service()
     )
@@ -151,14 +151,14 @@ def first_chains_fail(world):
 @pytest.fixture(scope="module")
 def two_chains(first_chains_fail, world):
     """2. The chain, then again with a changed param."""
-    from facegate.components.lifecycle.model_loading import service_model, service_recognizer
+    from facegate.components.lifecycle.model_loading import forget_service_recognizer, service_model
 
     first, error = run_chain()
     assert error is None, error
     set_params(world.sandbox, train={"epochs": 3, "lr": 3e-4})
     second, error = run_chain()
     assert error is None, error
-    service_recognizer.cache_clear()
+    forget_service_recognizer()
     return SimpleNamespace(
         first=first,
         second=second,

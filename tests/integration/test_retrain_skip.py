@@ -9,7 +9,7 @@ import time
 import mlflow
 import pytest
 
-from facegate.components.core.paths import mlflow_tracking_uri
+from facegate.components.core.paths import use_mlflow_store
 from facegate.components.core.settings import load_settings
 from facegate.components.lifecycle import data_version, registry
 from facegate.components.lifecycle.retrain import experiment_name
@@ -49,7 +49,7 @@ def test_an_unchanged_chain_is_skipped_in_under_a_minute(sandbox, prefect_server
     sandbox.add_dataset("lfw", "lfw", "lfw")
     sandbox.commit()
     settings = load_settings()
-    mlflow.set_tracking_uri(mlflow_tracking_uri())
+    use_mlflow_store()
     champion = fake_champion_chain(settings)
     from facegate.flows.retrain import retrain_flow
 

@@ -14,7 +14,7 @@ import time
 import mlflow
 import pytest
 
-from facegate.components.core.paths import mlflow_tracking_uri, repo_root
+from facegate.components.core.paths import repo_root, use_mlflow_store
 from facegate.components.core.settings import load_settings
 from tests.integration.test_retrain_flow import set_params
 from tests.integration.test_train_flow import lfw_slice
@@ -91,7 +91,7 @@ def test_cron_schedule_fires_a_real_retraining_run(sandbox, tmp_path, monkeypatc
         assert [s.schedule.cron for s in dep.schedules] == ["* * * * *"]
         # the drift check is served from the same process, on params' daily cron
         assert served == {"facegate-retrain": ["* * * * *"], "facegate-drift": [load_settings().retrain.drift_cron]}
-        mlflow.set_tracking_uri(mlflow_tracking_uri())
+        use_mlflow_store()
         exp = mlflow.get_experiment_by_name("facegate-retrain")
         (run,) = mlflow.search_runs(
             [exp.experiment_id], filter_string=f"tags.prefect_flow_run_id = '{finished.id}'", output_format="list"

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from facegate.components.core.images import load_image
-from facegate.components.core.paths import mlflow_tracking_uri
+from facegate.components.core.paths import use_mlflow_store
 from tests.images_factory import write_jpeg
 
 pytestmark = pytest.mark.integration
@@ -38,7 +38,7 @@ def test_stylize_flow_logs_costs_and_keeps_images_out_by_default(sandbox, prefec
 
     assert load_image(out).shape == (64, 64, 3) and result["out"] == str(out)
     assert result["loss_end"] < result["loss_start"] and result["images_logged"] is False
-    mlflow.set_tracking_uri(mlflow_tracking_uri())
+    use_mlflow_store()
     client = mlflow.tracking.MlflowClient()
     run = client.get_run(result["run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["git_commit"] == sandbox.head()

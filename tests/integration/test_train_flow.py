@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from facegate.components.core.devices import describe, resolve_torch_device
-from facegate.components.core.paths import mlflow_tracking_uri
+from facegate.components.core.paths import use_mlflow_store
 from facegate.components.embedding.model import embed_chips
 from tests.conftest import link_or_copy, requires_dataset, shared_dataset
 
@@ -39,7 +39,7 @@ def test_train_flow_logs_a_usable_model(sandbox, prefect_server, backbone, mode)
     version = ingest_flow(datasets=["lfw"])["data_version"]
     result = train_flow(dataset="lfw", backbone=backbone, mode=mode)
 
-    mlflow.set_tracking_uri(mlflow_tracking_uri())
+    use_mlflow_store()
     run = mlflow.get_run(result["run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.tags["data_version"] == version and run.data.tags["git_commit"] == sandbox.head()

@@ -9,6 +9,7 @@ import pytest
 from facegate.components.calibration import store as calibration_store
 from facegate.components.calibration.store import ModelCalibration, SetScores
 from facegate.components.calibration.thresholds import ScoreSketch
+from facegate.components.core.paths import use_mlflow_store
 from facegate.components.gallery.enrolment import EnrolmentStore
 
 
@@ -67,7 +68,6 @@ def test_a_registered_version_keeps_its_calibration_in_mlflow(tmp_path, monkeypa
     import mlflow
     import torch
 
-    from facegate.components.core.paths import mlflow_tracking_uri
     from facegate.components.lifecycle import registry
     from facegate.components.lifecycle.calibration_artifacts import (
         load_version_calibration,
@@ -76,7 +76,7 @@ def test_a_registered_version_keeps_its_calibration_in_mlflow(tmp_path, monkeypa
     )
     from facegate.components.lifecycle.tracking import ensure_experiment
 
-    mlflow.set_tracking_uri(mlflow_tracking_uri())
+    use_mlflow_store()
     with mlflow.start_run(experiment_id=ensure_experiment("calibration-test")) as run:
         info = mlflow.pytorch.log_model(
             torch.nn.Linear(2, 2), name="model", pip_requirements=["torch"], serialization_format="pickle"

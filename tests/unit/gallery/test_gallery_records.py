@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 
+from facegate.components.core.paths import use_mlflow_store
 from facegate.components.core.settings import load_settings
 from facegate.components.gallery import Gallery
 from facegate.components.gallery.enrolment import EnrolmentStore
@@ -57,7 +58,7 @@ def test_pending_records_are_logged_once_then_cleared(tmp_path, monkeypatch):
     assert len(runs) == 2 and not list(pending_records_dir().iterdir())
     assert flush_records() == []  # nothing left: nothing logged twice
 
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    use_mlflow_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
     logged = mlflow.search_runs(experiment_names=["facegate-gallery"])
     assert sorted(logged["params.photos"]) == ["1", "2"]
     assert set(logged["metrics.employees"]) == {2.0} and set(logged["status"]) == {"FINISHED"}
@@ -85,7 +86,7 @@ def _reap(pid: int, timeout: float = 180.0) -> None:
 def _gallery_runs(uri: str):
     import mlflow
 
-    mlflow.set_tracking_uri(uri)
+    use_mlflow_store(uri)
     return mlflow.search_runs(experiment_names=["facegate-gallery"], output_format="list")
 
 

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from facegate.components.core.errors import RegistryError
+from facegate.components.core.paths import use_mlflow_store
 from facegate.components.lifecycle import registry
 
 
@@ -16,10 +17,9 @@ def store(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     import mlflow
 
-    from facegate.components.core.paths import mlflow_tracking_uri
     from facegate.components.lifecycle.tracking import ensure_experiment
 
-    mlflow.set_tracking_uri(mlflow_tracking_uri())
+    use_mlflow_store()
     exp = ensure_experiment("registry-test")
 
     def new_version(name: str = "m") -> str:

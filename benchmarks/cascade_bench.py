@@ -19,6 +19,7 @@ import numpy as np
 from facegate.components.calibration.cascade import Band, CascadeCalibration, fit_band, fit_cascade
 from facegate.components.core.images import load_image
 from facegate.components.core.weights import weight_path
+from facegate.components.embedding.fusion import FusedBackbone
 from facegate.components.embedding.members import (
     MemberSlice,
     member_embed_chips,
@@ -144,6 +145,9 @@ def cascade_recognizer(
     where = find_member(model, cal.member)
     tau_m = cal.member_tau(cal.full_impostor.share_at_most(tau_full))
     band = cal.band(full_gallery.n_employees)
+    backbone = model.backbone
+    member = backbone.member_backbones[where.position] if isinstance(backbone, FusedBackbone) else backbone
+    geometry = member.chip_geometry
 
     def run(path: Path) -> str:
         image = load_image(path)
@@ -152,7 +156,7 @@ def cascade_recognizer(
             return "none"
         cy, cx = image.shape[0] / 2, image.shape[1] / 2
         crop = min(crops, key=lambda c: (c.box.centre[0] - cx) ** 2 + (c.box.centre[1] - cy) ** 2)
-        q = member_embed_chips(model, crop.chip[None], where)[0]
+        q = member_embed_chips(model, crop.chip_for(geometry)[None], where)[0]  # as served: the member's part only
         _, d = nearest(q[None], member_gallery)
         if band.decides(float(d[0]), tau_m) is not None:
             return "cheap"

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from facegate.components.core.devices import module_device
 from facegate.components.embedding.fusion import FusedBackbone, FusedHead, member_input
+from facegate.components.embedding.member_graph import member_chip_size, member_chips, member_graph
 from facegate.components.embedding.model import EmbeddingModel, embed_chips, embed_from_features, ensure_eval
 
 
@@ -76,10 +77,13 @@ def member_embed_chips(model: EmbeddingModel, chips: np.ndarray, where: MemberSl
     head = model.head
     if not isinstance(head, FusedHead):
         return embed_chips(model, chips, flip_tta=False)
-    ensure_eval(model)
     backbone = model.backbone
     assert isinstance(backbone, FusedBackbone)  # a FusedHead comes only from FusedBackbone.embedding_head
     member = backbone.member_backbones[where.position]
+    graph = member_graph(member, head.heads[where.position], member_chip_size(chips, member.chip_geometry))
+    if graph is not None:  # the served cheap pass: one OpenVINO call, no torch op around it
+        return graph.embed(member_chips(np.asarray(chips), member.chip_geometry))
+    ensure_eval(model)
     batch = torch.from_numpy(np.array(chips)).to(module_device(model))
     x = member_input(backbone.preprocess(batch), member.chip_geometry)
     feats = member.features(member.preprocess(x).contiguous(memory_format=torch.channels_last))

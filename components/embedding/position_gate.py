@@ -50,7 +50,7 @@ class PositionGatedHead(nn.Module):
                 nn.init.xavier_uniform_(self.linear.weight, generator=gen)
 
     def shares(self, feats: Tensor) -> Tensor:
-        return feats.view(len(feats), self.positions, self.dim)
+        return feats.view(-1, self.positions, self.dim)  # -1, not len(): a traced graph keeps its batch dynamic
 
     def gates(self, feats: Tensor) -> Tensor:
         """N x positions, in (0, 2); 1 where nothing was learned."""

@@ -133,6 +133,14 @@ class FaceAligner:
             return paired_chip(*self.both_chips(image, box))
         return self.dlib_chip(image, box)
 
+    def partial_chip(self, image: np.ndarray, box: FaceBox, geometry: str) -> np.ndarray:
+        """This aligner's chip layout with only ``geometry``'s part aligned: a paired chip's ArcFace part
+        with zeros where dlib's chip goes (a member that reads only its own part embeds it exactly as
+        from the whole chip); any other request, the whole chip."""
+        if self.geometry == PAIRED_GEOMETRY and geometry == "arcface_112":
+            return paired_chip(np.zeros((self.size, self.size, 3), np.uint8), self.arcface_chip(image, box))
+        return self.chip(image, box)
+
     def dlib_chip(self, image: np.ndarray, box: FaceBox) -> np.ndarray:
         shape = self.landmarks(image, box)
         return np.asarray(self._dlib.get_face_chip(image, shape, size=self.size, padding=self.padding))

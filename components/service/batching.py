@@ -107,7 +107,7 @@ class Embedder:
         assert self.cascade is not None
         if self.batching is None:
             return self.cascade.embed(crops)
-        return self.batching.cheap(self.cascade)(np.stack([c.chip for c in crops]))
+        return self.batching.cheap(self.cascade)(self.cascade.chips(crops))
 
     def full(self, crops: Sequence[FaceCrop]) -> list[FaceEmbedding]:
         """The full embeddings of ``crops`` (with their boxes and chips)."""

@@ -33,6 +33,7 @@ from facegate.components.calibration.store import default_face_sets, local_file,
 from facegate.components.calibration.thresholds import ImpostorScores, fpir_of_far
 from facegate.components.core.paths import state_dir
 from facegate.components.core.settings import Settings
+from facegate.components.embedding.fusion import FusedBackbone
 from facegate.components.embedding.members import (
     MemberSlice,
     member_embed_chips,
@@ -84,6 +85,9 @@ class ServedCascade:
     def __init__(self, recognizer: FaceRecognizer, calibration: CascadeCalibration) -> None:
         self.recognizer, self.calibration = recognizer, calibration
         self.where = member_slice(recognizer.model, calibration.member)
+        backbone = recognizer.model.backbone
+        members = backbone.member_backbones if isinstance(backbone, FusedBackbone) else [backbone]
+        self.geometry = members[self.where.position].chip_geometry  # the member's own chip geometry
         self._galleries: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def member_gallery(self, g: Gallery) -> MemberGallery:
@@ -94,8 +98,12 @@ class ServedCascade:
             self._galleries[g] = hit
         return hit[1]
 
+    def chips(self, crops: Sequence[FaceCrop]) -> np.ndarray:
+        """What the cheap pass reads of ``crops``: its member's part of each chip (the rest is not aligned)."""
+        return np.stack([c.chip_for(self.geometry) for c in crops])
+
     def embed(self, crops: Sequence[FaceCrop]) -> np.ndarray:
-        return self.embed_chips(np.stack([c.chip for c in crops]))
+        return self.embed_chips(self.chips(crops))
 
     def embed_chips(self, chips: np.ndarray) -> np.ndarray:
         """Aligned chips -> the member's unit embeddings (the server batches these across requests)."""

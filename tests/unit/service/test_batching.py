@@ -47,8 +47,11 @@ class TinyCascade:
     def embed_chips(self, chips: np.ndarray) -> np.ndarray:
         return unit(chips.reshape(len(chips), -1).astype(np.float64)[:, :5] + 1.0)
 
+    def chips(self, crops):  # noqa: ANN001, ANN201
+        return np.stack([c.chip for c in crops])
+
     def embed(self, crops):  # noqa: ANN001, ANN201
-        return self.embed_chips(np.stack([c.chip for c in crops]))
+        return self.embed_chips(self.chips(crops))
 
 
 def faces(n: int, seed: int) -> list[FaceCrop]:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from facegate.components.core.devices import module_device
 from facegate.components.embedding.fusion import FusedBackbone, FusedHead, member_input
-from facegate.components.embedding.member_graph import member_chip_size, member_chips, member_graph
+from facegate.components.embedding.inference_graphs import member_chip_size, member_chips, member_graph
 from facegate.components.embedding.model import EmbeddingModel, embed_chips, embed_from_features, ensure_eval
 
 

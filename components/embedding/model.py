@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from facegate.components.core.devices import module_device
 from facegate.components.embedding.backbones import Backbone, SFaceBackbone, features_tag, make_backbone
 from facegate.components.embedding.fusion import FusedHead
+from facegate.components.embedding.inference_graphs import full_graph
 from facegate.components.embedding.position_gate import PositionGatedHead
 from facegate.components.embedding.precision import inference_dtype, set_precision
 
@@ -137,6 +138,11 @@ def embed_from_features(model: EmbeddingModel, feats: np.ndarray, flip_feats: np
 def embed_chips(model: EmbeddingModel, chips: np.ndarray, flip_tta: bool = False, batch_size: int = 64) -> np.ndarray:
     """Chips -> unit-length embeddings, end to end (serving path). With flip TTA each chip and its mirror
     image share one forward pass (one batch of 2n, not two of n: on one face, half the per-call cost)."""
+    graph = full_graph(model, np.asarray(chips[:1]), flip_tta)
+    if graph is not None:  # embedding.backend openvino: the whole path is one graph (inference_graphs.py)
+        step = max(1, batch_size // 2) if flip_tta else batch_size
+        parts = [graph.embed(np.array(chips[i : i + step])) for i in range(0, len(chips), step)]  # a copy: memmaps
+        return np.concatenate(parts) if parts else np.zeros((0, model.embedding_dim), np.float32)
     if not flip_tta:
         return embed_from_features(model, chip_features(model.backbone, chips, batch_size))
     half = max(1, batch_size // 2)

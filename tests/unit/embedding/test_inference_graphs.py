@@ -1,4 +1,4 @@
-"""The cascade's cheap pass as one OpenVINO graph (facegate.components.embedding.member_graph): the graph
+"""The cascade's cheap pass as one OpenVINO graph (facegate.components.embedding.inference_graphs): the graph
 is what runs under ``embedding.backend: openvino``, it embeds real LFW faces as torch's path does, from
 the member's part of a paired chip alone, and torch runs it everywhere else."""
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from facegate.components.embedding import member_graph as mg
+from facegate.components.embedding import inference_graphs as mg
 from facegate.components.embedding import openvino_runtime as rt
 from facegate.components.embedding.backbones import make_backbone
 from facegate.components.embedding.members import member_embed_chips, member_slice
@@ -55,7 +55,7 @@ def test_the_graph_runs_the_cheap_pass_and_matches_torch_on_real_faces(fused_and
         rt.set_backend(model, "openvino")
         with torch.inference_mode():
             graph = mg.member_graph(member, head, member.input_size)
-            assert isinstance(graph, mg.CompiledMemberEmbedding)
+            assert isinstance(graph, mg.CompiledEmbedding)
             assert mg.member_graph(member, head, member.input_size + 1) is None  # a chip to resize: torch
         got = member_embed_chips(model, chips, where)
         one = member_embed_chips(model, chips[:1], where)  # a batch other than the traced one
@@ -94,3 +94,33 @@ def _sources(crops):
     aligner = FaceAligner(geometry=PAIRED_GEOMETRY)
     files = [sorted((lfw / n).glob("*.jpg"))[i] for n in ("Colin_Powell", "Serena_Williams") for i in (0, 1, 2)]
     return [(c, load_image(f), aligner) for c, f in zip(crops, files)]
+
+
+def test_the_full_embedding_runs_as_one_graph_and_matches_torch_on_real_faces(fused_and_crops):
+    """``embed_chips`` under openvino: the chip and its mirror image through both members, the heads and
+    the fusion in one graph, as torch float32 computes them (and torch's path where torch is asked for)."""
+    from facegate.components.embedding.model import embed_chips
+
+    model, crops = fused_and_crops
+    chips = np.stack([c.chip for c in crops])
+    set_precision(model, "float32")
+    rt.set_backend(model, "torch")
+    with torch.inference_mode():
+        assert mg.full_graph(model, chips, True) is None
+    ref = {flip: embed_chips(model, chips, flip) for flip in (True, False)}
+    set_precision(model, "auto")
+    rt.set_backend(model, "openvino")
+    try:
+        with torch.inference_mode():
+            assert isinstance(mg.full_graph(model, chips, True), mg.CompiledEmbedding)
+            assert mg.full_graph(model, chips[:, :100, :100], True) is None  # chips of another size: torch
+        got = {flip: embed_chips(model, chips, flip) for flip in (True, False)}
+        one = embed_chips(model, chips[:1], True)
+    finally:
+        rt.set_backend(model, "torch")
+        set_precision(model, "float32")
+    bound = 0.9995 if native_bfloat16() else 0.99999
+    for flip in (True, False):
+        assert np.sum(ref[flip] * got[flip], axis=1).min() >= bound, flip
+    assert np.allclose(one[0], got[True][0], atol=1e-3)
+    assert np.sum(got[True] * got[False], axis=1).min() < 0.9999  # the mirror image did count

@@ -18,6 +18,10 @@ for _k, _v in QUIET_ENV.items():
     os.environ.setdefault(_k, _v)
 
 
+# One OpenVINO IR cache for the session's sandboxes (each has its own state folder): the backbones and
+# the served graphs are converted once per weights, not once per test (seconds each).
+os.environ.setdefault("FACEGATE_IR_CACHE", tempfile.mkdtemp(prefix="facegate-test-ir-"))
+
 SHARED_DATASETS = datasets_root()  # read before any test points FACEGATE_DATASETS at a sandbox
 
 

@@ -63,7 +63,11 @@ def _core() -> Any:
 
 
 def ir_dir() -> Path:
-    return state_dir() / "cache" / "openvino"
+    """The IR cache: the state folder's, or ``FACEGATE_IR_CACHE`` (one cache shared by several state
+    folders: a deployment's workers, a test session's sandboxes; IRs are keyed by their weights and
+    written whole under a lock, so sharing is safe)."""
+    shared = os.environ.get("FACEGATE_IR_CACHE")
+    return Path(shared) if shared else state_dir() / "cache" / "openvino"
 
 
 def ir_path(fingerprint: str, member: str) -> Path:

@@ -43,6 +43,7 @@ requires_openvino = pytest.mark.skipif(not HAVE_OPENVINO, reason="openvino is no
 def state_home(tmp_path, monkeypatch):
     """A state folder of the test's own: the IR cache starts empty."""
     monkeypatch.setenv("FACEGATE_HOME", str(tmp_path / "state"))
+    monkeypatch.delenv("FACEGATE_IR_CACHE", raising=False)  # the state folder's own cache
     monkeypatch.setattr(rt, "_warned", set())
     return tmp_path / "state"
 

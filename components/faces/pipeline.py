@@ -55,6 +55,18 @@ class FaceCrop:
                     self._image = None  # the frame is no longer needed
         return self._chip
 
+    def __getstate__(self) -> dict:
+        """Pickled with its chip made (caches of faces keep it; a lock and the frame do not travel)."""
+        return {"box": self.box, "chip": self.chip, "fallback": self.fallback}
+
+    def __setstate__(self, state: dict) -> None:
+        """From ``__getstate__``'s dict, which is also what the earlier dataclass pickled."""
+        self.box, self._chip, self.fallback = state["box"], state["chip"], state.get("fallback", False)
+        self._image, self._aligner, self._lock = None, None, threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"FaceCrop(box={self.box!r}, aligned={self._chip is not None}, fallback={self.fallback})"
+
     def chip_for(self, geometry: str) -> np.ndarray:
         """The chip in the model's layout with at least ``geometry``'s part aligned: the whole chip once
         it exists, else (a paired chip, one member asked for) that member's part alone, zeros beside it."""

@@ -124,3 +124,16 @@ def test_the_full_embedding_runs_as_one_graph_and_matches_torch_on_real_faces(fu
         assert np.sum(ref[flip] * got[flip], axis=1).min() >= bound, flip
     assert np.allclose(one[0], got[True][0], atol=1e-3)
     assert np.sum(got[True] * got[False], axis=1).min() < 0.9999  # the mirror image did count
+
+
+def test_a_deferred_crop_pickles_with_its_chip(fused_and_crops):
+    """Caches of faces (the flywheel's) pickle crops: the chip is made and kept, the frame is not."""
+    import pickle
+
+    from facegate.components.faces.pipeline import FaceCrop
+
+    _, crops = fused_and_crops
+    (c, image, aligner) = _sources(crops)[0]
+    fresh = FaceCrop(c.box, image=image, aligner=aligner)
+    back = pickle.loads(pickle.dumps([fresh]))[0]
+    assert back.box == c.box and np.array_equal(back.chip, c.chip) and not back.fallback

@@ -11,6 +11,7 @@ from facegate.components.core.settings import Settings, load_settings
 from facegate.components.lifecycle.gallery_snapshots import SnapshotWorker, mark_dirty
 from facegate.components.service.batching import EmbeddingBatching
 from facegate.components.service.facade import FaceGate
+from facegate.components.service.warm_up import warm_up
 from facegate.components.web.api.app import create_app
 
 
@@ -34,6 +35,7 @@ def build_service_app() -> FastAPI:
     settings = load_settings()
     slots = inference_slots(settings)
     gate = FaceGate(settings, inference=slots, batching=embedding_batching(settings, slots))
+    warm_up(gate)  # before uvicorn listens: no request waits for a model to load (service/warm_up.py)
     if gate.settings.gallery.snapshot == "manual":
         return create_app(gate, after_write=mark_dirty)
     snapshots = SnapshotWorker()

@@ -9,7 +9,8 @@ Two readings of "N concurrent clients". Closed loop (default): each client sends
 moment the last one is answered; by Little's law every request then waits for about N / throughput,
 whatever the server does, so it measures capacity. ``--think-ms T``: a turnstile, where a person
 presents a face, gets the answer and the next person walks up T ms later (uniform 0.5T..1.5T, so the
-clients do not march in step); it measures the latency a person sees at that arrival rate.
+clients do not march in step, and their first arrivals are spread over one think time: 20 people do
+not reach 20 turnstiles in the same millisecond); it measures the latency a person sees at that arrival rate.
 Afterwards the server is stopped with SIGTERM (its shutdown flushes the DVC snapshot) and every
 acknowledged enrolment (201) is looked up in the gallery on disk: ``lost`` must be empty. Every identify
 carries an entrance id of its own, so each acknowledged answer (200) is looked up in the access log
@@ -216,6 +217,7 @@ def run(
         timeout=180,
     ).raise_for_status()
     lat: dict[str, list[float]] = {"identify": [], "enrol": []}
+    slow: list[tuple[float, float, str]] = []  # (ms, seconds into the run, kind): where the tail sits
     statuses: dict[str, dict[int, int]] = {"identify": {}, "enrol": {}}
     acked: list[str] = []
     acked_identify: dict[str, int] = {}  # entrance id of an answered identify -> decision rows it must have left
@@ -228,10 +230,13 @@ def run(
     stop_at = time.monotonic() + seconds
     load_before = os.getloadavg()
     cpu_before = server_cpu_s(server.pid)
+    t_start = time.perf_counter()  # the clients start about now: the slowest requests are placed from it
 
     def client(n: int) -> None:
         rng = random.Random(n)
         counter = 0
+        if think_ms:  # a turnstile: the first people walk up over one think time, not all 20 at the same instant
+            time.sleep(rng.uniform(0.0, 1.0) * think_ms / 1000)
         with httpx.Client(base_url=base, headers={"X-API-Key": KEY}, timeout=120) as c:
             while time.monotonic() < stop_at + (30 if kill else 0):  # --kill: still sending when it lands
                 kind = "enrol" if rng.random() < enrol_share else "identify"
@@ -269,6 +274,7 @@ def run(
                 dt = time.perf_counter() - t0
                 with lock:
                     lat[kind].append(dt)
+                    slow.append((round(1000 * dt, 1), round(t0 - t_start, 1), kind))
                     statuses[kind][r.status_code] = statuses[kind].get(r.status_code, 0) + 1
                     if kind == "enrol" and r.status_code == 201:
                         acked.append(eid)
@@ -352,6 +358,7 @@ print(json.dumps({"ids": sorted(g.employees()["employee_id"]), "dirty": gallery_
         "requests": total,
         "throughput_rps": round(total / wall, 2),
         "identify": {**percentiles(lat["identify"]), "statuses": statuses["identify"]},
+        "slowest": [{"ms": ms, "at_s": at, "kind": kind} for ms, at, kind in sorted(slow, reverse=True)[:8]],
         "enrol": {**percentiles(lat["enrol"]), "statuses": statuses["enrol"]},
         "tau": tau,
         "error_codes": error_codes,

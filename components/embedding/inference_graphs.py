@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from facegate.components.core.devices import module_device
 from facegate.components.core.locks import file_lock
 from facegate.components.core.telemetry import import_openvino
 from facegate.components.embedding.folding import _state_key, inference_copy, use_inference_copy, weights_fingerprint
@@ -121,6 +122,7 @@ def member_graph(member: Any, head: nn.Module, chip_size: int) -> CompiledEmbedd
     the torch path must run (another backend, training, autograd, a chip to resize, a failed build)."""
     if (
         getattr(member, "backend", "torch") != "openvino"
+        or module_device(member).type != "cpu"
         or chip_size != member.input_size
         or member.training
         or head.training
@@ -227,6 +229,7 @@ def full_graph(model: EmbeddingModel, chips: np.ndarray, flip: bool) -> Compiled
     if (
         not leaves
         or any(getattr(leaf, "backend", "torch") != "openvino" for leaf in leaves)
+        or module_device(model).type != "cpu"
         or model.training
         or not use_inference_copy(model)
         or chips.dtype != np.uint8
@@ -248,3 +251,13 @@ def full_graph(model: EmbeddingModel, chips: np.ndarray, flip: bool) -> Compiled
             "full-embedding graph of %s not built, torch runs it: %s", model.backbone.name, _failed[id(model)]
         )
         return None
+
+
+def prepare_full_graph(model: EmbeddingModel, flip: bool) -> None:
+    """Build the full-embedding graph now (where it applies): a failure is logged when the model loads,
+    not at the first request, and the backbones' own copies, which the graph replaces on this path,
+    are not compiled for nothing (a one-shot CLI enrolment pays only for what it runs)."""
+    backbone = model.backbone
+    channels = 6 if "+" in backbone.chip_geometry else 3
+    with torch.inference_mode():
+        full_graph(model, np.zeros((1, backbone.input_size, backbone.input_size, channels), np.uint8), flip)

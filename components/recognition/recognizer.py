@@ -20,6 +20,7 @@ import torch
 from facegate.components.core.devices import resolve_torch_device
 from facegate.components.core.settings import Settings
 from facegate.components.embedding.folding import weights_fingerprint
+from facegate.components.embedding.inference_graphs import prepare_full_graph
 from facegate.components.embedding.model import EmbeddingModel, embed_chips
 from facegate.components.embedding.openvino_runtime import inference_summary, set_backend
 from facegate.components.embedding.precision import set_precision
@@ -51,7 +52,10 @@ class FaceRecognizer:
         self.embedder_name = f"{model.name}"
         self.embedder_version = version or f"sha256:{model_fingerprint(model)}"
         self.model = set_precision(model.to(self.device).eval(), settings.embedding.precision)
-        set_backend(self.model, settings.embedding.backend)  # openvino: compiled now, or torch with a warning
+        # openvino: the served full-embedding graph compiled now (or torch, with a warning); the backbones'
+        # own copies only when a path needs them (features for caches, the status page)
+        set_backend(self.model, settings.embedding.backend, prepare=False)
+        prepare_full_graph(self.model, self.flip_tta)
 
     @property
     def inference(self) -> dict:

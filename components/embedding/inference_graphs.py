@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 import warnings
 from pathlib import Path
@@ -33,15 +32,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from facegate.components.core.devices import module_device
-from facegate.components.core.locks import file_lock
 from facegate.components.core.telemetry import import_openvino
 from facegate.components.embedding.folding import _state_key, inference_copy, use_inference_copy, weights_fingerprint
 from facegate.components.embedding.fusion import member_input
 from facegate.components.embedding.openvino_runtime import (
-    LOCK_TIMEOUT_S,
     _core,
+    cached_ir,
     compile_config,
     convert,
+    export_of,
     ir_dir,
     leaf_backbones,
     precision_hint,
@@ -88,33 +87,24 @@ class CompiledEmbedding(nn.Module):
         return np.array(out, np.float32)
 
 
-def graph_path(member: Any, head: nn.Module) -> Any:
+def graph_path(member: Any, head: nn.Module) -> Path:
     key = hashlib.sha256(f"{weights_fingerprint(member)}:{weights_fingerprint(head)}".encode()).hexdigest()[:16]
     return ir_dir() / f"{key}-{member.name}-embedding-r{GRAPH_REVISION}.xml"
 
 
-def _build(member: Any, head: nn.Module, hint: str, threads: int) -> CompiledEmbedding:
-    ov = import_openvino()
-    path = graph_path(member, head)
-    with file_lock(path.parent, timeout=LOCK_TIMEOUT_S):
-        if not (path.is_file() and path.with_suffix(".bin").is_file()):
-            export = member.export_module()
-            if export is None:
-                raise NotImplementedError(f"backbone {member.name} has no export module")
-            tmp = path.with_name(f".{path.stem}.{os.getpid()}.xml")
-            try:
-                graph = convert(_MemberEmbeddingExport(export, head), member.input_size)
-                ov.save_model(graph, str(tmp), compress_to_fp16=False)
-                os.replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))
-                os.replace(tmp, path)  # the .xml last: its presence means the pair is whole
-            finally:
-                tmp.unlink(missing_ok=True)
-                tmp.with_suffix(".bin").unlink(missing_ok=True)
-    compiled = _core().compile_model(_core().read_model(str(path)), "CPU", compile_config(hint, threads))
-    graph = CompiledEmbedding(compiled, hint, threads)
-    for n in (1, 3):  # batches other than the traced one: a shape baked into the graph fails here, not at the door
-        graph.embed(np.zeros((n, 3, member.input_size, member.input_size), np.float32))
+def compiled_graph(model: Any, hint: str, threads: int, sample: tuple[int, ...], dtype: type) -> CompiledEmbedding:
+    """``model`` compiled for the CPU, then run on batches of 1 and 3 of ``sample``'s shape: a batch size
+    baked into the traced graph fails here (and the torch path runs), not at the door."""
+    graph = CompiledEmbedding(_core().compile_model(model, "CPU", compile_config(hint, threads)), hint, threads)
+    for n in (1, 3):
+        graph.embed(np.zeros((n, *sample), dtype))
     return graph
+
+
+def _build(member: Any, head: nn.Module, hint: str, threads: int) -> CompiledEmbedding:
+    size = member.input_size
+    ir = cached_ir(graph_path(member, head), lambda: convert(_MemberEmbeddingExport(export_of(member), head), size))
+    return compiled_graph(ir, hint, threads, (3, size, size), np.float32)
 
 
 def member_graph(member: Any, head: nn.Module, chip_size: int) -> CompiledEmbedding | None:
@@ -196,30 +186,18 @@ def _full_path(model: EmbeddingModel, flip: bool) -> Path:
 def _build_full(model: EmbeddingModel, leaves: list[Any], flip: bool, hint: str, threads: int) -> CompiledEmbedding:
     ov = import_openvino()
     size, channels = model.backbone.input_size, 6 if "+" in model.backbone.chip_geometry else 3
-    path = _full_path(model, flip)
-    with file_lock(path.parent, timeout=LOCK_TIMEOUT_S):
-        if not (path.is_file() and path.with_suffix(".bin").is_file()):
-            exports = [leaf.export_module() for leaf in leaves]
-            if any(e is None for e in exports):
-                raise NotImplementedError(f"{model.backbone.name}: a member has no export module")
-            example = torch.randint(0, 256, (2, size, size, channels), dtype=torch.uint8)
-            tmp = path.with_name(f".{path.stem}.{os.getpid()}.xml")
-            try:
-                with torch.no_grad(), warnings.catch_warnings():
-                    warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                    graph = ov.convert_model(_FullEmbeddingExport(model, exports, flip).eval(), example_input=example)
-                graph.reshape({graph.inputs[0]: ov.PartialShape([-1, size, size, channels])})
-                ov.save_model(graph, str(tmp), compress_to_fp16=False)
-                os.replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
-                tmp.with_suffix(".bin").unlink(missing_ok=True)
-    compiled = _core().compile_model(_core().read_model(str(path)), "CPU", compile_config(hint, threads))
-    graph = CompiledEmbedding(compiled, hint, threads)
-    for n in (1, 3):  # batches other than the traced one: a shape baked into the graph fails here
-        graph.embed(np.zeros((n, size, size, channels), np.uint8))
-    return graph
+
+    def convert_full() -> Any:
+        example = torch.randint(0, 256, (2, size, size, channels), dtype=torch.uint8)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            export = _FullEmbeddingExport(model, [export_of(leaf) for leaf in leaves], flip).eval()
+            graph = ov.convert_model(export, example_input=example)
+        graph.reshape({graph.inputs[0]: ov.PartialShape([-1, size, size, channels])})
+        return graph
+
+    ir = cached_ir(_full_path(model, flip), convert_full)
+    return compiled_graph(ir, hint, threads, (size, size, channels), np.uint8)
 
 
 def full_graph(model: EmbeddingModel, chips: np.ndarray, flip: bool) -> CompiledEmbedding | None:

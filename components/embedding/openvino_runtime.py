@@ -31,6 +31,7 @@ import logging
 import os
 import threading
 import warnings
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -98,24 +99,36 @@ def convert(export: nn.Module, input_size: int) -> Any:
         return ov.convert_model(export.eval(), example_input=example, input=[-1, 3, input_size, input_size])
 
 
-def read_or_convert(backbone: Any, member: str, input_size: int) -> tuple[Any, Path]:
-    """The backbone's IR from the cache, converted and written first when it is not there."""
+def cached_ir(path: Path, make: Callable[[], Any]) -> Any:
+    """The IR at ``path`` (an OpenVINO model), made by ``make`` and written first when it is not there:
+    under a lock on the folder (another process converting the same weights waits for it), float32
+    weights, the ``.bin`` then the ``.xml`` moved into place, so an ``.xml`` present means a whole pair."""
     ov = import_openvino()
-    path = ir_path(weights_fingerprint(backbone), member)
     with file_lock(path.parent, timeout=LOCK_TIMEOUT_S):
         if not (path.is_file() and path.with_suffix(".bin").is_file()):
-            export = backbone.export_module()
-            if export is None:
-                raise NotImplementedError(f"backbone {member} has no export module")
             tmp = path.with_name(f".{path.stem}.{os.getpid()}.xml")
             try:
-                ov.save_model(convert(export, input_size), str(tmp), compress_to_fp16=False)
+                ov.save_model(make(), str(tmp), compress_to_fp16=False)
                 os.replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))
-                os.replace(tmp, path)  # the .xml last: its presence means the pair is whole
+                os.replace(tmp, path)
             finally:
                 tmp.unlink(missing_ok=True)
                 tmp.with_suffix(".bin").unlink(missing_ok=True)
-    return _core().read_model(str(path)), path
+    return _core().read_model(str(path))
+
+
+def export_of(module: Any) -> nn.Module:
+    """``module.export_module()``, or NotImplementedError naming a backbone that has none."""
+    export = module.export_module()
+    if export is None:
+        raise NotImplementedError(f"backbone {module.name} has no export module")
+    return export
+
+
+def read_or_convert(backbone: Any, member: str, input_size: int) -> tuple[Any, Path]:
+    """The backbone's IR from the cache, converted and written first when it is not there."""
+    path = ir_path(weights_fingerprint(backbone), member)
+    return cached_ir(path, lambda: convert(export_of(backbone), input_size)), path
 
 
 class CompiledFeatures(nn.Module):

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from facegate.components.core.errors import FacegateError
 from facegate.components.faces.types import FaceBox
 from facegate.components.service.cascade import served_cascade
 
@@ -27,27 +27,31 @@ log = logging.getLogger(__name__)
 
 
 def warm_up(gate: FaceGate) -> dict[str, float | str]:
-    """Load and run once, on blank input, each part a request uses; seconds per part (or why a part
-    could not warm: the first request then answers that error itself, as it would have anyway)."""
+    """Load and run once, on blank input, each part a request uses; seconds per part, or why a part did
+    not warm. Never raises: a part that fails here (a registry not reachable, PAD weights missing) fails
+    again on the first request that needs it, which answers that error itself; the server still starts."""
     out: dict[str, float | str] = {}
 
-    def step(name: str, work) -> None:  # noqa: ANN001 - a no-argument callable
+    def step(name: str, work: Callable[[], object]) -> bool:
         t = time.perf_counter()
         try:
             work()
-            out[name] = round(time.perf_counter() - t, 3)
-        except (FacegateError, OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - warming is best effort; the request path reports errors
             out[name] = f"not warmed: {getattr(exc, 'message', None) or exc}"
+            return False
+        out[name] = round(time.perf_counter() - t, 3)
+        return True
 
     frame = np.zeros((240, 320, 3), np.uint8)
-    step("recognizer", lambda: gate.recognizer.finder.detector.detect(frame))
-    recognizer = gate.recognizer
-    backbone = recognizer.model.backbone
-    chips = np.zeros((1, backbone.input_size, backbone.input_size, 6 if "+" in backbone.chip_geometry else 3), np.uint8)
-    step("full_embedding", lambda: recognizer.embed_aligned(chips))
-    cascade = served_cascade(recognizer, gate.settings)
-    if cascade is not None:
-        step("cheap_pass", lambda: cascade.embed_chips(chips))
+    if step("recognizer", lambda: gate.recognizer.finder.detector.detect(frame)):
+        recognizer = gate.recognizer
+        backbone = recognizer.model.backbone
+        side, channels = backbone.input_size, 6 if "+" in backbone.chip_geometry else 3
+        chips = np.zeros((1, side, side, channels), np.uint8)
+        step("full_embedding", lambda: recognizer.embed_aligned(chips))
+        cascade = served_cascade(recognizer, gate.settings)
+        if cascade is not None:
+            step("cheap_pass", lambda: cascade.embed_chips(chips))
     if gate.liveness.mode != "off":
         step("pad", lambda: gate.liveness.check(frame, [FaceBox(100, 60, 220, 180)]))
     log.info("warmed up: %s", out)

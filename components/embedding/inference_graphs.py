@@ -23,6 +23,7 @@ import hashlib
 import logging
 import threading
 import warnings
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +53,7 @@ if TYPE_CHECKING:  # model.py imports this module: its class for the annotations
 
 GRAPH_REVISION = 2  # bumped when what the graph computes changes: older IRs are then not read
 logger = logging.getLogger(__name__)
-_failed: dict[int, str] = {}  # id(module) -> why its graph could not be built (tried once per module)
+_failed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> why its graph was not built (tried once)
 
 
 class _MemberEmbeddingExport(nn.Module):
@@ -117,7 +118,7 @@ def member_graph(member: Any, head: nn.Module, chip_size: int) -> CompiledEmbedd
         or member.training
         or head.training
         or not use_inference_copy(head)
-        or id(head) in _failed
+        or head in _failed
     ):
         return None
     hint = precision_hint(member.inference_dtype())
@@ -127,8 +128,8 @@ def member_graph(member: Any, head: nn.Module, chip_size: int) -> CompiledEmbedd
         return inference_copy(member, lambda m: _build(m, head, hint, threads), variant=variant)
     except Exception as exc:  # noqa: BLE001 - any failure means the torch path, said once
         lines = str(exc).strip().splitlines()
-        _failed[id(head)] = f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
-        logger.warning("cheap-pass graph of %s not built, torch runs it: %s", member.name, _failed[id(head)])
+        _failed[head] = f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
+        logger.warning("cheap-pass graph of %s not built, torch runs it: %s", member.name, _failed[head])
         return None
 
 
@@ -213,7 +214,7 @@ def full_graph(model: EmbeddingModel, chips: np.ndarray, flip: bool) -> Compiled
         or chips.dtype != np.uint8
         or chips.ndim != 4
         or chips.shape[1] != model.backbone.input_size
-        or id(model) in _failed
+        or model in _failed
     ):
         return None
     hint = precision_hint(leaves[0].inference_dtype())
@@ -224,10 +225,8 @@ def full_graph(model: EmbeddingModel, chips: np.ndarray, flip: bool) -> Compiled
         )
     except Exception as exc:  # noqa: BLE001 - any failure means the torch path, said once
         lines = str(exc).strip().splitlines()
-        _failed[id(model)] = f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
-        logger.warning(
-            "full-embedding graph of %s not built, torch runs it: %s", model.backbone.name, _failed[id(model)]
-        )
+        _failed[model] = f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
+        logger.warning("full-embedding graph of %s not built, torch runs it: %s", model.backbone.name, _failed[model])
         return None
 
 

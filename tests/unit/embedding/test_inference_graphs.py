@@ -137,3 +137,33 @@ def test_a_deferred_crop_pickles_with_its_chip(fused_and_crops):
     fresh = FaceCrop(c.box, image=image, aligner=aligner)
     back = pickle.loads(pickle.dumps([fresh]))[0]
     assert back.box == c.box and np.array_equal(back.chip, c.chip) and not back.fallback
+
+
+def test_a_graph_that_cannot_be_built_leaves_torch_to_run_it_with_one_warning(fused_and_crops, monkeypatch, caplog):
+    """Never silently another model: the same weights on torch's path, and the reason logged once."""
+    from facegate.components.embedding.model import embed_chips
+
+    model, crops = fused_and_crops
+    chips = np.stack([c.chip for c in crops[:2]])
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("conversion failed\nsecond line")
+
+    monkeypatch.setattr(mg, "_build_full", broken)
+    monkeypatch.setattr(mg, "_failed", mg.weakref.WeakKeyDictionary())
+    from facegate.components.embedding import folding
+
+    folding._COPIES.pop(model, None)  # the fixture's model has its graph already: build it again
+    set_precision(model, "auto")
+    rt.set_backend(model, "openvino")
+    try:
+        with caplog.at_level("WARNING", logger=mg.__name__):
+            first = embed_chips(model, chips, True)
+            again = embed_chips(model, chips, True)
+    finally:
+        rt.set_backend(model, "torch")
+        set_precision(model, "float32")
+    ref = embed_chips(model, chips, True)
+    assert np.sum(first * ref, axis=1).min() >= 0.9995 and np.allclose(first, again)
+    warnings = [r for r in caplog.records if "full-embedding graph" in r.getMessage()]
+    assert len(warnings) == 1 and "conversion failed" in warnings[0].getMessage()

@@ -129,3 +129,12 @@ def test_readme_without_markers_is_an_error(tree) -> None:
     with pytest.raises(ValueError, match="markers"):
         report.write_report(results, docs, readme)
     assert report.main(["--results", str(results), "--docs", str(docs), "--readme", str(readme)]) == 2
+
+
+def test_the_detector_headline_quotes_the_seeds_mean_lowest_and_spread():
+    from facegate.benchmarks.report import HEADLINES
+
+    (row,) = [h for h in HEADLINES if h.figure.startswith("face-mask detector")]
+    seeds = {"seeds": [1, 2, 3], "summary": {"map50": {"mean": 0.8484, "min": 0.8308, "std": 0.0158}}}
+    assert row.cell(seeds) == "0.848 mean of 3 seeds (lowest 0.831, std 0.016)"
+    assert row.cell({"map50": 0.8612}) == "0.861"  # one trained champion scored

@@ -19,9 +19,9 @@ import numpy as np
 from facegate.components.calibration.cascade import Band, CascadeCalibration, fit_band, fit_cascade
 from facegate.components.core.images import load_image
 from facegate.components.core.weights import weight_path
-from facegate.components.embedding.fusion import FusedBackbone
 from facegate.components.embedding.members import (
     MemberSlice,
+    member_backbone,
     member_embed_chips,
     member_from_features,
     member_of_full,
@@ -145,9 +145,7 @@ def cascade_recognizer(
     where = find_member(model, cal.member)
     tau_m = cal.member_tau(cal.full_impostor.share_at_most(tau_full))
     band = cal.band(full_gallery.n_employees)
-    backbone = model.backbone
-    member = backbone.member_backbones[where.position] if isinstance(backbone, FusedBackbone) else backbone
-    geometry = member.chip_geometry
+    geometry = member_backbone(model, where).chip_geometry
 
     def run(path: Path) -> str:
         image = load_image(path)

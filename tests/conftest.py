@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -46,6 +47,10 @@ def requires_dataset(*names: str) -> pytest.MarkDecorator:
     """Skip (with the reason) a test or module whose shared datasets are not under the datasets root."""
     missing = [n for n in names if not (SHARED_DATASETS / n).exists()]
     return pytest.mark.skipif(bool(missing), reason="; ".join(_missing_dataset(n) for n in missing))
+
+
+# OpenVINO is a pinned dependency; a machine without it runs the torch paths, and these tests skip there.
+requires_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed")
 
 
 def _gpu_available() -> bool:

@@ -24,6 +24,7 @@ import logging
 import threading
 import warnings
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +47,7 @@ from facegate.components.embedding.openvino_runtime import (
     leaf_backbones,
     precision_hint,
 )
-from facegate.components.faces.align import ARCFACE_OFFSET, ARCFACE_SIZE
+from facegate.components.faces.align import ARCFACE_SIZE, PAIRED_GEOMETRY, split_paired
 
 if TYPE_CHECKING:  # model.py imports this module: its class for the annotations only
     from facegate.components.embedding.model import EmbeddingModel
@@ -124,12 +125,21 @@ def member_graph(member: Any, head: nn.Module, chip_size: int) -> CompiledEmbedd
     hint = precision_hint(member.inference_dtype())
     threads = torch.get_num_threads()
     variant = ("graph", hint, threads, id(head), _state_key(head))  # the member's own weights: inference_copy's key
+
+    def build() -> CompiledEmbedding:
+        return inference_copy(member, lambda m: _build(m, head, hint, threads), variant)
+
+    return _built_or_none(head, f"cheap-pass graph of {member.name}", build)
+
+
+def _built_or_none(module: nn.Module, what: str, build: Callable[[], CompiledEmbedding]) -> CompiledEmbedding | None:
+    """``build()``, or None with the reason logged once and remembered for ``module`` (torch's path runs)."""
     try:
-        return inference_copy(member, lambda m: _build(m, head, hint, threads), variant=variant)
+        return build()
     except Exception as exc:  # noqa: BLE001 - any failure means the torch path, said once
         lines = str(exc).strip().splitlines()
-        _failed[head] = f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
-        logger.warning("cheap-pass graph of %s not built, torch runs it: %s", member.name, _failed[head])
+        _failed[module] = f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
+        logger.warning("%s not built, torch runs it: %s", what, _failed[module])
         return None
 
 
@@ -139,15 +149,18 @@ def member_chip_size(chips: np.ndarray, geometry: str) -> int:
 
 
 def member_chips(chips: np.ndarray, geometry: str) -> np.ndarray:
-    """The member's part of N x 150 x 150 x 6 paired chips (or plain N x S x S x 3 ones) as the graph's
-    float32 N x 3 x S x S input."""
+    """The member's part of N x 150 x 150 x 6 paired chips (``split_paired``), or plain N x S x S x 3
+    ones, as the graph's float32 N x 3 x S x S input."""
     if chips.shape[-1] == 6:
-        if geometry == "arcface_112":
-            o = ARCFACE_OFFSET
-            chips = chips[:, o : o + ARCFACE_SIZE, o : o + ARCFACE_SIZE, 3:]
-        else:
-            chips = chips[..., :3]
+        dlib_part, arcface_part = split_paired(chips)
+        chips = arcface_part if geometry == "arcface_112" else dlib_part
     return np.ascontiguousarray(chips.transpose(0, 3, 1, 2), dtype=np.float32)
+
+
+def blank_chips(backbone: Any, n: int = 1) -> np.ndarray:
+    """``n`` black uint8 chips in ``backbone``'s chip layout (paired: 6 channels), to build and warm graphs."""
+    channels = 6 if backbone.chip_geometry == PAIRED_GEOMETRY else 3
+    return np.zeros((n, backbone.input_size, backbone.input_size, channels), np.uint8)
 
 
 class _FullEmbeddingExport(nn.Module):
@@ -186,7 +199,7 @@ def _full_path(model: EmbeddingModel, flip: bool) -> Path:
 
 def _build_full(model: EmbeddingModel, leaves: list[Any], flip: bool, hint: str, threads: int) -> CompiledEmbedding:
     ov = import_openvino()
-    size, channels = model.backbone.input_size, 6 if "+" in model.backbone.chip_geometry else 3
+    _, size, _, channels = blank_chips(model.backbone).shape
 
     def convert_full() -> Any:
         example = torch.randint(0, 256, (2, size, size, channels), dtype=torch.uint8)
@@ -219,22 +232,18 @@ def full_graph(model: EmbeddingModel, chips: np.ndarray, flip: bool) -> Compiled
         return None
     hint = precision_hint(leaves[0].inference_dtype())
     threads = torch.get_num_threads()
-    try:
+
+    def build() -> CompiledEmbedding:
         return inference_copy(
-            model, lambda m: _build_full(m, leaves, flip, hint, threads), variant=("full", flip, hint, threads)
+            model, lambda m: _build_full(m, leaves, flip, hint, threads), ("full", flip, hint, threads)
         )
-    except Exception as exc:  # noqa: BLE001 - any failure means the torch path, said once
-        lines = str(exc).strip().splitlines()
-        _failed[model] = f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
-        logger.warning("full-embedding graph of %s not built, torch runs it: %s", model.backbone.name, _failed[model])
-        return None
+
+    return _built_or_none(model, f"full-embedding graph of {model.backbone.name}", build)
 
 
 def prepare_full_graph(model: EmbeddingModel, flip: bool) -> None:
     """Build the full-embedding graph now (where it applies): a failure is logged when the model loads,
     not at the first request, and the backbones' own copies, which the graph replaces on this path,
     are not compiled for nothing (a one-shot CLI enrolment pays only for what it runs)."""
-    backbone = model.backbone
-    channels = 6 if "+" in backbone.chip_geometry else 3
     with torch.inference_mode():
-        full_graph(model, np.zeros((1, backbone.input_size, backbone.input_size, channels), np.uint8), flip)
+        full_graph(model, blank_chips(model.backbone), flip)

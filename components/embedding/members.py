@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from facegate.components.core.devices import module_device
+from facegate.components.embedding.base import Backbone
 from facegate.components.embedding.fusion import FusedBackbone, FusedHead, member_input
 from facegate.components.embedding.inference_graphs import member_chip_size, member_chips, member_graph
 from facegate.components.embedding.model import EmbeddingModel, embed_chips, embed_from_features, ensure_eval
@@ -54,6 +55,12 @@ def member_slice(model: EmbeddingModel, member: str) -> MemberSlice:
     return MemberSlice(i, sum(outs[:i]), sum(outs[: i + 1]), sum(head.in_dims[:i]), sum(head.in_dims[: i + 1]))
 
 
+def member_backbone(model: EmbeddingModel, where: MemberSlice) -> Backbone:
+    """The backbone of the member at ``where``: a fused model's member, or a plain model's own backbone."""
+    backbone = model.backbone
+    return backbone.member_backbones[where.position] if isinstance(backbone, FusedBackbone) else backbone
+
+
 def member_of_full(full: np.ndarray, where: MemberSlice) -> np.ndarray:
     """The member's own unit embeddings out of full ones (n x D): its slice, re-normalised."""
     part = np.ascontiguousarray(np.asarray(full, np.float32)[:, where.start : where.end])
@@ -79,7 +86,7 @@ def member_embed_chips(model: EmbeddingModel, chips: np.ndarray, where: MemberSl
         return embed_chips(model, chips, flip_tta=False)
     backbone = model.backbone
     assert isinstance(backbone, FusedBackbone)  # a FusedHead comes only from FusedBackbone.embedding_head
-    member = backbone.member_backbones[where.position]
+    member = member_backbone(model, where)
     graph = member_graph(member, head.heads[where.position], member_chip_size(chips, member.chip_geometry))
     if graph is not None:  # the served cheap pass: one OpenVINO call, no torch op around it
         return graph.embed(member_chips(np.asarray(chips), member.chip_geometry))

@@ -33,9 +33,9 @@ from facegate.components.calibration.store import default_face_sets, local_file,
 from facegate.components.calibration.thresholds import ImpostorScores, fpir_of_far
 from facegate.components.core.paths import state_dir
 from facegate.components.core.settings import Settings
-from facegate.components.embedding.fusion import FusedBackbone
 from facegate.components.embedding.members import (
     MemberSlice,
+    member_backbone,
     member_embed_chips,
     member_from_features,
     member_of_full,
@@ -85,9 +85,7 @@ class ServedCascade:
     def __init__(self, recognizer: FaceRecognizer, calibration: CascadeCalibration) -> None:
         self.recognizer, self.calibration = recognizer, calibration
         self.where = member_slice(recognizer.model, calibration.member)
-        backbone = recognizer.model.backbone
-        members = backbone.member_backbones if isinstance(backbone, FusedBackbone) else [backbone]
-        self.geometry = members[self.where.position].chip_geometry  # the member's own chip geometry
+        self.geometry = member_backbone(recognizer.model, self.where).chip_geometry  # the member's own chip geometry
         self._galleries: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def member_gallery(self, g: Gallery) -> MemberGallery:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from facegate.components.embedding.inference_graphs import blank_chips
 from facegate.components.faces.types import FaceBox
 from facegate.components.service.cascade import served_cascade
 
@@ -45,9 +46,7 @@ def warm_up(gate: FaceGate) -> dict[str, float | str]:
     frame = np.zeros((240, 320, 3), np.uint8)
     if step("recognizer", lambda: gate.recognizer.finder.detector.detect(frame)):
         recognizer = gate.recognizer
-        backbone = recognizer.model.backbone
-        side, channels = backbone.input_size, 6 if "+" in backbone.chip_geometry else 3
-        chips = np.zeros((1, side, side, channels), np.uint8)
+        chips = blank_chips(recognizer.model.backbone)
         step("full_embedding", lambda: recognizer.embed_aligned(chips))
         cascade = served_cascade(recognizer, gate.settings)
         if cascade is not None:

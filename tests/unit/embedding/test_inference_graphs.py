@@ -14,14 +14,9 @@ from facegate.components.embedding.backbones import make_backbone
 from facegate.components.embedding.members import member_embed_chips, member_slice
 from facegate.components.embedding.model import EmbeddingModel
 from facegate.components.embedding.precision import native_bfloat16, set_precision
-from tests.conftest import shared_dataset
+from tests.conftest import requires_openvino, shared_dataset
 
-try:
-    rt.import_openvino()
-    HAVE_OPENVINO = True
-except ImportError:
-    HAVE_OPENVINO = False
-pytestmark = pytest.mark.skipif(not HAVE_OPENVINO, reason="openvino is not installed")
+pytestmark = requires_openvino
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from facegate.components.embedding.backbones import make_backbone
 from facegate.components.embedding.members import member_embed_chips, member_slice
 from facegate.components.embedding.model import EmbeddingModel, embed_chips
 from facegate.components.embedding.precision import native_bfloat16, set_precision
-from tests.conftest import shared_dataset
+from tests.conftest import requires_openvino, shared_dataset
 
 # Measured on 200 LFW chips (2026-12-07): smallest cosine to torch float32 of OpenVINO bf16 0.99987 (SFace
 # alone), 0.99999 (dlib), 0.99995 (fused, flip TTA); torch bf16 0.99978 / 0.99997 / 0.99993; OpenVINO
@@ -30,13 +30,6 @@ from tests.conftest import shared_dataset
 BF16_MIN_COSINE = 0.9995
 F32_MIN_COSINE = 0.99999
 OPENVINO_IMPORT = re.compile(r"^\s*(?:import|from)\s+openvino(?:[\s.]|$)", re.M)
-
-try:
-    rt.import_openvino()
-    HAVE_OPENVINO = True
-except ImportError:
-    HAVE_OPENVINO = False
-requires_openvino = pytest.mark.skipif(not HAVE_OPENVINO, reason="openvino is not installed")
 
 
 @pytest.fixture
